@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+):
+#   make demo   -- create .venv, install, run the main job on the embedded digits data
+#   make test   -- create .venv, install, run the test suite (fast profile)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,vision]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pfc demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/metrics.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

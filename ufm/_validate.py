@@ -1,0 +1,161 @@
+"""Input validation shared by the whole toolkit (private).
+
+Every check raises :class:`ufm.errors.InputError` (or a subclass) with a message that names the
+argument, shows the value and says what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DegenerateInputError, InputError
+
+__all__ = [
+    "is_torch",
+    "to_tensor",
+    "check_features",
+    "check_labels",
+    "check_scalar",
+    "check_int",
+    "describe",
+]
+
+
+def is_torch(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def describe(x: Any) -> str:
+    """A short description of a value for error messages."""
+    if isinstance(x, torch.Tensor | np.ndarray):
+        return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """Convert an array-like to a torch tensor without copying where possible."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise InputError(f"{name} must be array-like, got {describe(x)}") from exc
+        if arr.dtype == object:
+            raise InputError(
+                f"{name} must be a numeric array, got an object array ({describe(x)}); "
+                "pass a regular numpy array or torch tensor"
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if device is not None:
+        t = t.to(device)
+    return t
+
+
+def check_features(H: Any, name: str = "H", *, ndim: int = 2) -> torch.Tensor:
+    """Validate a feature matrix and return it as a floating torch tensor (same device)."""
+    t = to_tensor(H, name)
+    if t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"{name} must be a real floating array, got {describe(H)}")
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    if t.ndim != ndim:
+        shape = "(N, d)" if ndim == 2 else "(K, n, d)"
+        raise InputError(
+            f"{name} must have shape {shape} (samples first), got shape {tuple(t.shape)}; "
+            + ("reshape with H.reshape(len(H), -1) to flatten conv features" if ndim == 2 else "")
+        )
+    if t.numel() == 0:
+        raise InputError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one sample")
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise InputError(
+            f"{name} contains {bad} non-finite value(s) (NaN or inf); "
+            "remove or fix those samples before measuring"
+        )
+    return t
+
+
+def check_labels(
+    y: Any, n: int, *, K: int | None = None, name: str = "y", device: Any = None
+) -> tuple[torch.Tensor, int]:
+    """Validate integer labels ``0..K-1`` of length ``n``; return (labels int64, K).
+
+    ``K`` defaults to ``max(y) + 1``. Every class ``0..K-1`` must have at least one sample and
+    ``K >= 2``.
+    """
+    t = to_tensor(y, name)
+    if t.ndim != 1:
+        raise InputError(f"{name} must be a 1-d array of integer labels, got {describe(y)}")
+    if t.shape[0] != n:
+        raise InputError(
+            f"{name} has {t.shape[0]} labels but the features have {n} rows; "
+            "pass one label per sample (samples first)"
+        )
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()) or not bool((t == torch.round(t)).all()):
+            raise InputError(
+                f"{name} must hold integer class labels 0..K-1, got non-integer values "
+                f"({describe(y)}); convert with y.astype(int) after checking them"
+            )
+    elif t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"{name} must hold integer class labels 0..K-1, got {describe(y)}")
+    t = t.to(torch.int64)
+    if device is not None:
+        t = t.to(device)
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0:
+        raise InputError(f"{name} has label {lo} < 0; labels must be 0..K-1")
+    if K is None:
+        K = hi + 1
+    elif hi >= K:
+        raise InputError(f"{name} has label {hi} but K={K}; labels must be 0..K-1 (or raise K)")
+    if K < 2:
+        raise DegenerateInputError(
+            f"collapse needs at least K=2 classes, got K={K} (labels of {name} are all {lo})"
+        )
+    counts = torch.bincount(t, minlength=K)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise DegenerateInputError(
+            f"class(es) {empty[:10]} of 0..{K - 1} have no sample in {name}; "
+            "relabel classes to 0..K-1 without gaps, or pass K explicitly only if every class occurs"
+        )
+    return t, K
+
+
+def check_scalar(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = 0.0,
+    low_inclusive: bool = True,
+    high: float | None = None,
+) -> float:
+    """A finite real scalar in a range; returns it as float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a real number, got {describe(value)}") from exc
+    if not math.isfinite(v):
+        raise InputError(f"{name} must be finite, got {v}")
+    if low is not None and (v < low or (v == low and not low_inclusive)):
+        rel = ">=" if low_inclusive else ">"
+        raise InputError(f"{name} must be {rel} {low}, got {v}")
+    if high is not None and v > high:
+        raise InputError(f"{name} must be <= {high}, got {v}")
+    return v
+
+
+def check_int(value: Any, name: str, *, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InputError(f"{name} must be an integer, got {describe(value)}")
+    v = int(value)
+    if low is not None and v < low:
+        raise InputError(f"{name} must be >= {low}, got {v}")
+    return v
