@@ -22,6 +22,7 @@ __all__ = [
     "check_scalar",
     "check_int",
     "describe",
+    "all_finite",
 ]
 
 
@@ -72,13 +73,22 @@ def check_features(H: Any, name: str = "H", *, ndim: int = 2) -> torch.Tensor:
         )
     if t.numel() == 0:
         raise InputError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one sample")
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         bad = int((~torch.isfinite(t)).sum())
         raise InputError(
             f"{name} contains {bad} non-finite value(s) (NaN or inf); "
             "remove or fix those samples before measuring"
         )
     return t
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True when every entry is finite; one fast reduction, exact check only on suspicion."""
+    # NaN and inf propagate through a sum, so a finite sum proves finiteness; a non-finite sum
+    # may also be an overflow of large finite values, which the elementwise test sorts out.
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def check_labels(

@@ -1,0 +1,1 @@
+"""pfc (under construction)."""

@@ -1,0 +1,441 @@
+"""Collapse metrics against independent slow references (direct d x d formulas, float64)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ufm.errors import DegenerateInputError, InputError, RankWarning
+from ufm.metrics import (
+    CollapseAccumulator,
+    LineAccumulator,
+    alignment,
+    collapse_metrics,
+    effective_depth,
+    nc1,
+    nc2,
+    nc3,
+    nc4,
+    ncc_accuracy,
+    pfc1,
+    pfc2,
+    pfc3,
+    relative_position,
+    simplex_etf,
+)
+
+RTOL64 = 1e-10
+
+
+# ------------------------------------------------------------------------------------------
+# slow reference: the textbook d x d formulas of MATH.md section 2-3, written independently
+# ------------------------------------------------------------------------------------------
+def reference(H, y, W=None, b=None):
+    H = np.asarray(H, dtype=np.float64)
+    y = np.asarray(y)
+    N, d = H.shape
+    K = int(y.max()) + 1
+    mu = np.array([H[y == k].mean(axis=0) for k in range(K)])
+    mu_g = H.mean(axis=0)
+    sw = np.zeros((d, d))
+    for i in range(N):
+        v = H[i] - mu[y[i]]
+        sw += np.outer(v, v)
+    sw /= N
+    M = (mu - mu_g).T  # (d, K)
+    sb = M @ M.T / K
+    G = M.T @ M
+    etf = (np.eye(K) - np.ones((K, K)) / K) / np.sqrt(K - 1)
+    dist = np.array([[np.linalg.norm(H[i] - mu[k]) for k in range(K)] for i in range(N)])
+    ncc_pred = dist.argmin(axis=1)
+    norms = np.linalg.norm(M, axis=0)
+    cos = [M[:, j] @ M[:, k] / (norms[j] * norms[k]) for j in range(K) for k in range(K) if j != k]
+    out = {
+        "tr_sigma_w": np.trace(sw),
+        "tr_sigma_b": np.trace(sb),
+        "pfc1": np.trace(sw) / np.trace(sb),
+        "nc1": np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10, hermitian=True)) / K,
+        "pfc2": np.linalg.norm(G / np.linalg.norm(G) - etf),
+        "ncc_accuracy": np.mean(ncc_pred == y),
+        "pfc3": 1 - np.mean(ncc_pred == y),
+        "nc2_equinorm": norms.std() / norms.mean(),
+        "nc2_equiangular": np.mean(np.abs(np.array(cos) + 1 / (K - 1))),
+    }
+    if W is not None:
+        W = np.asarray(W, dtype=np.float64)
+        out["nc3"] = np.linalg.norm(W.T / np.linalg.norm(W) - M / np.linalg.norm(M)) ** 2
+        logits = H @ W.T + (0 if b is None else np.asarray(b))
+        out["nc4"] = np.mean(logits.argmax(axis=1) != ncc_pred)
+    return out
+
+
+def make_data(seed=0, N=60, K=4, d=7, spread=1.0, sep=2.0, unbalanced=True, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    if unbalanced:
+        y = rng.integers(0, K, N)
+        y[:K] = np.arange(K)
+    else:
+        y = np.repeat(np.arange(K), N // K)
+    centres = sep * rng.standard_normal((K, d))
+    H = centres[y] + spread * rng.standard_normal((N, d))
+    return H.astype(dtype), y
+
+
+def assert_metrics_close(got, want, rtol=RTOL64, atol=1e-12, keys=None):
+    for k in keys or want:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+# ------------------------------------------------------------------------------------------
+# agreement with the reference
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shape", [(60, 4, 7), (40, 3, 2), (90, 10, 12), (30, 5, 40)])
+def test_matches_reference(seed, shape):
+    N, K, d = shape
+    H, y = make_data(seed, N, K, d)
+    rng = np.random.default_rng(seed + 100)
+    W, b = rng.standard_normal((K, d)), rng.standard_normal(K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankWarning)  # d < K-1 in one shape
+        got = collapse_metrics(H, y, W, b)
+    want = reference(H, y, W, b)
+    assert_metrics_close(got, want)
+
+
+def test_individual_functions_match_collapse_metrics():
+    H, y = make_data(3)
+    W = np.random.default_rng(1).standard_normal((4, 7))
+    m = collapse_metrics(H, y, W)
+    assert pfc1(H, y) == pytest.approx(m["pfc1"], rel=1e-14)
+    assert pfc2(H, y) == pytest.approx(m["pfc2"], rel=1e-14)
+    assert pfc3(H, y) == pytest.approx(m["pfc3"], abs=1e-15)
+    assert ncc_accuracy(H, y) == pytest.approx(m["ncc_accuracy"], abs=1e-15)
+    assert nc1(H, y) == pytest.approx(m["nc1"], rel=1e-12)
+    assert nc2(H, y) == pytest.approx((m["nc2_equinorm"], m["nc2_equiangular"]), rel=1e-12)
+    assert nc3(W, H, y) == pytest.approx(m["nc3"], rel=1e-12)
+    assert nc4(H, y, W) == pytest.approx(m["nc4"], abs=1e-15)
+    assert set(m) >= {
+        "pfc1",
+        "pfc2",
+        "pfc3",
+        "ncc_accuracy",
+        "nc1",
+        "nc2_equinorm",
+        "nc2_equiangular",
+        "nc3",
+        "nc4",
+    }
+
+
+def test_balanced_3d_input_equals_labelled():
+    H, y = make_data(0, N=40, K=4, unbalanced=False)
+    H3 = H.reshape(4, 10, 7)
+    assert_metrics_close(collapse_metrics(H3), collapse_metrics(H, y), rtol=1e-13)
+
+
+def test_nc1_exact_where_naive_pinv_fails():
+    # well-separated classes in a wide space: the d x d Sigma_B has rank K-1 and a huge
+    # condition number; NC1 via the K x K route stays exact.
+    H, y = make_data(5, N=200, K=5, d=300, spread=1e-3, sep=10.0)
+    want = reference(H, y)["nc1"]
+    np.testing.assert_allclose(nc1(H, y), want, rtol=1e-8)
+
+
+def test_rank_deficient_sigma_b_warns():
+    H, y = make_data(1, N=50, K=6, d=3)  # d < K-1: rank(Sigma_B) <= 3 < 5
+    with pytest.warns(RankWarning, match="rank 3 < K-1 = 5"):
+        got = nc1(H, y)
+    np.testing.assert_allclose(got, reference(H, y)["nc1"], rtol=1e-9)
+
+
+def test_collinear_means_warn():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    centres = np.outer([0.0, 1.0, 3.0], rng.standard_normal(5))  # means on one line
+    H = centres[y] + 0.1 * rng.standard_normal((30, 5))
+    H -= np.array([H[y == k].mean(0) for k in range(3)])[y] - centres[y]  # exact means
+    with pytest.warns(RankWarning):
+        collapse_metrics(H, y)
+
+
+# ------------------------------------------------------------------------------------------
+# simplex ETF and collapsed features
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("K,d", [(2, 1), (3, 2), (4, 4), (5, 9), (10, 64), (10, 9)])
+def test_simplex_etf_geometry(K, d):
+    E = simplex_etf(K, d, seed=K + d, scale=2.5)
+    assert E.shape == (K, d)
+    G = E @ E.T
+    np.testing.assert_allclose(np.diag(G), 2.5**2, rtol=1e-12)
+    off = G[~np.eye(K, dtype=bool)]
+    np.testing.assert_allclose(off, -(2.5**2) / (K - 1), rtol=1e-12)
+    np.testing.assert_allclose(E.sum(0), 0.0, atol=1e-12)
+
+
+@given(
+    K=st.integers(2, 8),
+    extra=st.integers(0, 6),
+    seed=st.integers(0, 2**31),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-100, 100),
+)
+@settings(max_examples=30, deadline=None)
+def test_collapsed_etf_features_give_zero(K, extra, seed, scale, offset):
+    d = K + extra
+    E = simplex_etf(K, d, seed=seed, scale=scale) + offset
+    y = np.repeat(np.arange(K), 3)
+    H = E[y]
+    m = collapse_metrics(H, y)
+    assert m["pfc2"] < 1e-6
+    assert m["pfc1"] == 0.0 or m["pfc1"] < 1e-20
+    assert m["nc1"] < 1e-20
+    assert m["pfc3"] == 0.0
+    assert m["nc2_equinorm"] < 1e-6 and m["nc2_equiangular"] < 1e-6
+
+
+def test_pfc2_of_non_etf_is_positive():
+    H, y = make_data(2)
+    assert pfc2(H, y) > 0.05
+
+
+# ------------------------------------------------------------------------------------------
+# invariances (hypothesis)
+# ------------------------------------------------------------------------------------------
+INVARIANT_KEYS = ["pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1", "nc2_equinorm", "nc2_equiangular"]
+
+
+def random_orthogonal(d, rng):
+    Q, R = np.linalg.qr(rng.standard_normal((d, d)))
+    return Q * np.sign(np.diag(R))
+
+
+@given(
+    seed=st.integers(0, 2**31),
+    K=st.integers(2, 6),
+    d=st.integers(5, 12),
+    scale=st.floats(1e-3, 1e3),
+    shift=st.floats(-50, 50),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_rotation_translation_scale_invariance(seed, K, d, scale, shift):
+    H, y = make_data(seed, N=8 * K, K=K, d=d)
+    rng = np.random.default_rng(seed)
+    Q = random_orthogonal(d, rng)
+    base = collapse_metrics(H, y)
+    moved = collapse_metrics(scale * (H @ Q) + shift, y)
+    for k in INVARIANT_KEYS:
+        np.testing.assert_allclose(moved[k], base[k], rtol=1e-7, atol=1e-9, err_msg=k)
+    # rotation and translation alone keep the traces up to the scale factor
+    np.testing.assert_allclose(moved["tr_sigma_w"], scale**2 * base["tr_sigma_w"], rtol=1e-7)
+
+
+@given(seed=st.integers(0, 2**31), K=st.integers(2, 6))
+@settings(max_examples=30, deadline=None)
+def test_label_permutation_invariance(seed, K):
+    H, y = make_data(seed, N=6 * K, K=K, d=6)
+    perm = np.random.default_rng(seed).permutation(K)
+    rng = np.random.default_rng(seed + 1)
+    W, b = rng.standard_normal((K, 6)), rng.standard_normal(K)
+    base = collapse_metrics(H, y, W, b)
+    # relabel classes; the classifier rows follow their classes
+    Wp, bp = np.empty_like(W), np.empty_like(b)
+    Wp[perm], bp[perm] = W, b
+    moved = collapse_metrics(H, perm[y], Wp, bp)
+    for k in INVARIANT_KEYS + ["nc3", "nc4"]:
+        np.testing.assert_allclose(moved[k], base[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@given(seed=st.integers(0, 2**31), cuts=st.lists(st.integers(1, 59), max_size=6))
+@settings(max_examples=40, deadline=None)
+def test_streaming_equals_batch_for_any_split(seed, cuts):
+    H, y = make_data(seed, N=60, K=4, d=7)
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((4, 7))
+    order = rng.permutation(60)  # streaming order is arbitrary
+    H, y = H[order], y[order]
+    bounds = [0, *sorted(set(cuts)), 60]
+    acc = CollapseAccumulator(4, W=W)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        acc.update(H[a:b], y[a:b])
+    pass1 = acc.compute()
+    acc.end_first_pass()
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        acc.update(H[a:b], y[a:b])
+    got = acc.compute()
+    want = collapse_metrics(H, y, W)
+    assert_metrics_close(got, want, rtol=1e-12)
+    assert_metrics_close(pass1, want, rtol=1e-12, keys=["pfc1", "pfc2", "tr_sigma_w", "nc3"])
+
+
+def test_merge_of_shards_equals_batch():
+    H, y = make_data(7, N=90, K=5, d=9)
+    shards = [CollapseAccumulator(5) for _ in range(3)]
+    for i, acc in enumerate(shards):
+        acc.update(H[i::3], y[i::3])
+    merged = shards[0].merge(shards[1]).merge(shards[2])
+    merged.end_first_pass()
+    p2 = [CollapseAccumulator.from_state_dict(merged.state_dict()) for _ in range(3)]
+    for i, acc in enumerate(p2):
+        acc.update(H[i::3], y[i::3])
+    total = p2[0].merge(p2[1]).merge(p2[2])
+    assert_metrics_close(total.compute(), collapse_metrics(H, y), rtol=1e-12)
+
+
+def test_chan_merge_is_stable_under_large_offset():
+    # a naive E[h^2] - E[h]^2 loses every digit here; the pairwise merge does not
+    H, y = make_data(3, N=80, K=4, d=5, spread=1e-3)
+    H = H + 1e6
+    acc = CollapseAccumulator(4)
+    for a in range(0, 80, 7):
+        acc.update(H[a : a + 7], y[a : a + 7])
+    want = reference(H - 1e6, y)
+    np.testing.assert_allclose(acc.compute()["tr_sigma_w"], want["tr_sigma_w"], rtol=1e-7)
+
+
+def test_float32_agrees_with_float64():
+    H, y = make_data(4, N=200, K=5, d=30)
+    m64 = collapse_metrics(H, y)
+    m32 = collapse_metrics(H.astype(np.float32), y)
+    for k in ["pfc1", "pfc2", "nc1", "nc2_equinorm", "nc2_equiangular"]:
+        np.testing.assert_allclose(m32[k], m64[k], rtol=2e-5, err_msg=k)
+    assert m32["ncc_accuracy"] == m64["ncc_accuracy"]
+
+
+def test_torch_equals_numpy():
+    H, y = make_data(6, N=100, K=4, d=11)
+    W = np.random.default_rng(0).standard_normal((4, 11))
+    mn = collapse_metrics(H, y, W)
+    mt = collapse_metrics(torch.from_numpy(H), torch.from_numpy(y), torch.from_numpy(W))
+    assert_metrics_close(mt, mn, rtol=1e-14)
+    m16 = collapse_metrics(torch.from_numpy(H).to(torch.bfloat16), torch.from_numpy(y))
+    np.testing.assert_allclose(m16["pfc1"], mn["pfc1"], rtol=3e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_equals_cpu():  # pragma: no cover - runs only with a GPU
+    H, y = make_data(6, N=100, K=4, d=11)
+    mc = collapse_metrics(torch.from_numpy(H).cuda(), torch.from_numpy(y).cuda())
+    assert_metrics_close(mc, collapse_metrics(H, y), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# line accumulator
+# ------------------------------------------------------------------------------------------
+def test_line_accumulator_matches_interpolated_features():
+    A, y = make_data(8, N=70, K=5, d=6)
+    B = np.tanh(A) + 0.3 * np.random.default_rng(0).standard_normal(A.shape)
+    ts = np.linspace(0, 1, 6)
+    line = LineAccumulator(5, ts)
+    for a in range(0, 70, 9):
+        line.update(A[a : a + 9], B[a : a + 9], y[a : a + 9])
+    line.end_first_pass()
+    for a in range(0, 70, 13):
+        line.update(A[a : a + 13], B[a : a + 13], y[a : a + 13])
+    got = line.compute()
+    for i, t in enumerate(ts):
+        want = reference((1 - t) * A + t * B, y)
+        for k in ["pfc1", "pfc2", "nc1", "ncc_accuracy", "tr_sigma_w"]:
+            np.testing.assert_allclose(got[k][i], want[k], rtol=1e-10, atol=1e-13, err_msg=k)
+    fine = line.compute(np.linspace(0, 1, 21))
+    assert "nc1" not in fine and fine["pfc1"].shape == (21,)
+
+
+def test_line_accumulator_merge():
+    A, y = make_data(9, N=50, K=3, d=4)
+    B = A**2
+    whole = LineAccumulator(3).update(A, B, y)
+    s1 = LineAccumulator(3).update(A[:20], B[:20], y[:20])
+    s2 = LineAccumulator(3).update(A[20:], B[20:], y[20:])
+    np.testing.assert_allclose(s1.merge(s2).compute()["pfc1"], whole.compute()["pfc1"], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# small helpers
+# ------------------------------------------------------------------------------------------
+def test_alignment_and_relative_position():
+    H, _ = make_data(0)
+    X = H + 0.5
+    want = np.sum(H * X) / (np.linalg.norm(H) * np.linalg.norm(X))
+    assert alignment(H, X) == pytest.approx(want, rel=1e-14)
+    assert alignment(H, 3 * H) == pytest.approx(1.0)
+    layers = [H + t * (X - H) for t in (0, 0.25, 0.5, 1.0)]
+    np.testing.assert_allclose(relative_position(layers, mode="distance"), [0, 0.25, 0.5, 1])
+    np.testing.assert_allclose(relative_position(layers), [0, 1 / 3, 2 / 3, 1])
+
+
+def test_effective_depth():
+    H, y = make_data(0, N=60, K=3, d=5, spread=3.0)
+    collapsed = simplex_etf(3, 5, seed=0)[y]
+    assert effective_depth([H, H, collapsed], y, epsilon=0.0) == 2
+    assert effective_depth([0.5, 0.2, 0.05, 0.0], epsilon=0.1) == 2
+    assert effective_depth([0.5, 0.4], epsilon=0.1) is None
+
+
+# ------------------------------------------------------------------------------------------
+# bad input: each error names the argument
+# ------------------------------------------------------------------------------------------
+def test_bad_input_errors():
+    H, y = make_data(0)
+    with pytest.raises(InputError, match="y has 59 labels but the features have 60"):
+        collapse_metrics(H, y[:-1])
+    with pytest.raises(InputError, match="label -1"):
+        collapse_metrics(H, np.where(y == 0, -1, y))
+    with pytest.raises(InputError, match="label 3 but K=3"):
+        collapse_metrics(H, y, K=3)
+    with pytest.raises(InputError, match="integer class labels"):
+        collapse_metrics(H, y + 0.5)
+    with pytest.raises(DegenerateInputError, match=r"class\(es\) \[2\]"):
+        collapse_metrics(H, np.where(y == 2, 3, y))
+    with pytest.raises(DegenerateInputError, match="at least K=2"):
+        collapse_metrics(H, np.zeros(60, dtype=int))
+    Hn = H.copy()
+    Hn[3, 2] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        collapse_metrics(Hn, y)
+    Hi = H.copy()
+    Hi[0, 0] = np.inf
+    with pytest.raises(InputError, match="H contains 1 non-finite"):
+        pfc1(Hi, y)
+    with pytest.raises(DegenerateInputError, match="all class means coincide"):
+        collapse_metrics(np.ones((60, 7)), y)
+    with pytest.raises(InputError, match=r"W must have shape \(K, d\) = \(4, 7\)"):
+        collapse_metrics(H, y, W=np.ones((7, 4)))
+    with pytest.raises(InputError, match=r"shape \(N, d\)"):
+        collapse_metrics(H[:, :, None], y)
+    with pytest.raises(InputError, match="labels y are required"):
+        collapse_metrics(H)
+    with pytest.raises(InputError, match="d >= K-1"):
+        simplex_etf(5, 3)
+    with pytest.raises(InputError, match="same shape"):
+        alignment(H, H[:10])
+
+
+def test_overflowing_sum_is_not_mistaken_for_inf():
+    H, y = make_data(0, dtype=np.float32)
+    H = H * np.float32(3e37)  # finite, but a float32 sum overflows
+    collapse_metrics(H, y)  # must not raise
+
+
+def test_accumulator_bad_use():
+    H, y = make_data(0)
+    acc = CollapseAccumulator(4)
+    with pytest.raises(InputError, match="seen no data"):
+        acc.compute()
+    acc.update(H, y)
+    with pytest.raises(InputError, match="earlier batches had d=7"):
+        acc.update(H[:, :3], y)
+    with pytest.raises(InputError, match="outside 0..K-1"):
+        acc.update(H, y + 1)
+    acc.end_first_pass()
+    acc.update(H[:10], y[:10])
+    with pytest.raises(InputError, match="pass 2 saw 10 samples"):
+        acc.compute()
+    with pytest.raises(InputError, match="different passes"):
+        acc.merge(CollapseAccumulator(4).update(H, y))

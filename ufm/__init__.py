@@ -1,0 +1,74 @@
+"""ufm: the foundation of the toolkit.
+
+Simplex ETF, collapse metrics (batch and streaming), the unconstrained feature model (UFM) with
+its solvers, and the UFM global-optimality certificate.
+
+>>> from ufm import collapse_metrics, solve
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from . import errors
+from .errors import (
+    BackendError,
+    ConvergenceWarning,
+    DegenerateInputError,
+    InputError,
+    PFCError,
+    RankWarning,
+    SolverError,
+)
+
+__version__ = "0.1.0"
+
+# Heavier submodules load on first use so that `import ufm` stays cheap.
+_LAZY = {
+    "collapse_metrics": "metrics",
+    "pfc1": "metrics",
+    "pfc2": "metrics",
+    "pfc3": "metrics",
+    "ncc_accuracy": "metrics",
+    "nc1": "metrics",
+    "nc2": "metrics",
+    "nc3": "metrics",
+    "nc4": "metrics",
+    "simplex_etf": "metrics",
+    "effective_depth": "metrics",
+    "alignment": "metrics",
+    "relative_position": "metrics",
+    "CollapseAccumulator": "metrics",
+    "LineAccumulator": "metrics",
+    "objective": "objective",
+    "solve": "solve",
+    "SolveResult": "result",
+    "certify": "certify",
+    "Certificate": "certify",
+}
+
+__all__ = [
+    "errors",
+    "PFCError",
+    "InputError",
+    "DegenerateInputError",
+    "BackendError",
+    "SolverError",
+    "ConvergenceWarning",
+    "RankWarning",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'ufm' has no attribute {name!r}")
+    value = getattr(import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
