@@ -1,1 +1,1 @@
-"""pfc (under construction)."""
+"""pfc: the command-line entry point that ties the toolkit together (``pfc --help``)."""

@@ -1,0 +1,144 @@
+"""Collapse metrics: ufm.metrics against the common notebook approach, in one run.
+
+The common approach forms the ``d x d`` covariances Sigma_W and Sigma_B and calls ``pinv`` with
+default cut-offs. ``ufm.metrics.collapse_metrics`` never forms a ``d x d`` matrix. Each case runs in
+its own subprocess so that peak memory (max RSS above the data's own footprint) is measured
+cleanly. The table also shows the time of one ``(N, d) x (d, K)`` matrix product over the same
+features (the cost of reading them once) and the ratios.
+
+Usage::
+
+    .venv/bin/python benchmarks/metrics.py                  # N=10,000, K=10, d in 256, 1024, 4096 + 65,536
+    .venv/bin/python benchmarks/metrics.py --quick          # smaller sizes, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make(N: int, K: int, d: int, dtype: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(K), N // K)
+    centres = 3.0 * rng.standard_normal((K, d))
+    H = (centres[y] + rng.standard_normal((N, d))).astype(dtype)
+    return H, y
+
+
+def common_approach(H: np.ndarray, y: np.ndarray) -> dict:
+    """What notebooks do: d x d covariances, default pinv."""
+    H = H.astype(np.float64)
+    K = int(y.max()) + 1
+    mu = np.stack([H[y == k].mean(0) for k in range(K)])
+    mu_g = H.mean(0)
+    dev = H - mu[y]
+    sw = dev.T @ dev / len(H)
+    M = mu - mu_g
+    sb = M.T @ M / K
+    nc1 = np.trace(sw @ np.linalg.pinv(sb)) / K
+    pfc1 = np.trace(sw) / np.trace(sb)
+    return {"nc1": float(nc1), "pfc1": float(pfc1)}
+
+
+def child(args: argparse.Namespace) -> None:
+    H, y = make(args.N, args.K, args.d, args.dtype)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.method == "ufm":
+        import torch
+
+        from ufm.metrics import collapse_metrics
+
+        torch.set_num_threads(args.threads)
+        collapse_metrics(H[: min(len(H), 256)], y[: min(len(H), 256)])  # warm up torch
+        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        m = collapse_metrics(H, y)
+        dt = time.perf_counter() - t0
+        out = {"nc1": m["nc1"], "pfc1": m["pfc1"]}
+    elif args.method == "matmul":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        Ht = torch.from_numpy(H)
+        B = torch.randn(args.K, args.d, dtype=Ht.dtype)
+        Ht @ B.T
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            Ht @ B.T
+            times.append(time.perf_counter() - t0)
+        dt = min(times)
+        out = {}
+    else:
+        t0 = time.perf_counter()
+        out = common_approach(H, y)
+        dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss
+    print(json.dumps({"time": dt, "peak_mb": peak / 1024, **out}))
+
+
+def run_case(method: str, N: int, K: int, d: int, dtype: str, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, "--N", str(N), "--K", str(K),
+           "--d", str(d), "--dtype", dtype, "--threads", str(threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--child", choices=["ufm", "common", "matmul"])
+    ap.add_argument("--N", type=int, default=10_000)
+    ap.add_argument("--K", type=int, default=10)
+    ap.add_argument("--d", type=int, default=0)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-big", action="store_true", help="skip d = 65,536")
+    args = ap.parse_args()
+    if args.child:
+        args.method = args.child
+        child(args)
+        return
+
+    dims = [128, 512] if args.quick else [256, 1024, 4096]
+    big = [] if (args.quick or args.no_big) else [65_536]
+    N, K = (2000 if args.quick else args.N), args.K
+    print(f"N={N}, K={K}, features {args.dtype}, {args.threads} threads")
+    hdr = (f"{'d':>7} {'common s':>9} {'ufm s':>8} {'matmul s':>9} {'speed-up':>9} "
+           f"{'ufm/matmul':>10} {'common MB':>10} {'ufm MB':>7} {'rel. diff NC1':>14} "
+           f"{'rel. diff PFC1':>14}")
+    print(hdr)
+    print("-" * len(hdr))
+    for d in dims + big:
+        u = run_case("ufm", N, K, d, args.dtype, args.threads)
+        mm = run_case("matmul", N, K, d, args.dtype, args.threads)
+        if d in big:
+            need = 2 * d * d * 8 / 2**30
+            c = {"error": f"needs >= {need:.0f} GiB for two d x d float64 matrices"}
+        else:
+            c = run_case("common", N, K, d, args.dtype, args.threads)
+        if "error" in u:
+            print(f"{d:>7} ufm failed: {u['error']}")
+            continue
+        if "error" in c:
+            print(f"{d:>7} {'n/a':>9} {u['time']:8.3f} {mm['time']:9.4f} {'-':>9} "
+                  f"{u['time'] / mm['time']:10.1f} {'n/a':>10} {u['peak_mb']:7.0f}   common: {c['error']}")
+            continue
+        dn = abs(c["nc1"] - u["nc1"]) / abs(u["nc1"])
+        dp = abs(c["pfc1"] - u["pfc1"]) / abs(u["pfc1"])
+        print(f"{d:>7} {c['time']:9.3f} {u['time']:8.3f} {mm['time']:9.4f} "
+              f"{c['time'] / u['time']:8.1f}x {u['time'] / mm['time']:10.1f} "
+              f"{c['peak_mb']:10.0f} {u['peak_mb']:7.0f} {dn:14.2e} {dp:14.2e}")
+
+
+if __name__ == "__main__":
+    main()
