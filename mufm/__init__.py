@@ -9,9 +9,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .solve import SolveResult, solve  # eager: binds `mufm.solve` to the function for good
+
 _LAZY = {
-    "solve": "solve",
-    "SolveResult": "solve",
     "certify": "certify",
     "multilayer_objective": "layers",
     "gradient_flow": "flow",
@@ -19,7 +19,7 @@ _LAZY = {
     "run_experiment": "experiment",
 }
 
-__all__ = list(_LAZY)
+__all__ = ["solve", "SolveResult", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,12 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+# `solve` and `objective` share their names with their modules: importing the functions
+# eagerly binds the package attributes to the functions for good (a later `import ufm.solve`
+# finds the module in sys.modules and leaves the attribute alone).
+from .objective import objective  # noqa: E402
+from .solve import solve  # noqa: E402
+
 # Heavier submodules load on first use so that `import ufm` stays cheap.
 _LAZY = {
     "collapse_metrics": "metrics",
@@ -41,8 +47,6 @@ _LAZY = {
     "relative_position": "metrics",
     "CollapseAccumulator": "metrics",
     "LineAccumulator": "metrics",
-    "objective": "objective",
-    "solve": "solve",
     "SolveResult": "result",
     "certify": "certify",
     "Certificate": "certify",
@@ -50,6 +54,8 @@ _LAZY = {
 
 __all__ = [
     "errors",
+    "objective",
+    "solve",
     "PFCError",
     "InputError",
     "DegenerateInputError",

@@ -1,0 +1,211 @@
+"""The gradient flow of the reduced MSE loss started at the data (PFC paper eq. 21)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.integrate
+import torch
+
+from ufm import _solvers as S
+from ufm._core import NP, Params, Problem
+from ufm._validate import check_int, check_scalar, is_torch
+from ufm.errors import SolverError
+
+from .solve import prepare_data
+
+__all__ = ["FlowResult", "gradient_flow"]
+
+
+@dataclass(frozen=True, repr=False)
+class FlowResult:
+    """Trajectory of :func:`gradient_flow`.
+
+    Attributes
+    ----------
+    ts : numpy.ndarray of shape (T,)
+        Times ``0 = t_0 < ... < t_max``.
+    Hs : array of shape (T, N, d)
+        Features ``H(t)`` (numpy, or a float64 CPU tensor when ``X`` was a tensor).
+    Ws, bs : arrays of shape (T, K, d) and (T, K)
+        The optimal classifier ``(W, b)(H(t))`` at each time.
+    objective : numpy.ndarray of shape (T,)
+        ``F(H(t))``, non-increasing along the flow.
+    tr_sigma_w, tr_sigma_b : numpy.ndarray of shape (T,)
+        :math:`\\operatorname{tr}\\Sigma_W` and :math:`\\operatorname{tr}\\Sigma_B` of ``H(t)``
+        (MATH.md sec. 2).
+    y : numpy.ndarray of shape (N,)
+        Labels.
+    n_rhs : int
+        Right-hand-side evaluations used.
+    params : dict
+        Options used.
+    """
+
+    ts: np.ndarray
+    Hs: Any
+    Ws: Any
+    bs: Any
+    objective: np.ndarray
+    tr_sigma_w: np.ndarray
+    tr_sigma_b: np.ndarray
+    y: np.ndarray
+    n_rhs: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        T, N, d = tuple(self.Hs.shape)
+        return (
+            f"FlowResult(T={T}, N={N}, d={d}, t_max={self.ts[-1]:g}, "
+            f"tr_sigma_w: {self.tr_sigma_w[0]:.4g} -> {self.tr_sigma_w[-1]:.4g}, "
+            f"tr_sigma_b: {self.tr_sigma_b[0]:.4g} -> {self.tr_sigma_b[-1]:.4g})"
+        )
+
+
+def _traces(H: np.ndarray, y: np.ndarray, K: int) -> tuple[float, float]:
+    counts = np.bincount(y, minlength=K).astype(np.float64)
+    sums = np.zeros((K, H.shape[1]))
+    np.add.at(sums, y, H)
+    mu = sums / counts[:, None]
+    within = float(((H - mu[y]) ** 2).sum()) / H.shape[0]
+    mu_c = mu - mu.mean(0)
+    between = float((mu_c**2).sum()) / K
+    return within, between
+
+
+def gradient_flow(
+    X: Any,
+    y: Any = None,
+    *,
+    lam_w: float = S.DEFAULT_LAM_W,
+    lam_b: float = S.DEFAULT_LAM_B,
+    bias: bool = True,
+    t_max: float = 10.0,
+    n_eval: int = 101,
+    rtol: float = 1e-8,
+    seed: int = 0,
+) -> FlowResult:
+    """Integrate the gradient flow of the reduced MSE loss from ``H(0) = X`` (PFC eq. 21).
+
+    .. math::
+
+        \\frac{dH}{dt} = -N\\,\\nabla_H F(H), \\qquad H(0) = X, \\qquad
+        F(H) = \\min_{W, b}\\ \\frac1{2N}\\|H W^\\top + \\mathbf 1 b^\\top - Y\\|_F^2
+        + \\frac{\\lambda_W}{2}\\|W\\|_F^2 + \\frac{\\lambda_b}{2}\\|b\\|^2 ,
+
+    i.e. :math:`\\dot h_i = W^\\top(e_{y_i} - W h_i - b)` with ``(W, b)`` the ridge solution
+    for ``H`` (envelope theorem). Time is per sample (the factor ``N``): then the MUFM
+    minimiser with ``lam_h = 0`` satisfies ``H* = X - (1/lam) N grad F(H*)``, one implicit
+    Euler step of this flow with step ``1/lam`` (MATH.md sec. 5). Along the flow
+    :math:`\\operatorname{tr}\\Sigma_W` decreases and :math:`\\operatorname{tr}\\Sigma_B`
+    increases (Theorem 4; Tirer et al. 2023). ``F`` has no minimiser (``H`` may grow while ``W``
+    shrinks), so the flow is integrated on ``[0, t_max]``.
+
+    Parameters
+    ----------
+    X : array of shape (K, n, d) or (N, d)
+        Data, as in :func:`mufm.solve`.
+    y : array of shape (N,), optional
+        Labels for 2-d ``X``.
+    lam_w, lam_b : float
+        Ridge penalties (``lam_w > 0``; ``lam_b = 0`` leaves the bias unpenalised).
+    bias : bool
+        Whether the classifier has a bias.
+    t_max : float
+        End time (> 0).
+    n_eval : int
+        Number of equally spaced output times in ``[0, t_max]`` (>= 2).
+    rtol : float
+        Relative tolerance of the integrator (DOP853); ``atol = 1e-3 * rtol``.
+    seed : int
+        Unused (the flow is deterministic); accepted for a uniform signature.
+
+    Returns
+    -------
+    FlowResult
+
+    Raises
+    ------
+    InputError
+        Bad data, labels or coefficients.
+    SolverError
+        The integrator failed.
+
+    References
+    ----------
+    Wang, Gai, Zhang, "Progressive Feedforward Collapse of ResNet Training", eq. 21 and
+    Theorem 4; Tirer, Huang, Niles-Weed, "Perturbation analysis of neural collapse", ICML 2023.
+    """
+    Xt, yt, K = prepare_data(X, y)
+    params = S.check_params(
+        lam=0.0, lam_w=lam_w, lam_h=1.0, lam_b=lam_b, loss="mse", bias=bias, method="flow"
+    )
+    params = Params(0.0, params.lam_w, 0.0, params.lam_b, "mse", params.bias)
+    t_max = check_scalar(t_max, "t_max", low=0.0, low_inclusive=False)
+    n_eval = check_int(n_eval, "n_eval", low=2)
+    rtol = check_scalar(rtol, "rtol", low=0.0, low_inclusive=False)
+    check_int(seed, "seed", low=0)
+    Xn = Xt.detach().cpu().numpy().astype(np.float64)
+    yn = yt.cpu().numpy()
+    N, d = Xn.shape
+    pb = Problem(NP, yn, K, d, None, params, Xn)
+    n_rhs = 0
+
+    def rhs(t: float, v: np.ndarray) -> np.ndarray:
+        nonlocal n_rhs
+        n_rhs += 1
+        _, gH, _, _ = pb.reduced(v.reshape(N, d))
+        return (-N * gH).reshape(-1)
+
+    ts = np.linspace(0.0, t_max, n_eval)
+    sol = scipy.integrate.solve_ivp(
+        rhs,
+        (0.0, t_max),
+        Xn.reshape(-1),
+        method="DOP853",
+        t_eval=ts,
+        rtol=rtol,
+        atol=1e-3 * rtol,
+    )
+    if sol.status != 0:
+        raise SolverError(f"the ODE integrator failed: {sol.message}")
+    Hs = sol.y.T.reshape(len(ts), N, d)
+    Ws, bs, objs, tw, tb = [], [], [], [], []
+    for H in Hs:
+        f, _, W, b = pb.reduced(H, need_grad=False)
+        Ws.append(W)
+        bs.append(b)
+        objs.append(f)
+        w_, b_ = _traces(H, yn, K)
+        tw.append(w_)
+        tb.append(b_)
+    if not all(math.isfinite(f) for f in objs):
+        raise SolverError("the gradient flow produced non-finite values")
+    Hs_out: Any = Hs
+    Ws_out: Any = np.stack(Ws)
+    bs_out: Any = np.stack(bs)
+    if is_torch(X):
+        Hs_out, Ws_out, bs_out = (torch.from_numpy(a) for a in (Hs, Ws_out, bs_out))
+    return FlowResult(
+        ts=sol.t,
+        Hs=Hs_out,
+        Ws=Ws_out,
+        bs=bs_out,
+        objective=np.asarray(objs),
+        tr_sigma_w=np.asarray(tw),
+        tr_sigma_b=np.asarray(tb),
+        y=yn,
+        n_rhs=n_rhs,
+        params={
+            "lam_w": params.lam_w,
+            "lam_b": params.lam_b,
+            "bias": params.bias,
+            "t_max": t_max,
+            "n_eval": n_eval,
+            "rtol": rtol,
+            "integrator": "DOP853",
+        },
+    )

@@ -1,0 +1,77 @@
+"""The gradient flow of eq. 21 (Theorem 4's monotone traces)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mufm
+from mufm import gradient_flow
+from ufm import InputError
+from ufm.metrics import collapse_metrics
+
+RNG = np.random.default_rng(2)
+X = RNG.standard_normal((3, 5, 4)) + 2 * RNG.standard_normal((3, 1, 4))
+
+
+@pytest.fixture(scope="module")
+def flow():
+    return gradient_flow(X, t_max=20.0, n_eval=41)
+
+
+def test_traces_monotone_and_loss_decreasing(flow):
+    assert flow.Hs.shape == (41, 15, 4)
+    np.testing.assert_array_equal(flow.Hs[0], X.reshape(15, 4))
+    assert np.all(np.diff(flow.tr_sigma_w) < 0)
+    assert np.all(np.diff(flow.tr_sigma_b) > 0)
+    assert np.all(np.diff(flow.objective) < 0)
+    assert "FlowResult" in repr(flow)
+
+
+def test_traces_match_metrics_module(flow):
+    for k in (0, 20, 40):
+        m = collapse_metrics(flow.Hs[k], flow.y)
+        np.testing.assert_allclose(flow.tr_sigma_w[k], m["tr_sigma_w"], rtol=1e-12)
+        np.testing.assert_allclose(flow.tr_sigma_b[k], m["tr_sigma_b"], rtol=1e-12)
+
+
+def test_velocity_is_minus_N_times_reduced_gradient(flow):
+    # finite difference in time of the trajectory against h_i' = W^T (e_y - W h_i - b)
+    fine = gradient_flow(X, t_max=1e-3, n_eval=3, rtol=1e-12)
+    dt = fine.ts[1]
+    vel = (fine.Hs[2] - fine.Hs[0]) / (2 * dt)
+    W, b, H = fine.Ws[1], fine.bs[1], fine.Hs[1]
+    expected = (np.eye(3)[fine.y] - H @ W.T - b) @ W
+    np.testing.assert_allclose(vel, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_unpenalised_bias_and_torch_input():
+    fl = gradient_flow(torch.as_tensor(X), lam_b=0.0, t_max=5.0, n_eval=11)
+    assert isinstance(fl.Hs, torch.Tensor)
+    assert np.all(np.diff(fl.tr_sigma_w) < 0) and np.all(np.diff(fl.tr_sigma_b) > 0)
+
+
+def test_mufm_flow_method_trajectory_descends():
+    res = mufm.solve(
+        X[:, :2], lam=0.5, lam_w=0.05, lam_b=0.05, method="flow", tol=1e-6, init="data"
+    )
+    ts, Hs = res.trajectory
+    assert res.converged and Hs.shape[0] == ts.size
+    ref = mufm.solve(X[:, :2], lam=0.5, lam_w=0.05, lam_b=0.05)
+    np.testing.assert_allclose(res.objective, ref.objective, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(t_max=0.0), "t_max"),
+        (dict(n_eval=1), "n_eval"),
+        (dict(rtol=-1.0), "rtol"),
+        (dict(lam_w=0.0), "lam_w"),
+        (dict(lam_b=float("nan")), "lam_b"),
+    ],
+)
+def test_bad_options(kw, match):
+    with pytest.raises(InputError, match=match):
+        gradient_flow(X, **kw)

@@ -1,0 +1,215 @@
+"""ufm.solve: every method reaches the same collapsed optimum; backends agree; bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ufm
+from ufm import BackendError, ConvergenceWarning, DegenerateInputError, InputError, RankWarning
+from ufm.metrics import simplex_etf
+from ufm.objective import objective
+
+Y = np.repeat(np.arange(3), 2)
+KW = dict(lam_w=0.05, lam_h=0.05, lam_b=0.05)
+LOOSE = dict(tol=1e-6)  # gd and flow: enough for a relative objective error far below 1e-6
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_methods_reach_same_optimum(loss, bias):
+    ref = ufm.solve(Y, d=4, loss=loss, bias=bias, **KW)
+    assert ref.status == "converged" and ref.converged and ref.grad_norm <= 1e-8
+    for method in ("gd", "flow"):
+        res = ufm.solve(Y, d=4, loss=loss, bias=bias, method=method, **KW, **LOOSE)
+        assert res.converged, res
+        np.testing.assert_allclose(res.objective, ref.objective, rtol=1e-6)
+        # the UFM optimum is unique up to rotation: compare rotation-invariant quantities
+        np.testing.assert_allclose(res.H @ res.W.T, ref.H @ ref.W.T, atol=1e-4)
+        np.testing.assert_allclose(res.b, ref.b, atol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_optimum_is_collapsed_simplex_etf(loss):
+    res = ufm.solve(
+        np.repeat(np.arange(4), 3),
+        d=6,
+        loss=loss,
+        lam_w=1e-3,
+        lam_h=1e-3,
+        lam_b=1e-3,
+        tol=1e-11 if loss == "mse" else 1e-9,
+    )
+    assert res.converged
+    assert res.metrics["pfc1"] < 1e-10
+    assert res.metrics["pfc2"] < 1e-6
+    assert res.metrics["ncc_accuracy"] == 1.0
+    assert res.metrics["nc3"] < 1e-6  # self-duality: W^T parallel to the centred means
+    # objective equals the public evaluator; the optimum beats an explicit ETF guess
+    np.testing.assert_allclose(
+        objective(res.W, res.b, res.H, res.y, lam_w=1e-3, lam_h=1e-3, lam_b=1e-3, loss=loss),
+        res.objective,
+        rtol=1e-13,
+    )
+    M = simplex_etf(4, 6, seed=0)
+    guess = objective(
+        M, np.zeros(4), M[res.y], res.y, lam_w=1e-3, lam_h=1e-3, lam_b=1e-3, loss=loss
+    )
+    assert res.objective < guess
+
+
+def test_over_regularised_ufm_collapses_to_zero_and_metrics_are_empty():
+    # with large penalties the global minimiser is W = 0, H = 0 (Zhu et al.; MATH.md sec. 6)
+    res = ufm.solve(Y, d=4, lam_w=1.0, lam_h=1.0, lam_b=0.0)
+    assert res.converged
+    assert np.abs(res.H).max() < 1e-6 and np.abs(res.W).max() < 1e-6
+    np.testing.assert_allclose(res.objective, 0.5 * (1 - 1 / 3), rtol=1e-9)
+
+
+def test_numpy_and_torch_agree():
+    r_np = ufm.solve(Y, d=4, **KW)
+    r_t = ufm.solve(torch.as_tensor(Y), d=4, **KW)
+    assert r_t.backend == "torch" and isinstance(r_t.H, torch.Tensor)
+    assert r_np.backend == "numpy" and isinstance(r_np.H, np.ndarray)
+    assert r_t.H.dtype == torch.float64
+    np.testing.assert_allclose(r_t.objective, r_np.objective, rtol=1e-12)
+    np.testing.assert_allclose(r_t.H.numpy(), r_np.H, atol=1e-7)
+    r_t2 = ufm.solve(Y, d=4, backend="torch", device="cpu", loss="ce", **KW)
+    r_np2 = ufm.solve(Y, d=4, loss="ce", **KW)
+    np.testing.assert_allclose(r_t2.objective, r_np2.objective, rtol=1e-12)
+
+
+def test_float32_within_float32_tolerance():
+    r64 = ufm.solve(torch.as_tensor(Y), d=4, **KW)
+    r32 = ufm.solve(torch.as_tensor(Y), d=4, dtype=torch.float32, **KW)
+    assert r32.H.dtype == torch.float32 and r32.params["tol"] == 1e-4
+    assert r32.converged
+    np.testing.assert_allclose(r32.objective, r64.objective, rtol=1e-5)
+    np.testing.assert_allclose((r32.H @ r32.W.T).double(), r64.H @ r64.W.T, atol=1e-3)
+
+
+def test_result_fields_and_history():
+    res = ufm.solve(Y, d=4, **KW)
+    assert res.W.shape == (3, 4) and res.b.shape == (3,) and res.H.shape == (6, 4)
+    assert res.X is None and res.trajectory is None
+    assert res.history["objective"].shape == res.history["grad_norm"].shape == (res.n_iter + 1,)
+    assert np.all(np.diff(res.history["objective"]) <= 1e-15)
+    assert res.params["lam_h"] == 0.05 and res.params["method"] == "lbfgs"
+    assert "UFM" in repr(res) and "converged" in repr(res)
+    with pytest.raises(InputError, match="UFM result"):
+        res.layers(3)
+    with pytest.raises(Exception):  # frozen
+        res.objective = 0.0
+    nb = ufm.solve(Y, d=4, bias=False, **KW)
+    assert np.all(nb.b == 0)
+
+
+def test_flow_returns_trajectory_that_descends():
+    res = ufm.solve(Y, d=4, method="flow", **KW, **LOOSE)
+    ts, Hs = res.trajectory
+    assert ts[0] == 0 and np.all(np.diff(ts) > 0)
+    assert Hs.shape == (ts.size, 6, 4)
+    np.testing.assert_allclose(Hs[-1], res.H)
+    assert np.all(np.diff(res.history["objective"]) <= 1e-12)
+
+
+def test_seed_reproducible_and_matters():
+    a = ufm.solve(Y, d=4, seed=3, **KW)
+    b = ufm.solve(Y, d=4, seed=3, **KW)
+    c = ufm.solve(Y, d=4, seed=4, **KW)
+    np.testing.assert_array_equal(a.H, b.H)
+    assert not np.allclose(a.H, c.H)
+    np.testing.assert_allclose(a.objective, c.objective, rtol=1e-10)
+
+
+def test_verbose_progress_bar(capsys):
+    res = ufm.solve(Y, d=4, verbose=True, **KW)
+    assert res.converged
+    assert "it" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_max_iter_reached_status_and_warning():
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        res = ufm.solve(Y, d=4, max_iter=3, **KW)
+    assert res.status == "max_iter" and not res.converged and res.n_iter == 3
+    with pytest.warns(ConvergenceWarning):
+        res = ufm.solve(Y, d=4, method="gd", max_iter=5, **KW)
+    assert res.status == "max_iter"
+
+
+def test_d_too_small_for_etf():
+    y = np.repeat(np.arange(4), 2)
+    with pytest.raises(InputError, match="K-1"):
+        ufm.solve(y, d=2)
+    with pytest.warns(RankWarning, match="K-1"):
+        ufm.solve(y, d=3, bias=False, lam_w=0.01, lam_h=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unpenalised bias + MSE: the ETF fits in K-1 dims
+        res = ufm.solve(y, d=3, lam_b=0.0, lam_w=0.01, lam_h=0.01)
+    assert res.metrics["pfc2"] < 1e-6
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(lam_w=-1.0), "lam_w"),
+        (dict(lam_w=0.0), "lam_w"),
+        (dict(lam_h=0.0), "lam_h"),
+        (dict(lam_h=float("nan")), "lam_h"),
+        (dict(lam_b=float("inf")), "lam_b"),
+        (dict(lam_b=-0.1), "lam_b"),
+        (dict(loss="ce", lam_b=0.0), "lam_b"),
+        (dict(loss="l1"), "loss"),
+        (dict(method="newton"), "method"),
+        (dict(backend="jax"), "backend"),
+        (dict(backend="numpy", device="cuda"), "CPU only"),
+        (dict(backend="numpy", dtype="float32"), "float64"),
+        (dict(backend="torch", dtype="float16"), "dtype"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(tol=-1.0), "tol"),
+        (dict(d=0), "d"),
+        (dict(d=2.5), "d"),
+        (dict(seed=-1), "seed"),
+        (dict(bias="yes"), "bias"),
+    ],
+)
+def test_bad_options(kw, match):
+    args = dict(d=4)
+    args.update(kw)
+    with pytest.raises(InputError, match=match):
+        ufm.solve(Y, **args)
+
+
+@pytest.mark.parametrize(
+    "y, err, match",
+    [
+        (np.zeros(4, dtype=int), DegenerateInputError, "K=2"),
+        (np.array([0, 2, 2]), DegenerateInputError, "no sample"),
+        (np.array([0, 1, -1]), InputError, "< 0"),
+        (np.array([0.0, 1.5]), InputError, "integer"),
+        (np.zeros((2, 2), dtype=int), InputError, "1-d"),
+        (np.array([], dtype=int), InputError, "non-empty"),
+    ],
+)
+def test_bad_labels(y, err, match):
+    with pytest.raises(err, match=match):
+        ufm.solve(y, d=4)
+
+
+def test_cuda_without_gpu_is_backend_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BackendError, match="cuda"):
+        ufm.solve(Y, d=4, device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    r_cpu = ufm.solve(Y, d=4, **KW)
+    r_gpu = ufm.solve(Y, d=4, device="cuda", **KW)
+    assert r_gpu.H.device.type == "cuda"
+    np.testing.assert_allclose(r_gpu.objective, r_cpu.objective, rtol=1e-10)

@@ -1,0 +1,144 @@
+"""The result type shared by :func:`ufm.solve` and :func:`mufm.solve`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._validate import check_int
+from .errors import InputError
+
+__all__ = ["SolveResult"]
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class SolveResult:
+    """Solution of a UFM or MUFM problem (MATH.md section 5).
+
+    Arrays are numpy arrays for the numpy backend and torch tensors (on the solver's device and
+    dtype) for the torch backend. Samples come first.
+
+    Attributes
+    ----------
+    W : array of shape (K, d)
+        Classifier.
+    b : array of shape (K,)
+        Bias (zeros when ``bias=False``).
+    H : array of shape (N, d)
+        Last-layer features, one row per sample.
+    y : array of shape (N,)
+        Integer labels ``0..K-1``.
+    X : array of shape (N, d) or None
+        The data anchoring the features (MUFM); ``None`` for the UFM.
+    objective : float
+        The objective ``f(W, b, H)`` at the solution.
+    grad_norm : float
+        Gradient norm in balanced coordinates,
+        :math:`\\sqrt{\\|\\nabla_W f\\|_F^2 + \\|\\nabla_b f\\|^2 + N\\|\\nabla_H f\\|_F^2}`,
+        the quantity compared with ``tol``.
+    status : str
+        ``"converged"``, ``"max_iter"`` (budget spent) or ``"stalled"`` (no further progress
+        possible in the working precision).
+    converged : bool
+        ``status == "converged"``.
+    n_iter : int
+        Iterations (``lbfgs``, ``gd``) or right-hand-side evaluations (``flow``).
+    history : dict of str to numpy.ndarray
+        ``"objective"`` and ``"grad_norm"`` per iteration (per integration window for ``flow``);
+        entry 0 is the starting point. For the MSE ``lbfgs`` path the objective is the reduced one
+        (``W``, ``b`` optimal for each ``H``).
+    metrics : dict of str to float
+        :func:`ufm.metrics.collapse_metrics` of ``H`` (with ``W`` and ``b``); empty when they are
+        undefined (e.g. the all-zero solution of an over-regularised UFM).
+    method, backend : str
+        Method and backend used.
+    params : dict
+        Every option used (coefficients, loss, bias, tol, max_iter, seed, dtype, device, ...).
+    trajectory : tuple or None
+        ``(ts, Hs)`` with ``ts`` of shape (T,) and ``Hs`` of shape (T, N, d) for ``method="flow"``;
+        ``None`` otherwise.
+    """
+
+    W: Any
+    b: Any
+    H: Any
+    y: Any
+    X: Any
+    objective: float
+    grad_norm: float
+    status: str
+    converged: bool
+    n_iter: int
+    history: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    method: str
+    backend: str
+    params: dict[str, Any] = field(default_factory=dict)
+    trajectory: tuple[Any, Any] | None = None
+
+    def layers(self, L: int) -> list[Any]:
+        """Features of an ``L``-layer MUFM solution on the straight line of Theorem 3.
+
+        .. math::
+
+            h_i^{l} = x_i + \\frac{l}{L}\\,(h_i - x_i), \\qquad l = 0, \\dots, L,
+
+        the unique minimiser of the discretised transport cost for fixed end points (MATH.md
+        sec. 5), so that ``mufm.multilayer_objective(result.layers(L), ...)`` equals
+        ``result.objective`` for every ``L``.
+
+        Parameters
+        ----------
+        L : int
+            Number of layers, ``L >= 1``.
+
+        Returns
+        -------
+        list of L + 1 arrays of shape (N, d)
+            ``[X, H_1, ..., H_L = H]``.
+
+        Raises
+        ------
+        InputError
+            For a UFM result (no data ``X``) or ``L < 1``.
+        """
+        if self.X is None:
+            raise InputError(
+                "layers() needs the data X of an MUFM solution; this is a UFM result "
+                "(lam = 0, no data). Use mufm.solve(X, ...) to get layers"
+            )
+        L = check_int(L, "L", low=1)
+        D = self.H - self.X
+        return [self.X + (l / L) * D for l in range(L)] + [self.H]
+
+    @property
+    def K(self) -> int:
+        """Number of classes."""
+        return int(self.W.shape[0])
+
+    @property
+    def N(self) -> int:
+        """Number of samples."""
+        return int(self.H.shape[0])
+
+    @property
+    def d(self) -> int:
+        """Feature dimension."""
+        return int(self.H.shape[1])
+
+    def __repr__(self) -> str:
+        model = "MUFM" if self.X is not None else "UFM"
+        p = self.params
+        coef = ", ".join(f"{k}={p[k]:g}" for k in ("lam", "lam_w", "lam_h", "lam_b") if k in p)
+        m = ""
+        if self.metrics:
+            m = f", pfc1={self.metrics.get('pfc1', float('nan')):.3g}, "
+            m += f"pfc2={self.metrics.get('pfc2', float('nan')):.3g}"
+        return (
+            f"SolveResult({model}, K={self.K}, N={self.N}, d={self.d}, {coef}, "
+            f"loss={p.get('loss')!r}, method={self.method!r}, backend={self.backend!r}, "
+            f"objective={self.objective:.12g}, grad_norm={self.grad_norm:.2e}, "
+            f"status={self.status!r}, n_iter={self.n_iter}{m})"
+        )

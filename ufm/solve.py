@@ -1,0 +1,181 @@
+"""Solve the unconstrained feature model (UFM): free features, no data."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from . import _solvers as S
+from ._core import Problem
+from ._validate import check_int, check_labels, describe, is_torch, to_tensor
+from .errors import InputError, RankWarning
+from .result import SolveResult
+
+__all__ = ["solve", "SolveResult"]
+
+
+def solve(
+    y: Any,
+    *,
+    d: int,
+    lam_w: float = S.DEFAULT_LAM_W,
+    lam_h: float = S.DEFAULT_LAM_H,
+    lam_b: float = S.DEFAULT_LAM_B,
+    loss: str = "mse",
+    bias: bool = True,
+    method: str = "lbfgs",
+    backend: str | None = None,
+    device: Any = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+    dtype: Any = None,
+    step: float | None = None,
+) -> SolveResult:
+    """Minimise the UFM objective over ``W``, ``b`` and free features ``H``.
+
+    .. math::
+
+        \\min_{W, b, H}\\ \\frac1N \\sum_{i=1}^N \\Big[\\ell(W h_i + b, y_i)
+        + \\frac{\\lambda_H}{2}\\|h_i\\|^2\\Big]
+        + \\frac{\\lambda_W}{2}\\|W\\|_F^2 + \\frac{\\lambda_b}{2}\\|b\\|^2
+
+    (MATH.md sec. 5 with ``lam = 0``; PFC paper eq. 2; Zhu et al. 2021). For small penalties its
+    global minimisers are collapsed: every ``h_i`` equals its class mean and the centred class
+    means form a simplex ETF (PFC1 = PFC2 = 0).
+
+    Parameters
+    ----------
+    y : array of shape (N,)
+        Integer labels ``0..K-1`` (every class present, ``K >= 2``); class sizes follow from them.
+        A torch tensor selects the torch backend.
+    d : int
+        Feature dimension, ``d >= K - 1``.
+    lam_w, lam_h, lam_b : float
+        Penalties on ``W`` (> 0), ``H`` (> 0: without it the infimum is not attained) and ``b``
+        (>= 0; 0 leaves the bias unpenalised, allowed for MSE only). Defaults ``5e-4`` each, the
+        weight decay of Zhu et al. (2021).
+    loss : {"mse", "ce"}
+        ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
+    bias : bool
+        Whether the classifier has a bias (``b`` is returned as zeros otherwise).
+    method : {"lbfgs", "gd", "flow"}
+        ``"lbfgs"`` (default): MSE with ``(W, b)`` eliminated in closed form and L-BFGS on ``H``;
+        CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step gradient descent on all
+        variables (the paper's baseline). ``"flow"``: the gradient flow integrated by an adaptive
+        ODE solver (trajectory in ``result.trajectory``; small problems).
+        All start from a seeded standard-normal ``(W, b, H)``.
+    backend : {"numpy", "torch"}, optional
+        Default: torch if ``y`` is a tensor or ``device`` is not the CPU, numpy otherwise.
+    device : str or torch.device, optional
+        ``"cpu"`` or ``"cuda"`` (torch backend).
+    max_iter : int, optional
+        Iteration budget; default 10,000 (``lbfgs``), 100,000 (``gd``) or 200,000 right-hand-side
+        evaluations (``flow``).
+    tol : float, optional
+        Tolerance on the gradient norm in balanced coordinates,
+        :math:`\\sqrt{\\|\\nabla_W f\\|_F^2 + \\|\\nabla_b f\\|^2 + N\\|\\nabla_H f\\|_F^2}`
+        (each ``h_i`` counted with its per-sample scale, so the value does not drift with ``N``).
+        Default ``1e-8`` in float64, ``1e-4`` in float32.
+    seed : int
+        Seed of the standard-normal initialisation.
+    verbose : bool
+        Show a tqdm progress bar.
+    dtype : float32 or float64, optional
+        Working precision of the torch backend (default float64); numpy always uses float64.
+    step : float, optional
+        Step of ``method="gd"`` in balanced coordinates; default ``1/L`` with ``L`` a curvature
+        bound at the start. Halved (for good) whenever a step would increase the objective.
+
+    Returns
+    -------
+    SolveResult
+        With ``X = None``; arrays numpy or torch according to the backend.
+
+    Raises
+    ------
+    InputError
+        Bad labels, ``K < 2`` (:class:`~ufm.errors.DegenerateInputError`), ``d < K - 1``, negative
+        or non-finite coefficients, ``lam_w = 0`` or ``lam_h = 0``, unknown options.
+    BackendError
+        ``device="cuda"`` without a CUDA device.
+
+    Warns
+    -----
+    RankWarning
+        ``d = K - 1``: a simplex ETF still fits (centred), but the bias-free or penalised-bias
+        MSE optimum, whose class means want ``K`` dimensions (an orthogonal frame), is
+        rank-limited and need not be an ETF.
+    ConvergenceWarning
+        The method stopped before reaching ``tol`` (see ``result.status``).
+
+    References
+    ----------
+    Zhu et al., "A Geometric Analysis of Neural Collapse with Unconstrained Features", NeurIPS
+    2021; Wang, Gai, Zhang, "Progressive Feedforward Collapse of ResNet Training".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ufm import solve
+    >>> res = solve(np.repeat(np.arange(4), 5), d=8)
+    >>> res.converged, res.metrics["pfc1"] < 1e-8, res.metrics["pfc2"] < 1e-4
+    (True, True, True)
+    """
+    d = check_int(d, "d", low=1)
+    be = S.resolve_backend(backend, device, dtype, input_is_torch=is_torch(y))
+    y0 = to_tensor(y, "y")
+    if y0.ndim != 1 or y0.shape[0] == 0:
+        raise InputError(
+            f"y must be a non-empty 1-d array of integer labels 0..K-1, got {describe(y)}"
+        )
+    yt, K = check_labels(y0, int(y0.shape[0]))
+    if d < K - 1:
+        raise InputError(
+            f"d={d} < K-1={K - 1}: K class means cannot form a simplex ETF in fewer than K-1 "
+            f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
+            "the bias-free MSE optimum)"
+        )
+    params = S.check_params(
+        lam=0.0, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
+    )
+    if d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
+        warnings.warn(
+            f"d={d} = K-1: the centred class means can still form a simplex ETF, but with "
+            f"loss={loss!r}, bias={bias}, lam_b={lam_b} the optimum's class means want K={K} "
+            "dimensions, so it is rank-limited and need not be a simplex ETF; use d >= K",
+            RankWarning,
+            stacklevel=2,
+        )
+    tol_v = S.resolve_tol(tol, be)
+    max_iter_v = S.resolve_max_iter(max_iter, method)
+    seed = check_int(seed, "seed", low=0)
+    y_b = be.labels(yt)
+    pb = Problem(be.ops, y_b, K, d, None, params, be.like())
+    W0, b0, H0 = S.initial_point(pb, seed, be)
+    raw = S.run_method(
+        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step
+    )
+    opts = {
+        "model": "ufm",
+        "K": K,
+        "d": d,
+        "lam": 0.0,
+        "lam_w": params.lam_w,
+        "lam_h": params.lam_h,
+        "lam_b": params.lam_b,
+        "loss": loss,
+        "bias": params.bias,
+        "method": method,
+        "backend": be.name,
+        "device": None if be.device is None else str(be.device),
+        "dtype": str(be.dtype).replace("torch.", ""),
+        "max_iter": max_iter_v,
+        "tol": tol_v,
+        "seed": seed,
+        "init": "standard normal (W, b, H) from numpy.random.default_rng(seed)",
+    }
+    return S.build_result(
+        pb, raw, y_out=y_b, X_out=None, method=method, be=be, params=opts, tol=tol_v
+    )
