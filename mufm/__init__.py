@@ -9,17 +9,19 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .solve import SolveResult, solve  # eager: binds `mufm.solve` to the function for good
+# eager: binds `mufm.solve` and `mufm.certify` to the functions for good, even after an
+# `import mufm.solve` (the module is then already in sys.modules and leaves the attribute alone)
+from .certify import certify
+from .solve import SolveResult, solve
 
 _LAZY = {
-    "certify": "certify",
     "multilayer_objective": "layers",
     "gradient_flow": "flow",
     "make_data": "experiment",
     "run_experiment": "experiment",
 }
 
-__all__ = ["solve", "SolveResult", *_LAZY]
+__all__ = ["solve", "SolveResult", "certify", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,9 +24,10 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-# `solve` and `objective` share their names with their modules: importing the functions
+# `solve`, `objective` and `certify` share their names with their modules: importing the functions
 # eagerly binds the package attributes to the functions for good (a later `import ufm.solve`
 # finds the module in sys.modules and leaves the attribute alone).
+from .certify import Certificate, certify  # noqa: E402
 from .objective import objective  # noqa: E402
 from .solve import solve  # noqa: E402
 
@@ -48,14 +49,14 @@ _LAZY = {
     "CollapseAccumulator": "metrics",
     "LineAccumulator": "metrics",
     "SolveResult": "result",
-    "certify": "certify",
-    "Certificate": "certify",
 }
 
 __all__ = [
     "errors",
     "objective",
     "solve",
+    "certify",
+    "Certificate",
     "PFCError",
     "InputError",
     "DegenerateInputError",

@@ -1,0 +1,314 @@
+"""Lower bounds and global-optimality certificates for MUFM (Gram-matrix SDP relaxation).
+
+The MUFM objective (MATH.md section 5)
+
+.. math::
+
+    f(W, b, H) = \\frac1N \\sum_i \\Big[\\ell(W h_i + b, y_i) + \\frac{\\lambda_H}{2}\\|h_i\\|^2
+        + \\frac{\\lambda}{2}\\|h_i - x_i\\|^2\\Big] + \\frac{\\lambda_W}{2}\\|W\\|_F^2
+        + \\frac{\\lambda_b}{2}\\|b\\|^2
+
+depends on ``W`` and ``H`` only through inner products of the vectors ``w_k``, ``h_i``,
+``x_i``: ``(W h_i)_k = <w_k, h_i>``, ``||W||_F^2 = sum_k <w_k, w_k>`` and
+``||h_i - x_i||^2 = <h_i, h_i> - 2 <h_i, x_i> + <x_i, x_i>``. Replacing the Gram matrix of these
+vectors by any positive semidefinite matrix whose data block equals ``X X^T`` gives a convex
+problem (MATH.md section 6) whose value bounds the MUFM optimum from below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ufm._validate import check_features, check_int, check_labels, check_scalar
+from ufm.certify import (
+    Certificate,
+    _check_bias,
+    _check_loss,
+    _check_solver,
+    _finish,
+    _is_result,
+    _loss_expr,
+    _numerical_rank,
+    _one_hot,
+    _param,
+    _polish,
+    _solve_cvx,
+    _unpack_solution,
+)
+from ufm.errors import InputError
+
+__all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
+
+#: Largest number of samples certified by default. The SDP has a PSD block of size
+#: ``K + N + rank(X)``; at N = 60 CLARABEL needs seconds, and the cost grows like its cube.
+DEFAULT_MAX_N = 60
+
+
+def _as_samples(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """``X (K, n, d)`` with implied labels, or ``X (N, d)`` with ``y``; returns float64 numpy."""
+    Xt = check_features(X, "X", ndim=3 if _ndim(X) == 3 else 2)
+    if Xt.ndim == 3:
+        if y is not None:
+            raise InputError(
+                f"X has shape {tuple(Xt.shape)} (K, n, d) with labels implied; do not pass y, "
+                "or pass X of shape (N, d) together with y"
+            )
+        K, n, d = Xt.shape
+        Xn = Xt.double().cpu().numpy().reshape(K * n, d)
+        yn = np.repeat(np.arange(K), n)
+        if K < 2:
+            check_labels(yn, yn.size)  # raises the standard K < 2 error
+        return Xn, yn, K
+    if y is None:
+        raise InputError(
+            f"X has shape {tuple(Xt.shape)} (N, d); pass its labels y (N,), or pass balanced "
+            "data as X of shape (K, n, d)"
+        )
+    yt, K = check_labels(y, int(Xt.shape[0]))
+    return Xt.double().cpu().numpy(), yt.cpu().numpy(), K
+
+
+def _ndim(X: Any) -> int:
+    return int(getattr(X, "ndim", np.ndim(X)))
+
+
+def _procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Orthogonal ``Q`` minimising ``||A Q - B||_F`` (A, B of shape (r, d))."""
+    U, _, Vt = np.linalg.svd(A.T @ B)
+    return U @ Vt
+
+
+def certify(
+    X: Any,
+    y: Any = None,
+    *,
+    lam: float | None = None,
+    lam_w: float | None = None,
+    lam_h: float | None = None,
+    lam_b: float | None = None,
+    loss: str | None = None,
+    bias: bool | None = None,
+    solution: Any = None,
+    solver: str | None = None,
+    max_n: int = DEFAULT_MAX_N,
+    rank_tol: float = 1e-6,
+) -> Certificate:
+    """Lower-bound the MUFM optimum by an SDP, and certify it when the relaxation is tight.
+
+    Let ``X = U_r S_r E`` be a thin SVD with ``r = rank(X)`` and orthonormal rows ``E (r, d)``;
+    the data are ``x_i = sum_j C_ij e_j`` with ``C = U_r S_r``. The relaxation optimises over a
+    PSD matrix ``G`` of size ``m = K + N + r``, the Gram matrix of ``(w_1..w_K, h_1..h_N,
+    e_1..e_r)`` with the ``e``-block fixed to ``I_r`` (equivalent to fixing the ``x``-block of
+    the ``K + 2N`` Gram matrix to ``X X^T``, with fewer variables):
+
+    .. math::
+
+        p^\\star = \\min_{G \\succeq 0,\\ G_{ee} = I_r,\\ b}\\;
+            \\frac1N \\sum_i \\Big[\\ell\\big((G_{wh})_{:,i} + b, y_i\\big)
+            + \\frac{\\lambda_H}{2} (G_{hh})_{ii}
+            + \\frac{\\lambda}{2}\\big((G_{hh})_{ii} - 2 (G_{he} C^T)_{ii} + \\|x_i\\|^2\\big)\\Big]
+            + \\frac{\\lambda_W}{2} \\operatorname{tr} G_{ww} + \\frac{\\lambda_b}{2}\\|b\\|^2 .
+
+    Every feasible ``(W, b, H)`` gives a feasible ``G`` of equal value, so ``p* <= f*``. If the
+    relaxed ``G`` has rank ``<= d`` it factors as vectors in ``R^d``; an orthogonal Procrustes
+    rotation maps its ``e``-vectors onto ``E`` and yields a feasible ``(W, b, H)`` of value
+    ``p*``: the bound is the optimum (``tight``/``exact``). MSE makes the SDP a convex quadratic
+    one; cross entropy adds exponential cones (log-sum-exp).
+
+    *Exact by theory when* ``rank(X) + K <= d``: the SDP optimum is a global, hence stationary,
+    point of the MUFM in dimension ``m``, where stationarity gives ``lam_w W = -(1/N) sum_i g_i
+    h_i^T`` and ``(lam + lam_h) h_i = lam x_i - W^T g_i`` (``g_i`` the loss gradient in the
+    logits): all vectors lie in ``span(x) + span(w)``, of dimension ``<= rank(X) + K``.
+
+    Parameters
+    ----------
+    X : array-like of shape (K, n, d) or (N, d), or SolveResult
+        Data: balanced with labels implied, or samples with ``y``. A ``SolveResult`` of
+        :func:`mufm.solve` may be passed instead (its data, labels and ``params`` define the
+        problem and it is the solution checked; leave the problem keywords unset).
+    y : array-like of shape (N,), optional
+        Labels ``0..K-1`` for ``X (N, d)``.
+    lam : float, default 0.1
+        Transport coefficient, ``> 0``. Defaults of every constant are those of
+        :func:`mufm.solve`.
+    lam_w : float, default 5e-4
+        Weight decay, ``> 0``.
+    lam_h : float, default 0.0
+        Feature decay.
+    lam_b : float, default 5e-4
+        Bias penalty (ignored without bias; 0 leaves the bias unpenalised).
+    loss : {"mse", "ce"}, default "mse"
+    bias : bool, default True
+    solution : SolveResult or tuple (W, b, H), optional
+        Candidate whose objective and gap are reported.
+    solver : str, optional
+        cvxpy solver; default CLARABEL, falling back to SCS.
+    max_n : int, default 60
+        Largest ``N`` accepted (the SDP grows like ``(K + 2N)^2`` variables).
+    rank_tol : float, default 1e-6
+        Relative eigenvalue threshold for the numerical rank of ``G``.
+
+    Returns
+    -------
+    Certificate
+        ``bound`` (lower bound; the optimum when ``exact``), ``rank`` and ``spectrum`` (the
+        eigenvalues of ``G``), the reconstructed ``(W, b, H)`` and its objective, and the gap
+        of ``solution``.
+
+    Raises
+    ------
+    InputError
+        ``N > max_n`` (with advice to subsample), bad shapes or labels, non-finite data,
+        ``lam <= 0`` or ``lam_w <= 0``, negative ``lam_h``/``lam_b``, unknown loss or solver,
+        a solution of the wrong shape, problem keywords together with a SolveResult.
+    SolverError
+        No cvxpy solver solved the SDP.
+
+    References
+    ----------
+    MATH.md section 6; Wang, Gai, Zhang, "Progressive Feedforward Collapse of ResNet Training"
+    (MUFM, eq. 12-13).
+    """
+    if _is_result(X):
+        result = X
+        given = {"y": y, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b}
+        given |= {"loss": loss, "bias": bias, "solution": solution}
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise InputError(
+                f"certify(result) reads the problem from the SolveResult; do not also pass "
+                f"{clash}. Call certify(X, y, lam=..., ...) to certify another problem"
+            )
+        if getattr(result, "X", None) is None:
+            raise InputError(
+                "this SolveResult has no data X (a UFM problem); certify it with "
+                "ufm.certify(result)"
+            )
+        X = result.X
+        y = None if X.ndim == 3 else result.y
+        lam = _param(result, "lam")
+        lam_w = _param(result, "lam_w")
+        lam_h = _param(result, "lam_h", 0.0)
+        lam_b = _param(result, "lam_b", 0.0)
+        loss = _param(result, "loss", "mse")
+        bias = _param(result, "bias", result.b is not None)
+        solution = result
+    from ufm._solvers import DEFAULT_LAM_B, DEFAULT_LAM_W
+
+    from .solve import DEFAULT_LAM
+
+    lam = DEFAULT_LAM if lam is None else lam
+    lam_w = DEFAULT_LAM_W if lam_w is None else lam_w
+    lam_h = 0.0 if lam_h is None else lam_h
+    lam_b = DEFAULT_LAM_B if lam_b is None else lam_b
+    loss = "mse" if loss is None else loss
+    bias = True if bias is None else bias
+
+    lam = check_scalar(lam, "lam", low=0.0, low_inclusive=False)
+    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
+    lam_h = check_scalar(lam_h, "lam_h", low=0.0)
+    lam_b = check_scalar(lam_b, "lam_b", low=0.0)
+    loss = _check_loss(loss)
+    bias = _check_bias(bias)
+    solver = _check_solver(solver)
+    max_n = check_int(max_n, "max_n", low=1)
+    rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
+    Xn, yn, K = _as_samples(X, y)
+    N, d = Xn.shape
+    if N > max_n:
+        raise InputError(
+            f"mufm.certify solves an SDP with a PSD block of size K + N + rank(X) (here up to "
+            f"{K + N + min(N, d)}); N = {N} samples exceeds the limit max_n = {max_n}. Certify "
+            f"a class-balanced subsample (e.g. X[:, :m] for X of shape (K, n, d), or m samples "
+            f"per class) or raise max_n (the cost grows like the cube of the block size)"
+        )
+    sol = None if solution is None else _unpack_solution(solution, K, N, d, bias)
+
+    import cvxpy as cp
+
+    # Orthonormal basis of the data's row space: x_i = sum_j C_ij e_j.
+    U, s, Vt = np.linalg.svd(Xn, full_matrices=False)
+    r = int(np.count_nonzero(s > 1e-12 * max(float(s.max()) if s.size else 0.0, 1e-300)))
+    C = U[:, :r] * s[:r]
+    E = Vt[:r]
+    c = K + r  # size of the core block (w, e)
+    # Chordal form of the PSD constraint: one (c+1)-block per sample sharing the core.
+    Gww = cp.Variable((K, K), symmetric=True)
+    Gwe = cp.Variable((K, r)) if r > 0 else None
+    core = Gww if r == 0 else cp.bmat([[Gww, Gwe], [Gwe.T, np.eye(r)]])
+    Z = cp.Variable((K, N))  # <w_k, h_i>: the logits without bias
+    Ghe = cp.Variable((r, N)) if r > 0 else None  # <e_j, h_i>
+    hh = cp.Variable(N)  # ||h_i||^2
+    cross = Z if r == 0 else cp.vstack([Z, Ghe])
+    constraints = []
+    for i in range(N):
+        col = cp.reshape(cross[:, i], (c, 1), order="F")
+        block = cp.bmat([[core, col], [col.T, cp.reshape(hh[i], (1, 1), order="F")]])
+        constraints.append(block >> 0)
+    if N == 0 or not constraints:  # pragma: no cover - N >= K >= 2 always
+        constraints.append(core >> 0)
+    b_var = cp.Variable(K) if bias else None
+    xx = np.einsum("ij,ij->i", Xn, Xn)
+    data_term = _loss_expr(Z, b_var, _one_hot(yn, K), np.full(N, 1.0 / N), loss)
+    hx = cp.sum(cp.multiply(Ghe, C.T), axis=0) if r > 0 else np.zeros(N)
+    pen = (lam_h / 2) * cp.sum(hh) + (lam / 2) * cp.sum(hh - 2 * hx + xx)
+    objective = data_term + pen / N + (lam_w / 2) * cp.trace(Gww)
+    if bias and lam_b > 0:
+        objective = objective + (lam_b / 2) * cp.sum_squares(b_var)
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    used, status, seconds = _solve_cvx(problem, solver)
+
+    # Minimum-rank completion: realise the core, then each h_i as its projection on the core's
+    # span plus a residual along one extra direction shared by all samples.
+    core_v = np.asarray(core.value, dtype=np.float64)
+    core_v = (core_v + core_v.T) / 2
+    lam_c, U_c = np.linalg.eigh(core_v)
+    top = max(float(lam_c.max()), 1.0)
+    keep = lam_c > 1e-10 * top
+    F_core = U_c[:, keep] * np.sqrt(lam_c[keep])  # (c, rho)
+    cross_v = np.asarray(cross.value, dtype=np.float64)  # (c, N)
+    A = (U_c[:, keep].T @ cross_v) / np.sqrt(lam_c[keep])[:, None]  # h_i coordinates (rho, N)
+    resid = np.clip(np.asarray(hh.value, dtype=np.float64) - np.sum(A * A, axis=0), 0.0, None)
+    V = np.zeros((K + N + r, F_core.shape[1] + 1))  # rows: w, h, e
+    V[:K, :-1] = F_core[:K]
+    V[K + N :, :-1] = F_core[K:]
+    V[K : K + N, :-1] = A.T
+    V[K : K + N, -1] = np.sqrt(resid)
+    Uv, sv, Vvt = np.linalg.svd(V, full_matrices=False)
+    spectrum = sv**2  # nonzero eigenvalues of the completed Gram matrix
+    rank = _numerical_rank(spectrum, rank_tol)
+    q = min(d, sv.size)
+    F = np.zeros((K + N + r, d))
+    F[:, :q] = Uv[:, :q] * sv[:q]
+    Q = _procrustes(F[K + N :], E) if r > 0 else np.eye(d)
+    W_r = F[:K] @ Q
+    H_r = F[K : K + N] @ Q
+    b_val = np.asarray(b_var.value, dtype=np.float64).reshape(K) if bias else None
+    m = K + N + r
+
+    from ufm.objective import objective as mufm_objective
+
+    kw = {"X": Xn, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
+    W_r, b_val, H_r = _polish(W_r, b_val, H_r, yn, kw)
+    recon_value = float(mufm_objective(W_r, b_val, H_r, yn, **kw))
+    value = None if sol is None else float(mufm_objective(sol[0], sol[1], sol[2], yn, **kw))
+    params = {"K": K, "N": N, "d": d, "rank_X": r, "gram_size": m, "block_size": c + 1}
+    params |= {k: v for k, v in kw.items() if k != "X"} | {"bias": bias}
+    params |= {"max_n": max_n, "rank_tol": rank_tol}
+    return _finish(
+        family="mufm",
+        bound=float(problem.value),
+        theory_exact=r + K <= d,
+        rank=rank,
+        d=d,
+        spectrum=spectrum,
+        recon=(W_r, b_val, H_r),
+        recon_value=recon_value,
+        value=value,
+        solver=used,
+        status=status,
+        solve_time=seconds,
+        params=params,
+    )
