@@ -1,0 +1,124 @@
+"""``python -m proofs_check``: run the four theorem checks, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from ._common import CheckResult, write_json_atomic
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m proofs_check",
+        description=(
+            "Check Theorems 1-4 of 'Progressive Feedforward Collapse of ResNet Training' on "
+            "random instances: exact certificates for Theorems 1-2 (Sturm sequences), solver "
+            "comparisons for Theorems 3-4. Exit status 1 when a claim that should hold is "
+            "violated, 2 on bad arguments, 0 otherwise (instances outside a theorem's "
+            "assumptions and the paper's empirical claims never fail the run)."
+        ),
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
+    p.add_argument(
+        "--instances", type=int, default=100, help="instances for Theorems 1 and 2 (default 100)"
+    )
+    p.add_argument(
+        "--solver-instances",
+        type=int,
+        default=None,
+        help="instances for the solver-based Theorems 3 and 4 (default: max(1, instances // 10))",
+    )
+    p.add_argument("--theorems", default="1,2,3,4", help="comma-separated subset (default 1,2,3,4)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="write every result as JSON to PATH (atomically)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def format_table(results: Sequence[CheckResult]) -> str:
+    head = (
+        f"{'theorem':<9} {'tried':>6} {'in-assum':>9} {'confirmed':>9} {'violated':>8} "
+        f"{'inconcl':>7} {'worst margin':>13}  outside / counterexamples"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        wm = "-" if r.worst_margin is None else f"{r.worst_margin:.3g}"
+        out = ", ".join(f"{k}: {v}" for k, v in r.outside.items()) or "-"
+        ce = r.details.get("counterexample_counts", {})
+        ce_s = ", ".join(f"{k}: {v}" for k, v in ce.items())
+        lines.append(
+            f"{r.name:<9} {r.n_tried:>6} {r.n_assumptions_met:>9} {r.n_confirmed:>9} "
+            f"{r.n_violations:>8} {r.n_inconclusive:>7} {wm:>13}  {out}"
+            + (f" | {ce_s}" if ce_s else "")
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ufm.errors import InputError
+
+    from . import check_theorem1, check_theorem2, check_theorem3, check_theorem4
+
+    try:
+        wanted = sorted({int(s) for s in args.theorems.split(",") if s.strip()})
+    except ValueError:
+        wanted = [0]
+    if not wanted or any(t not in (1, 2, 3, 4) for t in wanted):
+        print(
+            f"error: --theorems must list numbers from 1..4, got {args.theorems!r}", file=sys.stderr
+        )
+        return 2
+    if args.instances < 0 or (args.solver_instances is not None and args.solver_instances < 0):
+        print("error: --instances and --solver-instances must be >= 0", file=sys.stderr)
+        return 2
+    ns = max(1, args.instances // 10) if args.solver_instances is None else args.solver_instances
+    progress = not args.no_progress
+    funcs = {
+        1: (check_theorem1, args.instances),
+        2: (check_theorem2, args.instances),
+        3: (check_theorem3, ns),
+        4: (check_theorem4, ns),
+    }
+    results = []
+    t0 = time.perf_counter()
+    try:
+        for t in wanted:
+            f, n = funcs[t]
+            results.append(f(n, seed=args.seed, progress=progress))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; partial results below", file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    print(format_table(results))
+    for r in results:
+        for ce in r.counterexamples:
+            if ce["kind"] == "violation":
+                print(f"VIOLATION {r.name}: {ce}")
+    ok = all(r.ok for r in results)
+    print(
+        f"\n{'all claims that should hold held' if ok else 'VIOLATIONS FOUND'} "
+        f"({elapsed:.1f} s, seed {args.seed})"
+    )
+    if args.json:
+        write_json_atomic(
+            args.json,
+            {
+                "seed": args.seed,
+                "instances": args.instances,
+                "solver_instances": ns,
+                "elapsed_s": elapsed,
+                "ok": ok,
+                "results": [r.to_dict() for r in results],
+            },
+        )
+    return 0 if ok else 1

@@ -1,0 +1,373 @@
+r"""Theorem 2: PFC2 decreases on a neighbourhood of ``t = 1`` along :math:`M(t) = (1-t)M_0 + tM^*`.
+
+With :math:`G(t) = M(t)^\top M(t) = A_0 + A_1 t + A_2 t^2` (``K x K``, quadratic in ``t``),
+:math:`E = (I_K - \tfrac1K 11^\top)/\sqrt{K-1}` and :math:`\|E\|_F = 1`,
+
+.. math::
+
+    \mathrm{PFC2}(t)^2 = 2 - \frac{2}{\sqrt{K-1}} \frac{s(t)}{\sqrt{n(t)}}, \qquad
+    s(t) = \langle G(t), I_K - \tfrac1K 11^\top\rangle,\quad n(t) = \|G(t)\|_F^2,
+
+so PFC2 decreases exactly where :math:`Q(t) = 2 s'(t) n(t) - s(t) n'(t) > 0` (``Q`` has degree
+at most 5; ``n > 0`` is checked). The sign of ``Q`` is decided exactly (Sturm sequence over the
+rationals, coefficients computed exactly from the float64 means), which certifies the largest
+interval ``(t0, 1]`` on which PFC2 decreases.
+
+Transport cost. Shrinking the transport along the same direction, :math:`M_0' = M^* + s(M_0 -
+M^*)`, traces the same segment restricted to ``[1 - s, 1]``. So each direction has a *critical
+relative cost* :math:`\rho_c = \rho (1 - t_0)` (with :math:`\rho = \|M_0 - M^*\|_F/\|M^*\|_F`):
+PFC2 is monotone on all of ``[0, 1]`` iff :math:`\rho \le \rho_c`, and for larger costs the
+certified interval has length :math:`\rho_c / \rho`. The check extends the line beyond ``M_0``
+(``t < 0``) to compute :math:`\rho_c` up to ``rho_max``.
+
+Centring is unweighted (balanced classes), as for an ETF.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ufm._validate import check_features, check_scalar
+from ufm.errors import InputError
+
+from ._common import CheckResult, Tally, instance_rng
+from .certify import Poly, certify_sign, isolate_roots, poly_add, poly_deriv, poly_mul, poly_trim
+from .instances import DEGENERATE_KINDS, MeansInstance, random_means_instance
+
+__all__ = ["pfc2_line_polynomials", "pfc2_closed_form", "analyze_means_line", "check_theorem2"]
+
+CLAIM = (
+    "PFC2 decreases on a neighbourhood (t0, 1] of t = 1 along M(t) = (1-t) M0 + t M*; "
+    "on all of [0, 1] for a small enough transport cost"
+)
+
+_Mat = list[list[Fraction]]
+
+
+def _frac_centred(A: np.ndarray) -> _Mat:
+    F = [[Fraction(float(v)) for v in r] for r in A]
+    K, d = len(F), len(F[0])
+    mean = [sum(F[k][j] for k in range(K)) / K for j in range(d)]
+    return [[F[k][j] - mean[j] for j in range(d)] for k in range(K)]
+
+
+def _gram(A: _Mat, B: _Mat) -> _Mat:
+    return [[sum(x * y for x, y in zip(a, b, strict=True)) for b in B] for a in A]
+
+
+def _inner(A: _Mat, B: _Mat) -> Fraction:
+    return sum(x * y for ra, rb in zip(A, B, strict=True) for x, y in zip(ra, rb, strict=True))
+
+
+def pfc2_line_polynomials(means0: Any, means_star: Any) -> tuple[Poly, Poly, Poly, bool]:
+    r"""Exact polynomials ``s(t)``, ``n(t)`` and ``Q(t) = 2 s' n - s n'`` of the PFC2 line.
+
+    .. math::
+
+        G(t) = (1-t)^2 G_0 + t(1-t)(C + C^\top) + t^2 G^*,\quad
+        s = \langle G, I - \tfrac1K 11^\top\rangle,\quad n = \|G\|_F^2,
+
+    with ``G_0 = M_0 M_0^T``, ``C = M_0 M^{*T}``, ``G^* = M^* M^{*T}`` (rows centred, exact).
+
+    Parameters
+    ----------
+    means0, means_star : array of shape (K, d)
+        Start and end class means (rows; centred here without weights).
+
+    Returns
+    -------
+    s, n, Q : tuple of Fraction
+        Coefficients in increasing degree.
+    exact_etf : bool
+        Whether ``G^*`` is exactly proportional to ``I - 11^T/K`` (an exact ETF end point).
+    """
+    A, B = _check_pair(means0, means_star)
+    M0, Ms = _frac_centred(A), _frac_centred(B)
+    K = len(M0)
+    G0, C, Gs = _gram(M0, M0), _gram(M0, Ms), _gram(Ms, Ms)
+    S = [[C[i][j] + C[j][i] for j in range(K)] for i in range(K)]
+    A0 = G0
+    A1 = [[-2 * G0[i][j] + S[i][j] for j in range(K)] for i in range(K)]
+    A2 = [[G0[i][j] - S[i][j] + Gs[i][j] for j in range(K)] for i in range(K)]
+    P = [[(1 if i == j else 0) - Fraction(1, K) for j in range(K)] for i in range(K)]
+    As = (A0, A1, A2)
+    s = poly_trim([_inner(Aj, P) for Aj in As])
+    ncoef = [Fraction(0)] * 5
+    for j in range(3):
+        for k in range(3):
+            ncoef[j + k] += _inner(As[j], As[k])
+    n = poly_trim(ncoef)
+    Q = poly_add(
+        poly_mul(poly_trim([2]), poly_mul(poly_deriv(s), n)),
+        poly_mul(poly_trim([-1]), poly_mul(s, poly_deriv(n))),
+    )
+    diag = Gs[0][0]
+    exact_etf = diag > 0 and all(
+        Gs[i][j] == (diag if i == j else -diag / (K - 1)) for i in range(K) for j in range(K)
+    )
+    return s, n, Q, exact_etf
+
+
+def pfc2_closed_form(t: Any, s: Poly, n: Poly, K: int) -> np.ndarray:
+    r"""PFC2 along the line from its polynomials: :math:`\sqrt{2 - 2 s/(\sqrt{K-1}\sqrt{n})}`."""
+    t = np.asarray(t, dtype=float)
+    sv = np.polynomial.polynomial.polyval(t, [float(c) for c in s] or [0.0])
+    nv = np.polynomial.polynomial.polyval(t, [float(c) for c in n] or [0.0])
+    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * sv / (math.sqrt(K - 1) * np.sqrt(nv))))
+
+
+def _check_pair(means0: Any, means_star: Any) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    A = check_features(means0, "means0").detach().cpu().to(torch.float64).numpy()
+    B = check_features(means_star, "means_star").detach().cpu().to(torch.float64).numpy()
+    if A.shape != B.shape:
+        raise InputError(
+            f"means0 has shape {A.shape} but means_star has shape {B.shape}; "
+            "both are (K, d) class-mean rows"
+        )
+    if A.shape[0] < 2:
+        raise InputError(f"need K >= 2 class means, got K={A.shape[0]}")
+    return A, B
+
+
+def _etf_distance(B: np.ndarray) -> float:
+    Ms = B - B.mean(axis=0)
+    G = Ms @ Ms.T
+    nG = np.linalg.norm(G)
+    if nG == 0:
+        return math.inf
+    K = G.shape[0]
+    return float(np.linalg.norm(G / nG - (np.eye(K) - 1.0 / K) / math.sqrt(K - 1)))
+
+
+def analyze_means_line(
+    means0: Any,
+    means_star: Any,
+    *,
+    etf_tol: float = 1e-8,
+    end_tol: float = 1e-9,
+    rho_max: float = 100.0,
+    crosscheck: bool = True,
+    xtol: float = 1e-6,
+) -> dict[str, Any]:
+    """Check Theorem 2 on one pair of class-mean matrices; return a JSON-friendly record.
+
+    Keys: ``status`` (``"confirmed"``, ``"violation"``, ``"outside"`` + ``reason``), ``rho``
+    (relative transport cost), ``t0`` (certified: PFC2 decreases on ``[t0, 1]``),
+    ``interval`` (``1 - t0``), ``monotone_on_0_1``, ``rho_crit`` (critical relative cost of
+    this direction; ``inf`` when at least ``rho_max``), ``certificate``.
+
+    When the end point is an ETF only up to rounding (``G*`` not exactly proportional to
+    ``I - 11^T/K``), PFC2's minimum may sit a rounding distance before ``t = 1``; the
+    certificate then covers ``[., 1 - end_tol]``.
+    """
+    etf_tol = check_scalar(etf_tol, "etf_tol")
+    end_tol = check_scalar(end_tol, "end_tol", high=0.5)
+    rho_max = check_scalar(rho_max, "rho_max", low=0.0, low_inclusive=False)
+    A, B = _check_pair(means0, means_star)
+    K, d = A.shape
+    rec: dict[str, Any] = {"K": K, "d": d}
+    if d < K - 1:
+        return {**rec, "status": "outside", "reason": "d < K-1 (no simplex ETF in R^d)"}
+    if K == 2:
+        # two centred means are always antipodal: G is proportional to I - 11^T/2
+        return {**rec, "status": "outside", "reason": "K = 2 (PFC2 is identically 0)"}
+    dist = _etf_distance(B)
+    rec["etf_distance"] = dist
+    if dist > etf_tol:
+        return {**rec, "status": "outside", "reason": "end point is not a simplex ETF"}
+    Ms = B - B.mean(axis=0)
+    M0 = A - A.mean(axis=0)
+    cost = float(np.linalg.norm(M0 - Ms))
+    rho = cost / float(np.linalg.norm(Ms))
+    rec.update(transport_cost=cost, rho=rho)
+    if cost == 0.0:
+        return {**rec, "status": "outside", "reason": "zero transport (M0 = M*)"}
+    s, n, Q, exact_etf = pfc2_line_polynomials(A, B)
+    rec["exact_etf"] = exact_etf
+    hi = Fraction(1) if exact_etf else 1 - Fraction(end_tol)
+    # extend the line beyond M0 (t < 0) to reach relative cost rho_max, but stop at a zero of G
+    t_min = min(Fraction(0), 1 - Fraction(rho_max) / Fraction(rho))
+    n_roots = isolate_roots(n, t_min, 1)
+    if any(r.hi >= 0 for r in n_roots):
+        return {**rec, "status": "outside", "reason": "class means coincide on the line (G(t) = 0)"}
+    if n_roots:
+        t_min = n_roots[-1].hi
+    if not Q:
+        return {**rec, "status": "outside", "reason": "zero transport (PFC2 constant: M0 ~ M*)"}
+    cert_full = certify_sign(Q, t_min, hi)
+    cert01 = certify_sign(Q, 0, hi)
+    t0 = cert01.trailing_run(+1)
+    t0_ext = cert_full.trailing_run(+1)
+    rec["certificate"] = {"roots": cert01.roots, "pieces": cert01.pieces, "hi": float(hi)}
+    if crosscheck:
+        ts = np.array([0.0, 0.25, 0.5, 0.75])
+        closed = pfc2_closed_form(ts, s, n, K)
+        direct = np.array([_metric_pfc2(A, B, float(t)) for t in ts])
+        err = float(np.max(np.abs(closed - direct) / (1.0 + np.abs(direct))))
+        rec["crosscheck_err"] = err
+    problems = []
+    if t0 is None:
+        problems.append("PFC2 does not decrease just left of t = 1")
+        rec["interval"] = 0.0
+    else:
+        rec["t0"] = float(t0)
+        rec["interval"] = 1.0 - float(t0)
+        rec["monotone_on_0_1"] = t0 == 0
+        if t0_ext is not None and t0_ext > t_min:
+            rec["rho_crit"] = rho * (1.0 - float(t0_ext))
+        else:
+            rec["rho_crit"] = math.inf
+    if crosscheck and not rec["crosscheck_err"] <= xtol:
+        problems.append(f"closed form differs from ufm.metrics.pfc2 ({rec['crosscheck_err']:.2e})")
+    rec["status"] = "violation" if problems else "confirmed"
+    if problems:
+        rec["problems"] = problems
+    return rec
+
+
+def _metric_pfc2(A: np.ndarray, B: np.ndarray, t: float) -> float:
+    from ufm.metrics import pfc2
+
+    means = (1.0 - t) * A + t * B
+    K, d = means.shape
+    z = np.zeros(d)
+    z[0] = 0.5  # a within-class spread that leaves the class means unchanged (exactly)
+    H = np.concatenate([means + z, means - z])
+    return pfc2(H, np.tile(np.arange(K), 2), K=K)
+
+
+def check_theorem2(
+    instances: int | Iterable[MeansInstance] = 100,
+    *,
+    seed: int | None = 0,
+    degenerate_rate: float = 0.1,
+    etf_tol: float = 1e-8,
+    end_tol: float = 1e-9,
+    rho_max: float = 100.0,
+    rho_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+    crosscheck: bool = True,
+    progress: bool = False,
+) -> CheckResult:
+    r"""Check Theorem 2 on random (or given) instances and map the transport cost.
+
+    .. math::
+
+        \exists\, t_0 < 1:\ \frac{d}{dt}\mathrm{PFC2}(M(t)) < 0 \ \text{on } (t_0, 1),
+
+    certified exactly per instance. Instances where monotonicity on all of ``[0, 1]`` fails are
+    reported (kind ``"global_monotonicity_fails"``, not a violation: the theorem asks for a
+    small transport cost). ``details["cost_map"]`` gives, for each relative cost in
+    ``rho_grid``, the fraction of the sampled directions that are monotone on ``[0, 1]`` at that
+    cost and the median certified interval length ``min(1, rho_crit / rho)``.
+
+    Parameters
+    ----------
+    instances : int or iterable of MeansInstance
+        A number of random instances (drawn from ``seed``) or the instances.
+    seed : int, optional
+        Seed of the random instances.
+    degenerate_rate : float
+        Fraction of random instances built degenerate on purpose.
+    etf_tol, end_tol, rho_max : float
+        See :func:`analyze_means_line`.
+    rho_grid : tuple of float
+        Relative transport costs of the map.
+    crosscheck : bool
+        Compare the closed form with :func:`ufm.metrics.pfc2`.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    CheckResult
+        ``worst_margin``: the shortest certified interval ``1 - t0``.
+    """
+    degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
+    tally = Tally("theorem2", CLAIM, "length 1 - t0 of the certified monotone interval", seed)
+    items = _instances(instances, seed, degenerate_rate)
+    crits: list[float] = []
+    rows: list[tuple[float, bool, float]] = []
+    max_err = 0.0
+    for inst in tqdm(items, desc="theorem 2", disable=not progress, leave=False):
+        tally.n_tried += 1
+        rec = analyze_means_line(
+            inst.means0,
+            inst.means_star,
+            etf_tol=etf_tol,
+            end_tol=end_tol,
+            rho_max=rho_max,
+            crosscheck=crosscheck,
+        )
+        if rec["status"] == "outside":
+            tally.outside[rec["reason"]] += 1
+            continue
+        tally.n_met += 1
+        max_err = max(max_err, rec.get("crosscheck_err", 0.0))
+        tally.margin(rec["interval"])
+        small = {k: rec[k] for k in ("K", "d", "rho", "t0", "rho_crit") if k in rec}
+        if rec["status"] == "violation":
+            tally.n_violations += 1
+            tally.example("violation", **small, problems=rec["problems"])
+            continue
+        tally.n_confirmed += 1
+        crits.append(rec["rho_crit"])
+        rows.append((rec["rho"], rec["monotone_on_0_1"], rec["interval"]))
+        if not rec["monotone_on_0_1"]:
+            tally.example("global_monotonicity_fails", **small)
+    cost_map = []
+    c = np.array(crits, dtype=float)
+    for r in rho_grid:
+        if len(c) == 0:
+            break
+        cost_map.append(
+            {
+                "rho": r,
+                "fraction_monotone_on_0_1": float(np.mean(c >= r)),
+                "median_interval": float(np.median(np.minimum(1.0, c / r))),
+                "min_interval": float(np.min(np.minimum(1.0, c / r))),
+            }
+        )
+    n_global_fail = sum(1 for _, mono, _ in rows if not mono)
+    tally.details.update(
+        cost_map=cost_map,
+        rho_crit_quantiles=(
+            {q: float(np.quantile(c, q, method="inverted_cdf")) for q in (0.0, 0.1, 0.5, 0.9, 1.0)}
+            if len(c)
+            else {}
+        ),
+        n_not_monotone_on_0_1=n_global_fail,
+        smallest_rho_not_monotone=min((r for r, mono, _ in rows if not mono), default=None),
+        largest_rho_monotone=max((r for r, mono, _ in rows if mono), default=None),
+        max_crosscheck_err=max_err,
+    )
+    return tally.result()
+
+
+def _instances(
+    instances: int | Iterable[MeansInstance], seed: int | None, rate: float
+) -> list[MeansInstance]:
+    if isinstance(instances, int | np.integer) and not isinstance(instances, bool):
+        if instances < 0:
+            raise InputError(f"instances must be >= 0, got {instances}")
+        out = []
+        kinds = DEGENERATE_KINDS[2]
+        for i in range(int(instances)):
+            rng = instance_rng(seed, 2, i)
+            deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None
+            out.append(random_means_instance(rng, degenerate=deg))
+        return out
+    out = list(instances)
+    for j, inst in enumerate(out):
+        if not isinstance(inst, MeansInstance):
+            raise InputError(
+                f"instances[{j}] must be a MeansInstance (or pass a count), got {type(inst).__name__}"
+            )
+    return out

@@ -1,0 +1,27 @@
+"""hypothesis profiles for the proofs_check tests.
+
+``HYPOTHESIS_PROFILE=slow`` runs many more examples (``pytest -m slow`` is not needed for that;
+the property tests read the profile through :data:`SETTINGS`).
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "proofs_check-fast",
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "slow",
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def profile_settings() -> settings:  # the test modules use the same rule
+    name = "slow" if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else "proofs_check-fast"
+    return settings.get_profile(name)
