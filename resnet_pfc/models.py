@@ -1,0 +1,401 @@
+"""The paper's ResNets, built so that one stage keeps a single feature dimension.
+
+Two families, both with a *measured stage*: ``B`` residual blocks that map features of one fixed
+dimension ``d`` to the same dimension, so that the collapse metrics of the stage input and of the
+output of every block are comparable (PFC paper, Sec. IV-A and Table I).
+
+* :class:`FCResNet` (the paper's MNIST model): flatten, a linear *stem* to ``width``, ``B`` blocks
+
+  .. math:: h^{l} = h^{l-1} + W_2^{l}\\,\\mathrm{ReLU}(W_1^{l} h^{l-1} + c_1^{l}) + c_2^{l},
+
+  then a linear classifier ``z = W h^B + b``. No normalisation layer, no activation after the
+  stem or after a block: the measured features are exactly the residual stream, and the
+  classifier acts on the last measured layer directly (so NC3/NC4 use ``(W, b)`` as they are).
+  The last linear map of each block starts at ``1/sqrt(B)`` of PyTorch's default scale so that
+  the residual stream does not grow with depth at initialisation.
+* :class:`ConvResNet`: a stem (3x3 convolution, batch norm, ReLU; for large images a stride)
+  followed by down-sampling basic blocks that reach ``C`` channels on an ``S x S`` grid, then the
+  measured stage of ``B`` basic blocks without down-sampling (He et al.'s post-activation block
+  ``relu(x + bn(conv(relu(bn(conv(x))))))``), then global average pooling and a linear classifier.
+  Because pooling is linear, the logits are an affine function of the flattened last-block
+  features (``d = C S^2``): ``z = W_eff h + b`` with ``W_eff[k, c S^2 + p] = W[k, c] / S^2``
+  (:meth:`ConvResNet.measured_classifier`), which is what NC3/NC4 use for the last layer.
+
+Measured layers are named ``"input"`` (the output of the stem = the input of the measured stage)
+and ``"block1" ... "blockB"``; :meth:`measured_layers` maps these labels to module names for
+forward hooks.
+
+Table I of the paper lists block counts per data set; the widths and the layer the stage starts
+at were lost from the text, so :data:`TABLE_I` fixes them (*convention*, documented per row).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ufm._validate import check_int
+from ufm.errors import InputError
+
+__all__ = [
+    "FCResNet",
+    "ConvResNet",
+    "BasicBlock",
+    "FCBlock",
+    "PaperRow",
+    "TABLE_I",
+    "paper_model",
+    "build_model",
+    "MeasuredModel",
+]
+
+
+class FCBlock(nn.Module):
+    """Fully connected residual block ``x + W2 relu(W1 x + c1) + c2`` of width ``width``."""
+
+    def __init__(self, width: int, *, hidden: int | None = None, residual_scale: float = 1.0):
+        super().__init__()
+        hidden = width if hidden is None else hidden
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        with torch.no_grad():
+            self.fc2.weight.mul_(residual_scale)
+            self.fc2.bias.mul_(residual_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+class BasicBlock(nn.Module):
+    """He et al.'s post-activation basic block; a 1x1 projection when the shape changes."""
+
+    def __init__(self, in_channels: int, channels: int, *, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut: nn.Module
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(channels),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        # Not in place: forward hooks may still hold the block's input.
+        return torch.relu(out + self.shortcut(x))
+
+
+class MeasuredModel(nn.Module):
+    """Base class: a model with a measured stage (``stem`` -> ``blocks`` -> head)."""
+
+    blocks: nn.ModuleList
+    classifier: nn.Linear
+
+    def measured_layers(self) -> dict[str, str]:
+        """Labels of the measured layers mapped to module names (for forward hooks).
+
+        Returns
+        -------
+        dict[str, str]
+            ``{"input": "stem", "block1": "blocks.0", ..., "blockB": "blocks.{B-1}"}``; the
+            output of each module is the measured feature (flattened to ``(batch, d)``).
+        """
+        out = {"input": "stem"}
+        for i in range(len(self.blocks)):
+            out[f"block{i + 1}"] = f"blocks.{i}"
+        return out
+
+    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier ``(W (K, d), b (K,))`` acting on the flattened last measured layer."""
+        raise NotImplementedError
+
+    @property
+    def feature_dim(self) -> int:
+        """Dimension ``d`` of every measured layer (flattened)."""
+        raise NotImplementedError
+
+
+class FCResNet(MeasuredModel):
+    """Fully connected ResNet (the paper's MNIST model is ``width=1000, blocks=10``).
+
+    Parameters
+    ----------
+    input_dim : int
+        Number of input features after flattening (784 for MNIST, 64 for digits).
+    num_classes : int
+        ``K >= 2``.
+    width : int
+        Dimension ``d`` of the residual stream (the measured features).
+    blocks : int
+        Number ``B >= 1`` of residual blocks.
+    hidden : int, optional
+        Width of the hidden layer inside a block (default ``width``).
+
+    Notes
+    -----
+    .. math:: h^0 = A\\,\\mathrm{vec}(x) + a,\\quad h^l = h^{l-1} + f_l(h^{l-1}),\\quad z = W h^B + b.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        *,
+        width: int = 1000,
+        blocks: int = 10,
+        hidden: int | None = None,
+    ):
+        super().__init__()
+        check_int(input_dim, "input_dim", low=1)
+        check_int(num_classes, "num_classes", low=2)
+        check_int(width, "width", low=1)
+        check_int(blocks, "blocks", low=1)
+        self.input_dim, self.num_classes, self.width = input_dim, num_classes, width
+        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(input_dim, width))
+        scale = 1.0 / math.sqrt(blocks)
+        self.blocks = nn.ModuleList(
+            FCBlock(width, hidden=hidden, residual_scale=scale) for _ in range(blocks)
+        )
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.classifier(h)
+
+    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier.weight.detach(), self.classifier.bias.detach()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width
+
+
+class ConvResNet(MeasuredModel):
+    """Convolutional ResNet whose last stage keeps one feature dimension ``d = C S^2``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(channels, height, width)`` of one input image.
+    num_classes : int
+        ``K >= 2``.
+    widths : sequence of int
+        Channels of the stem followed by those of each down-sampling block; the last entry is the
+        measured stage's ``C``. Each entry after the first halves the grid (stride 2).
+    blocks : int
+        Number ``B >= 1`` of basic blocks in the measured stage.
+    stem_stride : int
+        Stride of the stem convolution (2 for 96 x 96 STL10 images).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        widths: Sequence[int] = (64, 128, 256),
+        blocks: int = 3,
+        stem_stride: int = 1,
+    ):
+        super().__init__()
+        if len(tuple(input_shape)) != 3:
+            raise InputError(
+                f"input_shape must be (channels, height, width) for a conv ResNet, got "
+                f"{tuple(input_shape)}; use model='fc' for flat inputs"
+            )
+        c_in, h_in, w_in = (int(v) for v in input_shape)
+        check_int(num_classes, "num_classes", low=2)
+        check_int(blocks, "blocks", low=1)
+        widths = tuple(int(w) for w in widths)
+        if not widths or min(widths) < 1:
+            raise InputError(f"widths must be a non-empty list of positive ints, got {widths}")
+        check_int(stem_stride, "stem_stride", low=1)
+        self.num_classes = num_classes
+        stem: list[nn.Module] = [
+            nn.Conv2d(c_in, widths[0], 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        ]
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            stem.append(BasicBlock(a, b, stride=2))
+        self.stem = nn.Sequential(*stem)
+        C = widths[-1]
+        self.blocks = nn.ModuleList(BasicBlock(C, C) for _ in range(blocks))
+        self.classifier = nn.Linear(C, num_classes)
+        with torch.no_grad():
+            probe = self.stem.eval()(torch.zeros(1, c_in, h_in, w_in))
+        self.stem.train()
+        self.stage_shape = tuple(int(v) for v in probe.shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.classifier(h.mean(dim=(2, 3)))
+
+    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        C, S1, S2 = self.stage_shape
+        W = self.classifier.weight.detach()  # (K, C)
+        # Flattening (C, S1, S2) is channel-major, so each channel's weight repeats S1*S2 times.
+        W_eff = W.repeat_interleave(S1 * S2, dim=1) / (S1 * S2)
+        return W_eff, self.classifier.bias.detach()
+
+    @property
+    def feature_dim(self) -> int:
+        return math.prod(self.stage_shape)
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of Table I: block count plus this project's choice of the lost widths."""
+
+    kind: str  # "fc" or "conv"
+    blocks: int
+    width: int  # FC width, or channels C of the measured conv stage
+    widths: tuple[int, ...] = ()  # conv: stem + down-sampling channels, ending at ``width``
+    stem_stride: int = 1
+    note: str = ""
+
+
+#: Table I of the PFC paper. Block counts are the paper's; widths of the conv models are this
+#: project's convention (lost from the text), chosen so that d = C S^2 stays moderate.
+#: ``"digits"`` is this project's embedded quick preset (not in the paper).
+TABLE_I: dict[str, tuple[PaperRow, ...]] = {
+    "mnist": (PaperRow("fc", 10, 1000, note="paper: FC width 1000, 10 blocks"),),
+    "digits": (PaperRow("fc", 4, 256, note="embedded quick preset (not in the paper)"),),
+    "fashion_mnist": tuple(
+        PaperRow("conv", b, 128, (32, 64, 128), note="28x28 -> 128 x 7 x 7 (d = 6272)")
+        for b in (5, 4)
+    ),
+    "cifar10": tuple(
+        PaperRow("conv", b, 256, (64, 128, 256), note="32x32 -> 256 x 8 x 8 (d = 16384)")
+        for b in (2, 3, 4)
+    ),
+    "stl10": tuple(
+        PaperRow(
+            "conv",
+            5,
+            c,
+            (32, 64, c) if c >= 64 else (16, 32, c),
+            stem_stride=2,
+            note=f"96x96 -> {c} x 12 x 12 (d = {c * 144}); variant = stage width",
+        )
+        for c in (32, 64, 128, 256)
+    ),
+    "cifar100": tuple(
+        PaperRow("conv", b, c, (64, 128, c), note=f"32x32 -> {c} x 8 x 8 (d = {c * 64})")
+        for b, c in ((3, 128), (3, 256), (4, 128), (4, 256))
+    ),
+}
+
+_DEFAULT_SHAPES = {
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "digits": ((1, 8, 8), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "stl10": ((3, 96, 96), 10),
+}
+
+
+def build_model(
+    kind: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    blocks: int,
+    width: int,
+    widths: Sequence[int] | None = None,
+    stem_stride: int = 1,
+) -> MeasuredModel:
+    """Build an :class:`FCResNet` (``kind="fc"``) or a :class:`ConvResNet` (``kind="conv"``).
+
+    For ``"conv"``, ``widths`` defaults to ``(width // 4, width // 2, width)`` (at least 8).
+    """
+    if kind == "fc":
+        return FCResNet(math.prod(input_shape), num_classes, width=width, blocks=blocks)
+    if kind == "conv":
+        if widths is None:
+            widths = (max(8, width // 4), max(8, width // 2), width)
+        elif widths[-1] != width:
+            widths = (*widths[:-1], width)
+        return ConvResNet(
+            input_shape, num_classes, widths=widths, blocks=blocks, stem_stride=stem_stride
+        )
+    raise InputError(f"model kind must be 'fc' or 'conv', got {kind!r}")
+
+
+def paper_model(
+    dataset: str,
+    blocks: int | None = None,
+    *,
+    variant: int = 0,
+    width: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+) -> MeasuredModel:
+    """The model of Table I for ``dataset`` (optionally the row with ``blocks`` blocks).
+
+    Parameters
+    ----------
+    dataset : str
+        ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"stl10"``, ``"cifar100"`` (the
+        paper's) or ``"digits"`` (this project's quick preset).
+    blocks : int, optional
+        Number of blocks of the measured stage; must be one of the data set's Table I counts
+        (MNIST 10; Fashion-MNIST 5, 4; CIFAR10 2, 3, 4; STL10 5; CIFAR100 3, 3, 4, 4). Default:
+        the first row.
+    variant : int
+        Index among the rows with that block count (STL10 has four 5-block variants, CIFAR100
+        two of 3 and two of 4 blocks; here they differ by the stage width, see :data:`TABLE_I`).
+    width : int, optional
+        Override the FC width or the conv stage channels.
+    input_shape, num_classes : optional
+        Override the data set's defaults (e.g. for a subset of classes).
+
+    Returns
+    -------
+    MeasuredModel
+
+    Raises
+    ------
+    InputError
+        Unknown data set, a block count not in Table I, or a variant out of range.
+    """
+    key = dataset.lower().replace("-", "_")
+    if key not in TABLE_I:
+        raise InputError(f"dataset must be one of {sorted(TABLE_I)}, got {dataset!r}")
+    rows = [r for r in TABLE_I[key] if blocks is None or r.blocks == blocks]
+    if not rows:
+        counts = sorted({r.blocks for r in TABLE_I[key]})
+        raise InputError(
+            f"Table I has no {key} model with blocks={blocks}; choose one of {counts}, "
+            "or build any depth with build_model(...)"
+        )
+    if not 0 <= variant < len(rows):
+        raise InputError(f"variant must be in 0..{len(rows) - 1} for {key}, got {variant}")
+    row = rows[variant]
+    shape, K = _DEFAULT_SHAPES[key]
+    shape = tuple(input_shape) if input_shape is not None else shape
+    K = num_classes if num_classes is not None else K
+    return build_model(
+        row.kind,
+        shape,
+        K,
+        blocks=row.blocks,
+        width=row.width if width is None else width,
+        widths=row.widths or None,
+        stem_stride=row.stem_stride,
+    )

@@ -1,0 +1,46 @@
+"""Shared helpers of the resnet_pfc tests: a tiny real data set and small models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch.utils.data import TensorDataset
+
+
+class TinyDigits(TensorDataset):
+    """A balanced digits subset as a TensorDataset with the data contract's attributes."""
+
+    def __init__(self, per_class: int = 8, seed: int = 0, dtype: torch.dtype = torch.float64):
+        X, y = load_digits(return_X_y=True)
+        rng = np.random.default_rng(seed)
+        idx = np.concatenate(
+            [rng.choice(np.flatnonzero(y == k), per_class, replace=False) for k in range(10)]
+        )
+        x = torch.tensor((X[idx] / 16.0 - 0.3) / 0.37, dtype=dtype).reshape(-1, 1, 8, 8)
+        super().__init__(x, torch.tensor(y[idx], dtype=torch.int64))
+        self.num_classes = 10
+        self.input_shape = (1, 8, 8)
+        self.name = "tiny_digits"
+
+
+@pytest.fixture
+def tiny() -> TinyDigits:
+    return TinyDigits()
+
+
+@pytest.fixture(scope="session")
+def tiny_digits() -> type[TinyDigits]:
+    """The :class:`TinyDigits` class (fixtures cannot be imported by test modules)."""
+    return TinyDigits
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared machine spinning threads
+    slow them down by an order of magnitude; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

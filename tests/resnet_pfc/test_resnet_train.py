@@ -1,0 +1,282 @@
+"""Training runs: determinism, divergence, resume after SIGKILL, CLI, figures, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_pfc.__main__ import main
+from resnet_pfc.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from resnet_pfc.report import monotonicity
+from resnet_pfc.train import METRIC_COLUMNS, TrainConfig, read_csv, resolve_config, train
+from ufm.errors import CheckpointError, DivergenceError, InputError
+
+TINY = dict(
+    dataset="digits",
+    per_class=10,
+    width=16,
+    blocks=2,
+    batch_size=20,
+    eval_every=1,
+    geodesic_points=11,
+    geodesic_pass2_points=3,
+    eval_batch_size=64,
+    progress=False,
+    figures=False,
+)
+TINY_ARGS = [
+    "--dataset",
+    "digits",
+    "--per-class",
+    "10",
+    "--width",
+    "16",
+    "--blocks",
+    "2",
+    "--batch-size",
+    "20",
+    "--eval-every",
+    "1",
+    "--geodesic-points",
+    "11",
+    "--geodesic-pass2-points",
+    "3",
+    "--eval-batch-size",
+    "64",
+    "--no-progress",
+]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    # One thread per process: the machine is shared, and results must not depend on load.
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return env
+
+
+def test_determinism(tmp_path):
+    a = train(TrainConfig(**TINY, epochs=2, out=str(tmp_path / "a")))
+    b = train(TrainConfig(**TINY, epochs=2, out=str(tmp_path / "b")))
+    assert a.metrics == b.metrics and a.geodesic == b.geodesic
+    assert (tmp_path / "a/metrics.csv").read_text() == (tmp_path / "b/metrics.csv").read_text()
+    rows = read_csv(tmp_path / "a/metrics.csv")
+    assert list(rows[0]) == list(METRIC_COLUMNS)
+    # epochs 0 (initialisation), 1, 2; one row per layer
+    assert [(r["epoch"], r["layer"]) for r in rows[:4]] == [
+        (0, "input"),
+        (0, "block1"),
+        (0, "block2"),
+        (1, "input"),
+    ]
+    assert len(rows) == 9 and {r["split"] for r in rows} == {"train"}
+    last = rows[-1]
+    assert last["nc3"] is not None and last["nc4"] is not None and rows[-2]["nc3"] is None
+    assert 0 <= last["ncc_accuracy"] <= 1 and last["pfc3"] == pytest.approx(
+        1 - last["ncc_accuracy"]
+    )
+    geo = read_csv(tmp_path / "a/geodesic.csv")
+    assert {g["layer"] for g in geo if g["epoch"] == 2} == {"", "input", "block1", "block2"}
+    c = train(TrainConfig(**{**TINY, "seed": 1}, epochs=2, out=str(tmp_path / "c")))
+    assert c.metrics != a.metrics
+
+
+def test_eval_test_split_and_files(tmp_path):
+    out = tmp_path / "run"
+    res = train(TrainConfig(**{**TINY, "figures": True}, epochs=1, eval_test=True, out=str(out)))
+    assert {r["split"] for r in res.metrics} == {"train", "test"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["lr"] == 0.1 and cfg["config"]["milestones"] == [1]
+    assert cfg["versions"]["torch"] == torch.__version__ and cfg["feature_dim"] == 16
+    assert cfg["blocks"] == 2 and cfg["model_kind"] == "FCResNet"
+    for name in ("fig2_train.png", "fig3_train.png", "fig2_test.png", "fig3_test.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "## train split, final epoch 1" in report and "effective depth" in report
+    assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporary file
+
+
+def test_divergence_keeps_last_good_checkpoint(tmp_path):
+    out = tmp_path / "div"
+    with pytest.raises(DivergenceError, match=r"epoch 1, step \d+") as exc:
+        train(TrainConfig(**TINY, epochs=3, lr=1e12, out=str(out)))
+    assert "last.pt" in str(exc.value)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert {r["epoch"] for r in read_csv(out / "metrics.csv")} == {0}
+
+
+def test_existing_run_needs_resume_and_same_options(tmp_path):
+    out = str(tmp_path / "r")
+    first = train(TrainConfig(**TINY, epochs=1, out=out))
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(TrainConfig(**TINY, epochs=1, out=out))
+    with pytest.raises(CheckpointError, match="epochs: 1 -> 2"):
+        train(TrainConfig(**TINY, epochs=1, out=out, resume=True), epochs=2)
+    again = train(TrainConfig(**TINY, epochs=1, out=out, resume=True))
+    assert again.epochs_run == 0 and again.metrics == first.metrics
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"dataset": "imagenet"}, "dataset must be one of"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"eval_every": 0}, "eval_every must be >= 1"),
+        ({"dtype": "float16"}, "dtype must be"),
+        ({"position": "depth"}, "position must be"),
+        ({"model": "vit"}, "model must be"),
+        ({"momentum": 2.0}, "momentum must be <= 1"),
+        ({"per_class": 0}, "per_class must be >= 1"),
+    ],
+)
+def test_config_errors(kw, match):
+    with pytest.raises(InputError, match=match):
+        resolve_config(TrainConfig(**kw))
+
+
+def test_paper_defaults():
+    cfg = resolve_config(TrainConfig(epochs=350, dataset="mnist"))
+    assert cfg.milestones == (117, 233) and cfg.lr == 0.01
+    assert (cfg.momentum, cfg.weight_decay, cfg.batch_size) == (0.9, 5e-4, 128)
+
+
+def test_monotonicity():
+    assert monotonicity([3.0, 2.0, 1.0]) == ("strict", None)
+    assert monotonicity([0.1, 0.0, 0.0]) == ("weak", None)
+    assert monotonicity([1.0, 0.5, 0.7, 0.1]) == ("no", 2)
+    assert monotonicity([1.0, float("nan")]) == ("undefined", None)
+    assert monotonicity([1.0, None]) == ("undefined", None)
+
+
+def test_atomic_write_and_checkpoint_errors(tmp_path):
+    p = tmp_path / "f.txt"
+    atomic_write_text(p, "one")
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(p, boom)
+    assert p.read_text() == "one" and sorted(x.name for x in tmp_path.iterdir()) == ["f.txt"]
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(tmp_path / "bad.pt")
+    torch.save({"format": 99}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_checkpoint(tmp_path / "old.pt")
+    save_checkpoint(tmp_path / "ok.pt", {"epoch": 3})
+    assert load_checkpoint(tmp_path / "ok.pt")["epoch"] == 3
+
+
+def test_cli_in_process(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["train", *TINY_ARGS, "--epochs", "1", "--out", str(out)]) == 0
+    assert "train accuracy" in capsys.readouterr().out
+    assert (out / "report.md").is_file() and (out / "figures" / "fig3_train.png").is_file()
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.md").is_file()
+    assert main(["figures", str(out)]) == 0
+    assert main(["figures", str(tmp_path / "missing")]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
+    assert main(["train", *TINY_ARGS, "--epochs", "0", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_help():
+    r = subprocess.run(
+        [sys.executable, "-m", "resnet_pfc", "train", "--help"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0
+    for opt in (
+        "--eval-every",
+        "--eval-test",
+        "--resume",
+        "--per-class",
+        "--weight-decay",
+        "--data-root",
+        "--download",
+        "--device",
+        "--num-workers",
+    ):
+        assert opt in r.stdout
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    epochs = 12
+    args = [
+        sys.executable,
+        "-m",
+        "resnet_pfc",
+        "train",
+        *TINY_ARGS,
+        "--no-figures",
+        "--epochs",
+        str(epochs),
+    ]
+    ref = subprocess.run(
+        [*args, "--out", str(tmp_path / "ref")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*args, "--out", str(run)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            m = run / "metrics.csv"
+            if m.is_file() and any(r["epoch"] >= 3 for r in read_csv(m)):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = max(r["epoch"] for r in read_csv(run / "metrics.csv"))
+    assert 3 <= done < epochs
+    res = subprocess.run(
+        [*args, "--out", str(run), "--resume"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (run / "metrics.csv").read_text() == (tmp_path / "ref/metrics.csv").read_text()
+    assert (run / "geodesic.csv").read_text() == (tmp_path / "ref/geodesic.csv").read_text()
+
+
+def test_conv_model_trains_and_measures(tmp_path):
+    kw = {**TINY, "width": 8, "eval_every": 2}
+    res = train(TrainConfig(**kw, model="conv", epochs=2, out=str(tmp_path / "conv")))
+    rows = [r for r in res.metrics if r["epoch"] == 2]
+    assert [r["layer"] for r in rows] == ["input", "block1", "block2"]
+    assert rows[-1]["nc4"] is not None and 0 <= rows[-1]["nc4"] <= 1
+    doc = json.loads((tmp_path / "conv" / "config.json").read_text())
+    assert doc["model_kind"] == "ConvResNet" and doc["feature_dim"] == 8 * 2 * 2
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    a = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "a"), resume=True))
+    b = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "b")))
+    assert a.epochs_run == 1 and a.metrics == b.metrics
