@@ -15,12 +15,16 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+# `train` and `measure` share their names with their modules: bind the functions eagerly so that
+# `resnet_pfc.train` is always the function (`from resnet_pfc.train import TrainConfig` still
+# reaches the module, as does importlib.import_module("resnet_pfc.train")).
+from .measure import measure as measure
+from .train import train as train
+
 _LAZY = {
     "TrainConfig": "train",
     "RunResult": "train",
-    "train": "train",
     "read_csv": "train",
-    "measure": "measure",
     "measure_layers": "measure",
     "measure_run": "measure",
     "Measurement": "measure",
@@ -35,7 +39,7 @@ _LAZY = {
     "load_dataset": "data",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "train", "measure"])
 
 
 def __getattr__(name: str) -> Any:

@@ -106,8 +106,9 @@ def _ndim(x: Any) -> int:
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
 
-def _chunks(n_rows: int, d: int) -> Iterable[slice]:
-    step = max(8, _CHUNK_ELEMS // max(d, 1))
+def _chunks(n_rows: int, d: int, K: int) -> Iterable[slice]:
+    # at least 4K rows, so that the O(K d) per-chunk merge stays small against the chunk itself
+    step = max(4 * K, _CHUNK_ELEMS // max(d, 1))
     for start in range(0, n_rows, step):
         yield slice(start, min(start + step, n_rows))
 
@@ -303,7 +304,7 @@ class CollapseAccumulator:
 
     def _feed(self, Ht: torch.Tensor, yt: torch.Tensor) -> CollapseAccumulator:
         """Add validated features and labels (on the state's device)."""
-        for sl in _chunks(Ht.shape[0], Ht.shape[1]):
+        for sl in _chunks(Ht.shape[0], Ht.shape[1], self.K):
             Hc = Ht[sl].to(_F64, copy=True)  # private: updates work in place
             yc = yt[sl]
             if self.phase == 1:
@@ -869,7 +870,7 @@ class LineAccumulator:
         Bt64, _ = self.B._batch(Bt, y)
         if self.cross is None:
             self.cross = torch.zeros(self.K, dtype=_F64, device=self.A.device)
-        for sl in _chunks(At64.shape[0], At64.shape[1]):
+        for sl in _chunks(At64.shape[0], At64.shape[1], self.K):
             a, b, yc = At64[sl].to(_F64), Bt64[sl].to(_F64), yt[sl]
             nb = torch.bincount(yc, minlength=self.K)
             cnt = torch.clamp(nb.to(_F64), min=1.0)[:, None]
