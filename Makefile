@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pfc demo
+	$(BIN)/pfc demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,21 +1,93 @@
-"""The ``pfc`` command: one entry point with a subcommand per job.
+"""The ``pfc`` command: one entry point with a subcommand per job (``pfc COMMAND --help``).
 
-``pfc demo`` runs the main job on the embedded digits data; ``pfc metrics FILE.npz`` measures
-features saved by the user. Every subcommand has ``--help``.
+``demo``     the main job on the embedded digits data (:mod:`pfc.study`), writes report.html
+``train``    train a ResNet and measure every block (:func:`resnet_pfc.train`)
+``figures``  Fig. 2 and Fig. 3 of a run (or study) directory
+``solve``    UFM or MUFM on the Sec. IV-B data or on features in an .npz file, optionally certified
+``check``    the theorem checks (:mod:`proofs_check`)
+``report``   report.html of an existing study or run directory
+``metrics``  collapse metrics of features saved in an .npz file
+
+Exit status: 0 on success, 2 for bad options or data (the message names the option and the
+value), 1 when ``check`` finds a violated claim, 130 when interrupted (finished stages are kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ufm.errors import PFCError
 
-METRIC_ORDER = ["pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1", "nc2_equinorm", "nc2_equiangular",
-                "nc3", "nc4"]
+METRIC_ORDER = [
+    "pfc1",
+    "pfc2",
+    "pfc3",
+    "ncc_accuracy",
+    "nc1",
+    "nc2_equinorm",
+    "nc2_equiangular",
+    "nc3",
+    "nc4",
+]
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
+
+
+# ------------------------------------------------------------------------------------------
+# argument types: argparse turns their ArgumentTypeError into "argument --x: ..." + exit 2
+# ------------------------------------------------------------------------------------------
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def conv(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {s!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    conv.__name__ = f"integer >= {low}"
+    return conv
+
+
+def _float_pos(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s!r}")
+    return v
+
+
+def _float_nonneg(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s!r}")
+    return v
+
+
+def _dataset(s: str) -> str:
+    key = s.lower().replace("-", "_")
+    if key not in DATASETS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(DATASETS)}; got {s!r}")
+    return key
+
+
+POS = _int_at_least(1)
+NONNEG = _int_at_least(0)
+TWO = _int_at_least(2)
 
 
 def _print_metrics(title: str, m: dict[str, float]) -> None:
@@ -25,16 +97,187 @@ def _print_metrics(title: str, m: dict[str, float]) -> None:
             print(f"  {k:<16} {m[k]:.6g}")
 
 
+# ------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sklearn.datasets import load_digits
+    from .study import StudyConfig, run_study
 
-    from ufm.metrics import collapse_metrics
+    cfg = StudyConfig(
+        out=args.out,
+        seed=args.seed,
+        quick=args.quick,
+        resume=args.resume,
+        force=args.force,
+        threads=args.threads,
+        progress=not args.no_progress,
+        epochs=args.epochs,
+        instances=args.instances,
+        lams=None if args.lams is None else tuple(args.lams),
+    )
+    res = run_study(cfg)
+    tr = res.get("training", {})
+    print(
+        f"training accuracy {tr.get('train_accuracy_final')}, in TPT: {tr.get('in_tpt')}; "
+        f"decrease across depth: {res.get('monotone_across_depth')}; effective depth "
+        f"{res.get('effective_depth')}; theorem checks ok: {res.get('theorems_ok')}"
+    )
+    print(f"report: {Path(res['report']).resolve()}")
+    return 0
 
-    X, y = load_digits(return_X_y=True)
-    m = collapse_metrics(X, y)
-    _print_metrics(
-        f"Collapse metrics of the input layer: scikit-learn digits, N={len(y)}, d={X.shape[1]}, "
-        f"K={int(y.max()) + 1}", m)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from resnet_pfc.train import TrainConfig, train
+
+    opts = {k: getattr(args, k) for k in _TRAIN_FIELDS}
+    if opts.get("milestones") is not None:
+        opts["milestones"] = tuple(opts["milestones"])
+    res = train(TrainConfig(**opts, progress=not args.no_progress, figures=not args.no_figures))
+    acc = "" if res.train_accuracy is None else f", training accuracy {res.train_accuracy:.4f}"
+    print(f"run directory: {res.out_dir}{acc}, {res.elapsed_s:.1f} s")
+    return 0
+
+
+def _run_dir(path: str) -> Path:
+    p = Path(path)
+    if not (p / "metrics.csv").is_file() and (p / "train" / "metrics.csv").is_file():
+        return p / "train"
+    return p
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from resnet_pfc.figures import draw_figures
+
+    for path in draw_figures(_run_dir(args.run_dir)):
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .html_report import write_html
+
+    print(write_html(args.run_dir).resolve())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from proofs_check._cli import main as check_main
+
+    argv = ["--seed", str(args.seed), "--instances", str(args.instances)]
+    argv += ["--theorems", args.theorems]
+    if args.solver_instances is not None:
+        argv += ["--solver-instances", str(args.solver_instances)]
+    if args.json:
+        argv += ["--json", args.json]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return check_main(argv)
+
+
+def _load_npz(path: str, fkey: str, lkey: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise PFCError(
+            f"--data {path!r}: cannot read it ({exc}); pass an .npz with a feature array and "
+            "labels, or --data sec4b"
+        ) from exc
+    for key, opt in ((fkey, "--features"), (lkey, "--labels")):
+        if key not in data:
+            raise PFCError(
+                f"{path!r} has no array {key!r} (it has {sorted(data)}); choose with {opt}"
+            )
+    H = np.asarray(data[fkey], dtype=np.float64)
+    return H.reshape(len(H), -1), np.asarray(data[lkey])
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    import warnings
+
+    import mufm
+    import ufm
+    from mufm.experiment import make_data
+
+    if args.data == "sec4b":
+        X, y = make_data(args.K, args.n, args.d, noise=args.noise, seed=args.seed)
+        src = f"Sec. IV-B data (K={args.K}, n={args.n}, d={args.d}, noise={args.noise})"
+    else:
+        X, y = _load_npz(args.data, args.features, args.labels)
+        src = f"{args.data} ({X.shape[0]} samples, d={X.shape[1]})"
+    common = {
+        "lam_w": args.lam_w,
+        "lam_b": args.lam_b,
+        "loss": args.loss,
+        "bias": not args.no_bias,
+        "method": args.method,
+        "backend": args.backend,
+        "device": args.device,
+        "max_iter": args.max_iter,
+        "tol": args.tol,
+        "seed": args.seed,
+        "verbose": not args.no_progress and args.method != "lbfgs",
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.model == "mufm":
+            res = mufm.solve(X, y, lam=args.lam, lam_h=args.lam_h, **common)
+        else:
+            res = ufm.solve(y, d=X.shape[1], lam_h=args.lam_h or 5e-4, **common)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"{args.model.upper()} on {src}")
+    print(f"  objective        {res.objective:.12g}")
+    print(
+        f"  status           {res.status} ({res.n_iter} iterations, grad norm {res.grad_norm:.2e})"
+    )
+    _print_metrics("collapse metrics of the solution H:", res.metrics)
+    out: dict[str, Any] = {
+        "model": args.model,
+        "objective": res.objective,
+        "status": res.status,
+        "n_iter": res.n_iter,
+        "grad_norm": res.grad_norm,
+        "metrics": res.metrics,
+        "params": res.params,
+    }
+    if args.certify:
+        if args.model == "mufm":
+            K = int(np.max(y)) + 1
+            if len(y) > 60:
+                from .study import _balanced_idx
+
+                m = args.certify_per_class
+                idx = _balanced_idx(np.asarray(y), m, K)
+                sub = mufm.solve(
+                    X[idx], np.asarray(y)[idx], lam=args.lam, lam_h=args.lam_h, **common
+                )
+                cert = mufm.certify(sub)
+                where = f"a class-balanced subsample of {m} per class (N={idx.size})"
+            else:
+                cert = mufm.certify(res)
+                where = "the whole problem"
+        else:
+            cert = ufm.certify(res)
+            where = "the whole problem (K x K reduction)"
+        print(f"certificate on {where}:")
+        print(f"  lower bound      {cert.bound:.12g}")
+        print(f"  gap              {cert.gap:.3g} (relative {cert.rel_gap:.3g})")
+        print(f"  exact            {cert.exact} (rank {cert.rank}, tight {cert.tight})")
+        out["certificate"] = {
+            "on": where,
+            "bound": cert.bound,
+            "gap": cert.gap,
+            "rel_gap": cert.rel_gap,
+            "exact": cert.exact,
+            "rank": cert.rank,
+        }
+    if args.json:
+        from .study import _write_json
+
+        _write_json(Path(args.json), out)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -44,25 +287,278 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     try:
         data = np.load(args.file)
     except (OSError, ValueError) as exc:
-        raise PFCError(f"cannot read {args.file!r}: {exc}; pass an .npz with arrays H and y") from exc
-    for key in (args.features, args.labels):
+        raise PFCError(
+            f"cannot read {args.file!r}: {exc}; pass an .npz with arrays H and y"
+        ) from exc
+    for key, opt in ((args.features, "--features"), (args.labels, "--labels")):
         if key not in data:
-            raise PFCError(f"{args.file!r} has no array {key!r} (it has {sorted(data)}); "
-                           "choose with --features / --labels")
+            raise PFCError(
+                f"{args.file!r} has no array {key!r} (it has {sorted(data)}); choose with {opt}"
+            )
     H = data[args.features].reshape(len(data[args.features]), -1)
     m = collapse_metrics(H, data[args.labels])
     _print_metrics(f"Collapse metrics of {args.file} ({H.shape[0]} samples, d={H.shape[1]})", m)
     return 0
 
 
+# ------------------------------------------------------------------------------------------
+# parser
+# ------------------------------------------------------------------------------------------
+
+_TRAIN_FIELDS: list[str] = []
+
+
+def _add_train_options(t: argparse.ArgumentParser) -> None:
+    from resnet_pfc.train import TrainConfig
+
+    d = TrainConfig()
+    _TRAIN_FIELDS.clear()
+
+    def add(flag: str, field_name: str, **kw: Any) -> None:
+        _TRAIN_FIELDS.append(field_name)
+        t.add_argument(flag, dest=field_name, **kw)
+
+    add(
+        "--dataset",
+        "dataset",
+        type=_dataset,
+        default=d.dataset,
+        help=f"one of {', '.join(DATASETS)} (digits is embedded; default %(default)s)",
+    )
+    add("--out", "out", required=True, help="run directory")
+    add(
+        "--model",
+        "model",
+        default=d.model,
+        choices=("auto", "fc", "conv"),
+        help="auto: the data set's Table I model (default)",
+    )
+    add("--blocks", "blocks", type=POS, default=None, help="blocks of the measured stage")
+    add("--width", "width", type=POS, default=None, help="FC width or conv channels")
+    add("--variant", "variant", type=NONNEG, default=d.variant, help="Table I variant index")
+    add("--epochs", "epochs", type=POS, default=None, help="default: the data set's preset")
+    add("--lr", "lr", type=_float_pos, default=None, help="initial lr (default: preset)")
+    add("--momentum", "momentum", type=_float_nonneg, default=d.momentum, help="default 0.9")
+    add(
+        "--weight-decay",
+        "weight_decay",
+        type=_float_nonneg,
+        default=d.weight_decay,
+        help="default 5e-4",
+    )
+    add("--batch-size", "batch_size", type=POS, default=d.batch_size, help="global batch size")
+    add(
+        "--milestones",
+        "milestones",
+        type=POS,
+        nargs="*",
+        default=None,
+        help="epochs after which the lr is multiplied by --lr-gamma (default E/3, 2E/3)",
+    )
+    add("--lr-gamma", "lr_gamma", type=_float_pos, default=d.lr_gamma, help="default 0.1")
+    add("--eval-every", "eval_every", type=POS, default=None, help="measure every N epochs")
+    add("--eval-test", "eval_test", action="store_true", help="also measure the test split")
+    add("--eval-batch-size", "eval_batch_size", type=POS, default=d.eval_batch_size)
+    add("--per-class", "per_class", type=POS, default=None, help="balanced subset per class")
+    add(
+        "--data-root",
+        "data_root",
+        default=None,
+        help="folder with the torchvision data files (default $PFC_DATA_ROOT or ./data)",
+    )
+    add(
+        "--download",
+        "download",
+        action="store_true",
+        help="download missing data with torchvision (needs a network)",
+    )
+    add("--seed", "seed", type=NONNEG, default=d.seed, help="default 0")
+    add("--resume", "resume", action="store_true", help="continue from checkpoints/last.pt")
+    add("--device", "device", default=d.device, choices=("cpu", "cuda"), help="default cpu")
+    add("--dtype", "dtype", default=d.dtype, choices=("float32", "float64"))
+    add("--num-workers", "num_workers", type=NONNEG, default=d.num_workers)
+    add(
+        "--threads",
+        "threads",
+        type=POS,
+        default=None,
+        help="torch threads (1 is fastest for small models on a busy machine)",
+    )
+    add(
+        "--position",
+        "position",
+        default=d.position,
+        choices=("index", "distance"),
+        help="relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||",
+    )
+    add("--geodesic-points", "geodesic_points", type=TWO, default=d.geodesic_points)
+    add(
+        "--geodesic-pass2-points",
+        "geodesic_pass2_points",
+        type=TWO,
+        default=d.geodesic_pass2_points,
+    )
+    add(
+        "--epsilon",
+        "epsilon",
+        type=_float_nonneg,
+        default=d.epsilon,
+        help="effective-depth threshold (default 0.01)",
+    )
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--no-figures", action="store_true", help="skip figures and report.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pfc",
-        description="Neural collapse across depth: metrics, UFM/MUFM solvers, theorem checks, "
-                    "ResNet measurement.")
+        description="Neural collapse across depth: train and measure ResNets, solve and certify "
+        "UFM/MUFM, check the theorems, write reports. `pfc demo` runs the whole study.",
+        epilog="Exit status: 0 ok, 1 a theorem claim violated (check), 2 bad options or data, "
+        "130 interrupted.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    d = sub.add_parser("demo", help="run the main job on the embedded digits data")
+
+    d = sub.add_parser(
+        "demo",
+        help="the main job on the embedded digits data; writes report.html",
+        description="Train a fully connected ResNet on the embedded digits to the terminal phase "
+        "of training measuring every block; solve and certify UFM and MUFM on the paper's Sec. "
+        "IV-B problem and on the network's own layer-0 features (lam sweeps); run the theorem "
+        "checks; write one self-contained report.html plus CSVs, PNGs, config.json and "
+        "results.json. About 2 minutes on 2 busy cores; --quick is a smoke version (< 1 minute).",
+    )
+    d.add_argument("--out", default="pfc-demo", help="study directory (default %(default)s)")
+    d.add_argument("--seed", type=NONNEG, default=0, help="seed of everything (default 0)")
+    d.add_argument("--quick", action="store_true", help="small sizes: a smoke test (< 1 minute)")
+    d.add_argument("--resume", action="store_true", help="keep the stages an earlier run finished")
+    d.add_argument(
+        "--force", action="store_true", help="delete an earlier study in --out and start afresh"
+    )
+    d.add_argument(
+        "--threads",
+        type=POS,
+        default=1,
+        help="torch and BLAS threads (default 1: fastest for these small problems)",
+    )
+    d.add_argument(
+        "--epochs", type=POS, default=None, help="training epochs (default 60; quick 40)"
+    )
+    d.add_argument(
+        "--instances",
+        type=NONNEG,
+        default=None,
+        help="theorem-check instances (default 200; quick 10)",
+    )
+    d.add_argument(
+        "--lams",
+        type=_float_pos,
+        nargs="+",
+        default=None,
+        help="lam grid of both sweeps (default 11 values from 1e-3 to 1e2)",
+    )
+    d.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser(
+        "train",
+        help="train a ResNet and measure every block (a run directory)",
+        description="Train with the paper's recipe (SGD momentum 0.9, weight decay 5e-4, batch "
+        "128, lr divided by 10 at 1/3 and 2/3 of the epochs) and measure the collapse metrics "
+        "of the input of the measured stage and of every block. The paper's data sets are read "
+        "from --data-root (or fetched with --download); digits is embedded.",
+    )
+    _add_train_options(t)
+    t.set_defaults(func=cmd_train)
+
+    f = sub.add_parser(
+        "figures",
+        help="draw Fig. 2 and Fig. 3 of a run or study directory",
+        description="Draw Fig. 2 (metrics against epoch, one line per layer) and "
+        "Fig. 3 (final metrics against relative position, with the geodesic "
+        "prediction) into RUN_DIR/figures.",
+    )
+    f.add_argument("run_dir", metavar="RUN_DIR", help="a run directory or a study directory")
+    f.set_defaults(func=cmd_figures)
+
+    s = sub.add_parser(
+        "solve",
+        help="solve UFM or MUFM (Sec. IV-B data or an .npz of features), optionally certify",
+        description="Solve the UFM (free features) or the MUFM (features anchored to data X) "
+        "and print the objective, the status and the collapse metrics of the solution.",
+    )
+    s.add_argument("--model", choices=("mufm", "ufm"), default="mufm", help="default mufm")
+    s.add_argument(
+        "--data",
+        default="sec4b",
+        help="'sec4b' (the paper's synthetic data, default) or an .npz file",
+    )
+    s.add_argument("--features", default="H", help="feature array in the .npz (default H)")
+    s.add_argument("--labels", default="y", help="label array in the .npz (default y)")
+    s.add_argument("--K", type=TWO, default=4, help="Sec. IV-B classes (default 4)")
+    s.add_argument("--n", type=POS, default=50, help="Sec. IV-B samples per class (default 50)")
+    s.add_argument("--d", type=POS, default=16, help="Sec. IV-B dimension (default 16)")
+    s.add_argument("--noise", type=_float_nonneg, default=0.5, help="Sec. IV-B noise (0.5)")
+    s.add_argument("--lam", type=_float_pos, default=0.1, help="transport coefficient (0.1)")
+    s.add_argument("--lam-w", type=_float_pos, default=5e-4, help="weight decay (5e-4)")
+    s.add_argument(
+        "--lam-h",
+        type=_float_nonneg,
+        default=0.0,
+        help="feature penalty (MUFM default 0; UFM uses 5e-4 when 0)",
+    )
+    s.add_argument("--lam-b", type=_float_nonneg, default=5e-4, help="bias penalty (5e-4)")
+    s.add_argument("--loss", choices=("mse", "ce"), default="mse")
+    s.add_argument("--no-bias", action="store_true", help="classifier without bias")
+    s.add_argument("--method", choices=("lbfgs", "gd", "flow"), default="lbfgs")
+    s.add_argument("--backend", choices=("numpy", "torch"), default=None)
+    s.add_argument("--device", default=None, help="cpu or cuda (torch backend)")
+    s.add_argument("--max-iter", type=POS, default=None)
+    s.add_argument("--tol", type=_float_pos, default=None)
+    s.add_argument("--seed", type=NONNEG, default=0)
+    s.add_argument(
+        "--certify",
+        action="store_true",
+        help="certify the solution (MUFM: SDP, on a balanced subsample if N > 60)",
+    )
+    s.add_argument(
+        "--certify-per-class",
+        type=POS,
+        default=2,
+        help="per-class subsample of the MUFM certificate when N > 60 (default 2)",
+    )
+    s.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_solve)
+
+    c = sub.add_parser(
+        "check",
+        help="check Theorems 1-4 (proofs_check)",
+        description="Run the theorem checks; exit status 1 when a claim that "
+        "should hold is violated.",
+    )
+    c.add_argument("--seed", type=NONNEG, default=0, help="default 0")
+    c.add_argument("--instances", type=NONNEG, default=100, help="Theorems 1-2 (default 100)")
+    c.add_argument(
+        "--solver-instances",
+        type=NONNEG,
+        default=None,
+        help="Theorems 3-4 (default instances // 10)",
+    )
+    c.add_argument("--theorems", default="1,2,3,4", help="subset, e.g. 1,3")
+    c.add_argument("--json", metavar="PATH", default=None, help="write every result as JSON")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser(
+        "report",
+        help="write report.html of a study or run directory",
+        description="Write one self-contained report.html (figures embedded) "
+        "from the files of a `pfc demo` study or a `pfc train` run directory.",
+    )
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a study or run directory")
+    r.set_defaults(func=cmd_report)
+
     m = sub.add_parser("metrics", help="collapse metrics of features saved in an .npz file")
     m.add_argument("file", help="an .npz file with a feature array (N, ...) and labels (N,)")
     m.add_argument("--features", default="H", help="name of the feature array (default H)")
@@ -79,7 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pfc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept", file=sys.stderr)
+        print(
+            f"pfc {args.command}: interrupted; finished work is kept (rerun with --resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

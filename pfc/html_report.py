@@ -1,0 +1,401 @@
+"""One self-contained ``report.html`` for a study directory or a :mod:`resnet_pfc` run directory.
+
+Everything is read back from the files on disk (the stages' ``stage.json``, CSVs and PNGs), so
+the report of an interrupted or resumed study shows what exists and says what is missing.
+Figures are embedded as ``data:image/png;base64`` URIs: the file needs no other asset.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ufm.errors import CheckpointError
+
+__all__ = ["write_html", "render_html"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.ok{color:#176f2c;font-weight:600}.bad{color:#a4161a;font-weight:600}
+.note{color:#555;font-size:.92em}code,pre{background:#f6f6f6;padding:.1em .3em}
+pre{padding:.6em;overflow-x:auto;font-size:.85em}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        return f"{v:.4g}"
+    return _e(v)
+
+
+def _yes(flag: Any, yes: str = "yes", no: str = "no") -> str:
+    if flag is None:
+        return "<span>undetermined</span>"
+    return f'<span class="ok">{yes}</span>' if flag else f'<span class="bad">{no}</span>'
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str], heads: list[str] | None = None) -> str:
+    heads = heads or cols
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>"]
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{_num(r.get(c))}</td>" for c in cols) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f'<p class="note">(figure {_e(path.name)} not found)</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _read_json(path: Path) -> Any:
+    from .study import read_json
+
+    return read_json(path)
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
+    from resnet_pfc.train import read_csv
+
+    from .study import _layer_summary, tpt_check
+
+    if not (run / "metrics.csv").is_file():
+        return ["<h2>1. Training and per-layer measurement</h2>", "<p>Not run yet.</p>"]
+    rows = read_csv(run / "metrics.csv")
+    tpt = stage["tpt"] if stage else tpt_check(rows)
+    summ = stage["summary"] if stage else _layer_summary(rows)
+    cfg = (_read_json(run / "config.json") or {}).get("config", {})
+    doc = _read_json(run / "config.json") or {}
+    s = ["<h2>1. Training and per-layer measurement</h2>"]
+    if cfg:
+        s.append(
+            f"<p>Data set <code>{_e(cfg.get('dataset'))}</code> "
+            f"({_e(doc.get('train_samples'))} training samples, K = {_e(doc.get('num_classes'))}), "
+            f"{_e(doc.get('model_kind'))} with {_e(doc.get('blocks'))} blocks of width d = "
+            f"{_e(doc.get('feature_dim'))}; {_e(cfg.get('epochs'))} epochs of SGD (lr "
+            f"{_e(cfg.get('lr'))}, momentum {_e(cfg.get('momentum'))}, weight decay "
+            f"{_e(cfg.get('weight_decay'))}, batch {_e(cfg.get('batch_size'))}, lr divided by "
+            f"10 after epochs {_e(cfg.get('milestones'))}), seed {_e(cfg.get('seed'))}. Every "
+            f"layer measured every {_e(cfg.get('eval_every'))} epochs on the training set.</p>"
+        )
+    loss_txt = (
+        f"the training loss fell from {_num(tpt.get('train_loss_at_tpt'))} at epoch "
+        f"{_num(tpt.get('tpt_epoch'))} to {_num(tpt.get('train_loss_final'))} at the last epoch "
+        f"(ratio {_num(tpt.get('loss_ratio'))})"
+        if tpt.get("loss_ratio") is not None
+        else "the loss trend inside the TPT could not be determined"
+    )
+    last = ""
+    if tpt.get("loss_falling_last") is not None:
+        last = (
+            f" Between the last two measurements (epochs {_num(tpt.get('previous_epoch'))} and "
+            f"{_num(tpt.get('final_epoch'))}) it "
+            + ("still fell" if tpt["loss_falling_last"] else "no longer fell (a plateau)")
+            + f": {_num(tpt.get('train_loss_previous'))} → {_num(tpt.get('train_loss_final'))}."
+        )
+    s.append(
+        "<p><b>Terminal phase of training.</b> 100% training accuracy: "
+        f"{_yes(tpt.get('reached_100'))} (accuracy {_num(tpt.get('train_accuracy_final'))} at "
+        f"epoch {_num(tpt.get('final_epoch'))}, 100% from epoch {_num(tpt.get('tpt_epoch'))} on). "
+        f"Training loss still falling after that: {_yes(tpt.get('loss_falling'))}; {loss_txt}."
+        f"{last} In TPT: {_yes(tpt.get('in_tpt'))}.</p>"
+    )
+    s.append("<h3>Fig. 2: collapse metrics of every layer during training</h3>")
+    s.append(_img(run / "figures" / "fig2_train.png", "Fig. 2"))
+    s.append(
+        "<h3>Fig. 3: final metrics against relative position, with the geodesic prediction</h3>"
+    )
+    s.append(_img(run / "figures" / "fig3_train.png", "Fig. 3"))
+    s.append(f"<h3>Per-layer table (final epoch {_num(summ['final_epoch'])}, training set)</h3>")
+    cols = ["layer", "position", "pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1"]
+    cols += ["nc2_equinorm", "nc2_equiangular", "nc3", "nc4"]
+    s.append(_table(summ["layers"], cols))
+    s.append("<h3>Do PFC1-3 decrease across depth?</h3><ul>")
+    words = {
+        "strict": ("yes", "strictly: every block lowers it"),
+        "weak": ("yes", "weakly: non-increasing, with ties"),
+        "undefined": (None, "undefined (missing values)"),
+    }
+    for k, v in summ["monotone"].items():
+        flag, text = words.get(v["kind"], ("no", f"it rises at {v['rises_at']}"))
+        s.append(
+            f"<li><b>{_e(k.upper())}</b>: "
+            + (_yes(flag == "yes") if flag else "")
+            + f" ({_e(text)})</li>"
+        )
+    s.append("</ul>")
+    depth = summ.get("effective_depth")
+    s.append(
+        f"<p><b>Effective depth</b> (epsilon = {_num(summ.get('epsilon'))}: the first layer whose "
+        "NCC error is at most epsilon): "
+        + (
+            "no layer qualifies"
+            if depth is None
+            else f"layer {depth} ({_e(summ.get('effective_depth_layer'))})"
+        )
+        + f" of {_num(summ.get('blocks'))} blocks.</p>"
+    )
+    return s
+
+
+def _cert_table(certs: list[dict[str, Any]]) -> str:
+    rows = []
+    for c in certs:
+        r = dict(c)
+        r["exact_txt"] = "yes" if c.get("exact") else "no (lower bound only)"
+        rows.append(r)
+    return _table(
+        rows,
+        ["problem", "N", "K", "d", "lam", "bound", "value", "gap", "rel_gap", "rank", "exact_txt"],
+        ["problem", "N", "K", "d", "lam", "bound", "solver value", "gap", "rel. gap",
+         "rank", "exact (global optimum)"],
+    )  # fmt: skip
+
+
+def _sec4b_section(d4: Path, stage: dict[str, Any] | None) -> list[str]:
+    s = ["<h2>2. The paper's Sec. IV-B problem: MUFM against UFM</h2>"]
+    if not stage:
+        return s + ["<p>Not run yet.</p>"]
+    p = stage["params"]
+    s.append(
+        f"<p>K = {_e(p['K'])} classes of n = {_e(p['n'])} Gaussian samples (noise "
+        f"{_e(p['noise'])}) around centres uniform on the unit sphere of R^{_e(p['d'])}; MSE loss, "
+        f"lam_W = {_e(p['lam_w'])}, lam_b = {_e(p['lam_b'])}, UFM feature penalty "
+        f"{_e(p['lam_h_ufm'])}; solver {_e(p['method'])}.</p>"
+    )
+    s.append(
+        f"<h3>Fig. 4: collapse of the data, the MUFM (lam = {_num(p['lam'])}) and the UFM</h3>"
+    )
+    s.append(_img(d4 / "fig4_metrics.png", "Fig. 4"))
+    rows = [{"model": k, **v} for k, v in stage["fig4"].items()]
+    s.append(_table(rows, ["model", "pfc1", "pfc2", "pfc3", "nc1", "ncc_accuracy"]))
+    lams = stage["sweep"]["lam"]
+    s.append(
+        f"<h3>Fig. 5: the MUFM solution over lam = {_num(lams[0])} … {_num(lams[-1])} "
+        f"({math.log10(lams[-1] / lams[0]):.0f} decades)</h3>"
+    )
+    s.append(_img(d4 / "fig5_sweep.png", "Fig. 5"))
+    sw = stage["sweep"]
+    rows = [{k: sw[k][i] for k in sw} for i in range(len(lams))]
+    s.append(_table(rows, ["lam", "pfc1", "pfc2", "pfc3", "nc1", "alignment", "objective"]))
+    s.append("<h3>Certificates</h3>")
+    s.append(_cert_table(stage["certificates"]))
+    return s
+
+
+def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
+    s = ["<h2>3. The trained network against the MUFM and UFM predictions</h2>"]
+    if not stage:
+        return s + ["<p>Not run yet.</p>"]
+    s.append(
+        f"<p>MUFM solved with the network's own layer-0 features as data X (N = {stage['N']}, "
+        f"d = {stage['d']}, K = {stage['K']}, divided by their RMS row norm "
+        f"{_num(stage['scale'])}; every number below is invariant to that common scale). "
+        f"<b>Matched lam</b> = {_num(stage['lam_matched'])}: the lam of the sweep whose PFC1 is "
+        "closest to the network's last layer. The UFM uses the same labels and dimension. "
+        "Alignment = &lt;H_L, H&gt;<sub>F</sub> / (‖H_L‖ ‖H‖); relative distance = "
+        "‖H_L − H‖ / ‖H_L‖, with H_L the network's last measured layer.</p>"
+    )
+    cmp_rows = stage["comparison"]
+    s.append(
+        _table(
+            cmp_rows,
+            ["model", "pfc1", "pfc2", "pfc3", "nc1", "alignment_network", "rel_distance_network"],
+            [
+                "features",
+                "PFC1",
+                "PFC2",
+                "PFC3",
+                "NC1",
+                "alignment with H_L",
+                "rel. distance to H_L",
+            ],
+        )
+    )
+    u = cmp_rows[-1]
+    s.append(
+        f'<p class="note">The UFM optimum is fixed only up to a rotation; after the best '
+        f"rotation (orthogonal Procrustes) its alignment with H_L is "
+        f"{_num(u.get('alignment_network_rotated'))}. The sweep's best alignment of H* with "
+        f"H_L is {_num(stage['best_alignment'])} at lam = {_num(stage['lam_best_alignment'])}."
+        "</p>"
+    )
+    s.append(_img(dn / "sweep.png", "network MUFM sweep"))
+    s.append("<h3>Layers: the network against the MUFM straight line (Theorem 3)</h3>")
+    s.append(_img(dn / "layers.png", "network vs MUFM layers"))
+    keys = ["layer", "position"] + [f"{w}_{k}" for k in ("pfc1", "pfc2", "pfc3") for w in
+                                    ("network", "mufm")]  # fmt: skip
+    s.append(_table(stage["layer_comparison"], keys))
+    s.append("<h3>Certificates</h3>")
+    s.append(_cert_table(stage["certificates"]))
+    return s
+
+
+def _proofs_section(stage: dict[str, Any] | None) -> list[str]:
+    s = ["<h2>4. Theorem checks (proofs_check)</h2>"]
+    if not stage:
+        return s + ["<p>Not run yet.</p>"]
+    s.append(
+        f"<p>Seed {_e(stage['seed'])}, {_e(stage['instances'])} instances for Theorems 1-2 (a "
+        f"tenth for the solver-based Theorems 3-4). All claims that should hold held: "
+        f"{_yes(stage['ok'])}.</p>"
+    )
+    rows = []
+    for r in stage["results"]:
+        rows.append(
+            {
+                "theorem": r["name"],
+                "tried": r["n_tried"],
+                "in assumptions": r["n_assumptions_met"],
+                "confirmed": r["n_confirmed"],
+                "violated": r["n_violations"],
+                "inconclusive": r["n_inconclusive"],
+                "worst margin": r["worst_margin"],
+                "outside": ", ".join(f"{k}: {v}" for k, v in r["outside"].items()) or "—",
+                "counterexamples": ", ".join(
+                    f"{k}: {v}" for k, v in r["details"].get("counterexample_counts", {}).items()
+                )
+                or "—",
+            }
+        )
+    cols = ["theorem", "tried", "in assumptions", "confirmed", "violated", "inconclusive"]
+    cols += ["worst margin", "outside", "counterexamples"]
+    s.append(_table(rows, cols))
+    s.append(
+        "<ul>"
+        + "".join(f"<li>{_e(r['name'])}: {_e(r['claim'])}</li>" for r in stage["results"])
+        + "</ul>"
+    )
+    return s
+
+
+def _summary(stages: dict[str, Any]) -> list[str]:
+    s = ["<h2>Summary</h2><ul>"]
+    tr = stages.get("train")
+    if tr:
+        t = tr["tpt"]
+        s.append(
+            f"<li>Training reached 100% training accuracy: {_yes(t.get('reached_100'))}; loss "
+            f"still falling in the TPT: {_yes(t.get('loss_falling'))}.</li>"
+        )
+        mono = tr["summary"]["monotone"]
+        s.append(
+            "<li>Decrease across depth at the final epoch: "
+            + ", ".join(
+                f"{k.upper()} {_yes(v['kind'] in ('strict', 'weak'))}"
+                for k, v in mono.items()
+                if k != "nc1"
+            )
+            + f"; effective depth {_num(tr['summary'].get('effective_depth'))}.</li>"
+        )
+    nw = stages.get("network")
+    if nw:
+        c = nw["comparison"]
+        s.append(
+            f"<li>Network last layer vs MUFM (matched lam {_num(nw['lam_matched'])}): PFC1 "
+            f"{_num(c[1]['pfc1'])} vs {_num(c[2]['pfc1'])}, PFC2 {_num(c[1]['pfc2'])} vs "
+            f"{_num(c[2]['pfc2'])}, alignment {_num(c[2]['alignment_network'])}, relative "
+            f"distance {_num(c[2]['rel_distance_network'])}; UFM PFC1 {_num(c[3]['pfc1'])}, "
+            f"PFC2 {_num(c[3]['pfc2'])}.</li>"
+        )
+    certs = (stages.get("sec4b") or {}).get("certificates", []) + (nw or {}).get("certificates", [])
+    if certs:
+        n_ex = sum(bool(c["exact"]) for c in certs)
+        s.append(f"<li>Certificates: {n_ex} of {len(certs)} certified exact (global optimum).</li>")
+    pr = stages.get("proofs")
+    if pr:
+        s.append(f"<li>Theorem checks: all claims that should hold held: {_yes(pr['ok'])}.</li>")
+    s.append("</ul>")
+    return s
+
+
+def render_html(directory: str | os.PathLike[str]) -> str:
+    """The report of a study directory (or of a resnet_pfc run directory) as one HTML string.
+
+    Raises
+    ------
+    CheckpointError
+        ``directory`` is neither a study directory nor a run directory.
+    """
+    d = Path(directory)
+    from .study import STAGES
+
+    is_study = (d / "results.json").is_file() or any(
+        (d / s / "stage.json").is_file() for s in STAGES
+    )
+    is_run = (d / "metrics.csv").is_file()
+    if not (is_study or is_run or (d / "train" / "metrics.csv").is_file()):
+        raise CheckpointError(
+            f"{str(d)!r} is neither a study directory (from `pfc demo`) nor a run directory "
+            "(from `pfc train`, with metrics.csv); pass one of those"
+        )
+    stages = {s: _read_json(d / s / "stage.json") for s in STAGES}
+    stages = {k: v for k, v in stages.items() if v}
+    parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">']
+    title = f"PFC study: {d.resolve().name}"
+    parts.append(f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>")
+    parts.append(f"<h1>{_e(title)}</h1>")
+    cfg = _read_json(d / "config.json") or {}
+    if "study" in cfg:
+        st = cfg["study"]
+        parts.append(
+            f'<p class="note">Progressive feedforward collapse, measured and predicted: seed '
+            f"{_e(st.get('seed'))}{' (quick smoke version)' if st.get('quick') else ''}. "
+            "Files beside this report: train/ (run directory: metrics.csv, geodesic.csv, "
+            "figures/), sec4b/ (fig4/fig5 CSV+PNG), network/ (sweep.csv, comparison.csv, "
+            "layers.csv), proofs/ (proofs_check.json), results.json, config.json.</p>"
+        )
+    if is_study:
+        parts += _summary(stages)
+    run = d if is_run else d / "train"
+    parts += _training_section(run, stages.get("train"))
+    if is_study:
+        parts += _sec4b_section(d / "sec4b", stages.get("sec4b"))
+        parts += _network_section(stages.get("network"), d / "network")
+        parts += _proofs_section(stages.get("proofs"))
+    if cfg:
+        vers = cfg.get("versions", {})
+        opts = cfg.get("study", cfg.get("config", {}))
+        parts.append("<h2>Configuration</h2>")
+        parts.append(
+            "<pre>" + _e("\n".join(f"{k} = {v}" for k, v in opts.items())) + "</pre>"
+            '<p class="note">Versions: '
+            + _e(", ".join(f"{k} {v}" for k, v in vers.items()))
+            + "</p>"
+        )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_html(directory: str | os.PathLike[str]) -> Path:
+    """Write ``directory/report.html`` atomically and return its path."""
+    from resnet_pfc.checkpoint import atomic_write_text
+
+    return atomic_write_text(Path(directory) / "report.html", render_html(directory))

@@ -1,0 +1,1014 @@
+r"""The main job (``pfc demo``): train, measure, solve, certify, check and report in one run.
+
+Four stages, each writing its own folder under the study directory ``out`` and a
+``stage.json`` last (atomically), so that an interrupted study keeps every finished stage and
+``resume=True`` skips them:
+
+``train/``
+    A fully connected ResNet trained on the embedded digits with :func:`resnet_pfc.train`,
+    every measured layer (stem output and each block) measured as it trains: the run directory
+    of :mod:`resnet_pfc` (``metrics.csv``, ``geodesic.csv``, ``figures/fig2_train.png``,
+    ``figures/fig3_train.png``, ``report.md``). ``stage.json`` states whether the run reached
+    the terminal phase of training (TPT): 100% training accuracy, and a training loss that kept
+    falling after it got there.
+``sec4b/``
+    The paper's Sec. IV-B experiment (:func:`mufm.run_experiment`: Figs. 4 and 5, ``lam``
+    swept over at least four decades) and certificates of its MUFM and UFM solutions.
+``network/``
+    MUFM with the trained network's own layer-0 features as data ``X`` (and its labels),
+    swept over ``lam``; the network's last measured layer ``H_L`` compared with the MUFM
+    solution ``H*`` and with the UFM solution: collapse metrics side by side, the alignment
+    :math:`\langle H_L, H^*\rangle_F / (\|H_L\|_F \|H^*\|_F)` and the relative distance
+    :math:`\|H_L - H^*\|_F / \|H_L\|_F`; the MUFM layers of Theorem 3 against the network's
+    layers; certificates on a class-balanced subsample.
+``proofs/``
+    :func:`proofs_check.run_all` (the table and the JSON).
+
+Then ``report.html`` (one self-contained file, figures embedded as base64 PNG; see
+:mod:`pfc.html_report`), ``config.json`` (every option and library versions) and
+``results.json`` (the headline numbers; no timings, so two runs with the same seed give the
+same file; timings go to ``timings.json``).
+
+*Scale convention* (this project's choice). MUFM with the MSE loss is not scale invariant
+(its targets are one-hot vectors), and trained features have an arbitrary scale. The network's
+features are divided by one number, the root mean square row norm of the layer-0 features,
+:math:`s = \|X\|_F/\sqrt N`, before solving; ``H*`` is mapped back by ``s``. Every comparison
+reported (metrics, alignment, relative distance) is invariant to this common factor.
+
+*Matched lam*. The ``lam`` of the sweep whose MUFM solution has the PFC1 closest (in log
+scale) to the network's last layer; the comparison and the certificate use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ufm._validate import check_int, check_scalar
+from ufm.errors import CheckpointError, InputError
+
+__all__ = [
+    "StudyConfig",
+    "run_study",
+    "resolve_study_config",
+    "STAGES",
+    "QUICK",
+    "FULL",
+    "tpt_check",
+    "read_json",
+]
+
+#: Stages in order (folder names under the study directory).
+STAGES = ("train", "sec4b", "network", "proofs")
+
+#: Defaults of the full demo (``None`` fields of :class:`StudyConfig`).
+FULL: dict[str, Any] = {
+    "epochs": 60,
+    "blocks": 4,
+    "width": 256,
+    "train_per_class": None,
+    "lr": 0.1,
+    "eval_every": 5,
+    "lams": tuple(float(v) for v in np.logspace(-3, 2, 11)),
+    "features_per_class": None,
+    "certify_per_class": 2,
+    "sec4b": {"K": 4, "n": 50, "d": 16, "lam": 1.0},
+    "sec4b_certify_per_class": (3, 10),
+    "instances": 200,
+    "tol": 1e-8,
+}
+
+#: Defaults of ``--quick`` (a smoke version of the same pipeline, well under a minute).
+QUICK: dict[str, Any] = {
+    "epochs": 40,
+    "blocks": 3,
+    "width": 64,
+    "train_per_class": 15,
+    "lr": 0.1,
+    "eval_every": 5,
+    "lams": (1e-3, 1e-2, 1e-1, 1.0, 10.0),
+    "features_per_class": None,
+    "certify_per_class": 1,
+    "sec4b": {"K": 3, "n": 10, "d": 10, "lam": 1.0},
+    "sec4b_certify_per_class": (2,),
+    "instances": 10,
+    "tol": 1e-7,
+}
+
+_METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every option of the study (``None``: the default of :data:`FULL` or :data:`QUICK`).
+
+    Attributes
+    ----------
+    out : str
+        Study directory.
+    seed : int
+        Seeds the training, the synthetic data, the solvers and the theorem checks.
+    quick : bool
+        Smoke-test sizes (:data:`QUICK`).
+    resume : bool
+        Keep the stages whose ``stage.json`` exists; continue an interrupted training.
+    force : bool
+        Delete the stage folders of a previous study in ``out`` and start afresh.
+    threads : int
+        Threads of torch and of the BLAS libraries during the study (restored afterwards).
+        One thread is the fastest choice for these small problems on a shared machine.
+    progress : bool
+        Progress bars and status lines.
+    epochs, blocks, width, train_per_class, lr, eval_every
+        Training (digits, fully connected ResNet; paper recipe otherwise).
+    lams : tuple of float
+        ``lam`` grid of both sweeps (Fig. 5 and the network-feature sweep).
+    features_per_class : int, optional
+        Class-balanced subset of the training features used for the network MUFM (all if None).
+    certify_per_class : int
+        Samples per class of the network-feature certificate (``K * m <= 60``).
+    instances : int
+        Instances of Theorems 1-2 (Theorems 3-4 get a tenth).
+    tol : float
+        Solver tolerance (gradient norm).
+    """
+
+    out: str = "pfc-demo"
+    seed: int = 0
+    quick: bool = False
+    resume: bool = False
+    force: bool = False
+    threads: int = 1
+    progress: bool = True
+    epochs: int | None = None
+    blocks: int | None = None
+    width: int | None = None
+    train_per_class: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    lams: tuple[float, ...] | None = None
+    features_per_class: int | None = None
+    certify_per_class: int | None = None
+    instances: int | None = None
+    tol: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Options that may change between a study and its resumption.
+_RESUME_FREE = {"resume", "force", "progress", "threads", "out"}
+
+
+def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
+    """Fill defaults from :data:`FULL` / :data:`QUICK` and validate every option.
+
+    Raises
+    ------
+    InputError
+        An option out of range (the message names it and the value).
+    """
+    pre = QUICK if cfg.quick else FULL
+    vals: dict[str, Any] = {}
+    for name in (
+        "epochs",
+        "blocks",
+        "width",
+        "train_per_class",
+        "lr",
+        "eval_every",
+        "lams",
+        "features_per_class",
+        "certify_per_class",
+        "instances",
+        "tol",
+    ):
+        v = getattr(cfg, name)
+        vals[name] = pre[name] if v is None else v
+    check_int(cfg.seed, "seed", low=0)
+    check_int(cfg.threads, "threads", low=1)
+    for name in ("epochs", "blocks", "width", "eval_every", "certify_per_class"):
+        check_int(vals[name], name, low=1)
+    check_int(vals["instances"], "instances", low=0)
+    for name in ("train_per_class", "features_per_class"):
+        if vals[name] is not None:
+            check_int(vals[name], name, low=2)
+    check_scalar(vals["lr"], "lr", low=0.0, low_inclusive=False)
+    check_scalar(vals["tol"], "tol", low=0.0, low_inclusive=False)
+    lams = tuple(float(v) for v in vals["lams"])
+    if len(lams) < 2 or any(not math.isfinite(v) or v <= 0 for v in lams):
+        raise InputError(f"lams must hold at least 2 finite values > 0, got {list(lams)}")
+    if vals["certify_per_class"] * 10 > 60:
+        raise InputError(
+            f"certify_per_class={vals['certify_per_class']} gives "
+            f"{vals['certify_per_class'] * 10} samples for the 10 digit classes; the MUFM "
+            "relaxation is limited to 60 (use at most 6, 2 takes seconds)"
+        )
+    if not str(cfg.out):
+        raise InputError("out must name a study directory")
+    vals["lams"] = tuple(sorted(lams))
+    return replace(cfg, **vals)
+
+
+# ------------------------------------------------------------------------------------------
+# small I/O helpers (every file written atomically)
+# ------------------------------------------------------------------------------------------
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    from resnet_pfc.checkpoint import atomic_write_text
+
+    return atomic_write_text(path, text)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.bool_ | bool):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    return _atomic_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file written by the study (``None`` if it does not exist)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return json.loads(p.read_text())
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(
+            ["" if v is None else (repr(float(v)) if isinstance(v, float) else v) for v in r]
+        )
+    return _atomic_text(path, buf.getvalue())
+
+
+def _save_fig(fig: Any, path: Path) -> Path:
+    from resnet_pfc.checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _versions() -> dict[str, str]:
+    import cvxpy
+    import scipy
+    import torch
+
+    import ufm
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "pfc_toolkit": getattr(ufm, "__version__", "?"),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "cvxpy": cvxpy.__version__,
+    }
+
+
+class _Status:
+    """Short status lines (to stderr, so that stdout carries only the results)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(f"[pfc demo {time.perf_counter() - self.t0:6.1f}s] {msg}", file=sys.stderr)
+
+
+def _bar(it: Any, enabled: bool, desc: str, total: int | None = None) -> Any:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------------------
+# stage 1: training
+# ------------------------------------------------------------------------------------------
+
+
+def tpt_check(rows: list[dict[str, Any]], split: str = "train") -> dict[str, Any]:
+    """Did a run reach the terminal phase of training (TPT)?
+
+    TPT (Papyan et al.): the training error has reached zero while the training loss is still
+    being pushed down. Checked from ``metrics.csv`` rows at the measured epochs:
+
+    * ``train_accuracy_final``: accuracy of the trained network on the whole training set in
+      eval mode at the last epoch (the ``accuracy`` column); ``reached_100`` when it is 1.
+    * ``tpt_epoch``: the first measured epoch from which that accuracy stays 1.
+    * ``loss_falling``: the mean training loss over the epoch (``train_loss``) at the last
+      epoch is below its value at ``tpt_epoch`` (the loss kept falling inside the TPT);
+      ``loss_ratio`` is their ratio. ``loss_falling_last`` additionally compares the last two
+      measured epochs (with weight decay the loss settles on a plateau at the end).
+
+    Returns
+    -------
+    dict
+    """
+    first = [r for r in rows if r["split"] == split and r["layer_index"] == 0]
+    first.sort(key=lambda r: r["epoch"])
+    if not first:
+        raise CheckpointError(f"metrics.csv has no rows of split {split!r}")
+    accs = [(r["epoch"], r.get("accuracy")) for r in first]
+    final_acc = accs[-1][1]
+    tpt_epoch = None
+    for i in range(len(accs)):
+        if all(a is not None and a >= 1.0 for _, a in accs[i:]):
+            tpt_epoch = accs[i][0]
+            break
+    losses = {r["epoch"]: r.get("train_loss") for r in first if r.get("train_loss") is not None}
+    out: dict[str, Any] = {
+        "final_epoch": accs[-1][0],
+        "train_accuracy_final": final_acc,
+        "reached_100": bool(final_acc is not None and final_acc >= 1.0),
+        "tpt_epoch": tpt_epoch,
+        "train_loss_final": losses.get(accs[-1][0]),
+        "train_loss_at_tpt": None if tpt_epoch is None else losses.get(tpt_epoch),
+        "loss_falling": None,
+        "loss_ratio": None,
+        "loss_falling_last": None,
+    }
+    lf, lt = out["train_loss_final"], out["train_loss_at_tpt"]
+    if lf is not None and lt is not None and tpt_epoch != accs[-1][0]:
+        out["loss_falling"] = bool(lf < lt)
+        out["loss_ratio"] = lf / lt if lt > 0 else None
+    eps = sorted(losses)
+    if len(eps) >= 2:
+        out["loss_falling_last"] = bool(losses[eps[-1]] < losses[eps[-2]])
+        out["train_loss_previous"] = losses[eps[-2]]
+        out["previous_epoch"] = eps[-2]
+    out["in_tpt"] = bool(out["reached_100"] and out["loss_falling"])
+    return out
+
+
+def _layer_summary(rows: list[dict[str, Any]], split: str = "train") -> dict[str, Any]:
+    from resnet_pfc.report import monotonicity
+    from ufm.metrics import effective_depth
+
+    srows = [r for r in rows if r["split"] == split]
+    final = max(r["epoch"] for r in srows)
+    fr = sorted((r for r in srows if r["epoch"] == final), key=lambda r: r["layer_index"])
+    table = [
+        {
+            k: r.get(k)
+            for k in ("layer", "position", "pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1")
+            + ("nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+        }
+        for r in fr
+    ]
+    mono = {}
+    for k in ("pfc1", "pfc2", "pfc3", "nc1"):
+        kind, at = monotonicity([r.get(k) for r in fr])
+        mono[k] = {"kind": kind, "rises_at": None if at is None else fr[at]["layer"]}
+    errs = [r.get("pfc3") for r in fr]
+    depth = None
+    if all(e is not None for e in errs):
+        depth = effective_depth([min(max(e, 0.0), 1.0) for e in errs], epsilon=0.01)
+    return {
+        "final_epoch": final,
+        "layers": table,
+        "monotone": mono,
+        "effective_depth": depth,
+        "effective_depth_layer": None if depth is None else fr[depth]["layer"],
+        "epsilon": 0.01,
+        "blocks": len(fr) - 1,
+    }
+
+
+def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    from resnet_pfc.train import TrainConfig, read_csv, train
+
+    run = out / "train"
+    tc = TrainConfig(
+        dataset="digits",
+        out=str(run),
+        model="fc",
+        blocks=cfg.blocks,
+        width=cfg.width,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        eval_every=cfg.eval_every,
+        per_class=cfg.train_per_class,
+        seed=cfg.seed,
+        resume=(run / "checkpoints" / "last.pt").exists(),
+        threads=cfg.threads,
+        progress=cfg.progress,
+        figures=True,
+    )
+    say(
+        f"training a fully connected ResNet ({cfg.blocks} blocks, width {cfg.width}) on the "
+        f"digits for {cfg.epochs} epochs, measuring every block every {cfg.eval_every} epochs"
+    )
+    res = train(tc)
+    rows = read_csv(run / "metrics.csv")
+    tpt = tpt_check(rows)
+    summary = _layer_summary(rows)
+    say(
+        f"trained: training accuracy {tpt['train_accuracy_final']:.4f}, training loss "
+        f"{tpt['train_loss_final']:.3g} (in TPT: {tpt['in_tpt']})"
+    )
+    return {
+        "stage": "train",
+        "run_dir": "train",
+        "tpt": tpt,
+        "summary": summary,
+        "elapsed_s": res.elapsed_s,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# certificates
+# ------------------------------------------------------------------------------------------
+
+
+def _balanced_idx(y: np.ndarray, m: int, K: int) -> np.ndarray:
+    """The first ``m`` samples of every class (deterministic, class-balanced)."""
+    parts = []
+    for k in range(K):
+        idx = np.flatnonzero(y == k)
+        if idx.size < m:
+            raise InputError(
+                f"class {k} has only {idx.size} samples; a balanced subsample of {m} per class "
+                "is impossible (lower the per-class count)"
+            )
+        parts.append(idx[:m])
+    return np.concatenate(parts)
+
+
+def _cert_record(name: str, cert: Any, **extra: Any) -> dict[str, Any]:
+    p = cert.params
+    return {
+        "problem": name,
+        "family": cert.family,
+        "N": p.get("N"),
+        "K": p.get("K"),
+        "d": p.get("d"),
+        "lam": p.get("lam"),
+        "bound": cert.bound,
+        "value": cert.value,
+        "gap": cert.gap,
+        "rel_gap": cert.rel_gap,
+        "exact": bool(cert.exact),
+        "tight": bool(cert.tight),
+        "rank": int(cert.rank),
+        "reconstruction_value": cert.reconstruction_value,
+        "solver": cert.solver,
+        "status": cert.status,
+        **extra,
+    }
+
+
+def _certify_mufm(
+    name: str, X: np.ndarray, y: np.ndarray, m: int, K: int, lam: float, common: dict[str, Any]
+) -> dict[str, Any]:
+    import mufm
+
+    idx = _balanced_idx(y, m, K)
+    r = mufm.solve(X[idx], y[idx], lam=lam, **common)
+    cert = mufm.certify(r)
+    return _cert_record(
+        name, cert, per_class=m, solver_status=r.status, solver_objective=r.objective
+    )
+
+
+def _certify_ufm(name: str, res: Any) -> dict[str, Any]:
+    import ufm
+
+    cert = ufm.certify(res)
+    return _cert_record(name, cert, solver_status=res.status, solver_objective=res.objective)
+
+
+# ------------------------------------------------------------------------------------------
+# stage 2: the paper's Sec. IV-B problem
+# ------------------------------------------------------------------------------------------
+
+
+def _stage_sec4b(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    import mufm
+    import ufm
+    from mufm.experiment import make_data
+
+    pre = QUICK if cfg.quick else FULL
+    p = dict(pre["sec4b"])
+    d4 = out / "sec4b"
+    say(
+        f"Sec. IV-B: MUFM vs UFM on K={p['K']} Gaussian classes (n={p['n']}, d={p['d']}), lam "
+        f"swept over {math.log10(cfg.lams[-1] / cfg.lams[0]):.0f} decades ({len(cfg.lams)} values)"
+    )
+    exp = mufm.run_experiment(
+        d4,
+        K=p["K"],
+        n=p["n"],
+        d=p["d"],
+        lam=p["lam"],
+        lams=list(cfg.lams),
+        seed=cfg.seed,
+        tol=cfg.tol,
+    )
+    X, y = make_data(p["K"], p["n"], p["d"], seed=cfg.seed)
+    common = {"lam_w": exp.params["lam_w"], "lam_b": exp.params["lam_b"], "tol": cfg.tol}
+    certs = []
+    for m in pre["sec4b_certify_per_class"]:
+        say(f"certifying the Sec. IV-B MUFM solution on {m} samples per class (SDP)")
+        certs.append(_certify_mufm(f"Sec. IV-B MUFM, {m}/class", X, y, m, p["K"], p["lam"], common))
+    ures = ufm.solve(
+        y, d=p["d"], lam_w=exp.params["lam_w"], lam_h=exp.params["lam_h_ufm"],
+        lam_b=exp.params["lam_b"], seed=cfg.seed, tol=cfg.tol,
+    )  # fmt: skip
+    certs.append(_certify_ufm("Sec. IV-B UFM (K x K reduction)", ures))
+    _write_json(d4 / "certificates.json", certs)
+    return {
+        "stage": "sec4b",
+        "params": exp.params,
+        "fig4": exp.fig4,
+        "sweep": {k: np.asarray(v).tolist() for k, v in exp.sweep.items()},
+        "certificates": certs,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# stage 3: MUFM and UFM on the trained network's own features
+# ------------------------------------------------------------------------------------------
+
+
+def _network_features(run: Path) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """All measured layers of the trained network on its training set (float64, (N, d))."""
+    import torch
+
+    from resnet_pfc.checkpoint import load_checkpoint
+    from resnet_pfc.data import load_dataset
+    from resnet_pfc.measure import LayerTaps
+    from resnet_pfc.train import TrainConfig, make_model, resolve_config
+
+    doc = read_json(run / "config.json")
+    if doc is None:
+        raise CheckpointError(f"{run} has no config.json; run the training stage first")
+    raw = dict(doc["config"])
+    if raw.get("milestones") is not None:
+        raw["milestones"] = tuple(raw["milestones"])
+    known = set(TrainConfig.__dataclass_fields__)
+    tc = resolve_config(TrainConfig(**{k: v for k, v in raw.items() if k in known}))
+    ds = load_dataset(
+        tc.dataset, split="train", data_root=tc.data_root, per_class=tc.per_class, seed=tc.seed
+    )
+    K = int(ds.num_classes)
+    dtype = torch.float64 if tc.dtype == "float64" else torch.float32
+    model = make_model(tc, tuple(ds.input_shape), K).to(dtype=dtype)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    model.load_state_dict(state["model"])
+    model.eval()
+    layers = model.measured_layers()
+    feats: dict[str, list[torch.Tensor]] = {k: [] for k in layers}
+
+    def keep(label: str, h: torch.Tensor) -> None:
+        feats[label].append(h.detach().reshape(h.shape[0], -1).to(torch.float64))
+
+    with torch.no_grad(), LayerTaps(model, layers, keep):
+        for i in range(0, len(ds), 512):
+            model(ds.x[i : i + 512].to(dtype))
+    F = {k: torch.cat(v).numpy() for k, v in feats.items()}
+    return F, ds.y.numpy().astype(np.int64), K
+
+
+def _metrics(H: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from ufm.metrics import collapse_metrics
+
+    m = collapse_metrics(H, y)
+    return {k: float(m[k]) for k in (*_METRICS, "ncc_accuracy")}
+
+
+def _stage_network(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    import mufm
+    import ufm
+    from ufm.metrics import alignment
+
+    dn = out / "network"
+    say("collecting the trained network's features of every measured layer (training set)")
+    F, y, K = _network_features(out / "train")
+    names = list(F)
+    X_all, HL_all = F[names[0]], F[names[-1]]
+    if cfg.features_per_class is not None:
+        idx = _balanced_idx(y, cfg.features_per_class, K)
+    else:
+        idx = np.arange(y.size)
+    X, HL, yy = X_all[idx], HL_all[idx], y[idx]
+    N, d = X.shape
+    scale = float(np.sqrt(np.mean(np.sum(X * X, axis=1))))
+    Xs, HLs = X / scale, HL / scale
+    common = {"tol": cfg.tol, "seed": cfg.seed}
+
+    say(f"MUFM on the network's layer-0 features (N={N}, d={d}): sweeping {len(cfg.lams)} lam")
+    sweep_rows = []
+    sols: dict[float, np.ndarray] = {}
+    import warnings
+
+    from ufm.errors import ConvergenceWarning
+
+    for lam in _bar(cfg.lams, cfg.progress, "MUFM lam sweep"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            r = mufm.solve(Xs, yy, lam=lam, **common)
+        H = np.asarray(r.H)
+        sols[lam] = H
+        m = _metrics(H, yy)
+        sweep_rows.append(
+            {
+                "lam": lam,
+                **{k: m[k] for k in _METRICS},
+                "alignment_data": alignment(H, Xs),
+                "alignment_network": alignment(HLs, H),
+                "rel_distance_network": float(np.linalg.norm(HLs - H) / np.linalg.norm(HLs)),
+                "objective": r.objective,
+                "status": r.status,
+            }
+        )
+    net_m = _metrics(HL, yy)
+    data_m = _metrics(X, yy)
+    target = max(net_m["pfc1"], 1e-300)
+    best = min(sweep_rows, key=lambda r: abs(math.log(max(r["pfc1"], 1e-300) / target)))
+    lam_star = best["lam"]
+    best_align = max(sweep_rows, key=lambda r: r["alignment_network"])
+
+    say("UFM with the same labels and dimension")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ures = ufm.solve(yy, d=d, seed=cfg.seed, tol=cfg.tol)
+    Hu = np.asarray(ures.H)
+    ufm_m = _metrics(Hu, yy)
+    H_star = sols[lam_star]
+
+    def row(name: str, H: np.ndarray | None, m: dict[str, float]) -> dict[str, Any]:
+        out_r: dict[str, Any] = {"model": name, **{k: m[k] for k in _METRICS}}
+        if H is None:
+            return out_r | {"alignment_network": 1.0, "rel_distance_network": 0.0}
+        return out_r | {
+            "alignment_network": alignment(HLs, H),
+            "rel_distance_network": float(np.linalg.norm(HLs - H) / np.linalg.norm(HLs)),
+        }
+
+    comparison = [
+        row("network layer 0 (data X)", Xs, data_m),
+        row(f"network last layer ({names[-1]})", None, net_m),
+        row(f"MUFM H* (matched lam={lam_star:g})", H_star, _metrics(H_star, yy)),
+        row("UFM", Hu, ufm_m),
+    ]
+    # the UFM optimum is determined up to rotation: its alignment with the network is only
+    # meaningful after the best rotation (orthogonal Procrustes on the features)
+    U, _, Vt = np.linalg.svd(Hu.T @ HLs, full_matrices=False)
+    Hu_rot = Hu @ (U @ Vt)
+    comparison[-1]["alignment_network_rotated"] = alignment(HLs, Hu_rot)
+
+    # Theorem 3: MUFM layers on the straight line against the network's layers
+    L = len(names) - 1
+    layers_rows = []
+    mufm_layers = [Xs + (l / L) * (H_star - Xs) for l in range(L + 1)]
+    for l, name in enumerate(names):
+        mn = _metrics(F[name][idx], yy)
+        mm = _metrics(mufm_layers[l], yy)
+        layers_rows.append(
+            {
+                "layer": name,
+                "position": l / L,
+                **{f"network_{k}": mn[k] for k in _METRICS},
+                **{f"mufm_{k}": mm[k] for k in _METRICS},
+            }
+        )
+
+    _write_csv(
+        dn / "sweep.csv",
+        list(sweep_rows[0]),
+        [list(r.values()) for r in sweep_rows],
+    )
+    cols = ["model", *_METRICS, "alignment_network", "rel_distance_network"]
+    _write_csv(dn / "comparison.csv", cols, [[r.get(c) for c in cols] for r in comparison])
+    _write_csv(dn / "layers.csv", list(layers_rows[0]), [list(r.values()) for r in layers_rows])
+    _plot_network(dn, sweep_rows, net_m, data_m, layers_rows, lam_star)
+
+    m_c = cfg.certify_per_class
+    say(f"certifying MUFM on the network's features: {m_c} per class (N={m_c * K}, SDP)")
+    certs = [
+        _certify_mufm(
+            f"network features MUFM (lam={lam_star:g}), {m_c}/class",
+            Xs,
+            yy,
+            m_c,
+            K,
+            lam_star,
+            common | {"seed": cfg.seed},
+        ),
+        _certify_ufm(f"network labels UFM (N={N}, K x K reduction)", ures),
+    ]
+    _write_json(dn / "certificates.json", certs)
+    return {
+        "stage": "network",
+        "N": N,
+        "d": d,
+        "K": K,
+        "scale": scale,
+        "layers": names,
+        "lam_matched": lam_star,
+        "lam_best_alignment": best_align["lam"],
+        "best_alignment": best_align["alignment_network"],
+        "sweep": sweep_rows,
+        "comparison": comparison,
+        "layer_comparison": layers_rows,
+        "certificates": certs,
+    }
+
+
+def _plot_network(
+    dn: Path,
+    sweep: list[dict[str, Any]],
+    net_m: dict[str, float],
+    data_m: dict[str, float],
+    layers_rows: list[dict[str, Any]],
+    lam_star: float,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    floor = 1e-16
+    lams = [r["lam"] for r in sweep]
+    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    panels = [
+        ("pfc1", "PFC1", True),
+        ("pfc2", "PFC2", True),
+        ("pfc3", "PFC3", False),
+        ("nc1", "NC1", True),
+        ("alignment_network", "alignment of H* with the network's last layer", False),
+        ("rel_distance_network", "||H_L - H*|| / ||H_L||", False),
+    ]
+    for i, (key, title, logy) in enumerate(panels):
+        ax = fig.add_subplot(2, 3, i + 1)
+        vals = [max(r[key], floor) if logy else r[key] for r in sweep]
+        ax.plot(lams, vals, "o-", label="MUFM H*(lam)")
+        if key in net_m:
+            ax.axhline(
+                max(net_m[key], floor) if logy else net_m[key],
+                color="tab:red",
+                label="network last layer",
+            )
+            ax.axhline(
+                max(data_m[key], floor) if logy else data_m[key],
+                color="gray",
+                ls="--",
+                label="network layer 0",
+            )
+        ax.axvline(lam_star, color="k", ls=":", lw=1)
+        ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("lam")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(
+        f"MUFM on the trained network's layer-0 features (dotted: matched lam={lam_star:g})"
+    )
+    _save_fig(fig, dn / "sweep.png")
+
+    fig = Figure(figsize=(12, 3.4), layout="constrained")
+    pos = [r["position"] for r in layers_rows]
+    for i, key in enumerate(_METRICS):
+        ax = fig.add_subplot(1, 4, i + 1)
+        logy = key in ("pfc1", "nc1")
+        f = (lambda v: max(v, floor)) if logy else (lambda v: v)
+        ax.plot(pos, [f(r[f"network_{key}"]) for r in layers_rows], "o-", label="network layers")
+        ax.plot(pos, [f(r[f"mufm_{key}"]) for r in layers_rows], "s--", label="MUFM layers (Thm 3)")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(key.upper(), fontsize=9)
+        ax.set_xlabel("relative position l/L")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"Network layers against the MUFM straight line at lam={lam_star:g}")
+    _save_fig(fig, dn / "layers.png")
+
+
+# ------------------------------------------------------------------------------------------
+# stage 4: theorem checks
+# ------------------------------------------------------------------------------------------
+
+
+def _stage_proofs(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    from proofs_check import run_all
+    from proofs_check._cli import format_table
+
+    say(f"checking Theorems 1-4 (proofs_check, {cfg.instances} instances)")
+    results = run_all(seed=cfg.seed, instances=cfg.instances, progress=cfg.progress)
+    table = format_table(results)
+    dp = out / "proofs"
+    _atomic_text(dp / "table.txt", table + "\n")
+    doc = {
+        "seed": cfg.seed,
+        "instances": cfg.instances,
+        "ok": all(r.ok for r in results),
+        "results": [r.to_dict() for r in results],
+    }
+    _write_json(dp / "proofs_check.json", doc)
+    return {"stage": "proofs", "table": table, **doc}
+
+
+_STAGE_FUNCS = {
+    "train": _stage_train,
+    "sec4b": _stage_sec4b,
+    "network": _stage_network,
+    "proofs": _stage_proofs,
+}
+
+
+# ------------------------------------------------------------------------------------------
+# the study
+# ------------------------------------------------------------------------------------------
+
+
+def _config_doc(cfg: StudyConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["lams"] = list(cfg.lams or ())
+    return d
+
+
+def _prepare_out(cfg: StudyConfig, out: Path) -> None:
+    prev = read_json(out / "config.json")
+    has_stages = any((out / s).exists() for s in STAGES)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; choose a folder for the study")
+    if cfg.force:
+        for s in STAGES:
+            if (out / s).is_dir():
+                shutil.rmtree(out / s)
+        for f in ("results.json", "timings.json", "report.html", "config.json"):
+            if (out / f).is_file():
+                (out / f).unlink()
+        return
+    if (prev is not None or has_stages) and not cfg.resume:
+        raise CheckpointError(
+            f"--out {str(out)!r} already holds a study; pass --resume to keep its finished "
+            "stages, --force to start afresh (deletes its stage folders), or choose another --out"
+        )
+    if cfg.resume and prev is not None:
+        old = prev.get("study", {})
+        now = _config_doc(cfg)
+        diff = [k for k in sorted(now) if k not in _RESUME_FREE and k in old and old[k] != now[k]]
+        if diff:
+            detail = ", ".join(f"{k}: {old[k]!r} -> {now[k]!r}" for k in diff)
+            raise CheckpointError(
+                f"cannot resume the study in {str(out)!r}: options differ ({detail}); resume "
+                "with the original options, or pass --force to start afresh"
+            )
+
+
+def run_study(config: StudyConfig | None = None, **overrides: Any) -> dict[str, Any]:
+    r"""Run the whole study (see the module docstring) and return the ``results.json`` dict.
+
+    Parameters
+    ----------
+    config : StudyConfig, optional
+        Options; keyword ``overrides`` replace fields.
+
+    Returns
+    -------
+    dict
+        The headline numbers (also in ``out/results.json``), with ``"report"`` the path of
+        ``report.html``.
+
+    Raises
+    ------
+    InputError
+        Bad options.
+    CheckpointError
+        ``out`` already holds a study and neither ``resume`` nor ``force`` is set, or a resumed
+        study was started with other options.
+
+    Notes
+    -----
+    The network comparison uses the MUFM of MATH.md section 5 with the network's layer-0
+    features as data,
+
+    .. math:: \min_{W,b,H} \frac1N\sum_i\Big[\tfrac12\|W h_i + b - e_{y_i}\|^2
+              + \frac{\lambda}{2}\|h_i - x_i\|^2\Big] + \frac{\lambda_W}{2}\|W\|_F^2
+              + \frac{\lambda_b}{2}\|b\|^2 .
+    """
+    cfg = resolve_study_config(replace(config or StudyConfig(), **overrides))
+    out = Path(cfg.out)
+    _prepare_out(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = _Status(cfg.progress)
+    _write_json(
+        out / "config.json",
+        {"study": _config_doc(cfg), "versions": _versions(), "stages": list(STAGES)},
+    )
+
+    import scipy.linalg  # noqa: F401  - load the BLAS libraries before limiting their threads
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    prev_threads = torch.get_num_threads()
+    timings: dict[str, float] = read_json(out / "timings.json") or {}
+    stage_docs: dict[str, Any] = {}
+    try:
+        torch.set_num_threads(cfg.threads)
+        with threadpool_limits(limits=cfg.threads):
+            for i, name in enumerate(STAGES, 1):
+                marker = out / name / "stage.json"
+                if cfg.resume and marker.is_file():
+                    say(f"[{i}/{len(STAGES)}] {name}: finished earlier, kept ({marker})")
+                    stage_docs[name] = read_json(marker)
+                    continue
+                say(f"[{i}/{len(STAGES)}] {name}")
+                t0 = time.perf_counter()
+                doc = _STAGE_FUNCS[name](cfg, out, say)
+                timings[name] = time.perf_counter() - t0
+                _write_json(marker, doc)
+                _write_json(out / "timings.json", timings)
+                stage_docs[name] = doc
+    finally:
+        torch.set_num_threads(prev_threads)
+    results = headline(stage_docs)
+    _write_json(out / "results.json", results)
+    from .html_report import write_html
+
+    say("writing the report")
+    path = write_html(out)
+    timings["total_s"] = sum(v for k, v in timings.items() if k in STAGES)
+    _write_json(out / "timings.json", timings)
+    return results | {"report": str(path)}
+
+
+def headline(stages: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a study from its stage documents (deterministic)."""
+    res: dict[str, Any] = {}
+    tr = stages.get("train")
+    if tr:
+        s = tr["summary"]
+        res["training"] = {
+            **{k: tr["tpt"].get(k) for k in ("train_accuracy_final", "tpt_epoch", "in_tpt")},
+            **{k: tr["tpt"].get(k) for k in ("train_loss_final", "loss_ratio", "loss_falling")},
+        }
+        res["monotone_across_depth"] = {k: v["kind"] for k, v in s["monotone"].items()}
+        res["effective_depth"] = s["effective_depth"]
+        res["last_layer"] = {k: s["layers"][-1].get(k) for k in _METRICS}
+        res["first_layer"] = {k: s["layers"][0].get(k) for k in _METRICS}
+    sb = stages.get("sec4b")
+    if sb:
+        res["sec4b_fig4"] = sb["fig4"]
+        res["sec4b_certificates"] = [
+            {k: c[k] for k in ("problem", "bound", "gap", "exact")} for c in sb["certificates"]
+        ]
+    nw = stages.get("network")
+    if nw:
+        res["network_vs_models"] = nw["comparison"]
+        res["lam_matched"] = nw["lam_matched"]
+        res["network_certificates"] = [
+            {k: c[k] for k in ("problem", "bound", "gap", "exact")} for c in nw["certificates"]
+        ]
+    pr = stages.get("proofs")
+    if pr:
+        res["theorems_ok"] = pr["ok"]
+        res["theorems"] = {
+            r["name"]: {k: r[k] for k in ("n_tried", "n_assumptions_met", "n_violations")}
+            for r in pr["results"]
+        }
+    return _jsonable(res)

@@ -1,0 +1,361 @@
+"""Tests of the ``pfc`` command line and of the main job (``pfc demo``)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pfc import study
+from pfc.cli import main
+from pfc.study import StudyConfig, resolve_study_config, tpt_check
+from ufm.errors import InputError
+
+SUBCOMMANDS = ["demo", "train", "figures", "solve", "check", "report", "metrics"]
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ------------------------------------------------------------------------------------------
+# help and bad options
+# ------------------------------------------------------------------------------------------
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_has_help(capsys, name):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: pfc {name}")
+
+
+def test_console_script_is_declared():
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert 'pfc = "pfc.cli:main"' in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "value"),
+    [
+        (["demo", "--epochs", "0"], "--epochs", "0"),
+        (["demo", "--seed", "-1"], "--seed", "-1"),
+        (["demo", "--threads", "two"], "--threads", "two"),
+        (["demo", "--lams", "1", "-0.5"], "--lams", "-0.5"),
+        (["train", "--out", "x", "--dataset", "imagenet"], "--dataset", "imagenet"),
+        (["train", "--out", "x", "--lr", "nan"], "--lr", "nan"),
+        (["train", "--out", "x", "--batch-size", "0"], "--batch-size", "0"),
+        (["solve", "--lam", "abc"], "--lam", "abc"),
+        (["solve", "--K", "1"], "--K", "1"),
+        (["solve", "--loss", "hinge"], "--loss", "hinge"),
+        (["check", "--instances", "-3"], "--instances", "-3"),
+    ],
+)
+def test_bad_options_exit_2_naming_option_and_value(capsys, argv, option, value):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err
+    assert value in err
+
+
+def test_missing_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+
+
+def test_missing_dataset_names_data_root_and_download(capsys, tmp_path):
+    rc, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "mnist",
+        "--out",
+        str(tmp_path / "run"),
+        "--data-root",
+        str(tmp_path / "nothing-here"),
+        "--no-progress",
+    )
+    assert rc == 2
+    assert "--data-root" in err and "--download" in err
+    assert "nothing-here" in err
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# solve, metrics, check
+# ------------------------------------------------------------------------------------------
+
+
+def test_solve_mufm_sec4b_with_certificate_and_json(capsys, tmp_path):
+    j = tmp_path / "s.json"
+    rc, out, _ = run(
+        capsys, "solve", "--K", "3", "--n", "2", "--d", "10", "--lam", "1",
+        "--certify", "--json", str(j),
+    )  # fmt: skip
+    assert rc == 0
+    assert "objective" in out and "converged" in out and "pfc1" in out
+    doc = json.loads(j.read_text())
+    # N = 6, d = 10 >= rank(X) + K = 9: the relaxation is exact by theory
+    assert doc["certificate"]["exact"] is True
+    assert abs(doc["certificate"]["rel_gap"]) < 1e-6
+    assert doc["status"] == "converged"
+
+
+def test_solve_ufm_on_npz_matches_the_library(capsys, tmp_path):
+    import ufm
+
+    y = np.repeat(np.arange(3), 4)
+    H = np.random.default_rng(0).standard_normal((12, 5))
+    f = tmp_path / "f.npz"
+    np.savez(f, H=H, y=y)
+    rc, out, _ = run(capsys, "solve", "--model", "ufm", "--data", str(f), "--certify")
+    assert rc == 0
+    ref = ufm.solve(y, d=5)
+    m = re.search(r"objective\s+(\S+)", out)
+    assert m is not None
+    np.testing.assert_allclose(float(m.group(1)), ref.objective, rtol=1e-10)
+    assert "exact            True" in out
+
+
+def test_solve_npz_errors_name_the_option(capsys, tmp_path):
+    f = tmp_path / "f.npz"
+    np.savez(f, X=np.zeros((4, 2)), y=np.arange(4) % 2)
+    rc, _, err = run(capsys, "solve", "--data", str(f))
+    assert rc == 2 and "--features" in err and "'H'" in err
+    rc, _, err = run(capsys, "solve", "--data", str(tmp_path / "missing.npz"))
+    assert rc == 2 and "--data" in err
+
+
+def test_metrics_command(capsys, tmp_path):
+    from ufm.metrics import collapse_metrics
+
+    rng = np.random.default_rng(1)
+    H = rng.standard_normal((30, 4))
+    y = np.arange(30) % 3
+    f = tmp_path / "h.npz"
+    np.savez(f, H=H, y=y)
+    rc, out, _ = run(capsys, "metrics", str(f))
+    assert rc == 0
+    pfc1 = float(re.search(r"pfc1\s+(\S+)", out).group(1))
+    np.testing.assert_allclose(pfc1, collapse_metrics(H, y)["pfc1"], rtol=1e-5)
+    rc, _, err = run(capsys, "metrics", str(f), "--labels", "labels")
+    assert rc == 2 and "--labels" in err
+
+
+def test_check_writes_json(capsys, tmp_path):
+    j = tmp_path / "c.json"
+    rc, out, _ = run(
+        capsys, "check", "--instances", "3", "--theorems", "1,2", "--json", str(j),
+        "--no-progress",
+    )  # fmt: skip
+    assert rc == 0
+    assert "theorem1" in out and "theorem2" in out
+    doc = json.loads(j.read_text())
+    assert doc["ok"] is True and [r["name"] for r in doc["results"]] == ["theorem1", "theorem2"]
+
+
+# ------------------------------------------------------------------------------------------
+# study helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _rows(accs, losses):
+    return [
+        {"split": "train", "layer_index": 0, "epoch": e, "accuracy": a, "train_loss": l}
+        for e, (a, l) in enumerate(zip(accs, losses, strict=True))
+    ]
+
+
+def test_tpt_check_detects_terminal_phase():
+    t = tpt_check(_rows([0.5, 0.9, 1.0, 1.0, 1.0], [None, 0.5, 0.1, 0.05, 0.04]))
+    assert t["reached_100"] and t["tpt_epoch"] == 2 and t["loss_falling"] and t["in_tpt"]
+    np.testing.assert_allclose(t["loss_ratio"], 0.4)
+    assert t["loss_falling_last"] is True
+
+
+def test_tpt_check_rejects_lost_accuracy_and_rising_loss():
+    t = tpt_check(_rows([0.5, 1.0, 0.99, 1.0], [1.0, 0.2, 0.1, 0.3]))
+    assert t["tpt_epoch"] == 3  # 100% only from epoch 3 on
+    assert t["loss_falling"] is None  # the TPT starts at the last epoch: no trend
+    assert not t["in_tpt"]
+    t = tpt_check(_rows([0.5, 1.0, 1.0], [1.0, 0.2, 0.3]))
+    assert t["loss_falling"] is False and not t["in_tpt"]
+    t = tpt_check(_rows([0.5, 0.9], [1.0, 0.5]))
+    assert not t["reached_100"] and t["tpt_epoch"] is None and not t["in_tpt"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"certify_per_class": 7}, "certify_per_class"),
+        ({"lams": (1.0,)}, "lams"),
+        ({"lams": (1.0, -1.0)}, "lams"),
+        ({"epochs": 0}, "epochs"),
+        ({"threads": 0}, "threads"),
+        ({"features_per_class": 1}, "features_per_class"),
+    ],
+)
+def test_study_config_errors_name_the_option(kw, name):
+    with pytest.raises(InputError, match=name):
+        resolve_study_config(StudyConfig(**kw))
+
+
+def test_study_defaults_sweep_at_least_four_decades():
+    for quick in (False, True):
+        cfg = resolve_study_config(StudyConfig(quick=quick))
+        assert np.log10(cfg.lams[-1] / cfg.lams[0]) >= 4 - 1e-12
+
+
+# ------------------------------------------------------------------------------------------
+# the main job, quick version
+# ------------------------------------------------------------------------------------------
+
+COMPARED = [
+    "results.json",
+    "train/metrics.csv",
+    "train/geodesic.csv",
+    "sec4b/fig4_metrics.csv",
+    "sec4b/fig5_sweep.csv",
+    "sec4b/certificates.json",
+    "network/sweep.csv",
+    "network/comparison.csv",
+    "network/layers.csv",
+    "network/certificates.json",
+    "proofs/proofs_check.json",
+]
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "study"
+    rc = main(["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_quick_demo_writes_a_self_contained_report(quick_study, capsys):
+    html = (quick_study / "report.html").read_text()
+    imgs = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert len(imgs) >= 6  # Figs. 2, 3, 4, 5, network sweep and layers
+    assert all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert not re.search(r'(src|href)="(https?:|/|\./)', html)  # no external asset
+    for section in [
+        "Terminal phase of training",
+        "Fig. 2",
+        "Fig. 3",
+        "Fig. 4",
+        "Fig. 5",
+        "Per-layer table",
+        "Do PFC1-3 decrease across depth?",
+        "Effective depth",
+        "against the MUFM and UFM predictions",
+        "Certificates",
+        "Theorem checks",
+        "theorem4",
+    ]:
+        assert section in html, section
+    for rel in COMPARED + ["config.json", "timings.json", "train/figures/fig2_train.png"]:
+        assert (quick_study / rel).is_file(), rel
+
+
+def test_quick_demo_numbers(quick_study):
+    res = json.loads((quick_study / "results.json").read_text())
+    cfg = json.loads((quick_study / "config.json").read_text())
+    assert cfg["study"]["quick"] is True and "torch" in cfg["versions"]
+    assert res["theorems_ok"] is True
+    assert set(res["monotone_across_depth"]) == {"pfc1", "pfc2", "pfc3", "nc1"}
+    cmp_rows = {r["model"].split()[0]: r for r in res["network_vs_models"]}
+    # the UFM optimum is a simplex ETF: collapsed
+    assert cmp_rows["UFM"]["pfc1"] < 1e-6 and cmp_rows["UFM"]["pfc2"] < 1e-3
+    certs = res["sec4b_certificates"] + res["network_certificates"]
+    assert all(c["exact"] for c in certs)  # quick sizes are exact by theory
+    assert all(abs(c["gap"]) < 1e-6 * max(1.0, abs(c["bound"])) for c in certs)
+    # the network's last layer, read back from metrics.csv, is what results.json reports
+    from resnet_pfc.train import read_csv
+
+    rows = read_csv(quick_study / "train" / "metrics.csv")
+    last_epoch = max(r["epoch"] for r in rows)
+    last = max((r for r in rows if r["epoch"] == last_epoch), key=lambda r: r["layer_index"])
+    np.testing.assert_allclose(res["last_layer"]["pfc1"], last["pfc1"], rtol=1e-12)
+
+
+def test_rerun_without_resume_is_refused(quick_study, capsys):
+    rc, _, err = run(capsys, "demo", "--quick", "--out", str(quick_study), "--no-progress")
+    assert rc == 2 and "--resume" in err and "--force" in err
+
+
+def test_interrupted_then_resumed_study_reproduces_the_numbers(
+    quick_study, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "again"
+    real = study._STAGE_FUNCS["network"]
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(study._STAGE_FUNCS, "network", interrupt)
+    rc, _, err = run(capsys, "demo", "--quick", "--out", str(out), "--no-progress")
+    assert rc == 130 and "--resume" in err
+    assert (out / "train" / "stage.json").is_file() and (out / "sec4b" / "stage.json").is_file()
+    assert not (out / "network" / "stage.json").exists()
+    kept = (out / "train" / "stage.json").stat().st_mtime_ns
+
+    monkeypatch.setitem(study._STAGE_FUNCS, "network", real)
+    rc, out_txt, _ = run(capsys, "demo", "--quick", "--out", str(out), "--resume", "--no-progress")
+    assert rc == 0 and "report.html" in out_txt
+    assert (out / "train" / "stage.json").stat().st_mtime_ns == kept  # skipped, not redone
+    for rel in COMPARED:
+        assert (out / rel).read_bytes() == (quick_study / rel).read_bytes(), rel
+
+
+def test_resume_with_other_options_is_refused(quick_study, capsys):
+    rc, _, err = run(
+        capsys, "demo", "--quick", "--out", str(quick_study), "--resume", "--seed", "3",
+        "--no-progress",
+    )  # fmt: skip
+    assert rc == 2 and "seed" in err
+
+
+def test_report_and_figures_of_a_run_directory(quick_study, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(quick_study / "train", run_dir)
+    (run_dir / "stage.json").unlink()
+    rc, out, _ = run(capsys, "report", str(run_dir))
+    assert rc == 0
+    html = (run_dir / "report.html").read_text()
+    assert "Fig. 2" in html and "data:image/png;base64," in html
+    assert "Terminal phase of training" in html
+    rc, out, _ = run(capsys, "figures", str(quick_study))
+    assert rc == 0 and "fig2_train.png" in out
+    rc, _, err = run(capsys, "report", str(tmp_path / "nowhere"))
+    assert rc == 2 and "study directory" in err
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path, capsys):
+    rc, out, _ = run(capsys, "demo", "--out", str(tmp_path / "full"), "--no-progress")
+    assert rc == 0
+    res = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert res["training"]["train_accuracy_final"] == 1.0
+    assert res["theorems_ok"] is True
