@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ufm._io import atomic_write
 from ufm._validate import check_int, check_scalar, describe
 from ufm.errors import InputError
 
@@ -107,16 +107,7 @@ class ExperimentResult:
 
 
 def _atomic_write(path: Path, write: Any, *, binary: bool = False) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write, mode="wb" if binary else "w")
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

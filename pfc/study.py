@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from ufm._io import atomic_write_text
 from ufm._validate import check_int, check_scalar
 from ufm.errors import CheckpointError, InputError
 
@@ -227,8 +228,6 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
 
 
 def _atomic_text(path: Path, text: str) -> Path:
-    from resnet_pfc.checkpoint import atomic_write_text
-
     return atomic_write_text(path, text)
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
+from ufm._io import atomic_write_text
 
 __all__ = ["CheckResult", "Tally", "instance_rng", "fraction_array", "write_json_atomic"]
 
@@ -154,18 +155,4 @@ def fraction_array(a: np.ndarray) -> list:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON to ``path`` atomically (temp file in the same directory, then ``os.replace``)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(obj), fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")

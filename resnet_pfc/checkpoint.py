@@ -12,11 +12,9 @@ metric row written so far, so that a resumed run rewrites the CSV files exactly.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +22,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from ufm import _io
 from ufm.errors import CheckpointError
 
 __all__ = [
@@ -47,25 +46,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     Raises
     ------
     CheckpointError
-        If the directory cannot be written.
+        If the file or its directory cannot be written.
     """
-    path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return _io.atomic_write(path, write)
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc}; check the --out folder") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
