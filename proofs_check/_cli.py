@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ._common import CheckResult, write_json_atomic
 
@@ -58,7 +60,60 @@ def format_table(results: Sequence[CheckResult]) -> str:
             f"{r.n_violations:>8} {r.n_inconclusive:>7} {wm:>13}  {out}"
             + (f" | {ce_s}" if ce_s else "")
         )
+    notes = [n for r in results for n in _notes(r)]
+    if notes:
+        lines.append("")
+        lines.extend(notes)
     return "\n".join(lines)
+
+
+def _fmt_rho(v: float | None, rho_max: float) -> str:
+    return f">={rho_max:g}" if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
+def _rho_line(label: str, dist: dict[str, Any]) -> str:
+    if not dist.get("n"):
+        return f"  {label}: no direction inside the assumptions"
+    rm = float(dist.get("rho_max") or math.inf)
+    q = dist.get("quantiles", {})
+    qs = " ".join(
+        f"{name} {_fmt_rho(q.get(key), rm)}"
+        for name, key in (("q10", "0.1"), ("q25", "0.25"), ("median", "0.5"), ("q75", "0.75"))
+    )
+    return (
+        f"  {label} (n={dist['n']}, {dist['n_censored']} with rho_c >= {rm:g}): "
+        f"min {_fmt_rho(dist.get('min'), rm)} {qs} max {_fmt_rho(dist.get('max'), rm)}"
+    )
+
+
+def _notes(r: CheckResult) -> list[str]:
+    """Lines below the table: what each theorem's numbers mean (distributions, not claims)."""
+    d = r.details
+    if r.name == "theorem1" and d.get("n_c_negative"):
+        return [
+            f"theorem1: c < 0 on {d['n_c_negative']} instances, "
+            f"{d.get('n_c_negative_rising_first', 0)} rise first: a certified consequence of "
+            "PFC1'(0) = -2ac/b^2 > 0 (not an empirical finding); the sign agrees with the "
+            f"Sturm certificate on {d.get('n_c_negative_derivative_agrees', 0)}"
+        ]
+    if r.name == "theorem2" and "rho_crit" in d:
+        out = [
+            "theorem2: per-direction critical relative cost rho_c (monotone on [0, 1] iff "
+            "rho <= rho_c along that direction; no uniform threshold):",
+            _rho_line("all directions", d["rho_crit"]),
+        ]
+        for fam, dist in d.get("rho_crit_by_family", {}).items():
+            out.append(_rho_line(f"{fam} starts", dist))
+        return out
+    if r.name == "theorem4" and "lam0_grid" in d:
+        g = d["lam0_grid"]
+        counts = d.get("lam0_counts", {})
+        cs = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "none"
+        return [
+            f"theorem4: observed lam_0 on a log grid [{g['lo']:g}, {g['hi']:g}] "
+            f"({g['n']} points): {cs}"
+        ]
+    return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

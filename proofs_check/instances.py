@@ -14,6 +14,7 @@ product of signed permutations and Householder reflections ``I - 2 v v^T / |v|^2
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "gaussian_data",
     "random_line_instance",
     "random_means_instance",
+    "near_etf_means_instance",
     "random_mufm_instance",
     "DEGENERATE_KINDS",
 ]
@@ -234,7 +236,46 @@ def random_means_instance(
     delta = rng.standard_normal((K, d))
     delta -= delta.mean(axis=0)
     M0 = Ms + rho * np.linalg.norm(Ms) * delta / np.linalg.norm(delta)
-    return MeansInstance(M0, Ms, {"rho": rho, "delta": delta})
+    return MeansInstance(M0, Ms, {"family": "random", "rho": rho, "delta": delta})
+
+
+def near_etf_means_instance(
+    rng: np.random.Generator,
+    *,
+    K: int | None = None,
+    d: int | None = None,
+    angle: float | None = None,
+    noise: float | None = None,
+) -> MeansInstance:
+    r"""A Theorem 2 instance whose start is a slightly rotated simplex ETF plus small noise.
+
+    .. math:: M_0 = M^* \exp(\theta A) + \varepsilon \|M^*\|_F Z / \|Z\|_F,
+
+    with ``M*`` an exact (dyadic) ETF, ``A`` a random skew-symmetric ``(d, d)`` matrix with
+    ``||A||_F = 1``, ``theta = angle`` (log-uniform on ``[0.01, 0.5]`` when omitted) and ``Z``
+    a random ``(K, d)`` matrix; ``noise = epsilon`` is relative to ``||M*||_F`` (log-uniform on
+    ``[1e-6, 1e-3]`` when omitted). Both ends are (nearly) ETFs, so PFC2 is (nearly) zero at
+    both ends and rises in between: such directions have a critical relative cost of the order
+    of their own cost (about ``theta / 2``), so no positive cost threshold holds for every
+    direction. ``K`` defaults to ``3..6`` and ``d`` to ``K..K+2``.
+    """
+    from scipy.linalg import expm
+
+    K = int(rng.integers(3, 7)) if K is None else int(K)
+    d = int(rng.integers(K, K + 3)) if d is None else int(d)
+    if K < 3 or d < K:
+        raise InputError(f"near_etf_means_instance needs K >= 3 and d >= K, got K={K}, d={d}")
+    angle = float(10 ** rng.uniform(-2, math.log10(0.5))) if angle is None else float(angle)
+    noise = float(10 ** rng.uniform(-6, -3)) if noise is None else float(noise)
+    Ms = dyadic_etf(K, d, rng)
+    A = rng.standard_normal((d, d))
+    A = A - A.T
+    A /= np.linalg.norm(A)
+    Z = rng.standard_normal((K, d))
+    Z *= noise * np.linalg.norm(Ms) / np.linalg.norm(Z)
+    M0 = Ms @ expm(angle * A) + Z
+    rho = float(np.linalg.norm((M0 - M0.mean(0)) - Ms) / np.linalg.norm(Ms))
+    return MeansInstance(M0, Ms, {"family": "near_etf", "angle": angle, "noise": noise, "rho": rho})
 
 
 def random_mufm_instance(

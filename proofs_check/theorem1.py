@@ -15,9 +15,24 @@ with :math:`a = \operatorname{tr}\Sigma_W(X)`, :math:`b = \operatorname{tr}\Sigm
 is a polynomial; its sign on ``[0, 1]`` is decided exactly with a Sturm sequence over the
 rationals (:mod:`proofs_check.certify`). Algebra gives
 :math:`P'D - PD' = -2a(1-t)\,[(1-t)c + te]`, so for ``c > 0`` (and ``e > 0``) PFC1 decreases
-strictly, while for ``c < 0`` it rises on ``[0, c/(c-e))`` first: every ``c < 0`` instance
-with ``a > 0`` shows the assumption is needed. (The proof uses only ``e > 0``, not the ETF
-property of the end point; the check keeps the paper's assumption.)
+strictly. (The proof uses only ``e > 0``, not the ETF property of the end point; the check keeps
+the paper's assumption.)
+
+*c < 0: rising first is a consequence, not an observation.* At ``t = 0``, :math:`P(0) = a`,
+:math:`P'(0) = -2a`, :math:`D(0) = b` and :math:`D'(t) = -2(1-t)b + 2(1-2t)c + 2te`, so
+:math:`D'(0) = 2(c - b)` and
+
+.. math::
+
+    \mathrm{PFC1}'(0) = \frac{P'(0)D(0) - P(0)D'(0)}{D(0)^2}
+    = \frac{-2ab - 2a(c - b)}{b^2} = -\frac{2ac}{b^2},
+
+the numerator above at ``t = 0`` divided by ``b^2``. With ``a, b > 0`` its sign is that of
+``-c``: **every** instance with ``c < 0`` rises on ``[0, c/(c-e))`` first (the peak is the root
+of ``(1-t)c + te``). The check reports this as a certified consequence: it evaluates
+``-2ac/b^2`` exactly and confirms that the Sturm certificate's leading sign agrees (a
+disagreement would be a bug in the checker and fails the run); the counts of ``c < 0``
+instances are not evidence for anything beyond that identity.
 
 Exactness: ``a, b, c, e`` are computed in exact rational arithmetic from the float64 inputs
 (for inputs up to ``exact_limit`` entries), so a certificate is a proof about the given numbers.
@@ -48,6 +63,7 @@ from .certify import (
     poly_mul,
     poly_sub,
     poly_trim,
+    to_fraction,
 )
 from .instances import DEGENERATE_KINDS, LineInstance, random_line_instance
 
@@ -56,6 +72,7 @@ __all__ = [
     "line_coefficients",
     "pfc1_closed_form",
     "pfc1_derivative_numerator",
+    "pfc1_derivative_at_zero",
     "analyze_line",
     "check_theorem1",
 ]
@@ -207,6 +224,22 @@ def pfc1_derivative_numerator(a: object, b: object, c: object, e: object) -> Pol
     return poly_sub(poly_mul(poly_deriv(P), D), poly_mul(P, poly_deriv(D)))
 
 
+def pfc1_derivative_at_zero(a: object, b: object, c: object) -> Fraction:
+    r"""Exact :math:`\mathrm{PFC1}'(0) = -2ac/b^2` (see the module docstring for the algebra).
+
+    Its sign is that of ``-c`` when ``a, b > 0``: with ``c < 0`` PFC1 rises first.
+
+    Raises
+    ------
+    InputError
+        If ``b = 0`` (the data's class means coincide: PFC1 is undefined).
+    """
+    a_, b_, c_ = (x if isinstance(x, Fraction) else to_fraction(x) for x in (a, b, c))
+    if b_ == 0:
+        raise InputError("b = tr Sigma_B(X) must be > 0 for PFC1'(0) to exist, got b = 0")
+    return -2 * a_ * c_ / (b_ * b_)
+
+
 def _etf_distance(end_means: np.ndarray, counts: np.ndarray) -> float:
     w = counts / counts.sum()
     Ms = end_means - w @ end_means
@@ -278,12 +311,17 @@ def analyze_line(
     num = pfc1_derivative_numerator(coef.a, coef.b, coef.c, coef.e)
     cert = certify_sign(num, 0, 1)
     rec["certificate"] = {"roots": cert.roots, "pieces": cert.pieces}
+    d0 = pfc1_derivative_at_zero(coef.a, coef.b, coef.c)
+    rec["dpfc1_dt_at_0"] = float(d0)
+    # the Sturm certificate's first sign must be the sign of -2ac/b^2 (the derivation above)
+    rec["derivative_agrees"] = bool((d0 > 0) - (d0 < 0) == cert.leading_sign())
     if c < 0:
-        # outside the assumption: does PFC1 rise first?
+        # outside the assumption: PFC1'(0) = -2ac/b^2 > 0, so PFC1 rises first (certified)
         rec["status"] = "outside"
         rec["reason"] = "c < 0 (assumption fails)"
         rises = cert.leading_sign() > 0
         rec["rises_first"] = bool(rises)
+        rec["rises_first_certified"] = bool(d0 > 0)
         if rises:
             t_peak = float(Fraction(coef.c) / (Fraction(coef.c) - Fraction(coef.e)))
             rec["t_peak"] = t_peak
@@ -302,6 +340,8 @@ def analyze_line(
         problems.append("derivative numerator not negative on [0, 1)")
     if not ok_end:
         problems.append("PFC1(1) != 0")
+    if not rec["derivative_agrees"]:
+        problems.append("PFC1'(0) = -2ac/b^2 disagrees with the Sturm certificate")
     if crosscheck:
         ts = np.array([0.0, 0.25, 0.5, 0.75, 0.95])
         closed = pfc1_closed_form(ts, a, b, c, e)
@@ -380,7 +420,7 @@ def check_theorem1(
         "theorem1", CLAIM, "min over [0,1] of ((1-t)c + te)/sqrt(be) = min(c, e)/sqrt(be)", seed
     )
     items = _instances(instances, seed, degenerate_rate)
-    n_neg = n_rise = 0
+    n_neg = n_rise = n_agree = 0
     max_err = 0.0
     n_exact = 0
     for inst in tqdm(items, desc="theorem 1", disable=not progress, leave=False):
@@ -399,6 +439,15 @@ def check_theorem1(
             tally.outside[rec["reason"]] += 1
             if rec["reason"].startswith("c < 0"):
                 n_neg += 1
+                n_agree += bool(rec.get("derivative_agrees"))
+                if not rec.get("derivative_agrees") or not rec.get("rises_first_certified"):
+                    # -2ac/b^2 > 0 is an identity: a disagreement is a bug in the checker
+                    tally.n_violations += 1
+                    tally.example(
+                        "violation",
+                        **small,
+                        problems=["PFC1'(0) = -2ac/b^2 disagrees with the Sturm certificate"],
+                    )
                 if rec.get("rises_first"):
                     n_rise += 1
                     tally.example(
@@ -419,6 +468,12 @@ def check_theorem1(
     tally.details.update(
         n_c_negative=n_neg,
         n_c_negative_rising_first=n_rise,
+        n_c_negative_derivative_agrees=n_agree,
+        c_negative_rises_first=(
+            "certified consequence, not an empirical finding: PFC1'(0) = -2ac/b^2 > 0 when "
+            "c < 0 (a, b > 0), so every such instance rises first; each one is also checked "
+            "exactly against the Sturm certificate"
+        ),
         max_crosscheck_rel_err=max_err,
         n_exact=n_exact,
     )
