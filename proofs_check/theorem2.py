@@ -249,7 +249,10 @@ def analyze_means_line(
         rec["t0"] = float(t0)
         rec["interval"] = 1.0 - float(t0)
         rec["monotone_on_0_1"] = t0 == 0
-        if t0_ext is not None and t0_ext > t_min:
+        # trailing_run returns the float of the interval's lower end when the run covers it
+        # all; compare with that float, not with the exact t_min (rounding would make a
+        # censored direction look like rho_c ~ rho_max)
+        if t0_ext is not None and t0_ext > cert_full.lo:
             rec["rho_crit"] = rho * (1.0 - float(t0_ext))
         else:
             rec["rho_crit"] = math.inf

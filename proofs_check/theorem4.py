@@ -5,10 +5,14 @@ Claims checked (MSE loss, ``W`` and ``b`` eliminated in closed form; MATH.md sec
 1. **Non-collapse.** If ``tr Sigma_W(X) > 0`` then ``PFC1(H*) > 0``. (At a stationary point,
    :math:`(\lambda I + W^\top W)(h_i - \mu_{y_i}) = \lambda (x_i - \mu^X_{y_i})`, so the
    within-class deviations are a non-singular image of the data's.)
-2. **Threshold.** There is ``lam_0`` with ``PFC1(H*(lam)) < PFC1(X)`` for all ``lam > lam_0``:
-   ``lam_0`` is estimated by bisection in ``log lam`` on ``[lam_min, lam_max]`` and the strict
-   inequality is then checked on a grid above the estimate (several crossings are reported and
-   the estimate moved up).
+2. **Threshold.** There is ``lam_0`` with ``PFC1(H*(lam)) < PFC1(X)`` for all ``lam > lam_0``.
+   Checked on a dense log grid (default ``[1e-5, 1e4]``, 4 points per decade, 37 solves per
+   instance): the *observed* ``lam_0`` is the largest grid ``lam`` where the inequality fails
+   (it then holds at every larger grid point), and ``0`` ("below the grid") when it holds at
+   every grid point. Observed so far: ``lam_0 = 0`` on every sampled instance (the MUFM optimum
+   is one implicit Euler step of the gradient flow of claim 3, and the within-class deviations
+   are contracted for every ``lam``: :math:`\Delta H = \lambda(\lambda I + W^\top W)^{-1}
+   \Delta X`). A grid says nothing between or beyond its points: the report gives the grid.
 3. **Gradient flow** :math:`\dot H = -\nabla F(H)`, ``H(0) = X`` (paper eq. 21): ``tr Sigma_W``
    does not increase (always: :math:`\tfrac{d}{dt}\operatorname{tr}\Sigma_W =
    -\tfrac{2}{N^2}\sum_i \|W(h_i - \mu_{y_i})\|^2`); ``tr Sigma_B`` does not decrease. The latter
@@ -40,7 +44,14 @@ from ._threads import single_thread_blas
 from .instances import MUFMInstance
 from .theorem3 import _instances
 
-__all__ = ["reduced_mse_flow", "threshold_lambda", "analyze_mufm", "check_theorem4"]
+__all__ = [
+    "reduced_mse_flow",
+    "lam_grid",
+    "observed_lam0",
+    "threshold_lambda",
+    "analyze_mufm",
+    "check_theorem4",
+]
 
 CLAIM = (
     "non-collapsed X => PFC1(H*) > 0; PFC1(H*(lam)) < PFC1(X) for lam > lam_0; along the "
@@ -144,60 +155,94 @@ def _solve_metrics(inst: MUFMInstance, lam: float, tol: float, max_iter: int) ->
     return m
 
 
+def lam_grid(lam_min: float = 1e-5, lam_max: float = 1e4, per_decade: int = 4) -> np.ndarray:
+    """The log grid of the ``lam_0`` search: ``per_decade`` points per decade, both ends included.
+
+    Raises
+    ------
+    InputError
+        ``lam_min <= 0``, ``lam_max <= lam_min`` or ``per_decade < 1``.
+    """
+    lam_min = check_scalar(lam_min, "lam_min", low=0.0, low_inclusive=False)
+    lam_max = check_scalar(lam_max, "lam_max", low=lam_min, low_inclusive=False)
+    if int(per_decade) != per_decade or per_decade < 1:
+        raise InputError(f"per_decade must be an integer >= 1, got {per_decade!r}")
+    n = int(math.ceil(round(math.log10(lam_max / lam_min) * per_decade, 9))) + 1
+    return np.logspace(math.log10(lam_min), math.log10(lam_max), n)
+
+
+def observed_lam0(lams: Any, holds: Any) -> float | None:
+    """The observed threshold on a grid from the outcome of ``PFC1(H*(lam)) < PFC1(X)``.
+
+    Returns ``0.0`` when the inequality holds at every grid point ("below the grid"), the
+    largest grid ``lam`` where it fails when it holds at every larger grid point, and ``None``
+    when it fails at the largest grid point (no threshold inside the grid).
+    """
+    lams = np.asarray(lams, dtype=float)
+    holds = np.asarray(holds, dtype=bool)
+    if lams.shape != holds.shape or lams.ndim != 1 or lams.size == 0:
+        raise InputError(
+            f"lams and holds must be 1-D of the same nonzero length, got {lams.shape} and "
+            f"{holds.shape}"
+        )
+    order = np.argsort(lams)
+    lams, holds = lams[order], holds[order]
+    if holds.all():
+        return 0.0
+    if not holds[-1]:
+        return None
+    return float(lams[np.flatnonzero(~holds)[-1]])
+
+
 def threshold_lambda(
     inst: MUFMInstance,
     pfc1_x: float,
     *,
-    lam_min: float = 1e-3,
-    lam_max: float = 1e3,
-    n_bisect: int = 12,
+    lams: Any = None,
     tol: float = 1e-10,
     max_iter: int = 3000,
     cache: dict[float, dict[str, Any]] | None = None,
 ) -> tuple[float | None, dict[float, dict[str, Any]]]:
-    """Bisection (in ``log lam``) for the smallest ``lam`` with ``PFC1(H*(lam)) < PFC1(X)``.
+    """Observed ``lam_0`` of one instance on the grid ``lams`` (default :func:`lam_grid`).
 
-    Returns ``(lam_0, evaluations)``; ``lam_0`` is the upper end of the final bracket,
-    ``lam_min`` when the inequality already holds there, ``None`` when it fails at ``lam_max``.
+    Solves the MUFM (:func:`mufm.solve`, MSE) at every grid point and applies
+    :func:`observed_lam0`. Returns ``(lam_0, evaluations)`` keyed by ``lam``.
     """
     cache = {} if cache is None else cache
-
-    def ok(lam: float) -> bool:
+    grid = lam_grid() if lams is None else np.asarray(lams, dtype=float)
+    holds = []
+    for lam in grid:
+        lam = float(lam)
         if lam not in cache:
             cache[lam] = _solve_metrics(inst, lam, tol, max_iter)
-        return cache[lam]["pfc1"] < pfc1_x
-
-    if not ok(lam_max):
-        return None, cache
-    if ok(lam_min):
-        return lam_min, cache
-    lo, hi = math.log(lam_min), math.log(lam_max)
-    for _ in range(n_bisect):
-        mid = 0.5 * (lo + hi)
-        if ok(math.exp(mid)):
-            hi = mid
-        else:
-            lo = mid
-    return math.exp(hi), cache
+        holds.append(cache[lam]["pfc1"] < pfc1_x)
+    return observed_lam0(grid, holds), cache
 
 
 def analyze_mufm(
     inst: MUFMInstance,
     *,
-    lam_min: float = 1e-3,
-    lam_max: float = 1e3,
-    n_bisect: int = 12,
-    grid_factors: tuple[float, ...] = (1.5, 3.0, 10.0, 30.0, 100.0),
+    lam_min: float = 1e-5,
+    lam_max: float = 1e4,
+    per_decade: int = 4,
     tol: float = 1e-10,
     flow: bool = True,
     flow_rtol: float = 1e-10,
     mono_tol: float = 1e-7,
 ) -> dict[str, Any]:
-    """Check Theorem 4 on one MUFM instance (MSE); return a JSON-friendly record."""
+    """Check Theorem 4 on one MUFM instance (MSE); return a JSON-friendly record.
+
+    Keys include ``lam0`` (observed threshold on the grid :func:`lam_grid`; ``0.0`` when
+    ``PFC1(H*(lam)) < PFC1(X)`` at every grid point, ``None`` when it fails at ``lam_max``),
+    ``grid`` (``lo``, ``hi``, ``n``), ``grid_failures`` (the grid ``lam`` where the inequality
+    fails), ``pfc1_ratio_max`` (largest ``PFC1(H*)/PFC1(X)`` over the grid) and the
+    gradient-flow checks.
+    """
     from ufm.metrics import collapse_metrics
 
     if inst.loss != "mse":
         raise InputError(f"Theorem 4 is stated for the MSE loss, got loss={inst.loss!r}")
+    grid = lam_grid(lam_min, lam_max, per_decade)
     X, y = inst.flat()
     K = inst.K
     rec: dict[str, Any] = {
@@ -207,6 +252,7 @@ def analyze_mufm(
         "lam_w": inst.lam_w,
         "lam_b": inst.lam_b,
         "bias": inst.bias,
+        "grid": {"lo": float(grid[0]), "hi": float(grid[-1]), "n": int(grid.size)},
     }
     try:
         mx = collapse_metrics(X, y, K=K)
@@ -220,57 +266,51 @@ def analyze_mufm(
     empirical: list[dict[str, Any]] = []
     ties: dict[str, int] = {}
     rec["ties"] = ties
-    lam0, evals = threshold_lambda(
-        inst, data["pfc1"], lam_min=lam_min, lam_max=lam_max, n_bisect=n_bisect, tol=tol
-    )
-    # 1. non-collapse at every evaluated lam
-    min_pfc1 = min(v["pfc1"] for v in evals.values())
+    lam0, evals = threshold_lambda(inst, data["pfc1"], lams=grid, tol=tol)
+    pf = np.array([evals[float(g)]["pfc1"] for g in grid])
+    rec["grid_failures"] = [float(g) for g, v in zip(grid, pf, strict=True) if not v < data["pfc1"]]
+    rec["pfc1_ratio_max"] = float(np.max(pf) / data["pfc1"])
+    rec["n_not_converged"] = sum(not evals[float(g)]["converged"] for g in grid)
+    # 1. non-collapse at every grid lam
+    min_pfc1 = float(np.min(pf))
     rec["min_pfc1_solution"] = min_pfc1
     if not min_pfc1 > 0:
         problems.append("PFC1(H*) = 0 although X is not collapsed")
+    top = evals[float(grid[-1])]
     if lam0 is None:
-        top = evals[lam_max]
         rec["lam0"] = None
         if top["converged"]:
-            problems.append(f"PFC1(H*(lam)) >= PFC1(X) at lam_max={lam_max}")
+            problems.append(f"PFC1(H*(lam)) >= PFC1(X) at lam_max={grid[-1]:g}")
         else:
             rec["inconclusive"] = f"solver {top['status']} at lam_max"
     else:
         rec["lam0"] = lam0
-        # 2. grid above lam_0; move lam_0 up past any later crossing
-        grid = sorted({min(lam0 * f, lam_max) for f in grid_factors} | {lam_max})
-        fails = []
-        for lam in grid:
-            if lam not in evals:
-                evals[lam] = _solve_metrics(inst, lam, tol, 3000)
-            if not evals[lam]["pfc1"] < data["pfc1"]:
-                fails.append(lam)
-        rec["n_grid_failures"] = len(fails)
-        if fails:
-            rec["lam0_after_grid"] = max(fails)
-        lam_ref = max(fails) if fails else lam0
-        # 4. the empirical claim on the grid points above the (final) threshold
-        for lam in grid:
-            if lam <= lam_ref:
-                continue
-            m = evals[lam]
-            for key in ("pfc2", "pfc3"):
+        # 4. the empirical claim at the grid points above the observed threshold
+        above = [float(g) for g in grid if g > lam0]
+        for key in ("pfc2", "pfc3"):
+            bad = []
+            for lam in above:
+                m = evals[lam]
                 if data[key] <= 1e-12 and m[key] <= 1e-12:
                     # both already at 0 (perfect NCC; PFC2 of K = 2 classes is always 0):
                     # "below" cannot hold, a tie rather than a failure
                     ties[key] = ties.get(key, 0) + 1
                     continue
                 if not m[key] < data[key]:
-                    empirical.append(
-                        {
-                            "lam": lam,
-                            "metric": key,
-                            "solution": m[key],
-                            "data": data[key],
-                            "relation": "equal" if m[key] == data[key] else "above",
-                        }
-                    )
-        rec["pfc_solution_at_lam_max"] = {k: evals[lam_max][k] for k in ("pfc1", "pfc2", "pfc3")}
+                    bad.append(lam)
+            if bad:
+                empirical.append(
+                    {
+                        "metric": key,
+                        "n_grid_points": len(bad),
+                        "of": len(above),
+                        "lam_lo": min(bad),
+                        "lam_hi": max(bad),
+                        "data": data[key],
+                        "solution_at_lam_hi": evals[max(bad)][key],
+                    }
+                )
+        rec["pfc_solution_at_lam_max"] = {k: top[k] for k in ("pfc1", "pfc2", "pfc3")}
     # 3. gradient flow
     if flow:
         fl = _flow(X, y, inst, flow_rtol)
@@ -308,7 +348,7 @@ def analyze_mufm(
     else:
         rec["status"] = "confirmed"
         if lam0 is not None:
-            rec["margin"] = (data["pfc1"] - evals[lam_max]["pfc1"]) / data["pfc1"]
+            rec["margin"] = (data["pfc1"] - top["pfc1"]) / data["pfc1"]
     return rec
 
 
@@ -360,9 +400,9 @@ def check_theorem4(
     *,
     seed: int | None = 0,
     degenerate_rate: float = 0.1,
-    lam_min: float = 1e-3,
-    lam_max: float = 1e3,
-    n_bisect: int = 12,
+    lam_min: float = 1e-5,
+    lam_max: float = 1e4,
+    per_decade: int = 4,
     flow: bool = True,
     progress: bool = False,
 ) -> CheckResult:
@@ -381,8 +421,9 @@ def check_theorem4(
     seed : int, optional
     degenerate_rate : float
         Fraction of random instances with collapsed data (outside the assumptions).
-    lam_min, lam_max, n_bisect : float, float, int
-        Search range and bisection steps for ``lam_0``.
+    lam_min, lam_max, per_decade : float, float, int
+        The log grid of the ``lam_0`` search (:func:`lam_grid`; default 37 points over
+        ``[1e-5, 1e4]``).
     flow : bool
         Also check the gradient-flow monotonicity (Lemma 1).
     progress : bool
@@ -391,24 +432,33 @@ def check_theorem4(
     -------
     CheckResult
         ``worst_margin``: smallest relative gap ``(PFC1(X) - PFC1(H*(lam_max))) / PFC1(X)``.
-        ``details``: the ``lam_0`` estimates, empirical-claim failures by metric.
+        ``details``: ``lam0_per_instance`` (the observed ``lam_0`` of every instance inside
+        the assumptions, ``0`` = below the grid), ``lam0_counts`` (how many instances have
+        each value), ``lam0_grid``, ``max_pfc1_ratio`` (largest ``PFC1(H*)/PFC1(X)`` over
+        every grid point and instance), empirical-claim failures (instances per metric).
     """
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
+    grid = lam_grid(lam_min, lam_max, per_decade)
     tally = Tally("theorem4", CLAIM, "(PFC1(X) - PFC1(H*(lam_max))) / PFC1(X)", seed)
     items = _instances(instances, seed, degenerate_rate, 4)
     lam0s: list[float | None] = []
     emp_counts: dict[str, int] = {}
     tie_counts: dict[str, int] = {}
     flow_err = 0.0
+    ratio_max = 0.0
     with single_thread_blas():
         for inst in tqdm(items, desc="theorem 4", disable=not progress, leave=False):
             tally.n_tried += 1
-            rec = analyze_mufm(inst, lam_min=lam_min, lam_max=lam_max, n_bisect=n_bisect, flow=flow)
+            rec = analyze_mufm(
+                inst, lam_min=lam_min, lam_max=lam_max, per_decade=per_decade, flow=flow
+            )
             if rec["status"] == "outside":
                 tally.outside[rec["reason"]] += 1
                 continue
             tally.n_met += 1
             small = {k: rec.get(k) for k in ("K", "N", "d", "lam_w", "lam_b", "lam0")}
+            ratio_max = max(ratio_max, rec.get("pfc1_ratio_max", 0.0))
+            lam0s.append(rec.get("lam0"))
             flow_err = max(flow_err, rec.get("flow_crosscheck_err", 0.0))
             for k, v in rec.get("ties", {}).items():
                 tie_counts[k] = tie_counts.get(k, 0) + v
@@ -424,14 +474,26 @@ def check_theorem4(
                 tally.n_inconclusive += 1
                 continue
             tally.n_confirmed += 1
-            lam0s.append(rec["lam0"])
             tally.margin(rec.get("margin"))
-    finite = [v for v in lam0s if v is not None]
+    counts: dict[str, int] = {}
+    for v in lam0s:
+        key = (
+            "not found (fails at lam_max)"
+            if v is None
+            else ("0 (below grid)" if v == 0 else f"{v:.3g}")
+        )
+        counts[key] = counts.get(key, 0) + 1
     tally.details.update(
-        lam0_min=min(finite, default=None),
-        lam0_median=float(np.median(finite)) if finite else None,
-        lam0_max=max(finite, default=None),
-        lam_range=(lam_min, lam_max),
+        lam0_grid={
+            "lo": float(grid[0]),
+            "hi": float(grid[-1]),
+            "n": int(grid.size),
+            "per_decade": int(per_decade),
+        },
+        lam0_per_instance=lam0s,
+        lam0_counts=counts,
+        lam0_max=max((v for v in lam0s if v is not None), default=None),
+        max_pfc1_ratio=ratio_max if lam0s else None,
         empirical_failures=emp_counts,
         empirical_ties=tie_counts,
         max_flow_crosscheck_err=flow_err,

@@ -30,8 +30,17 @@ def test_cli_runs_and_writes_json(tmp_path, capsys):
         "theorem4",
     ]
     assert data["results"][0]["n_tried"] == 12
-    assert "theorem1" in capsys.readouterr().out
-    assert not list(out.parent.glob(".tmp-*"))
+    printed = capsys.readouterr().out
+    assert "theorem1" in printed
+    # the atomic write leaves nothing else behind (hidden temp files included)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.json"]
+    # the notes report distributions and the lam_0 grid, not a single threshold
+    assert "per-direction critical relative cost" in printed and "observed lam_0" in printed
+    t2 = data["results"][1]["details"]
+    assert t2["rho_crit"]["n"] == data["results"][1]["n_confirmed"]
+    assert "smallest_rho_not_monotone" not in t2
+    t4 = data["results"][3]["details"]
+    assert t4["lam0_grid"]["lo"] <= 1e-5 and t4["lam0_grid"]["hi"] >= 1e4
 
 
 def test_cli_subset_and_bad_arguments(capsys):

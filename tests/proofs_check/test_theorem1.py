@@ -9,7 +9,7 @@ from proofs_check import analyze_line, check_theorem1, line_coefficients, pfc1_c
 from proofs_check.certify import poly_mul, poly_trim
 from proofs_check.instances import dyadic_etf, random_line_instance
 from proofs_check.strategies import line_instances
-from proofs_check.theorem1 import pfc1_derivative_numerator
+from proofs_check.theorem1 import pfc1_derivative_at_zero, pfc1_derivative_numerator
 from ufm.errors import DegenerateInputError, InputError
 
 # profiles registered in conftest.py; HYPOTHESIS_PROFILE=slow selects the long one
@@ -78,6 +78,31 @@ def test_theorem1_property(inst):
         assert np.argmax(vals) == pytest.approx(t_peak * 400, abs=1.5)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_derivative_at_zero_matches_finite_differences(seed):
+    """PFC1'(0) = -2ac/b^2 (sign of -c) against a central difference of the direct d x d
+    PFC1 on the line extended to t < 0."""
+    rng = np.random.default_rng(seed)
+    inst = random_line_instance(rng)
+    E = inst.end_means if seed % 2 else -inst.end_means  # both signs of c
+    coef = line_coefficients(inst.X, inst.y, E)
+    a, b, c, e = coef.floats()
+    d0 = float(pfc1_derivative_at_zero(coef.a, coef.b, coef.c))
+    h = 1e-5
+
+    def f(t):
+        return pfc1_direct((1 - t) * inst.X + t * E[inst.y], inst.y, inst.K)
+
+    fd = (f(h) - f(-h)) / (2 * h)
+    np.testing.assert_allclose(d0, fd, rtol=1e-6, atol=1e-9 * abs(f(0.0)))
+    assert np.sign(d0) == -np.sign(c) and np.sign(fd) == -np.sign(c)
+    rec = analyze_line(inst.X, inst.y, E)
+    if rec.get("reason", "").startswith("c < 0"):
+        assert rec["rises_first"] and rec["rises_first_certified"] and rec["derivative_agrees"]
+        assert f(0.5 * rec["t_peak"]) > f(0.0)  # it does rise, on the direct metric
+    np.testing.assert_allclose(rec["dpfc1_dt_at_0"], d0, rtol=1e-15)
+
+
 def test_c_negative_counterexample_confirmed_by_metric():
     rng = np.random.default_rng(0)
     K, n, d = 3, 4, 4
@@ -123,6 +148,8 @@ def test_check_theorem1_counts_add_up():
     assert r.n_confirmed == r.n_assumptions_met and r.n_violations == 0 and r.ok
     assert r.worst_margin > 0
     assert r.details["n_c_negative"] == r.details["n_c_negative_rising_first"]
+    assert r.details["n_c_negative"] == r.details["n_c_negative_derivative_agrees"] > 0
+    assert "certified consequence" in r.details["c_negative_rises_first"]
     assert all(ce["kind"] == "assumption_needed" for ce in r.counterexamples)
     assert r.details["max_crosscheck_rel_err"] < 1e-9
     # reproducible

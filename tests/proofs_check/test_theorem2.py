@@ -4,9 +4,15 @@ import os
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
+from scipy.linalg import expm
 
 from proofs_check import analyze_means_line, check_theorem2, pfc2_line_polynomials
-from proofs_check.instances import MeansInstance, dyadic_etf, random_means_instance
+from proofs_check.instances import (
+    MeansInstance,
+    dyadic_etf,
+    near_etf_means_instance,
+    random_means_instance,
+)
 from proofs_check.strategies import means_instances
 from proofs_check.theorem2 import pfc2_closed_form
 from ufm.errors import InputError
@@ -72,13 +78,103 @@ def test_theorem2_property(inst):
             assert rec2["monotone_on_0_1"]
 
 
-def test_small_transport_is_globally_monotone_and_cost_map():
+def _dense_increases(means0, means_star, ts):
+    """Largest increase of the direct PFC2 between consecutive points of ``ts`` (relative)."""
+    vals = np.array([pfc2_direct((1 - t) * means0 + t * means_star) for t in ts])
+    return float(np.max(np.diff(vals) / (1e-300 + np.abs(vals[:-1]))))
+
+
+def _sharp_instances():
+    out = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        inst = near_etf_means_instance(rng) if seed % 2 else random_means_instance(rng, rho=5.0)
+        rec = analyze_means_line(inst.means0, inst.means_star)
+        if rec["status"] == "confirmed" and math.isfinite(rec["rho_crit"]):
+            out.append((inst, rec))
+        if len(out) == 6:
+            break
+    return out
+
+
+@pytest.mark.parametrize("which", range(6))
+def test_critical_cost_is_sharp_by_dense_evaluation(which):
+    """Along the reported direction, a start just below rho_c is monotone on [0, 1] and one
+    just above is not; checked on the direct PFC2 (no polynomial, no certificate)."""
+    inst, rec = _sharp_instances()[which]
+    rho, rc = rec["rho"], rec["rho_crit"]
+    Ms = inst.means_star - inst.means_star.mean(0)
+    D = (inst.means0 - inst.means0.mean(0)) - Ms  # the direction, at relative cost rho
+    delta = 0.05
+    below = Ms + (rc * (1 - delta) / rho) * D
+    above = Ms + (rc * (1 + delta) / rho) * D
+    ts = np.linspace(0.0, 1.0, 4001)[:-1]
+    assert _dense_increases(below, Ms, ts) <= 1e-9
+    # the increase sits right after t = 0 for the start above (the first delta of the line)
+    t_c = 1 - 1 / (1 + delta)
+    ts_up = np.linspace(0.0, 2 * t_c, 2001)
+    assert _dense_increases(above, Ms, ts_up) > 1e-9
+
+
+def test_near_etf_start_is_not_monotone_at_small_cost():
+    """The issue's example: K=4, d=5, a slightly rotated ETF plus 1e-3 noise is not monotone
+    at a relative transport cost of about 0.06 (dense evaluation of the direct PFC2)."""
+    rng = np.random.default_rng(0)
+    Ms = dyadic_etf(4, 5, rng)
+    A = rng.standard_normal((5, 5))
+    A = (A - A.T) / np.linalg.norm(A - A.T)
+    M0 = Ms @ expm(0.12 * A) + 1e-3 * rng.standard_normal((4, 5))
+    rho = np.linalg.norm((M0 - M0.mean(0)) - Ms) / np.linalg.norm(Ms)
+    assert rho < 0.1
+    ts = np.linspace(0.0, 1.0, 2001)[:-1]
+    assert _dense_increases(M0, Ms, ts) > 1e-6  # PFC2 rises somewhere on [0, 1]
+    rec = analyze_means_line(M0, Ms)
+    assert rec["status"] == "confirmed" and not rec["monotone_on_0_1"]
+    assert rec["rho_crit"] < rho
+
+
+def test_near_etf_critical_cost_tends_to_zero():
+    """No uniform threshold: smaller rotations give smaller critical costs (dense check of the
+    start just above each reported rho_c)."""
+    crits = []
+    for angle in (0.3, 0.1, 0.03):
+        inst = near_etf_means_instance(
+            np.random.default_rng(1), K=4, d=5, angle=angle, noise=1e-3 * angle**2
+        )
+        rec = analyze_means_line(inst.means0, inst.means_star)
+        assert not rec["monotone_on_0_1"]
+        crits.append(rec["rho_crit"])
+        # independent: at 1.1 x rho_c along this direction PFC2 rises first
+        Ms = inst.means_star - inst.means_star.mean(0)
+        D = (inst.means0 - inst.means0.mean(0)) - Ms
+        start = Ms + 1.1 * rec["rho_crit"] / rec["rho"] * D
+        assert _dense_increases(start, Ms, np.linspace(0, 0.2, 801)) > 0
+    assert crits[0] > crits[1] > crits[2] and crits[2] < 0.02
+
+
+def test_check_theorem2_reports_the_distribution():
     r = check_theorem2(40, seed=3)
     assert r.ok and r.n_confirmed == r.n_assumptions_met
-    cm = r.details["cost_map"]
-    assert cm[0]["rho"] == 0.01 and cm[0]["fraction_monotone_on_0_1"] == 1.0
-    fr = [row["fraction_monotone_on_0_1"] for row in cm]
-    assert fr == sorted(fr, reverse=True)  # shrinks as the cost grows
+    # recompute every instance's critical cost independently of the aggregation
+    from proofs_check.theorem2 import _instances
+
+    crits = []
+    for inst in _instances(40, 3, 0.1, 0.25):
+        rec = analyze_means_line(inst.means0, inst.means_star)
+        if rec["status"] == "confirmed":
+            crits.append(rec["rho_crit"])
+    dist = r.details["rho_crit"]
+    assert dist["n"] == len(crits) == r.n_confirmed
+    assert dist["n_censored"] == sum(not math.isfinite(c) for c in crits)
+    finite = [c for c in crits if math.isfinite(c)]
+    assert dist["min"] == pytest.approx(min(finite))
+    assert dist["quantiles"]["0.5"] == pytest.approx(float(np.sort(crits)[(len(crits) - 1) // 2]))
+    assert set(r.details["rho_crit_by_family"]) == {"near_etf", "random"}
+    assert "smallest_rho_not_monotone" not in r.details
+    # the cost map is the empirical distribution of rho_c
+    for row in r.details["cost_map"]:
+        frac = np.mean(np.array(crits) >= row["rho"])
+        assert row["fraction_monotone_on_0_1"] == pytest.approx(frac)
     assert r.details["max_crosscheck_err"] < 1e-6
 
 
