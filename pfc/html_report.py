@@ -215,6 +215,20 @@ def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
     if not stage:
         return s + ["<p>Not run yet.</p>"]
     s.append(
+        '<p class="note"><b>This comparison is this project\'s extension, not the '
+        "paper's</b>: the paper's Sec. IV-B solves the MUFM on synthetic Gaussian data only "
+        "(section 2 above). Here the MUFM's data are the trained network's own layer-0 "
+        "features, and its solution is set beside the network's last layer.</p>"
+    )
+    trained = stage.get("trained_loss")
+    if trained:
+        s.append(
+            f"<p>The network was trained with the <b>{_e(trained.upper())}</b> loss; the MUFM "
+            f"is swept with that loss and, for comparison, solved with "
+            f"{_e(' and '.join(x.upper() for x in stage['losses'] if x != trained))} at the "
+            "same matched lam.</p>"
+        )
+    s.append(
         f"<p>MUFM solved with the network's own layer-0 features as data X (N = {stage['N']}, "
         f"d = {stage['d']}, K = {stage['K']}, divided by their RMS row norm "
         f"{_num(stage['scale'])}; every number below is invariant to that common scale). "
@@ -247,6 +261,32 @@ def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
         f"H_L is {_num(stage['best_alignment'])} at lam = {_num(stage['lam_best_alignment'])}."
         "</p>"
     )
+    lim = stage.get("structural_limit")
+    if lim:
+        s.append(
+            "<h3>Why the MUFM cannot reach the network's last layer (a structural limit)</h3>"
+            "<p>With no feature penalty (lam_h = 0, the paper's MUFM) the first-order condition "
+            "in each feature is lam (h<sub>i</sub> − x<sub>i</sub>) = −W<sup>T</sup> "
+            "g<sub>i</sub>, g<sub>i</sub> the loss gradient in the logits (CE and MSE alike): "
+            "the displacement H* − X lies in the row space of the solution's own W, at most "
+            f"K = {stage['K']} of the d = {stage['d']} dimensions. Measured at the matched lam "
+            f"({_e(str(trained).upper())}): the part of H* − X outside rowspace(W) is "
+            f"{_num(lim['mufm_off_rowspace'])} of ‖H* − X‖ (zero up to the solver tolerance: "
+            "the constraint holds). The network's own displacement H<sub>L</sub> − X has "
+            f"{_num(lim['network_in_rowspace'])} of its norm in that row space, and "
+            f"{_num(lim['network_best_k_share'])} in the best {stage['K']}-dimensional "
+            "subspace. So no MUFM solution with this W can come closer to H<sub>L</sub> than "
+            f"a relative distance of {_num(lim['distance_floor_own_w'])}, and none with any "
+            f"K-dimensional displacement closer than {_num(lim['distance_floor_any_k'])}.</p>"
+        )
+        other = {k: v for k, v in (stage.get("by_loss") or {}).items() if k != trained}
+        for loss, rec in other.items():
+            sl = rec["structural_limit"]
+            s.append(
+                f'<p class="note">{_e(loss.upper())} MUFM (lam {_num(rec["lam"])}): '
+                f"off-rowspace part {_num(sl['mufm_off_rowspace'])}, distance floor with its W "
+                f"{_num(sl['distance_floor_own_w'])}.</p>"
+            )
     s.append(_img(dn / "sweep.png", "network MUFM sweep"))
     s.append("<h3>Layers: the network against the MUFM straight line (Theorem 3)</h3>")
     s.append(_img(dn / "layers.png", "network vs MUFM layers"))
@@ -293,6 +333,15 @@ def _proofs_section(stage: dict[str, Any] | None) -> list[str]:
         + "".join(f"<li>{_e(r['name'])}: {_e(r['claim'])}</li>" for r in stage["results"])
         + "</ul>"
     )
+    notes = str(stage.get("table", "")).split("\n\n", 1)
+    if len(notes) == 2 and notes[1].strip():
+        s.append(
+            "<p>What the numbers say (Theorem 1: the c &lt; 0 rise is a certified consequence "
+            "of PFC1'(0) = −2ac/b<sup>2</sup>; Theorem 2: the distribution of the "
+            "per-direction critical transport cost, there is no single threshold; Theorem 4: "
+            "the observed lam<sub>0</sub> of each instance on a dense log grid):</p>"
+            f"<pre>{_e(notes[1].strip())}</pre>"
+        )
     return s
 
 
@@ -318,12 +367,14 @@ def _summary(stages: dict[str, Any]) -> list[str]:
     nw = stages.get("network")
     if nw:
         c = nw["comparison"]
+        loss = str(nw.get("trained_loss", "")).upper()
         s.append(
-            f"<li>Network last layer vs MUFM (matched lam {_num(nw['lam_matched'])}): PFC1 "
+            f"<li>Network last layer vs MUFM {_e(loss)} (this project's extension; matched lam "
+            f"{_num(nw['lam_matched'])}): PFC1 "
             f"{_num(c[1]['pfc1'])} vs {_num(c[2]['pfc1'])}, PFC2 {_num(c[1]['pfc2'])} vs "
             f"{_num(c[2]['pfc2'])}, alignment {_num(c[2]['alignment_network'])}, relative "
-            f"distance {_num(c[2]['rel_distance_network'])}; UFM PFC1 {_num(c[3]['pfc1'])}, "
-            f"PFC2 {_num(c[3]['pfc2'])}.</li>"
+            f"distance {_num(c[2]['rel_distance_network'])}; UFM PFC1 {_num(c[-1]['pfc1'])}, "
+            f"PFC2 {_num(c[-1]['pfc2'])}.</li>"
         )
     certs = (stages.get("sec4b") or {}).get("certificates", []) + (nw or {}).get("certificates", [])
     if certs:

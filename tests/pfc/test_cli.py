@@ -283,6 +283,9 @@ def test_quick_demo_numbers(quick_study):
     assert cfg["study"]["quick"] is True and "torch" in cfg["versions"]
     assert res["theorems_ok"] is True
     assert set(res["monotone_across_depth"]) == {"pfc1", "pfc2", "pfc3", "nc1"}
+    # network stage: this project's extension; H* - X in rowspace(W) (lam_h = 0), measured
+    assert res["network_structural_limit"]["mufm_off_rowspace"] < 1e-4
+    assert "extension, not the paper" in (quick_study / "report.html").read_text()
     cmp_rows = {r["model"].split()[0]: r for r in res["network_vs_models"]}
     # the UFM optimum is a simplex ETF: collapsed
     assert cmp_rows["UFM"]["pfc1"] < 1e-6 and cmp_rows["UFM"]["pfc2"] < 1e-3
