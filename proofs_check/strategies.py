@@ -17,6 +17,7 @@ from .instances import (
     dyadic_etf,
     float_etf,
     gaussian_data,
+    near_etf_means_instance,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "etf_end_points",
     "line_instances",
     "means_instances",
+    "near_etf_means_instances",
     "mufm_instances",
 ]
 
@@ -99,6 +101,19 @@ def means_instances(draw: st.DrawFn, *, max_K: int = 6) -> MeansInstance:
     Mc = Ms - Ms.mean(axis=0)
     M0 = Ms + rho * np.linalg.norm(Mc) * delta / np.linalg.norm(delta)
     return MeansInstance(M0, Ms, {"rho": rho})
+
+
+@st.composite
+def near_etf_means_instances(draw: st.DrawFn, *, max_K: int = 6) -> MeansInstance:
+    """Theorem 2 instances whose start is a slightly rotated exact ETF plus small noise
+    (:func:`~proofs_check.instances.near_etf_means_instance`): rotation angle in
+    ``[1e-3, 0.5]``, noise relative to ``||M*||`` in ``[0, 1e-2]``."""
+    K = draw(st.integers(3, max_K))
+    d = draw(st.integers(K, K + 2))
+    angle = draw(st.floats(1e-3, 0.5))
+    noise = draw(st.sampled_from([0.0, 1e-6, 1e-4, 1e-2]))
+    rng = np.random.default_rng(draw(seeds))
+    return near_etf_means_instance(rng, K=K, d=d, angle=angle, noise=noise)
 
 
 @st.composite

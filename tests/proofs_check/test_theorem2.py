@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from scipy.linalg import expm
 
 from proofs_check import analyze_means_line, check_theorem2, pfc2_line_polynomials
@@ -13,7 +14,7 @@ from proofs_check.instances import (
     near_etf_means_instance,
     random_means_instance,
 )
-from proofs_check.strategies import means_instances
+from proofs_check.strategies import means_instances, near_etf_means_instances
 from proofs_check.theorem2 import pfc2_closed_form
 from ufm.errors import InputError
 
@@ -53,7 +54,7 @@ def test_exact_etf_detected():
 
 
 @SETTINGS
-@given(means_instances())
+@given(st.one_of(means_instances(), near_etf_means_instances()))
 def test_theorem2_property(inst):
     rec = analyze_means_line(inst.means0, inst.means_star)
     assume(rec["status"] != "outside")
