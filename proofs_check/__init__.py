@@ -7,6 +7,13 @@ certified exactly per instance (a Sturm sequence over the rationals decides the 
 derivative's numerator on ``[0, 1]``); Theorems 3 and 4 are checked numerically against the
 solvers of :mod:`mufm`.
 
+What the reports say, and what they do not: for Theorem 1, that every ``c < 0`` line rises
+first is the certified consequence ``PFC1'(0) = -2ac/b^2 > 0``, not an observation; for
+Theorem 2, the transport-cost assumption is per direction, and the report is the distribution
+of the per-direction critical costs (random directions and near-ETF starts), never one
+threshold; for Theorem 4, the observed ``lam_0`` of each instance on a log grid over
+``[1e-5, 1e4]`` (4 points per decade), ``0`` when the inequality holds on the whole grid.
+
 >>> from proofs_check import check_theorem1
 >>> r = check_theorem1(50, seed=0)
 >>> r.n_violations
