@@ -122,8 +122,12 @@ def _ndim(x: Any) -> int:
 
 
 def _chunk_rows(n_rows: int, d: int, K: int) -> int:
-    # at least 4K rows, so that the O(K d) per-chunk merge stays small against the chunk itself
-    return max(1, min(n_rows, max(4 * K, _CHUNK_ELEMS // max(d, 1))))
+    # at least 4K rows, so that the O(K d) per-chunk merge stays small against the chunk itself;
+    # with several threads (the thread policy grants them only to large work) chunks grow so
+    # that each operation is large enough to be split between the threads
+    threads = torch.get_num_threads()
+    elems = _CHUNK_ELEMS if threads <= 1 else _CHUNK_ELEMS * 4 * threads
+    return max(1, min(n_rows, max(4 * K, elems // max(d, 1))))
 
 
 def _chunks(n_rows: int, d: int, K: int) -> Iterable[slice]:
@@ -370,7 +374,7 @@ class CollapseAccumulator:
                 "labels, any order)"
             )
 
-    @thread_policy("H", cap=_CHUNK_ELEMS)
+    @thread_policy("H")
     def update(self, H: Any, y: Any) -> CollapseAccumulator:
         """Add a batch ``H (B, d)``, ``y (B,)``; pass 1 or pass 2 depending on the phase."""
         Ht, yt = self._batch(H, y)
@@ -802,7 +806,7 @@ def _accumulate(
     return acc
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def collapse_metrics(
     H: Any,
     y: Any = None,
@@ -860,13 +864,13 @@ def collapse_metrics(
     return _accumulate(H, y, K, W, b, rank_tol=rank_tol).compute()
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def pfc1(H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Variability collapse :math:`\operatorname{tr}\Sigma_W / \operatorname{tr}\Sigma_B` (PFC paper eq. 7)."""
     return _accumulate(H, y, K, second=False).compute()["pfc1"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def pfc2(H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Distance of the centred class-mean Gram to the simplex ETF (PFC paper eq. 8).
 
@@ -875,19 +879,19 @@ def pfc2(H: Any, y: Any = None, *, K: int | None = None) -> float:
     return _accumulate(H, y, K, second=False).compute()["pfc2"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def ncc_accuracy(H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Accuracy of the nearest-class-centre rule :math:`\arg\min_k \|h_i - \mu_k\|` (own means)."""
     return _accumulate(H, y, K).compute()["ncc_accuracy"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def pfc3(H: Any, y: Any = None, *, K: int | None = None) -> float:
     """``1 - ncc_accuracy``: the NCC error, so that all three PFC metrics decrease under collapse."""
     return _accumulate(H, y, K).compute()["pfc3"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def nc1(
     H: Any, y: Any = None, *, K: int | None = None, rank_tol: float = DEFAULT_RANK_TOL
 ) -> float:
@@ -901,7 +905,7 @@ def nc1(
     return _accumulate(H, y, K, rank_tol=rank_tol).compute()["nc1"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def nc2(H: Any, y: Any = None, *, K: int | None = None) -> tuple[float, float]:
     r"""NC2 as ``(equinorm, equiangularity)``.
 
@@ -912,13 +916,13 @@ def nc2(H: Any, y: Any = None, *, K: int | None = None) -> tuple[float, float]:
     return m["nc2_equinorm"], m["nc2_equiangular"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def nc3(W: Any, H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Self-duality :math:`\| W^\top/\|W\|_F - M/\|M\|_F \|_F^2` (between 0 and 4)."""
     return _accumulate(H, y, K, W, second=False).compute()["nc3"]
 
 
-@thread_policy("H", cap=_CHUNK_ELEMS)
+@thread_policy("H")
 def nc4(H: Any, y: Any, W: Any, b: Any = None, *, K: int | None = None) -> float:
     r"""Fraction of samples where :math:`\arg\max_k (W h_i + b)_k` differs from the NCC prediction."""
     return _accumulate(H, y, K, W, b).compute()["nc4"]
@@ -986,7 +990,7 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
     return scale * math.sqrt(K / (K - 1)) * (Q @ R.T)
 
 
-@thread_policy("layers", cap=_CHUNK_ELEMS)
+@thread_policy("layers")
 def effective_depth(
     layers: Sequence[Any], y: Any = None, *, epsilon: float = 0.01, K: int | None = None
 ) -> int | None:
@@ -1097,7 +1101,7 @@ class LineAccumulator:
         self.phase = 1
         self._lines: list[CollapseAccumulator] = []
 
-    @thread_policy("A", cap=_CHUNK_ELEMS)
+    @thread_policy("A")
     def update(self, A: Any, B: Any, y: Any) -> LineAccumulator:
         """Add a batch of the two layers on the same samples (``A (B, d)``, ``B (B, d)``)."""
         At = check_features(A, "A")
