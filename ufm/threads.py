@@ -158,7 +158,8 @@ def threads(n: int | str | None) -> Iterator[None]:
     n : int, "auto", "inherit" or None
         As in :func:`set_threads`; ``None`` leaves the outer setting in force.
     """
-    token = _ctx_setting.set(_check_setting(n, "n"))
+    new = _check_setting(n, "n")
+    token = _ctx_setting.set(new if new is not None else _ctx_setting.get())
     try:
         yield
     finally:
