@@ -139,7 +139,8 @@ def test_nested_calls_keep_outer_choice_and_exceptions_restore(monkeypatch):
 
 def test_entry_points_are_decorated():
     import mufm
-    import resnet_pfc.measure as meas
+
+    meas = importlib.import_module("resnet_pfc.measure")
     import ufm.metrics as M
 
     for fn in (
