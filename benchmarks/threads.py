@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Callable
@@ -93,7 +94,7 @@ def main() -> None:
             # spinning worker threads linger for a moment after it returns)
             k = rep % len(settings)
             for s, n in settings[k:] + settings[:k]:
-                if best[s] > 10 * min(best.values()):
+                if math.isfinite(best[s]) and best[s] > 10 * min(best.values()):
                     continue  # one run of a setting 10x slower than the best is enough
                 with ufm.threads(n):
                     t0 = time.perf_counter()
