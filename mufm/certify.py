@@ -38,6 +38,7 @@ from ufm.certify import (
     _unpack_solution,
 )
 from ufm.errors import InputError
+from ufm.threads import thread_policy
 
 __all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
 
@@ -80,6 +81,7 @@ def _procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return U @ Vt
 
 
+@thread_policy("X")
 def certify(
     X: Any,
     y: Any = None,

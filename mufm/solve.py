@@ -11,6 +11,7 @@ from ufm._core import Problem
 from ufm._validate import check_features, check_int, check_labels, describe, is_torch, to_tensor
 from ufm.errors import InputError
 from ufm.result import SolveResult
+from ufm.threads import thread_policy
 
 __all__ = ["solve", "SolveResult", "DEFAULT_LAM"]
 
@@ -56,6 +57,7 @@ def prepare_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
     )
 
 
+@thread_policy("X")
 def solve(
     X: Any,
     y: Any = None,

@@ -43,6 +43,7 @@ from torch import nn
 
 from ufm.errors import DegenerateInputError, InputError, PFCWarning
 from ufm.metrics import CollapseAccumulator, LineAccumulator
+from ufm.threads import thread_policy
 
 __all__ = [
     "Measurement",
@@ -199,6 +200,7 @@ def _all_reduce_sum(values: list[float], group: Any, device: torch.device) -> li
     return [float(v) for v in t]
 
 
+@thread_policy(model="model")
 def measure_run(
     model: nn.Module,
     loader: Iterable[Any],

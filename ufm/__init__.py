@@ -1,7 +1,9 @@
 """ufm: the foundation of the toolkit.
 
 Simplex ETF, collapse metrics (batch and streaming), the unconstrained feature model (UFM) with
-its solvers, and the UFM global-optimality certificate.
+its solvers, and the UFM global-optimality certificate. Every public entry point chooses its CPU
+thread count from the size of its work (:mod:`ufm.threads`; override with
+``ufm.set_threads(n)``, ``with ufm.threads(n):`` or ``PFC_THREADS=n``).
 
 >>> from ufm import collapse_metrics, solve
 """
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 from .certify import Certificate, certify  # noqa: E402
 from .objective import objective  # noqa: E402
 from .solve import solve  # noqa: E402
+from .threads import get_threads, set_threads, thread_policy, threads  # noqa: E402
 
 # Heavier submodules load on first use so that `import ufm` stays cheap.
 _LAZY = {
@@ -57,6 +60,10 @@ __all__ = [
     "solve",
     "certify",
     "Certificate",
+    "threads",
+    "set_threads",
+    "get_threads",
+    "thread_policy",
     "PFCError",
     "InputError",
     "DegenerateInputError",

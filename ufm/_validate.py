@@ -7,6 +7,7 @@ argument, shows the value and says what to do.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,15 +15,20 @@ import torch
 
 from .errors import DegenerateInputError, InputError
 
+_NATIVE = "<" if sys.byteorder == "little" else ">"
+
 __all__ = [
     "is_torch",
     "to_tensor",
     "check_features",
+    "check_features_maxabs",
     "check_labels",
     "check_scalar",
     "check_int",
     "describe",
     "all_finite",
+    "finite_maxabs",
+    "check_batch_labels",
 ]
 
 
@@ -52,7 +58,21 @@ def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) ->
                 f"{name} must be a numeric array, got an object array ({describe(x)}); "
                 "pass a regular numpy array or torch tensor"
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if arr.dtype.kind not in "biufc":
+            raise InputError(
+                f"{name} must be a numeric array, got dtype {arr.dtype} ({describe(x)}); "
+                "map string or date labels to integers 0..K-1 first, e.g. with "
+                "np.unique(y, return_inverse=True)[1]"
+            )
+        if arr.dtype.byteorder not in "=|" and arr.dtype.byteorder != _NATIVE:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        try:
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+        except TypeError as exc:
+            raise InputError(
+                f"{name} has dtype {arr.dtype}, which torch cannot hold; convert it to "
+                "float64 (features) or int64 (labels)"
+            ) from exc
     if device is not None:
         t = t.to(device)
     return t
@@ -60,6 +80,11 @@ def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) ->
 
 def check_features(H: Any, name: str = "H", *, ndim: int = 2) -> torch.Tensor:
     """Validate a feature matrix and return it as a floating torch tensor (same device)."""
+    return check_features_maxabs(H, name, ndim=ndim)[0]
+
+
+def check_features_maxabs(H: Any, name: str = "H", *, ndim: int = 2) -> tuple[torch.Tensor, float]:
+    """:func:`check_features` that also returns ``max |H|`` (from the same single pass)."""
     t = to_tensor(H, name)
     if t.dtype == torch.bool or t.is_complex():
         raise InputError(f"{name} must be a real floating array, got {describe(H)}")
@@ -73,13 +98,26 @@ def check_features(H: Any, name: str = "H", *, ndim: int = 2) -> torch.Tensor:
         )
     if t.numel() == 0:
         raise InputError(f"{name} is empty (shape {tuple(t.shape)}); pass at least one sample")
-    if not all_finite(t):
+    return t, finite_maxabs(t, name)
+
+
+def finite_maxabs(t: torch.Tensor, name: str = "H") -> float:
+    """``max |t|`` in one pass (no copy); raises :class:`InputError` on NaN or inf.
+
+    The minimum and maximum propagate NaN and inf, so one reduction both checks finiteness and
+    gives the scale the metrics normalise by.
+    """
+    if t.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(t)
+    lo_f, hi_f = float(lo), float(hi)
+    if not (math.isfinite(lo_f) and math.isfinite(hi_f)):
         bad = int((~torch.isfinite(t)).sum())
         raise InputError(
             f"{name} contains {bad} non-finite value(s) (NaN or inf); "
             "remove or fix those samples before measuring"
         )
-    return t
+    return max(-lo_f, hi_f)
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -99,6 +137,8 @@ def check_labels(
     ``K`` defaults to ``max(y) + 1``. Every class ``0..K-1`` must have at least one sample and
     ``K >= 2``.
     """
+    if K is not None:
+        K = check_int(K, "K", low=2)
     t = to_tensor(y, name)
     if t.ndim != 1:
         raise InputError(f"{name} must be a 1-d array of integer labels, got {describe(y)}")
@@ -122,9 +162,20 @@ def check_labels(
     if lo < 0:
         raise InputError(f"{name} has label {lo} < 0; labels must be 0..K-1")
     if K is None:
+        if hi + 1 > n:
+            # every class needs a sample, so more classes than samples cannot be valid (and a
+            # huge label must not allocate a huge count vector)
+            raise DegenerateInputError(
+                f"{name} has label {hi} but only {n} samples, so some of the classes "
+                f"0..{hi} have no sample; relabel classes to 0..K-1 without gaps"
+            )
         K = hi + 1
     elif hi >= K:
         raise InputError(f"{name} has label {hi} but K={K}; labels must be 0..K-1 (or raise K)")
+    if K > n:
+        raise DegenerateInputError(
+            f"K={K} classes but only {n} samples in {name}: every class needs at least one"
+        )
     if K < 2:
         raise DegenerateInputError(
             f"collapse needs at least K=2 classes, got K={K} (labels of {name} are all {lo})"
@@ -137,6 +188,29 @@ def check_labels(
             "relabel classes to 0..K-1 without gaps, or pass K explicitly only if every class occurs"
         )
     return t, K
+
+
+def check_batch_labels(y: Any, n: int, K: int, name: str = "y") -> torch.Tensor:
+    """Labels of one batch of a streaming accumulator: ``(n,)`` integers in ``0..K-1``.
+
+    Unlike :func:`check_labels`, a batch need not contain every class.
+    """
+    t = to_tensor(y, name)
+    if t.ndim != 1 or t.shape[0] != n:
+        raise InputError(f"{name} must have shape ({n},) to match H, got {describe(y)}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"{name} must hold integer class labels 0..K-1, got {describe(y)}")
+    if t.is_floating_point() and not bool((t == torch.round(t)).all()):
+        raise InputError(
+            f"{name} must hold integer class labels 0..K-1, got non-integer values ({describe(y)})"
+        )
+    t = t.to(torch.int64)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= K):
+        raise InputError(
+            f"{name} has labels outside 0..K-1 = 0..{K - 1} (min {int(t.min())}, "
+            f"max {int(t.max())}); check K or the labels"
+        )
+    return t
 
 
 def check_scalar(

@@ -26,6 +26,7 @@ import numpy as np
 
 from ._validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 from .errors import ConvergenceWarning, InputError, SolverError
+from .threads import thread_policy
 
 __all__ = ["Certificate", "certify", "balanced_factors"]
 
@@ -503,6 +504,7 @@ def balanced_factors(
     return W, H
 
 
+@thread_policy("y", "d")
 def certify(
     y: Any,
     *,

@@ -42,8 +42,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
-from .errors import DegenerateInputError, InputError, RankWarning
+from ._validate import (
+    check_batch_labels,
+    check_features,
+    check_features_maxabs,
+    check_int,
+    check_labels,
+    check_scalar,
+    describe,
+    to_tensor,
+)
+from .errors import DegenerateInputError, InputError, PFCWarning, RankWarning
+from .threads import thread_policy
 
 __all__ = [
     "collapse_metrics",
@@ -80,10 +90,15 @@ _CHUNK_ELEMS = 1 << 18
 # --------------------------------------------------------------------------------------------
 def _features_labels(
     H: Any, y: Any, K: int | None, name: str = "H"
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Validate ``(H, y)``; a ``(K, n, d)`` array with ``y=None`` is balanced with implied labels."""
+) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """Validate ``(H, y)``; a ``(K, n, d)`` array with ``y=None`` is balanced with implied labels.
+
+    Returns the features as ``(N, d)``, the labels, ``K`` and ``max |H|``.
+    """
+    if K is not None:
+        K = check_int(K, "K", low=2)
     if y is None:
-        Ht = check_features(H, name, ndim=3) if _ndim(H) == 3 else None
+        Ht, mx = check_features_maxabs(H, name, ndim=3) if _ndim(H) == 3 else (None, 0.0)
         if Ht is None:
             raise InputError(
                 f"labels y are required for features {name} of shape {tuple(np.shape(H))}; "
@@ -96,19 +111,27 @@ def _features_labels(
         Ht = Ht.reshape(Kb * n, d)
         if Kb < 2:
             raise DegenerateInputError(f"collapse needs at least K=2 classes, got K={Kb}")
-        return Ht, yt, Kb
-    Ht = check_features(H, name)
+        return Ht, yt, Kb, mx
+    Ht, mx = check_features_maxabs(H, name)
     yt, K = check_labels(y, Ht.shape[0], K=K, device=Ht.device)
-    return Ht, yt, K
+    return Ht, yt, K, mx
 
 
 def _ndim(x: Any) -> int:
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
 
+def _chunk_rows(n_rows: int, d: int, K: int) -> int:
+    # at least 4K rows, so that the O(K d) per-chunk merge stays small against the chunk itself;
+    # with several threads (the thread policy grants them only to large work) chunks grow so
+    # that each operation is large enough to be split between the threads
+    threads = torch.get_num_threads()
+    elems = _CHUNK_ELEMS if threads <= 1 else _CHUNK_ELEMS * 4 * threads
+    return max(1, min(n_rows, max(4 * K, elems // max(d, 1))))
+
+
 def _chunks(n_rows: int, d: int, K: int) -> Iterable[slice]:
-    # at least 4K rows, so that the O(K d) per-chunk merge stays small against the chunk itself
-    step = max(4 * K, _CHUNK_ELEMS // max(d, 1))
+    step = _chunk_rows(n_rows, d, K)
     for start in range(0, n_rows, step):
         yield slice(start, min(start + step, n_rows))
 
@@ -148,17 +171,43 @@ def _between(counts: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, t
     return C, C @ C.T
 
 
-def _check_tr_sb(G: torch.Tensor, means: torch.Tensor) -> float:
+def _check_tr_sb(G: torch.Tensor, means: torch.Tensor, counts: torch.Tensor, tr_sw: float) -> float:
+    """``tr Sigma_B``, or :class:`DegenerateInputError` when it is round-off.
+
+    The class means carry a round-off of about ``eps |h|`` each, so ``tr Sigma_B`` is compared
+    with the features' mean squared norm ``E ||h||^2 = tr Sigma_W + sum_k (n_k/N) ||mu_k||^2``
+    (not with the class means alone, which vanish together with ``tr Sigma_B`` when the class
+    means were subtracted from the data).
+    """
     K = G.shape[0]
     tr_sb = float(torch.trace(G)) / K
-    scale = float((means * means).sum()) / K
-    if not tr_sb > _DEGENERATE_TR_SB * max(scale, 1e-300):
+    w = counts.to(_F64) / counts.sum()
+    second_moment = tr_sw + float(w @ (means * means).sum(1))
+    if not tr_sb > _DEGENERATE_TR_SB * second_moment or not second_moment > 0:
         raise DegenerateInputError(
-            "all class means coincide (tr Sigma_B = "
-            f"{tr_sb:.3g}), so PFC1, PFC2, NC1 and NC2 are undefined; check that the labels "
-            "belong to these features and that the layer is not constant"
+            "all class means coincide to float64 round-off (tr Sigma_B / E||h||^2 = "
+            f"{tr_sb / second_moment if second_moment > 0 else 0.0:.3g}), so PFC1, PFC2, NC1 and "
+            "NC2 are undefined; check that the labels belong to these features, that the class "
+            "means were not subtracted and that the layer is not constant"
         )
     return tr_sb
+
+
+def _unscale(value: float, exp2: int, name: str) -> float:
+    """``value * 2**exp2``, with a warning where the result leaves float64's range."""
+    try:
+        out = math.ldexp(value, exp2)
+    except OverflowError:
+        out = math.inf
+    if (out == math.inf or (out == 0.0 and value != 0.0)) and math.isfinite(value):
+        warnings.warn(
+            f"{name} = {value:.6g} x 2**{exp2} is outside float64's range and is reported as "
+            f"{out}; the scale-free metrics (pfc1, pfc2, nc1, ...) are unaffected. Rescale the "
+            "features to read it",
+            PFCWarning,
+            stacklevel=4,
+        )
+    return out
 
 
 def _pfc2_from_gram(G: torch.Tensor) -> float:
@@ -253,14 +302,27 @@ class CollapseAccumulator:
         self.device: torch.device | None = None
         self.phase = 1
         self.counts: torch.Tensor | None = None  # (K,) int64
-        self.means: torch.Tensor | None = None  # (K, d) float64
-        self.ss: torch.Tensor | None = None  # (K,) float64
+        self.means: torch.Tensor | None = None  # (K, d) float64, in units of 2**scale_exp
+        self.ss: torch.Tensor | None = None  # (K,) float64, in units of 4**scale_exp
+        # Internal scale: the state holds the statistics of H * 2**-scale_exp, with scale_exp the
+        # binary exponent of max |H| over pass 1, so that squares neither overflow nor underflow
+        # for features anywhere in float64's range; multiplying by a power of two is exact.
+        self.scale_exp = 0
+        self.maxabs = 0.0  # max |h| over pass 1, original units
+        self._auto_scale = True
         # pass 2
         self.n2 = 0
         self.correct = 0
         self.mismatch = 0
         self.S: torch.Tensor | None = None  # (K, K)
         self.ss2: torch.Tensor | None = None  # (K,) scatter about the final means
+        # pass-2 fingerprint: per-class counts, and per-class sums (and sums of squares) of the
+        # deviations h - mu_y projected on the K centred means and one fixed random direction.
+        # The sums vanish (to round-off) exactly when pass 2 sees the data whose means pass 1
+        # froze.
+        self.counts2: torch.Tensor | None = None  # (K,) int64
+        self.fp_sum: torch.Tensor | None = None  # (K, K + 1)
+        self.fp_sq: torch.Tensor | None = None  # (K, K + 1)
         self._frozen: dict[str, torch.Tensor] = {}
         # pass 1 may skip the scatter when a second pass is certain (it recomputes it exactly)
         self._track_ss = True
@@ -273,10 +335,21 @@ class CollapseAccumulator:
         self.ss = torch.zeros(self.K, dtype=_F64, device=device)
         self.W, self.b = _classifier(self._W_in, self._b_in, self.K, d, device)
 
+    @property
+    def _s(self) -> float:
+        return math.ldexp(1.0, -self.scale_exp)
+
+    def _rescale_to(self, e: int) -> None:
+        """Express the pass-1 state in units of ``2**e`` (exact up to underflow)."""
+        if e == self.scale_exp:
+            return
+        f = math.ldexp(1.0, self.scale_exp - e)
+        self.means = self.means * f
+        self.ss = self.ss * (f * f)
+        self.scale_exp = e
+
     def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        Ht = check_features(H, "H")
-        if Ht.ndim != 2:  # pragma: no cover - check_features enforces it
-            raise InputError("H must be 2-d")
+        Ht, mx = check_features_maxabs(H, "H")
         if self.d is None:
             self._init_state(Ht.shape[1], Ht.device)
         elif Ht.shape[1] != self.d:
@@ -284,19 +357,24 @@ class CollapseAccumulator:
                 f"H has d={Ht.shape[1]} features per sample but earlier batches had d={self.d}; "
                 "feed one layer per accumulator"
             )
-        yt = to_tensor(y, "y")
-        if yt.ndim != 1 or yt.shape[0] != Ht.shape[0]:
-            raise InputError(f"y must have shape ({Ht.shape[0]},) to match H, got {describe(y)}")
-        if yt.is_floating_point() and not bool((yt == torch.round(yt)).all()):
-            raise InputError("y must hold integer class labels 0..K-1, got non-integer values")
-        yt = yt.to(device=self.device, dtype=torch.int64)
-        if yt.numel() and (int(yt.min()) < 0 or int(yt.max()) >= self.K):
-            raise InputError(
-                f"y has labels outside 0..K-1 = 0..{self.K - 1} (min {int(yt.min())}, "
-                f"max {int(yt.max())}); check K or the labels"
-            )
+        yt = check_batch_labels(y, Ht.shape[0], self.K).to(self.device)
+        self._scale_for(mx)
         return Ht.to(self.device), yt
 
+    def _scale_for(self, mx: float) -> None:
+        """Track ``max |h|``; rescale the state in pass 1, check the range in pass 2."""
+        if self.phase == 1:
+            if self._auto_scale and mx > self.maxabs:
+                self._rescale_to(math.frexp(mx)[1])
+            self.maxabs = max(self.maxabs, mx)
+        elif self._auto_scale and mx > self.maxabs * (1.0 + 1e-6):
+            raise InputError(
+                f"pass 2 got features with max |h| = {mx:.6g}, larger than the {self.maxabs:.6g} "
+                "of all pass-1 data: pass 2 must see the same data as pass 1 (same samples, same "
+                "labels, any order)"
+            )
+
+    @thread_policy("H")
     def update(self, H: Any, y: Any) -> CollapseAccumulator:
         """Add a batch ``H (B, d)``, ``y (B,)``; pass 1 or pass 2 depending on the phase."""
         Ht, yt = self._batch(H, y)
@@ -304,13 +382,19 @@ class CollapseAccumulator:
 
     def _feed(self, Ht: torch.Tensor, yt: torch.Tensor) -> CollapseAccumulator:
         """Add validated features and labels (on the state's device)."""
-        for sl in _chunks(Ht.shape[0], Ht.shape[1], self.K):
-            Hc = Ht[sl].to(_F64, copy=True)  # private: updates work in place
-            yc = yt[sl]
+        n, d = Ht.shape
+        step = _chunk_rows(n, d, self.K)
+        # two private float64 work buffers, reused by every chunk (no allocation per chunk)
+        buf = torch.empty(min(step, n), d, dtype=_F64, device=Ht.device)
+        buf2 = torch.empty_like(buf) if self.phase == 2 else None
+        s = self._s
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            Hc, yc = Ht[start:stop], yt[start:stop]
             if self.phase == 1:
-                self._update1(Hc, yc)
+                self._update1(torch.mul(Hc, s, out=buf[: stop - start]), yc)
             else:
-                self._update2(Hc, yc)
+                self._update2(Hc, yc, buf2[: stop - start])
         return self
 
     def _update1(self, Hc: torch.Tensor, yc: torch.Tensor) -> None:
@@ -332,22 +416,32 @@ class CollapseAccumulator:
         self.ss = self.ss + ssb + (delta * delta).sum(1) * (na.to(_F64) * nb.to(_F64) / nf)
         self.counts = n
 
-    def _update2(self, Hc: torch.Tensor, yc: torch.Tensor) -> None:
+    def _update2(self, Hc: torch.Tensor, yc: torch.Tensor, buf: torch.Tensor) -> None:
         # Everything is expressed through the deviations from the frozen class means, so no
         # large ||h||^2 terms cancel: ||h - mu_k||^2 = ||dev||^2 + 2 dev.(c_y - c_k) + ||c_y - c_k||^2.
+        # nd = mu_y - s h = -dev, in two fused passes over a cache-sized buffer (gather, then
+        # subtract the scaled chunk with on-the-fly conversion to float64).
         f = self._frozen
-        dev = Hc.sub_(self.means[yc])  # Hc is a private float64 chunk
-        self.ss2.index_add_(0, yc, torch.linalg.vector_norm(dev, dim=1) ** 2)
-        P = dev @ f["C_T"]  # (B, K): M^T (h_i - mu_{y_i})
+        K = self.K
+        nd = torch.index_select(self.means, 0, yc, out=buf)
+        torch.sub(nd, Hc, alpha=self._s, out=nd)
+        self.ss2.index_add_(0, yc, torch.linalg.vector_norm(nd, dim=1) ** 2)
+        Q = nd @ f["V"]  # (B, 2K+1) or (B, K+1): -[M^T dev, u.dev, (W dev)]
+        P = -Q[:, :K]
         self.S += P.T @ P
+        fp = Q[:, : K + 1]
+        self.fp_sum.index_add_(0, yc, fp)
+        self.fp_sq.index_add_(0, yc, fp * fp)
+        self.counts2 += torch.bincount(yc, minlength=K)
         score = 2.0 * (P.gather(1, yc[:, None]) - P) + f["dist2"][yc]
         pred = torch.argmin(score, dim=1)
         self.correct += int((pred == yc).sum())
         if self.W is not None:
-            logits = dev @ self.W.T + f["logit_means"][yc]
+            logits = f["logit_means"][yc] - Q[:, K + 1 :]
             self.mismatch += int((torch.argmax(logits, dim=1) != pred).sum())
         self.n2 += int(yc.numel())
 
+    @thread_policy()
     def end_first_pass(self) -> CollapseAccumulator:
         """Freeze the class means; later :meth:`update` calls feed pass 2."""
         if self.phase != 1:
@@ -359,25 +453,63 @@ class CollapseAccumulator:
                 f"class(es) {empty[:10]} of 0..{self.K - 1} received no sample in pass 1; "
                 "every class needs at least one sample (or use a smaller K)"
             )
+        self._freeze()
+        self.phase = 2
+        return self
+
+    def _freeze(self) -> None:
+        K, d = self.K, self.d
         C, _ = _between(self.counts, self.means)
         diff = self.means[:, None, :] - self.means[None, :, :]  # K x K x d, small
+        # a fixed (seeded) random unit direction for the fingerprint
+        g = torch.Generator().manual_seed(20240917 + d)
+        u = torch.randn(d, 1, generator=g, dtype=_F64).to(self.device)
+        cols = [C.T, u / torch.linalg.norm(u)]
+        if self.W is not None:
+            cols.append(self.W.T)
         self._frozen = {
-            "C_T": C.T.contiguous(),
+            "V": torch.cat(cols, dim=1).contiguous(),
             "dist2": (diff * diff).sum(-1),  # ||mu_j - mu_k||^2, computed directly
         }
         if self.W is not None:
             lm = self.means @ self.W.T
-            self._frozen["logit_means"] = lm + self.b if self.b is not None else lm
-        self.S = torch.zeros(self.K, self.K, dtype=_F64, device=self.device)
-        self.ss2 = torch.zeros(self.K, dtype=_F64, device=self.device)
-        self.phase = 2
-        return self
+            self._frozen["logit_means"] = lm + self._s * self.b if self.b is not None else lm
+        self.S = torch.zeros(K, K, dtype=_F64, device=self.device)
+        self.ss2 = torch.zeros(K, dtype=_F64, device=self.device)
+        self.counts2 = torch.zeros(K, dtype=torch.int64, device=self.device)
+        self.fp_sum = torch.zeros(K, K + 1, dtype=_F64, device=self.device)
+        self.fp_sq = torch.zeros(K, K + 1, dtype=_F64, device=self.device)
 
     def _require_data(self) -> None:
         if self.counts is None or int(self.counts.sum()) == 0:
             raise InputError("the accumulator has seen no data; call update(H, y) first")
 
+    def _check_pass2(self) -> None:
+        """Raise unless pass 2 saw the data whose class means pass 1 froze."""
+        if not torch.equal(self.counts2, self.counts):
+            bad = torch.nonzero(self.counts2 != self.counts).flatten().tolist()
+            raise InputError(
+                f"pass 2 saw per-class counts {self.counts2[bad[:5]].tolist()} for class(es) "
+                f"{bad[:5]} but pass 1 saw {self.counts[bad[:5]].tolist()}: feed the same data "
+                "(same samples and labels, any order and batching) in both passes"
+            )
+        n = self.counts.to(_F64)[:, None]
+        V = self._frozen["V"][:, : self.K + 1]
+        proj_mu = self.means @ V  # (K, K+1): mu_k . v
+        # the deviations of one class sum to zero; allow float32-level differences between two
+        # forward passes of a network, relative to the size of h . v in that class
+        rms = torch.sqrt(self.fp_sq / n + proj_mu * proj_mu)
+        tol = 1e-5 * n * rms + 1e-300
+        if bool((self.fp_sum.abs() > tol).any()):
+            worst = float((self.fp_sum.abs() / tol).max())
+            raise InputError(
+                "pass 2 saw different data from pass 1: the deviations from the frozen class "
+                f"means do not sum to zero within each class ({worst:.3g} x the tolerance); feed "
+                "the same samples with the same labels in both passes"
+            )
+
     # -- combining ------------------------------------------------------------------------
+    @thread_policy()
     def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
         """Combine another shard of the same layer into this one (in place; returns self)."""
         if not isinstance(other, CollapseAccumulator) or other.K != self.K:
@@ -386,26 +518,40 @@ class CollapseAccumulator:
             return self
         if self.counts is None:
             self._init_state(other.d, other.device)
+            self.scale_exp = other.scale_exp
         if other.d != self.d:
             raise InputError(f"cannot merge layers of different width d={self.d} and d={other.d}")
         if self.phase != other.phase:
             raise InputError("cannot merge accumulators in different passes (phase 1 vs 2)")
         if self.phase == 1:
+            e = max(self.scale_exp, other.scale_exp)
+            self._rescale_to(e)
+            f = math.ldexp(1.0, other.scale_exp - e)
             self._merge1(
-                other.counts.to(self.device), other.means.to(self.device), other.ss.to(self.device)
+                other.counts.to(self.device),
+                other.means.to(self.device) * f,
+                other.ss.to(self.device) * (f * f),
             )
+            self.maxabs = max(self.maxabs, other.maxabs)
         else:
-            if not torch.equal(self.means, other.means.to(self.device)):
+            if other.scale_exp != self.scale_exp or not torch.equal(
+                self.means, other.means.to(self.device)
+            ):
                 raise InputError(
                     "pass-2 shards must share the frozen class means of one merged pass 1; "
                     "merge (or all_reduce) pass 1 before end_first_pass()"
                 )
             self.S += other.S.to(self.device)
             self.ss2 += other.ss2.to(self.device)
+            self.counts2 += other.counts2.to(self.device)
+            self.fp_sum += other.fp_sum.to(self.device)
+            self.fp_sq += other.fp_sq.to(self.device)
             self.correct += other.correct
             self.mismatch += other.mismatch
             self.n2 += other.n2
         return self
+
+    _STATE_KEYS = ("K", "rank_tol", "phase", "d", "counts", "means", "ss", "W", "b")
 
     def state_dict(self) -> dict[str, Any]:
         """A picklable snapshot (tensors on CPU)."""
@@ -428,22 +574,77 @@ class CollapseAccumulator:
             "n2": self.n2,
             "correct": self.correct,
             "mismatch": self.mismatch,
+            "scale_exp": self.scale_exp,
+            "maxabs": self.maxabs,
+            "counts2": cpu(self.counts2),
+            "fp_sum": cpu(self.fp_sum),
+            "fp_sq": cpu(self.fp_sq),
         }
 
     @classmethod
     def from_state_dict(cls, sd: dict[str, Any], *, device: Any = None) -> CollapseAccumulator:
-        """Rebuild an accumulator from :meth:`state_dict` (optionally on another device)."""
+        """Rebuild an accumulator from :meth:`state_dict` (optionally on another device).
+
+        Raises
+        ------
+        InputError
+            ``sd`` is not a mapping, lacks keys or holds values of the wrong type or shape.
+        """
+        if not isinstance(sd, dict):
+            raise InputError(
+                f"from_state_dict needs the dict returned by state_dict(), got {describe(sd)}"
+            )
+        missing = [k for k in cls._STATE_KEYS if k not in sd]
+        if missing:
+            raise InputError(
+                f"state dict lacks key(s) {missing}; pass the dict returned by "
+                "CollapseAccumulator.state_dict()"
+            )
         acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"])
-        if sd["counts"] is not None:
-            dev = torch.device(device) if device is not None else torch.device("cpu")
-            acc._init_state(sd["d"], dev)
-            acc.counts, acc.means, acc.ss = (sd[k].to(dev) for k in ("counts", "means", "ss"))
-            if sd["phase"] == 2:
-                acc.end_first_pass()
-                acc.S, acc.ss2 = sd["S"].to(dev), sd["ss2"].to(dev)
-                acc.n2, acc.correct, acc.mismatch = sd["n2"], sd["correct"], sd["mismatch"]
+        if sd["phase"] not in (1, 2):
+            raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(sd['phase'])}")
+        if sd["counts"] is None:
+            return acc
+        d = check_int(sd["d"], "state dict key 'd'", low=1)
+        K = acc.K
+        shapes = {"counts": (K,), "means": (K, d), "ss": (K,)}
+        if sd["phase"] == 2:
+            missing2 = [k for k in ("S", "ss2", "n2", "correct", "mismatch") if k not in sd]
+            if missing2:
+                raise InputError(f"state dict of a pass-2 accumulator lacks key(s) {missing2}")
+            shapes.update({"S": (K, K), "ss2": (K,)})
+        bad = [
+            k
+            for k, shp in shapes.items()
+            if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != shp
+        ]
+        if bad:
+            raise InputError(
+                f"state dict key(s) {bad} must be tensors of shape "
+                f"{[shapes[k] for k in bad]} for K={K}, d={d}"
+            )
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        acc._init_state(d, dev)
+        acc.counts = sd["counts"].to(dev, torch.int64)
+        acc.means, acc.ss = (sd[k].to(dev, _F64) for k in ("means", "ss"))
+        acc.scale_exp = int(sd.get("scale_exp", 0))
+        acc.maxabs = float(sd.get("maxabs", math.inf))
+        if sd["phase"] == 2:
+            acc.end_first_pass()
+            acc.S, acc.ss2 = sd["S"].to(dev, _F64), sd["ss2"].to(dev, _F64)
+            acc.n2, acc.correct, acc.mismatch = (
+                check_int(sd[k], f"state dict key {k!r}", low=0)
+                for k in ("n2", "correct", "mismatch")
+            )
+            if sd.get("counts2") is not None:
+                acc.counts2 = sd["counts2"].to(dev, torch.int64)
+                acc.fp_sum = sd["fp_sum"].to(dev, _F64)
+                acc.fp_sq = sd["fp_sq"].to(dev, _F64)
+            else:  # an older state dict without the fingerprint: trust its counts
+                acc.counts2 = acc.counts.clone() if acc.n2 == acc.n else acc.counts2
         return acc
 
+    @thread_policy()
     def all_reduce(self, group: Any = None) -> CollapseAccumulator:
         """Merge the shards of every process of a ``torch.distributed`` group, in place.
 
@@ -455,33 +656,55 @@ class CollapseAccumulator:
         if not (dist.is_available() and dist.is_initialized()):
             raise InputError("all_reduce() needs an initialised torch.distributed process group")
         self._require_data()
+        K = self.K
         if self.phase == 1:
-            flat = torch.cat([self.counts.to(_F64), self.means.flatten(), self.ss])
+            head = torch.tensor([float(self.scale_exp), self.maxabs], dtype=_F64)
+            flat = torch.cat(
+                [head.to(self.device), self.counts.to(_F64), self.means.flatten(), self.ss]
+            )
             parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))]
             dist.all_gather(parts, flat, group=group)
-            K, d = self.K, self.d
+            d = self.d
+            e = max(int(p[0]) for p in parts)
             self.counts = torch.zeros_like(self.counts)
             self.means = torch.zeros_like(self.means)
             self.ss = torch.zeros_like(self.ss)
+            self.scale_exp = e
+            self.maxabs = max(float(p[1]) for p in parts)
             for p in parts:
+                f = math.ldexp(1.0, int(p[0]) - e)
+                q = p[2:]
                 self._merge1(
-                    p[:K].round().to(torch.int64), p[K : K + K * d].view(K, d), p[K + K * d :]
+                    q[:K].round().to(torch.int64),
+                    q[K : K + K * d].view(K, d) * f,
+                    q[K + K * d :] * (f * f),
                 )
         else:
             flat = torch.cat(
                 [
                     self.S.flatten(),
                     self.ss2,
+                    self.counts2.to(_F64),
+                    self.fp_sum.flatten(),
+                    self.fp_sq.flatten(),
                     torch.tensor(
                         [self.correct, self.mismatch, self.n2], dtype=_F64, device=self.device
                     ),
                 ]
             )
             dist.all_reduce(flat, group=group)
-            K = self.K
-            self.S = flat[: K * K].view(K, K).clone()
-            self.ss2 = flat[K * K : K * K + K].clone()
-            self.correct, self.mismatch, self.n2 = (int(round(float(v))) for v in flat[K * K + K :])
+            o = 0
+            self.S = flat[o : o + K * K].view(K, K).clone()
+            o += K * K
+            self.ss2 = flat[o : o + K].clone()
+            o += K
+            self.counts2 = flat[o : o + K].round().to(torch.int64)
+            o += K
+            self.fp_sum = flat[o : o + K * (K + 1)].view(K, K + 1).clone()
+            o += K * (K + 1)
+            self.fp_sq = flat[o : o + K * (K + 1)].view(K, K + 1).clone()
+            o += K * (K + 1)
+            self.correct, self.mismatch, self.n2 = (int(round(float(v))) for v in flat[o:])
         return self
 
     # -- results --------------------------------------------------------------------------
@@ -492,8 +715,9 @@ class CollapseAccumulator:
     def class_means(self) -> np.ndarray:
         """The class means, shape (K, d), float64 numpy."""
         self._require_data()
-        return self.means.cpu().numpy().copy()
+        return (self.means * math.ldexp(1.0, self.scale_exp)).cpu().numpy()
 
+    @thread_policy()
     def compute(self) -> dict[str, float]:
         """The metrics available so far (pass-2 keys appear after a complete second pass).
 
@@ -502,11 +726,17 @@ class CollapseAccumulator:
         dict
             ``tr_sigma_w, tr_sigma_b, pfc1, pfc2, nc2_equinorm, nc2_equiangular`` (+ ``nc3``
             with a classifier) after pass 1; ``ncc_accuracy, pfc3, nc1`` (+ ``nc4``) after pass 2.
+            ``tr_sigma_w`` and ``tr_sigma_b`` are in the features' units (``inf`` or ``0`` with
+            a warning where they leave float64's range); the other metrics are scale-free and
+            computed on internally rescaled statistics.
 
         Raises
         ------
         DegenerateInputError
-            If a class has no sample or all class means coincide.
+            If a class has no sample or all class means coincide (relative to the features'
+            magnitude).
+        InputError
+            If pass 2 saw other data than pass 1 (counts or the fingerprint differ).
         """
         self._require_data()
         empty = torch.nonzero(self.counts == 0).flatten().tolist()
@@ -517,20 +747,23 @@ class CollapseAccumulator:
             )
         N = self.n
         C, G = _between(self.counts, self.means)
-        tr_sb = _check_tr_sb(G, self.means)
         second = self.phase == 2 and self.n2 > 0
-        if second and self.n2 != N:
-            raise InputError(
-                f"pass 2 saw {self.n2} samples but pass 1 saw {N}; feed the same data in both passes"
-            )
+        if second:
+            if self.n2 != N:
+                raise InputError(
+                    f"pass 2 saw {self.n2} samples but pass 1 saw {N}; feed the same data in "
+                    "both passes"
+                )
+            self._check_pass2()
         if not second and not self._track_ss:
             raise InputError("this accumulator skipped the pass-1 scatter; run pass 2 first")
         # after pass 2 the scatter about the final means is exact; pass 1's Chan merge agrees
         # with it to round-off
         tr_sw = float((self.ss2 if second else self.ss).sum()) / N
+        tr_sb = _check_tr_sb(G, self.means, self.counts, tr_sw)
         out = {
-            "tr_sigma_w": tr_sw,
-            "tr_sigma_b": tr_sb,
+            "tr_sigma_w": _unscale(tr_sw, 2 * self.scale_exp, "tr_sigma_w"),
+            "tr_sigma_b": _unscale(tr_sb, 2 * self.scale_exp, "tr_sigma_b"),
             "pfc1": tr_sw / tr_sb,
             "pfc2": _pfc2_from_gram(G),
         }
@@ -561,10 +794,11 @@ def _accumulate(
     second: bool = True,
     rank_tol: float = DEFAULT_RANK_TOL,
 ) -> CollapseAccumulator:
-    Ht, yt, K = _features_labels(H, y, K)
+    Ht, yt, K, mx = _features_labels(H, y, K)
     acc = CollapseAccumulator(K, W=W, b=b, rank_tol=rank_tol)
     acc._track_ss = not second
     acc._init_state(Ht.shape[1], Ht.device)
+    acc._scale_for(mx)
     acc._feed(Ht, yt)
     if second:
         acc.end_first_pass()
@@ -572,6 +806,7 @@ def _accumulate(
     return acc
 
 
+@thread_policy("H")
 def collapse_metrics(
     H: Any,
     y: Any = None,
@@ -629,11 +864,13 @@ def collapse_metrics(
     return _accumulate(H, y, K, W, b, rank_tol=rank_tol).compute()
 
 
+@thread_policy("H")
 def pfc1(H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Variability collapse :math:`\operatorname{tr}\Sigma_W / \operatorname{tr}\Sigma_B` (PFC paper eq. 7)."""
     return _accumulate(H, y, K, second=False).compute()["pfc1"]
 
 
+@thread_policy("H")
 def pfc2(H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Distance of the centred class-mean Gram to the simplex ETF (PFC paper eq. 8).
 
@@ -642,16 +879,19 @@ def pfc2(H: Any, y: Any = None, *, K: int | None = None) -> float:
     return _accumulate(H, y, K, second=False).compute()["pfc2"]
 
 
+@thread_policy("H")
 def ncc_accuracy(H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Accuracy of the nearest-class-centre rule :math:`\arg\min_k \|h_i - \mu_k\|` (own means)."""
     return _accumulate(H, y, K).compute()["ncc_accuracy"]
 
 
+@thread_policy("H")
 def pfc3(H: Any, y: Any = None, *, K: int | None = None) -> float:
     """``1 - ncc_accuracy``: the NCC error, so that all three PFC metrics decrease under collapse."""
     return _accumulate(H, y, K).compute()["pfc3"]
 
 
+@thread_policy("H")
 def nc1(
     H: Any, y: Any = None, *, K: int | None = None, rank_tol: float = DEFAULT_RANK_TOL
 ) -> float:
@@ -665,6 +905,7 @@ def nc1(
     return _accumulate(H, y, K, rank_tol=rank_tol).compute()["nc1"]
 
 
+@thread_policy("H")
 def nc2(H: Any, y: Any = None, *, K: int | None = None) -> tuple[float, float]:
     r"""NC2 as ``(equinorm, equiangularity)``.
 
@@ -675,16 +916,19 @@ def nc2(H: Any, y: Any = None, *, K: int | None = None) -> tuple[float, float]:
     return m["nc2_equinorm"], m["nc2_equiangular"]
 
 
+@thread_policy("H")
 def nc3(W: Any, H: Any, y: Any = None, *, K: int | None = None) -> float:
     r"""Self-duality :math:`\| W^\top/\|W\|_F - M/\|M\|_F \|_F^2` (between 0 and 4)."""
     return _accumulate(H, y, K, W, second=False).compute()["nc3"]
 
 
+@thread_policy("H")
 def nc4(H: Any, y: Any, W: Any, b: Any = None, *, K: int | None = None) -> float:
     r"""Fraction of samples where :math:`\arg\max_k (W h_i + b)_k` differs from the NCC prediction."""
     return _accumulate(H, y, K, W, b).compute()["nc4"]
 
 
+@thread_policy("H")
 def alignment(H: Any, X: Any) -> float:
     r"""Alignment of features with the data, :math:`\langle H, X\rangle_F / (\|H\|_F \|X\|_F)` (Fig. 5)."""
     Ht = check_features(H, "H", ndim=_ndim(H) if _ndim(H) in (2, 3) else 2).to(_F64)
@@ -746,6 +990,7 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
     return scale * math.sqrt(K / (K - 1)) * (Q @ R.T)
 
 
+@thread_policy("layers")
 def effective_depth(
     layers: Sequence[Any], y: Any = None, *, epsilon: float = 0.01, K: int | None = None
 ) -> int | None:
@@ -782,6 +1027,7 @@ def effective_depth(
     return None
 
 
+@thread_policy("layers")
 def relative_position(layers: Sequence[Any], *, mode: str = "index") -> np.ndarray:
     r"""Relative position of layers ``0..L`` (Fig. 3).
 
@@ -846,13 +1092,16 @@ class LineAccumulator:
         if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
             raise InputError(f"ts must be a non-empty 1-d sequence of finite floats, got {ts!r}")
         self.ts = ts
+        # the line mixes two layers' statistics linearly, so both keep the features' own units
         self.A = CollapseAccumulator(K, rank_tol=rank_tol)
         self.B = CollapseAccumulator(K, rank_tol=rank_tol)
+        self.A._auto_scale = self.B._auto_scale = False
         self.cross: torch.Tensor | None = None
         self.rank_tol = rank_tol
         self.phase = 1
         self._lines: list[CollapseAccumulator] = []
 
+    @thread_policy("A")
     def update(self, A: Any, B: Any, y: Any) -> LineAccumulator:
         """Add a batch of the two layers on the same samples (``A (B, d)``, ``B (B, d)``)."""
         At = check_features(A, "A")
@@ -889,6 +1138,7 @@ class LineAccumulator:
     def _at(self, t: float) -> CollapseAccumulator:
         """A phase-1 accumulator holding the exact statistics of (1-t) A + t B."""
         acc = CollapseAccumulator(self.K, rank_tol=self.rank_tol)
+        acc._auto_scale = False
         acc._init_state(self.A.d, self.A.device)
         acc.counts = self.A.counts.clone()
         acc.means = (1.0 - t) * self.A.means + t * self.B.means
@@ -896,6 +1146,7 @@ class LineAccumulator:
         acc.ss = torch.clamp(acc.ss, min=0.0)
         return acc
 
+    @thread_policy()
     def end_first_pass(self) -> LineAccumulator:
         """Freeze the statistics; later :meth:`update` calls feed pass 2 on the grid ``ts``."""
         if self.phase != 1:
@@ -905,6 +1156,7 @@ class LineAccumulator:
         self.phase = 2
         return self
 
+    @thread_policy()
     def merge(self, other: LineAccumulator) -> LineAccumulator:
         """Combine another shard (same phase) into this one."""
         if not isinstance(other, LineAccumulator) or other.K != self.K:
@@ -931,6 +1183,7 @@ class LineAccumulator:
         self.B.merge(other.B)
         return self
 
+    @thread_policy()
     def all_reduce(self, group: Any = None) -> LineAccumulator:
         """Merge across the processes of a ``torch.distributed`` group (in rank order)."""
         import torch.distributed as dist
@@ -972,6 +1225,7 @@ class LineAccumulator:
         self.A, self.B, self.cross = merged.A, merged.B, merged.cross
         return self
 
+    @thread_policy()
     def compute(self, ts: Sequence[float] | None = None) -> dict[str, np.ndarray]:
         """Metrics along the line.
 

@@ -10,10 +10,12 @@ from ._core import Problem
 from ._validate import check_int, check_labels, describe, is_torch, to_tensor
 from .errors import InputError, RankWarning
 from .result import SolveResult
+from .threads import thread_policy
 
 __all__ = ["solve", "SolveResult"]
 
 
+@thread_policy("y", "d")
 def solve(
     y: Any,
     *,

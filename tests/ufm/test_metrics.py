@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ufm.errors import DegenerateInputError, InputError, RankWarning
+from ufm.errors import DegenerateInputError, InputError, PFCWarning, RankWarning
 from ufm.metrics import (
     CollapseAccumulator,
     LineAccumulator,
@@ -298,6 +298,20 @@ def test_chan_merge_is_stable_under_large_offset():
     np.testing.assert_allclose(acc.compute()["tr_sigma_w"], want["tr_sigma_w"], rtol=1e-7)
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape", [(60, 4, 7), (90, 10, 12), (1000, 3, 300)])
+def test_float32_input_is_accumulated_exactly(seed, shape):
+    # float32 features are converted exactly and accumulated in float64: the result equals the
+    # float64 reference on the same (float32) values to float64 accuracy
+    N, K, d = shape
+    H, y = make_data(seed, N, K, d, dtype=np.float32)
+    W = np.random.default_rng(seed).standard_normal((K, d)).astype(np.float32)
+    want = reference(H.astype(np.float64), y, W.astype(np.float64))
+    assert_metrics_close(collapse_metrics(H, y, W), want, rtol=1e-9)
+    got_t = collapse_metrics(torch.from_numpy(H), torch.from_numpy(y), torch.from_numpy(W))
+    assert_metrics_close(got_t, want, rtol=1e-9)
+
+
 def test_float32_agrees_with_float64():
     H, y = make_data(4, N=200, K=5, d=30)
     m64 = collapse_metrics(H, y)
@@ -439,3 +453,221 @@ def test_accumulator_bad_use():
         acc.compute()
     with pytest.raises(InputError, match="different passes"):
         acc.merge(CollapseAccumulator(4).update(H, y))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 12: scale, degeneracy, two-pass consistency, state dicts, label types
+# ------------------------------------------------------------------------------------------
+SCALE_FREE = ["pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1", "nc2_equinorm", "nc2_equiangular"]
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-150, 1e-120, 1e100, 1e150, 1e200, 1e300])
+def test_metrics_are_scale_invariant_over_float64_range(scale):
+    # issue 12: H * 1e100 gave pfc2 = 1 and nc1 = NaN; H * 1e-120 gave pfc2 = inf
+    H, y = make_data(3, N=80, K=4, d=9)
+    W, b = np.random.default_rng(1).standard_normal((4, 9)), np.random.default_rng(2).random(4)
+    want = reference(H, y, W, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PFCWarning)  # tr_sigma_* leave float64's range
+        got = collapse_metrics(H * scale, y, W, b * scale)
+    assert_metrics_close(got, want, rtol=1e-9, keys=SCALE_FREE + ["nc3", "nc4"])
+    tw = float(want["tr_sigma_w"]) * scale
+    if 1e-145 < abs(scale) < 1e145:
+        tw *= scale
+        np.testing.assert_allclose(got["tr_sigma_w"], tw, rtol=1e-9)
+
+
+def test_trace_outside_float64_range_warns():
+    H, y = make_data(3, N=80, K=4, d=9)
+    with pytest.warns(PFCWarning, match="tr_sigma_w"):
+        m = collapse_metrics(H * 1e200, y)
+    assert m["tr_sigma_w"] == np.inf
+    np.testing.assert_allclose(m["pfc1"], reference(H, y)["pfc1"], rtol=1e-9)
+
+
+def test_streaming_scale_grows_between_batches():
+    # batches of very different magnitudes: the state is rescaled exactly as the maximum grows
+    H, y = make_data(5, N=90, K=3, d=6)
+    H = H * np.where(np.arange(90) < 45, 1e-100, 1.0)[:, None] * 1e120
+    acc = CollapseAccumulator(3)
+    for a in range(0, 90, 15):
+        acc.update(H[a : a + 15], y[a : a + 15])
+    acc.end_first_pass()
+    for a in range(0, 90, 30):
+        acc.update(H[a : a + 30], y[a : a + 30])
+    want = reference(H / 1e120, y)
+    assert_metrics_close(acc.compute(), want, rtol=1e-9, keys=SCALE_FREE)
+    np.testing.assert_allclose(
+        acc.class_means() / 1e120,
+        np.stack([(H[y == k] / 1e120).mean(0) for k in range(3)]),
+        rtol=1e-12,
+        atol=1e-300,
+    )
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e6])
+def test_class_means_subtracted_is_degenerate(offset):
+    # issue 12: all class means 0 gave pfc1 = 1e33 instead of the degeneracy error
+    H, y = make_data(0, N=120, K=4, d=8)
+    mu = np.stack([H[y == k].mean(0) for k in range(4)])
+    with pytest.raises(DegenerateInputError, match="all class means coincide"):
+        collapse_metrics(H - mu[y] + offset, y)
+    with pytest.raises(DegenerateInputError, match="all class means coincide"):
+        CollapseAccumulator(4).update(H - mu[y] + offset, y).compute()
+
+
+def test_pass2_on_other_data_raises():
+    # issue 12: a second pass fed other data returned pfc1 = 147,934 unchecked
+    H, y = make_data(0, N=200, K=4, d=8)
+    H2, _ = make_data(1, N=200, K=4, d=8)
+    acc = CollapseAccumulator(4).update(H, y).end_first_pass()
+    acc.update(H2, y)
+    with pytest.raises(InputError, match="pass 2 saw different data"):
+        acc.compute()
+    # same number of samples, other labels: the per-class counts differ
+    acc = CollapseAccumulator(4).update(H, y).end_first_pass()
+    acc.update(H, np.roll(y, 1) if (np.roll(y, 1) != y).any() else y[::-1])
+    with pytest.raises(InputError, match="pass 2"):
+        acc.compute()
+    # larger values than anything pass 1 saw are refused at once
+    acc = CollapseAccumulator(4).update(H, y).end_first_pass()
+    with pytest.raises(InputError, match="larger than"):
+        acc.update(H * 10, y)
+
+
+def test_pass2_same_data_any_order_and_batching_is_accepted():
+    H, y = make_data(2, N=150, K=5, d=6, dtype=np.float32)
+    want = collapse_metrics(H, y)
+    rng = np.random.default_rng(0)
+    acc = CollapseAccumulator(5)
+    for part in np.array_split(rng.permutation(150), 4):
+        acc.update(H[part], y[part])
+    acc.end_first_pass()
+    for part in np.array_split(rng.permutation(150), 7):
+        acc.update(H[part], y[part])
+    assert_metrics_close(acc.compute(), want, rtol=1e-9)
+
+
+def test_pass2_fingerprint_survives_state_dict_and_merge():
+    H, y = make_data(2, N=120, K=4, d=6)
+    a = CollapseAccumulator(4).update(H, y).end_first_pass()
+    b = CollapseAccumulator.from_state_dict(a.state_dict())
+    a.update(H[:60], y[:60])
+    b.update(H[60:], y[60:])
+    a.merge(CollapseAccumulator.from_state_dict(b.state_dict()))
+    assert_metrics_close(a.compute(), collapse_metrics(H, y), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "sd, match",
+    [
+        ({}, "lacks key"),
+        ({"K": 4}, "lacks key"),
+        (5, "needs the dict"),
+        ("state", "needs the dict"),
+    ],
+)
+def test_from_state_dict_on_wrong_input(sd, match):
+    with pytest.raises(InputError, match=match):
+        CollapseAccumulator.from_state_dict(sd)
+
+
+def test_from_state_dict_bad_values():
+    H, y = make_data(0)
+    sd = CollapseAccumulator(4).update(H, y).state_dict()
+    with pytest.raises(InputError, match=r"\['means'\]"):
+        CollapseAccumulator.from_state_dict({**sd, "means": np.zeros(3)})
+    with pytest.raises(InputError, match="phase"):
+        CollapseAccumulator.from_state_dict({**sd, "phase": 7})
+    with pytest.raises(InputError, match="K"):
+        CollapseAccumulator.from_state_dict({**sd, "K": "four"})
+    sd2 = CollapseAccumulator(4).update(H, y).end_first_pass().state_dict()
+    del sd2["S"]
+    with pytest.raises(InputError, match="S"):
+        CollapseAccumulator.from_state_dict(sd2)
+
+
+@pytest.mark.parametrize(
+    "y, K, exc, match",
+    [
+        (np.array(["a", "b"] * 30), None, InputError, "y must be a numeric array"),
+        (np.array([0, 1] * 29 + ["a", "b"], dtype=object), None, InputError, "y must be"),
+        ([0.0, 1.0, 2.5] * 20, None, InputError, "integer class labels"),
+        (np.array([0, 1, 2, 3] * 15), 4.0, InputError, "K must be an integer"),
+        (np.array([0, 1, 2, 3] * 15), "4", InputError, "K must be an integer"),
+        (np.array([0, 1, 2, 3] * 15), True, InputError, "K must be an integer"),
+        (np.array([0, 1, 2, 3] * 14 + [10**12] * 4), None, DegenerateInputError, "only 60"),
+        (np.array([True, False] * 30), None, InputError, "integer class labels"),
+    ],
+)
+def test_bad_labels_raise_toolkit_errors(y, K, exc, match):
+    H, _ = make_data(0)
+    with pytest.raises(exc, match=match):
+        collapse_metrics(H, y, K=K)
+    with pytest.raises(exc):
+        pfc1(H, y, K=K)
+
+
+def test_bad_labels_in_accumulator():
+    H, _ = make_data(0)
+    with pytest.raises(InputError, match="numeric array"):
+        CollapseAccumulator(4).update(H, np.array(["a"] * 60))
+    with pytest.raises(InputError, match="K must be an integer"):
+        CollapseAccumulator(4.0)
+
+
+# ------------------------------------------------------------------------------------------
+# property tests (hypothesis): scale invariance; only toolkit errors on invalid input
+# ------------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    K=st.integers(2, 5),
+    d=st.integers(1, 9),
+    s=st.integers(-150, 150),
+    f32=st.booleans(),
+)
+def test_property_scaled_metrics_equal_unscaled(seed, K, d, s, f32):
+    H, y = make_data(seed, N=6 * K + 5, K=K, d=d)
+    if f32:
+        H = H.astype(np.float32).astype(np.float64)  # exactly representable either way
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankWarning)
+        want = collapse_metrics(H, y)
+        got = collapse_metrics(H * 10.0**s, y)
+    # the scaled data are rounded once (H * 10**s), which moves each metric by ~1e-16 x its
+    # condition number; NCC ties cannot flip at this data's margins
+    assert_metrics_close(got, want, rtol=1e-9, atol=1e-12, keys=SCALE_FREE)
+
+
+_junk = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.lists(st.one_of(st.integers(-3, 3), st.floats(), st.text(max_size=1)), max_size=8),
+    st.builds(
+        lambda n, d, v: np.full((n, d), v),
+        st.integers(0, 4),
+        st.integers(0, 3),
+        st.sampled_from([0.0, 1.0, np.nan, np.inf, 1e308]),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    H=_junk, y=_junk, K=st.one_of(st.none(), st.integers(-2, 6), st.floats(), st.text(max_size=2))
+)
+def test_property_invalid_input_raises_only_toolkit_errors(H, y, K):
+    from ufm.errors import PFCError
+
+    for fn in (collapse_metrics, pfc1, ncc_accuracy):
+        try:
+            fn(H, y, K=K)
+        except PFCError:
+            pass
+    try:
+        CollapseAccumulator(K if K is not None else 3).update(H, y)
+    except PFCError:
+        pass

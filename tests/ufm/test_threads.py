@@ -1,0 +1,194 @@
+"""The thread policy: choice by size, scoping and restoring, overrides, nesting, cost."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+import ufm
+from ufm.errors import InputError
+
+# `ufm.threads` is the context manager; the module is reached through importlib
+T = importlib.import_module("ufm.threads")
+
+
+def blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    monkeypatch.delenv(T.ENV_VAR, raising=False)
+    ufm.set_threads(None)
+    before = torch.get_num_threads()
+    yield
+    ufm.set_threads(None)
+    torch.set_num_threads(before)
+
+
+def recorder():
+    seen = {}
+
+    @T.thread_policy("H")
+    def probe(H):
+        seen["torch"] = torch.get_num_threads()
+        seen["blas"] = blas_threads()
+        return seen
+
+    return probe
+
+
+def test_small_work_runs_single_threaded_and_restores():
+    torch.set_num_threads(2)
+    before_blas = blas_threads()
+    seen = recorder()(np.zeros((10, 10)))
+    assert seen["torch"] == 1
+    assert all(n == 1 for n in seen["blas"])
+    assert torch.get_num_threads() == 2
+    assert blas_threads() == before_blas
+
+
+def test_large_work_never_exceeds_configured(monkeypatch):
+    torch.set_num_threads(2)
+    monkeypatch.setattr(T, "free_cores", lambda: 8)
+    big = np.broadcast_to(np.zeros(1), (T.SMALL_WORK + 1,))
+    seen = recorder()(big)
+    assert seen["torch"] == 2  # auto only lowers the count in effect
+    torch.set_num_threads(1)
+    assert recorder()(big)["torch"] == 1
+
+
+def test_large_work_on_a_busy_machine_is_single_threaded(monkeypatch):
+    torch.set_num_threads(2)
+    monkeypatch.setattr(T, "free_cores", lambda: 1)
+    big = np.broadcast_to(np.zeros(1), (T.SMALL_WORK + 1,))
+    assert recorder()(big)["torch"] == 1
+
+
+def test_choose_threads():
+    assert T.choose_threads(10, configured=16) == 1
+    assert T.choose_threads(T.SMALL_WORK * 10, configured=1) == 1
+    assert 1 <= T.choose_threads(T.SMALL_WORK * 10, configured=16) <= 16
+
+
+def test_explicit_overrides_and_precedence(monkeypatch):
+    torch.set_num_threads(1)
+    probe = recorder()
+    H = np.zeros((2, 2))
+    monkeypatch.setenv(T.ENV_VAR, "3")
+    assert ufm.get_threads() == 3
+    assert probe(H)["torch"] == 3  # explicit counts are set exactly, even for small work
+    ufm.set_threads(2)
+    assert probe(H)["torch"] == 2
+    with ufm.threads(4):
+        assert ufm.get_threads() == 4
+        assert probe(H)["torch"] == 4
+        with ufm.threads(None):  # None leaves the outer setting
+            assert ufm.get_threads() == 4
+    assert ufm.get_threads() == 2
+    assert torch.get_num_threads() == 1
+    ufm.set_threads(None)
+    assert ufm.get_threads() == 3  # back to the environment
+
+
+def test_inherit_leaves_settings_alone():
+    torch.set_num_threads(2)
+    with ufm.threads("inherit"):
+        assert recorder()(np.zeros((2, 2)))["torch"] == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "many", True, [2]])
+def test_bad_settings(bad, monkeypatch):
+    with pytest.raises(InputError, match="positive integer|>= 1"):
+        ufm.set_threads(bad)
+    with pytest.raises(InputError):
+        with ufm.threads(bad):
+            pass
+    if isinstance(bad, int | str) and not isinstance(bad, bool):
+        monkeypatch.setenv(T.ENV_VAR, str(bad))
+        with pytest.raises(InputError, match="PFC_THREADS"):
+            ufm.get_threads()
+
+
+def test_nested_calls_keep_outer_choice_and_exceptions_restore(monkeypatch):
+    torch.set_num_threads(2)
+    monkeypatch.setattr(T, "free_cores", lambda: 2)
+    inner_seen = {}
+
+    @T.thread_policy("H")
+    def inner(H):
+        inner_seen["torch"] = torch.get_num_threads()
+
+    @T.thread_policy("H")
+    def outer(H):
+        inner(np.broadcast_to(0.0, (T.SMALL_WORK * 2,)))  # alone it would get 2 threads
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        outer(np.zeros(3))  # small: one thread
+    assert inner_seen["torch"] == 1
+    assert torch.get_num_threads() == 2
+    inner(np.broadcast_to(0.0, (T.SMALL_WORK * 2,)))
+    assert inner_seen["torch"] == 2
+
+
+def test_entry_points_are_decorated():
+    import mufm
+
+    meas = importlib.import_module("resnet_pfc.measure")
+    import ufm.metrics as M
+
+    for fn in (
+        ufm.solve,
+        ufm.certify,
+        mufm.solve,
+        mufm.certify,
+        meas.measure_run,
+        M.collapse_metrics,
+        M.pfc1,
+        M.nc1,
+        M.CollapseAccumulator.update,
+        M.CollapseAccumulator.compute,
+        M.LineAccumulator.update,
+    ):
+        assert getattr(fn, "__wrapped_thread_policy__", False), fn
+
+
+def test_small_metrics_and_solve_run_single_threaded(monkeypatch):
+    seen = []
+    real = torch.set_num_threads
+
+    def spy(n):
+        seen.append(n)
+        real(n)
+
+    torch.set_num_threads(2)
+    monkeypatch.setattr(torch, "set_num_threads", spy)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    ufm.collapse_metrics(rng.standard_normal((30, 4)) + y[:, None], y)
+    assert seen[:1] == [1] and seen[-1] == 2
+
+
+def test_scope_cost_is_small():
+    # the controller is cached: entering and leaving a scope that changes the counts costs
+    # microseconds, not the milliseconds of building a threadpoolctl controller
+    torch.set_num_threads(2)
+
+    @T.thread_policy("H")
+    def noop(H):
+        return None
+
+    H = np.zeros((2, 2))
+    noop(H)
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        noop(H)
+    per_call = (time.perf_counter() - t0) / n
+    assert per_call < 1e-3, per_call
