@@ -37,9 +37,11 @@ relaxation that replaces every feature by its class mean (Jensen), drops the ran
 :math:`\|\mu_k\|^2 \le d`, then symmetrises over class permutations, reduces to a problem in a
 few scalars whose minimiser is explicit. For CE (any bias setting) and for MSE with an
 unpenalised bias its value is attained by the simplex ETF on the sphere (needs ``d >= K``), which
-is therefore globally optimal. For MSE without bias, or with ``lam_b > 0``, the optimum's centred
-class means are still a simplex ETF, but the class means share an offset (an orthogonal frame
-without bias), attained when ``d >= K + 1``.
+is therefore globally optimal. For MSE without bias, or with ``lam_b > 0``, and ``d >= K + 1``,
+the optimum's centred class means are still a simplex ETF, but the class means share an offset
+(an orthogonal frame without bias); with ``d = K`` there is no room for the offset and the simplex
+ETF is optimal again (a majorisation argument). With ``affine=True`` the problem has spurious
+local minima (seen in multi-start runs): no closed form, use several seeds.
 """
 
 from __future__ import annotations
@@ -674,14 +676,14 @@ class LayerNormOptimum:
     etf_objective : float
         Value of the simplex-ETF candidate (equal to ``objective`` when ``structure="etf"``).
     lower_bound : float
-        Value of the symmetrised convex relaxation: no feasible point with balanced classes
-        (any ``n`` per class) has a smaller objective.
+        A proven lower bound (the relaxation's value, see :func:`layernorm_etf_optimum`): no
+        feasible point with balanced classes (any ``n`` per class) has a smaller objective.
     optimal : bool
         ``objective - lower_bound <= 1e-12 * max(1, |objective|)``: ``(W, b, H)`` is a global
         minimiser.
     gap : float
-        ``objective - lower_bound`` (> 0 only when the optimum needs ``d >= K + 1`` but
-        ``d = K``).
+        ``objective - lower_bound`` (0 up to round-off in every case derived so far: the field
+        is kept so that callers can check the certificate).
     params : dict
         ``K``, ``d``, ``loss``, ``lam_w``, ``lam_b``, ``bias`` and the relaxation's scalars
         (``gamma1``: squared norm scale of the centred class features, ``p``: ``K`` times the
@@ -762,10 +764,20 @@ def layernorm_etf_optimum(
         F(p) = \frac{\lambda_W}{2}\Big[\frac{(K-1)^2}{dK - p + c_1} + \frac{1}{p + c_2}\Big],
         \qquad p^\star = \max\big(0,\ d - (K-1)\lambda_W/\lambda_b\big)
 
-    (:math:`p^\star = d` without bias: the orthogonal frame). ``lower_bound`` is the
-    relaxation's value; it is attained, hence the global optimum, when :math:`p^\star = 0`
-    (needs ``d >= K``) or ``d >= K + 1``. With ``p* > 0`` and ``d = K`` the ETF candidate
-    (``p = 0``) is returned with its gap.
+    (:math:`p^\star = d` without bias: the orthogonal frame), attained by class features whose
+    centred parts form a simplex ETF of squared norm :math:`\gamma_1 (K-1)/K` plus a shared
+    offset of squared norm :math:`p^\star/K` orthogonal to them (needs ``d >= K + 1``).
+
+    **d = K (MSE).** The class means then span at most ``K - 1`` dimensions, a constraint the
+    relaxation above ignores. Eliminating ``(W, b)`` for fixed class means gives
+    :math:`\tfrac{\lambda_W}{2}\operatorname{tr}\big((\lambda_W K I + G + aJ)^{-1}\big)`,
+    :math:`G` the class-mean Gram (rank :math:`\le K-1`, trace :math:`\le dK`),
+    :math:`a = \lambda_W/\lambda_b` (0 without bias). By Ky Fan's principle the eigenvalues of
+    :math:`G + aJ` are weakly supermajorised by :math:`(\gamma, \dots, \gamma, aK)`,
+    :math:`\gamma = dK/(K-1)`, and :math:`x \mapsto 1/(\lambda_W K + x)` is convex and
+    decreasing, so the simplex ETF (``p = 0``) is globally optimal (for MSE without bias it is
+    not the only optimum: any :math:`G = \gamma(I - ss^\top/K)`, :math:`s \in \{\pm 1\}^K`,
+    has the same value). ``lower_bound`` then equals ``objective``.
 
     Parameters
     ----------
@@ -841,8 +853,12 @@ def layernorm_etf_optimum(
         def F(p):
             return 0.5 * lam_w * ((K - 1) ** 2 / (d * K - p + c1) + 1.0 / (p + c2))
 
+        if d == K:
+            # The class means span at most K-1 = d-1 dimensions; the rank-constrained bound
+            # (majorisation argument in the docstring) is attained by the ETF, so p = 0.
+            p_star = 0.0
         lb, etf_val = F(p_star), F(0.0)
-        p_use = p_star if (p_star == 0.0 or d >= K + 1) else 0.0
+        p_use = p_star
         g1, Hc = features(p_use)
         W, b = ridge_wb(Hc)
         val = F(p_use)
