@@ -131,6 +131,11 @@ class _Model:
     lam_w: float
     lam_b: float
     lam_a: float
+    w: np.ndarray | None = None  # per-row weights summing to 1; None: 1/N each
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.full(self.N, 1.0 / self.N) if self.w is None else self.w
 
     @property
     def zeros_b(self) -> np.ndarray:
@@ -146,35 +151,36 @@ class _Model:
     def ridge(self, H):
         """Optimal ``(W, b)`` of the MSE objective for fixed features ``H``."""
         N, d = H.shape
+        w = self.weights[:, None]
         if self.bias:
             Ht = np.hstack([H, np.ones((N, 1))])
             reg = np.r_[np.full(d, self.lam_w), self.lam_b]
         else:
             Ht, reg = H, np.full(d, self.lam_w)
         if d + self.bias <= N or not np.all(reg > 0):
-            A = Ht.T @ Ht + N * np.diag(reg)
-            Wb = np.linalg.solve(A, Ht.T @ self.Y).T
-        else:  # N x N route: (Ht^T Ht + N D)^{-1} Ht^T = D^{-1} Ht^T (Ht D^{-1} Ht^T + N I)^{-1}
+            A = Ht.T @ (w * Ht) + np.diag(reg)
+            Wb = np.linalg.solve(A, Ht.T @ (w * self.Y)).T
+        else:  # N x N route: (Ht^T D Ht + R)^{-1} Ht^T D = R^{-1} Ht^T (D Ht R^{-1} Ht^T + I)^{-1} D
             Hd = Ht / reg
-            Wb = (Hd.T @ np.linalg.solve(Ht @ Hd.T + N * np.eye(N), self.Y)).T
+            Wb = (Hd.T @ np.linalg.solve(w * (Ht @ Hd.T) + np.eye(N), w * self.Y)).T
         if self.bias:
             return Wb[:, :d], Wb[:, d]
         return Wb, np.zeros(self.K)
 
     def full(self, W, b, H):
         """Objective (without the affine penalty) and its Euclidean gradients in W, b, H."""
-        N = self.N
+        w = self.weights
         Z = H @ W.T + b
         if self.loss == "ce":
             m = Z.max(axis=1, keepdims=True)
             E = np.exp(Z - m)
             s = E.sum(axis=1, keepdims=True)
-            val = float(np.mean(np.log(s[:, 0]) + m[:, 0] - np.einsum("ij,ij->i", Z, self.Y)))
-            dZ = (E / s - self.Y) / N
+            val = float(w @ (np.log(s[:, 0]) + m[:, 0] - np.einsum("ij,ij->i", Z, self.Y)))
+            dZ = (E / s - self.Y) * w[:, None]
         else:
             R = Z - self.Y
-            val = 0.5 * float(np.sum(R * R)) / N
-            dZ = R / N
+            val = 0.5 * float(w @ np.einsum("ij,ij->i", R, R))
+            dZ = R * w[:, None]
         val += 0.5 * self.lam_w * float(np.sum(W * W))
         gW = dZ.T @ H + self.lam_w * W
         if self.bias:
@@ -219,16 +225,20 @@ def _fg(model: _Model, x: dict[str, np.ndarray]):
 
 
 class _Manifold:
-    """Product of N LayerNorm spheres (metric weight 1/N) and Euclidean blocks (weight 1)."""
+    """Product of N LayerNorm spheres (row i with metric weight w_i, 1/N per sample) and
+    Euclidean blocks (weight 1)."""
 
-    def __init__(self, N: int):
-        self.wn = 1.0 / N
+    def __init__(self, w: np.ndarray):
+        self.wn = w[:, None]
 
     def rgrad(self, x, eg):
         return {k: (_tangent(x["n"], v) / self.wn if k == "n" else v) for k, v in eg.items()}
 
     def inner(self, u, v):
-        return sum((self.wn if k == "n" else 1.0) * float(np.sum(u[k] * v[k])) for k in u)
+        return sum(
+            float(np.sum(self.wn * u[k] * v[k])) if k == "n" else float(np.sum(u[k] * v[k]))
+            for k in u
+        )
 
     def retract(self, x, xi, t):
         out = {k: (x[k] + t * xi[k]) for k in xi if k != "n"}
@@ -247,7 +257,7 @@ def _axpy(a, u, v):  # a*u + v, blockwise
 
 def _rlbfgs(model, x, max_iter, tol, verbose):
     """Riemannian L-BFGS (two-loop recursion, projection transport, Armijo backtracking)."""
-    man = _Manifold(model.N)
+    man = _Manifold(model.weights)
     f, eg, _ = _fg(model, x)
     g = man.rgrad(x, eg)
     gn = math.sqrt(man.inner(g, g))
@@ -407,16 +417,28 @@ def solve_layernorm(
     tol : float, optional
         Tolerance on the Riemannian gradient norm in balanced coordinates, default ``1e-8``.
     seed : int
-        Seed of the start: standard-normal ``W``, ``b``, then ``n_i`` as the normalised
-        projection of standard-normal rows (``numpy.random.default_rng(seed)``).
+        Seed of the start: standard-normal ``W``, ``b``, then one feature per class, the
+        normalised projection of a standard-normal row (``numpy.random.default_rng(seed)``).
     verbose : bool
         tqdm progress bar.
+
+    Notes
+    -----
+    The solver first minimises over *collapsed* configurations, one feature per class with
+    weight :math:`n_k/N`, then expands and continues per sample. This loses nothing: for fixed
+    :math:`(W, b, \gamma, \beta)` each sample's best feature depends only on its label, so a
+    collapsed global minimiser exists and both problems have the same optimal value; and at a
+    collapsed point the class problem's gradient norm (metric weight :math:`n_k/N`) equals the
+    per-sample one, so the class phase stops exactly when the per-sample criterion holds. The
+    per-sample phase (usually zero iterations) certifies the final point on the full problem.
+    The cost of an iteration falls from :math:`O(NKd)` to :math:`O(K^2 d)`.
 
     Returns
     -------
     SolveResult
         ``X = None``, ``method = "rlbfgs"``; ``history`` per iteration (for MSE the objective is
-        the reduced one, ``(W, b)`` optimal for each ``H``); ``params["features"] =
+        the reduced one, ``(W, b)`` optimal for each ``H``; the class phase, then the
+        per-sample phase); ``params["features"] =
         "layernorm"``.
 
     Raises
@@ -477,12 +499,13 @@ def solve_layernorm(
     Y = np.zeros((N, K))
     Y[np.arange(N), yn] = 1.0
     model = _Model(Y, K, d, loss, bias, affine, lam_w, lam_b, lam_a)
+    counts = np.bincount(yn, minlength=K).astype(np.float64)
 
     rng = np.random.default_rng(seed)
     x: dict[str, np.ndarray] = {}
     W0 = rng.standard_normal((K, d))
     b0 = rng.standard_normal(K) if bias else np.zeros(K)
-    x["n"] = layernorm_normalize(rng.standard_normal((N, d)))
+    x["n"] = layernorm_normalize(rng.standard_normal((K, d)))  # one start per class
     if loss == "ce":
         x["W"] = W0
         if bias:
@@ -490,7 +513,20 @@ def solve_layernorm(
     if affine:
         x["gamma"], x["beta"] = np.ones(d), np.zeros(d)
 
-    x, status, n_iter, hist_f, hist_g = _rlbfgs(model, x, max_iter, tol, verbose)
+    hist_f: list[float] = []
+    hist_g: list[float] = []
+    n_iter = 0
+    if N > K:
+        # Phase 1: the collapsed problem, K class features weighted by n_k / N (exact, see the
+        # docstring); its gradient norm equals the per-sample one at the expanded point.
+        cmodel = _Model(np.eye(K), K, d, loss, bias, affine, lam_w, lam_b, lam_a, w=counts / N)
+        x, _, n_iter, hist_f, hist_g = _rlbfgs(cmodel, x, max_iter, tol, verbose)
+    x["n"] = x["n"][yn]
+    # Phase 2: per sample, from the expanded point (usually converged on arrival).
+    x, status, it2, hf, hg = _rlbfgs(model, x, max_iter - n_iter, tol, verbose)
+    skip = 1 if hist_f else 0
+    hist_f, hist_g = hist_f + hf[skip:], hist_g + hg[skip:]
+    n_iter += it2
 
     # Final point: full (joint) Riemannian gradient, including the W, b blocks for MSE.
     Nm = x["n"]
