@@ -125,7 +125,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _plain(x: Any) -> Any:
     """NumPy scalars to Python numbers, recursively (what weights-only loading accepts)."""
     if isinstance(x, dict):
-        return type(x)((k, _plain(v)) for k, v in x.items())
+        out = x.copy()  # keeps the type (a scheduler's milestones are a Counter)
+        for k, v in x.items():
+            out[k] = _plain(v)
+        return out
     if isinstance(x, list):
         return [_plain(v) for v in x]
     if isinstance(x, tuple):

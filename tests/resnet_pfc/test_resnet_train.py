@@ -325,24 +325,26 @@ def test_last_pt_directory_gives_one_clear_error(tmp_path):
 
 
 def test_corrupted_last_pt_falls_back_to_previous_generation(tmp_path):
-    ref = train(TrainConfig(**TINY, epochs=2, out=str(tmp_path / "ref")))
+    ref = train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(tmp_path / "ref")))
     out = tmp_path / "c"
-    train(TrainConfig(**TINY, epochs=2, out=str(out)))
+    train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out)))
     ckpts = out / "checkpoints"
-    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 2
-    assert load_checkpoint(ckpts / "last.prev.pt")["epoch"] == 1
+    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 3
+    assert load_checkpoint(ckpts / "last.prev.pt")["epoch"] == 2
     (ckpts / "last.pt").write_bytes(b"\x00garbage" * 10)
     with pytest.warns(PFCWarning, match="previous checkpoint"):
-        again = train(TrainConfig(**TINY, epochs=2, out=str(out), resume=True))
+        again = train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out), resume=True))
     assert again.epochs_run == 1
+    # the lr schedule survives the round trip (the scheduler's milestones are a Counter)
+    assert [r["lr"] for r in again.metrics if r["epoch"] == 3][0] == pytest.approx(1e-3)
     assert again.metrics == ref.metrics
     assert (out / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
-    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 2
+    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 3
     # both generations unreadable: one clear error
     (ckpts / "last.pt").write_bytes(b"junk")
     (ckpts / "last.prev.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
-        train(TrainConfig(**TINY, epochs=2, out=str(out), resume=True))
+        train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out), resume=True))
 
 
 class _Evil:
