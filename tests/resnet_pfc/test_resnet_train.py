@@ -415,3 +415,30 @@ def test_more_config_errors(kw, match):
 def test_lr_overflowing_step_is_a_divergence(tmp_path):
     with pytest.raises(DivergenceError, match="lower --lr"):
         train(TrainConfig(**TINY, epochs=1, lr=1e37, out=str(tmp_path / "big")))
+
+
+def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch):
+    """In process: stop during epoch 2 (Ctrl-C), resume; the lr decay after epoch 2 and every
+    metric match an uninterrupted run (the scheduler state survives the checkpoint)."""
+    T = sys.modules["resnet_pfc.train"]
+
+    kw = {**TINY, "epochs": 3, "milestones": (2,)}
+    ref = train(TrainConfig(**kw, out=str(tmp_path / "ref")))
+    real, calls = T.measure_run, []
+
+    def stop_at_epoch2(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # epochs 0, 1 measured; stop while measuring epoch 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "measure_run", stop_at_epoch2)
+    out = str(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**kw, out=out))
+    monkeypatch.setattr(T, "measure_run", real)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
+    again = train(TrainConfig(**kw, out=out, resume=True))
+    assert again.epochs_run == 2
+    assert [r["lr"] for r in again.metrics if r["epoch"] == 3][0] == pytest.approx(0.01)
+    assert again.metrics == ref.metrics
