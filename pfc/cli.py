@@ -245,7 +245,18 @@ def _load_npz(
         y = y.astype(np.int64)
     if len(H) != len(y):
         raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
-    return np.asarray(H, dtype=np.float64).reshape(len(H), -1), y.astype(np.int64)
+    if len(H) == 0 or H[0].size == 0:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} has shape {H.shape}: no samples or no features"
+        )
+    H = np.asarray(H, dtype=np.float64).reshape(len(H), -1)
+    bad = int(np.size(H) - np.count_nonzero(np.isfinite(H)))
+    if bad:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} holds {bad} non-finite value(s) (NaN or inf, or "
+            "numbers beyond float64); remove or repair those samples"
+        )
+    return H, y.astype(np.int64)
 
 
 def cmd_solve(args: argparse.Namespace) -> int:

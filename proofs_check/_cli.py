@@ -81,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     if not wanted or any(t not in (1, 2, 3, 4) for t in wanted):
         raise InputError(f"--theorems must list numbers from 1..4, got {args.theorems!r}")
     ns = max(1, args.instances // 10) if args.solver_instances is None else args.solver_instances
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     # Zero instances would check nothing and still report success: refuse it.
     if args.instances < 1 and {1, 2} & set(wanted):
         raise InputError(f"--instances must be >= 1 (Theorems 1-2), got {args.instances}")
