@@ -136,9 +136,12 @@ def _json_targets() -> list[str]:
 
 @st.composite
 def npz_files(draw) -> str:
+    """A path to a features/labels file: half of them well formed (any scale), the others
+    wrong in one way (file kind, dtype, shape, labels)."""
     s = _scratch()
-    kind = draw(st.sampled_from(["npz", "npz", "npz", "npz", "npy", "junk", "missing", "dir"]))
     path = s / f"m{draw(st.integers(0, 10**9))}.npz"
+    good = draw(st.booleans())
+    kind = "npz" if good else draw(st.sampled_from(["npz"] * 4 + ["npy", "junk", "missing", "dir"]))
     if kind == "missing":
         return str(path)
     if kind == "dir":
@@ -147,29 +150,28 @@ def npz_files(draw) -> str:
     if kind == "junk":
         path.write_bytes(draw(st.binary(max_size=64)))
         return str(path)
-    n = draw(st.integers(0, 14))
+    k = draw(st.integers(2, 4) if good else st.integers(1, 4))
+    n = draw(st.integers(k, 4 * k) if good else st.integers(0, 14))
     d = draw(st.integers(1, 4))
-    k = draw(st.integers(1, 4))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    scale = 10.0 ** draw(st.sampled_from([0, -150, 150, -300, 300, 8]))
-    hkind = draw(st.sampled_from(["float", "float", "float32", "int", "str", "complex", "nan"]))
+    scale = 10.0 ** draw(st.sampled_from([0, 0, -150, 150, -300, 300, 8]))
+    hkinds = ["float", "float32", "int"] + ([] if good else ["str", "complex", "nan"])
+    hkind = draw(st.sampled_from(hkinds))
     H = rng.standard_normal((n, d)) * scale
     if hkind == "float32":
         H = H.astype(np.float32)
     elif hkind == "int":
-        H = np.round(H).astype(np.int64)
+        H = np.clip(np.round(H), -(2.0**62), 2.0**62).astype(np.int64)
     elif hkind == "str":
         H = H.astype(str)
     elif hkind == "complex":
         H = H + 1j
     elif hkind == "nan" and n:
         H[0, 0] = np.nan
-    lkind = draw(
-        st.sampled_from(
-            ["int", "int", "int", "negative", "big", "str", "float_int", "float", "object"]
-            + ["bool", "2d", "short", "empty"]
-        )
-    )
+    lkinds = ["int", "float_int"]
+    if not good:
+        lkinds += ["negative", "big", "str", "float", "object", "bool", "2d", "short", "empty"]
+    lkind = draw(st.sampled_from(lkinds))
     y = np.arange(n) % k
     labels = {
         "int": y,
@@ -193,11 +195,14 @@ def npz_files(draw) -> str:
 
 def metrics_argv() -> st.SearchStrategy[list[str]]:
     name = st.sampled_from(["H", "y", "nope"])
-    return st.tuples(
-        npz_files(),
-        st.one_of(st.just([]), name.map(lambda v: ["--features", v])),
-        st.one_of(st.just([]), name.map(lambda v: ["--labels", v])),
-    ).map(lambda t: ["metrics", t[0], *t[1], *t[2]])
+    key = st.one_of(st.just([]), st.just([]), st.just([]), name)
+    return st.tuples(npz_files(), key, key).map(
+        lambda t: (
+            ["metrics", t[0]]
+            + (["--features", t[1]] if t[1] else [])
+            + (["--labels", t[2]] if t[2] else [])
+        )
+    )
 
 
 def _check_metrics(argv: list[str]) -> None:
