@@ -181,9 +181,12 @@ class TrainConfig:
     per_class, data_root, download : data options (:func:`resnet_pfc.data.load_dataset`).
     seed : int
     resume : bool
-        Continue from ``out/checkpoints/last.pt`` if it exists.
+        Continue from ``out/checkpoints/last.pt`` if it exists (or from ``last.prev.pt``, with
+        a warning, when ``last.pt`` is unreadable). Every option except ``out``, ``resume``,
+        ``device``, ``num_workers``, ``threads``, ``progress``, ``figures``, ``data_root`` and
+        ``download`` must equal the checkpoint's; this is checked before any file is written.
     device : str
-        ``"cpu"`` or ``"cuda"``.
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     dtype : {"float32", "float64"}
         Parameter and feature dtype (float64 for exactness studies).
     num_workers : int
