@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from ufm._cli import check_output_file
 from ufm._validate import check_int, check_scalar
 from ufm.errors import CheckpointError, DivergenceError, InputError
 
@@ -435,11 +436,25 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except ValueError:
             return s
 
-    with open(path, newline="") as f:
-        return [
-            {k: (v if k in ("split", "layer") else conv(v)) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row or None in row.values():
+                    # more cells than the header (key None) or fewer (value None)
+                    raise InputError(
+                        f"{str(path)!r} is malformed: line {reader.line_num} has "
+                        f"{len(row) - (None in row) + len(row.get(None) or [])} cells for "
+                        f"{len(reader.fieldnames or [])} columns; the file was damaged or "
+                        "edited: rerun the training (or restore the file)"
+                    )
+                rows.append(
+                    {k: (v if k in ("split", "layer") else conv(v)) for k, v in row.items()}
+                )
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{str(path)!r} is not a readable CSV file ({exc})") from exc
+    return rows
 
 
 def _rows_from(
@@ -541,6 +556,8 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
         )
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"--out {str(out)!r} is a file; choose a folder for the run")
+    # A folder that cannot be created or written fails now, not after loading the data.
+    check_output_file(out / "config.json", "--out")
     if checkpoint_exists(ckpt_path) and not cfg.resume:
         raise CheckpointError(
             f"{out} already holds a run ({ckpt_path}); pass --resume to continue it or choose "

@@ -442,3 +442,32 @@ def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch):
     assert again.epochs_run == 2
     assert [r["lr"] for r in again.metrics if r["epoch"] == 3][0] == pytest.approx(0.01)
     assert again.metrics == ref.metrics
+
+
+def test_out_under_a_file_is_refused_before_loading_data(tmp_path, monkeypatch):
+    import resnet_pfc.data as D
+
+    (tmp_path / "afile").write_text("x")
+
+    def no_data(*a, **k):
+        raise AssertionError("data loaded before the --out check")
+
+    monkeypatch.setattr(D, "load_dataset", no_data)
+    with pytest.raises(InputError, match="which is a file"):
+        train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile" / "run")))
+    with pytest.raises(CheckpointError, match="is a file"):
+        train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile")))
+
+
+def test_damaged_metrics_csv_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "bad"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,split\n1,train,extra\n")
+    with pytest.raises(InputError, match="line 2 has 3 cells for 2 columns"):
+        read_csv(run / "metrics.csv")
+    (run / "metrics.csv").write_text("epoch,split,layer\n1,train\n")
+    with pytest.raises(InputError, match="malformed"):
+        read_csv(run / "metrics.csv")
+    assert main(["figures", str(run)]) == 2 and main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "malformed" in err
