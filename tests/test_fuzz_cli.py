@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 import shutil
 import tempfile
 import time
@@ -50,6 +51,9 @@ FAST = {"metrics": 40, "check": 20, "proofs": 20, "train": 14}
 SLOW = {"metrics": 400, "check": 150, "proofs": 150, "train": 120}
 #: Seconds one call may take (the machine running the tests may be busy).
 TIME_LIMIT_S = 60.0
+
+
+_COUNTER = itertools.count()
 
 
 @functools.cache
@@ -139,7 +143,7 @@ def npz_files(draw) -> str:
     """A path to a features/labels file: half of them well formed (any scale), the others
     wrong in one way (file kind, dtype, shape, labels)."""
     s = _scratch()
-    path = s / f"m{draw(st.integers(0, 10**9))}.npz"
+    path = s / f"m{next(_COUNTER)}.npz"  # a fresh name: examples never see each other's files
     good = draw(st.booleans())
     kind = "npz" if good else draw(st.sampled_from(["npz"] * 4 + ["npy", "junk", "missing", "dir"]))
     if kind == "missing":
@@ -294,6 +298,7 @@ def _template_run() -> Path:
 
 
 def _out_folder(state: str, i: int) -> str:
+    i = next(_COUNTER)
     out = _scratch() / f"run-{state}-{i}"
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
