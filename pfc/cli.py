@@ -108,9 +108,17 @@ TWO = _int_at_least(2)
 
 def _print_metrics(title: str, m: dict[str, float]) -> None:
     print(title)
+    bad = []
     for k in METRIC_ORDER:
         if k in m:
             print(f"  {k:<16} {m[k]:.6g}")
+            if not np.isfinite(m[k]):
+                bad.append(k)
+    if bad:  # never a silent NaN: say so on stderr
+        print(
+            f"warning: {', '.join(bad)} not finite: undefined or out of float64 range on this data",
+            file=sys.stderr,
+        )
 
 
 # ------------------------------------------------------------------------------------------

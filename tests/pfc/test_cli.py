@@ -562,3 +562,14 @@ def test_study_resume_in_moved_folder_with_damaged_json(quick_study, tmp_path, c
                                   "--no-progress"])  # fmt: skip
     assert rc == 2
     _one_line_error(err, "not valid JSON", "--force")
+
+
+def test_metrics_never_prints_a_silent_nan(capsys, tmp_path):
+    H = np.random.default_rng(0).standard_normal((20, 3)) * 1e100
+    f = _npz(tmp_path / "big.npz", H=H, y=np.arange(20) % 2)
+    rc, out, err = _status(capsys, ["metrics", f])
+    assert rc in (0, 2)
+    if rc == 0 and ("nan" in out or "inf" in out):
+        assert "warning" in err and "not finite" in err
+    elif rc == 2:
+        _one_line_error(err)
