@@ -306,6 +306,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     check_int(config.batch_size, "batch_size", low=1)
     check_int(config.eval_batch_size, "eval_batch_size", low=1)
     check_int(config.seed, "seed", low=0)
+    check_int(config.variant, "variant", low=0)
     check_int(config.num_workers, "num_workers", low=0)
     check_int(config.geodesic_points, "geodesic_points", low=2)
     check_int(config.geodesic_pass2_points, "geodesic_pass2_points", low=2)

@@ -405,6 +405,9 @@ def test_format1_checkpoint_with_numpy_rng_state_still_loads(tmp_path):
         ({"device": "tpu"}, "device must be"),
         ({"seed": -1}, "seed must be >= 0"),
         ({"milestones": (0,)}, "milestones must be >= 1"),
+        ({"variant": -1}, "variant must be >= 0"),
+        ({"device": "cuda:x"}, "device must be"),
+        ({"lr_gamma": 1e200}, "lr=0.1 overflows"),
     ],
 )
 def test_more_config_errors(kw, match):
