@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ufm.errors import PFCError
+from ufm._cli import OneLineParser, check_output_file, guarded
+from ufm.errors import InputError
 
 METRIC_ORDER = [
     "pfc1",
@@ -85,6 +86,21 @@ def _dataset(s: str) -> str:
     return key
 
 
+def _device(s: str) -> str:
+    if s in ("cpu", "cuda") or (s.startswith("cuda:") and s[5:].isdigit()):
+        return s
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N; got {s!r}")
+
+
+def _theorems(s: str) -> str:
+    parts = [p.strip() for p in s.split(",") if p.strip()]
+    if not parts or any(p not in ("1", "2", "3", "4") for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"must list theorem numbers from 1..4, e.g. 1,3; got {s!r}"
+        )
+    return ",".join(parts)
+
+
 POS = _int_at_least(1)
 NONNEG = _int_at_least(0)
 TWO = _int_at_least(2)
@@ -92,9 +108,17 @@ TWO = _int_at_least(2)
 
 def _print_metrics(title: str, m: dict[str, float]) -> None:
     print(title)
+    bad = []
     for k in METRIC_ORDER:
         if k in m:
             print(f"  {k:<16} {m[k]:.6g}")
+            if not np.isfinite(m[k]):
+                bad.append(k)
+    if bad:  # never a silent NaN: say so on stderr
+        print(
+            f"warning: {', '.join(bad)} not finite: undefined or out of float64 range on this data",
+            file=sys.stderr,
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,28 +193,78 @@ def cmd_check(args: argparse.Namespace) -> int:
     argv += ["--theorems", args.theorems]
     if args.solver_instances is not None:
         argv += ["--solver-instances", str(args.solver_instances)]
-    if args.json:
+    if args.json is not None:
         argv += ["--json", args.json]
     if args.no_progress:
         argv.append("--no-progress")
     return check_main(argv)
 
 
-def _load_npz(path: str, fkey: str, lkey: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_npz(
+    path: str, fkey: str, lkey: str, what: str = "--data"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(N, ...)`` flattened to ``(N, d)`` float64 and integer labels ``(N,)`` from an
+    .npz file, with every way the file can be wrong reported as an :class:`InputError`."""
     try:
-        data = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise PFCError(
-            f"--data {path!r}: cannot read it ({exc}); pass an .npz with a feature array and "
-            "labels, or --data sec4b"
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(
+            f"{what} {path!r}: cannot read it ({exc}); pass an .npz file with a feature array "
+            "and a label array (np.savez(path, H=H, y=y))"
         ) from exc
-    for key, opt in ((fkey, "--features"), (lkey, "--labels")):
-        if key not in data:
-            raise PFCError(
-                f"{path!r} has no array {key!r} (it has {sorted(data)}); choose with {opt}"
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(
+            f"{what} {path!r} holds a single array, not an .npz archive; save features and "
+            "labels with np.savez(path, H=H, y=y)"
+        )
+    arrays = {}
+    with data:
+        for key, opt in ((fkey, "--features"), (lkey, "--labels")):
+            if key not in data.files:
+                raise InputError(
+                    f"{path!r} has no array {key!r} (it has {sorted(data.files)}); choose with {opt}"
+                )
+            try:
+                arrays[opt] = np.asarray(data[key])
+            except (OSError, ValueError, EOFError) as exc:
+                # object arrays need pickle, which is never used to read data files
+                raise InputError(
+                    f"{opt} {key!r} in {path!r} cannot be read ({exc}); store numbers, not "
+                    "Python objects"
+                ) from exc
+    H, y = arrays["--features"], arrays["--labels"]
+    if H.dtype.kind not in "biuf" or H.ndim < 1:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} must be a real numeric array (N, ...), got dtype "
+            f"{H.dtype} and shape {H.shape}"
+        )
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        raise InputError(
+            f"--labels {lkey!r} in {path!r} must be a 1-D array of integer class labels 0..K-1, "
+            f"got dtype {y.dtype} and shape {y.shape}; map names to integers first "
+            "(np.unique(y, return_inverse=True)[1])"
+        )
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise InputError(
+                f"--labels {lkey!r} in {path!r} holds non-integer values; store integer class "
+                "labels 0..K-1"
             )
-    H = np.asarray(data[fkey], dtype=np.float64)
-    return H.reshape(len(H), -1), np.asarray(data[lkey])
+        y = y.astype(np.int64)
+    if len(H) != len(y):
+        raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
+    if len(H) == 0 or H[0].size == 0:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} has shape {H.shape}: no samples or no features"
+        )
+    H = np.asarray(H, dtype=np.float64).reshape(len(H), -1)
+    bad = int(np.size(H) - np.count_nonzero(np.isfinite(H)))
+    if bad:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} holds {bad} non-finite value(s) (NaN or inf, or "
+            "numbers beyond float64); remove or repair those samples"
+        )
+    return H, y.astype(np.int64)
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -284,19 +358,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from ufm.metrics import collapse_metrics
 
-    try:
-        data = np.load(args.file)
-    except (OSError, ValueError) as exc:
-        raise PFCError(
-            f"cannot read {args.file!r}: {exc}; pass an .npz with arrays H and y"
-        ) from exc
-    for key, opt in ((args.features, "--features"), (args.labels, "--labels")):
-        if key not in data:
-            raise PFCError(
-                f"{args.file!r} has no array {key!r} (it has {sorted(data)}); choose with {opt}"
-            )
-    H = data[args.features].reshape(len(data[args.features]), -1)
-    m = collapse_metrics(H, data[args.labels])
+    H, y = _load_npz(args.file, args.features, args.labels, what="FILE")
+    m = collapse_metrics(H, y)
     _print_metrics(f"Collapse metrics of {args.file} ({H.shape[0]} samples, d={H.shape[1]})", m)
     return 0
 
@@ -335,7 +398,7 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
     )
     add("--blocks", "blocks", type=POS, default=None, help="blocks of the measured stage")
     add("--width", "width", type=POS, default=None, help="FC width or conv channels")
-    add("--variant", "variant", type=NONNEG, default=d.variant, help="Table I variant index")
+    add("--variant", "variant", type=POS, default=d.variant, help="Table I variant index")
     add("--epochs", "epochs", type=POS, default=None, help="default: the data set's preset")
     add("--lr", "lr", type=_float_pos, default=None, help="initial lr (default: preset)")
     add("--momentum", "momentum", type=_float_nonneg, default=d.momentum, help="default 0.9")
@@ -374,7 +437,7 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
     )
     add("--seed", "seed", type=NONNEG, default=d.seed, help="default 0")
     add("--resume", "resume", action="store_true", help="continue from checkpoints/last.pt")
-    add("--device", "device", default=d.device, choices=("cpu", "cuda"), help="default cpu")
+    add("--device", "device", default=d.device, type=_device, help="cpu, cuda or cuda:N (cpu)")
     add("--dtype", "dtype", default=d.dtype, choices=("float32", "float64"))
     add("--num-workers", "num_workers", type=NONNEG, default=d.num_workers)
     add(
@@ -410,7 +473,7 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="pfc",
         description="Neural collapse across depth: train and measure ResNets, solve and certify "
         "UFM/MUFM, check the theorems, write reports. `pfc demo` runs the whole study.",
@@ -446,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--instances",
-        type=NONNEG,
+        type=POS,
         default=None,
         help="theorem-check instances (default 200; quick 10)",
     )
@@ -512,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-bias", action="store_true", help="classifier without bias")
     s.add_argument("--method", choices=("lbfgs", "gd", "flow"), default="lbfgs")
     s.add_argument("--backend", choices=("numpy", "torch"), default=None)
-    s.add_argument("--device", default=None, help="cpu or cuda (torch backend)")
+    s.add_argument("--device", type=_device, default=None, help="cpu or cuda (torch backend)")
     s.add_argument("--max-iter", type=POS, default=None)
     s.add_argument("--tol", type=_float_pos, default=None)
     s.add_argument("--seed", type=NONNEG, default=0)
@@ -538,14 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
         "should hold is violated.",
     )
     c.add_argument("--seed", type=NONNEG, default=0, help="default 0")
-    c.add_argument("--instances", type=NONNEG, default=100, help="Theorems 1-2 (default 100)")
+    c.add_argument("--instances", type=POS, default=100, help="Theorems 1-2 (default 100)")
     c.add_argument(
         "--solver-instances",
         type=NONNEG,
         default=None,
         help="Theorems 3-4 (default instances // 10)",
     )
-    c.add_argument("--theorems", default="1,2,3,4", help="subset, e.g. 1,3")
+    c.add_argument("--theorems", type=_theorems, default="1,2,3,4", help="subset, e.g. 1,3")
     c.add_argument("--json", metavar="PATH", default=None, help="write every result as JSON")
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=cmd_check)
@@ -567,19 +630,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Up-front checks of the result files a command will write (any subcommand with --json)."""
+    if getattr(args, "json", None) is not None:
+        check_output_file(args.json, "--json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pfc``; returns the exit status (usage errors in the options raise ``SystemExit(2)``
+    from argparse, with one line on stderr)."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
+        _check_outputs(args)
         return args.func(args)
-    except PFCError as exc:
-        print(f"pfc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            f"pfc {args.command}: interrupted; finished work is kept (rerun with --resume)",
-            file=sys.stderr,
-        )
-        return 130
+
+    return guarded(f"pfc {args.command}", body, resume_hint=hasattr(args, "resume"))
 
 
 if __name__ == "__main__":

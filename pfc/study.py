@@ -205,7 +205,7 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
     check_int(cfg.threads, "threads", low=1)
     for name in ("epochs", "blocks", "width", "eval_every", "certify_per_class"):
         check_int(vals[name], name, low=1)
-    check_int(vals["instances"], "instances", low=0)
+    check_int(vals["instances"], "instances", low=1)  # 0 would check nothing yet report "ok"
     for name in ("train_per_class", "features_per_class"):
         if vals[name] is not None:
             check_int(vals[name], name, low=2)
@@ -263,7 +263,13 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if not p.is_file():
         return None
-    return json.loads(p.read_text())
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{str(p)!r} is not valid JSON ({exc}); it was damaged: delete it, or pass --force "
+            "to start the study afresh"
+        ) from exc
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
@@ -417,6 +423,7 @@ def _layer_summary(rows: list[dict[str, Any]], split: str = "train") -> dict[str
 
 
 def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    from resnet_pfc.checkpoint import checkpoint_exists
     from resnet_pfc.train import TrainConfig, read_csv, train
 
     run = out / "train"
@@ -431,7 +438,7 @@ def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dic
         eval_every=cfg.eval_every,
         per_class=cfg.train_per_class,
         seed=cfg.seed,
-        resume=(run / "checkpoints" / "last.pt").exists(),
+        resume=checkpoint_exists(run / "checkpoints" / "last.pt"),
         threads=cfg.threads,
         progress=cfg.progress,
         figures=True,

@@ -9,11 +9,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ufm._cli import OneLineParser, check_output_file, guarded
+from ufm.errors import InputError
+
 from ._common import CheckResult, write_json_atomic
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m proofs_check",
         description=(
             "Check Theorems 1-4 of 'Progressive Feedforward Collapse of ResNet Training' on "
@@ -117,9 +120,13 @@ def _notes(r: CheckResult) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the checks; returns 0 (no claim violated), 1 (a claim violated), 2 (bad arguments,
+    one line on stderr) or 130 (interrupted; the partial table is printed)."""
     args = _parser().parse_args(argv)
-    from ufm.errors import InputError
+    return guarded("python -m proofs_check", lambda: _run(args))
 
+
+def _run(args: argparse.Namespace) -> int:
     from . import check_theorem1, check_theorem2, check_theorem3, check_theorem4
 
     try:
@@ -127,14 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         wanted = [0]
     if not wanted or any(t not in (1, 2, 3, 4) for t in wanted):
-        print(
-            f"error: --theorems must list numbers from 1..4, got {args.theorems!r}", file=sys.stderr
-        )
-        return 2
-    if args.instances < 0 or (args.solver_instances is not None and args.solver_instances < 0):
-        print("error: --instances and --solver-instances must be >= 0", file=sys.stderr)
-        return 2
+        raise InputError(f"--theorems must list numbers from 1..4, got {args.theorems!r}")
     ns = max(1, args.instances // 10) if args.solver_instances is None else args.solver_instances
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    # Zero instances would check nothing and still report success: refuse it.
+    if args.instances < 1 and {1, 2} & set(wanted):
+        raise InputError(f"--instances must be >= 1 (Theorems 1-2), got {args.instances}")
+    if ns < 1 and {3, 4} & set(wanted):
+        raise InputError(f"--solver-instances must be >= 1 (Theorems 3-4), got {ns}")
+    if args.json is not None:
+        check_output_file(args.json, "--json")  # before the checks, not after them
     progress = not args.no_progress
     funcs = {
         1: (check_theorem1, args.instances),
@@ -144,15 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results = []
     t0 = time.perf_counter()
+    interrupted = False
     try:
         for t in wanted:
             f, n = funcs[t]
             results.append(f(n, seed=args.seed, progress=progress))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted; partial results below", file=sys.stderr)
+        interrupted = True
     elapsed = time.perf_counter() - t0
     print(format_table(results))
     for r in results:
@@ -160,11 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ce["kind"] == "violation":
                 print(f"VIOLATION {r.name}: {ce}")
     ok = all(r.ok for r in results)
+    if interrupted:
+        print("python -m proofs_check: interrupted; partial results above", file=sys.stderr)
+        return 130 if ok else 1
     print(
         f"\n{'all claims that should hold held' if ok else 'VIOLATIONS FOUND'} "
         f"({elapsed:.1f} s, seed {args.seed})"
     )
-    if args.json:
+    if args.json is not None:
         write_json_atomic(
             args.json,
             {

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ufm.errors import PFCError
+from ufm._cli import OneLineParser, guarded
 
 __all__ = ["main", "build_parser"]
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import PRESETS, TrainConfig
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m resnet_pfc",
         description="Train ResNets and measure progressive feedforward collapse of every block.",
     )
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download missing data (network)")
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt")
-    t.add_argument("--device", default=d.device, help="cpu or cuda")
+    t.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     t.add_argument("--dtype", default=d.dtype, choices=("float32", "float64"))
     t.add_argument("--num-workers", type=int, default=d.num_workers)
     t.add_argument(
@@ -88,35 +88,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; 0 on success, 2 on bad options, data or files (one line on stderr),
+    130 when interrupted (a resumable run keeps its last checkpoint)."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            from .train import TrainConfig, train
+    return guarded(
+        f"python -m resnet_pfc {args.command}",
+        lambda: _run(args),
+        resume_hint=args.command == "train",
+    )
 
-            opts = vars(args).copy()
-            opts.pop("command")
-            progress = not opts.pop("no_progress")
-            figures = not opts.pop("no_figures")
-            if opts["milestones"] is not None:
-                opts["milestones"] = tuple(opts["milestones"])
-            res = train(TrainConfig(**opts, progress=progress, figures=figures))
-            if res.train_accuracy is not None:
-                print(
-                    f"done: {res.out_dir} (train accuracy {res.train_accuracy:.4f}, "
-                    f"{res.elapsed_s:.1f} s)"
-                )
-        elif args.command == "figures":
-            from .figures import draw_figures
 
-            for path in draw_figures(args.run_dir):
-                print(path)
-        elif args.command == "report":
-            from .report import write_report
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from .train import TrainConfig, train
 
-            print(write_report(args.run_dir, epsilon=args.epsilon))
-    except PFCError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        opts = vars(args).copy()
+        opts.pop("command")
+        progress = not opts.pop("no_progress")
+        figures = not opts.pop("no_figures")
+        if opts["milestones"] is not None:
+            opts["milestones"] = tuple(opts["milestones"])
+        res = train(TrainConfig(**opts, progress=progress, figures=figures))
+        if res.train_accuracy is not None:
+            print(
+                f"done: {res.out_dir} (train accuracy {res.train_accuracy:.4f}, "
+                f"{res.elapsed_s:.1f} s)"
+            )
+    elif args.command == "figures":
+        from .figures import draw_figures
+
+        for path in draw_figures(args.run_dir):
+            print(path)
+    elif args.command == "report":
+        from .report import write_report
+
+        print(write_report(args.run_dir, epsilon=args.epsilon))
     return 0
 
 

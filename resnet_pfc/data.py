@@ -51,7 +51,10 @@ Images are converted once into one ``float32`` tensor: MNIST/Fashion-MNIST train
 (60000 x 784 x 4 bytes), CIFAR10/100 train 614 MB (50000 x 3072 x 4), STL10 train 553 MB and
 test 885 MB (x 27648 x 4). The ``uint8`` file contents are released after conversion.
 
-Security: the CIFAR files are Python pickles; load them only from a copy you trust.
+Security: the CIFAR files are Python pickles. torchvision reads them only after their md5 sums
+match the published files; the toolkit's own reader uses a restricted unpickler that builds only
+dicts, lists, strings, numbers and NumPy arrays, so a crafted file raises
+:class:`~ufm.errors.InputError` instead of executing code.
 """
 
 from __future__ import annotations
@@ -711,12 +714,74 @@ def _read_mnist_like(key: str) -> Any:
     return read
 
 
+def _checked_dtype(*args: Any) -> np.dtype:
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"object arrays are not allowed (dtype {dt})")
+    return dt
+
+
+def _numpy_global(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+#: The only globals a CIFAR python pickle needs: NumPy's array reconstruction (NumPy 1 and 2
+#: module names; ``_frombuffer`` for protocol-5 pickles) and the array and dtype types.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    # Python 3 writes bytes under protocol 2 as _codecs.encode(str, "latin1"); a codec only
+    # transforms data.
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, strings, bytes, numbers and NumPy
+    arrays of plain dtypes: any other global (``os.system``, ``builtins.eval``, ...) is refused,
+    so a crafted file raises instead of executing code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed in a CIFAR file (only NumPy arrays, "
+                "lists, dicts, strings and numbers are)"
+            )
+        if name == "dtype":
+            return _checked_dtype
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        try:
+            return _numpy_global(module, name)
+        except (ImportError, AttributeError):
+            # NumPy 2 reads NumPy 1 pickles (numpy.core.*) and vice versa through the other name.
+            alt = (
+                module.replace("numpy._core", "numpy.core")
+                if "_core" in module
+                else (module.replace("numpy.core", "numpy._core"))
+            )
+            return _numpy_global(alt, name)
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as exc:
-        raise InputError(f"{str(path)!r} is not a readable CIFAR pickle ({exc})") from exc
+            obj = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        raise InputError(
+            f"{str(path)!r} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
+            "replace it with a fresh copy of the data set"
+        ) from exc
+    except (IndexError, KeyError, MemoryError, RecursionError) as exc:
+        raise InputError(f"{str(path)!r} is a corrupted CIFAR pickle ({exc!r})") from exc
     if not isinstance(obj, dict):
         raise InputError(f"{str(path)!r} holds a {type(obj).__name__}, expected a CIFAR dict")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}

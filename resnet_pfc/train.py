@@ -21,7 +21,7 @@ Run directory (all files written atomically)::
     config.json      every option after defaults are resolved, plus library versions
     metrics.csv      one row per (epoch, split, layer)
     geodesic.csv     one row per (epoch, split, t) of the line prediction
-    checkpoints/last.pt  written after every epoch
+    checkpoints/last.pt  written after every epoch (the previous one kept as last.prev.pt)
     figures/         fig2_<split>.png, fig3_<split>.png (at the end, or `python -m resnet_pfc figures`)
     report.md        monotonicity across layers at the final epoch and the effective depth
 
@@ -53,13 +53,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from ufm._cli import check_output_file
 from ufm._validate import check_int, check_scalar
 from ufm.errors import CheckpointError, DivergenceError, InputError
 
 from . import distributed as dist_mod
 from .checkpoint import (
     atomic_write_text,
-    load_checkpoint,
+    checkpoint_exists,
+    load_latest_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -134,8 +136,11 @@ GEODESIC_COLUMNS = (
     "tr_sigma_b",
 )
 
-# Fields that may differ between a run and its resumption.
+# Fields that may differ between a run and its resumption. ``out`` is free so that a run folder
+# given by another spelling (relative/absolute, trailing slash) or moved elsewhere resumes: the
+# checkpoint found in the folder is what identifies the run.
 _RESUME_FREE = {
+    "out",
     "resume",
     "progress",
     "device",
@@ -177,9 +182,12 @@ class TrainConfig:
     per_class, data_root, download : data options (:func:`resnet_pfc.data.load_dataset`).
     seed : int
     resume : bool
-        Continue from ``out/checkpoints/last.pt`` if it exists.
+        Continue from ``out/checkpoints/last.pt`` if it exists (or from ``last.prev.pt``, with
+        a warning, when ``last.pt`` is unreadable). Every option except ``out``, ``resume``,
+        ``device``, ``num_workers``, ``threads``, ``progress``, ``figures``, ``data_root`` and
+        ``download`` must equal the checkpoint's; this is checked before any file is written.
     device : str
-        ``"cpu"`` or ``"cuda"``.
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     dtype : {"float32", "float64"}
         Parameter and feature dtype (float64 for exactness studies).
     num_workers : int
@@ -287,7 +295,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     milestones = config.milestones
     if milestones is None:
         milestones = tuple(sorted({max(1, round(epochs / 3)), max(1, round(2 * epochs / 3))}))
-    milestones = tuple(int(m) for m in milestones)
+    if isinstance(milestones, str | bytes) or not hasattr(milestones, "__iter__"):
+        raise InputError(f"milestones must be a sequence of epochs, got {milestones!r}")
+    milestones = tuple(check_int(m, "milestones", low=1) for m in milestones)
     if config.model not in ("auto", "fc", "conv"):
         raise InputError(f"model must be 'auto', 'fc' or 'conv', got {config.model!r}")
     check_scalar(config.momentum, "momentum", low=0.0, high=1.0)
@@ -296,6 +306,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     check_int(config.batch_size, "batch_size", low=1)
     check_int(config.eval_batch_size, "eval_batch_size", low=1)
     check_int(config.seed, "seed", low=0)
+    check_int(config.variant, "variant", low=0)
     check_int(config.num_workers, "num_workers", low=0)
     check_int(config.geodesic_points, "geodesic_points", low=2)
     check_int(config.geodesic_pass2_points, "geodesic_pass2_points", low=2)
@@ -310,6 +321,18 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise InputError(f"position must be 'index' or 'distance', got {config.position!r}")
     if not str(config.out):
         raise InputError("out must name a run directory")
+    _check_device(config.device)
+    # SGD multiplies by lr and weight_decay in the parameter dtype; beyond its range torch fails
+    # with an overflow on the first step, so refuse such values before any work.
+    big = float(torch.finfo(torch.float64 if config.dtype == "float64" else torch.float32).max)
+    for name, v in (("lr", float(lr)), ("weight_decay", float(config.weight_decay))):
+        growth = len(milestones) * math.log(max(1.0, float(config.lr_gamma)))
+        if v > 0 and math.log(v) + growth > math.log(big):
+            raise InputError(
+                f"{name}={v:g} overflows {config.dtype} in the SGD step (lr_gamma="
+                f"{config.lr_gamma:g} over {len(milestones)} milestone(s)); use a value below "
+                f"{big:.3g}, in practice below 1"
+            )
     return replace(
         config,
         dataset=ds,
@@ -319,6 +342,15 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         milestones=milestones,
         out=str(config.out),
     )
+
+
+def _check_device(device: Any) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N``; availability is checked when the run starts."""
+    ok = isinstance(device, str) and (
+        device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    )
+    if not ok:
+        raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
 def make_model(
@@ -405,11 +437,25 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except ValueError:
             return s
 
-    with open(path, newline="") as f:
-        return [
-            {k: (v if k in ("split", "layer") else conv(v)) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row or None in row.values():
+                    # more cells than the header (key None) or fewer (value None)
+                    raise InputError(
+                        f"{str(path)!r} is malformed: line {reader.line_num} has "
+                        f"{len(row) - (None in row) + len(row.get(None) or [])} cells for "
+                        f"{len(reader.fieldnames or [])} columns; the file was damaged or "
+                        "edited: rerun the training (or restore the file)"
+                    )
+                rows.append(
+                    {k: (v if k in ("split", "layer") else conv(v)) for k, v in row.items()}
+                )
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{str(path)!r} is not a readable CSV file ({exc})") from exc
+    return rows
 
 
 def _rows_from(
@@ -509,11 +555,23 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
         raise InputError(
             f"batch_size={cfg.batch_size} must be divisible by the number of processes {world}"
         )
-    if ckpt_path.exists() and not cfg.resume:
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {str(out)!r} is a file; choose a folder for the run")
+    # A folder that cannot be created or written fails now, not after loading the data.
+    check_output_file(out / "config.json", "--out")
+    if checkpoint_exists(ckpt_path) and not cfg.resume:
         raise CheckpointError(
             f"{out} already holds a run ({ckpt_path}); pass --resume to continue it or choose "
             "another --out"
         )
+    config_dict = asdict(cfg)
+    config_dict["milestones"] = list(cfg.milestones)
+    # Everything about the checkpoint is settled before any file is written or data is read: a
+    # refused resume leaves the run folder exactly as it was.
+    state: dict[str, Any] | None = None
+    if cfg.resume and checkpoint_exists(ckpt_path):
+        state, used = load_latest_checkpoint(ckpt_path, required=_CHECKPOINT_KEYS)
+        _check_resumable(state.get("config", {}), config_dict, used)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     _set_seeds(cfg.seed)
 
@@ -575,8 +633,6 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
     layers = model.measured_layers()
     last = list(layers)[-1]
 
-    config_dict = asdict(cfg)
-    config_dict["milestones"] = list(cfg.milestones)
     if ctx.is_main:
         doc = {
             "config": config_dict,
@@ -598,16 +654,20 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
     elapsed = 0.0
     start_epoch = 1
     train_acc_last: float | None = None
-    if cfg.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        _check_resumable(state.get("config", {}), config_dict, ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        rows, geo_rows = state["rows"], state["geodesic_rows"]
-        elapsed = float(state["elapsed_s"])
-        start_epoch = int(state["epoch"]) + 1
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            rows, geo_rows = list(state["rows"]), list(state["geodesic_rows"])
+            elapsed = float(state["elapsed_s"])
+            start_epoch = int(state["epoch"]) + 1
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"the checkpoint in {ckpt_path.parent} does not fit this run ({type(exc).__name__}"
+                f": {str(exc)[:300]}); delete it to start over or choose another --out"
+            ) from exc
         train_acc_last = state.get("train_accuracy")
 
     def measure_all(epoch: int, extra: dict[str, Any]) -> float | None:
@@ -705,7 +765,17 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
                 tot += stats
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                try:
+                    opt.step()
+                except RuntimeError as exc:
+                    if "overflow" not in str(exc):
+                        raise
+                    # torch refuses an lr / weight decay that overflows the parameter dtype.
+                    raise DivergenceError(
+                        f"training diverged: the SGD step overflows {cfg.dtype} at epoch {epoch},"
+                        f" step {step} (lr={lr_now:g}, weight_decay={cfg.weight_decay:g}); the "
+                        f"last good checkpoint is {ckpt_path} (epoch {epoch - 1}); lower --lr"
+                    ) from exc
             sched.step()
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                 raise DivergenceError(
@@ -743,6 +813,19 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
         train_accuracy=train_acc_last,
         elapsed_s=elapsed,
     )
+
+
+_CHECKPOINT_KEYS = (
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "config",
+    "rows",
+    "geodesic_rows",
+    "elapsed_s",
+)
 
 
 def _check_resumable(saved: dict[str, Any], now: dict[str, Any], path: Path) -> None:

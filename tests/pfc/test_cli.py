@@ -362,3 +362,216 @@ def test_full_demo(tmp_path, capsys):
     res = json.loads((tmp_path / "full" / "results.json").read_text())
     assert res["training"]["train_accuracy_final"] == 1.0
     assert res["theorems_ok"] is True
+
+
+# ------------------------------------------------------------------------------------------
+# issue 12: usage errors are one line and exit 2, before any long work; 1 only for a claim
+# ------------------------------------------------------------------------------------------
+
+
+def _status(capsys, argv, main_=None):
+    """Exit status of ``main(argv)`` (returned or raised by argparse) and stderr."""
+    try:
+        rc = (main_ or main)(list(argv))
+    except SystemExit as exc:
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _one_line_error(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "error" in lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["demo", "--seed", "-1"], ["--seed", "-1"]),
+        (["demo", "--instances", "0"], ["--instances", "0"]),
+        (["check", "--instances", "0"], ["--instances", "0"]),
+        (["check", "--solver-instances", "0"], ["--solver-instances"]),
+        (["check", "--theorems", "1,9"], ["--theorems", "1,9"]),
+        (["train", "--out", "x", "--seed", "-1"], ["--seed", "-1"]),
+        (["train", "--out", "x", "--device", "tpu"], ["--device", "tpu"]),
+        (["train", "--out", "x", "--lr", "inf"], ["--lr", "inf"]),
+        (["train", "--out", "x", "--lr", "-1"], ["--lr", "-1"]),
+        (["solve", "--device", "tpu"], ["--device", "tpu"]),
+        (["solve", "--tol", "nan"], ["--tol", "nan"]),
+        (["metrics"], ["file"]),
+        ([], ["COMMAND"]),
+        (["nosuch"], ["nosuch"]),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, needles):
+    rc, _, err = _status(capsys, argv)
+    assert rc == 2
+    _one_line_error(err, *needles)
+
+
+def test_lr_overflowing_float32_is_refused_up_front(capsys, tmp_path):
+    out = tmp_path / "r"
+    rc, _, err = _status(capsys, ["train", "--out", str(out), "--lr", "1e300", "--no-progress"])
+    assert rc == 2
+    _one_line_error(err, "lr=1e+300", "overflows")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
+    out = tmp_path / "r"
+    rc, _, err = _status(capsys, ["train", "--out", str(out), "--device", "cuda", "--no-progress"])
+    assert rc == 2
+    _one_line_error(err, "CUDA is not available", "--device cpu")
+    assert not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("where", ["empty", "folder", "under_file", "unwritable"])
+@pytest.mark.parametrize("cmd", ["check", "solve"])
+def test_json_target_checked_before_the_work(capsys, tmp_path, monkeypatch, where, cmd):
+    import time
+
+    (tmp_path / "afile").write_text("x")
+    target = {
+        "empty": "",
+        "folder": str(tmp_path),
+        "under_file": str(tmp_path / "afile" / "r.json"),
+        "unwritable": "/proc/pfc-no/r.json",
+    }[where]
+    if cmd == "check":
+        # a huge run: the refusal must come before it starts
+        argv = ["check", "--instances", "1000000", "--no-progress", "--json", target]
+    else:
+        argv = ["solve", "--n", "100000", "--d", "500", "--no-progress", "--json", target]
+    t0 = time.perf_counter()
+    rc, out, err = _status(capsys, argv)
+    assert rc == 2 and time.perf_counter() - t0 < 5
+    _one_line_error(err, "--json")
+    assert out == ""
+
+
+def test_json_into_new_subfolder_still_works(capsys, tmp_path):
+    j = tmp_path / "new" / "deeper" / "c.json"
+    rc, _, _ = _status(
+        capsys, ["check", "--instances", "2", "--theorems", "1", "--no-progress", "--json", str(j)]
+    )
+    assert rc == 0 and json.loads(j.read_text())["ok"] is True
+    assert not list(tmp_path.rglob(".pfc-write-test-*"))
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("labels", "needle"),
+    [
+        (np.array(list("abcabcabcabc")), "integer class labels"),
+        (np.array([object()] * 12, dtype=object), "cannot be read"),
+        (np.arange(12) % 3 + 0.5, "non-integer"),
+        (np.zeros((12, 2), dtype=int), "1-D"),
+        (np.arange(5) % 3, "12 feature rows but 5 labels"),
+    ],
+)
+def test_metrics_rejects_bad_labels_in_one_line(capsys, tmp_path, labels, needle):
+    H = np.random.default_rng(0).standard_normal((12, 4))
+    f = _npz(tmp_path / "f.npz", H=H, y=labels)
+    rc, _, err = _status(capsys, ["metrics", f])
+    assert rc == 2
+    _one_line_error(err, needle)
+
+
+def test_metrics_file_problems_are_one_line(capsys, tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    (tmp_path / "d.npz").mkdir()
+    f = _npz(tmp_path / "s.npz", H=np.array(list("abcd")), y=np.arange(4) % 2)
+    for path, needle in [
+        (tmp_path / "a.npy", "single array"),
+        (tmp_path / "junk.npz", "cannot read"),
+        (tmp_path / "missing.npz", "cannot read"),
+        (tmp_path / "d.npz", "cannot read"),
+        (f, "real numeric"),
+    ]:
+        rc, _, err = _status(capsys, ["metrics", str(path)])
+        assert rc == 2, path
+        _one_line_error(err, needle)
+
+
+def test_float_labels_with_integer_values_are_accepted(capsys, tmp_path):
+    H = np.random.default_rng(0).standard_normal((12, 4))
+    f = _npz(tmp_path / "f.npz", H=H, y=(np.arange(12) % 3).astype(float))
+    rc, out, _ = _status(capsys, ["metrics", f])
+    assert rc == 0 and "pfc1" in out
+
+
+def test_interrupt_is_130_with_one_line(capsys, monkeypatch):
+    import proofs_check
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(proofs_check, "check_theorem1", stop)
+    rc, out, err = _status(capsys, ["check", "--theorems", "1", "--no-progress"])
+    assert rc == 130 and "interrupted" in err
+    assert "all claims" not in out
+
+
+def test_os_error_is_one_line_exit_2(capsys, tmp_path, monkeypatch):
+    import pfc.cli as cli
+
+    def boom(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
+
+    monkeypatch.setattr(cli, "cmd_metrics", boom)
+    rc, _, err = _status(capsys, ["metrics", "whatever.npz"])
+    assert rc == 2
+    _one_line_error(err, "Permission denied", "x")
+
+
+def test_console_gets_one_line_and_no_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    for argv in (
+        ["-m", "pfc", "check", "--instances", "2", "--json", str(tmp_path)],
+        ["-m", "proofs_check", "--instances", "0"],
+    ):  # (python -m resnet_pfc: the same handler, covered in process by tests/test_fuzz_cli.py)
+        r = subprocess.run(
+            [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 2, (argv, r.stderr)
+        _one_line_error(r.stderr)
+
+
+def test_study_resume_in_moved_folder_with_damaged_json(quick_study, tmp_path, capsys):
+    import shutil
+
+    moved = tmp_path / "moved" / "study"
+    shutil.copytree(quick_study, moved)
+    rc, _, err = _status(capsys, ["demo", "--quick", "--out", str(moved) + "/", "--resume",
+                                  "--no-progress"])  # fmt: skip
+    assert rc == 0, err
+    (moved / "config.json").write_text("{not json")
+    rc, _, err = _status(capsys, ["demo", "--quick", "--out", str(moved), "--resume",
+                                  "--no-progress"])  # fmt: skip
+    assert rc == 2
+    _one_line_error(err, "not valid JSON", "--force")
+
+
+def test_metrics_never_prints_a_silent_nan(capsys, tmp_path):
+    H = np.random.default_rng(0).standard_normal((20, 3)) * 1e100
+    f = _npz(tmp_path / "big.npz", H=H, y=np.arange(20) % 2)
+    rc, out, err = _status(capsys, ["metrics", f])
+    assert rc in (0, 2)
+    if rc == 0 and ("nan" in out or "inf" in out):
+        assert "warning" in err and "not finite" in err
+    elif rc == 2:
+        _one_line_error(err)

@@ -17,7 +17,7 @@ from resnet_pfc.__main__ import main
 from resnet_pfc.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
 from resnet_pfc.report import monotonicity
 from resnet_pfc.train import METRIC_COLUMNS, TrainConfig, read_csv, resolve_config, train
-from ufm.errors import CheckpointError, DivergenceError, InputError
+from ufm.errors import CheckpointError, DivergenceError, InputError, PFCWarning
 
 TINY = dict(
     dataset="digits",
@@ -280,3 +280,197 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
     a = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "a"), resume=True))
     b = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "b")))
     assert a.epochs_run == 1 and a.metrics == b.metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# resume: options checked before writing, relocatable folders, two generations, trust
+
+
+def test_refused_resume_leaves_config_json_untouched(tmp_path):
+    out = tmp_path / "r"
+    train(TrainConfig(**TINY, epochs=1, out=str(out)))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="epochs: 1 -> 2"):
+        train(TrainConfig(**TINY, epochs=2, out=str(out), resume=True))
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("spelling", ["absolute", "trailing_slash", "moved"])
+def test_resume_by_another_spelling_or_moved(tmp_path, monkeypatch, spelling):
+    monkeypatch.chdir(tmp_path)
+    first = train(TrainConfig(**TINY, epochs=1, out="run"))
+    out = {
+        "absolute": str(tmp_path / "run"),
+        "trailing_slash": "run/",
+        "moved": str(tmp_path / "elsewhere" / "run"),
+    }[spelling]
+    if spelling == "moved":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "run").rename(out)
+    again = train(TrainConfig(**TINY, epochs=1, out=out, resume=True))
+    assert again.epochs_run == 0 and again.metrics == first.metrics
+
+
+def test_last_pt_directory_gives_one_clear_error(tmp_path):
+    out = tmp_path / "d"
+    (out / "checkpoints" / "last.pt").mkdir(parents=True)
+    for resume in (False, True):
+        with pytest.raises(CheckpointError) as exc:
+            train(TrainConfig(**TINY, epochs=1, out=str(out), resume=resume))
+        if resume:
+            assert "is a directory" in str(exc.value)
+        else:
+            assert "--resume" in str(exc.value)
+
+
+def test_corrupted_last_pt_falls_back_to_previous_generation(tmp_path):
+    ref = train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(tmp_path / "ref")))
+    out = tmp_path / "c"
+    train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out)))
+    ckpts = out / "checkpoints"
+    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 3
+    assert load_checkpoint(ckpts / "last.prev.pt")["epoch"] == 2
+    (ckpts / "last.pt").write_bytes(b"\x00garbage" * 10)
+    with pytest.warns(PFCWarning, match="previous checkpoint"):
+        again = train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out), resume=True))
+    assert again.epochs_run == 1
+    # the lr schedule survives the round trip (the scheduler's milestones are a Counter)
+    assert [r["lr"] for r in again.metrics if r["epoch"] == 3][0] == pytest.approx(1e-3)
+    assert again.metrics == ref.metrics
+    assert (out / "metrics.csv").read_text() == (tmp_path / "ref" / "metrics.csv").read_text()
+    assert load_checkpoint(ckpts / "last.pt")["epoch"] == 3
+    # both generations unreadable: one clear error
+    (ckpts / "last.pt").write_bytes(b"junk")
+    (ckpts / "last.prev.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out), resume=True))
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+    out = tmp_path / "evil"
+    (out / "checkpoints").mkdir(parents=True)
+    torch.save({"format": 2, "epoch": 0, "x": _Evil(marker)}, out / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(out / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        train(TrainConfig(**TINY, epochs=1, out=str(out), resume=True))
+    assert not marker.exists()
+
+
+def test_checkpoint_loads_weights_only_and_restores_rng(tmp_path):
+    import random
+
+    import numpy as np
+
+    from resnet_pfc.checkpoint import rng_state, set_rng_state
+
+    random.seed(3)
+    np.random.seed(3)  # noqa: NPY002
+    torch.manual_seed(3)
+    np.random.standard_normal()  # noqa: NPY002 - leaves a cached Gaussian in the state
+    save_checkpoint(tmp_path / "k.pt", {"rng": rng_state(), "f": np.float64(0.5)})
+    want = (random.random(), np.random.standard_normal(), torch.rand(1))  # noqa: NPY002
+    state = torch.load(tmp_path / "k.pt", weights_only=True)
+    assert state["f"] == 0.5 and type(state["f"]) is float
+    set_rng_state(state["rng"])
+    got = (random.random(), np.random.standard_normal(), torch.rand(1))  # noqa: NPY002
+    assert got[:2] == want[:2] and torch.equal(got[2], want[2])
+
+
+def test_format1_checkpoint_with_numpy_rng_state_still_loads(tmp_path):
+    import numpy as np
+
+    torch.save(
+        {"format": 1, "rng_numpy": np.random.get_state()},  # noqa: NPY002
+        tmp_path / "old.pt",
+    )
+    assert load_checkpoint(tmp_path / "old.pt")["rng_numpy"][0] == "MT19937"
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"lr": 1e300}, "lr=1e.300 overflows float32"),
+        ({"weight_decay": 1e39}, "weight_decay=1e.39 overflows"),
+        ({"device": "tpu"}, "device must be"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"milestones": (0,)}, "milestones must be >= 1"),
+        ({"variant": -1}, "variant must be >= 0"),
+        ({"device": "cuda:x"}, "device must be"),
+        ({"lr_gamma": 1e200}, "lr=0.1 overflows"),
+    ],
+)
+def test_more_config_errors(kw, match):
+    with pytest.raises(InputError, match=match):
+        resolve_config(TrainConfig(**kw))
+
+
+def test_lr_overflowing_step_is_a_divergence(tmp_path):
+    with pytest.raises(DivergenceError, match="lower --lr"):
+        train(TrainConfig(**TINY, epochs=1, lr=1e37, out=str(tmp_path / "big")))
+
+
+def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch):
+    """In process: stop during epoch 2 (Ctrl-C), resume; the lr decay after epoch 2 and every
+    metric match an uninterrupted run (the scheduler state survives the checkpoint)."""
+    T = sys.modules["resnet_pfc.train"]
+
+    kw = {**TINY, "epochs": 3, "milestones": (2,)}
+    ref = train(TrainConfig(**kw, out=str(tmp_path / "ref")))
+    real, calls = T.measure_run, []
+
+    def stop_at_epoch2(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # epochs 0, 1 measured; stop while measuring epoch 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "measure_run", stop_at_epoch2)
+    out = str(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**kw, out=out))
+    monkeypatch.setattr(T, "measure_run", real)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
+    again = train(TrainConfig(**kw, out=out, resume=True))
+    assert again.epochs_run == 2
+    assert [r["lr"] for r in again.metrics if r["epoch"] == 3][0] == pytest.approx(0.01)
+    assert again.metrics == ref.metrics
+
+
+def test_out_under_a_file_is_refused_before_loading_data(tmp_path, monkeypatch):
+    import resnet_pfc.data as D
+
+    (tmp_path / "afile").write_text("x")
+
+    def no_data(*a, **k):
+        raise AssertionError("data loaded before the --out check")
+
+    monkeypatch.setattr(D, "load_dataset", no_data)
+    with pytest.raises(InputError, match="which is a file"):
+        train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile" / "run")))
+    with pytest.raises(CheckpointError, match="is a file"):
+        train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile")))
+
+
+def test_damaged_metrics_csv_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "bad"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,split\n1,train,extra\n")
+    with pytest.raises(InputError, match="line 2 has 3 cells for 2 columns"):
+        read_csv(run / "metrics.csv")
+    (run / "metrics.csv").write_text("epoch,split,layer\n1,train\n")
+    with pytest.raises(InputError, match="malformed"):
+        read_csv(run / "metrics.csv")
+    assert main(["figures", str(run)]) == 2 and main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "malformed" in err

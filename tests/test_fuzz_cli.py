@@ -1,0 +1,380 @@
+"""Property-based fuzz suite of the command lines (issue 12).
+
+hypothesis generates argument vectors -- valid and invalid values of every option, junk tokens,
+data files of every wrong kind, run folders in every state -- for ``pfc metrics``, ``pfc check``,
+``python -m proofs_check``, ``pfc train`` and ``python -m resnet_pfc train`` (tiny sizes), calls
+each ``main(argv)`` in process and asserts the rule of the command lines:
+
+* the exit status is 0 (success), 1 (a theorem claim violated; ``check`` only) or 2 (usage);
+* no Python traceback reaches stderr, and no exception escapes ``main``;
+* a usage error is exactly one line on stderr, naming the error;
+* every call ends within a time bound.
+
+The fast profile (default run) stays under about 30 s; the ``slow``-marked tests run the same
+properties on many more examples. Examples are derandomised (seeded) so that CI is reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import itertools
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from pfc.cli import main as pfc_main
+from proofs_check._cli import main as proofs_main
+from resnet_pfc.__main__ import main as resnet_main
+
+
+def _profile(n: int) -> settings:
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+FAST = {"metrics": 40, "check": 20, "proofs": 20, "train": 14}
+SLOW = {"metrics": 400, "check": 150, "proofs": 150, "train": 120}
+#: Seconds one call may take (the machine running the tests may be busy).
+TIME_LIMIT_S = 60.0
+
+
+_COUNTER = itertools.count()
+
+
+@functools.cache
+def _scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="pfc-fuzz-"))
+
+
+def invoke(main, argv: list[str], allowed: tuple[int, ...]) -> tuple[int, str, str]:
+    """Run ``main(argv)`` in process and check the rule of the command lines."""
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # warnings are not errors; stderr keeps the message
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
+            rc = 0 if exc.code is None else exc.code
+    elapsed = time.perf_counter() - t0
+    event(f"exit status {rc}")
+    torch.set_num_threads(threads)
+    e = err.getvalue()
+    assert elapsed < TIME_LIMIT_S, (argv, elapsed)
+    assert rc in allowed, (argv, rc, e)
+    assert "Traceback" not in e, (argv, e)
+    if rc == 2:
+        lines = [ln for ln in e.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "error" in lines[0], (argv, e)
+    return rc, out.getvalue(), e
+
+
+Spec = tuple[str, list[str], list[str]]  # flag, valid values, invalid values
+
+
+def _opt(flag: str, valid: list[str], invalid: list[str]) -> Spec:
+    return (flag, valid, invalid)
+
+
+@st.composite
+def _argv_of(draw, specs: tuple[Spec | list[str], ...]) -> list[str]:
+    """Every option left out or given a valid value; then none (half of the examples), one or
+    two options given an invalid value or no value at all; sometimes a junk token."""
+    opts = [sp for sp in specs if isinstance(sp, tuple)]
+    fixed = [tok for sp in specs if isinstance(sp, list) for tok in sp]
+    chosen: dict[str, list[str]] = {}
+    for flag, valid, _ in opts:
+        if draw(st.booleans()):
+            chosen[flag] = [flag, draw(st.sampled_from(valid))]
+    n_bad = draw(st.sampled_from([0, 0, 1, 2]))
+    for _ in range(n_bad):
+        flag, _, invalid = draw(st.sampled_from(opts))
+        chosen[flag] = draw(
+            st.one_of(st.sampled_from(invalid).map(lambda v, f=flag: [f, v]), st.just([flag]))
+        )
+    order = draw(st.permutations(sorted(chosen)))
+    junk = draw(st.lists(st.sampled_from(["--bogus", "-x", "extra", "--help"]), max_size=1))
+    if draw(st.integers(0, 9)) > 0:
+        junk = []
+    return [tok for f in order for tok in chosen[f]] + fixed + junk
+
+
+def _argv(*specs: Spec | list[str]) -> st.SearchStrategy[list[str]]:
+    return _argv_of(specs)
+
+
+BAD_INTS = ["-1", "x", "1.5", "", "1e3", "nan"]
+BAD_FLOATS = ["-1", "nan", "inf", "-inf", "x", "", "1e400"]
+
+
+def _json_targets() -> list[str]:
+    s = _scratch()
+    (s / "a_file").write_text("x")
+    (s / "a_dir").mkdir(exist_ok=True)
+    return [str(s / "a_dir"), str(s / "a_file" / "r.json"), "/proc/pfc-fuzz/r.json", ""]
+
+
+# ------------------------------------------------------------------------------------------
+# pfc metrics
+
+
+@st.composite
+def npz_files(draw) -> str:
+    """A path to a features/labels file: half of them well formed (any scale), the others
+    wrong in one way (file kind, dtype, shape, labels)."""
+    s = _scratch()
+    path = s / f"m{next(_COUNTER)}.npz"  # a fresh name: examples never see each other's files
+    good = draw(st.booleans())
+    kind = "npz" if good else draw(st.sampled_from(["npz"] * 4 + ["npy", "junk", "missing", "dir"]))
+    if kind == "missing":
+        return str(path)
+    if kind == "dir":
+        path.mkdir(exist_ok=True)
+        return str(path)
+    if kind == "junk":
+        path.write_bytes(draw(st.binary(max_size=64)))
+        return str(path)
+    k = draw(st.integers(2, 4) if good else st.integers(1, 4))
+    n = draw(st.integers(k, 4 * k) if good else st.integers(0, 14))
+    d = draw(st.integers(1, 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = 10.0 ** draw(st.sampled_from([0, 0, -150, 150, -300, 300, 8]))
+    hkinds = ["float", "float32", "int"] + ([] if good else ["str", "complex", "nan"])
+    hkind = draw(st.sampled_from(hkinds))
+    H = rng.standard_normal((n, d)) * scale
+    if hkind == "float32":
+        with np.errstate(over="ignore"):  # beyond float32: inf features, refused by the CLI
+            H = H.astype(np.float32)
+    elif hkind == "int":
+        H = np.clip(np.round(H), -(2.0**62), 2.0**62).astype(np.int64)
+    elif hkind == "str":
+        H = H.astype(str)
+    elif hkind == "complex":
+        H = H + 1j
+    elif hkind == "nan" and n:
+        H[0, 0] = np.nan
+    lkinds = ["int", "float_int"]
+    if not good:
+        lkinds += ["negative", "big", "str", "float", "object", "bool", "2d", "short", "empty"]
+    lkind = draw(st.sampled_from(lkinds))
+    y = np.arange(n) % k
+    labels = {
+        "int": y,
+        "negative": y - 1,
+        "big": y + k,
+        "str": y.astype(str),
+        "float_int": y.astype(float),
+        "float": y + 0.5,
+        "object": np.array([object()] * n, dtype=object),
+        "bool": y.astype(bool),
+        "2d": np.stack([y, y], axis=1),
+        "short": y[: max(0, n - 1)],
+        "empty": np.array([], dtype=int),
+    }[lkind]
+    if kind == "npy":
+        np.save(path.with_suffix(".npy"), H)
+        return str(path.with_suffix(".npy"))
+    np.savez(path, H=H, y=labels)
+    return str(path)
+
+
+def metrics_argv() -> st.SearchStrategy[list[str]]:
+    name = st.sampled_from(["H", "y", "nope"])
+    key = st.one_of(st.just([]), st.just([]), st.just([]), name)
+    return st.tuples(npz_files(), key, key).map(
+        lambda t: (
+            ["metrics", t[0]]
+            + (["--features", t[1]] if t[1] else [])
+            + (["--labels", t[2]] if t[2] else [])
+        )
+    )
+
+
+def _check_metrics(argv: list[str]) -> None:
+    invoke(pfc_main, argv, (0, 2))
+
+
+@_profile(FAST["metrics"])
+@given(metrics_argv())
+def test_fuzz_pfc_metrics(argv):
+    _check_metrics(argv)
+
+
+@pytest.mark.slow
+@_profile(SLOW["metrics"])
+@given(metrics_argv())
+def test_fuzz_pfc_metrics_slow(argv):
+    _check_metrics(argv)
+
+
+# ------------------------------------------------------------------------------------------
+# pfc check and python -m proofs_check (tiny instance counts)
+
+
+def check_options() -> st.SearchStrategy[list[str]]:
+    good_json = str(_scratch() / "check.json")
+    return _argv(
+        _opt("--seed", ["0", "1", "7"], BAD_INTS),
+        _opt("--instances", ["1", "2", "3"], ["0", *BAD_INTS]),
+        _opt("--solver-instances", ["1"], ["0", *BAD_INTS]),
+        _opt("--theorems", ["1", "2", "1,2", "3", "4", "1,4"], ["5", "0", "", "1,,x", "a"]),
+        _opt("--json", [good_json], _json_targets()),
+        ["--no-progress"],
+    )
+
+
+def _small_default(argv: list[str]) -> list[str]:
+    # the default instance counts (100 and 10) are real work: keep the examples small
+    if "--instances" not in argv:
+        argv = [*argv, "--instances", "2"]
+    if "--solver-instances" not in argv:
+        argv = [*argv, "--solver-instances", "1"]
+    return argv
+
+
+@_profile(FAST["check"])
+@given(check_options())
+def test_fuzz_pfc_check(argv):
+    invoke(pfc_main, ["check", *_small_default(argv)], (0, 1, 2))
+
+
+@_profile(FAST["proofs"])
+@given(check_options())
+def test_fuzz_proofs_check(argv):
+    invoke(proofs_main, _small_default(argv), (0, 1, 2))
+
+
+@pytest.mark.slow
+@_profile(SLOW["check"])
+@given(check_options())
+def test_fuzz_pfc_check_slow(argv):
+    invoke(pfc_main, ["check", *_small_default(argv)], (0, 1, 2))
+
+
+@pytest.mark.slow
+@_profile(SLOW["proofs"])
+@given(check_options())
+def test_fuzz_proofs_check_slow(argv):
+    invoke(proofs_main, _small_default(argv), (0, 1, 2))
+
+
+# ------------------------------------------------------------------------------------------
+# pfc train and python -m resnet_pfc train (tiny runs), run folders in every state
+
+TINY = [
+    "--dataset", "digits", "--per-class", "3", "--width", "4", "--blocks", "1",
+    "--batch-size", "10", "--epochs", "1", "--eval-every", "1", "--geodesic-points", "3",
+    "--geodesic-pass2-points", "2", "--eval-batch-size", "64", "--threads", "1",
+    "--no-progress", "--no-figures",
+]  # fmt: skip
+
+
+@functools.cache
+def _template_run() -> Path:
+    """One finished tiny run, copied into the examples that need an existing run folder."""
+    out = _scratch() / "template-run"
+    rc, _, err = invoke(resnet_main, ["train", *TINY, "--out", str(out)], (0,))
+    assert rc == 0, err
+    return out
+
+
+def _out_folder(state: str, i: int) -> str:
+    i = next(_COUNTER)
+    out = _scratch() / f"run-{state}-{i}"
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if state == "file":
+        out.write_text("x")
+    elif state in ("existing", "corrupt_last", "dir_last", "no_last"):
+        shutil.copytree(_template_run(), out)
+        last = out / "checkpoints" / "last.pt"
+        if state == "corrupt_last":
+            last.write_bytes(b"junk")
+        elif state == "dir_last":
+            last.unlink()
+            last.mkdir()
+        elif state == "no_last":
+            last.unlink()
+    elif state == "under_file":
+        (_scratch() / f"f{i}").write_text("x")
+        return str(_scratch() / f"f{i}" / "run")
+    return str(out) + ("/" if state == "trailing_slash" else "")
+
+
+def train_argv() -> st.SearchStrategy[list[str]]:
+    no_gpu_cuda = [] if torch.cuda.is_available() else ["cuda"]
+    return st.tuples(
+        st.sampled_from(
+            ["fresh", "fresh", "existing", "corrupt_last", "dir_last", "no_last", "file"]
+            + ["under_file", "trailing_slash"]
+        ),
+        st.integers(0, 10**9),
+        _argv(
+            _opt("--epochs", ["1", "2"], ["0", *BAD_INTS]),
+            _opt("--lr", ["0.05", "0.1"], ["0", "1e300", "1e39", *BAD_FLOATS]),
+            _opt("--seed", ["0", "3"], BAD_INTS),
+            _opt("--device", ["cpu"], ["tpu", "", "cuda:x", "gpu", *no_gpu_cuda]),
+            _opt("--batch-size", ["7", "10"], ["0", *BAD_INTS]),
+            _opt("--width", ["3", "4"], ["0", *BAD_INTS]),
+            _opt("--blocks", ["1", "2"], ["0", *BAD_INTS]),
+            _opt("--per-class", ["2", "3"], ["0", "10000", *BAD_INTS]),
+            _opt("--dtype", ["float32", "float64"], ["float16", "int"]),
+            _opt("--momentum", ["0", "0.5"], ["2", *BAD_FLOATS]),
+            _opt("--weight-decay", ["0", "1e-3"], ["1e300", *BAD_FLOATS]),
+            _opt("--lr-gamma", ["0.1", "0.5"], ["0", "1e200", *BAD_FLOATS]),
+            _opt("--eval-every", ["1", "2"], ["0", *BAD_INTS]),
+            _opt("--geodesic-points", ["3"], ["1", *BAD_INTS]),
+            _opt("--position", ["index", "distance"], ["depth"]),
+            _opt("--model", ["auto", "fc", "conv"], ["vit"]),
+            _opt("--epsilon", ["0.01"], ["2", *BAD_FLOATS]),
+            _opt("--dataset", ["digits"], ["imagenet", "mnist"]),
+            ("--resume", ["__flag__"], ["__flag__"]),
+        ),
+        st.sampled_from(["pfc", "resnet_pfc"]),
+    ).map(lambda t: (t[0], t[1], t[2], t[3]))
+
+
+def _check_train(example) -> None:
+    state, i, opts, cli = example
+    out = _out_folder(state, i)
+    # the tiny defaults first: argparse keeps the last value of a repeated option
+    opts = [tok for tok in opts if tok != "__flag__"]
+    argv = ["train", *TINY, "--out", out, *opts]
+    if "--dataset" in opts:  # the paper's data sets: an empty root, never a download
+        argv += ["--data-root", str(_scratch() / "no-data")]
+    rc, _, err = invoke(pfc_main if cli == "pfc" else resnet_main, argv, (0, 2))
+    if state in ("file", "under_file", "dir_last") and "--help" not in argv:
+        assert rc == 2, (argv, err)
+
+
+@_profile(FAST["train"])
+@given(train_argv())
+def test_fuzz_train(example):
+    _check_train(example)
+
+
+@pytest.mark.slow
+@_profile(SLOW["train"])
+@given(train_argv())
+def test_fuzz_train_slow(example):
+    _check_train(example)
