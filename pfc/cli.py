@@ -36,7 +36,7 @@ METRIC_ORDER = [
     "nc4",
 ]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
+DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
 # ------------------------------------------------------------------------------------------
@@ -323,7 +323,8 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
         "dataset",
         type=_dataset,
         default=d.dataset,
-        help=f"one of {', '.join(DATASETS)} (digits is embedded; default %(default)s)",
+        help=f"one of {', '.join(DATASETS)} (digits and mnist_5k, also spelled mnist-5k, need "
+        "no download; default %(default)s)",
     )
     add("--out", "out", required=True, help="run directory")
     add(
@@ -338,6 +339,13 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
     add("--variant", "variant", type=NONNEG, default=d.variant, help="Table I variant index")
     add("--epochs", "epochs", type=POS, default=None, help="default: the data set's preset")
     add("--lr", "lr", type=_float_pos, default=None, help="initial lr (default: preset)")
+    add(
+        "--loss",
+        "loss",
+        default=d.loss,
+        choices=("ce", "mse"),
+        help="ce: cross entropy (the paper's, default); mse: (1/2)||z - e_y||^2 per sample",
+    )
     add("--momentum", "momentum", type=_float_nonneg, default=d.momentum, help="default 0.9")
     add(
         "--weight-decay",
