@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "128, lr divided by 10 at 1/3 and 2/3 of the epochs) and measure the collapse metrics of "
         "the input of the measured stage and of every block. Launch with torchrun for DDP.",
     )
+
     def dataset(s: str) -> str:
         key = s.strip().lower().replace("-", "_")
         if key not in PRESETS:

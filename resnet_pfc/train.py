@@ -173,7 +173,7 @@ class TrainConfig:
         Default from :data:`PRESETS`.
     loss : {"ce", "mse"}
         Cross entropy (the paper's, default) or the squared error
-        :math:`\tfrac12\|z - e_y\|^2` averaged over the samples.
+        :math:`\\tfrac12\\|z - e_y\\|^2` averaged over the samples.
     momentum, weight_decay, batch_size
         SGD momentum (0.9), weight decay (5e-4), global batch size (128).
     milestones : tuple of int, optional

@@ -103,7 +103,7 @@ def claims_table(rows: list[dict], *, command: str, elapsed_s: float, width: int
             "",
         ]
     lines += [
-        "\"held?\" is yes when the metric decreases strictly through every block at the final "
+        '"held?" is yes when the metric decreases strictly through every block at the final '
         "epoch and the last layer's value is below its value at initialisation. "
         + (
             "Every claim held on both splits."
