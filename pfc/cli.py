@@ -114,6 +114,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         epochs=args.epochs,
+        dataset=args.dataset,
+        loss=args.loss,
         instances=args.instances,
         lams=None if args.lams is None else tuple(args.lams),
     )
@@ -451,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--epochs", type=POS, default=None, help="training epochs (default 60; quick 40)"
+    )
+    d.add_argument(
+        "--dataset",
+        type=_dataset,
+        default=None,
+        help="training data: digits or mnist_5k (also spelled mnist-5k; both ship with the "
+        "install). Default: the demo's preset (docs/demo_recipe.md)",
+    )
+    d.add_argument(
+        "--loss",
+        choices=("ce", "mse"),
+        default=None,
+        help="training loss (default: the demo's preset, mse; the paper's is ce)",
     )
     d.add_argument(
         "--instances",

@@ -70,6 +70,10 @@ __all__ = [
     "FULL",
     "tpt_check",
     "read_json",
+    "collapse_check",
+    "recipe_vs_paper",
+    "COLLAPSE_GOALS",
+    "PAPER_RECIPE",
 ]
 
 #: Stages in order (folder names under the study directory).
@@ -77,6 +81,10 @@ STAGES = ("train", "sec4b", "network", "proofs")
 
 #: Defaults of the full demo (``None`` fields of :class:`StudyConfig`).
 FULL: dict[str, Any] = {
+    "dataset": "digits",
+    "loss": "mse",
+    "weight_decay": 5e-3,
+    "batch_size": 32,
     "epochs": 60,
     "blocks": 4,
     "width": 256,
@@ -94,6 +102,10 @@ FULL: dict[str, Any] = {
 
 #: Defaults of ``--quick`` (a smoke version of the same pipeline, well under a minute).
 QUICK: dict[str, Any] = {
+    "dataset": "digits",
+    "loss": "mse",
+    "weight_decay": 5e-3,
+    "batch_size": 32,
     "epochs": 40,
     "blocks": 3,
     "width": 64,
@@ -110,6 +122,39 @@ QUICK: dict[str, Any] = {
 }
 
 _METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+
+#: The paper's recipe (Sec. IV-A) that the demo's training is compared with.
+PAPER_RECIPE: dict[str, Any] = {
+    "loss": "ce",
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 128,
+    "epochs": 350,
+    "milestones": "1/3 and 2/3 of the epochs",
+}
+
+#: Goals of the demo for the last layer at the final epoch (training split): a clearly collapsed
+#: layer. The report states, with the measured values, whether each is met.
+COLLAPSE_GOALS: dict[str, float] = {"pfc1": 0.1, "pfc2": 0.3, "nc1": 0.1}
+
+#: Why the demo's recipe differs from the paper's (shown in the report; the measurements that
+#: justify it are in docs/demo_recipe.md).
+RECIPE_REASONS: dict[str, str] = {
+    "dataset": "the paper's MNIST (60000 images, FC width 1000, 10 blocks) does not train in "
+    "minutes on 2 CPU cores; the demo uses a small real data set that ships with the install",
+    "loss": "with the paper's cross entropy the last layer stays far from collapse within the "
+    "demo's time budget (docs/demo_recipe.md); with the squared error (Han et al., 2022) the "
+    "class means approach a simplex ETF and all PFC metrics fall through every block",
+    "weight_decay": "weight decay drives the features towards collapse in the terminal phase; "
+    "5e-4 leaves the last layer far from collapse in the demo's budget",
+    "batch_size": "a smaller batch gives four times as many SGD steps per epoch at a similar "
+    "cost on a CPU, so the terminal phase is reached within the budget",
+    "epochs": "the time budget of `make demo` (under 10 minutes with set-up)",
+    "blocks": "fewer, narrower blocks keep the demo within its time budget",
+    "width": "fewer, narrower blocks keep the demo within its time budget",
+    "lr": "the paper's initial learning rates are not stated; chosen for fast, stable training "
+    "with this loss",
+}
 
 
 @dataclass(frozen=True)
@@ -133,8 +178,15 @@ class StudyConfig:
         One thread is the fastest choice for these small problems on a shared machine.
     progress : bool
         Progress bars and status lines.
-    epochs, blocks, width, train_per_class, lr, eval_every
-        Training (digits, fully connected ResNet; paper recipe otherwise).
+    dataset : str
+        ``"digits"`` or ``"mnist_5k"`` (any name :func:`resnet_pfc.data.load_dataset` accepts
+        works; both of these ship with the install).
+    loss : {"ce", "mse"}
+        Training loss (the paper's is cross entropy; the demo's default is MSE, see
+        :data:`RECIPE_REASONS` and ``docs/demo_recipe.md``).
+    weight_decay, batch_size, epochs, blocks, width, train_per_class, lr, eval_every
+        Training of the fully connected ResNet (SGD with momentum 0.9, lr divided by 10 after
+        1/3 and 2/3 of the epochs, as in the paper).
     lams : tuple of float
         ``lam`` grid of both sweeps (Fig. 5 and the network-feature sweep).
     features_per_class : int, optional
@@ -154,6 +206,10 @@ class StudyConfig:
     force: bool = False
     threads: int = 1
     progress: bool = True
+    dataset: str | None = None
+    loss: str | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
     epochs: int | None = None
     blocks: int | None = None
     width: int | None = None
@@ -183,6 +239,10 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
     pre = QUICK if cfg.quick else FULL
     vals: dict[str, Any] = {}
     for name in (
+        "dataset",
+        "loss",
+        "weight_decay",
+        "batch_size",
         "epochs",
         "blocks",
         "width",
@@ -199,8 +259,14 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
         vals[name] = pre[name] if v is None else v
     check_int(cfg.seed, "seed", low=0)
     check_int(cfg.threads, "threads", low=1)
-    for name in ("epochs", "blocks", "width", "eval_every", "certify_per_class"):
+    for name in ("epochs", "blocks", "width", "eval_every", "certify_per_class", "batch_size"):
         check_int(vals[name], name, low=1)
+    from resnet_pfc.data import canonical_name
+
+    vals["dataset"] = canonical_name(vals["dataset"])
+    if vals["loss"] not in ("ce", "mse"):
+        raise InputError(f"loss must be 'ce' or 'mse', got {vals['loss']!r}")
+    check_scalar(vals["weight_decay"], "weight_decay", low=0.0)
     check_int(vals["instances"], "instances", low=0)
     for name in ("train_per_class", "features_per_class"):
         if vals[name] is not None:
@@ -417,13 +483,16 @@ def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dic
 
     run = out / "train"
     tc = TrainConfig(
-        dataset="digits",
+        dataset=cfg.dataset,
         out=str(run),
         model="fc",
         blocks=cfg.blocks,
         width=cfg.width,
         epochs=cfg.epochs,
         lr=cfg.lr,
+        loss=cfg.loss,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
         eval_every=cfg.eval_every,
         per_class=cfg.train_per_class,
         seed=cfg.seed,
@@ -433,24 +502,104 @@ def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dic
         figures=True,
     )
     say(
-        f"training a fully connected ResNet ({cfg.blocks} blocks, width {cfg.width}) on the "
-        f"digits for {cfg.epochs} epochs, measuring every block every {cfg.eval_every} epochs"
+        f"training a fully connected ResNet ({cfg.blocks} blocks, width {cfg.width}) on "
+        f"{cfg.dataset} for {cfg.epochs} epochs ({cfg.loss} loss, weight decay "
+        f"{cfg.weight_decay:g}, batch {cfg.batch_size}), measuring every block every "
+        f"{cfg.eval_every} epochs"
     )
     res = train(tc)
     rows = read_csv(run / "metrics.csv")
     tpt = tpt_check(rows)
     summary = _layer_summary(rows)
+    collapse = collapse_check(summary)
     say(
         f"trained: training accuracy {tpt['train_accuracy_final']:.4f}, training loss "
-        f"{tpt['train_loss_final']:.3g} (in TPT: {tpt['in_tpt']})"
+        f"{tpt['train_loss_final']:.3g} (in TPT: {tpt['in_tpt']}); last layer "
+        + ", ".join(f"{k.upper()} {v:.3g}" for k, v in collapse["last_layer"].items())
+        + "; strictly decreasing: "
+        + ", ".join(f"{k.upper()} {v}" for k, v in collapse["strictly_decreasing"].items())
     )
     return {
         "stage": "train",
         "run_dir": "train",
         "tpt": tpt,
         "summary": summary,
+        "collapse": collapse,
+        "recipe": recipe_vs_paper(cfg),
         "elapsed_s": res.elapsed_s,
     }
+
+
+def collapse_check(summary: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer PFC1-3 and NC1 at the final epoch, strict decrease, and the collapse goals.
+
+    Parameters
+    ----------
+    summary : dict
+        The per-layer summary of the training stage (``layers`` ordered from the stage input to
+        the last block).
+
+    Returns
+    -------
+    dict
+        ``per_layer`` (metric -> list over layers, with ``layers`` the layer names),
+        ``strictly_decreasing`` (metric -> bool: every block lowers it), ``last_layer``
+        (metric -> value), ``goals`` (metric -> {"goal", "value", "met"} for
+        :data:`COLLAPSE_GOALS`) and ``all_goals_met``.
+    """
+    layers = summary["layers"]
+    per_layer = {k: [r.get(k) for r in layers] for k in _METRICS}
+    strict = {}
+    for k, vals in per_layer.items():
+        ok = all(v is not None and math.isfinite(v) for v in vals)
+        strict[k] = bool(ok and all(b < a for a, b in zip(vals, vals[1:], strict=False)))
+    last = {k: vals[-1] for k, vals in per_layer.items()}
+    goals = {}
+    for k, g in COLLAPSE_GOALS.items():
+        v = last.get(k)
+        goals[k] = {"goal": g, "value": v, "met": bool(v is not None and v <= g)}
+    return {
+        "layers": [r.get("layer") for r in layers],
+        "per_layer": per_layer,
+        "strictly_decreasing": strict,
+        "last_layer": last,
+        "goals": goals,
+        "all_goals_met": all(g["met"] for g in goals.values()),
+    }
+
+
+def recipe_vs_paper(cfg: StudyConfig) -> list[dict[str, Any]]:
+    """The demo's training options next to the paper's, with the reason of every difference."""
+    from resnet_pfc.train import PRESETS
+
+    rows = [
+        ("dataset", "MNIST (60000 training images)", cfg.dataset),
+        ("model", "FC ResNet, 10 blocks, width 1000", f"FC ResNet, {cfg.blocks} blocks, "
+         f"width {cfg.width}"),
+        ("loss", "cross entropy", {"ce": "cross entropy", "mse": "squared error (MSE)"}[
+            str(cfg.loss)]),
+        ("optimiser", "SGD, momentum 0.9", "SGD, momentum 0.9"),
+        ("weight_decay", PAPER_RECIPE["weight_decay"], cfg.weight_decay),
+        ("batch_size", PAPER_RECIPE["batch_size"], cfg.batch_size),
+        ("epochs", PAPER_RECIPE["epochs"], cfg.epochs),
+        ("lr schedule", "divided by 10 after 1/3 and 2/3 of the epochs",
+         "divided by 10 after 1/3 and 2/3 of the epochs"),
+        ("lr", f"not stated (this project: {PRESETS['mnist']['lr']} for MNIST)", cfg.lr),
+    ]  # fmt: skip
+    out = []
+    for name, paper, demo in rows:
+        same = str(paper) == str(demo)
+        key = "blocks" if name == "model" else name
+        out.append(
+            {
+                "option": name,
+                "paper": paper,
+                "demo": demo,
+                "differs": not same,
+                "why": "" if same else RECIPE_REASONS.get(key, ""),
+            }
+        )
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -990,6 +1139,11 @@ def headline(stages: dict[str, Any]) -> dict[str, Any]:
         res["effective_depth"] = s["effective_depth"]
         res["last_layer"] = {k: s["layers"][-1].get(k) for k in _METRICS}
         res["first_layer"] = {k: s["layers"][0].get(k) for k in _METRICS}
+        col = tr.get("collapse") or collapse_check(s)
+        res["per_layer"] = {"layers": col["layers"], **col["per_layer"]}
+        res["strictly_decreasing"] = col["strictly_decreasing"]
+        res["collapse_goals"] = col["goals"]
+        res["all_collapse_goals_met"] = col["all_goals_met"]
     sb = stages.get("sec4b")
     if sb:
         res["sec4b_fig4"] = sb["fig4"]
