@@ -1,6 +1,6 @@
 """The ``pfc`` command: one entry point with a subcommand per job (``pfc COMMAND --help``).
 
-``demo``     the main job on the embedded digits data (:mod:`pfc.study`), writes report.html
+``demo``     the main job on real images shipped with the install (:mod:`pfc.study`), writes report.html
 ``train``    train a ResNet and measure every block (:func:`resnet_pfc.train`)
 ``figures``  Fig. 2 and Fig. 3 of a run (or study) directory
 ``solve``    UFM or MUFM on the Sec. IV-B data or on features in an .npz file, optionally certified
@@ -431,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="the main job on the embedded digits data; writes report.html",
-        description="Train a fully connected ResNet on the embedded digits to the terminal phase "
+        help="the main job on real images that ship with the install; writes report.html",
+        description="Train a fully connected ResNet on real images that ship with the install "
+        "(--dataset; recipe in docs/demo_recipe.md) to the terminal phase "
         "of training measuring every block; solve and certify UFM and MUFM on the paper's Sec. "
         "IV-B problem and on the network's own layer-0 features (lam sweeps); run the theorem "
         "checks; write one self-contained report.html plus CSVs, PNGs, config.json and "

@@ -5,12 +5,17 @@ Four stages, each writing its own folder under the study directory ``out`` and a
 ``resume=True`` skips them:
 
 ``train/``
-    A fully connected ResNet trained on the embedded digits with :func:`resnet_pfc.train`,
+    A fully connected ResNet trained on real images that ship with the install (``digits`` or
+    ``mnist_5k``; the recipe is :data:`FULL`, chosen and measured in ``docs/demo_recipe.md``)
+    with :func:`resnet_pfc.train`,
     every measured layer (stem output and each block) measured as it trains: the run directory
     of :mod:`resnet_pfc` (``metrics.csv``, ``geodesic.csv``, ``figures/fig2_train.png``,
     ``figures/fig3_train.png``, ``report.md``). ``stage.json`` states whether the run reached
     the terminal phase of training (TPT): 100% training accuracy, and a training loss that kept
-    falling after it got there.
+    falling after it got there, the final per-layer PFC1-3 and NC1 on the training split,
+    whether each decreases strictly through every block, and whether the last layer meets the
+    collapse goals :data:`COLLAPSE_GOALS` (:func:`collapse_check`); and the recipe next to the
+    paper's, with the reason of every difference (:func:`recipe_vs_paper`).
 ``sec4b/``
     The paper's Sec. IV-B experiment (:func:`mufm.run_experiment`: Figs. 4 and 5, ``lam``
     swept over at least four decades) and certificates of its MUFM and UFM solutions.
