@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch and BLAS threads (default 1: fastest for these small problems)",
     )
     d.add_argument(
-        "--epochs", type=POS, default=None, help="training epochs (default 60; quick 40)"
+        "--epochs", type=POS, default=None, help="training epochs (default 200; quick 40)"
     )
     d.add_argument(
         "--dataset",
