@@ -1055,6 +1055,7 @@ _STAGE_FUNCS = {
 def _config_doc(cfg: StudyConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["lams"] = list(cfg.lams or ())
+    d["lr_drops"] = list(cfg.lr_drops or ())
     return d
 
 
