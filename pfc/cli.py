@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         "of training measuring every block; solve and certify UFM and MUFM on the paper's Sec. "
         "IV-B problem and on the network's own layer-0 features (lam sweeps); run the theorem "
         "checks; write one self-contained report.html plus CSVs, PNGs, config.json and "
-        "results.json. About 2 minutes on 2 busy cores; --quick is a smoke version (< 1 minute).",
+        "results.json. About 2 minutes of CPU (3-4 minutes on 2 busy cores); --quick is a smoke "
+        "version (< 1 minute).",
     )
     d.add_argument("--out", default="pfc-demo", help="study directory (default %(default)s)")
     d.add_argument("--seed", type=NONNEG, default=0, help="seed of everything (default 0)")
