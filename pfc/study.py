@@ -117,7 +117,7 @@ QUICK: dict[str, Any] = {
     "blocks": 3,
     "width": 64,
     "train_per_class": 15,
-    "lr": 0.1,
+    "lr": 0.02,
     "eval_every": 5,
     "lams": (1e-3, 1e-2, 1e-1, 1.0, 10.0),
     "features_per_class": None,
