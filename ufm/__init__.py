@@ -49,6 +49,10 @@ _LAZY = {
     "CollapseAccumulator": "metrics",
     "LineAccumulator": "metrics",
     "SolveResult": "result",
+    "LayerNormOptimum": "layernorm",
+    "layernorm_etf_optimum": "layernorm",
+    "layernorm_normalize": "layernorm",
+    "layernorm_objective": "layernorm",
 }
 
 __all__ = [

@@ -19,7 +19,7 @@ def solve(
     *,
     d: int,
     lam_w: float = S.DEFAULT_LAM_W,
-    lam_h: float = S.DEFAULT_LAM_H,
+    lam_h: float | None = None,
     lam_b: float = S.DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
@@ -32,6 +32,9 @@ def solve(
     verbose: bool = False,
     dtype: Any = None,
     step: float | None = None,
+    features: str = "free",
+    affine: bool = False,
+    lam_affine: float | None = None,
 ) -> SolveResult:
     """Minimise the UFM objective over ``W``, ``b`` and free features ``H``.
 
@@ -55,7 +58,8 @@ def solve(
     lam_w, lam_h, lam_b : float
         Penalties on ``W`` (> 0), ``H`` (> 0: without it the infimum is not attained) and ``b``
         (>= 0; 0 leaves the bias unpenalised, allowed for MSE only). Defaults ``5e-4`` each, the
-        weight decay of Zhu et al. (2021).
+        weight decay of Zhu et al. (2021). ``lam_h`` (default ``None`` = ``5e-4``) must stay
+        unset with ``features="layernorm"``.
     loss : {"mse", "ce"}
         ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
     bias : bool
@@ -84,6 +88,14 @@ def solve(
         Show a tqdm progress bar.
     dtype : float32 or float64, optional
         Working precision of the torch backend (default float64); numpy always uses float64.
+    features : {"free", "layernorm"}
+        ``"free"`` (default): the UFM above. ``"layernorm"``: features constrained to
+        LayerNorm's image (each ``h_i`` has mean 0 across coordinates and norm ``sqrt(d)``),
+        solved on the manifold by :func:`ufm.layernorm.solve_layernorm` (its docstring and
+        ``docs/layernorm_ufm.md`` give the model; ``method="lbfgs"``, numpy only).
+    affine, lam_affine : bool, float
+        LayerNorm's learnable scale and shift and their weight decay (``features="layernorm"``
+        only; see :func:`ufm.layernorm.solve_layernorm`).
     step : float, optional
         Step of ``method="gd"`` in balanced coordinates; default ``1/L`` with ``L`` a curvature
         bound at the start. Halved (for good) whenever a step would increase the objective.
@@ -123,6 +135,19 @@ def solve(
     >>> res.converged, res.metrics["pfc1"] < 1e-8, res.metrics["pfc2"] < 1e-4
     (True, True, True)
     """
+    if features != "free":
+        if features != "layernorm":
+            raise InputError(f"features must be 'free' or 'layernorm', got {describe(features)}")
+        from .layernorm import solve_layernorm
+
+        return solve_layernorm(
+            y, d=d, loss=loss, lam_w=lam_w, lam_b=lam_b, lam_h=lam_h, bias=bias, affine=affine,
+            lam_affine=lam_affine, method=method, backend=backend, device=device, dtype=dtype,
+            max_iter=max_iter, tol=tol, seed=seed, verbose=verbose,
+        )  # fmt: skip
+    if affine or lam_affine is not None:
+        raise InputError("affine and lam_affine apply to features='layernorm' only")
+    lam_h = S.DEFAULT_LAM_H if lam_h is None else lam_h
     d = check_int(d, "d", low=1)
     be = S.resolve_backend(backend, device, dtype, input_is_torch=is_torch(y))
     y0 = to_tensor(y, "y")

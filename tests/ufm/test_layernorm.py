@@ -1,0 +1,373 @@
+"""The sphere-constrained (LayerNorm) UFM against independent references.
+
+References written here: finite differences along the retraction, a torch-autograd + scipy
+L-BFGS-B multi-start solver over an unconstrained parameterisation ``h = sqrt(d) P z / ||P z||``,
+a cvxpy SDP of the class-mean Gram relaxation, and a direct numpy formula for the objective.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ufm
+from ufm import BackendError, ConvergenceWarning, DegenerateInputError, InputError
+from ufm import layernorm as LN
+
+Y6 = np.repeat(np.arange(3), 2)
+SETTINGS = [  # (loss, bias, lam_b)
+    ("ce", True, 5e-3),
+    ("ce", False, 5e-3),
+    ("mse", True, 5e-3),
+    ("mse", False, 5e-3),
+    ("mse", True, 0.0),
+]
+
+
+def _on_sphere_err(H: np.ndarray) -> float:
+    d = H.shape[1]
+    return max(
+        float(np.max(np.abs(H.mean(axis=1)))),
+        float(np.max(np.abs(np.linalg.norm(H, axis=1) - math.sqrt(d)))),
+    )
+
+
+# ------------------------------------------------------------------ independent reference
+def _reference(y, d, loss, bias, lam_w, lam_b, affine=False, lam_a=None, starts=2):
+    """Multi-start scipy L-BFGS-B on (W, b, Z[, gamma, beta]), h = sqrt(d) P z/||P z||."""
+    y = np.asarray(y)
+    N, K = len(y), int(y.max()) + 1
+    lam_a = lam_w if lam_a is None else lam_a
+    Yt = torch.nn.functional.one_hot(torch.as_tensor(y), K).double()
+    sizes = [K * d, K, N * d] + ([d, d] if affine else [])
+
+    def f_torch(v):
+        parts = torch.split(v, sizes)
+        W = parts[0].reshape(K, d)
+        b = parts[1] if bias else torch.zeros(K, dtype=torch.float64)
+        Z = parts[2].reshape(N, d)
+        C = Z - Z.mean(dim=1, keepdim=True)
+        H = math.sqrt(d) * C / C.norm(dim=1, keepdim=True)
+        pen = 0.0
+        if affine:
+            g, be = parts[3], parts[4]
+            H = H * g + be
+            pen = 0.5 * lam_a * (g @ g + be @ be)
+        L = H @ W.T + b
+        if loss == "ce":
+            lv = (torch.logsumexp(L, dim=1) - (L * Yt).sum(dim=1)).mean()
+        else:
+            lv = 0.5 * ((L - Yt) ** 2).sum() / N
+        return lv + 0.5 * lam_w * (W * W).sum() + (0.5 * lam_b * (b @ b) if bias else 0) + pen
+
+    def fg(v):
+        t = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        val = f_torch(t)
+        (g,) = torch.autograd.grad(val, t)
+        return float(val.detach()), g.numpy()
+
+    best = math.inf
+    for s in range(starts):
+        rng = np.random.default_rng(1000 + s)
+        v0 = rng.standard_normal(sum(sizes))
+        if affine:
+            v0[-2 * d : -d], v0[-d:] = 1.0, 0.0
+        r = scipy.optimize.minimize(
+            fg,
+            v0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 20000, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-9},
+        )
+        best = min(best, float(r.fun))
+    return best
+
+
+SLOW_REF = pytest.mark.slow  # the reference needs thousands of L-BFGS-B steps for MSE + bias
+
+
+@pytest.mark.parametrize(
+    "loss,bias,lam_b",
+    [
+        pytest.param(*s, marks=SLOW_REF) if s[0] == "mse" and s[1] else pytest.param(*s)
+        for s in SETTINGS
+    ],
+)
+def test_matches_independent_solver(loss, bias, lam_b):
+    y = np.array([0, 0, 1, 1, 1, 2, 2])  # unbalanced: the closed form does not apply
+    d, lam_w = 5, 1e-2
+    res = ufm.solve(y, d=d, features="layernorm", loss=loss, bias=bias, lam_w=lam_w, lam_b=lam_b)
+    assert res.converged, res
+    ref = _reference(y, d, loss, bias, lam_w, lam_b)
+    np.testing.assert_allclose(res.objective, ref, rtol=1e-7)
+
+
+@pytest.mark.parametrize("loss,bias,lam_b", SETTINGS)
+@pytest.mark.parametrize("d", [4, 5])
+def test_equals_closed_form_optimum(loss, bias, lam_b, d):
+    lam_w = 1e-2
+    res = ufm.solve(Y6, d=d, features="layernorm", loss=loss, bias=bias, lam_w=lam_w, lam_b=lam_b)
+    assert res.converged
+    opt = ufm.layernorm_etf_optimum(3, d, loss=loss, lam_w=lam_w, lam_b=lam_b, bias=bias)
+    assert opt.optimal
+    np.testing.assert_allclose(res.objective, opt.objective, rtol=1e-8)
+    # larger balanced problem, several samples per class
+    y = np.repeat(np.arange(5), 4)
+    res = ufm.solve(
+        y, d=d + 3, features="layernorm", loss=loss, bias=bias, lam_w=lam_w, lam_b=lam_b
+    )
+    opt = ufm.layernorm_etf_optimum(5, d + 3, loss=loss, lam_w=lam_w, lam_b=lam_b, bias=bias)
+    np.testing.assert_allclose(res.objective, opt.objective, rtol=1e-8)
+
+
+def test_affine_is_a_local_minimum_of_the_reference_problem():
+    # affine=True has spurious local minima: check value against the reference's best and that
+    # the reference, started at our solution, finds no descent.
+    lam_w = 1e-2
+    res = ufm.solve(Y6, d=4, features="layernorm", loss="ce", lam_w=lam_w, affine=True)
+    assert res.converged
+    ref = _reference(Y6, 4, "ce", True, lam_w, 5e-4, affine=True, starts=3)
+    assert res.objective <= ref * (1 + 1e-3)
+    g, be = res.params["gamma"], res.params["beta"]
+    val = ufm.layernorm_objective(
+        res.W, res.b, res.params["n"], Y6, lam_w=lam_w, lam_b=5e-4, gamma=g, beta=be
+    )
+    np.testing.assert_allclose(val, res.objective, rtol=1e-12)
+    assert _on_sphere_err(res.params["n"]) < 1e-12
+
+
+def test_d_equals_K_has_spurious_local_minima_and_multistart_finds_the_optimum():
+    # K = d = 3: features on a circle. Seed 0 (CE) stops at a stationary point where one class's
+    # samples sit at antipodal points; other seeds reach the closed-form optimum.
+    kw = dict(d=3, features="layernorm", loss="ce", lam_w=1e-2, lam_b=5e-3)
+    opt = ufm.layernorm_etf_optimum(3, 3, loss="ce", lam_w=1e-2, lam_b=5e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [ufm.solve(Y6, seed=s, **kw) for s in range(3)]
+    assert all(r.converged for r in runs)
+    assert runs[0].objective > 2 * opt.objective
+    np.testing.assert_allclose(min(r.objective for r in runs), opt.objective, rtol=1e-8)
+
+
+def test_closed_form_d_equals_K_mse_against_multistart():
+    # d = K: the offset has no room; the ETF is optimal (majorisation), checked against the solver
+    for bias in (True, False):
+        opt = ufm.layernorm_etf_optimum(3, 3, loss="mse", lam_w=1e-2, lam_b=1e-2, bias=bias)
+        assert opt.structure == "etf" and opt.optimal
+        ref = _reference(Y6, 3, "mse", bias, 1e-2, 1e-2, starts=4)
+        np.testing.assert_allclose(ref, opt.objective, rtol=1e-7)
+
+
+# --------------------------------------------------------------- the closed form vs cvxpy
+def _sdp_bound(K, d, loss, bias, lam_w, lam_b):
+    cp = pytest.importorskip("cvxpy")
+    X = cp.Variable((2 * K, 2 * K), PSD=True)
+    b = cp.Variable(K) if bias else np.zeros(K)
+    terms = []
+    for k in range(K):
+        z = X[:K, K + k] + b
+        e = np.eye(K)[k]
+        terms.append(cp.log_sum_exp(z) - z[k] if loss == "ce" else 0.5 * cp.sum_squares(z - e))
+    obj = sum(terms) / K + 0.5 * lam_w * cp.trace(X[:K, :K])
+    if bias:
+        obj = obj + 0.5 * lam_b * cp.sum_squares(b)
+    prob = cp.Problem(cp.Minimize(obj), [cp.diag(X[K:, K:]) <= d])
+    prob.solve(solver="CLARABEL")
+    return prob.value
+
+
+@pytest.mark.parametrize("loss,bias,lam_b", SETTINGS)
+def test_lower_bound_equals_sdp_relaxation(loss, bias, lam_b):
+    K, d, lam_w = 3, 5, 2e-2
+    opt = ufm.layernorm_etf_optimum(K, d, loss=loss, lam_w=lam_w, lam_b=lam_b, bias=bias)
+    np.testing.assert_allclose(
+        opt.lower_bound, _sdp_bound(K, d, loss, bias, lam_w, lam_b), rtol=1e-5
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    K=st.integers(2, 6),
+    extra=st.integers(0, 3),
+    lw=st.floats(-4, 0),
+    lb=st.floats(-4, 0),
+    loss=st.sampled_from(["ce", "mse"]),
+    bias=st.booleans(),
+)
+def test_closed_form_properties(K, extra, lw, lb, loss, bias):
+    d = K + extra
+    lam_w, lam_b = 10.0**lw, 10.0**lb
+    opt = ufm.layernorm_etf_optimum(K, d, loss=loss, lam_w=lam_w, lam_b=lam_b, bias=bias)
+    assert opt.optimal and opt.gap <= 1e-12 * max(1, opt.objective)
+    assert opt.lower_bound <= opt.objective * (1 + 1e-12) <= opt.etf_objective * (1 + 1e-12)
+    assert _on_sphere_err(opt.H) < 1e-12
+    y = np.repeat(np.arange(K), 2)
+    val = ufm.layernorm_objective(opt.W, opt.b, opt.H[y], y, lam_w=lam_w, lam_b=lam_b, loss=loss)
+    np.testing.assert_allclose(val, opt.objective, rtol=1e-10)
+    C = opt.H - opt.H.mean(axis=0)
+    G = C @ C.T  # the centred class means always form a simplex ETF
+    if K > 2 or np.linalg.norm(G) > 0:
+        np.testing.assert_allclose(
+            G / np.linalg.norm(G), (np.eye(K) - 1 / K) / math.sqrt(K - 1), atol=1e-10
+        )
+    if opt.structure == "etf":
+        np.testing.assert_allclose(opt.H.mean(axis=0), 0, atol=1e-12)
+        assert opt.objective == pytest.approx(opt.etf_objective, rel=1e-13)
+    else:
+        assert loss == "mse" and d >= K + 1
+
+
+def test_closed_form_structures():
+    kw = dict(loss="mse", lam_w=1e-3)
+    assert ufm.layernorm_etf_optimum(4, 8, bias=False, **kw).structure == "orthogonal frame"
+    assert ufm.layernorm_etf_optimum(4, 8, lam_b=1e-3, **kw).structure == "etf+offset"
+    assert ufm.layernorm_etf_optimum(4, 8, lam_b=1e-4, **kw).structure == "etf"  # p* clipped
+    assert ufm.layernorm_etf_optimum(4, 8, lam_b=0.0, **kw).structure == "etf"
+    of = ufm.layernorm_etf_optimum(4, 8, bias=False, **kw)
+    np.testing.assert_allclose(of.H @ of.H.T, 8 * np.eye(4), atol=1e-12)
+
+
+# ------------------------------------------------------------------ gradients, constraint
+@pytest.mark.parametrize("loss,bias,lam_b", SETTINGS)
+@pytest.mark.parametrize("affine", [False, True])
+def test_riemannian_gradient_by_finite_differences(loss, bias, lam_b, affine):
+    rng = np.random.default_rng(3)
+    N, K, d = 7, 3, 5
+    y = rng.integers(0, K, N)
+    Y = np.eye(K)[y]
+    model = LN._Model(Y, K, d, loss, bias, affine, 0.03, lam_b, 0.02)
+    x = {"n": LN.layernorm_normalize(rng.standard_normal((N, d)))}
+    if loss == "ce":
+        x["W"] = rng.standard_normal((K, d))
+        if bias:
+            x["b"] = rng.standard_normal(K)
+    if affine:
+        x["gamma"], x["beta"] = rng.standard_normal(d), rng.standard_normal(d)
+    man = LN._Manifold(N)
+    f0, eg, _ = LN._fg(model, x)
+    g = man.rgrad(x, eg)
+    np.testing.assert_allclose(g["n"].mean(axis=1), 0, atol=1e-14)
+    np.testing.assert_allclose(np.einsum("ij,ij->i", g["n"], x["n"]), 0, atol=1e-13)
+    xi = man.transport(x, {k: rng.standard_normal(v.shape) for k, v in x.items()})
+    t = 1e-5
+    fp = LN._fg(model, man.retract(x, xi, t))[0]
+    fm = LN._fg(model, man.retract(x, xi, -t))[0]
+    np.testing.assert_allclose((fp - fm) / (2 * t), man.inner(g, xi), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_constraint_metrics_and_result(loss):
+    y = np.repeat(np.arange(4), 3)
+    res = ufm.solve(y, d=6, features="layernorm", loss=loss, lam_w=5e-3, lam_b=5e-3, seed=2)
+    assert res.converged and res.grad_norm <= 1e-8 and res.method == "rlbfgs"
+    assert _on_sphere_err(res.H) < 1e-12
+    assert res.H.shape == (12, 6) and res.W.shape == (4, 6) and res.b.shape == (4,)
+    assert res.metrics["pfc1"] < 1e-10 and res.metrics["pfc2"] < 1e-5
+    assert res.params["features"] == "layernorm" and res.params["lam_h"] == 0.0
+    h = res.history["objective"]
+    assert h[0] >= h[-1] and len(h) == res.n_iter + 1
+    assert res.objective == pytest.approx(
+        ufm.layernorm_objective(res.W, res.b, res.H, y, lam_w=5e-3, lam_b=5e-3, loss=loss),
+        rel=1e-12,
+    )
+
+
+# ------------------------------------------------------------------------------ invariances
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_invariant_to_class_permutation_and_seed(loss):
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    kw = dict(d=4, features="layernorm", loss=loss, lam_w=1e-2, lam_b=1e-2)
+    base = ufm.solve(y, **kw).objective
+    perm = np.array([2, 0, 1])
+    assert ufm.solve(perm[y], **kw).objective == pytest.approx(base, rel=1e-9)
+    for seed in (1, 7):
+        assert ufm.solve(y, seed=seed, **kw).objective == pytest.approx(base, rel=1e-9)
+    # sample order does not matter either
+    order = np.random.default_rng(0).permutation(len(y))
+    assert ufm.solve(y[order], **kw).objective == pytest.approx(base, rel=1e-9)
+
+
+def test_seed_reproducible():
+    a = ufm.solve(Y6, d=4, features="layernorm", loss="ce", seed=5)
+    b = ufm.solve(Y6, d=4, features="layernorm", loss="ce", seed=5)
+    np.testing.assert_array_equal(a.H, b.H)
+
+
+# ------------------------------------------------------------------ objective evaluator
+def test_layernorm_objective_against_direct_formula():
+    rng = np.random.default_rng(0)
+    N, K, d = 6, 3, 4
+    y = np.array([0, 1, 2, 0, 1, 2])
+    n = LN.layernorm_normalize(rng.standard_normal((N, d)))
+    W, b = rng.standard_normal((K, d)), rng.standard_normal(K)
+    g, be = rng.standard_normal(d), rng.standard_normal(d)
+    H = n * g + be
+    Z = H @ W.T + b
+    ce = np.mean(np.log(np.exp(Z).sum(1)) - Z[np.arange(N), y])
+    direct = ce + 0.05 * (W**2).sum() + 0.1 * (b**2).sum() + 0.15 * (g @ g + be @ be)
+    val = ufm.layernorm_objective(
+        W, b, n, y, lam_w=0.1, lam_b=0.2, loss="ce", gamma=g, beta=be, lam_affine=0.3
+    )
+    np.testing.assert_allclose(val, direct, rtol=1e-13)
+
+
+def test_layernorm_normalize_matches_torch_layer_norm():
+    Z = np.random.default_rng(1).standard_normal((5, 7))
+    ref = torch.nn.functional.layer_norm(torch.as_tensor(Z), (7,), eps=0.0).numpy()
+    np.testing.assert_allclose(LN.layernorm_normalize(Z), ref, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_bad_input():
+    kw = dict(d=4, features="layernorm")
+    with pytest.raises(InputError, match="lam_h"):
+        ufm.solve(Y6, lam_h=1e-3, **kw)
+    with pytest.raises(InputError, match="d >= 3"):
+        ufm.solve(Y6, d=2, features="layernorm")
+    with pytest.raises(InputError, match="method"):
+        ufm.solve(Y6, method="gd", **kw)
+    with pytest.raises(BackendError):
+        ufm.solve(Y6, backend="torch", **kw)
+    with pytest.raises(InputError, match="features"):
+        ufm.solve(Y6, d=4, features="sphere")
+    with pytest.raises(InputError, match="layernorm"):
+        ufm.solve(Y6, d=4, affine=True)
+    with pytest.raises(InputError, match="lam_affine"):
+        ufm.solve(Y6, affine=True, lam_affine=0.0, **kw)
+    with pytest.raises(InputError, match="lam_w"):
+        ufm.solve(Y6, lam_w=0.0, **kw)
+    with pytest.raises(InputError, match="loss"):
+        ufm.solve(Y6, loss="hinge", **kw)
+    with pytest.raises(DegenerateInputError):
+        ufm.solve(np.zeros(4, int), **kw)
+    with pytest.raises(InputError):
+        ufm.layernorm_etf_optimum(1, 4)
+    with pytest.raises(InputError, match="d >= 4"):
+        ufm.layernorm_etf_optimum(4, 3)
+    with pytest.raises(InputError, match="loss"):
+        ufm.layernorm_etf_optimum(3, 4, loss="l2")
+    W, b = np.ones((3, 4)), np.zeros(3)
+    with pytest.raises(InputError, match="sphere"):
+        ufm.layernorm_objective(W, b, np.ones((6, 4)), Y6, lam_w=1e-3)
+    n = LN.layernorm_normalize(np.random.default_rng(0).standard_normal((6, 4)))
+    with pytest.raises(InputError, match="both"):
+        ufm.layernorm_objective(W, b, n, Y6, lam_w=1e-3, gamma=np.ones(4))
+    with pytest.raises(InputError, match="constant"):
+        LN.layernorm_normalize(np.ones((2, 3)))
+
+
+def test_budget_spent_warns():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning):
+            ufm.solve(Y6, d=4, features="layernorm", loss="ce", max_iter=2)
+    with pytest.warns(ConvergenceWarning):
+        res = ufm.solve(Y6, d=4, features="layernorm", loss="mse", max_iter=2)
+    assert res.status == "max_iter" and not res.converged

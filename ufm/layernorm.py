@@ -1,0 +1,897 @@
+r"""The sphere-constrained (LayerNorm) unconstrained feature model.
+
+Features live where LayerNorm (without its affine part) puts them: every feature has zero mean
+across its ``d`` coordinates and Euclidean norm ``sqrt(d)``,
+
+.. math::
+
+    \mathcal S_d = \{ n \in \mathbb R^d :\ \mathbf 1^\top n = 0,\ \|n\| = \sqrt d \},
+
+the sphere of radius :math:`\sqrt d` in the ``(d-1)``-dimensional subspace orthogonal to the
+all-ones vector. The model (Súkeník, Lampert, Mondelli 2025, the large-depth limit of regularised
+LayerNorm ResNets and transformers) is
+
+.. math::
+
+    \min_{W, b,\ n_i \in \mathcal S_d}\ \frac1N \sum_{i=1}^N \ell(W h_i + b, y_i)
+    + \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_b}{2}\|b\|^2
+    \;\Big[+ \frac{\lambda_A}{2}\big(\|\gamma\|^2 + \|\beta\|^2\big)\Big],
+
+with :math:`h_i = n_i` (``affine=False``) or :math:`h_i = \gamma \odot n_i + \beta`
+(``affine=True``, LayerNorm's learnable scale and shift, weight-decayed with ``lam_affine``,
+default ``lam_w``, as a training run with weight decay on every parameter does). There is no
+feature penalty: :math:`\tfrac{\lambda_H}{2}\|n_i\|^2 = \lambda_H d / 2` is a constant on
+:math:`\mathcal S_d`, so a nonzero ``lam_h`` is rejected.
+
+Solver: Riemannian L-BFGS on the product of :math:`\mathcal S_d^N` with the Euclidean blocks,
+tangent projection :math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`,
+retraction :math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection,
+Armijo backtracking. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
+:mod:`ufm._core`), so the gradient norm compared with ``tol`` is
+:math:`\sqrt{\|\nabla_W f\|^2 + \|\nabla_b f\|^2 + N\sum_i \|P_{n_i}\nabla_{n_i} f\|^2 + \dots}`.
+For MSE, ``(W, b)`` is eliminated in closed form (ridge regression, MATH.md sec. 5) and the
+Riemannian gradient in ``n`` is the partial one at the optimal ``(W, b)`` (envelope theorem).
+
+Global optimum (balanced classes, ``affine=False``), :func:`layernorm_etf_optimum`: a convex
+relaxation that replaces every feature by its class mean (Jensen), drops the rank and keeps
+:math:`\|\mu_k\|^2 \le d`, then symmetrises over class permutations, reduces to a problem in a
+few scalars whose minimiser is explicit. For CE (any bias setting) and for MSE with an
+unpenalised bias its value is attained by the simplex ETF on the sphere (needs ``d >= K``), which
+is therefore globally optimal. For MSE without bias, or with ``lam_b > 0``, and ``d >= K + 1``,
+the optimum's centred class means are still a simplex ETF, but the class means share an offset
+(an orthogonal frame without bias); with ``d = K`` there is no room for the offset and the simplex
+ETF is optimal again (a majorisation argument). With ``affine=True`` the problem has spurious
+local minima (seen in multi-start runs): no closed form, use several seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+
+from ._validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
+from .errors import BackendError, ConvergenceWarning, InputError, SolverError
+from .result import SolveResult
+
+__all__ = [
+    "LayerNormOptimum",
+    "layernorm_etf_optimum",
+    "layernorm_normalize",
+    "layernorm_objective",
+    "solve_layernorm",
+]
+
+DEFAULT_LAM = 5e-4
+DEFAULT_MAX_ITER = 10_000
+DEFAULT_TOL = 1e-8
+MEMORY = 10
+_EPS = np.finfo(np.float64).eps
+
+
+# ------------------------------------------------------------------------------ the manifold
+def layernorm_normalize(Z: Any) -> np.ndarray:
+    r"""Map rows onto LayerNorm's image (LayerNorm without affine and without ``eps``).
+
+    .. math::
+
+        n = \sqrt d\, \frac{z - \bar z \mathbf 1}{\|z - \bar z \mathbf 1\|}
+
+    Parameters
+    ----------
+    Z : array of shape (N, d)
+        Rows to normalise, ``d >= 2``.
+
+    Returns
+    -------
+    numpy.ndarray of shape (N, d)
+        Rows with zero mean and norm ``sqrt(d)`` (float64).
+
+    Raises
+    ------
+    InputError
+        Non-finite values, ``d < 2``, or a constant row (no direction to normalise).
+    """
+    Z = check_features(Z, "Z").cpu().numpy().astype(np.float64)
+    if Z.shape[1] < 2:
+        raise InputError(f"Z must have d >= 2 columns to be mean-centred, got {describe(Z)}")
+    C = Z - Z.mean(axis=1, keepdims=True)
+    nrm = np.linalg.norm(C, axis=1, keepdims=True)
+    if np.any(nrm == 0):
+        bad = np.flatnonzero(nrm[:, 0] == 0)[:5].tolist()
+        raise InputError(f"rows {bad} of Z are constant: LayerNorm maps them to 0, not the sphere")
+    return math.sqrt(Z.shape[1]) * C / nrm
+
+
+def _tangent(Nm: np.ndarray, G: np.ndarray) -> np.ndarray:
+    d = Nm.shape[1]
+    G = G - G.mean(axis=1, keepdims=True)
+    return G - (np.einsum("ij,ij->i", G, Nm) / d)[:, None] * Nm
+
+
+def _retract(Nm: np.ndarray, Xi: np.ndarray) -> np.ndarray:
+    Y = Nm + Xi
+    Y -= Y.mean(axis=1, keepdims=True)  # exact mean zero despite round-off
+    return math.sqrt(Nm.shape[1]) * Y / np.linalg.norm(Y, axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------------ value and gradient
+@dataclass
+class _Model:
+    Y: np.ndarray  # one-hot (N, K)
+    K: int
+    d: int
+    loss: str
+    bias: bool
+    affine: bool
+    lam_w: float
+    lam_b: float
+    lam_a: float
+
+    @property
+    def zeros_b(self) -> np.ndarray:
+        return np.zeros(self.K)
+
+    @property
+    def N(self) -> int:
+        return self.Y.shape[0]
+
+    def features(self, Nm, g, be):
+        return Nm if not self.affine else Nm * g + be
+
+    def ridge(self, H):
+        """Optimal ``(W, b)`` of the MSE objective for fixed features ``H``."""
+        N, d = H.shape
+        if self.bias:
+            Ht = np.hstack([H, np.ones((N, 1))])
+            reg = np.r_[np.full(d, self.lam_w), self.lam_b]
+        else:
+            Ht, reg = H, np.full(d, self.lam_w)
+        if d + self.bias <= N or not np.all(reg > 0):
+            A = Ht.T @ Ht + N * np.diag(reg)
+            Wb = np.linalg.solve(A, Ht.T @ self.Y).T
+        else:  # N x N route: (Ht^T Ht + N D)^{-1} Ht^T = D^{-1} Ht^T (Ht D^{-1} Ht^T + N I)^{-1}
+            Hd = Ht / reg
+            Wb = (Hd.T @ np.linalg.solve(Ht @ Hd.T + N * np.eye(N), self.Y)).T
+        if self.bias:
+            return Wb[:, :d], Wb[:, d]
+        return Wb, np.zeros(self.K)
+
+    def full(self, W, b, H):
+        """Objective (without the affine penalty) and its Euclidean gradients in W, b, H."""
+        N = self.N
+        Z = H @ W.T + b
+        if self.loss == "ce":
+            m = Z.max(axis=1, keepdims=True)
+            E = np.exp(Z - m)
+            s = E.sum(axis=1, keepdims=True)
+            val = float(np.mean(np.log(s[:, 0]) + m[:, 0] - np.einsum("ij,ij->i", Z, self.Y)))
+            dZ = (E / s - self.Y) / N
+        else:
+            R = Z - self.Y
+            val = 0.5 * float(np.sum(R * R)) / N
+            dZ = R / N
+        val += 0.5 * self.lam_w * float(np.sum(W * W))
+        gW = dZ.T @ H + self.lam_w * W
+        if self.bias:
+            val += 0.5 * self.lam_b * float(b @ b)
+            gb = dZ.sum(axis=0) + self.lam_b * b
+        else:
+            gb = np.zeros(self.K)
+        return val, gW, gb, dZ @ W
+
+    def affine_terms(self, Nm, g, be, gH):
+        """Affine penalty and gradients of ``(n, gamma, beta)`` given ``grad_H``."""
+        if not self.affine:
+            return 0.0, gH, None, None
+        pen = 0.5 * self.lam_a * float(g @ g + be @ be)
+        return (
+            pen,
+            gH * g,
+            np.einsum("ij,ij->j", gH, Nm) + self.lam_a * g,
+            gH.sum(axis=0) + self.lam_a * be,
+        )
+
+
+# Variables are dicts of blocks; "n" lives on the product of spheres, the rest is Euclidean.
+def _fg(model: _Model, x: dict[str, np.ndarray]):
+    Nm = x["n"]
+    g, be = x.get("gamma"), x.get("beta")
+    H = model.features(Nm, g, be)
+    if model.loss == "mse":
+        W, b = model.ridge(H)
+    else:
+        W, b = x["W"], x.get("b", model.zeros_b)
+    f, gW, gb, gH = model.full(W, b, H)
+    pen, gN, gg, gbe = model.affine_terms(Nm, g, be, gH)
+    grad = {"n": gN}
+    if model.loss == "ce":
+        grad["W"] = gW
+        if model.bias:
+            grad["b"] = gb
+    if model.affine:
+        grad["gamma"], grad["beta"] = gg, gbe
+    return f + pen, grad, (W, b)
+
+
+class _Manifold:
+    """Product of N LayerNorm spheres (metric weight 1/N) and Euclidean blocks (weight 1)."""
+
+    def __init__(self, N: int):
+        self.wn = 1.0 / N
+
+    def rgrad(self, x, eg):
+        return {k: (_tangent(x["n"], v) / self.wn if k == "n" else v) for k, v in eg.items()}
+
+    def inner(self, u, v):
+        return sum((self.wn if k == "n" else 1.0) * float(np.sum(u[k] * v[k])) for k in u)
+
+    def retract(self, x, xi, t):
+        out = {k: (x[k] + t * xi[k]) for k in xi if k != "n"}
+        out["n"] = _retract(x["n"], t * xi["n"])
+        for k in x:
+            out.setdefault(k, x[k])
+        return out
+
+    def transport(self, y, v):
+        return {k: (_tangent(y["n"], vv) if k == "n" else vv) for k, vv in v.items()}
+
+
+def _axpy(a, u, v):  # a*u + v, blockwise
+    return {k: a * u[k] + v[k] for k in u}
+
+
+def _rlbfgs(model, x, max_iter, tol, verbose):
+    """Riemannian L-BFGS (two-loop recursion, projection transport, Armijo backtracking)."""
+    man = _Manifold(model.N)
+    f, eg, _ = _fg(model, x)
+    g = man.rgrad(x, eg)
+    gn = math.sqrt(man.inner(g, g))
+    hist_f, hist_g = [f], [gn]
+    mem: list[tuple[dict, dict, float]] = []
+    status, it = "max_iter", 0
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_iter, desc="layernorm ufm (R-L-BFGS)")
+    try:
+        for it in range(1, max_iter + 1):
+            if gn <= tol:
+                status, it = "converged", it - 1
+                break
+            q = dict(g)
+            alphas = []
+            for s, yv, rho in reversed(mem):
+                a = rho * man.inner(s, q)
+                alphas.append(a)
+                q = _axpy(-a, yv, q)
+            if mem:
+                s, yv, rho = mem[-1]
+                scale = man.inner(s, yv) / man.inner(yv, yv)
+            else:
+                scale = min(1.0, 1.0 / gn)
+            r = {k: scale * v for k, v in q.items()}
+            for (s, yv, rho), a in zip(mem, reversed(alphas), strict=True):
+                bcoef = rho * man.inner(yv, r)
+                r = _axpy(a - bcoef, s, r)
+            dvec = {k: -v for k, v in r.items()}
+            slope = man.inner(g, dvec)
+            if not slope < 0:
+                dvec = {k: -v for k, v in g.items()}
+                slope = -gn * gn
+                mem.clear()
+            t, accepted = 1.0, False
+            slack = 10 * _EPS * max(1.0, abs(f))
+            for _ in range(60):
+                xn = man.retract(x, dvec, t)
+                fn, egn, _ = _fg(model, xn)
+                if math.isfinite(fn) and fn <= f + 1e-4 * t * slope + slack:
+                    accepted = True
+                    break
+                t *= 0.5
+            if not accepted:
+                status, it = "stalled", it - 1
+                break
+            gnew = man.rgrad(xn, egn)
+            s = man.transport(xn, {k: t * v for k, v in dvec.items()})
+            yv = {k: gnew[k] - v for k, v in man.transport(xn, g).items()}
+            mem = [(man.transport(xn, s0), man.transport(xn, y0), r0) for s0, y0, r0 in mem]
+            sy = man.inner(s, yv)
+            if sy > 1e-14 * math.sqrt(man.inner(s, s) * man.inner(yv, yv)) and sy > 0:
+                mem.append((s, yv, 1.0 / sy))
+                if len(mem) > MEMORY:
+                    mem.pop(0)
+            x, f, g = xn, fn, gnew
+            gn = math.sqrt(man.inner(g, g))
+            hist_f.append(f)
+            hist_g.append(gn)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(f=f"{f:.6g}", grad=f"{gn:.1e}")
+        else:
+            if gn <= tol:
+                status = "converged"
+            it = max_iter
+    finally:
+        if bar is not None:
+            bar.close()
+    return x, status, it, hist_f, hist_g
+
+
+# ------------------------------------------------------------------------------------ solve
+def _check_common(lam_w, lam_b, lam_affine, loss, bias, affine):
+    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
+    lam_b = check_scalar(lam_b, "lam_b")
+    lam_a = lam_w if lam_affine is None else check_scalar(lam_affine, "lam_affine")
+    if loss not in ("mse", "ce"):
+        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
+    if not isinstance(bias, bool | np.bool_):
+        raise InputError(f"bias must be True or False, got {describe(bias)}")
+    if not isinstance(affine, bool | np.bool_):
+        raise InputError(f"affine must be True or False, got {describe(affine)}")
+    if affine and lam_a <= 0:
+        raise InputError(
+            f"lam_affine must be > 0 with affine=True, got {lam_a}: an unpenalised LayerNorm "
+            "scale gamma lets W shrink while gamma grows, so the infimum is not attained"
+        )
+    return lam_w, lam_b, lam_a, bool(bias), bool(affine)
+
+
+def solve_layernorm(
+    y: Any,
+    *,
+    d: int,
+    loss: str = "ce",
+    lam_w: float = DEFAULT_LAM,
+    lam_b: float = DEFAULT_LAM,
+    lam_h: float | None = None,
+    bias: bool = True,
+    affine: bool = False,
+    lam_affine: float | None = None,
+    method: str = "lbfgs",
+    backend: str | None = None,
+    device: Any = None,
+    dtype: Any = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+) -> SolveResult:
+    r"""Minimise the sphere-constrained (LayerNorm) UFM on its manifold.
+
+    Called by :func:`ufm.solve` with ``features="layernorm"`` (use that).
+
+    .. math::
+
+        \min_{W, b,\ n_i \in \mathcal S_d}\ \frac1N \sum_{i=1}^N \ell(W h_i + b, y_i)
+        + \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_b}{2}\|b\|^2
+        + \Big[\frac{\lambda_A}{2}(\|\gamma\|^2 + \|\beta\|^2)\Big],
+        \qquad h_i = n_i \ \text{or}\ \gamma\odot n_i + \beta,
+
+    :math:`\mathcal S_d = \{n : \mathbf 1^\top n = 0, \|n\| = \sqrt d\}`.
+
+    Parameters
+    ----------
+    y : array of shape (N,)
+        Integer labels ``0..K-1`` (every class present, ``K >= 2``).
+    d : int
+        Feature dimension, ``d >= K`` (the ETF of ``K`` classes needs ``K - 1`` dimensions in the
+        ``(d-1)``-dimensional mean-zero subspace).
+    loss : {"ce", "mse"}
+        Cross entropy or :math:`\tfrac12\|z - e_y\|^2`.
+    lam_w, lam_b : float
+        Weight decay of ``W`` (> 0) and ``b`` (>= 0).
+    lam_h : None or 0
+        Meaningless on the sphere (:math:`\|n_i\|^2 = d` is fixed); anything else is rejected.
+    bias : bool
+        Whether the classifier has a bias.
+    affine : bool
+        LayerNorm's learnable per-coordinate scale ``gamma`` (start 1) and shift ``beta``
+        (start 0): ``h_i = gamma * n_i + beta``. They are returned in
+        ``result.params["gamma"]`` and ``result.params["beta"]``; ``result.H`` holds ``h_i``
+        and ``result.params["n"]`` the normalised features ``n_i``.
+    lam_affine : float, optional
+        Weight decay of ``gamma`` and ``beta``, default ``lam_w`` (weight decay on every
+        parameter, as in the seed paper's training).
+    method : {"lbfgs"}
+        Riemannian L-BFGS (the only method).
+    backend, device, dtype
+        Only numpy on the CPU in float64 (``None``, ``"numpy"``, ``"cpu"``).
+    max_iter : int, optional
+        Iteration budget, default 10,000.
+    tol : float, optional
+        Tolerance on the Riemannian gradient norm in balanced coordinates, default ``1e-8``.
+    seed : int
+        Seed of the start: standard-normal ``W``, ``b``, then ``n_i`` as the normalised
+        projection of standard-normal rows (``numpy.random.default_rng(seed)``).
+    verbose : bool
+        tqdm progress bar.
+
+    Returns
+    -------
+    SolveResult
+        ``X = None``, ``method = "rlbfgs"``; ``history`` per iteration (for MSE the objective is
+        the reduced one, ``(W, b)`` optimal for each ``H``); ``params["features"] =
+        "layernorm"``.
+
+    Raises
+    ------
+    InputError
+        Bad labels, ``d < K``, ``lam_h`` not 0, ``lam_w <= 0``, negative coefficients, unknown
+        options.
+    BackendError
+        A torch backend or a non-CPU device.
+
+    Warns
+    -----
+    ConvergenceWarning
+        Stopped before ``tol`` (``result.status`` is ``"max_iter"`` or ``"stalled"``).
+
+    References
+    ----------
+    Súkeník, Lampert, Mondelli, "Neural Collapse is Globally Optimal in Deep Regularized ResNets
+    and Transformers", 2025; Absil, Mahony, Sepulchre, "Optimization Algorithms on Matrix
+    Manifolds", 2008; Huang, Gallivan, Absil, "A Broyden class of quasi-Newton methods for
+    Riemannian optimization", SIAM J. Optim. 2015.
+    """
+    d = check_int(d, "d", low=1)
+    if lam_h is not None and check_scalar(lam_h, "lam_h") != 0:
+        raise InputError(
+            f"lam_h={lam_h} is meaningless with features='layernorm': every feature has norm "
+            "sqrt(d), so (lam_h/2)||h||^2 is the constant lam_h*d/2; leave lam_h unset (or 0)"
+        )
+    if method != "lbfgs":
+        raise InputError(
+            f"method must be 'lbfgs' (Riemannian L-BFGS) with features='layernorm', got "
+            f"{describe(method)}"
+        )
+    if backend not in (None, "numpy") or (device is not None and str(device) != "cpu"):
+        raise BackendError(
+            f"features='layernorm' runs on numpy on the CPU only; got backend={backend!r}, "
+            f"device={device!r}; leave them unset"
+        )
+    if dtype is not None and np.dtype(str(dtype).replace("torch.", "")) != np.float64:
+        raise BackendError(f"features='layernorm' works in float64 only, got dtype={dtype!r}")
+    lam_w, lam_b, lam_a, bias, affine = _check_common(lam_w, lam_b, lam_affine, loss, bias, affine)
+    y0 = to_tensor(y, "y")
+    if y0.ndim != 1 or y0.shape[0] == 0:
+        raise InputError(
+            f"y must be a non-empty 1-d array of integer labels 0..K-1, got {describe(y)}"
+        )
+    yt, K = check_labels(y0, int(y0.shape[0]))
+    if d < K:
+        raise InputError(
+            f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
+            f"and a simplex ETF of K classes needs K-1 of its dimensions; use d >= {K}"
+        )
+    seed = check_int(seed, "seed", low=0)
+    max_iter = DEFAULT_MAX_ITER if max_iter is None else check_int(max_iter, "max_iter", low=1)
+    tol = DEFAULT_TOL if tol is None else check_scalar(tol, "tol", low=0.0, low_inclusive=False)
+    yn = yt.cpu().numpy()
+    N = yn.shape[0]
+    Y = np.zeros((N, K))
+    Y[np.arange(N), yn] = 1.0
+    model = _Model(Y, K, d, loss, bias, affine, lam_w, lam_b, lam_a)
+
+    rng = np.random.default_rng(seed)
+    x: dict[str, np.ndarray] = {}
+    W0 = rng.standard_normal((K, d))
+    b0 = rng.standard_normal(K) if bias else np.zeros(K)
+    x["n"] = layernorm_normalize(rng.standard_normal((N, d)))
+    if loss == "ce":
+        x["W"] = W0
+        if bias:
+            x["b"] = b0
+    if affine:
+        x["gamma"], x["beta"] = np.ones(d), np.zeros(d)
+
+    x, status, n_iter, hist_f, hist_g = _rlbfgs(model, x, max_iter, tol, verbose)
+
+    # Final point: full (joint) Riemannian gradient, including the W, b blocks for MSE.
+    Nm = x["n"]
+    H = model.features(Nm, x.get("gamma"), x.get("beta"))
+    W, b = model.ridge(H) if loss == "mse" else (x["W"], x["b"] if bias else np.zeros(K))
+    f, gW, gb, gH = model.full(W, b, H)
+    pen, gN, gg, gbe = model.affine_terms(Nm, x.get("gamma"), x.get("beta"), gH)
+    f += pen
+    sq = float(np.sum(gW * gW)) + (float(gb @ gb) if bias else 0.0)
+    sq += N * float(np.sum(_tangent(Nm, gN) ** 2))
+    if affine:
+        sq += float(gg @ gg + gbe @ gbe)
+    gn = math.sqrt(sq)
+    if not math.isfinite(f):
+        raise SolverError("the LayerNorm UFM solver produced a non-finite objective")
+    if status == "converged" and gn > tol * (1 + 1e-3) + 1e-14:
+        status = "stalled"
+    if status != "converged":
+        warnings.warn(
+            f"features='layernorm' stopped with status {status!r} after {n_iter} iterations: "
+            f"gradient norm {gn:.3e} > tol={tol:.3e}; raise max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    from .errors import DegenerateInputError
+    from .metrics import collapse_metrics
+
+    try:
+        metrics = dict(collapse_metrics(H, yn, W, b if bias else None))
+    except DegenerateInputError:
+        metrics = {}
+    params = {
+        "model": "ufm",
+        "features": "layernorm",
+        "K": K,
+        "d": d,
+        "lam": 0.0,
+        "lam_w": lam_w,
+        "lam_h": 0.0,
+        "lam_b": lam_b,
+        "loss": loss,
+        "bias": bias,
+        "affine": affine,
+        "lam_affine": lam_a if affine else None,
+        "method": "rlbfgs",
+        "backend": "numpy",
+        "device": None,
+        "dtype": "float64",
+        "max_iter": max_iter,
+        "tol": tol,
+        "seed": seed,
+        "init": "standard normal W, b; n = layernorm_normalize(standard normal) "
+        "from numpy.random.default_rng(seed); gamma = 1, beta = 0",
+        "n": Nm,
+        "gamma": x.get("gamma"),
+        "beta": x.get("beta"),
+    }
+    return SolveResult(
+        W=W,
+        b=b,
+        H=H,
+        y=yn,
+        X=None,
+        objective=float(f),
+        grad_norm=gn,
+        status=status,
+        converged=status == "converged",
+        n_iter=int(n_iter),
+        history={"objective": np.asarray(hist_f), "grad_norm": np.asarray(hist_g)},
+        metrics=metrics,
+        method="rlbfgs",
+        backend="numpy",
+        params=params,
+    )
+
+
+# ------------------------------------------------------------------------ public objective
+def layernorm_objective(
+    W: Any,
+    b: Any,
+    H: Any,
+    y: Any,
+    *,
+    lam_w: float,
+    lam_b: float = 0.0,
+    loss: str = "ce",
+    gamma: Any = None,
+    beta: Any = None,
+    lam_affine: float | None = None,
+    rtol: float = 1e-6,
+) -> float:
+    r"""Objective of the LayerNorm UFM at given variables, after checking the constraint.
+
+    .. math::
+
+        f = \frac1N \sum_i \ell(W h_i + b, y_i) + \frac{\lambda_W}{2}\|W\|_F^2
+        + \frac{\lambda_b}{2}\|b\|^2 \Big[+ \frac{\lambda_A}{2}(\|\gamma\|^2 + \|\beta\|^2)\Big],
+        \quad h_i = n_i\ \text{or}\ \gamma \odot n_i + \beta,
+
+    evaluated by :func:`ufm.objective` (with ``lam_h = 0``) plus the affine penalty.
+
+    Parameters
+    ----------
+    W : array of shape (K, d)
+        Classifier.
+    b : array of shape (K,) or None
+        Bias (``None``: no bias).
+    H : array of shape (N, d)
+        Normalised features ``n_i`` (LayerNorm's output before its affine part): each row must
+        have mean 0 and norm ``sqrt(d)`` up to ``rtol`` (relative to ``sqrt(d)``); use
+        :func:`layernorm_normalize` on raw features (a trained LayerNorm's ``eps`` shrinks norms
+        slightly).
+    y : array of shape (N,)
+        Labels ``0..K-1``.
+    lam_w, lam_b : float
+        Penalties.
+    loss : {"ce", "mse"}
+        Loss.
+    gamma, beta : array of shape (d,), optional
+        LayerNorm's affine scale and shift (both or neither).
+    lam_affine : float, optional
+        Their penalty, default ``lam_w``.
+    rtol : float
+        Tolerance of the constraint check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        A row off the sphere, wrong shapes, only one of ``gamma``/``beta``, bad coefficients.
+    """
+    Hn = check_features(H, "H").cpu().numpy().astype(np.float64)
+    N, d = Hn.shape
+    scale = math.sqrt(d)
+    mean_err = float(np.max(np.abs(Hn.mean(axis=1)))) / scale
+    norm_err = float(np.max(np.abs(np.linalg.norm(Hn, axis=1) - scale))) / scale
+    rtol = check_scalar(rtol, "rtol")
+    if mean_err > rtol or norm_err > rtol:
+        raise InputError(
+            f"H is not on LayerNorm's sphere (row mean up to {mean_err:.2e}*sqrt(d), norm off "
+            f"sqrt(d) by up to {norm_err:.2e}*sqrt(d) > rtol={rtol:g}); pass "
+            "layernorm_normalize(H), or raise rtol"
+        )
+    if (gamma is None) != (beta is None):
+        raise InputError("pass both gamma and beta (LayerNorm's affine part) or neither")
+    pen = 0.0
+    if gamma is not None:
+        g = check_features(gamma, "gamma", ndim=1).cpu().numpy().astype(np.float64)
+        be = check_features(beta, "beta", ndim=1).cpu().numpy().astype(np.float64)
+        if g.shape != (d,) or be.shape != (d,):
+            raise InputError(
+                f"gamma and beta must have shape ({d},), got {describe(gamma)} and {describe(beta)}"
+            )
+        lam_a = check_scalar(lam_w if lam_affine is None else lam_affine, "lam_affine")
+        pen = 0.5 * lam_a * float(g @ g + be @ be)
+        Hn = Hn * g + be
+    from .objective import objective
+
+    return objective(W, b, Hn, y, lam_w=lam_w, lam_b=lam_b, lam_h=0.0, loss=loss) + pen
+
+
+# ------------------------------------------------------------------ global optimum, balanced
+@dataclass(frozen=True)
+class LayerNormOptimum:
+    r"""Global optimum of the balanced LayerNorm UFM (``affine=False``) and its certificate.
+
+    Attributes
+    ----------
+    objective : float
+        Value of ``(W, b, H)`` below (per-sample averaged, so independent of ``n``).
+    W : numpy.ndarray of shape (K, d)
+    b : numpy.ndarray of shape (K,)
+    H : numpy.ndarray of shape (K, d)
+        Feature of class ``k`` in row ``k`` (every sample of class ``k`` equals it); rows have
+        mean 0 and norm ``sqrt(d)``. Use ``H[y]`` for per-sample features.
+    structure : str
+        ``"etf"``: the class features form a simplex ETF (mean zero);
+        ``"etf+offset"``: centred class features form a simplex ETF, plus a shared offset
+        (``"orthogonal frame"`` when the offset makes them orthogonal, MSE without bias).
+    etf_objective : float
+        Value of the simplex-ETF candidate (equal to ``objective`` when ``structure="etf"``).
+    lower_bound : float
+        A proven lower bound (the relaxation's value, see :func:`layernorm_etf_optimum`): no
+        feasible point with balanced classes (any ``n`` per class) has a smaller objective.
+    optimal : bool
+        ``objective - lower_bound <= 1e-12 * max(1, |objective|)``: ``(W, b, H)`` is a global
+        minimiser.
+    gap : float
+        ``objective - lower_bound`` (0 up to round-off in every case derived so far: the field
+        is kept so that callers can check the certificate).
+    params : dict
+        ``K``, ``d``, ``loss``, ``lam_w``, ``lam_b``, ``bias`` and the relaxation's scalars
+        (``gamma1``: squared norm scale of the centred class features, ``p``: ``K`` times the
+        squared norm of the shared offset).
+    """
+
+    objective: float
+    W: np.ndarray
+    b: np.ndarray
+    H: np.ndarray
+    structure: str
+    etf_objective: float
+    lower_bound: float
+    optimal: bool
+    gap: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _ce_beta(K: int, gamma1: float, lam_w: float) -> tuple[float, float]:
+    """Minimise log(1 + (K-1) e^{-t}) + lam_w (K-1) t^2 / (2 gamma1) over t (convex)."""
+    c = lam_w * (K - 1) / gamma1
+
+    def dg(t):
+        e = (K - 1) * math.exp(-t)
+        return -e / (1 + e) + c * t
+
+    hi = 1.0 / c  # dg(hi) > 0
+    t = scipy.optimize.brentq(dg, 0.0, hi, xtol=1e-300, rtol=4 * _EPS, maxiter=500)
+    val = math.log1p((K - 1) * math.exp(-t)) + 0.5 * c * t * t
+    return t, val
+
+
+def _class_frame(K: int, d: int, extra: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Orthonormal V (d, K-1) spanning a centred-simplex subspace, and unit u (d,) orthogonal to
+    it, all inside the mean-zero subspace of R^d; plus C (K, K-1) orthonormal with 1^T C = 0."""
+    # Orthonormal basis of the mean-zero subspace of R^d (Helmert-like, via QR).
+    A = np.eye(d)[:, : d - 1] - np.eye(d)[:, 1:d]
+    Q, _ = np.linalg.qr(A)
+    B = np.eye(K)[:, : K - 1] - np.eye(K)[:, 1:K]
+    C, _ = np.linalg.qr(B)  # (K, K-1), columns orthogonal to 1
+    V = Q[:, : K - 1]
+    u = Q[:, K - 1] if extra else np.zeros(d)
+    return V, u, C
+
+
+def layernorm_etf_optimum(
+    K: int,
+    d: int,
+    *,
+    loss: str = "ce",
+    lam_w: float = DEFAULT_LAM,
+    lam_b: float = DEFAULT_LAM,
+    bias: bool = True,
+) -> LayerNormOptimum:
+    r"""Global optimum of the balanced LayerNorm UFM in closed form (``affine=False``).
+
+    **Relaxation.** Replace each feature by its class mean :math:`\mu_k` (the loss is convex in
+    the logits, so by Jensen this does not increase the objective; :math:`\|\mu_k\|^2 \le d`),
+    lift to the Gram matrix of :math:`(w_k, \mu_k)` and drop its rank; the problem is convex and
+    invariant under class permutations, so its optimum may be taken permutation-symmetric:
+    Gram blocks :math:`a_1 I + a_2 J`, with :math:`J = \mathbf 1\mathbf 1^\top`. Writing
+    :math:`\gamma_1` for the eigenvalue of the class-mean Gram on centred vectors and :math:`p`
+    on :math:`\mathbf 1` (so :math:`(K-1)\gamma_1 + p \le dK`), the relaxation becomes, for CE,
+
+    .. math::
+
+        \min_{t \ge 0}\ \log\big(1 + (K-1)e^{-t}\big) + \frac{\lambda_W (K-1)^2}{2 d K} t^2
+        \qquad (p = 0,\ \gamma_1 = dK/(K-1)),
+
+    attained by the simplex ETF :math:`h_i = \sqrt d\, u_{y_i}` on the sphere,
+    :math:`W = (t/\gamma_1) H_{\text{class}}`, :math:`b = 0`. For MSE, with
+    :math:`c_1 = \lambda_W K (K-1)`, :math:`c_2 = \lambda_W K (1 + 1/\lambda_b)` (:math:`c_2 =
+    \lambda_W K` without bias; :math:`p = 0` with an unpenalised bias, value
+    :math:`\lambda_W (K-1)^2 / (2(dK + c_1))`),
+
+    .. math::
+
+        F(p) = \frac{\lambda_W}{2}\Big[\frac{(K-1)^2}{dK - p + c_1} + \frac{1}{p + c_2}\Big],
+        \qquad p^\star = \max\big(0,\ d - (K-1)\lambda_W/\lambda_b\big)
+
+    (:math:`p^\star = d` without bias: the orthogonal frame), attained by class features whose
+    centred parts form a simplex ETF of squared norm :math:`\gamma_1 (K-1)/K` plus a shared
+    offset of squared norm :math:`p^\star/K` orthogonal to them (needs ``d >= K + 1``).
+
+    **d = K (MSE).** The class means then span at most ``K - 1`` dimensions, a constraint the
+    relaxation above ignores. Eliminating ``(W, b)`` for fixed class means gives
+    :math:`\tfrac{\lambda_W}{2}\operatorname{tr}\big((\lambda_W K I + G + aJ)^{-1}\big)`,
+    :math:`G` the class-mean Gram (rank :math:`\le K-1`, trace :math:`\le dK`),
+    :math:`a = \lambda_W/\lambda_b` (0 without bias). By Ky Fan's principle the eigenvalues of
+    :math:`G + aJ` are weakly supermajorised by :math:`(\gamma, \dots, \gamma, aK)`,
+    :math:`\gamma = dK/(K-1)`, and :math:`x \mapsto 1/(\lambda_W K + x)` is convex and
+    decreasing, so the simplex ETF (``p = 0``) is globally optimal (for MSE without bias it is
+    not the only optimum: any :math:`G = \gamma(I - ss^\top/K)`, :math:`s \in \{\pm 1\}^K`,
+    has the same value). ``lower_bound`` then equals ``objective``.
+
+    Parameters
+    ----------
+    K : int
+        Number of classes, ``K >= 2``.
+    d : int
+        Feature dimension, ``d >= K``.
+    loss : {"ce", "mse"}
+    lam_w : float
+        Weight decay of ``W`` (> 0).
+    lam_b : float
+        Weight decay of ``b`` (>= 0; 0 = unpenalised bias).
+    bias : bool
+        Whether the classifier has a bias.
+
+    Returns
+    -------
+    LayerNormOptimum
+
+    Raises
+    ------
+    InputError
+        ``K < 2``, ``d < K``, bad coefficients or options.
+
+    References
+    ----------
+    Súkeník, Lampert, Mondelli (2025); Zhu et al., NeurIPS 2021 (the free-feature analogue).
+
+    Examples
+    --------
+    >>> from ufm import layernorm_etf_optimum
+    >>> opt = layernorm_etf_optimum(4, 8, loss="ce", lam_w=5e-3)
+    >>> opt.structure, opt.optimal
+    ('etf', True)
+    """
+    K = check_int(K, "K", low=2)
+    d = check_int(d, "d", low=1)
+    if d < K:
+        raise InputError(f"d={d} < K={K}: the LayerNorm simplex ETF needs d >= K; use d >= {K}")
+    lam_w, lam_b, _, bias, _ = _check_common(lam_w, lam_b, None, loss, bias, False)
+    V, u, C = _class_frame(K, d, extra=d >= K + 1)
+
+    def features(p):
+        g1 = (d * K - p) / (K - 1)
+        return g1, math.sqrt(g1) * (C @ V.T) + math.sqrt(p / K) * u[None, :]
+
+    def ridge_wb(Hc):
+        m = _Model(np.eye(K), K, d, "mse", bias, False, lam_w, lam_b, 0.0)
+        return m.ridge(Hc)
+
+    def value(W, b, Hc):
+        m = _Model(np.eye(K), K, d, loss, bias, False, lam_w, lam_b, 0.0)
+        return m.full(W, b, Hc)[0]
+
+    if loss == "ce":
+        g1, Hc = features(0.0)
+        t, val = _ce_beta(K, g1, lam_w)
+        W, b = (t / g1) * Hc, np.zeros(K)
+        lb = val
+        p_star = 0.0
+        etf_val = val
+        structure = "etf"
+    else:
+        c1 = lam_w * K * (K - 1)
+        if bias and lam_b == 0:
+            c2, p_star = math.inf, 0.0
+        elif bias:
+            c2 = lam_w * K * (1 + 1 / lam_b)
+            p_star = max(0.0, d - (K - 1) * lam_w / lam_b)
+        else:
+            c2, p_star = lam_w * K, float(d)
+
+        def F(p):
+            return 0.5 * lam_w * ((K - 1) ** 2 / (d * K - p + c1) + 1.0 / (p + c2))
+
+        if d == K:
+            # The class means span at most K-1 = d-1 dimensions; the rank-constrained bound
+            # (majorisation argument in the docstring) is attained by the ETF, so p = 0.
+            p_star = 0.0
+        lb, etf_val = F(p_star), F(0.0)
+        p_use = p_star
+        g1, Hc = features(p_use)
+        W, b = ridge_wb(Hc)
+        val = F(p_use)
+        if p_use == 0.0:
+            structure = "etf"
+        elif not bias or abs(g1 - d) <= 1e-12 * d:
+            structure = "orthogonal frame"
+        else:
+            structure = "etf+offset"
+    val_check = value(W, b, Hc)
+    if not abs(val_check - val) <= 1e-9 * max(1.0, abs(val)):
+        raise SolverError(  # pragma: no cover - an internal consistency check
+            f"layernorm_etf_optimum: closed form {val!r} != evaluated {val_check!r}"
+        )
+    gap = max(0.0, val - lb)
+    return LayerNormOptimum(
+        objective=float(val),
+        W=W,
+        b=b,
+        H=Hc,
+        structure=structure,
+        etf_objective=float(etf_val),
+        lower_bound=float(lb),
+        optimal=gap <= 1e-12 * max(1.0, abs(val)),
+        gap=float(gap),
+        params={
+            "K": K,
+            "d": d,
+            "loss": loss,
+            "lam_w": lam_w,
+            "lam_b": lam_b,
+            "bias": bias,
+            "gamma1": float(g1),
+            "p": float(p_star),
+        },
+    )
