@@ -545,9 +545,13 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         lam_b=cfg.weight_decay,
         seed=cfg.seed,
     )
+    K = len(counts)
+    etf = ufm.layernorm_etf_optimum(K, d, loss="ce", lam_w=cfg.weight_decay, lam_b=cfg.weight_decay)
     out = {
         "key": key,
         "objective": float(res.objective),
+        "etf_objective": float(etf.objective),
+        "etf_certified": bool(etf.optimal),
         "metrics": {k: float(v) for k, v in dict(res.metrics).items() if _is_num(v)},
         "status": str(getattr(res, "status", "")),
     }
@@ -591,6 +595,7 @@ _CELL_COLUMNS = (
     *(m for m in _METRICS),
     "net_objective",
     "lnufm_objective",
+    "lnufm_etf_objective",
     "objective_gap_rel",
     "net_ce",
     "net_w_norm2",
@@ -704,8 +709,10 @@ def summarise(config: DepthConfig) -> DepthResult:
             opt_cache[key] = _lnufm_optimum_or_none(cfg, npz["y"], c["feature_dim"])
         opt = opt_cache[key]
         if opt is not None:
+            row["net_objective"] = _net_objective_on_sphere(cfg, c)
             row["lnufm_objective"] = opt["objective"]
-            row["objective_gap_rel"] = (c["net_objective"] - opt["objective"]) / abs(
+            row["lnufm_etf_objective"] = opt.get("etf_objective")
+            row["objective_gap_rel"] = (row["net_objective"] - opt["objective"]) / abs(
                 opt["objective"]
             )
             for m in SLOPE_METRICS:
@@ -736,12 +743,24 @@ def summarise(config: DepthConfig) -> DepthResult:
     return DepthResult(out_dir=out, cells=cell_rows, slopes=slopes, missing=missing, report=report)
 
 
+def _net_objective_on_sphere(cfg: DepthConfig, cell: dict[str, Any]) -> float:
+    """The network's last layer in the LN-UFM objective, its features projected exactly onto
+    the sphere first (LayerNorm's ``eps`` shrinks their norms by a relative ~1e-5)."""
+    import ufm
+
+    z = np.load(_cell_dir(cfg, cell["family"], cell["depth"], cell["seed"]) / "last_layer.npz")
+    Hn = ufm.layernorm_normalize(z["H"].astype(np.float64))
+    return float(
+        ufm.layernorm_objective(
+            z["W"], z["b"], Hn, z["y"], lam_w=cfg.weight_decay, lam_b=cfg.weight_decay, loss="ce"
+        )
+    )
+
+
 def _lnufm_optimum_or_none(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any] | None:
-    try:
-        return _lnufm_optimum(cfg, y, d)
-    except TypeError:
-        # ufm.solve without the LayerNorm feature set (older toolkit): no reduction columns.
-        return None
+    if d < int(np.max(y)) + 1:
+        return None  # the LN-UFM needs d >= K (the report says so)
+    return _lnufm_optimum(cfg, y, d)
 
 
 def _verdict(fit: dict[str, float]) -> str:
@@ -836,8 +855,24 @@ def _report(
                 f"{_g(med('objective_gap_rel'))} | {_g(med('nc1'))} | {_g(med('lnufm_nc1'))} | "
                 f"{_g(med('nc3'))} | {_g(med('lnufm_nc3'))} | {_g(med('sphere_dev'))} |"
             )
+    opt_file = Path(cfg.out) / "lnufm_optimum.json"
+    if opt_file.is_file():
+        opt = json.loads(opt_file.read_text())
+        lines += [
+            "",
+            f"F* = {opt['objective']:.6g}: `ufm.solve(y, d={opt['key']['d']}, "
+            f"features='layernorm', loss='ce', lam_w={cfg.weight_decay:g}, "
+            f"lam_b={cfg.weight_decay:g})` on the training labels (status {opt['status']}); "
+            f"the balanced closed form `ufm.layernorm_etf_optimum` gives "
+            f"{opt['etf_objective']:.6g} (certified optimal: {opt['etf_certified']}; exact "
+            f"for balanced classes, here class sizes {min(opt['key']['counts'])}.."
+            f"{max(opt['key']['counts'])}). F_net puts the network's last-layer "
+            "features through `ufm.layernorm_normalize` first (LayerNorm's eps shrinks norms "
+            "by ~1e-5) and uses its classifier (W, b) as they are. The other parameters' weight "
+            "decay is not counted: the reduction says their share vanishes with depth.",
+        ]
     if not any(_is_num(r.get("lnufm_objective")) for r in cells):
-        lines += ["", "(The LN-UFM solver was not available: no objective gaps.)"]
+        lines += ["", "(No LN-UFM comparison: it needs width >= number of classes.)"]
     lines += ["", "## Cells", ""]
     total = len(cfg.families) * len(cfg.depths) * len(cfg.seeds)
     lines.append(f"{len(cells)} of {total} cells finished.")

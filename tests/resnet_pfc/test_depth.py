@@ -103,6 +103,19 @@ def test_lnufm_objective_matches_torch():
     assert math.isfinite(lnufm_objective(1e3 * H, y, W, b, lam_w=0.0, lam_b=0.0))
 
 
+def test_lnufm_objective_agrees_with_ufm_layernorm_objective():
+    import ufm
+
+    rng = np.random.default_rng(2)
+    N, d, K = 30, 8, 3
+    H = ufm.layernorm_normalize(rng.standard_normal((N, d)))
+    y = np.arange(N) % K
+    W, b = rng.standard_normal((K, d)), rng.standard_normal(K)
+    ours = lnufm_objective(H, y, W, b, lam_w=5e-3, lam_b=5e-3)
+    theirs = ufm.layernorm_objective(W, b, H, y, lam_w=5e-3, lam_b=5e-3, loss="ce")
+    assert ours == pytest.approx(theirs, rel=1e-12)
+
+
 def test_depth_config_presets_and_errors():
     cfg = depth_config("paper")
     assert cfg.width == 64 and cfg.depths == (2, 3, 5, 8, 13, 21, 34)
@@ -172,6 +185,13 @@ def test_tiny_study_end_to_end_and_resume(tmp_path, monkeypatch):
         z["H"], z["y"], z["W"], z["b"], lam_w=cfg.weight_decay, lam_b=cfg.weight_decay
     )
     assert obj == pytest.approx(cell["net_objective"], rel=1e-5)
+
+    # The reduction: a network's last layer is a feasible LN-UFM point, so F_net >= F*.
+    gaps = [float(c["objective_gap_rel"]) for c in cells]
+    assert min(gaps) > -1e-6
+    assert float(cells[0]["lnufm_objective"]) == pytest.approx(
+        float(cells[0]["lnufm_etf_objective"]), rel=1e-6
+    )  # balanced classes (per_class): the solver meets the closed form
 
     # Rerun: every cell is skipped (training would fail here).
     def boom(*a, **k):
