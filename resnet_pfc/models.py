@@ -21,6 +21,14 @@ output of every block are comparable (PFC paper, Sec. IV-A and Table I).
   features (``d = C S^2``): ``z = W_eff h + b`` with ``W_eff[k, c S^2 + p] = W[k, c] / S^2``
   (:meth:`ConvResNet.measured_classifier`), which is what NC3/NC4 use for the last layer.
 
+Three more families serve the depth study (:mod:`resnet_pfc.depth`; Sukenik, Lampert, Mondelli
+2025), all with the same measured-stage design: :class:`LNResNet` (a LayerNorm after every
+residual addition, one or two linear layers per block; every measured layer is the LayerNorm
+output, on LayerNorm's sphere, and the last one is the classifier's input) and
+:class:`TransformerClassifier` (pre-LN attention + MLP blocks over image rows or patches; the
+measured layers are the token means of the residual stream, then ``"final"``, the final
+LayerNorm's output fed to the classifier). See :func:`build_depth_model`.
+
 Measured layers are named ``"input"`` (the output of the stem = the input of the measured stage)
 and ``"block1" ... "blockB"``; :meth:`measured_layers` maps these labels to module names for
 forward hooks.
