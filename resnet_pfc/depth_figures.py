@@ -41,6 +41,15 @@ def _num(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
+def _depth_ticks(ax: Any, depths: Sequence[int]) -> None:
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(list(depths)))
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -100,6 +109,7 @@ def draw_depth_figures(
                 ax.plot(ds, ref, "--", color="grey", lw=1, label="slope -0.3")
                 ax.set_xscale("log")
                 ax.set_yscale("log")
+                _depth_ticks(ax, ds)
             ax.grid(alpha=0.3, which="both")
             if i == 0:
                 ax.set_title(f, fontsize=10)
@@ -169,6 +179,7 @@ def draw_depth_figures(
             ax.plot(ds, med, "-", color=color, label=f)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _depth_ticks(ax, sorted({c["depth"] for c in gaps}))
         ax.set_xlabel("depth (blocks)")
         ax.set_ylabel("(F_net - F*) / |F*|")
         ax.set_title("last layer vs the LN-UFM optimum")
