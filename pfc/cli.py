@@ -626,7 +626,7 @@ def _add_depth_parser(sub: Any) -> None:
         "bootstrap interval over seeds, compare the last layer with the sphere-constrained "
         "(LayerNorm) UFM optimum, and write CSV files, figures and report.md. Resumable: a "
         "rerun skips finished cells. --preset cpu (default): digits, reduced epochs, about "
-        "20 minutes on 2 idle cores; --preset paper: the seed paper's settings (GPU).",
+        "12 minutes on 2 idle cores (40 under heavy load); --preset paper: the seed paper's settings (GPU).",
     )
     p.add_argument("--preset", choices=("cpu", "paper", "tiny"), default="cpu")
     p.add_argument("--out", default="runs/depth", help="output folder (default %(default)s)")

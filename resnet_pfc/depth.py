@@ -46,7 +46,7 @@ from its last epoch checkpoint)::
     figures/depth_reduction.png       objective gap to the LN-UFM optimum against depth
     report.md                         "claim vs this run"
 
-Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, reduced epochs, about 20 minutes on two
+Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, reduced epochs, about 12 minutes on two
 idle cores with ``jobs=2``; see :data:`DEPTH_PRESETS` for the measured estimate), ``"paper"``
 (the seed paper's settings as far as they are known: width 64, depths 2-34, weight decay 5e-3,
 350 epochs, on a GPU) and ``"tiny"`` (the tutorial and the tests).
@@ -113,12 +113,12 @@ _METRICS = (
 )
 
 #: Named settings (``DepthConfig`` fields). ``cpu``: measured on this project's 2-core machine
-#: (under load from other jobs, so an upper estimate): one epoch of digits (1347 samples, batch
-#: 128) costs about 6 ms per block for ``ln_resnet1``, 8 ms for ``ln_resnet2`` and 45 ms for the
-#: transformer (4 tokens of 4x4 patches, width 64), plus about 25 ms per epoch of fixed cost
-#: (checkpoint, loader). 3 seeds x depths (2, 3, 5, 8, 13, 21, 34) (86 blocks per seed) give
-#: about 3 x (0.7 + 0.9) s x 100 epochs = 8 min for the ResNets and 3 x 4.0 s x 60 epochs = 12 min
-#: for the transformer: about 20 minutes with ``jobs=1``, 10-12 with ``jobs=2``.
+#: with one thread at low load, one digits epoch (1347 samples, batch 128) costs about
+#: 0.02 s + 0.005 s per block (``ln_resnet1``), 0.05 s + 0.006 s per block (``ln_resnet2``) and
+#: 0.09 s per block (transformer, 4 tokens of 4x4 patches, width 64), plus tens of ms of
+#: checkpointing. 3 seeds x depths (2, 3, 5, 8, 13, 21, 34) (86 blocks per sweep) x 60 / 40 epochs:
+#: about 22 minutes of one core, 11-13 minutes with ``jobs=2`` on two idle cores (40 minutes were
+#: measured with six other jobs on the machine; docs/depth.md).
 DEPTH_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "dataset": "digits",
