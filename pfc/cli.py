@@ -7,6 +7,7 @@
 ``check``    the theorem checks (:mod:`proofs_check`)
 ``report``   report.html of an existing study or run directory
 ``metrics``  collapse metrics of features saved in an .npz file
+``depth``    collapse against depth: LayerNorm ResNets and a transformer (:mod:`resnet_pfc.depth`)
 
 Exit status: 0 on success, 2 for bad options or data (the message names the option and the
 value), 1 when ``check`` finds a violated claim, 130 when interrupted (finished stages are kept).
@@ -374,7 +375,7 @@ _TRAIN_FIELDS: list[str] = []
 
 
 def _add_train_options(t: argparse.ArgumentParser) -> None:
-    from resnet_pfc.train import TrainConfig
+    from resnet_pfc.train import MODEL_CHOICES, TrainConfig
 
     d = TrainConfig()
     _TRAIN_FIELDS.clear()
@@ -396,7 +397,7 @@ def _add_train_options(t: argparse.ArgumentParser) -> None:
         "--model",
         "model",
         default=d.model,
-        choices=("auto", "fc", "conv"),
+        choices=MODEL_CHOICES,
         help="auto: the data set's Table I model (default)",
     )
     add("--blocks", "blocks", type=POS, default=None, help="blocks of the measured stage")
@@ -652,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--features", default="H", help="name of the feature array (default H)")
     m.add_argument("--labels", default="y", help="name of the label array (default y)")
     m.set_defaults(func=cmd_metrics)
+    _add_depth_parser(sub)
     return p
 
 
@@ -659,6 +661,89 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Up-front checks of the result files a command will write (any subcommand with --json)."""
     if getattr(args, "json", None) is not None:
         check_output_file(args.json, "--json")
+
+
+# ------------------------------------------------------------------------------------------
+# depth: collapse against depth (resnet_pfc.depth); kept in one place
+# ------------------------------------------------------------------------------------------
+
+
+def cmd_depth(args: argparse.Namespace) -> int:
+    from resnet_pfc.depth import depth_config, depth_study
+
+    opts = {
+        k: getattr(args, k)
+        for k in (
+            "out",
+            "dataset",
+            "width",
+            "epochs",
+            "transformer_epochs",
+            "lr",
+            "transformer_lr",
+            "weight_decay",
+            "per_class",
+            "device",
+            "jobs",
+            "threads",
+            "bootstrap",
+            "seed",
+            "data_root",
+        )
+    }
+    for k in ("families", "depths", "seeds"):
+        v = getattr(args, k)
+        opts[k] = None if v is None else tuple(v)
+    opts["download"] = args.download or None
+    res = depth_study(depth_config(args.preset, **opts, progress=not args.no_progress))
+    for s in res.slopes:
+        if s["metric"] in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3"):
+            print(
+                f"{s['family']:12s} {s['metric']:16s} slope {s['slope']:+.3f} "
+                f"[{s['lo']:+.3f}, {s['hi']:+.3f}] {s['verdict']}"
+            )
+    if res.missing:
+        print(f"{len(res.missing)} cells missing; rerun the same command to finish them")
+    print(f"report: {(res.out_dir / 'report.md').resolve()}")
+    return 0
+
+
+def _add_depth_parser(sub: Any) -> None:
+    from resnet_pfc.models import DEPTH_FAMILIES
+
+    p = sub.add_parser(
+        "depth",
+        help="collapse against depth: LayerNorm ResNets and a transformer, log-log slopes",
+        description="Train each family (LayerNorm ResNets with one or two linear layers per "
+        "block, a pre-LN transformer) at several depths and seeds, measure every block, fit the "
+        "log-log slope of the last layer's NC1, NC2, NC3 (and PFC1-3) against depth with a "
+        "bootstrap interval over seeds, compare the last layer with the sphere-constrained "
+        "(LayerNorm) UFM optimum, and write CSV files, figures and report.md. Resumable: a "
+        "rerun skips finished cells. --preset cpu (default): digits, reduced epochs, about "
+        "12 minutes on 2 idle cores (40 under heavy load); --preset paper: the seed paper's settings (GPU).",
+    )
+    p.add_argument("--preset", choices=("cpu", "paper", "tiny"), default="cpu")
+    p.add_argument("--out", default="runs/depth", help="output folder (default %(default)s)")
+    p.add_argument("--dataset", type=_dataset, default=None, help="default: the preset's")
+    p.add_argument("--families", nargs="+", choices=DEPTH_FAMILIES, default=None)
+    p.add_argument("--depths", nargs="+", type=POS, default=None, help="blocks per network")
+    p.add_argument("--seeds", nargs="+", type=NONNEG, default=None)
+    p.add_argument("--width", type=POS, default=None)
+    p.add_argument("--epochs", type=POS, default=None, help="epochs of the ResNets")
+    p.add_argument("--transformer-epochs", type=POS, default=None)
+    p.add_argument("--lr", type=_float_pos, default=None)
+    p.add_argument("--transformer-lr", type=_float_pos, default=None)
+    p.add_argument("--weight-decay", type=_float_pos, default=None)
+    p.add_argument("--per-class", type=POS, default=None, help="balanced training subset")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--jobs", type=POS, default=None, help="cells trained in parallel")
+    p.add_argument("--threads", type=POS, default=None, help="torch threads per cell")
+    p.add_argument("--bootstrap", type=POS, default=None, help="bootstrap resamples")
+    p.add_argument("--seed", type=NONNEG, default=None, help="seed of bootstrap and LN-UFM")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_depth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

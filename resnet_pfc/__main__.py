@@ -12,7 +12,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import PRESETS, TrainConfig
+    from .train import MODEL_CHOICES, PRESETS, TrainConfig
 
     d = TrainConfig()
     p = OneLineParser(
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--model",
         default=d.model,
-        choices=("auto", "fc", "conv"),
+        choices=MODEL_CHOICES,
         help="auto: the data set's Table I model",
     )
     t.add_argument("--blocks", type=int, default=None, help="blocks of the measured stage")

@@ -21,6 +21,14 @@ output of every block are comparable (PFC paper, Sec. IV-A and Table I).
   features (``d = C S^2``): ``z = W_eff h + b`` with ``W_eff[k, c S^2 + p] = W[k, c] / S^2``
   (:meth:`ConvResNet.measured_classifier`), which is what NC3/NC4 use for the last layer.
 
+Three more families serve the depth study (:mod:`resnet_pfc.depth`; Sukenik, Lampert, Mondelli
+2025), all with the same measured-stage design: :class:`LNResNet` (a LayerNorm after every
+residual addition, one or two linear layers per block; every measured layer is the LayerNorm
+output, on LayerNorm's sphere, and the last one is the classifier's input) and
+:class:`TransformerClassifier` (pre-LN attention + MLP blocks over image rows or patches; the
+measured layers are the token means of the residual stream, then ``"final"``, the final
+LayerNorm's output fed to the classifier). See :func:`build_depth_model`.
+
 Measured layers are named ``"input"`` (the output of the stem = the input of the measured stage)
 and ``"block1" ... "blockB"``; :meth:`measured_layers` maps these labels to module names for
 forward hooks.
@@ -51,6 +59,12 @@ __all__ = [
     "paper_model",
     "build_model",
     "MeasuredModel",
+    "LNBlock",
+    "LNResNet",
+    "TransformerBlock",
+    "TransformerClassifier",
+    "DEPTH_FAMILIES",
+    "build_depth_model",
 ]
 
 
@@ -399,3 +413,312 @@ def paper_model(
         widths=row.widths or None,
         stem_stride=row.stem_stride,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# LayerNorm ResNets and a small transformer (the depth study, Sukenik, Lampert, Mondelli 2025)
+# ------------------------------------------------------------------------------------------
+
+
+def _layer_norm(width: int, affine: bool) -> nn.LayerNorm:
+    return nn.LayerNorm(width, elementwise_affine=affine)
+
+
+class LNBlock(nn.Module):
+    """Post-LayerNorm residual block ``LN(x + f(x))`` of width ``width``.
+
+    ``linears=1``: :math:`f(x) = \\mathrm{ReLU}(W x + c)`; ``linears=2``:
+    :math:`f(x) = W_2\\,\\mathrm{ReLU}(W_1 x + c_1) + c_2`. The block's output is the
+    LayerNorm output, so (without affine) it has zero mean across coordinates and norm
+    :math:`\\sqrt{d}` (up to LayerNorm's ``eps``).
+    """
+
+    def __init__(
+        self, width: int, *, linears: int = 1, residual_scale: float = 1.0, affine: bool = False
+    ):
+        super().__init__()
+        if linears not in (1, 2):
+            raise InputError(f"linears must be 1 or 2, got {linears!r}")
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width) if linears == 2 else None
+        last = self.fc2 if self.fc2 is not None else self.fc1
+        with torch.no_grad():
+            # ReLU is positively homogeneous, so scaling the last linear map scales f.
+            last.weight.mul_(residual_scale)
+            last.bias.mul_(residual_scale)
+        self.norm = _layer_norm(width, affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.fc1(x))
+        if self.fc2 is not None:
+            f = self.fc2(f)
+        return self.norm(x + f)
+
+
+class LNResNet(MeasuredModel):
+    """Fully connected ResNet with a LayerNorm after every residual addition.
+
+    Parameters
+    ----------
+    input_dim : int
+        Number of input features after flattening (64 for digits, 784 for MNIST).
+    num_classes : int
+        ``K >= 2``.
+    width : int
+        Dimension ``d`` of the residual stream (the paper's depth study: 64).
+    blocks : int
+        Depth ``B >= 1``.
+    linears : {1, 2}
+        Linear layers per block (see :class:`LNBlock`).
+    affine : bool
+        Learnable LayerNorm scale and shift (default ``False``: every measured layer then lies
+        exactly where LayerNorm puts it, the sphere-constrained UFM's feature set).
+
+    Notes
+    -----
+    .. math:: h^0 = \\mathrm{LN}(A\\,\\mathrm{vec}(x) + a),\\quad
+              h^l = \\mathrm{LN}\\big(h^{l-1} + f_l(h^{l-1})\\big),\\quad z = W h^B + b.
+
+    *Measured layers* (convention): ``"input"`` is :math:`h^0` (the stem's LayerNorm output)
+    and ``"block l"`` is :math:`h^l`, the residual stream after block ``l``'s LayerNorm. The
+    classifier acts on :math:`h^B` directly, so the last measured layer is exactly the feature
+    fed to the classifier (the ``H`` of the sphere-constrained UFM) and NC3/NC4 use
+    ``(W, b)`` as they are. The last linear map of each block starts at ``1/sqrt(B)`` of
+    PyTorch's default scale (as in :class:`FCResNet`).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        *,
+        width: int = 64,
+        blocks: int = 5,
+        linears: int = 1,
+        affine: bool = False,
+    ):
+        super().__init__()
+        check_int(input_dim, "input_dim", low=1)
+        check_int(num_classes, "num_classes", low=2)
+        check_int(width, "width", low=2)
+        check_int(blocks, "blocks", low=1)
+        self.input_dim, self.num_classes, self.width = input_dim, num_classes, width
+        self.linears = linears
+        self.stem = nn.Sequential(
+            nn.Flatten(), nn.Linear(input_dim, width), _layer_norm(width, affine)
+        )
+        scale = 1.0 / math.sqrt(blocks)
+        self.blocks = nn.ModuleList(
+            LNBlock(width, linears=linears, residual_scale=scale, affine=affine)
+            for _ in range(blocks)
+        )
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.classifier(h)
+
+    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier.weight.detach(), self.classifier.bias.detach()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width
+
+
+class _TokenMean(nn.Module):
+    """Mean over the token axis ``(batch, T, d) -> (batch, d)`` (a measurement tap)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm encoder block: ``x + MHA(LN(x))`` then ``x + MLP(LN(x))``."""
+
+    def __init__(self, width: int, heads: int, *, mlp_ratio: int = 2, residual_scale: float = 1.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, mlp_ratio * width)
+        self.fc2 = nn.Linear(mlp_ratio * width, width)
+        with torch.no_grad():
+            self.attn.out_proj.weight.mul_(residual_scale)
+            self.fc2.weight.mul_(residual_scale)
+            self.fc2.bias.mul_(residual_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.norm1(x)
+        x = x + self.attn(a, a, a, need_weights=False)[0]
+        return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+
+
+class TransformerClassifier(MeasuredModel):
+    """A small transformer encoder over image tokens, with a final LayerNorm and a classifier.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(channels, height, width)`` of one image.
+    num_classes : int
+        ``K >= 2``.
+    width : int
+        Token dimension ``d`` (divisible by ``heads``).
+    blocks : int
+        Depth ``B >= 1`` (number of encoder blocks).
+    heads : int
+        Attention heads.
+    patch : int, optional
+        ``None`` (default): one token per image row (``T = height`` tokens of
+        ``channels * width`` values). An int ``p``: non-overlapping ``p x p`` patches
+        (``height`` and ``width`` divisible by ``p``).
+    mlp_ratio : int
+        Hidden width of the MLP as a multiple of ``width``.
+    affine : bool
+        Learnable scale and shift of the *final* LayerNorm (default ``False``, so that the
+        classifier's input lies on LayerNorm's sphere; the blocks' LayerNorms are affine).
+
+    Notes
+    -----
+    .. math:: x^0 = E\\,\\mathrm{tokens}(x) + P,\\quad x^l = \\mathrm{Block}_l(x^{l-1}),\\quad
+              h = \\mathrm{LN}\\Big(\\tfrac1T \\sum_t x^B_t\\Big),\\quad z = W h + b.
+
+    *Measured layers* (convention): mean pooling over tokens, not a CLS token. ``"input"``
+    is the token mean of :math:`x^0` (embedding plus position), ``"block l"`` the token mean
+    of the residual stream after block ``l``, and ``"final"`` the final LayerNorm's output
+    :math:`h`, the feature the classifier acts on (NC3/NC4 use ``(W, b)`` on it). The
+    residual stream itself is not normalised (pre-LN); only ``"final"`` lies on the sphere.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        width: int = 64,
+        blocks: int = 4,
+        heads: int = 4,
+        patch: int | None = None,
+        mlp_ratio: int = 2,
+        affine: bool = False,
+    ):
+        super().__init__()
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) != 3:
+            raise InputError(
+                f"input_shape must be (channels, height, width) for a transformer, got {shape}"
+            )
+        c, hgt, wid = shape
+        check_int(num_classes, "num_classes", low=2)
+        check_int(width, "width", low=2)
+        check_int(blocks, "blocks", low=1)
+        check_int(heads, "heads", low=1)
+        check_int(mlp_ratio, "mlp_ratio", low=1)
+        if width % heads:
+            raise InputError(f"width={width} must be divisible by heads={heads}")
+        if patch is None:
+            tokens, token_dim = hgt, c * wid
+        else:
+            check_int(patch, "patch", low=1)
+            if hgt % patch or wid % patch:
+                raise InputError(
+                    f"patch={patch} must divide the image size {hgt}x{wid}; choose a divisor "
+                    "or patch=None (one token per row)"
+                )
+            tokens, token_dim = (hgt // patch) * (wid // patch), c * patch * patch
+        self.input_shape, self.num_classes, self.width = shape, num_classes, width
+        self.patch, self.tokens = patch, tokens
+        self.embed = nn.Linear(token_dim, width)
+        self.pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
+        scale = 1.0 / math.sqrt(blocks)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, heads, mlp_ratio=mlp_ratio, residual_scale=scale)
+            for _ in range(blocks)
+        )
+        # One tap per measured residual-stream state: its output (the token mean) is measured.
+        self.taps = nn.ModuleList(_TokenMean() for _ in range(blocks + 1))
+        self.final_norm = _layer_norm(width, affine)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        x = x.reshape(n, *self.input_shape)
+        if self.patch is None:  # (n, c, H, W) -> (n, H, c*W)
+            return x.permute(0, 2, 1, 3).reshape(n, self.input_shape[1], -1)
+        p = self.patch
+        cols = nn.functional.unfold(x, kernel_size=p, stride=p)  # (n, c*p*p, T)
+        return cols.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(self._tokens(x)) + self.pos
+        pooled = self.taps[0](h)
+        for block, tap in zip(self.blocks, self.taps[1:], strict=True):
+            h = block(h)
+            pooled = tap(h)
+        return self.classifier(self.final_norm(pooled))
+
+    def measured_layers(self) -> dict[str, str]:
+        """``{"input": "taps.0", "block1": "taps.1", ..., "blockB": "taps.B", "final":
+        "final_norm"}``: token means of the residual stream, then the classifier's input."""
+        out = {"input": "taps.0"}
+        for i in range(len(self.blocks)):
+            out[f"block{i + 1}"] = f"taps.{i + 1}"
+        out["final"] = "final_norm"
+        return out
+
+    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.classifier.weight.detach(), self.classifier.bias.detach()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width
+
+
+#: Model families of the depth study (``TrainConfig.model`` names).
+DEPTH_FAMILIES: tuple[str, ...] = ("ln_resnet1", "ln_resnet2", "transformer")
+
+
+def build_depth_model(
+    family: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    blocks: int,
+    width: int = 64,
+    heads: int = 4,
+    patch: int | None = None,
+    affine: bool = False,
+) -> MeasuredModel:
+    """Build one of :data:`DEPTH_FAMILIES` at depth ``blocks`` and width ``width``.
+
+    ``"ln_resnet1"`` / ``"ln_resnet2"``: :class:`LNResNet` with one / two linear layers per
+    block; ``"transformer"``: :class:`TransformerClassifier` (``heads``, ``patch``).
+
+    Raises
+    ------
+    InputError
+        Unknown family or bad sizes.
+    """
+    if family in ("ln_resnet1", "ln_resnet2"):
+        return LNResNet(
+            math.prod(input_shape),
+            num_classes,
+            width=width,
+            blocks=blocks,
+            linears=1 if family == "ln_resnet1" else 2,
+            affine=affine,
+        )
+    if family == "transformer":
+        return TransformerClassifier(
+            input_shape,
+            num_classes,
+            width=width,
+            blocks=blocks,
+            heads=heads,
+            patch=patch,
+            affine=affine,
+        )
+    raise InputError(f"family must be one of {DEPTH_FAMILIES}, got {family!r}")

@@ -74,7 +74,14 @@ from .checkpoint import (
     set_rng_state,
 )
 from .measure import Measurement, measure_run
-from .models import TABLE_I, MeasuredModel, build_model, paper_model
+from .models import (
+    DEPTH_FAMILIES,
+    TABLE_I,
+    MeasuredModel,
+    build_depth_model,
+    build_model,
+    paper_model,
+)
 
 __all__ = [
     "TrainConfig",
@@ -85,8 +92,12 @@ __all__ = [
     "METRIC_COLUMNS",
     "GEODESIC_COLUMNS",
     "PRESETS",
+    "MODEL_CHOICES",
     "read_csv",
 ]
+
+#: Accepted values of ``TrainConfig.model``.
+MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
 
 #: Per data set defaults used when a field is ``None``: epochs, initial lr, eval_every.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -170,10 +181,15 @@ class TrainConfig:
         One of :data:`resnet_pfc.data.DATASETS` (``"digits"`` is embedded and offline).
     out : str
         Run directory.
-    model : {"auto", "fc", "conv"}
+    model : {"auto", "fc", "conv", "ln_resnet1", "ln_resnet2", "transformer"}
         ``"auto"``: the data set's Table I model (:func:`resnet_pfc.models.paper_model`).
+        The last three are the depth study's LayerNorm families
+        (:func:`resnet_pfc.models.build_depth_model`; default width 64, 5 blocks).
     blocks, width, variant
         Measured-stage depth, width (FC width or conv channels) and Table I variant.
+    heads, patch
+        ``model="transformer"`` only: attention heads (4) and token layout (``None``: one
+        token per image row; an int ``p``: ``p x p`` patches).
     epochs, lr, eval_every : optional
         Default from :data:`PRESETS`.
     loss : {"ce", "mse"}
@@ -224,6 +240,8 @@ class TrainConfig:
     blocks: int | None = None
     width: int | None = None
     variant: int = 0
+    heads: int = 4
+    patch: int | None = None
     epochs: int | None = None
     lr: float | None = None
     loss: str = "ce"
@@ -312,8 +330,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     milestones = tuple(check_int(m, "milestones", low=1) for m in milestones)
     if config.loss not in ("ce", "mse"):
         raise InputError(f"loss must be 'ce' or 'mse', got {config.loss!r}")
-    if config.model not in ("auto", "fc", "conv"):
-        raise InputError(f"model must be 'auto', 'fc' or 'conv', got {config.model!r}")
+    if config.model not in MODEL_CHOICES:
+        raise InputError(f"model must be one of {MODEL_CHOICES}, got {config.model!r}")
     check_scalar(config.momentum, "momentum", low=0.0, high=1.0)
     check_scalar(config.weight_decay, "weight_decay", low=0.0)
     check_scalar(config.lr_gamma, "lr_gamma", low=0.0, low_inclusive=False)
@@ -325,7 +343,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     check_int(config.geodesic_points, "geodesic_points", low=2)
     check_int(config.geodesic_pass2_points, "geodesic_pass2_points", low=2)
     check_scalar(config.epsilon, "epsilon", low=0.0, high=1.0)
-    for name in ("blocks", "width", "per_class", "threads"):
+    check_int(config.heads, "heads", low=1)
+    for name in ("blocks", "width", "per_class", "threads", "patch"):
         v = getattr(config, name)
         if v is not None:
             check_int(v, name, low=1)
@@ -399,6 +418,16 @@ def make_model(
             width=config.width,
             input_shape=input_shape,
             num_classes=num_classes,
+        )
+    if config.model in DEPTH_FAMILIES:
+        return build_depth_model(
+            config.model,
+            input_shape,
+            num_classes,
+            blocks=config.blocks or 5,
+            width=config.width or 64,
+            heads=config.heads,
+            patch=config.patch,
         )
     width = config.width or (256 if config.model == "fc" else 128)
     blocks = config.blocks or 4

@@ -1,0 +1,190 @@
+"""Figures of the depth study (PNG, written atomically) from its cell and layer rows.
+
+* ``figures/depth_metrics.png``: each last-layer metric (rows: NC1, NC2 equinorm, NC2
+  equiangularity, NC3, PFC1) against depth on log-log axes, one column per family; one marker
+  per (depth, seed), the median over seeds as a line, and a reference line of slope -0.3
+  through the median at the smallest depth.
+* ``figures/depth_layers_<family>.png``: final metrics of every measured layer against its
+  relative position, one curve per depth (median over seeds), coloured by depth.
+* ``figures/depth_reduction.png``: relative objective gap of the network's last layer to the
+  LN-UFM optimum against depth (log-log), one marker per (depth, seed), one colour per family.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ufm import _io
+
+__all__ = ["draw_depth_figures", "DEPTH_FIG_METRICS", "LAYER_FIG_METRICS"]
+
+DEPTH_FIG_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "pfc1")
+LAYER_FIG_METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+_TITLES = {
+    "nc1": "NC1",
+    "nc2_equinorm": "NC2 equinorm",
+    "nc2_equiangular": "NC2 equiangularity",
+    "nc3": "NC3",
+    "pfc1": "PFC1",
+    "pfc2": "PFC2",
+    "pfc3": "PFC3 = 1 - NCC acc.",
+}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _depth_ticks(ax: Any, depths: Sequence[int]) -> None:
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(list(depths)))
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return _io.atomic_write_bytes(path, buf.getvalue())
+
+
+def draw_depth_figures(
+    out: str | Path,
+    cells: list[dict[str, Any]],
+    layers: list[dict[str, Any]],
+    families: Sequence[str],
+) -> list[Path]:
+    """Draw the depth study's figures under ``out/figures`` (see the module docstring).
+
+    Parameters
+    ----------
+    out : path
+        The study folder.
+    cells : list of dict
+        Rows of ``depth_cells.csv``.
+    layers : list of dict
+        Rows of ``depth_layers.csv``.
+    families : sequence of str
+
+    Returns
+    -------
+    list of Path
+        The files written (none when there is no cell).
+    """
+    if not cells:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    written: list[Path] = []
+    fams = [f for f in families if any(c["family"] == f for c in cells)]
+    # 1. last-layer metrics against depth
+    nr, nc = len(DEPTH_FIG_METRICS), len(fams)
+    fig, axes = plt.subplots(
+        nr, nc, figsize=(3.6 * nc, 2.6 * nr), layout="constrained", squeeze=False
+    )
+    for j, f in enumerate(fams):
+        fc = [c for c in cells if c["family"] == f]
+        for i, m in enumerate(DEPTH_FIG_METRICS):
+            ax = axes[i, j]
+            pts = [(c["depth"], c.get(m)) for c in fc if _num(c.get(m)) and c.get(m) > 0]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, "o", color="tab:blue", alpha=0.5, ms=4, label="cells")
+                ds = sorted(set(xs))
+                med = [float(np.median([y for x, y in pts if x == d])) for d in ds]
+                ax.plot(ds, med, "-", color="tab:blue", label="median")
+                ref = [med[0] * (d / ds[0]) ** -0.3 for d in ds]
+                ax.plot(ds, ref, "--", color="grey", lw=1, label="slope -0.3")
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                _depth_ticks(ax, ds)
+            ax.grid(alpha=0.3, which="both")
+            if i == 0:
+                ax.set_title(f, fontsize=10)
+            if j == 0:
+                ax.set_ylabel(_TITLES[m])
+            if i == nr - 1:
+                ax.set_xlabel("depth (blocks)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("last-layer collapse against depth (log-log)")
+    written.append(_save(fig, out / "figures" / "depth_metrics.png"))
+    plt.close(fig)
+    # 2. per-layer curves coloured by depth
+    cmap = plt.get_cmap("viridis")
+    for f in fams:
+        fl = [r for r in layers if r["family"] == f]
+        depths = sorted({r["depth"] for r in fl})
+        fig, axes = plt.subplots(
+            1,
+            len(LAYER_FIG_METRICS),
+            figsize=(4 * len(LAYER_FIG_METRICS), 3.4),
+            layout="constrained",
+        )
+        for ax, m in zip(axes, LAYER_FIG_METRICS, strict=True):
+            for k, d in enumerate(depths):
+                rd = [r for r in fl if r["depth"] == d and _num(r.get(m))]
+                idx = sorted({r["layer_index"] for r in rd})
+                if not idx:
+                    continue
+                xs = [
+                    float(np.median([r["position"] for r in rd if r["layer_index"] == i]))
+                    for i in idx
+                ]
+                ys = [float(np.median([r[m] for r in rd if r["layer_index"] == i])) for i in idx]
+                if m in ("pfc1", "nc1"):
+                    ys = [max(v, 1e-12) for v in ys]
+                ax.plot(
+                    xs,
+                    ys,
+                    "-",
+                    marker=".",
+                    ms=3,
+                    color=cmap(k / max(len(depths) - 1, 1)),
+                    label=f"L={d}",
+                )
+            if m in ("pfc1", "nc1"):
+                ax.set_yscale("log")
+            ax.set_title(_TITLES[m], fontsize=10)
+            ax.set_xlabel("relative position of the layer")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, ncol=2)
+        fig.suptitle(f"{f}: every measured layer at the end of training (median over seeds)")
+        written.append(_save(fig, out / "figures" / f"depth_layers_{f}.png"))
+        plt.close(fig)
+    # 3. the reduction
+    gaps = [c for c in cells if _num(c.get("objective_gap_rel"))]
+    if gaps:
+        fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+        for k, f in enumerate(fams):
+            pts = [(c["depth"], c["objective_gap_rel"]) for c in gaps if c["family"] == f]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            color = plt.get_cmap("tab10")(k)
+            ax.plot(xs, [max(v, 1e-12) for v in ys], "o", alpha=0.5, color=color, ms=4)
+            ds = sorted(set(xs))
+            med = [max(float(np.median([y for x, y in pts if x == d])), 1e-12) for d in ds]
+            ax.plot(ds, med, "-", color=color, label=f)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _depth_ticks(ax, sorted({c["depth"] for c in gaps}))
+        ax.set_xlabel("depth (blocks)")
+        ax.set_ylabel("(F_net - F*) / |F*|")
+        ax.set_title("last layer vs the LN-UFM optimum")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out / "figures" / "depth_reduction.png"))
+        plt.close(fig)
+    return written
