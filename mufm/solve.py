@@ -66,7 +66,7 @@ def solve(
     lam_b: float = S.DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
-    method: str = "lbfgs",
+    method: str | None = None,
     backend: str | None = None,
     device: Any = None,
     max_iter: int | None = None,
@@ -158,17 +158,18 @@ def solve(
     Xt, yt, K = prepare_data(X, y)
     N, d = Xt.shape
     be = S.resolve_backend(backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype)
+    method = S.resolve_method(method, loss)
     params = S.check_params(
         lam=lam, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
     )
     tol_v = S.resolve_tol(tol, be)
-    max_iter_v = S.resolve_max_iter(max_iter, method)
+    max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
     seed = check_int(seed, "seed", low=0)
     Xb = be.asarray(Xt)
     y_b = be.labels(yt)
     pb = Problem(be.ops, y_b, K, d, Xb, params, be.like())
     if init is None:
-        init = "data" if method == "lbfgs" else "normal"
+        init = "data" if method in ("suffstats", "lbfgs", "lbfgs-h") else "normal"
     if init == "data":
         W0, b0, H0 = pb.ops.zeros((K, d), pb.like), pb.ops.zeros((K,), pb.like), Xb
     elif init == "normal":
@@ -176,7 +177,17 @@ def solve(
     else:
         raise InputError(f"init must be 'data', 'normal' or None, got {describe(init)}")
     raw = S.run_method(
-        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step
+        pb,
+        method,
+        W0,
+        b0,
+        H0,
+        max_iter=max_iter_v,
+        tol=tol_v,
+        verbose=verbose,
+        step=step,
+        seed=seed,
+        init=init,
     )
     opts = {
         "model": "mufm",

@@ -23,7 +23,7 @@ def solve(
     lam_b: float = S.DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
-    method: str = "lbfgs",
+    method: str | None = None,
     backend: str | None = None,
     device: Any = None,
     max_iter: int | None = None,
@@ -137,6 +137,7 @@ def solve(
             f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
             "the bias-free MSE optimum)"
         )
+    method = S.resolve_method(method, loss)
     params = S.check_params(
         lam=0.0, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
     )
@@ -149,13 +150,23 @@ def solve(
             stacklevel=2,
         )
     tol_v = S.resolve_tol(tol, be)
-    max_iter_v = S.resolve_max_iter(max_iter, method)
+    max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
     seed = check_int(seed, "seed", low=0)
     y_b = be.labels(yt)
     pb = Problem(be.ops, y_b, K, d, None, params, be.like())
     W0, b0, H0 = S.initial_point(pb, seed, be)
     raw = S.run_method(
-        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step
+        pb,
+        method,
+        W0,
+        b0,
+        H0,
+        max_iter=max_iter_v,
+        tol=tol_v,
+        verbose=verbose,
+        step=step,
+        seed=seed,
+        init="normal",
     )
     opts = {
         "model": "ufm",

@@ -354,20 +354,30 @@ def _gram(X: np.ndarray) -> np.ndarray:
 class _Reduced:
     """Value, gradient and Hessian-vector product of the reduced objective f(W, b)."""
 
-    def __init__(self, st: SufficientStatistics, lam, lam_w, lam_h, lam_b, bias):
+    def __init__(self, st: SufficientStatistics, lam, lam_w, lam_h, lam_b, bias, alpha=1.0):
+        # alpha: the data are divided by alpha (a power of two, exact); the equivalent problem
+        # has lam * alpha^2, lam_h * alpha^2, lam_w / alpha^2 (h = alpha h', W = W' / alpha).
         st.check_ready()
         self.st, self.K, self.d = st, st.K, st.d
         N = st.N
         self.N = N
+        a2 = alpha * alpha
+        lam, lam_h, lam_w = lam * a2, lam_h * a2, lam_w / a2
+        if not all(math.isfinite(v) for v in (lam, lam_h, lam_w)) or lam_w == 0.0:
+            raise InputError(
+                f"the coefficients rescaled to data of unit scale (data scale {alpha:.3g}: "
+                f"lam={lam:.3g}, lam_h={lam_h:.3g}, lam_w={lam_w:.3g}) leave float64's range; "
+                "rescale X or the coefficients"
+            )
         self.mu = lam + lam_h
         s = lam / self.mu
         self.s = s
         self.lam, self.lam_w, self.lam_b, self.bias = lam, lam_w, lam_b, bias
         self.pi = st.counts / N
-        self.m = s * st.sums.sum(0) / N  # mean of x~
-        self.P = s * st.sums / N  # (1/N) Y^T X~
-        self.cX = 0.5 * lam * (1.0 - s) * st.sq / N
-        self.c2 = s * s / N  # second moment scale
+        self.m = (s / alpha) * st.sums.sum(0) / N  # mean of x~
+        self.P = (s / alpha) * st.sums / N  # (1/N) Y^T X~
+        self.cX = 0.5 * lam * (1.0 - s) * (st.sq / a2) / N
+        self.c2 = (s / alpha) ** 2 / N  # second moment scale
         self.nW = self.K * self.d
         self.n = self.nW + (self.K if bias else 0)
         self._cache_x: np.ndarray | None = None
@@ -479,7 +489,10 @@ class StatsSolution:
     grad_norm : float
         ``sqrt(||grad_W f||^2 + ||grad_b f||^2)`` of the reduced objective; by the envelope
         theorem it equals the balanced-coordinate gradient norm of the full objective at
-        ``(W, b, H*)``.
+        ``(W, b, H*)``. When the data's RMS sample norm lies outside ``[2^-10, 2^10]`` the
+        problem is solved on data rescaled by a power of two ``alpha`` (exactly equivalent:
+        ``lam, lam_h -> lam alpha^2, lam_h alpha^2``, ``lam_w -> lam_w / alpha^2``,
+        ``W -> alpha W``), and this is the gradient norm of that scale-free problem.
     status : str
         ``"converged"``, ``"max_iter"`` or ``"stalled"``.
     n_iter : int
@@ -649,11 +662,13 @@ def solve_statistics(
     tol = check_scalar(tol, "tol", low=0.0, low_inclusive=False)
     max_iter = check_int(max_iter, "max_iter", low=1)
     t0 = time.perf_counter()
-    red = _Reduced(st, lam, lam_w, lam_h, lam_b, bool(bias))
+    st.check_ready()
+    alpha = data_scale(st) if lam > 0 else 1.0
+    red = _Reduced(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
     K, d = red.K, red.d
     rng = np.random.default_rng(seed)
     if W0 is not None:
-        W = _np64(W0).reshape(K, d)
+        W = _np64(W0).reshape(K, d) * alpha
         b = np.zeros(K) if b0 is None else _np64(b0).reshape(K)
     elif init == "normal" or lam == 0.0 or st.second is None:
         W = rng.standard_normal((K, d))
@@ -662,7 +677,7 @@ def solve_statistics(
             W *= 1e-2 / math.sqrt(d)
             b = red.pi.copy()
     else:
-        W, b = _ridge_start(st, red, lam_w, lam_b, bool(bias))
+        W, b = _ridge_start(st, red, red.lam_w, lam_b, bool(bias), alpha)
     z = np.concatenate([W.ravel(), b]) if bias else W.ravel().copy()
     hist_f, hist_g = [red.f(z)], [float(np.linalg.norm(red.g(z)))]
     # Aim below tol so that the full-gradient check of the caller passes after round-off;
@@ -692,10 +707,10 @@ def solve_statistics(
         n_iter += int(res.nit)
         z = res.x
         gn = float(np.linalg.norm(red.g(z)))
-        if gn > gtol:
+        if gn > gtol and n_iter < max_iter:
             # the trust region stops when round-off hides the decrease of f; plain Newton
             # steps judged on the gradient norm finish the job near a minimum
-            z, k = _newton_polish(red, z, gtol)
+            z, k = _newton_polish(red, z, gtol, cb, min(8, max_iter - n_iter))
             n_iter += k
             gn = float(np.linalg.norm(red.g(z)))
         if gn > tol:
@@ -715,7 +730,7 @@ def solve_statistics(
     W, b = red.split(z)
     gn = float(np.linalg.norm(red.g(z)))
     return StatsSolution(
-        W=W.copy(),
+        W=W / alpha,
         b=b.copy(),
         objective=red.f(z),
         grad_norm=gn,
@@ -730,12 +745,20 @@ def solve_statistics(
     )
 
 
-def _ridge_start(st, red, lam_w, lam_b, bias):
+def data_scale(st: SufficientStatistics) -> float:
+    """Power of two nearest the RMS sample norm, or 1 when that lies in ``[2^-10, 2^10]``."""
+    rms = math.sqrt(st.sq / max(st.N, 1))
+    if rms == 0.0 or 2.0**-10 <= rms <= 2.0**10:
+        return 1.0
+    return 2.0 ** round(math.log2(rms))
+
+
+def _ridge_start(st, red, lam_w, lam_b, bias, alpha=1.0):
     """Ridge regression of the one-hot labels on ``[x, 1]`` (the start ``H = X``)."""
     K, d, N = st.K, st.d, st.N
-    C = st.second / N
-    m = st.sums.sum(0) / N
-    P = st.sums / N
+    C = st.second / N / alpha**2
+    m = st.sums.sum(0) / N / alpha
+    P = st.sums / N / alpha
     if bias:
         Ca = np.block([[C + lam_w * np.eye(d), m[:, None]], [m[None, :], np.full((1, 1), 1.0)]])
         Ca[d, d] += lam_b
@@ -751,12 +774,14 @@ def _ridge_start(st, red, lam_w, lam_b, bias):
     return W, b
 
 
-def _newton_polish(red: _Reduced, z: np.ndarray, gtol: float) -> tuple[np.ndarray, int]:
-    """Up to 8 Newton-CG steps, each kept only if it lowers the gradient norm."""
+def _newton_polish(
+    red: _Reduced, z: np.ndarray, gtol: float, callback=None, steps: int = 8
+) -> tuple[np.ndarray, int]:
+    """Up to ``steps`` Newton-CG steps, each kept only if it lowers the gradient norm."""
     g = red.g(z)
     gn = float(np.linalg.norm(g))
     k = 0
-    for k in range(1, 9):
+    for _ in range(steps):
         op = scipy.sparse.linalg.LinearOperator(
             (red.n, red.n), matvec=lambda p, z=z: red.hessp(z, p)
         )
@@ -767,6 +792,9 @@ def _newton_polish(red: _Reduced, z: np.ndarray, gtol: float) -> tuple[np.ndarra
         if not gn_new < gn:
             break
         z, g, gn = z_new, g_new, gn_new
+        k += 1
+        if callback is not None:
+            callback(z)
         if gn <= gtol:
             break
     return z, k
