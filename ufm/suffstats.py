@@ -184,12 +184,18 @@ class SufficientStatistics:
         else:
             Xn = Xt.to(torch.float64).cpu().numpy()
         yn = yt.cpu().numpy()
-        # one pass: per-class sums through a one-hot product, second moment through BLAS
+        B = Xn.shape[0]
         cnt = np.bincount(yn, minlength=self.K)
-        Y = np.zeros((len(yn), self.K))
-        Y[np.arange(len(yn)), yn] = 1.0
+        # per-class sums through a one-hot product (BLAS), second moment by a rank-B update
+        Y = np.zeros((B, self.K))
+        Y[np.arange(B), yn] = 1.0
         sums = Y.T @ Xn
-        sq = float(np.einsum("ij,ij->", Xn, Xn))
+        keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
+        if keep_rows:
+            sq = float(np.einsum("ij,ij->", Xn, Xn))
+        else:
+            Gb = _gram(Xn)
+            sq = float(np.trace(Gb))
         if not (math.isfinite(sq) and np.isfinite(sums).all()):
             raise InputError(
                 "X has non-finite values or values too large for float64 second moments "
@@ -198,12 +204,12 @@ class SufficientStatistics:
         self.counts += cnt
         self.sums += sums
         self.sq += sq
-        if self.second is not None:
-            self.second += _gram(Xn)
-        else:
+        if keep_rows:
             self.rows.append(np.array(Xn, dtype=np.float64, copy=True))
-            if self.N > self.d:
+        else:
+            if self.second is None:
                 self._densify()
+            self.second += Gb
         return self
 
     def _densify(self) -> None:
@@ -539,20 +545,39 @@ class StatsSolution:
         """
         Q, s = self._maps()
         K = self.W.shape[0]
+        # H = (E - b - s X W^T) Q + s X with E the one-hot labels: two (N, d) x (d, K)-sized
+        # products and one in-place update, no (N, d) temporaries beyond H itself
         if isinstance(y, torch.Tensor):
             like = X if isinstance(X, torch.Tensor) else torch.empty(0, dtype=torch.float64)
-            Qt = torch.as_tensor(Q, dtype=like.dtype, device=y.device)
-            Wt = torch.as_tensor(self.W, dtype=like.dtype, device=y.device)
-            bt = torch.as_tensor(self.b, dtype=like.dtype, device=y.device)
-            H = (torch.eye(K, dtype=like.dtype, device=y.device) - bt)[y] @ Qt
+            dev = y.device
+            Qt = torch.as_tensor(Q, dtype=like.dtype, device=dev)
+            Wt = torch.as_tensor(self.W, dtype=like.dtype, device=dev)
+            bt = torch.as_tensor(self.b, dtype=like.dtype, device=dev)
             if X is not None and s != 0.0:
-                H = H + s * (X - (X @ Wt.T) @ Qt)
+                T = (X @ Wt.T).mul_(-s).sub_(bt)
+            else:
+                T = (-bt).expand(y.shape[0], K).clone()
+            T[torch.arange(y.shape[0], device=dev), y] += 1.0
+            H = T @ Qt
+            if X is not None and s != 0.0:
+                H.add_(X, alpha=s)
             return H
         y = np.asarray(y)
-        H = (np.eye(K) - self.b)[y] @ Q
+        n = y.shape[0]
         if X is not None and s != 0.0:
             X = np.asarray(X, dtype=np.float64)
-            H += s * (X - (X @ self.W.T) @ Q)
+            T = X @ self.W.T
+            T *= -s
+            T -= self.b
+        else:
+            T = np.broadcast_to(-self.b, (n, K)).copy()
+        T[np.arange(n), y] += 1.0
+        H = T @ Q
+        if X is not None and s != 0.0:
+            if X.flags.c_contiguous and H.flags.c_contiguous:
+                scipy.linalg.blas.daxpy(X.reshape(-1), H.reshape(-1), a=s)
+            else:
+                H += s * X
         return H
 
     def class_metrics(self, st: SufficientStatistics) -> dict[str, float]:
