@@ -162,6 +162,7 @@ def solve(
     params = S.check_params(
         lam=lam, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
     )
+    S.check_first_order_scale(method, params, Xt)
     tol_v = S.resolve_tol(tol, be)
     max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
     seed = check_int(seed, "seed", low=0)

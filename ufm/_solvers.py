@@ -221,6 +221,43 @@ def check_params(
     return Params(lam, lam_w, lam_h, lam_b, loss, bool(bias))
 
 
+#: First-order methods (gd, lbfgs, lbfgs-h, flow) work in unscaled coordinates; beyond these
+#: coefficient and data scales their steps overflow or their tolerance is meaningless.
+FIRST_ORDER_LIMIT = 1e50
+
+
+def check_first_order_scale(method: str, params: Params, X: Any = None) -> None:
+    """Refuse, before any iteration, problems too badly scaled for the first-order methods.
+
+    ``method="suffstats"`` rescales the data exactly (by a power of two) and accepts them.
+
+    Raises
+    ------
+    InputError
+        A coefficient above 1e50, or data whose RMS sample norm is outside [1e-50, 1e50].
+    """
+    if method == "suffstats":
+        return
+    for name in ("lam", "lam_w", "lam_h", "lam_b"):
+        v = getattr(params, name)
+        if v > FIRST_ORDER_LIMIT:
+            raise InputError(
+                f"{name}={v:g} > {FIRST_ORDER_LIMIT:g}: method={method!r} works in unscaled "
+                "coordinates and would overflow or crawl at this scale; use "
+                "method='suffstats' (MSE; exact internal rescaling) or rescale the problem"
+            )
+    if X is not None:
+        Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
+        if amax > 0 and not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
+            raise InputError(
+                f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method!r} "
+                "works in unscaled coordinates and its tolerance is meaningless at this scale; "
+                "use method='suffstats' (MSE; exact internal rescaling) or rescale X and the "
+                "coefficients (X * a with lam / a^2, lam_w * a^2 is the same problem)"
+            )
+
+
 # ---------------------------------------------------------------------------------- running
 @dataclass
 class Raw:

@@ -149,6 +149,7 @@ def solve(
             RankWarning,
             stacklevel=2,
         )
+    S.check_first_order_scale(method, params)
     tol_v = S.resolve_tol(tol, be)
     max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
     seed = check_int(seed, "seed", low=0)

@@ -189,13 +189,14 @@ class SufficientStatistics:
         # per-class sums through a one-hot product (BLAS), second moment by a rank-B update
         Y = np.zeros((B, self.K))
         Y[np.arange(B), yn] = 1.0
-        sums = Y.T @ Xn
         keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
-        if keep_rows:
-            sq = float(np.einsum("ij,ij->", Xn, Xn))
-        else:
-            Gb = _gram(Xn)
-            sq = float(np.trace(Gb))
+        with np.errstate(all="ignore"):  # non-finite results are checked just below
+            sums = Y.T @ Xn
+            if keep_rows:
+                sq = float(np.einsum("ij,ij->", Xn, Xn))
+            else:
+                Gb = _gram(Xn)
+                sq = float(np.trace(Gb))
         if not (math.isfinite(sq) and np.isfinite(sums).all()):
             raise InputError(
                 "X has non-finite values or values too large for float64 second moments "
@@ -337,6 +338,7 @@ class SufficientStatistics:
 
     def second_times(self, V: np.ndarray) -> np.ndarray:
         """``V @ (sum_i x_i x_i^T)`` for ``V`` of shape ``(m, d)``."""
+        V = np.asarray(V, dtype=np.float64)
         if self.second is not None:
             return V @ self.second
         out = np.zeros_like(V)
@@ -449,7 +451,7 @@ class _Reduced:
     def hessp(self, z: np.ndarray, p: np.ndarray) -> np.ndarray:
         c = self._eval(z)
         W, B, S, Jw, Jb, SBW = c["W"], c["B"], c["S"], c["Jw"], c["Jb"], c["SBW"]
-        V, cb = self.split(p)
+        V, cb = self.split(np.asarray(p, dtype=np.float64))
         mu = self.mu
         dA = (V @ W.T + W @ V.T) / mu
         dB = -B @ dA @ B
