@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -497,7 +498,7 @@ class StatsSolution:
     grad_norm : float
         ``sqrt(||grad_W f||^2 + ||grad_b f||^2)`` of the reduced objective; by the envelope
         theorem it equals the balanced-coordinate gradient norm of the full objective at
-        ``(W, b, H*)``. When the data's RMS sample norm lies outside ``[2^-10, 2^10]`` the
+        ``(W, b, H*)``. When the data's RMS sample norm exceeds ``2^10`` the
         problem is solved on data rescaled by a power of two ``alpha`` (exactly equivalent:
         ``lam, lam_h -> lam alpha^2, lam_h alpha^2``, ``lam_w -> lam_w / alpha^2``,
         ``W -> alpha W``), and this is the gradient norm of that scale-free problem.
@@ -773,9 +774,13 @@ def solve_statistics(
 
 
 def data_scale(st: SufficientStatistics) -> float:
-    """Power of two nearest the RMS sample norm, or 1 when that lies in ``[2^-10, 2^10]``."""
+    """Power of two nearest the RMS sample norm when that exceeds ``2^10``, else 1.
+
+    Small data need no rescaling (the problem tends to the UFM, with nothing to overflow);
+    rescaling them would blow ``lam_w`` up instead.
+    """
     rms = math.sqrt(st.sq / max(st.N, 1))
-    if rms == 0.0 or 2.0**-10 <= rms <= 2.0**10:
+    if rms <= 2.0**10:
         return 1.0
     return 2.0 ** round(math.log2(rms))
 
@@ -793,7 +798,9 @@ def _ridge_start(st, red, lam_w, lam_b, bias, alpha=1.0):
     else:
         Ca, Pa = C + lam_w * np.eye(d), P
     try:
-        Z = scipy.linalg.solve(Ca, Pa.T, assume_a="pos").T
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            Z = scipy.linalg.solve(Ca, Pa.T, assume_a="pos").T
     except (np.linalg.LinAlgError, ValueError):
         Z = np.linalg.lstsq(Ca, Pa.T, rcond=None)[0].T
     W = Z[:, :d].copy()
