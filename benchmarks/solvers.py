@@ -142,7 +142,6 @@ def case_sweep(rows: list, quick: bool) -> None:
                 olds = [mufm.solve(X, y, lam=float(lam), method="lbfgs-h") for lam in old_lams]
             t_old = time.perf_counter() - t
         per_old = t_old / len(old_lams)
-        per_new = t_new / len(lams)
         dev = max(
             abs(o.objective - s.objective) / o.objective
             for o, s in zip(olds, [sols[list(lams).index(v)] for v in old_lams], strict=True)

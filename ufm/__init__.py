@@ -49,6 +49,8 @@ _LAZY = {
     "CollapseAccumulator": "metrics",
     "LineAccumulator": "metrics",
     "SolveResult": "result",
+    "SufficientStatistics": "suffstats",
+    "solve_statistics": "suffstats",
 }
 
 __all__ = [
