@@ -107,12 +107,22 @@ def solve(
         Loss (the paper's experiments use MSE).
     bias : bool
         Whether the classifier has a bias.
-    method : {"lbfgs", "gd", "flow"}
-        ``"lbfgs"`` (default): MSE with ``(W, b)`` eliminated in closed form and L-BFGS on ``H``
-        started at ``H = X``; CE joint L-BFGS from ``H = X``, ``W = 0``, ``b = 0``.
-        ``"gd"``: the paper's plain fixed-step gradient descent on all variables from a seeded
-        standard-normal ``(W, b, H)``. ``"flow"``: gradient flow of the full objective from the
-        same start, integrated by an adaptive ODE solver (``result.trajectory``; small problems).
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd", "flow"}
+        ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
+        ``"suffstats"`` (MSE): one pass builds class counts, per-class sums and the second
+        moment of ``X`` (:class:`ufm.suffstats.SufficientStatistics`); trust-region Newton-CG
+        on the reduced objective in ``(W, b)`` (cost independent of ``N``) from the ridge fit
+        at ``H = X``, a second-order check that escapes saddles, and one more pass for ``H``.
+        Data with RMS norm above ``2^10`` are rescaled exactly by a power of two.
+        ``"lbfgs-h"`` (the former MSE default; also ``"lbfgs"`` for MSE): ``(W, b)``
+        eliminated in closed form and L-BFGS on ``H`` started at ``H = X``; ``"lbfgs"`` for CE:
+        joint L-BFGS from ``H = X``, ``W = 0``, ``b = 0``. ``"gd"``: the paper's plain
+        fixed-step gradient descent on all variables from a seeded standard-normal
+        ``(W, b, H)``. ``"flow"``: gradient flow of the full objective from the same start,
+        integrated by an adaptive ODE solver (``result.trajectory``; small problems). The
+        first-order methods refuse coefficients above 1e50 or data scales outside
+        ``[1e-50, 1e50]`` up front, restart once from a seeded perturbation when their start
+        is stationary, and report ``"saddle"`` when an MSE result fails the second-order check.
     backend, device, dtype, max_iter, tol, seed, verbose, step
         As in :func:`ufm.solve` (``tol`` is on the balanced-coordinate gradient norm; default
         1e-8 in float64, 1e-4 in float32).

@@ -60,12 +60,17 @@ def solve(
         ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
     bias : bool
         Whether the classifier has a bias (``b`` is returned as zeros otherwise).
-    method : {"lbfgs", "gd", "flow"}
-        ``"lbfgs"`` (default): MSE with ``(W, b)`` eliminated in closed form and L-BFGS on ``H``;
-        CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step gradient descent on all
-        variables (the paper's baseline). ``"flow"``: the gradient flow integrated by an adaptive
-        ODE solver (trajectory in ``result.trajectory``; small problems).
-        All start from a seeded standard-normal ``(W, b, H)``.
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd", "flow"}
+        ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
+        ``"suffstats"`` (MSE): ``H`` eliminated in closed form, trust-region Newton-CG on
+        ``(W, b)`` from the class counts (:mod:`ufm.suffstats`), then a second-order check
+        that escapes saddles. ``"lbfgs"``: MSE with ``(W, b)`` eliminated and L-BFGS on ``H``
+        (same as ``"lbfgs-h"``); CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step
+        gradient descent on all variables (the paper's baseline). ``"flow"``: the gradient flow
+        integrated by an adaptive ODE solver (trajectory in ``result.trajectory``; small
+        problems). All start from a seeded standard-normal ``(W, b, H)``; a first-order method
+        whose start is already stationary is restarted once from a seeded perturbation, and its
+        MSE results pass a second-order check (status ``"saddle"`` if it fails).
     backend : {"numpy", "torch"}, optional
         Default: torch if ``y`` is a tensor or ``device`` is not the CPU, numpy otherwise.
     device : str or torch.device, optional
