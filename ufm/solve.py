@@ -76,7 +76,9 @@ def solve(
     device : str or torch.device, optional
         ``"cpu"`` or ``"cuda"`` (torch backend).
     max_iter : int, optional
-        Iteration budget; default 10,000 (``lbfgs``), 100,000 (``gd``) or 200,000 right-hand-side
+        Iteration budget; default 1,000 Newton iterations (``suffstats``), 10,000 (``lbfgs``,
+        ``lbfgs-h``), 100,000 (``gd``, MSE), 1,000,000 (``gd``, cross entropy, whose linear rate
+        needs up to ~5e5 iterations on the reference catalogue) or 200,000 right-hand-side
         evaluations (``flow``).
     tol : float, optional
         Tolerance on the gradient norm in balanced coordinates,
