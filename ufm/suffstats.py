@@ -80,7 +80,7 @@ __all__ = ["SufficientStatistics", "StatsSolution", "solve_statistics"]
 #: Newton methods accepted by :func:`solve_statistics`.
 NEWTON_METHODS = ("trust-ncg", "trust-krylov")
 #: Largest number of variables for which the Hessian of the second-order check is formed densely.
-_DENSE_HESS = 1500
+_DENSE_HESS = 200
 
 
 def _np64(a: Any) -> np.ndarray:
@@ -477,10 +477,30 @@ class _Reduced:
             Hm = 0.5 * (Hm + Hm.T)
             w, U = np.linalg.eigh(Hm)
             return float(w[0]), U[:, 0]
-        op = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda p: self.hessp(z, p))
-        v0 = np.random.default_rng(seed).standard_normal(n)
-        w, U = scipy.sparse.linalg.eigsh(op, k=1, which="SA", v0=v0, tol=1e-8, maxiter=20 * n)
-        return float(w[0]), U[:, 0]
+        # Lanczos with full reorthogonalisation, 80 steps: Ritz values are Rayleigh quotients,
+        # hence >= the smallest eigenvalue, so a negative one proves negative curvature; a
+        # strongly negative direction (a saddle such as W = 0) is found in a few steps.
+        v = np.random.default_rng(seed).standard_normal(n)
+        m = min(n, 80)
+        Q = np.zeros((m, n))
+        alpha, beta = np.zeros(m), np.zeros(m)
+        Q[0] = v / np.linalg.norm(v)
+        k = m
+        for j in range(m):
+            w = self.hessp(z, Q[j])
+            alpha[j] = Q[j] @ w
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+            if j + 1 < m:
+                beta[j] = np.linalg.norm(w)
+                if beta[j] < 1e-12 * max(1.0, abs(alpha[j])):
+                    k = j + 1
+                    break
+                Q[j + 1] = w / beta[j]
+        T = np.diag(alpha[:k]) + np.diag(beta[: k - 1], 1) + np.diag(beta[: k - 1], -1)
+        theta, S = np.linalg.eigh(T)
+        u = S[:, 0] @ Q[:k]
+        return float(theta[0]), u / np.linalg.norm(u)
 
 
 # ---------------------------------------------------------------------------------- solving
@@ -747,7 +767,7 @@ def solve_statistics(
         # second-order check: a stationary point with negative curvature is a saddle
         min_eig, v = red.min_curvature(z, seed)
         scale = max(1.0, abs(red.f(z)))
-        if min_eig >= -1e-7 * scale:
+        if not min_eig < -1e-7 * scale:  # nan: the eigensolver found no eigenvalue
             status = "converged"
             break
         if n_esc >= 20:
