@@ -1,40 +1,42 @@
-"""Benchmark of the MUFM/UFM solvers: lbfgs vs the paper's gd, scaling in N, numpy vs torch.
+"""Benchmark of the MSE MUFM solvers: sufficient statistics vs L-BFGS on H vs the paper's gd.
 
-Run: ``.venv/bin/python benchmarks/solvers.py`` (about 2-3 minutes on one core). Prints
-markdown tables; ratios compare methods measured in the same run. Single-threaded BLAS and torch
-(set below, before numpy is imported) so that numbers do not depend on how busy other cores are.
+Run: ``.venv/bin/python benchmarks/solvers.py [--quick]`` (repository root). Prints markdown
+tables. Every case is measured twice in the same process: at **default** settings (what a user
+gets: BLAS and torch thread pools untouched) and **pinned** to one thread (threadpoolctl +
+``torch.set_num_threads(1)``, scoped); ratios compare runs of the same process.
 
-Problem (Sec. IV-B-like): K = 10 class centres drawn uniformly on the unit sphere of R^64,
-n = 100 samples per class with Gaussian noise of standard deviation 0.1 per coordinate; MSE
-MUFM with lam = 0.1, lam_w = lam_b = 5e-4, lam_h = 0 (the package defaults).
+Cases (K = 10 class centres uniform on the unit sphere, Gaussian noise 0.1 per coordinate, MSE
+MUFM, ``lam_w = lam_b = 5e-4``, ``lam_h = 0``):
 
-Reference optimum: ``method="lbfgs"`` run to ``tol=1e-12``. "Time to 1e-6" is the wall time of
-a run times the fraction of its iterations needed to get within 1e-6 relative of the reference
-(the per-iteration cost is constant). Two speed-ups are printed: against that estimate for
-lbfgs, and (conservative) against the whole lbfgs run to the default ``tol=1e-8``, which ends far
-below 1e-6 relative. gd runs a fixed budget of iterations (``GD_BUDGET``).
+1. ``n = 100`` per class, ``d = 64``, ``lam = 0.1``: ``method="suffstats"`` (default) vs
+   ``"lbfgs-h"`` (the former default) vs ``"gd"`` (the paper's plain gradient descent, data
+   start), time to 1e-6 relative of the reference optimum (``suffstats`` to ``tol=1e-12``).
+   For gd, a run's time times the fraction of its iterations needed.
+2. ``N = 10^6``, ``d = 64``: one ``X.T @ X`` vs the statistics pass + solve
+   (``SufficientStatistics`` + ``solve_statistics``) vs the whole ``mufm.solve`` (also forms
+   ``H`` (N, d) and its collapse metrics).
+3. The demo's network sweep shape: ``N = 1,347``, ``d = 256``, 11 values of ``lam`` in
+   ``logspace(-3, 2, 11)``: ``lbfgs-h`` (today's ``pfc demo``) per value vs one statistics pass
+   reused by 11 ``suffstats`` solves (``--quick``: lbfgs-h on 3 of the 11 values, ratio per
+   solve).
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import contextlib
+import time
+import warnings
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import mufm  # noqa: E402
-from ufm.errors import ConvergenceWarning  # noqa: E402
-
-torch.set_num_threads(1)
+import mufm
+from ufm.errors import ConvergenceWarning
+from ufm.suffstats import SufficientStatistics, solve_statistics
 
 LAM = 0.1
-GD_BUDGET = {"normal": 20_000, "data": 40_000}
 
 
 def sphere_data(K: int, n: int, d: int, sigma: float = 0.1, seed: int = 0) -> np.ndarray:
@@ -43,6 +45,20 @@ def sphere_data(K: int, n: int, d: int, sigma: float = 0.1, seed: int = 0) -> np
     C = rng.standard_normal((K, 1, d))
     C /= np.linalg.norm(C, axis=2, keepdims=True)
     return C + sigma * rng.standard_normal((K, n, d))
+
+
+@contextlib.contextmanager
+def pinned(on: bool):
+    if not on:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def timed(fn, repeat: int = 1):
@@ -59,96 +75,104 @@ def first_within(history: np.ndarray, ref: float, rel: float = 1e-6) -> int | No
     return int(ok[0]) if ok.size else None
 
 
-def lbfgs_vs_gd() -> None:
+def case_small(rows: list, gd_budget: int) -> None:
     X = sphere_data(10, 100, 64)
-    t_ref, ref = timed(lambda: mufm.solve(X, lam=LAM, tol=1e-12))
-    f_star = ref.objective
-    print(f"## lbfgs vs gd (K=10, n=100, d=64, MSE MUFM, lam={LAM})\n")
-    print(
-        f"reference: lbfgs to tol=1e-12: f* = {f_star:.15g}, status {ref.status}, "
-        f"grad_norm {ref.grad_norm:.1e}, {ref.n_iter} iterations, {t_ref:.2f} s\n"
-    )
-    t_lb, lb = timed(lambda: mufm.solve(X, lam=LAM), repeat=3)
-    rel_lb = (lb.objective - f_star) / f_star
-    k_lb = first_within(lb.history["objective"], f_star)
-    t_lb6 = t_lb * k_lb / max(lb.n_iter, 1)
-    print(
-        "| method | init | iterations run | within 1e-6 at iteration | time to 1e-6 (s) | "
-        "final rel. error | lbfgs speed-up | lbfgs speed-up, whole run |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    print(
-        f"| lbfgs | data | {lb.n_iter} | {k_lb} | {t_lb6:.3f} (whole run: {t_lb:.3f}) | "
-        f"{rel_lb:.1e} | 1 | 1 |"
-    )
-    for init, budget in GD_BUDGET.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            t_gd, gd = timed(
-                lambda init=init, budget=budget: mufm.solve(
-                    X, lam=LAM, method="gd", init=init, max_iter=budget
+    f_star = mufm.solve(X, lam=LAM, tol=1e-12).objective
+    for pin in (False, True):
+        with pinned(pin):
+            t_s, s = timed(lambda: mufm.solve(X, lam=LAM), repeat=3)
+            t_l, lb = timed(lambda: mufm.solve(X, lam=LAM, method="lbfgs-h"), repeat=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                t_g, gd = timed(
+                    lambda: mufm.solve(X, lam=LAM, method="gd", init="data", max_iter=gd_budget)
                 )
-            )
         k = first_within(gd.history["objective"], f_star)
-        rel = (gd.objective - f_star) / f_star
-        if k is None:
-            est = f"not reached in {t_gd:.1f}"
-            ratio = f">= {t_gd / t_lb6:.0f}"
-            ratio_c = f">= {t_gd / t_lb:.0f}"
-        else:
-            t_k = t_gd * k / max(gd.n_iter, 1)
-            est = f"{t_k:.2f}"
-            ratio = f"{t_k / t_lb6:.0f}"
-            ratio_c = f"{t_k / t_lb:.0f}"
-        print(
-            f"| gd (step {gd.params['step']:.3g}) | {init} | {gd.n_iter} | {k} | {est} | "
-            f"{rel:.1e} | {ratio} | {ratio_c} |"
+        t_g6 = t_g * k / gd.n_iter if k is not None else float("inf")
+        k_l = first_within(lb.history["objective"], f_star)
+        t_l6 = t_l * k_l / max(lb.n_iter, 1)
+        setting = "pinned (1 thread)" if pin else "default"
+        rel_s = abs(s.objective - f_star) / f_star
+        rows.append(
+            f"| K=10, n=100, d=64 | {setting} | suffstats whole run {t_s:.4f} s "
+            f"(rel. err {rel_s:.0e}) | lbfgs-h to 1e-6: {t_l6:.3f} s | "
+            f"gd to 1e-6: {'not reached' if k is None else f'{t_g6:.2f} s'} "
+            f"(budget {gd.n_iter} it, {t_g:.1f} s) | lbfgs-h / suffstats {t_l6 / t_s:.0f}x; "
+            f"gd / suffstats {'>=' if k is None else ''}{(t_g6 if k else t_g) / t_s:.0f}x |"
         )
-    print()
 
 
-def scaling() -> None:
-    print(f"## lbfgs scaling in N (K=10, d=64, MSE MUFM, lam={LAM}, tol=1e-8, numpy)\n")
-    print("| N | iterations | time (s) | time / N (us) | time / (N iter) (us) | status |")
-    print("|---|---|---|---|---|---|")
-    for N in (1_000, 10_000, 100_000):
-        X = sphere_data(10, N // 10, 64, seed=1)
-        t, r = timed(lambda X=X: mufm.solve(X, lam=LAM), repeat=2 if N < 100_000 else 1)
-        print(
-            f"| {N} | {r.n_iter} | {t:.3f} | {1e6 * t / N:.2f} | "
-            f"{1e6 * t / (N * max(r.n_iter, 1)):.4f} | {r.status} |"
+def case_million(rows: list, N: int) -> None:
+    K, d = 10, 64
+    X = sphere_data(K, N // K, d, seed=1).reshape(-1, d)
+    y = np.repeat(np.arange(K), N // K)
+    for pin in (False, True):
+        with pinned(pin):
+            t_g, _ = timed(lambda: X.T @ X, repeat=2)
+
+            def stats_solve():
+                st = SufficientStatistics(K).update(X, y)
+                return solve_statistics(st, lam=LAM)
+
+            t_ss, sol = timed(stats_solve, repeat=2)
+            t_full, r = timed(lambda: mufm.solve(X, y, lam=LAM))
+        setting = "pinned (1 thread)" if pin else "default"
+        rows.append(
+            f"| N={N:,}, d=64 | {setting} | X.T @ X {t_g:.3f} s | statistics + solve "
+            f"{t_ss:.3f} s ({sol.status}, {sol.n_iter} it) = {t_ss / t_g:.2f}x | whole "
+            f"mufm.solve (H and metrics too) {t_full:.2f} s = {t_full / t_g:.1f}x |"
         )
-    print()
 
 
-def numpy_vs_torch() -> None:
-    print("## numpy vs torch (CPU, float64 and float32), lbfgs, MSE MUFM\n")
-    print(
-        "| N | numpy (s) | torch float64 (s) | torch/numpy | torch float32 (s) | "
-        "|f64 - f_numpy| / f_numpy | |f32 - f_numpy| / f_numpy |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for N in (1_000, 10_000):
-        X = sphere_data(10, N // 10, 64, seed=2)
-        Xt = torch.as_tensor(X)
-        t_np, r_np = timed(lambda X=X: mufm.solve(X, lam=LAM), repeat=3)
-        t_64, r_64 = timed(lambda Xt=Xt: mufm.solve(Xt, lam=LAM), repeat=3)
-        t_32, r_32 = timed(lambda Xt=Xt: mufm.solve(Xt.float(), lam=LAM), repeat=3)
-        f = r_np.objective
-        print(
-            f"| {N} | {t_np:.3f} | {t_64:.3f} | {t_64 / t_np:.2f} | {t_32:.3f} | "
-            f"{abs(r_64.objective - f) / f:.1e} | {abs(r_32.objective - f) / f:.1e} |"
+def case_sweep(rows: list, quick: bool) -> None:
+    K, n, d = 10, 135, 256
+    X = sphere_data(K, n, d, sigma=0.3, seed=3).reshape(-1, d)[:1347]
+    y = np.repeat(np.arange(K), n)[:1347]
+    lams = np.logspace(-3, 2, 11)
+    old_lams = lams[[0, 5, 10]] if quick else lams
+    for pin in (False, True):
+        with pinned(pin):
+            t = time.perf_counter()
+            st = SufficientStatistics(K).update(X, y)
+            sols = [solve_statistics(st, lam=float(lam)) for lam in lams]
+            t_new = time.perf_counter() - t
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                olds = [mufm.solve(X, y, lam=float(lam), method="lbfgs-h") for lam in old_lams]
+            t_old = time.perf_counter() - t
+        per_old = t_old / len(old_lams)
+        dev = max(
+            abs(o.objective - s.objective) / o.objective
+            for o, s in zip(olds, [sols[list(lams).index(v)] for v in old_lams], strict=True)
         )
-    print()
+        setting = "pinned (1 thread)" if pin else "default"
+        rows.append(
+            f"| sweep N=1,347, d=256, 11 lam | {setting} | lbfgs-h {per_old:.2f} s per value "
+            f"({len(old_lams)} run, est. 11 values {11 * per_old:.1f} s) | one pass + 11 suffstats "
+            f"solves {t_new:.3f} s | {11 * per_old / t_new:.0f}x (max rel. objective difference "
+            f"{dev:.0e}) |"
+        )
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller gd budget, N, and sweep")
+    args = ap.parse_args()
     t0 = time.perf_counter()
-    print(f"torch {torch.__version__}, numpy {np.__version__}, threads: 1\n")
-    lbfgs_vs_gd()
-    scaling()
-    numpy_vs_torch()
-    print(f"total benchmark time: {time.perf_counter() - t0:.0f} s")
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, default torch threads "
+        f"{torch.get_num_threads()}\n"
+    )
+    print("| case | setting | candidate | baseline(s) | ratio |")
+    print("|---|---|---|---|---|")
+    rows: list[str] = []
+    case_small(rows, 20_000 if args.quick else 60_000)
+    case_million(rows, 200_000 if args.quick else 1_000_000)
+    case_sweep(rows, args.quick)
+    for r in rows:
+        print(r)
+    print(f"\ntotal benchmark time: {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ problem (MATH.md section 6) whose value bounds the MUFM optimum from below.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ from ufm.certify import (
     _polish,
     _solve_cvx,
     _unpack_solution,
+    psd_cost,
+    size_guard,
 )
 from ufm.errors import InputError
 from ufm.threads import thread_policy
@@ -124,6 +127,26 @@ def certify(
     h_i^T`` and ``(lam + lam_h) h_i = lam x_i - W^T g_i`` (``g_i`` the loss gradient in the
     logits): all vectors lie in ``span(x) + span(w)``, of dimension ``<= rank(X) + K``.
 
+    *Why no N-independent certificate.* For MSE the features can be eliminated
+    (:mod:`ufm.suffstats`): the reduced objective in ``(W, b)`` needs only ``K x K``,
+    ``K x d`` and ``d x d`` statistics, and the matrix-fractional term
+    ``tr[(I + W W^T/mu)^{-1} S]`` is jointly convex in ``(P, R)`` once ``W W^T`` is replaced by
+    a free ``P >= W W^T``. That relaxation is *not* a certificate of this problem: it equals the
+    MUFM with ``K`` zero coordinates appended to every ``x_i`` (the extra dimensions let ``W``
+    act outside the data's span), and it is loose (relative gaps of 14-83% on four instances,
+    MATH.md sec. 5). A lower bound that is not attained proves nothing about optimality, so it
+    is not shipped; certify a class-balanced subsample (``N <= max_n``) instead, and rely on the
+    solver's second-order check (``result.params["min_eig"]``) at large ``N``.
+
+    Validity checks: the bound is compared with what is provable (the objective is
+    non-negative; the bound cannot exceed the objective of the reconstructed feasible point or
+    of the given solution); a violation raises :class:`~ufm.errors.SolverError` instead of
+    returning an invalid certificate. Problems whose transport energy
+    ``(lam + lam_h) mean ||x||^2`` exceeds 1e6 are refused up front (the relaxation cancels
+    terms of that size, beyond conic-solver accuracy; the product is invariant under the exact
+    rescaling ``X / a``, ``lam a^2``, ``lam_w / a^2``), and so are sizes whose estimated memory
+    or time is too large (the message gives both estimates).
+
     Parameters
     ----------
     X : array-like of shape (K, n, d) or (N, d), or SolveResult
@@ -162,11 +185,12 @@ def certify(
     Raises
     ------
     InputError
-        ``N > max_n`` (with advice to subsample), bad shapes or labels, non-finite data,
+        ``N > max_n`` or an estimated cost too large (with estimates of memory and time and
+        advice to subsample), transport energy above 1e6, bad shapes or labels, non-finite data,
         ``lam <= 0`` or ``lam_w <= 0``, negative ``lam_h``/``lam_b``, unknown loss or solver,
         a solution of the wrong shape, problem keywords together with a SolveResult.
     SolverError
-        No cvxpy solver solved the SDP.
+        No cvxpy solver solved the SDP, or its value contradicts a provable fact.
 
     References
     ----------
@@ -219,12 +243,31 @@ def certify(
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
     Xn, yn, K = _as_samples(X, y)
     N, d = Xn.shape
+    blk = K + min(N, d) + 1
+    mem, sec = psd_cost(blk, N)
     if N > max_n:
         raise InputError(
-            f"mufm.certify solves an SDP with a PSD block of size K + N + rank(X) (here up to "
-            f"{K + N + min(N, d)}); N = {N} samples exceeds the limit max_n = {max_n}. Certify "
-            f"a class-balanced subsample (e.g. X[:, :m] for X of shape (K, n, d), or m samples "
-            f"per class) or raise max_n (the cost grows like the cube of the block size)"
+            f"mufm.certify solves an SDP with N PSD blocks of size K + rank(X) + 1 (here "
+            f"{N} blocks of size up to {blk}; estimated {mem / 2**30:.3g} GiB, {sec:.3g} s, "
+            f"growing quickly with N); N = {N} samples exceeds the limit max_n = {max_n}. "
+            f"Certify a class-balanced subsample (e.g. X[:, :m] for X of shape (K, n, d), or "
+            f"m samples per class) or raise max_n. No N-independent certificate exists here: "
+            f"the K x K relaxation of the reduced form is loose (see the docstring)"
+        )
+    size_guard(blk, N, f"mufm.certify with K={K}, N={N}, d={d}", "Certify a subsample")
+    # The relaxation carries ||x_i||^2 and cancels it against <h_i, x_i> terms: with
+    # lam * mean ||x||^2 far above the O(1) loss, the conic solver's ~1e-8 relative accuracy
+    # no longer resolves the objective (lam = 1e12 once gave a negative "optimal" bound).
+    # The exact rescaling X / a, lam a^2, lam_w / a^2 leaves this product unchanged, so refuse.
+    energy = (lam + lam_h) * float(np.einsum("ij,ij->", Xn, Xn)) / N
+    if not energy <= 1e6:
+        raise InputError(
+            f"mufm.certify: (lam + lam_h) * mean ||x_i||^2 = {energy:.3g} > 1e6 (lam={lam:g}, "
+            f"lam_h={lam_h:g}, data scale {math.sqrt(float(np.mean(Xn * Xn))):.3g}): the "
+            "relaxation cancels terms of that size against each other, beyond the conic "
+            "solver's accuracy, so no valid certificate can be computed. The problem is not "
+            "rescalable (that product is scale invariant); use smaller lam or data, where the "
+            "optimum is close to H = X anyway"
         )
     sol = None if solution is None else _unpack_solution(solution, K, N, d, bias)
 

@@ -68,7 +68,7 @@ def solve(
     lam_b: float = S.DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
-    method: str = "lbfgs",
+    method: str | None = None,
     backend: str | None = None,
     device: Any = None,
     max_iter: int | None = None,
@@ -109,12 +109,22 @@ def solve(
         Loss (the paper's experiments use MSE).
     bias : bool
         Whether the classifier has a bias.
-    method : {"lbfgs", "gd", "flow"}
-        ``"lbfgs"`` (default): MSE with ``(W, b)`` eliminated in closed form and L-BFGS on ``H``
-        started at ``H = X``; CE joint L-BFGS from ``H = X``, ``W = 0``, ``b = 0``.
-        ``"gd"``: the paper's plain fixed-step gradient descent on all variables from a seeded
-        standard-normal ``(W, b, H)``. ``"flow"``: gradient flow of the full objective from the
-        same start, integrated by an adaptive ODE solver (``result.trajectory``; small problems).
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd", "flow"}
+        ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
+        ``"suffstats"`` (MSE): one pass builds class counts, per-class sums and the second
+        moment of ``X`` (:class:`ufm.suffstats.SufficientStatistics`); trust-region Newton-CG
+        on the reduced objective in ``(W, b)`` (cost independent of ``N``) from the ridge fit
+        at ``H = X``, a second-order check that escapes saddles, and one more pass for ``H``.
+        Data with RMS norm above ``2^10`` are rescaled exactly by a power of two.
+        ``"lbfgs-h"`` (the former MSE default; also ``"lbfgs"`` for MSE): ``(W, b)``
+        eliminated in closed form and L-BFGS on ``H`` started at ``H = X``; ``"lbfgs"`` for CE:
+        joint L-BFGS from ``H = X``, ``W = 0``, ``b = 0``. ``"gd"``: the paper's plain
+        fixed-step gradient descent on all variables from a seeded standard-normal
+        ``(W, b, H)``. ``"flow"``: gradient flow of the full objective from the same start,
+        integrated by an adaptive ODE solver (``result.trajectory``; small problems). The
+        first-order methods refuse coefficients above 1e50 or data scales outside
+        ``[1e-50, 1e50]`` up front, restart once from a seeded perturbation when their start
+        is stationary, and report ``"saddle"`` when an MSE result fails the second-order check.
     backend, device, dtype, max_iter, tol, seed, verbose, step
         As in :func:`ufm.solve` (``tol`` is on the balanced-coordinate gradient norm; default
         1e-8 in float64, 1e-4 in float32).
@@ -160,17 +170,19 @@ def solve(
     Xt, yt, K = prepare_data(X, y)
     N, d = Xt.shape
     be = S.resolve_backend(backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype)
+    method = S.resolve_method(method, loss)
     params = S.check_params(
         lam=lam, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
     )
+    S.check_first_order_scale(method, params, Xt)
     tol_v = S.resolve_tol(tol, be)
-    max_iter_v = S.resolve_max_iter(max_iter, method)
+    max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
     seed = check_int(seed, "seed", low=0)
     Xb = be.asarray(Xt)
     y_b = be.labels(yt)
     pb = Problem(be.ops, y_b, K, d, Xb, params, be.like())
     if init is None:
-        init = "data" if method == "lbfgs" else "normal"
+        init = "data" if method in ("suffstats", "lbfgs", "lbfgs-h") else "normal"
     if init == "data":
         W0, b0, H0 = pb.ops.zeros((K, d), pb.like), pb.ops.zeros((K,), pb.like), Xb
     elif init == "normal":
@@ -178,7 +190,17 @@ def solve(
     else:
         raise InputError(f"init must be 'data', 'normal' or None, got {describe(init)}")
     raw = S.run_method(
-        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step
+        pb,
+        method,
+        W0,
+        b0,
+        H0,
+        max_iter=max_iter_v,
+        tol=tol_v,
+        verbose=verbose,
+        step=step,
+        seed=seed,
+        init=init,
     )
     opts = {
         "model": "mufm",

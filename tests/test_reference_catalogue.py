@@ -60,6 +60,7 @@ GD_WITHIN_DEFAULT_BUDGET = {
 }
 
 METHODS = {
+    "suffstats": {"method": "suffstats"},
     "lbfgs": {"method": "lbfgs"},
     "gd": {"method": "gd"},
     "flow": {"method": "flow"},
@@ -70,7 +71,9 @@ METHODS = {
 def _cases():
     for prob in CATALOGUE:
         for label in METHODS:
-            fast = label == "lbfgs" or (prob.name, label) in FAST
+            if label == "suffstats" and prob.kwargs["loss"] != "mse":
+                continue
+            fast = label in ("lbfgs", "suffstats") or (prob.name, label) in FAST
             marks = [] if fast else [pytest.mark.slow]
             yield pytest.param(prob, label, marks=marks, id=f"{prob.name}-{label}")
 
@@ -112,6 +115,29 @@ def test_method_reaches_certified_optimum(prob, label):
     cert = prob.certificate()
     # cross-check with the certificate's own evaluation of the solution
     assert rel >= -RTOL and float(res.objective) >= cert.bound * (1 - RTOL)
+
+
+MSE = [p for p in CATALOGUE if p.kwargs["loss"] == "mse"]
+
+
+@pytest.mark.parametrize("prob", MSE, ids=lambda p: p.name)
+def test_mse_methods_agree_to_1e10(prob):
+    """The statistics solver, L-BFGS on H and the joint certificate agree to 1e-10 relative."""
+    a = prob.solve(method="suffstats", tol=1e-11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # L-BFGS may stall at round-off near 1e-12
+        b = prob.solve(method="lbfgs-h", tol=1e-11)
+    assert a.converged and b.grad_norm < 1e-10, (a, b)
+    assert abs(a.objective - b.objective) <= 1e-10 * abs(b.objective), (a.objective, b.objective)
+    # the objective of the returned (W, b, H), evaluated independently
+    ref = _reference_module().reference_objective
+    X = None if prob.X is None else prob.X.reshape(-1, prob.d)
+    kw = {k: v for k, v in prob.kwargs.items() if k not in ("loss", "bias")}
+    bias = prob.kwargs.get("bias", True)
+    f = ref(a.W, a.b if bias else None, a.H, a.y, X=X, **kw)[0]
+    assert abs(f - a.objective) <= 1e-12 * abs(f)
+    cert = prob.certificate()
+    assert a.objective >= cert.bound * (1 - 1e-7)
 
 
 @pytest.mark.parametrize("prob", [p for p in CATALOGUE if p.etf], ids=lambda p: p.name)

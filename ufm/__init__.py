@@ -56,6 +56,8 @@ _LAZY = {
     "layernorm_etf_optimum": "layernorm",
     "layernorm_normalize": "layernorm",
     "layernorm_objective": "layernorm",
+    "SufficientStatistics": "suffstats",
+    "solve_statistics": "suffstats",
 }
 
 __all__ = [

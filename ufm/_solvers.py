@@ -58,8 +58,18 @@ DEFAULT_LAM_H = 5e-4
 DEFAULT_LAM_B = 5e-4
 DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 LBFGS_MEMORY = 5
-DEFAULT_MAX_ITER = {"lbfgs": 10_000, "gd": 100_000, "flow": 200_000}
-METHODS = ("lbfgs", "gd", "flow")
+DEFAULT_MAX_ITER = {
+    "suffstats": 1_000,
+    "lbfgs": 10_000,
+    "lbfgs-h": 10_000,
+    "gd": 100_000,
+    "flow": 200_000,
+}
+#: Plain gradient descent on cross entropy needs up to ~5e5 iterations on the reference
+#: catalogue (its rate is linear with a poor condition number), so its default budget is larger.
+DEFAULT_MAX_ITER_GD_CE = 1_000_000
+METHODS = ("suffstats", "lbfgs", "lbfgs-h", "gd", "flow")
+MSE_ONLY = ("suffstats", "lbfgs-h")
 LOSSES = ("mse", "ce")
 
 
@@ -164,9 +174,18 @@ def resolve_tol(tol: float | None, be: Backend) -> float:
     return check_scalar(tol, "tol", low=0.0, low_inclusive=False)
 
 
-def resolve_max_iter(max_iter: int | None, method: str) -> int:
+def resolve_method(method: str | None, loss: Any) -> str:
+    """``method=None`` picks ``"suffstats"`` for MSE and ``"lbfgs"`` for cross entropy."""
+    if method is None:
+        return "suffstats" if loss == "mse" else "lbfgs"
+    return method
+
+
+def resolve_max_iter(max_iter: int | None, method: str, loss: str = "mse") -> int:
     if max_iter is None:
-        return DEFAULT_MAX_ITER[method]
+        if method == "gd" and loss == "ce":
+            return DEFAULT_MAX_ITER_GD_CE
+        return DEFAULT_MAX_ITER.get(method, 10_000)
     return check_int(max_iter, "max_iter", low=1)
 
 
@@ -182,8 +201,13 @@ def check_params(
         raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
     if not isinstance(bias, bool | np.bool_):
         raise InputError(f"bias must be True or False, got {describe(bias)}")
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {describe(method)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"method must be one of {METHODS} or None, got {describe(method)}")
+    if method in MSE_ONLY and loss != "mse":
+        raise InputError(
+            f"method={method!r} eliminates the features in closed form, which needs loss='mse'; "
+            "use method='lbfgs' (or None) for loss='ce'"
+        )
     if lam + lam_h <= 0:
         raise InputError(
             f"lam + lam_h must be > 0 (got lam={lam}, lam_h={lam_h}): without a feature penalty "
@@ -195,6 +219,43 @@ def check_params(
             "for unbalanced classes, may have no minimiser; set lam_b > 0 or bias=False"
         )
     return Params(lam, lam_w, lam_h, lam_b, loss, bool(bias))
+
+
+#: First-order methods (gd, lbfgs, lbfgs-h, flow) work in unscaled coordinates; beyond these
+#: coefficient and data scales their steps overflow or their tolerance is meaningless.
+FIRST_ORDER_LIMIT = 1e50
+
+
+def check_first_order_scale(method: str, params: Params, X: Any = None) -> None:
+    """Refuse, before any iteration, problems too badly scaled for the first-order methods.
+
+    ``method="suffstats"`` rescales the data exactly (by a power of two) and accepts them.
+
+    Raises
+    ------
+    InputError
+        A coefficient above 1e50, or data whose RMS sample norm is outside [1e-50, 1e50].
+    """
+    if method == "suffstats":
+        return
+    for name in ("lam", "lam_w", "lam_h", "lam_b"):
+        v = getattr(params, name)
+        if v > FIRST_ORDER_LIMIT:
+            raise InputError(
+                f"{name}={v:g} > {FIRST_ORDER_LIMIT:g}: method={method!r} works in unscaled "
+                "coordinates and would overflow or crawl at this scale; use "
+                "method='suffstats' (MSE; exact internal rescaling) or rescale the problem"
+            )
+    if X is not None:
+        Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
+        if amax > 0 and not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
+            raise InputError(
+                f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method!r} "
+                "works in unscaled coordinates and its tolerance is meaningless at this scale; "
+                "use method='suffstats' (MSE; exact internal rescaling) or rescale X and the "
+                "coefficients (X * a with lam / a^2, lam_w * a^2 is the same problem)"
+            )
 
 
 # ---------------------------------------------------------------------------------- running
@@ -209,6 +270,10 @@ class Raw:
     history_g: list[float] = field(default_factory=list)
     trajectory: tuple[np.ndarray, Any] | None = None
     step: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # (objective, gradient norm) of the reduced MSE problem (method="suffstats"): exact by the
+    # envelope theorem, and free of the cancellation in lam * (h - x) at large lam
+    reduced: tuple[float, float] | None = None
 
 
 class _Progress:
@@ -242,18 +307,105 @@ def run_method(
     tol: float,
     verbose: bool,
     step: float | None = None,
+    seed: int = 0,
+    init: str = "normal",
 ) -> Raw:
-    """Run one method from ``(W0, b0, H0)`` (``W0, b0`` unused by the reduced MSE L-BFGS)."""
+    """Run one method from ``(W0, b0, H0)`` (``W0, b0`` unused by the reduced MSE L-BFGS).
+
+    A start that is already stationary (``H = X, W = 0`` on data whose class means coincide,
+    or all-zero data) is a saddle or a maximum in general: when a method reports convergence
+    after 0 iterations, it is restarted once from the start plus a seeded perturbation. MSE
+    results of the first-order methods then pass the second-order check of the reduced
+    objective (:func:`second_order_status`).
+    """
     # flow counts right-hand-side evaluations but reports once per integration window
     bar = _Progress(verbose, None if method == "flow" else max_iter, f"{method} ({pb.p.loss})")
     try:
-        if method == "lbfgs":
-            return _run_lbfgs(pb, W0, b0, H0, max_iter, tol, bar)
-        if method == "gd":
-            return _run_gd(pb, W0, b0, H0, max_iter, tol, step, bar)
-        return _run_flow(pb, W0, b0, H0, max_iter, tol, bar)
+        if method == "suffstats":
+            return _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar)
+        raw = _run_first_order(pb, method, W0, b0, H0, max_iter, tol, step, bar)
+        if raw.status == "converged" and raw.n_iter == 0:
+            rng = np.random.default_rng([seed, 1])
+            eps = 1e-3
+            W1 = W0 + pb.ops.from_numpy(eps * rng.standard_normal((pb.K, pb.d)), pb.like)
+            H1 = H0 + pb.ops.from_numpy(eps * rng.standard_normal((pb.N, pb.d)), pb.like)
+            raw = _run_first_order(pb, method, W1, b0, H1, max_iter, tol, step, bar)
+        if raw.status == "converged" and pb.p.loss == "mse":
+            raw.status = second_order_status(pb, raw.W, raw.b, seed)
+        return raw
     finally:
         bar.close()
+
+
+def _run_first_order(pb, method, W0, b0, H0, max_iter, tol, step, bar) -> Raw:
+    if method in ("lbfgs", "lbfgs-h"):
+        return _run_lbfgs(pb, W0, b0, H0, max_iter, tol, bar)
+    if method == "gd":
+        return _run_gd(pb, W0, b0, H0, max_iter, tol, step, bar)
+    return _run_flow(pb, W0, b0, H0, max_iter, tol, bar)
+
+
+def statistics_of(pb: Problem):
+    """:class:`ufm.suffstats.SufficientStatistics` of the problem's data (counts only for UFM)."""
+    from .suffstats import SufficientStatistics
+
+    st = SufficientStatistics(pb.K)
+    if pb.X is None or pb.p.lam == 0:
+        st._init(pb.d)
+        y = pb.ops.to_numpy(pb.y) if pb.ops is TORCH else np.asarray(pb.y)
+        st.counts = np.bincount(y, minlength=pb.K).astype(np.int64)
+        return st
+    return st.update(pb.X, pb.y)
+
+
+def second_order_status(pb: Problem, W: Any, b: Any, seed: int) -> str:
+    """``"converged"``, or ``"saddle"`` when the reduced MSE objective has negative curvature."""
+    from .suffstats import _Reduced
+
+    p = pb.p
+    red = _Reduced(statistics_of(pb), p.lam, p.lam_w, p.lam_h, p.lam_b, p.bias)
+    Wn = pb.ops.to_numpy(W).astype(np.float64)
+    z = Wn.ravel()
+    if p.bias:
+        z = np.concatenate([z, pb.ops.to_numpy(b).astype(np.float64)])
+    lam_min, _ = red.min_curvature(z, seed)
+    if lam_min < -1e-7 * max(1.0, abs(red.f(z))):
+        return "saddle"
+    return "converged"
+
+
+def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
+    from .suffstats import solve_statistics
+
+    p = pb.p
+    st = statistics_of(pb)
+    kw = {}
+    if init == "normal" or pb.X is None or p.lam == 0:
+        kw = {"W0": pb.ops.to_numpy(W0), "b0": pb.ops.to_numpy(b0)}
+    sol = solve_statistics(
+        st,
+        lam=p.lam,
+        lam_w=p.lam_w,
+        lam_h=p.lam_h,
+        lam_b=p.lam_b,
+        bias=p.bias,
+        tol=tol,
+        max_iter=max_iter,
+        seed=seed,
+        **kw,
+    )
+    bar.update(sol.n_iter, sol.objective, sol.grad_norm)
+    W = pb.ops.from_numpy(sol.W, pb.like)
+    b = pb.ops.from_numpy(sol.b, pb.like)
+    H = sol.features(pb.X if p.lam != 0 else None, pb.y)
+    if pb.ops is TORCH:
+        H = H.to(dtype=pb.like.dtype, device=pb.like.device)
+    hf = list(sol.history["objective"])
+    hg = list(sol.history["grad_norm"])
+    raw = Raw(W, b, H, sol.status, sol.n_iter, hf, hg)
+    raw.extra = {"n_escapes": sol.n_escapes, "min_eig": sol.min_eig}
+    raw.reduced = (sol.objective, sol.grad_norm)
+    return raw
 
 
 def _run_lbfgs(pb, W0, b0, H0, max_iter, tol, bar) -> Raw:
@@ -398,7 +550,15 @@ def warn_if_not_converged(status: str, method: str, grad_norm: float, tol: float
     if status == "converged":
         return
     hint = {
-        "max_iter": "raise max_iter, or use method='lbfgs'",
+        "max_iter": "raise max_iter, or use method='lbfgs'"
+        + (
+            " (plain gradient descent converges at a linear rate set by the condition number; "
+            "on cross entropy it can need 1e5-1e6 iterations)"
+            if method == "gd"
+            else ""
+        ),
+        "saddle": "the point is stationary but has negative curvature (a saddle); use "
+        "method='suffstats' (MSE), which checks curvature and escapes saddles, or another seed",
         "stalled": "the arithmetic's precision limit was reached; raise tol (float32: about 1e-4)",
     }.get(status, "check the problem")
     warnings.warn(
@@ -439,8 +599,11 @@ def build_result(
     """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`."""
     from .result import SolveResult
 
-    f, gW, gb, gH = pb.full(raw.W, raw.b, raw.H)
-    gn = pb.grad_norm(gW, gb if pb.p.bias else None, gH)
+    if raw.reduced is not None:
+        f, gn = raw.reduced
+    else:
+        f, gW, gb, gH = pb.full(raw.W, raw.b, raw.H)
+        gn = pb.grad_norm(gW, gb if pb.p.bias else None, gH)
     if not math.isfinite(f):
         raise SolverError(
             f"method={method!r} produced a non-finite objective; the coefficients "
@@ -460,6 +623,7 @@ def build_result(
     params = dict(params)
     if raw.step is not None:
         params["step"] = raw.step
+    params.update(raw.extra)
     return SolveResult(
         W=raw.W,
         b=raw.b,

@@ -295,6 +295,7 @@ def _finish(
     solve_time: float,
     params: dict[str, Any],
 ) -> Certificate:
+    check_bound(bound, recon_value, value, family)
     scale = max(abs(bound), 1e-300)
     attained = recon_value - bound <= EXACT_RTOL * scale
     exact = bool(theory_exact or attained)
@@ -325,6 +326,72 @@ def _finish(
         solve_time=float(solve_time),
         params=params,
     )
+
+
+#: Largest estimated memory of the conic solver's factorisation that certify accepts (bytes).
+MAX_CERTIFY_BYTES = 4 * 2**30
+#: Largest estimated solve time that certify accepts (seconds).
+MAX_CERTIFY_SECONDS = 900.0
+
+
+def psd_cost(m: int, blocks: int = 1) -> tuple[float, float]:
+    """Rough (bytes, seconds) of an interior-point solve with ``blocks`` PSD cones of size m.
+
+    Each cone has ``t = m (m + 1) / 2`` scalar variables and a dense ``t x t`` block in the
+    KKT system: memory ``8 t^2`` bytes and about ``t^3 / 3`` flops per factorisation, times
+    ~30 iterations at ~1e10 flop/s. (Measured: ``ufm.certify(..., reduce=False)`` at N = 360,
+    ``m = 364``, allocated 35 GB, which this formula reproduces.)
+    """
+    t = m * (m + 1) / 2
+    return blocks * 8.0 * t * t, blocks * 30 * (t**3 / 3) / 1e10
+
+
+def size_guard(m: int, blocks: int, what: str, advice: str) -> None:
+    """Refuse, before building the problem, a relaxation whose estimated cost is too large.
+
+    Raises
+    ------
+    InputError
+        Estimated memory above :data:`MAX_CERTIFY_BYTES`; the message gives the estimate of
+        memory and time and what to do.
+    """
+    mem, sec = psd_cost(m, blocks)
+    if mem > MAX_CERTIFY_BYTES or sec > MAX_CERTIFY_SECONDS:
+        raise InputError(
+            f"{what}: the SDP has {blocks} PSD block(s) of size {m}; the interior-point solver "
+            f"would need about {mem / 2**30:.3g} GiB of memory and {sec:.3g} s (estimates; "
+            f"limits {MAX_CERTIFY_BYTES / 2**30:.0f} GiB, {MAX_CERTIFY_SECONDS:.0f} s). {advice}"
+        )
+
+
+def check_bound(bound: float, recon_value: float, value: float | None, family: str) -> None:
+    """Check the conic solver's value against provable facts, or refuse.
+
+    The (M)UFM objective is non-negative, so is its convex relaxation's value; a lower bound
+    cannot exceed the objective of any feasible point (the reconstruction, or the given
+    solution). A violation beyond the solver's accuracy means the conic solve is wrong (badly
+    scaled problem); no certificate is returned.
+
+    Raises
+    ------
+    SolverError
+        The bound is negative or above a feasible objective value, beyond tolerance.
+    """
+    scale = max(abs(recon_value), abs(bound), 1e-12)
+    tol = 1e-5 * scale
+    facts = [("the objective is non-negative", bound >= -tol)]
+    facts.append((f"a feasible point has objective {recon_value:.10g}", bound <= recon_value + tol))
+    if value is not None:
+        facts.append((f"the given solution has objective {value:.10g}", bound <= value + tol))
+    broken = [f for f, ok in facts if not ok]
+    if broken or not math.isfinite(bound):
+        raise SolverError(
+            f"{family}.certify: the conic solver returned the bound {bound:.10g}, which "
+            f"contradicts what is provable ({'; '.join(broken) or 'bound is not finite'}). "
+            "The relaxation is numerically unreliable at this scale (very large or small "
+            "coefficients or data); no certificate is issued. Rescale the problem "
+            "(X * a with lam / a^2, lam_w * a^2 is the same MUFM) or try solver='SCS'"
+        )
 
 
 def _to_numpy(a: Any) -> np.ndarray:
@@ -652,6 +719,15 @@ def certify(
     solver = _check_solver(solver)
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
     sol = None if solution is None else _unpack_solution(solution, K, N, d, bias)
+    m = K + K if reduce else K + N
+    size_guard(
+        m,
+        1,
+        f"ufm.certify with K={K}, N={N}, reduce={reduce}",
+        "Use reduce=True (the default: K x K variables whatever N is)"
+        if not reduce
+        else "Certify fewer classes",
+    )
 
     import cvxpy as cp
 

@@ -39,8 +39,9 @@ class SolveResult:
         :math:`\\sqrt{\\|\\nabla_W f\\|_F^2 + \\|\\nabla_b f\\|^2 + N\\|\\nabla_H f\\|_F^2}`,
         the quantity compared with ``tol``.
     status : str
-        ``"converged"``, ``"max_iter"`` (budget spent) or ``"stalled"`` (no further progress
-        possible in the working precision).
+        ``"converged"``, ``"max_iter"`` (budget spent), ``"stalled"`` (no further progress
+        possible in the working precision) or ``"saddle"`` (MSE first-order methods: the
+        point is stationary but the reduced objective has negative curvature there).
     converged : bool
         ``status == "converged"``.
     n_iter : int

@@ -25,7 +25,7 @@ def solve(
     lam_b: float = S.DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
-    method: str = "lbfgs",
+    method: str | None = None,
     backend: str | None = None,
     device: Any = None,
     max_iter: int | None = None,
@@ -66,18 +66,25 @@ def solve(
         ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
     bias : bool
         Whether the classifier has a bias (``b`` is returned as zeros otherwise).
-    method : {"lbfgs", "gd", "flow"}
-        ``"lbfgs"`` (default): MSE with ``(W, b)`` eliminated in closed form and L-BFGS on ``H``;
-        CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step gradient descent on all
-        variables (the paper's baseline). ``"flow"``: the gradient flow integrated by an adaptive
-        ODE solver (trajectory in ``result.trajectory``; small problems).
-        All start from a seeded standard-normal ``(W, b, H)``.
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd", "flow"}
+        ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
+        ``"suffstats"`` (MSE): ``H`` eliminated in closed form, trust-region Newton-CG on
+        ``(W, b)`` from the class counts (:mod:`ufm.suffstats`), then a second-order check
+        that escapes saddles. ``"lbfgs"``: MSE with ``(W, b)`` eliminated and L-BFGS on ``H``
+        (same as ``"lbfgs-h"``); CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step
+        gradient descent on all variables (the paper's baseline). ``"flow"``: the gradient flow
+        integrated by an adaptive ODE solver (trajectory in ``result.trajectory``; small
+        problems). All start from a seeded standard-normal ``(W, b, H)``; a first-order method
+        whose start is already stationary is restarted once from a seeded perturbation, and its
+        MSE results pass a second-order check (status ``"saddle"`` if it fails).
     backend : {"numpy", "torch"}, optional
         Default: torch if ``y`` is a tensor or ``device`` is not the CPU, numpy otherwise.
     device : str or torch.device, optional
         ``"cpu"`` or ``"cuda"`` (torch backend).
     max_iter : int, optional
-        Iteration budget; default 10,000 (``lbfgs``), 100,000 (``gd``) or 200,000 right-hand-side
+        Iteration budget; default 1,000 Newton iterations (``suffstats``), 10,000 (``lbfgs``,
+        ``lbfgs-h``), 100,000 (``gd``, MSE), 1,000,000 (``gd``, cross entropy, whose linear rate
+        needs up to ~5e5 iterations on the reference catalogue) or 200,000 right-hand-side
         evaluations (``flow``).
     tol : float, optional
         Tolerance on the gradient norm in balanced coordinates,
@@ -164,6 +171,7 @@ def solve(
             f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
             "the bias-free MSE optimum)"
         )
+    method = S.resolve_method(method, loss)
     params = S.check_params(
         lam=0.0, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
     )
@@ -175,14 +183,25 @@ def solve(
             RankWarning,
             stacklevel=2,
         )
+    S.check_first_order_scale(method, params)
     tol_v = S.resolve_tol(tol, be)
-    max_iter_v = S.resolve_max_iter(max_iter, method)
+    max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
     seed = check_int(seed, "seed", low=0)
     y_b = be.labels(yt)
     pb = Problem(be.ops, y_b, K, d, None, params, be.like())
     W0, b0, H0 = S.initial_point(pb, seed, be)
     raw = S.run_method(
-        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step
+        pb,
+        method,
+        W0,
+        b0,
+        H0,
+        max_iter=max_iter_v,
+        tol=tol_v,
+        verbose=verbose,
+        step=step,
+        seed=seed,
+        init="normal",
     )
     opts = {
         "model": "ufm",

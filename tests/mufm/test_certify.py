@@ -231,3 +231,40 @@ def test_result_refusals():
         mufm.certify(ures)
     with pytest.raises(InputError, match="W \\(2, 3\\)"):
         mufm.certify(X0, solution=(np.zeros((3, 3)), np.zeros(2), np.zeros((4, 3))))
+
+
+# ------------------------------------------------------------- issue 12: valid or refused
+def test_huge_lam_is_refused_not_a_negative_optimal_bound():
+    X = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.raises(InputError, match="1e6"):
+        mufm.certify(X, lam=1e12)
+    with pytest.raises(InputError, match="scale"):
+        mufm.certify(X * 1e100)
+
+
+def test_size_guard_gives_memory_and_time_estimates():
+    X = np.random.default_rng(0).standard_normal((10, 100, 64))
+    with pytest.raises(InputError, match=r"GiB.* s "):
+        mufm.certify(X, max_n=10**6)
+    with pytest.raises(InputError, match=r"max_n.*GiB|GiB.*max_n"):
+        mufm.certify(X)
+
+
+def test_bound_checked_against_provable_facts():
+    from ufm.certify import check_bound
+    from ufm.errors import SolverError
+
+    check_bound(0.1, 0.1 + 1e-9, 0.2, "mufm")  # fine
+    with pytest.raises(SolverError, match="non-negative"):
+        check_bound(-0.344, 0.09, None, "mufm")
+    with pytest.raises(SolverError, match="feasible point"):
+        check_bound(0.5, 0.09, None, "mufm")
+    with pytest.raises(SolverError, match="given solution"):
+        check_bound(0.1, 0.1, 0.05, "mufm")
+
+
+def test_zero_data_certified_optimum_matches_solver():
+    X = np.zeros((4, 5, 8))
+    cert = mufm.certify(X)
+    res = mufm.solve(X)
+    assert res.converged and res.objective == pytest.approx(cert.optimum, rel=1e-6)

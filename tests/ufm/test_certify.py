@@ -321,3 +321,14 @@ def test_mufm_result_is_refused():
     res = mufm.solve(np.random.default_rng(0).standard_normal((2, 2, 3)), lam=1.0)
     with pytest.raises(InputError, match="mufm.certify"):
         certify(res)
+
+
+def test_unreduced_size_guard_refuses_before_allocating():
+    """ufm.certify(y, d=6, reduce=False) used to hang at N=180 and allocate 35 GB at N=360."""
+    import time
+
+    for n in (30, 60):
+        t = time.perf_counter()
+        with pytest.raises(InputError, match=r"GiB.*reduce=True"):
+            certify(np.repeat(np.arange(6), n), d=6, reduce=False)
+        assert time.perf_counter() - t < 1

@@ -97,7 +97,7 @@ def test_result_fields_and_history():
     assert res.X is None and res.trajectory is None
     assert res.history["objective"].shape == res.history["grad_norm"].shape == (res.n_iter + 1,)
     assert np.all(np.diff(res.history["objective"]) <= 1e-15)
-    assert res.params["lam_h"] == 0.05 and res.params["method"] == "lbfgs"
+    assert res.params["lam_h"] == 0.05 and res.params["method"] == "suffstats"
     assert "UFM" in repr(res) and "converged" in repr(res)
     with pytest.raises(InputError, match="UFM result"):
         res.layers(3)

@@ -1,0 +1,262 @@
+"""The MSE (M)UFM through sufficient statistics (ufm.suffstats) against independent references."""
+
+from __future__ import annotations
+
+import pickle
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mufm
+import ufm
+from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
+from ufm.metrics import collapse_metrics
+from ufm.suffstats import SufficientStatistics, _Reduced, solve_statistics
+
+RNG = np.random.default_rng(0)
+
+
+def _data(K=4, n=7, d=6, seed=0, unbalanced=True):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(K), n)
+    if unbalanced:
+        y[:3] = 1
+    C = rng.standard_normal((K, d))
+    X = C[y] + 0.5 * rng.standard_normal((len(y), d))
+    return X, y
+
+
+def _stats(X, y, K, batch=5, gram="auto"):
+    s = SufficientStatistics(K, gram=gram)
+    for i in range(0, len(y), batch):
+        s.update(X[i : i + batch], y[i : i + batch])
+    return s
+
+
+def _full_objective(W, b, H, X, y, lam, lam_w, lam_h, lam_b):
+    """MATH.md sec. 5 objective written directly (independent of the package)."""
+    N, K = H.shape[0], W.shape[0]
+    Z = H @ W.T + b
+    E = np.eye(K)[y]
+    f = 0.5 * np.sum((Z - E) ** 2) + 0.5 * lam_h * np.sum(H**2)
+    f += 0.5 * lam * np.sum((H - X) ** 2)
+    return f / N + 0.5 * lam_w * np.sum(W**2) + 0.5 * lam_b * np.sum(b**2)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("gram", ["auto", "dense"])
+def test_gradient_and_hessian_match_finite_differences(bias, gram):
+    X, y = _data()
+    red = _Reduced(_stats(X, y, 4, gram=gram), 0.3, 1e-2, 0.05, 1e-3, bias)
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal(red.n)
+    f, g = red.fg(z)
+    e = 1e-6
+    E = np.eye(red.n)
+    gfd = np.array([(red.f(z + e * u) - red.f(z - e * u)) / (2 * e) for u in E])
+    assert np.allclose(g, gfd, atol=1e-8)
+    p = rng.standard_normal(red.n)
+    hfd = (red.g(z + e * p) - red.g(z - e * p)) / (2 * e)
+    assert np.allclose(red.hessp(z, p), hfd, atol=1e-7)
+
+
+def test_reduced_objective_equals_full_objective_at_closed_form_features():
+    X, y = _data()
+    lam, lam_w, lam_h, lam_b = 0.3, 1e-2, 0.05, 1e-3
+    st_ = _stats(X, y, 4)
+    red = _Reduced(st_, lam, lam_w, lam_h, lam_b, True)
+    rng = np.random.default_rng(2)
+    W, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
+    mu = lam + lam_h
+    # h_i by a direct linear solve per sample
+    M = W.T @ W + mu * np.eye(6)
+    H = np.linalg.solve(M, (W.T @ (np.eye(4)[y] - b).T) + lam * X.T).T
+    f_full = _full_objective(W, b, H, X, y, lam, lam_w, lam_h, lam_b)
+    assert red.f(np.concatenate([W.ravel(), b])) == pytest.approx(f_full, rel=1e-12)
+
+
+def test_rows_and_dense_storage_agree_and_switch():
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((12, 40)), np.arange(12) % 3
+    a = _stats(X, y, 3, batch=4)
+    assert not a.dense and len(a.rows) == 3  # N = 12 <= d = 40: the Gram route
+    b = _stats(X, y, 3, gram="dense")
+    sa, sb = solve_statistics(a, lam=0.3, tol=1e-11), solve_statistics(b, lam=0.3, tol=1e-11)
+    assert sa.converged and sb.converged
+    assert sa.objective == pytest.approx(sb.objective, rel=1e-12)
+    c = _stats(rng.standard_normal((50, 40)), np.arange(50) % 3, 3)
+    assert c.dense  # switched once N > d
+
+
+def test_merge_state_dict_pickle_equal_one_pass():
+    X, y = _data(n=30)
+    whole = _stats(X, y, 4, batch=1000)
+    a, b = _stats(X[:40], y[:40], 4), _stats(X[40:], y[40:], 4)
+    a.merge(b)
+    r = SufficientStatistics.from_state_dict(pickle.loads(pickle.dumps(a.state_dict())))
+    for s in (a, r):
+        assert np.array_equal(s.counts, whole.counts)
+        assert np.allclose(s.sums, whole.sums) and np.allclose(s.second, whole.second)
+        assert s.sq == pytest.approx(whole.sq)
+    with pytest.raises(InputError, match="state_dict"):
+        SufficientStatistics.from_state_dict({"K": 3})
+    with pytest.raises(InputError, match="same K"):
+        a.merge(SufficientStatistics(5))
+
+
+def test_all_reduce_needs_process_group():
+    s = _stats(*_data(), 4)
+    with pytest.raises(InputError, match="process group"):
+        s.all_reduce()
+
+
+def test_update_rejects_bad_batches():
+    s = SufficientStatistics(3)
+    with pytest.raises(InputError, match="labels"):
+        s.update(np.zeros((2, 4)), np.array([0, 3]))
+    with pytest.raises(InputError):
+        s.update(np.zeros((2, 4)), np.array([0]))
+    with pytest.raises(InputError, match="non-finite"):
+        s.update(np.array([[np.inf, 0.0]]), np.array([0]))
+    with pytest.raises(InputError, match="too large"):
+        s.update(np.full((2, 2), 1e200), np.array([0, 1]))
+    with pytest.raises(DegenerateInputError, match="no samples"):
+        solve_statistics(SufficientStatistics(3).update(np.ones((2, 4)), [0, 1]), lam=0.1)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_unbalanced_agrees_with_lbfgs_on_h(bias):
+    X, y = _data(K=3, n=9, d=5, seed=4)
+    kw = dict(lam=0.2, lam_w=5e-3, lam_b=1e-3, bias=bias)
+    a = mufm.solve(X, y, method="suffstats", tol=1e-12, **kw)
+    b = mufm.solve(X, y, method="lbfgs-h", tol=1e-12, **kw)
+    assert a.converged and b.converged
+    assert a.objective == pytest.approx(b.objective, rel=1e-10)
+    f = _full_objective(a.W, a.b, a.H, X, y, 0.2, 5e-3, 0.0, 1e-3 if bias else 0.0)
+    assert f == pytest.approx(a.objective, rel=1e-12)
+
+
+def test_lam_sweep_reuses_one_pass_and_class_metrics_match():
+    X, y = _data(K=4, n=40, d=6, seed=5)
+    s = _stats(X, y, 4, batch=17)
+    for lam in (0.01, 0.1, 1.0):
+        sol = solve_statistics(s, lam=lam, tol=1e-11)
+        ref = mufm.solve(X, y, lam=lam, method="lbfgs-h", tol=1e-11)
+        assert sol.objective == pytest.approx(ref.objective, rel=1e-10)
+        H = sol.features(X, y)
+        m = collapse_metrics(H, y)
+        cm = sol.class_metrics(s)
+        assert cm["pfc1"] == pytest.approx(m["pfc1"], rel=1e-8)
+        assert cm["pfc2"] == pytest.approx(m["pfc2"], rel=1e-8, abs=1e-12)
+
+
+def test_features_torch_matches_numpy():
+    X, y = _data()
+    sol = solve_statistics(_stats(X, y, 4), lam=0.3)
+    Hn = sol.features(X, y)
+    Ht = sol.features(torch.from_numpy(X), torch.from_numpy(y))
+    assert np.allclose(Ht.numpy(), Hn, atol=1e-13)
+
+
+# ------------------------------------------------------------------- saddles (issue 12)
+def test_zero_data_is_not_reported_at_the_saddle():
+    """mufm.solve(np.zeros((4, 5, 8))) used to stop at the stationary start (f = 0.375)."""
+    cert = 0.0105940704834  # mufm.certify(np.zeros((4, 5, 8))).optimum
+    for method in ("suffstats", "lbfgs", "lbfgs-h"):
+        res = mufm.solve(np.zeros((4, 5, 8)), method=method)
+        assert res.converged and res.n_iter > 0
+        assert res.objective == pytest.approx(cert, rel=1e-8), method
+
+
+def test_identical_class_means_escape_the_saddle():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 50, 8))
+    X -= X.mean(1, keepdims=True)  # every class mean is 0: H = X, W = 0 is stationary
+    a = mufm.solve(X)
+    assert a.converged and a.objective < 0.375 * 0.5 and a.params["n_escapes"] >= 1
+    assert a.params["min_eig"] > -1e-7
+    b = mufm.solve(X, method="lbfgs")
+    assert b.converged and b.objective == pytest.approx(a.objective, rel=1e-8)
+
+
+def test_ufm_from_saddle_start_escapes():
+    y = np.repeat(np.arange(3), 4)
+    res = ufm.solve(y, d=5, lam_h=0.05, lam_w=0.05)
+    ref = ufm.solve(y, d=5, lam_h=0.05, lam_w=0.05, method="lbfgs-h")
+    assert res.converged and res.objective == pytest.approx(ref.objective, rel=1e-9)
+
+
+# --------------------------------------------------------------- scale and huge coefficients
+def test_huge_lam_is_fast_and_correct():
+    X = np.random.default_rng(0).standard_normal((3, 4, 5))
+    for lam in (1e12, 1e300):
+        t = time.perf_counter()
+        res = mufm.solve(X, lam=lam)
+        assert time.perf_counter() - t < 5
+        assert res.converged and np.isfinite(res.objective)
+        # at huge lam the features stay at the data and (W, b) is the ridge fit on X
+        assert np.allclose(res.H, X.reshape(-1, 5), atol=1e-9)
+
+
+def test_scaled_data_is_rescaled_exactly():
+    """X * a with lam / a^2, lam_w * a^2 is the same problem (h = a h', W = W' / a)."""
+    X = np.random.default_rng(1).standard_normal((3, 6, 5))
+    base = mufm.solve(X, lam=0.1, lam_w=5e-3, tol=1e-11)
+    for a in (2.0**60, 1e100):
+        res = mufm.solve(X * a, lam=0.1 / a**2, lam_w=5e-3 * a**2, tol=1e-11)
+        assert res.converged
+        assert res.objective == pytest.approx(base.objective, rel=1e-9)
+        assert np.allclose(res.W * a, base.W, rtol=1e-6, atol=1e-9)
+    res = mufm.solve(X * 1e100)  # default coefficients: valid, far from collapse, finite
+    assert res.converged and np.isfinite(res.objective)
+
+
+def test_first_order_methods_refuse_extreme_scales_up_front():
+    X = np.random.default_rng(0).standard_normal((3, 4, 5))
+    for kw in ({"lam": 1e300}, {"lam": 1e60}):
+        t = time.perf_counter()
+        with pytest.raises(InputError, match="suffstats"):
+            mufm.solve(X, method="gd", **kw)
+        assert time.perf_counter() - t < 2
+    with pytest.raises(InputError, match="scale"):
+        mufm.solve(X * 1e100, method="lbfgs-h")
+
+
+def test_suffstats_rejects_cross_entropy():
+    with pytest.raises(InputError, match="mse"):
+        mufm.solve(np.ones((2, 3, 4)) * np.arange(2)[:, None, None], loss="ce", method="suffstats")
+
+
+# -------------------------------------------------------------------- property test
+@settings(max_examples=20, deadline=None)
+@given(
+    K=st.integers(2, 4),
+    n=st.integers(1, 4),
+    d=st.integers(1, 6),
+    lam=st.floats(1e-4, 1e4),
+    lam_w=st.floats(1e-4, 1.0),
+    scale=st.sampled_from([1e-80, 1e-5, 1.0, 1e5, 1e80]),
+    seed=st.integers(0, 3),
+)
+def test_property_solve_is_error_or_certified_optimum(K, n, d, lam, lam_w, scale, seed):
+    """Any input gives a toolkit error or a converged local minimum, in bounded time."""
+    X = scale * np.random.default_rng(seed).standard_normal((K, n, d))
+    t = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = mufm.solve(X, lam=lam, lam_w=lam_w)
+    except (InputError, TypeError) as exc:
+        assert isinstance(exc, ufm.errors.PFCError)
+        return
+    assert time.perf_counter() - t < 20
+    assert np.isfinite(res.objective) and res.objective >= -1e-12  # round-off at f* = 0
+    if res.converged:
+        assert res.params["min_eig"] >= -1e-6 * max(1.0, res.objective)
+    else:
+        assert res.status in ("max_iter", "stalled")

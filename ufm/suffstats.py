@@ -1,0 +1,869 @@
+r"""MSE UFM / MUFM through sufficient statistics: one pass over the data, then a solve in (W, b).
+
+For the MSE loss the features have a closed form given the classifier (MATH.md sec. 5, "MSE: H in
+closed form, sufficient statistics"). With :math:`\mu = \lambda + \lambda_H > 0` and
+:math:`\tilde x_i = (\lambda/\mu) x_i`, the minimising feature of sample :math:`i` is
+
+.. math::
+
+    h_i = (W^\top W + \mu I_d)^{-1}\big(W^\top (e_{y_i} - b) + \mu \tilde x_i\big),
+
+and eliminating every :math:`h_i` leaves a problem in :math:`(W, b)` alone,
+
+.. math::
+
+    f(W, b) = \tfrac12 \operatorname{tr}\big[(I_K + W W^\top/\mu)^{-1} S(W, b)\big] + c_X
+              + \tfrac{\lambda_W}{2}\|W\|_F^2 + \tfrac{\lambda_b}{2}\|b\|^2,
+
+with :math:`S = \frac1N\sum_i r_i r_i^\top`, :math:`r_i = e_{y_i} - b - W\tilde x_i` and
+:math:`c_X = \frac{\lambda}{2}(1 - \lambda/\mu)\frac1N\sum_i\|x_i\|^2`. Write
+:math:`Z = [W\ b]` (shape ``(K, d+1)``), :math:`\hat x_i = (\tilde x_i, 1)`,
+:math:`C_a = \frac1N\sum_i \hat x_i\hat x_i^\top`, :math:`P_a = \frac1N\sum_i e_{y_i}\hat x_i^\top`
+and :math:`\Pi = \operatorname{diag}(n_k/N)`. Then :math:`S = \Pi - Z P_a^\top - P_a Z^\top +
+Z C_a Z^\top`, which needs only the class counts, the per-class sums of :math:`x`, and the second
+moment :math:`\sum_i x_i x_i^\top`: nothing grows with ``N`` after one pass. With
+:math:`A = I + W W^\top/\mu`, :math:`B = A^{-1}` and :math:`J = Z C_a - P_a`:
+
+.. math::
+
+    \nabla_Z f = B J + \big[-\tfrac1\mu B S B W,\ 0\big] + [\lambda_W W,\ \lambda_b b],
+
+and along a direction :math:`D = [V\ c]`, with :math:`dA = (V W^\top + W V^\top)/\mu`,
+:math:`dB = -B\,dA\,B`, :math:`dS = D J^\top + J D^\top` and
+:math:`T = B S B W`,
+
+.. math::
+
+    \nabla^2 f[D] = dB\,J + B D C_a
+        - \tfrac1\mu\big[dB\,S B W + B\,dS\,B W + B S\,dB\,W + B S B V,\ 0\big]
+        + [\lambda_W V,\ \lambda_b c].
+
+Each evaluation is a few ``K x K`` solves and one product with the ``d x d`` second moment
+(``O(K d^2)``). The reduced problem (``K d + K`` variables) is solved by scipy's trust-region
+Newton-CG (``trust-ncg``, exact Hessian-vector products); the problem is non-convex, so every
+solution passes a second-order check (smallest Hessian eigenvalue) and a saddle is escaped along
+its negative-curvature direction (e.g. ``W = 0`` when every class has the same mean).
+
+Second moment storage: while the accumulator has seen at most ``d`` samples it keeps the rows
+themselves (the ``N x N`` Gram route: products with the second moment cost ``O(N d K)`` and
+memory ``N d <= d^2``); once ``N > d`` it switches to the dense ``d x d`` matrix (memory
+``d^2``, smaller than the rows). Sums are uncentred and accumulated in float64.
+
+A sweep over ``lam`` reuses one pass: the statistics of :math:`\tilde x = (\lambda/\mu)x` are
+those of ``x`` scaled by ``lam/mu`` (first moments) and its square (second moment).
+
+The optimal features are an affine map of ``x`` per class,
+:math:`h_i = a_{y_i} + G x_i` with :math:`G = \frac{\lambda}{\mu}(I - W^\top(WW^\top+\mu I)^{-1}W)`,
+so :meth:`StatsSolution.features` produces them in one streaming pass and
+:meth:`StatsSolution.class_metrics` gives PFC1 and PFC2 of ``H*`` from the statistics alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse.linalg
+import torch
+
+from ._validate import check_int, check_scalar, describe, to_tensor
+from .errors import DegenerateInputError, InputError
+
+__all__ = ["SufficientStatistics", "StatsSolution", "solve_statistics"]
+
+#: Newton methods accepted by :func:`solve_statistics`.
+NEWTON_METHODS = ("trust-ncg", "trust-krylov")
+#: Largest number of variables for which the Hessian of the second-order check is formed densely.
+_DENSE_HESS = 200
+
+
+def _np64(a: Any) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+class SufficientStatistics:
+    """Streaming sufficient statistics of labelled data for the MSE (M)UFM.
+
+    Holds the class counts ``n_k``, the per-class sums ``sum_{y_i=k} x_i`` (``K x d``), the sum
+    of squared norms ``sum_i ||x_i||^2`` and the second moment ``sum_i x_i x_i^T``: as the rows
+    themselves while ``N <= d`` (the ``N x N`` Gram route), as a dense ``d x d`` matrix once
+    ``N > d``. Everything is float64 on the CPU.
+
+    Parameters
+    ----------
+    K : int
+        Number of classes (labels ``0..K-1``), ``K >= 2``.
+    gram : {"auto", "dense"}
+        ``"auto"``: rows while ``N <= d``, dense afterwards; ``"dense"``: always ``d x d``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ufm.suffstats import SufficientStatistics, solve_statistics
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((60, 5)), np.repeat(np.arange(3), 20)
+    >>> st = SufficientStatistics(3)
+    >>> for i in range(0, 60, 25):
+    ...     _ = st.update(X[i : i + 25], y[i : i + 25])
+    >>> sol = solve_statistics(st, lam=0.1)
+    >>> sol.converged
+    True
+    """
+
+    def __init__(self, K: int, *, gram: str = "auto"):
+        self.K = check_int(K, "K", low=2)
+        if gram not in ("auto", "dense"):
+            raise InputError(f"gram must be 'auto' or 'dense', got {describe(gram)}")
+        self.gram = gram
+        self.d: int | None = None
+        self.counts = np.zeros(self.K, dtype=np.int64)
+        self.sums: np.ndarray | None = None
+        self.sq = 0.0
+        self.second: np.ndarray | None = None  # dense (d, d) sum of x x^T
+        self.rows: list[np.ndarray] = []  # kept while N <= d (gram="auto")
+
+    # -- accumulation -----------------------------------------------------------------------
+    @property
+    def N(self) -> int:
+        """Number of samples seen."""
+        return int(self.counts.sum())
+
+    @property
+    def dense(self) -> bool:
+        """Whether the second moment is held as a ``d x d`` matrix."""
+        return self.second is not None
+
+    def _init(self, d: int) -> None:
+        self.d = d
+        self.sums = np.zeros((self.K, d))
+        if self.gram == "dense":
+            self.second = np.zeros((d, d))
+
+    def update(self, X: Any, y: Any) -> SufficientStatistics:
+        """Add a batch ``X`` of shape ``(B, d)`` with labels ``y`` of shape ``(B,)``.
+
+        Raises
+        ------
+        InputError
+            Wrong shapes, labels outside ``0..K-1``, non-finite values, or values so large that
+            the second moment overflows float64 (rescale the data).
+        """
+        Xt = to_tensor(X, "X")
+        if Xt.ndim != 2 or not (Xt.is_floating_point() or Xt.dtype in (torch.int32, torch.int64)):
+            raise InputError(f"X must be a real array of shape (B, d), got {describe(X)}")
+        yt = to_tensor(y, "y")
+        if yt.ndim != 1 or yt.shape[0] != Xt.shape[0]:
+            raise InputError(
+                f"y must have shape ({Xt.shape[0]},) to match X {tuple(Xt.shape)}, got "
+                f"{describe(y)}"
+            )
+        if yt.is_floating_point() or yt.dtype == torch.bool:
+            if yt.dtype == torch.bool or not bool(torch.all(yt == torch.round(yt))):
+                raise InputError(f"y must hold integer labels 0..{self.K - 1}, got {describe(y)}")
+        yt = yt.to(torch.int64)
+        if yt.numel() and (int(yt.min()) < 0 or int(yt.max()) >= self.K):
+            raise InputError(
+                f"labels must lie in 0..{self.K - 1}, got values in {int(yt.min())}.."
+                f"{int(yt.max())}"
+            )
+        if self.d is None:
+            self._init(int(Xt.shape[1]))
+        if Xt.shape[1] != self.d:
+            raise InputError(f"X has d={Xt.shape[1]} columns, earlier batches had d={self.d}")
+        if Xt.shape[0] == 0:
+            return self
+        if isinstance(X, np.ndarray) and X.dtype == np.float64:
+            Xn = X
+        else:
+            Xn = Xt.to(torch.float64).cpu().numpy()
+        yn = yt.cpu().numpy()
+        B = Xn.shape[0]
+        cnt = np.bincount(yn, minlength=self.K)
+        # per-class sums through a one-hot product (BLAS), second moment by a rank-B update
+        Y = np.zeros((B, self.K))
+        Y[np.arange(B), yn] = 1.0
+        keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
+        with np.errstate(all="ignore"):  # non-finite results are checked just below
+            sums = Y.T @ Xn
+            if keep_rows:
+                sq = float(np.einsum("ij,ij->", Xn, Xn))
+            else:
+                Gb = _gram(Xn)
+                sq = float(np.trace(Gb))
+        if not (math.isfinite(sq) and np.isfinite(sums).all()):
+            raise InputError(
+                "X has non-finite values or values too large for float64 second moments "
+                f"(sum of squared norms = {sq:.3g}); pass finite data scaled to |x| < 1e150"
+            )
+        self.counts += cnt
+        self.sums += sums
+        self.sq += sq
+        if keep_rows:
+            self.rows.append(np.array(Xn, dtype=np.float64, copy=True))
+        else:
+            if self.second is None:
+                self._densify()
+            self.second += Gb
+        return self
+
+    def _densify(self) -> None:
+        C = np.zeros((self.d, self.d))
+        for R in self.rows:
+            C += _gram(R)
+        self.second, self.rows = C, []
+
+    def merge(self, other: SufficientStatistics) -> SufficientStatistics:
+        """Add another shard's statistics into this one (in place; returns self)."""
+        if not isinstance(other, SufficientStatistics) or other.K != self.K:
+            raise InputError("merge() needs a SufficientStatistics with the same K")
+        if other.d is None:
+            return self
+        if self.d is None:
+            self._init(other.d)
+        if other.d != self.d:
+            raise InputError(f"cannot merge statistics of width d={self.d} and d={other.d}")
+        self.counts += other.counts
+        self.sums += other.sums
+        self.sq += other.sq
+        if other.second is not None:
+            if self.second is None:
+                self._densify()
+            self.second += other.second
+        else:
+            if self.second is not None:
+                for R in other.rows:
+                    self.second += _gram(R)
+            else:
+                self.rows.extend(r.copy() for r in other.rows)
+                if self.N > self.d:
+                    self._densify()
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """A picklable snapshot (numpy arrays)."""
+        return {
+            "K": self.K,
+            "gram": self.gram,
+            "d": self.d,
+            "counts": self.counts.copy(),
+            "sums": None if self.sums is None else self.sums.copy(),
+            "sq": self.sq,
+            "second": None if self.second is None else self.second.copy(),
+            "rows": [r.copy() for r in self.rows],
+        }
+
+    @classmethod
+    def from_state_dict(cls, sd: Any) -> SufficientStatistics:
+        """Rebuild from :meth:`state_dict`.
+
+        Raises
+        ------
+        InputError
+            ``sd`` is not a state dict of this class.
+        """
+        keys = {"K", "gram", "d", "counts", "sums", "sq", "second", "rows"}
+        if not isinstance(sd, dict) or not keys <= set(sd):
+            raise InputError(
+                "from_state_dict() needs the dict returned by SufficientStatistics.state_dict() "
+                f"with keys {sorted(keys)}, got {describe(sd)}"
+            )
+        st = cls(sd["K"], gram=sd["gram"])
+        if sd["d"] is not None:
+            st._init(check_int(sd["d"], "d", low=1))
+            st.counts = np.asarray(sd["counts"], dtype=np.int64).copy()
+            st.sums = np.asarray(sd["sums"], dtype=np.float64).copy()
+            st.sq = float(sd["sq"])
+            if sd["second"] is not None:
+                st.second = np.asarray(sd["second"], dtype=np.float64).copy()
+            st.rows = [np.asarray(r, dtype=np.float64).copy() for r in sd["rows"]]
+            if st.counts.shape != (st.K,) or st.sums.shape != (st.K, st.d):
+                raise InputError("state dict arrays have inconsistent shapes")
+        return st
+
+    def all_reduce(self, group: Any = None) -> SufficientStatistics:
+        """Sum the statistics of every process of a ``torch.distributed`` group, in place.
+
+        The second moment is densified first (``d x d``); every rank ends with the same sums.
+
+        Raises
+        ------
+        InputError
+            No initialised process group, or a rank without data.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InputError("all_reduce() needs an initialised torch.distributed process group")
+        if self.d is None:
+            raise InputError("all_reduce() needs data on every rank (call update() first)")
+        if self.second is None:
+            self._densify()
+        flat = torch.from_numpy(
+            np.concatenate(
+                [self.counts.astype(np.float64), self.sums.ravel(), [self.sq], self.second.ravel()]
+            )
+        )
+        dist.all_reduce(flat, group=group)
+        f = flat.numpy()
+        K, d = self.K, self.d
+        self.counts = np.rint(f[:K]).astype(np.int64)
+        self.sums = f[K : K + K * d].reshape(K, d).copy()
+        self.sq = float(f[K + K * d])
+        self.second = f[K + K * d + 1 :].reshape(d, d).copy()
+        return self
+
+    # -- what the solver needs -----------------------------------------------------------------
+    def check_ready(self) -> None:
+        """Raise unless every class has a sample.
+
+        Raises
+        ------
+        DegenerateInputError
+            No data, or a class without samples.
+        """
+        if self.d is None:
+            raise DegenerateInputError("the statistics hold no data; call update(X, y) first")
+        empty = np.flatnonzero(self.counts == 0)
+        if empty.size:
+            raise DegenerateInputError(
+                f"classes {empty.tolist()} have no samples; every class 0..{self.K - 1} needs one"
+            )
+
+    def second_times(self, V: np.ndarray) -> np.ndarray:
+        """``V @ (sum_i x_i x_i^T)`` for ``V`` of shape ``(m, d)``."""
+        V = np.asarray(V, dtype=np.float64)
+        if self.second is not None:
+            return V @ self.second
+        out = np.zeros_like(V)
+        for R in self.rows:
+            out += (V @ R.T) @ R
+        return out
+
+
+def _gram(X: np.ndarray) -> np.ndarray:
+    """``X^T X`` by a symmetric rank-k update (half the flops of a general product)."""
+    if X.shape[0] == 0:
+        return np.zeros((X.shape[1], X.shape[1]))
+    Xf = np.asfortranarray(X.T) if not X.flags.c_contiguous else X.T  # (d, B), Fortran order
+    C = scipy.linalg.blas.dsyrk(1.0, Xf, lower=0)
+    iu = np.triu_indices_from(C, 1)
+    C[(iu[1], iu[0])] = C[iu]
+    return C
+
+
+# ---------------------------------------------------------------------------------- the model
+class _Reduced:
+    """Value, gradient and Hessian-vector product of the reduced objective f(W, b)."""
+
+    def __init__(self, st: SufficientStatistics, lam, lam_w, lam_h, lam_b, bias, alpha=1.0):
+        # alpha: the data are divided by alpha (a power of two, exact); the equivalent problem
+        # has lam * alpha^2, lam_h * alpha^2, lam_w / alpha^2 (h = alpha h', W = W' / alpha).
+        st.check_ready()
+        self.st, self.K, self.d = st, st.K, st.d
+        N = st.N
+        self.N = N
+        a2 = alpha * alpha
+        lam, lam_h, lam_w = lam * a2, lam_h * a2, lam_w / a2
+        if not all(math.isfinite(v) for v in (lam, lam_h, lam_w)) or lam_w == 0.0:
+            raise InputError(
+                f"the coefficients rescaled to data of unit scale (data scale {alpha:.3g}: "
+                f"lam={lam:.3g}, lam_h={lam_h:.3g}, lam_w={lam_w:.3g}) leave float64's range; "
+                "rescale X or the coefficients"
+            )
+        self.mu = lam + lam_h
+        s = lam / self.mu
+        self.s = s
+        self.lam, self.lam_w, self.lam_b, self.bias = lam, lam_w, lam_b, bias
+        self.pi = st.counts / N
+        self.m = (s / alpha) * st.sums.sum(0) / N  # mean of x~
+        self.P = (s / alpha) * st.sums / N  # (1/N) Y^T X~
+        self.cX = 0.5 * lam * (1.0 - s) * (st.sq / a2) / N
+        self.c2 = (s / alpha) ** 2 / N  # second moment scale
+        self.nW = self.K * self.d
+        self.n = self.nW + (self.K if bias else 0)
+        self._cache_x: np.ndarray | None = None
+        self._cache: dict[str, Any] = {}
+
+    def split(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        W = z[: self.nW].reshape(self.K, self.d)
+        b = z[self.nW :] if self.bias else np.zeros(self.K)
+        return W, b
+
+    def cmul(self, V: np.ndarray) -> np.ndarray:
+        if self.c2 == 0.0:
+            return np.zeros_like(V)
+        return self.c2 * self.st.second_times(V)
+
+    def _eval(self, z: np.ndarray) -> dict[str, Any]:
+        if self._cache_x is not None and np.array_equal(z, self._cache_x):
+            return self._cache
+        W, b = self.split(z)
+        K = self.K
+        Jw = self.cmul(W) + np.outer(b, self.m) - self.P
+        Wm = W @ self.m
+        Jb = Wm + b - self.pi
+        S = np.diag(self.pi) - self.P @ W.T - np.outer(self.pi, b) + Jw @ W.T + np.outer(Jb, b)
+        S = 0.5 * (S + S.T)
+        A = np.eye(K) + (W @ W.T) / self.mu
+        cf = scipy.linalg.cho_factor(A, lower=True)
+        B = scipy.linalg.cho_solve(cf, np.eye(K))
+        B = 0.5 * (B + B.T)
+        f = 0.5 * float(np.sum(B * S)) + self.cX + 0.5 * self.lam_w * float(np.sum(W * W))
+        if self.bias:
+            f += 0.5 * self.lam_b * float(b @ b)
+        SBW = S @ (B @ W)
+        T = B @ SBW
+        gW = B @ Jw - T / self.mu + self.lam_w * W
+        parts = [gW.ravel()]
+        if self.bias:
+            parts.append(B @ Jb + self.lam_b * b)
+        self._cache_x = z.copy()
+        self._cache = {
+            "W": W,
+            "b": b,
+            "Jw": Jw,
+            "Jb": Jb,
+            "S": S,
+            "B": B,
+            "SBW": SBW,
+            "f": f,
+            "g": np.concatenate(parts),
+        }
+        return self._cache
+
+    def fg(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        c = self._eval(z)
+        return c["f"], c["g"].copy()
+
+    def f(self, z: np.ndarray) -> float:
+        return self._eval(z)["f"]
+
+    def g(self, z: np.ndarray) -> np.ndarray:
+        return self._eval(z)["g"].copy()
+
+    def hessp(self, z: np.ndarray, p: np.ndarray) -> np.ndarray:
+        c = self._eval(z)
+        W, B, S, Jw, Jb, SBW = c["W"], c["B"], c["S"], c["Jw"], c["Jb"], c["SBW"]
+        V, cb = self.split(np.asarray(p, dtype=np.float64))
+        mu = self.mu
+        dA = (V @ W.T + W @ V.T) / mu
+        dB = -B @ dA @ B
+        dJw = self.cmul(V) + np.outer(cb, self.m)
+        dS = V @ Jw.T + np.outer(cb, Jb)
+        dS = dS + dS.T
+        BW = B @ W
+        dT = dB @ SBW + B @ (dS @ BW) + B @ (S @ (dB @ W)) + B @ (S @ (B @ V))
+        hW = dB @ Jw + B @ dJw - dT / mu + self.lam_w * V
+        parts = [hW.ravel()]
+        if self.bias:
+            dJb = V @ self.m + cb
+            parts.append(dB @ Jb + B @ dJb + self.lam_b * cb)
+        return np.concatenate(parts)
+
+    def min_curvature(self, z: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
+        """Smallest Hessian eigenvalue and its unit eigenvector at ``z``."""
+        n = self.n
+        if n <= _DENSE_HESS:
+            E = np.eye(n)
+            Hm = np.stack([self.hessp(z, E[i]) for i in range(n)], axis=1)
+            Hm = 0.5 * (Hm + Hm.T)
+            w, U = np.linalg.eigh(Hm)
+            return float(w[0]), U[:, 0]
+        # Lanczos with full reorthogonalisation, 80 steps: Ritz values are Rayleigh quotients,
+        # hence >= the smallest eigenvalue, so a negative one proves negative curvature; a
+        # strongly negative direction (a saddle such as W = 0) is found in a few steps.
+        v = np.random.default_rng(seed).standard_normal(n)
+        m = min(n, 80)
+        Q = np.zeros((m, n))
+        alpha, beta = np.zeros(m), np.zeros(m)
+        Q[0] = v / np.linalg.norm(v)
+        k = m
+        for j in range(m):
+            w = self.hessp(z, Q[j])
+            alpha[j] = Q[j] @ w
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+            if j + 1 < m:
+                beta[j] = np.linalg.norm(w)
+                if beta[j] < 1e-12 * max(1.0, abs(alpha[j])):
+                    k = j + 1
+                    break
+                Q[j + 1] = w / beta[j]
+        T = np.diag(alpha[:k]) + np.diag(beta[: k - 1], 1) + np.diag(beta[: k - 1], -1)
+        theta, S = np.linalg.eigh(T)
+        u = S[:, 0] @ Q[:k]
+        return float(theta[0]), u / np.linalg.norm(u)
+
+
+# ---------------------------------------------------------------------------------- solving
+@dataclass
+class StatsSolution:
+    """Optimum ``(W, b)`` of the reduced MSE problem and how it was reached.
+
+    Attributes
+    ----------
+    W : ndarray of shape (K, d)
+    b : ndarray of shape (K,)
+        Zeros when ``bias=False``.
+    objective : float
+        ``f(W, b, H*)`` of the (M)UFM, ``H*`` the closed-form features (MATH.md sec. 5).
+    grad_norm : float
+        ``sqrt(||grad_W f||^2 + ||grad_b f||^2)`` of the reduced objective; by the envelope
+        theorem it equals the balanced-coordinate gradient norm of the full objective at
+        ``(W, b, H*)``. When the data's RMS sample norm exceeds ``2^10`` the
+        problem is solved on data rescaled by a power of two ``alpha`` (exactly equivalent:
+        ``lam, lam_h -> lam alpha^2, lam_h alpha^2``, ``lam_w -> lam_w / alpha^2``,
+        ``W -> alpha W``), and this is the gradient norm of that scale-free problem.
+    status : str
+        ``"converged"``, ``"max_iter"`` or ``"stalled"``.
+    n_iter : int
+        Newton (trust-region) iterations over all restarts.
+    n_escapes : int
+        Saddle escapes made by the second-order check.
+    min_eig : float
+        Smallest Hessian eigenvalue at the solution (>= -tolerance at a local minimum).
+    lam, lam_h : float
+        Coefficients, needed to form the features.
+    history : dict
+        ``"objective"`` and ``"grad_norm"`` per iteration.
+    time_s : float
+        Wall time of the solve (statistics excluded).
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    objective: float
+    grad_norm: float
+    status: str
+    n_iter: int
+    n_escapes: int
+    min_eig: float
+    lam: float
+    lam_h: float
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    time_s: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def _maps(self) -> tuple[np.ndarray, float]:
+        mu = self.lam + self.lam_h
+        Q = np.linalg.solve(self.W @ self.W.T + mu * np.eye(self.W.shape[0]), self.W)  # (K, d)
+        return Q, self.lam / mu
+
+    def features(self, X: Any, y: Any) -> Any:
+        """The optimal features ``H*`` of a batch (one streaming pass; numpy or torch).
+
+        ``h_i = W^T (W W^T + mu I)^{-1} (e_{y_i} - b) + (lam/mu) (x_i - W^T (W W^T + mu I)^{-1}
+        W x_i)``. ``X`` may be ``None`` for the UFM (``lam = 0``), then ``y`` alone is used.
+        """
+        Q, s = self._maps()
+        K = self.W.shape[0]
+        # H = (E - b - s X W^T) Q + s X with E the one-hot labels: two (N, d) x (d, K)-sized
+        # products and one in-place update, no (N, d) temporaries beyond H itself
+        if isinstance(y, torch.Tensor):
+            like = X if isinstance(X, torch.Tensor) else torch.empty(0, dtype=torch.float64)
+            dev = y.device
+            Qt = torch.as_tensor(Q, dtype=like.dtype, device=dev)
+            Wt = torch.as_tensor(self.W, dtype=like.dtype, device=dev)
+            bt = torch.as_tensor(self.b, dtype=like.dtype, device=dev)
+            if X is not None and s != 0.0:
+                T = (X @ Wt.T).mul_(-s).sub_(bt)
+            else:
+                T = (-bt).expand(y.shape[0], K).clone()
+            T[torch.arange(y.shape[0], device=dev), y] += 1.0
+            H = T @ Qt
+            if X is not None and s != 0.0:
+                H.add_(X, alpha=s)
+            return H
+        y = np.asarray(y)
+        n = y.shape[0]
+        if X is not None and s != 0.0:
+            X = np.asarray(X, dtype=np.float64)
+            T = X @ self.W.T
+            T *= -s
+            T -= self.b
+        else:
+            T = np.broadcast_to(-self.b, (n, K)).copy()
+        T[np.arange(n), y] += 1.0
+        H = T @ Q
+        if X is not None and s != 0.0:
+            if X.flags.c_contiguous and H.flags.c_contiguous:
+                scipy.linalg.blas.daxpy(X.reshape(-1), H.reshape(-1), a=s)
+            else:
+                H += s * X
+        return H
+
+    def class_metrics(self, st: SufficientStatistics) -> dict[str, float]:
+        """PFC1 and PFC2 of ``H*`` from the statistics alone (no pass over the data).
+
+        ``H*`` is affine per class, ``h_i = a_{y_i} + G x_i``, so its class means are
+        ``a_k + G m_k`` and its within-class scatter is ``tr(G S_W G)`` with ``S_W`` the
+        within-class scatter of ``x`` (from the second moment minus the class-mean part).
+        Needs the dense second moment (``N > d`` or ``gram="dense"``).
+        """
+        if st.second is None:
+            st._densify()
+        Q, s = self._maps()
+        K, d, N = st.K, st.d, st.N
+        G = s * (np.eye(d) - self.W.T @ Q)
+        means_x = st.sums / st.counts[:, None]
+        A = (np.eye(K) - self.b) @ Q
+        means_h = A + means_x @ G  # G symmetric
+        Sw = st.second - (st.sums.T / st.counts) @ st.sums  # sum over samples, d x d
+        trW = float(np.sum((G @ Sw) * G)) / N
+        mu_G = (st.counts / N) @ means_h
+        M = means_h - mu_G
+        trB = float(np.sum(M * M)) / K
+        out: dict[str, float] = {}
+        if trB > 0:
+            out["pfc1"] = max(trW, 0.0) / trB
+            Gm = M @ M.T
+            E = (np.eye(K) - 1.0 / K) / math.sqrt(K - 1)
+            out["pfc2"] = float(np.linalg.norm(Gm / np.linalg.norm(Gm) - E))
+        return out
+
+
+def solve_statistics(
+    st: SufficientStatistics,
+    *,
+    lam: float = 0.1,
+    lam_w: float = 5e-4,
+    lam_h: float = 0.0,
+    lam_b: float = 5e-4,
+    bias: bool = True,
+    tol: float = 1e-8,
+    max_iter: int = 1000,
+    seed: int = 0,
+    init: str = "ridge",
+    newton: str = "trust-ncg",
+    W0: Any = None,
+    b0: Any = None,
+) -> StatsSolution:
+    """Minimise the reduced MSE (M)UFM objective ``f(W, b)`` from sufficient statistics.
+
+    .. math::
+
+        f(W, b) = \\tfrac12 \\operatorname{tr}\\big[(I + W W^\\top/\\mu)^{-1} S(W, b)\\big]
+        + c_X + \\tfrac{\\lambda_W}{2}\\|W\\|_F^2 + \\tfrac{\\lambda_b}{2}\\|b\\|^2
+
+    (module docstring; MATH.md sec. 5). Trust-region Newton-CG with exact Hessian-vector
+    products on the ``K d + K`` variables; at the end a second-order check computes the
+    smallest Hessian eigenvalue, and a negative one (a saddle, such as the stationary start
+    ``W = 0`` of data whose class means coincide) triggers a step along its eigenvector and a
+    restart (at most 20). The cost does not depend on ``N``.
+
+    Parameters
+    ----------
+    st : SufficientStatistics
+        Statistics of the data (for the UFM, ``lam = 0``, only the class counts are used).
+    lam, lam_w, lam_h, lam_b : float
+        Coefficients (MATH.md sec. 5); ``lam + lam_h > 0``, ``lam_w > 0``.
+    bias : bool
+        Whether the classifier has a bias.
+    tol : float
+        Tolerance on the gradient norm (balanced coordinates, as :func:`ufm.solve`).
+    max_iter : int
+        Budget of Newton iterations over all restarts.
+    seed : int
+        Seed of the ``"normal"`` start and of the eigenvalue solver.
+    init : {"ridge", "normal"}
+        ``"ridge"``: ``(W, b)`` the ridge regression of the one-hot labels on ``x`` (the old
+        start ``H = X``); ``"normal"``: seeded standard normal (the UFM's start).
+    newton : {"trust-ncg", "trust-krylov"}
+        The scipy trust-region method.
+    W0, b0 : array, optional
+        Explicit start (overrides ``init``).
+
+    Returns
+    -------
+    StatsSolution
+
+    Raises
+    ------
+    InputError
+        Invalid coefficients or options.
+    DegenerateInputError
+        Statistics without data or with an empty class.
+    """
+    if not isinstance(st, SufficientStatistics):
+        raise InputError(f"st must be a SufficientStatistics, got {describe(st)}")
+    lam = check_scalar(lam, "lam")
+    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
+    lam_h = check_scalar(lam_h, "lam_h")
+    lam_b = check_scalar(lam_b, "lam_b")
+    if lam + lam_h <= 0:
+        raise InputError(f"lam + lam_h must be > 0, got lam={lam}, lam_h={lam_h}")
+    if newton not in NEWTON_METHODS:
+        raise InputError(f"newton must be one of {NEWTON_METHODS}, got {describe(newton)}")
+    if init not in ("ridge", "normal"):
+        raise InputError(f"init must be 'ridge' or 'normal', got {describe(init)}")
+    tol = check_scalar(tol, "tol", low=0.0, low_inclusive=False)
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    t0 = time.perf_counter()
+    st.check_ready()
+    alpha = data_scale(st) if lam > 0 else 1.0
+    red = _Reduced(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
+    K, d = red.K, red.d
+    rng = np.random.default_rng(seed)
+    if W0 is not None:
+        W = _np64(W0).reshape(K, d) * alpha
+        b = np.zeros(K) if b0 is None else _np64(b0).reshape(K)
+    elif init == "normal" or lam == 0.0 or st.second is None:
+        W = rng.standard_normal((K, d))
+        b = rng.standard_normal(K)
+        if init != "normal":
+            W *= 1e-2 / math.sqrt(d)
+            b = red.pi.copy()
+    else:
+        W, b = _ridge_start(st, red, red.lam_w, lam_b, bool(bias), alpha)
+    z = np.concatenate([W.ravel(), b]) if bias else W.ravel().copy()
+    hist_f, hist_g = [red.f(z)], [float(np.linalg.norm(red.g(z)))]
+    # Aim below tol so that the full-gradient check of the caller passes after round-off;
+    # Newton's quadratic convergence makes the extra digits nearly free.
+    gtol = 0.05 * tol
+    n_iter, n_esc, status = 0, 0, "max_iter"
+    min_eig = float("nan")
+
+    def cb(xk, *args):
+        hist_f.append(red.f(xk))
+        hist_g.append(float(np.linalg.norm(red.g(xk))))
+
+    while True:
+        budget = max_iter - n_iter
+        if budget <= 0:
+            status = "max_iter"
+            break
+        res = scipy.optimize.minimize(
+            red.fg,
+            z,
+            jac=True,
+            hessp=red.hessp,
+            method=newton,
+            callback=cb,
+            options={"gtol": gtol, "maxiter": budget},
+        )
+        n_iter += int(res.nit)
+        z = res.x
+        gn = float(np.linalg.norm(red.g(z)))
+        if gn > gtol and n_iter < max_iter:
+            # the trust region stops when round-off hides the decrease of f; plain Newton
+            # steps judged on the gradient norm finish the job near a minimum
+            z, k = _newton_polish(red, z, gtol, cb, min(8, max_iter - n_iter))
+            n_iter += k
+            gn = float(np.linalg.norm(red.g(z)))
+        if gn > tol:
+            status = "max_iter" if n_iter >= max_iter else "stalled"
+            break
+        # second-order check: a stationary point with negative curvature is a saddle
+        min_eig, v = red.min_curvature(z, seed)
+        scale = max(1.0, abs(red.f(z)))
+        if not min_eig < -1e-7 * scale:  # nan: the eigensolver found no eigenvalue
+            status = "converged"
+            break
+        if n_esc >= 20:
+            status = "stalled"
+            break
+        n_esc += 1
+        z = _escape(red, z, v, min_eig)
+    W, b = red.split(z)
+    gn = float(np.linalg.norm(red.g(z)))
+    return StatsSolution(
+        W=W / alpha,
+        b=b.copy(),
+        objective=red.f(z),
+        grad_norm=gn,
+        status=status,
+        n_iter=n_iter,
+        n_escapes=n_esc,
+        min_eig=min_eig,
+        lam=lam,
+        lam_h=lam_h,
+        history={"objective": np.asarray(hist_f), "grad_norm": np.asarray(hist_g)},
+        time_s=time.perf_counter() - t0,
+    )
+
+
+def data_scale(st: SufficientStatistics) -> float:
+    """Power of two nearest the RMS sample norm when that exceeds ``2^10``, else 1.
+
+    Small data need no rescaling (the problem tends to the UFM, with nothing to overflow);
+    rescaling them would blow ``lam_w`` up instead.
+    """
+    rms = math.sqrt(st.sq / max(st.N, 1))
+    if rms <= 2.0**10:
+        return 1.0
+    return 2.0 ** round(math.log2(rms))
+
+
+def _ridge_start(st, red, lam_w, lam_b, bias, alpha=1.0):
+    """Ridge regression of the one-hot labels on ``[x, 1]`` (the start ``H = X``)."""
+    K, d, N = st.K, st.d, st.N
+    C = st.second / N / alpha**2
+    m = st.sums.sum(0) / N / alpha
+    P = st.sums / N / alpha
+    if bias:
+        Ca = np.block([[C + lam_w * np.eye(d), m[:, None]], [m[None, :], np.full((1, 1), 1.0)]])
+        Ca[d, d] += lam_b
+        Pa = np.concatenate([P, red.pi[:, None]], axis=1)
+    else:
+        Ca, Pa = C + lam_w * np.eye(d), P
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            Z = scipy.linalg.solve(Ca, Pa.T, assume_a="pos").T
+    except (np.linalg.LinAlgError, ValueError):
+        Z = np.linalg.lstsq(Ca, Pa.T, rcond=None)[0].T
+    W = Z[:, :d].copy()
+    b = Z[:, d].copy() if bias else np.zeros(K)
+    return W, b
+
+
+def _newton_polish(
+    red: _Reduced, z: np.ndarray, gtol: float, callback=None, steps: int = 8
+) -> tuple[np.ndarray, int]:
+    """Up to ``steps`` Newton-CG steps, each kept only if it lowers the gradient norm."""
+    g = red.g(z)
+    gn = float(np.linalg.norm(g))
+    k = 0
+    for _ in range(steps):
+        op = scipy.sparse.linalg.LinearOperator(
+            (red.n, red.n), matvec=lambda p, z=z: red.hessp(z, p)
+        )
+        p, _ = scipy.sparse.linalg.cg(op, -g, rtol=1e-12, maxiter=4 * red.n)
+        z_new = z + p
+        g_new = red.g(z_new)
+        gn_new = float(np.linalg.norm(g_new))
+        if not gn_new < gn:
+            break
+        z, g, gn = z_new, g_new, gn_new
+        k += 1
+        if callback is not None:
+            callback(z)
+        if gn <= gtol:
+            break
+    return z, k
+
+
+def _escape(red: _Reduced, z: np.ndarray, v: np.ndarray, lam_min: float) -> np.ndarray:
+    """Step along a negative-curvature direction until the objective decreases."""
+    f0 = red.f(z)
+    nz = max(1.0, float(np.linalg.norm(z)))
+    t = nz
+    for _ in range(60):
+        cands = [z + t * v, z - t * v]
+        vals = [red.f(c) for c in cands]
+        i = int(np.argmin(vals))
+        if vals[i] < f0 - 1e-14 * max(1.0, abs(f0)):
+            return cands[i]
+        t *= 0.5
+    return z + math.sqrt(2 * abs(lam_min)) * v
