@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from ufm._validate import check_features, check_int, check_labels, check_scalar
 from ufm.certify import (
     Certificate,
     _check_bias,
@@ -42,6 +41,7 @@ from ufm.certify import (
 )
 from ufm.errors import InputError
 from ufm.threads import thread_policy
+from ufm.validate import check_features, check_int, check_labels, check_scalar
 
 __all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
 

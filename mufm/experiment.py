@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ufm._io import atomic_write
-from ufm._validate import check_int, check_scalar, describe
 from ufm.errors import InputError
+from ufm.io import atomic_write
+from ufm.validate import check_int, check_scalar, describe
 
 __all__ = ["make_data", "run_experiment", "ExperimentResult", "METRICS"]
 

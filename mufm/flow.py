@@ -12,8 +12,8 @@ import torch
 
 from ufm import _solvers as S
 from ufm._core import NP, Params, Problem
-from ufm._validate import check_int, check_scalar, is_torch
 from ufm.errors import SolverError
+from ufm.validate import check_int, check_scalar, is_torch
 
 from .solve import prepare_data
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ufm._validate import check_features, check_scalar, describe, is_torch
 from ufm.errors import InputError
 from ufm.objective import objective
+from ufm.validate import check_features, check_scalar, describe, is_torch
 
 __all__ = ["multilayer_objective"]
 

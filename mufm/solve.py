@@ -8,10 +8,10 @@ import torch
 
 from ufm import _solvers as S
 from ufm._core import Problem
-from ufm._validate import check_features, check_int, check_labels, describe, is_torch, to_tensor
 from ufm.errors import InputError
 from ufm.result import SolveResult
 from ufm.threads import thread_policy
+from ufm.validate import check_features, check_int, check_labels, describe, is_torch, to_tensor
 
 __all__ = ["solve", "SolveResult", "DEFAULT_LAM"]
 

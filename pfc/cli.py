@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ufm._cli import OneLineParser, check_output_file, guarded
+from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.errors import InputError
 
 METRIC_ORDER = [
@@ -190,7 +190,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from proofs_check._cli import main as check_main
+    from proofs_check.cli import main as check_main
 
     argv = ["--seed", str(args.seed), "--instances", str(args.instances)]
     argv += ["--theorems", args.theorems]

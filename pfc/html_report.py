@@ -82,15 +82,14 @@ def _read_json(path: Path) -> Any:
 
 
 def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
+    from resnet_pfc.analysis import layer_summary, tpt_check
     from resnet_pfc.train import read_csv
-
-    from .study import _layer_summary, tpt_check
 
     if not (run / "metrics.csv").is_file():
         return ["<h2>1. Training and per-layer measurement</h2>", "<p>Not run yet.</p>"]
     rows = read_csv(run / "metrics.csv")
     tpt = stage["tpt"] if stage else tpt_check(rows)
-    summ = stage["summary"] if stage else _layer_summary(rows)
+    summ = stage["summary"] if stage else layer_summary(rows)
     cfg = (_read_json(run / "config.json") or {}).get("config", {})
     doc = _read_json(run / "config.json") or {}
     s = ["<h2>1. Training and per-layer measurement</h2>"]
@@ -189,7 +188,7 @@ def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
 
 def _collapse_block(summ: dict[str, Any], col: dict[str, Any] | None) -> list[str]:
     """Per-layer PFC1-3 and NC1, strict decrease per metric, and the collapse goals."""
-    from .study import collapse_check
+    from resnet_pfc.analysis import collapse_check
 
     col = col or collapse_check(summ)
     names = col["layers"]

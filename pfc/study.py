@@ -14,7 +14,7 @@ Four stages, each writing its own folder under the study directory ``out`` and a
     the terminal phase of training (TPT): 100% training accuracy, and a training loss that kept
     falling after it got there, the final per-layer PFC1-3 and NC1 on the training split,
     whether each decreases strictly through every block, and whether the last layer meets the
-    collapse goals :data:`COLLAPSE_GOALS` (:func:`collapse_check`); and the recipe next to the
+    collapse goals :data:`resnet_pfc.analysis.COLLAPSE_GOALS` (:func:`resnet_pfc.analysis.collapse_check`); and the recipe next to the
     paper's, with the reason of every difference (:func:`recipe_vs_paper`).
 ``sec4b/``
     The paper's Sec. IV-B experiment (:func:`mufm.run_experiment`: Figs. 4 and 5, ``lam``
@@ -66,9 +66,11 @@ from typing import Any
 
 import numpy as np
 
-from ufm._io import atomic_write_text
-from ufm._validate import check_int, check_scalar
+from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
 from ufm.errors import CheckpointError, InputError
+from ufm.io import atomic_write_text
+from ufm.registry import CORE
+from ufm.validate import check_int, check_scalar
 
 __all__ = [
     "StudyConfig",
@@ -77,11 +79,8 @@ __all__ = [
     "STAGES",
     "QUICK",
     "FULL",
-    "tpt_check",
     "read_json",
-    "collapse_check",
     "recipe_vs_paper",
-    "COLLAPSE_GOALS",
     "PAPER_RECIPE",
 ]
 
@@ -132,7 +131,7 @@ QUICK: dict[str, Any] = {
     "tol": 1e-7,
 }
 
-_METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+_METRICS = CORE
 
 #: The paper's recipe (Sec. IV-A) that the demo's training is compared with.
 PAPER_RECIPE: dict[str, Any] = {
@@ -144,9 +143,6 @@ PAPER_RECIPE: dict[str, Any] = {
     "milestones": "1/3 and 2/3 of the epochs",
 }
 
-#: Goals of the demo for the last layer at the final epoch (training split): a clearly collapsed
-#: layer. The report states, with the measured values, whether each is met.
-COLLAPSE_GOALS: dict[str, float] = {"pfc1": 0.1, "pfc2": 0.3, "nc1": 0.1}
 
 #: Why the demo's recipe differs from the paper's (shown in the report; the measurements that
 #: justify it are in docs/demo_recipe.md).
@@ -423,94 +419,6 @@ def _bar(it: Any, enabled: bool, desc: str, total: int | None = None) -> Any:
 # ------------------------------------------------------------------------------------------
 
 
-def tpt_check(rows: list[dict[str, Any]], split: str = "train") -> dict[str, Any]:
-    """Did a run reach the terminal phase of training (TPT)?
-
-    TPT (Papyan et al.): the training error has reached zero while the training loss is still
-    being pushed down. Checked from ``metrics.csv`` rows at the measured epochs:
-
-    * ``train_accuracy_final``: accuracy of the trained network on the whole training set in
-      eval mode at the last epoch (the ``accuracy`` column); ``reached_100`` when it is 1.
-    * ``tpt_epoch``: the first measured epoch from which that accuracy stays 1.
-    * ``loss_falling``: the mean training loss over the epoch (``train_loss``) at the last
-      epoch is below its value at ``tpt_epoch`` (the loss kept falling inside the TPT);
-      ``loss_ratio`` is their ratio. ``loss_falling_last`` additionally compares the last two
-      measured epochs (with weight decay the loss settles on a plateau at the end).
-
-    Returns
-    -------
-    dict
-    """
-    first = [r for r in rows if r["split"] == split and r["layer_index"] == 0]
-    first.sort(key=lambda r: r["epoch"])
-    if not first:
-        raise CheckpointError(f"metrics.csv has no rows of split {split!r}")
-    accs = [(r["epoch"], r.get("accuracy")) for r in first]
-    final_acc = accs[-1][1]
-    tpt_epoch = None
-    for i in range(len(accs)):
-        if all(a is not None and a >= 1.0 for _, a in accs[i:]):
-            tpt_epoch = accs[i][0]
-            break
-    losses = {r["epoch"]: r.get("train_loss") for r in first if r.get("train_loss") is not None}
-    out: dict[str, Any] = {
-        "final_epoch": accs[-1][0],
-        "train_accuracy_final": final_acc,
-        "reached_100": bool(final_acc is not None and final_acc >= 1.0),
-        "tpt_epoch": tpt_epoch,
-        "train_loss_final": losses.get(accs[-1][0]),
-        "train_loss_at_tpt": None if tpt_epoch is None else losses.get(tpt_epoch),
-        "loss_falling": None,
-        "loss_ratio": None,
-        "loss_falling_last": None,
-    }
-    lf, lt = out["train_loss_final"], out["train_loss_at_tpt"]
-    if lf is not None and lt is not None and tpt_epoch != accs[-1][0]:
-        out["loss_falling"] = bool(lf < lt)
-        out["loss_ratio"] = lf / lt if lt > 0 else None
-    eps = sorted(losses)
-    if len(eps) >= 2:
-        out["loss_falling_last"] = bool(losses[eps[-1]] < losses[eps[-2]])
-        out["train_loss_previous"] = losses[eps[-2]]
-        out["previous_epoch"] = eps[-2]
-    out["in_tpt"] = bool(out["reached_100"] and out["loss_falling"])
-    return out
-
-
-def _layer_summary(rows: list[dict[str, Any]], split: str = "train") -> dict[str, Any]:
-    from resnet_pfc.report import monotonicity
-    from ufm.metrics import effective_depth
-
-    srows = [r for r in rows if r["split"] == split]
-    final = max(r["epoch"] for r in srows)
-    fr = sorted((r for r in srows if r["epoch"] == final), key=lambda r: r["layer_index"])
-    table = [
-        {
-            k: r.get(k)
-            for k in ("layer", "position", "pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1")
-            + ("nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
-        }
-        for r in fr
-    ]
-    mono = {}
-    for k in ("pfc1", "pfc2", "pfc3", "nc1"):
-        kind, at = monotonicity([r.get(k) for r in fr])
-        mono[k] = {"kind": kind, "rises_at": None if at is None else fr[at]["layer"]}
-    errs = [r.get("pfc3") for r in fr]
-    depth = None
-    if all(e is not None for e in errs):
-        depth = effective_depth([min(max(e, 0.0), 1.0) for e in errs], epsilon=0.01)
-    return {
-        "final_epoch": final,
-        "layers": table,
-        "monotone": mono,
-        "effective_depth": depth,
-        "effective_depth_layer": None if depth is None else fr[depth]["layer"],
-        "epsilon": 0.01,
-        "blocks": len(fr) - 1,
-    }
-
-
 def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from resnet_pfc.checkpoint import checkpoint_exists
     from resnet_pfc.train import TrainConfig, read_csv, train
@@ -545,7 +453,7 @@ def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dic
     res = train(tc)
     rows = read_csv(run / "metrics.csv")
     tpt = tpt_check(rows)
-    summary = _layer_summary(rows)
+    summary = layer_summary(rows)
     collapse = collapse_check(summary)
     say(
         f"trained: training accuracy {tpt['train_accuracy_final']:.4f}, training loss "
@@ -568,44 +476,6 @@ def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dic
 def _milestones(cfg: StudyConfig) -> tuple[int, ...]:
     """Epochs after which the lr is divided by 10: ``round(f * epochs)`` for ``f`` in lr_drops."""
     return tuple(sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_drops}))
-
-
-def collapse_check(summary: dict[str, Any]) -> dict[str, Any]:
-    """Per-layer PFC1-3 and NC1 at the final epoch, strict decrease, and the collapse goals.
-
-    Parameters
-    ----------
-    summary : dict
-        The per-layer summary of the training stage (``layers`` ordered from the stage input to
-        the last block).
-
-    Returns
-    -------
-    dict
-        ``per_layer`` (metric -> list over layers, with ``layers`` the layer names),
-        ``strictly_decreasing`` (metric -> bool: every block lowers it), ``last_layer``
-        (metric -> value), ``goals`` (metric -> {"goal", "value", "met"} for
-        :data:`COLLAPSE_GOALS`) and ``all_goals_met``.
-    """
-    layers = summary["layers"]
-    per_layer = {k: [r.get(k) for r in layers] for k in _METRICS}
-    strict = {}
-    for k, vals in per_layer.items():
-        ok = all(v is not None and math.isfinite(v) for v in vals)
-        strict[k] = bool(ok and all(b < a for a, b in zip(vals, vals[1:], strict=False)))
-    last = {k: vals[-1] for k, vals in per_layer.items()}
-    goals = {}
-    for k, g in COLLAPSE_GOALS.items():
-        v = last.get(k)
-        goals[k] = {"goal": g, "value": v, "met": bool(v is not None and v <= g)}
-    return {
-        "layers": [r.get("layer") for r in layers],
-        "per_layer": per_layer,
-        "strictly_decreasing": strict,
-        "last_layer": last,
-        "goals": goals,
-        "all_goals_met": all(g["met"] for g in goals.values()),
-    }
 
 
 def _fraction(f: float) -> str:
@@ -1135,7 +1005,7 @@ def _plot_network(
 
 def _stage_proofs(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     from proofs_check import run_all
-    from proofs_check._cli import format_table
+    from proofs_check.cli import format_table
 
     say(f"checking Theorems 1-4 (proofs_check, {cfg.instances} instances)")
     results = run_all(seed=cfg.seed, instances=cfg.instances, progress=cfg.progress)

@@ -1,8 +1,8 @@
-"""Entry point of ``python -m proofs_check`` (see :mod:`proofs_check._cli`)."""
+"""Entry point of ``python -m proofs_check`` (see :mod:`proofs_check.cli`)."""
 
 import sys
 
-from ._cli import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

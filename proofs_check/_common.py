@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ufm._io import atomic_write_text
+from ufm.io import atomic_write_text
 
 __all__ = ["CheckResult", "Tally", "instance_rng", "fraction_array", "write_json_atomic"]
 

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ufm._validate import check_features, check_labels, check_scalar
 from ufm.errors import DegenerateInputError, InputError
+from ufm.validate import check_features, check_labels, check_scalar
 
 from ._common import CheckResult, Tally, instance_rng
 from .certify import (

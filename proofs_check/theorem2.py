@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ufm._validate import check_features, check_scalar
 from ufm.errors import InputError
+from ufm.validate import check_features, check_scalar
 
 from ._common import CheckResult, Tally, instance_rng
 from .certify import Poly, certify_sign, isolate_roots, poly_add, poly_deriv, poly_mul, poly_trim

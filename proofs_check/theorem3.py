@@ -31,8 +31,8 @@ import numpy as np
 from scipy.optimize import minimize
 from tqdm.auto import tqdm
 
-from ufm._validate import check_int, check_scalar
 from ufm.errors import ConvergenceWarning, InputError
+from ufm.validate import check_int, check_scalar
 
 from ._common import CheckResult, Tally, instance_rng
 from ._threads import single_thread_blas

@@ -36,8 +36,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
-from ufm._validate import check_scalar
 from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
+from ufm.validate import check_scalar
 
 from ._common import CheckResult, Tally
 from ._threads import single_thread_blas

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ufm._cli import OneLineParser, guarded
+from ufm.cli import OneLineParser, guarded
 
 __all__ = ["main", "build_parser"]
 

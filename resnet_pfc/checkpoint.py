@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from ufm import _io
+from ufm import io as ufm_io
 from ufm.errors import CheckpointError, PFCWarning
 
 __all__ = [
@@ -63,7 +63,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
         If the file or its directory cannot be written.
     """
     try:
-        return _io.atomic_write(path, write)
+        return ufm_io.atomic_write(path, write)
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc}; check the --out folder") from exc
 

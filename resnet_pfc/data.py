@@ -86,8 +86,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ufm._validate import check_int, describe
 from ufm.errors import InputError, PFCWarning
+from ufm.validate import check_int, describe
 
 __all__ = [
     "DATASETS",

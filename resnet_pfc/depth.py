@@ -65,9 +65,9 @@ from typing import Any
 
 import numpy as np
 
-from ufm import _io
-from ufm._validate import check_int, check_scalar
+from ufm import io as ufm_io
 from ufm.errors import InputError
+from ufm.validate import check_int, check_scalar
 
 from .models import DEPTH_FAMILIES
 
@@ -439,7 +439,7 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
     net_obj = lnufm_objective(H, y, W, b, lam_w=cfg.weight_decay, lam_b=cfg.weight_decay)
     buf = io.BytesIO()
     np.savez_compressed(buf, H=H.astype(np.float32), y=y, W=W, b=b)
-    _io.atomic_write_bytes(cdir / "last_layer.npz", buf.getvalue())
+    ufm_io.atomic_write_bytes(cdir / "last_layer.npz", buf.getvalue())
     cell = {
         "family": family,
         "depth": depth,
@@ -461,7 +461,7 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
         "sphere_dev": float(np.max(np.abs(norms / math.sqrt(d) - 1.0))),
         "mean_abs": float(np.max(np.abs(H.mean(axis=1)))),
     }
-    _io.atomic_write_text(done, json.dumps(cell, indent=1, default=float) + "\n")
+    ufm_io.atomic_write_text(done, json.dumps(cell, indent=1, default=float) + "\n")
     return cell
 
 
@@ -555,7 +555,7 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         "metrics": {k: float(v) for k, v in dict(res.metrics).items() if _is_num(v)},
         "status": str(getattr(res, "status", "")),
     }
-    _io.atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    ufm_io.atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     return out
 
 
@@ -637,7 +637,7 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     from .train import _versions
 
     doc = {"config": asdict(cfg), "versions": _versions()}
-    _io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
+    ufm_io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
     todo = [(f, L, s) for f in cfg.families for L in cfg.depths for s in cfg.seeds]
     # Most expensive first, so that parallel workers finish together.
     todo.sort(key=lambda c: -(c[1] * (6 if c[0] == "transformer" else 1)))
@@ -720,8 +720,8 @@ def summarise(config: DepthConfig) -> DepthResult:
         cell_rows.append(row)
     cell_rows.sort(key=lambda r: (r["family"], r["depth"], r["seed"]))
     layer_rows.sort(key=lambda r: (r["family"], r["depth"], r["seed"], r["layer_index"]))
-    _io.atomic_write_text(out / "depth_layers.csv", _csv(layer_rows, _LAYER_COLUMNS))
-    _io.atomic_write_text(out / "depth_cells.csv", _csv(cell_rows, _CELL_COLUMNS))
+    ufm_io.atomic_write_text(out / "depth_layers.csv", _csv(layer_rows, _LAYER_COLUMNS))
+    ufm_io.atomic_write_text(out / "depth_cells.csv", _csv(cell_rows, _CELL_COLUMNS))
     slopes: list[dict[str, Any]] = []
     for f in cfg.families:
         fr = [r for r in cell_rows if r["family"] == f]
@@ -734,12 +734,12 @@ def summarise(config: DepthConfig) -> DepthResult:
                 seed=cfg.seed,
             )
             slopes.append({"family": f, "metric": m, **fit, "verdict": _verdict(fit)})
-    _io.atomic_write_text(out / "depth_slopes.csv", _csv(slopes, _SLOPE_COLUMNS))
+    ufm_io.atomic_write_text(out / "depth_slopes.csv", _csv(slopes, _SLOPE_COLUMNS))
     from .depth_figures import draw_depth_figures
 
     draw_depth_figures(out, cell_rows, layer_rows, cfg.families)
     report = _report(cfg, cell_rows, slopes, missing)
-    _io.atomic_write_text(out / "report.md", report)
+    ufm_io.atomic_write_text(out / "report.md", report)
     return DepthResult(out_dir=out, cells=cell_rows, slopes=slopes, missing=missing, report=report)
 
 

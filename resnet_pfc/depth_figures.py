@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ufm import _io
+from ufm import io as ufm_io
 
 __all__ = ["draw_depth_figures", "DEPTH_FIG_METRICS", "LAYER_FIG_METRICS"]
 
@@ -53,7 +53,7 @@ def _depth_ticks(ax: Any, depths: Sequence[int]) -> None:
 def _save(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    return _io.atomic_write_bytes(path, buf.getvalue())
+    return ufm_io.atomic_write_bytes(path, buf.getvalue())
 
 
 def draw_depth_figures(

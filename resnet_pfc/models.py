@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ufm._validate import check_int
 from ufm.errors import InputError
+from ufm.validate import check_int
 
 __all__ = [
     "FCResNet",

@@ -21,33 +21,15 @@ from typing import Any
 
 from ufm.errors import CheckpointError
 from ufm.metrics import effective_depth
+from ufm.registry import LAYER
 
+from .analysis import monotonicity
 from .checkpoint import atomic_write_text
 
-__all__ = ["write_report", "monotonicity", "REPORT_METRICS"]
+__all__ = ["write_report", "REPORT_METRICS"]
 
 #: Metrics whose monotone decrease the report checks (PFC metrics first).
-REPORT_METRICS = ("pfc1", "pfc2", "pfc3", "nc1", "nc2_equinorm", "nc2_equiangular")
-
-
-def monotonicity(values: list[float]) -> tuple[str, int | None]:
-    """Classify a sequence over layers 0..L.
-
-    Returns
-    -------
-    (str, int or None)
-        ``("strict", None)``, ``("weak", None)`` (non-increasing with ties) or
-        ``("no", l)`` with ``l`` the first index where ``values[l] > values[l-1]``;
-        ``("undefined", None)`` if a value is missing or NaN.
-    """
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-        return "undefined", None
-    for i in range(1, len(values)):
-        if values[i] > values[i - 1]:
-            return "no", i
-    if all(values[i] < values[i - 1] for i in range(1, len(values))):
-        return "strict", None
-    return "weak", None
+REPORT_METRICS = LAYER
 
 
 def _g(v: Any) -> str:

@@ -60,9 +60,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ufm._cli import check_output_file
-from ufm._validate import check_int, check_scalar
+from ufm.cli import check_output_file
 from ufm.errors import CheckpointError, DivergenceError, InputError
+from ufm.validate import check_int, check_scalar
 
 from . import distributed as dist_mod
 from .checkpoint import (

@@ -51,7 +51,7 @@ def _fmt(v: float | None) -> str:
 
 def claims_table(rows: list[dict], *, command: str, elapsed_s: float, width: int) -> str:
     """The markdown of ``claims.md``: the paper's claim against this run, per metric."""
-    from resnet_pfc.report import monotonicity
+    from resnet_pfc.analysis import monotonicity
 
     lines = [
         "# Paper's claim vs this run: MNIST (mnist_5k), FC ResNet, 10 blocks",

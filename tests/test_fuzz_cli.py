@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pfc.cli import main as pfc_main
-from proofs_check._cli import main as proofs_main
+from proofs_check.cli import main as proofs_main
 from resnet_pfc.__main__ import main as resnet_main
 
 

@@ -31,7 +31,9 @@ __version__ = "0.1.0"
 # finds the module in sys.modules and leaves the attribute alone).
 from .certify import Certificate, certify  # noqa: E402
 from .objective import objective  # noqa: E402
+from .registry import METRICS, MetricSpec  # noqa: E402
 from .solve import solve  # noqa: E402
+from .status import Status  # noqa: E402
 from .threads import get_threads, set_threads, thread_policy, threads  # noqa: E402
 
 # Heavier submodules load on first use so that `import ufm` stays cheap.
@@ -61,6 +63,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "METRICS",
+    "MetricSpec",
+    "Status",
     "errors",
     "objective",
     "solve",

@@ -36,8 +36,8 @@ import torch
 
 from ._core import NP, TORCH, Ops, Params, Problem
 from ._lbfgs import lbfgs
-from ._validate import check_int, check_scalar, describe
 from .errors import BackendError, ConvergenceWarning, InputError, SolverError
+from .validate import check_int, check_scalar, describe
 
 __all__ = [
     "DEFAULT_LAM_W",

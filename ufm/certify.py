@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 from .errors import ConvergenceWarning, InputError, SolverError
 from .threads import thread_policy
+from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 
 __all__ = ["Certificate", "certify", "balanced_factors"]
 

@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from ._validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 from .errors import BackendError, ConvergenceWarning, InputError, SolverError
 from .result import SolveResult
+from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 
 __all__ = [
     "LayerNormOptimum",

@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import (
+from .errors import DegenerateInputError, InputError, PFCWarning, RankWarning
+from .threads import thread_policy
+from .validate import (
     check_batch_labels,
     check_features,
     check_features_maxabs,
@@ -52,8 +54,6 @@ from ._validate import (
     describe,
     to_tensor,
 )
-from .errors import DegenerateInputError, InputError, PFCWarning, RankWarning
-from .threads import thread_policy
 
 __all__ = [
     "collapse_metrics",

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from ._core import NP, TORCH, Params, Problem
-from ._validate import check_features, check_scalar, describe, is_torch, to_tensor
 from .errors import InputError
+from .validate import check_features, check_scalar, describe, is_torch, to_tensor
 
 __all__ = ["objective"]
 

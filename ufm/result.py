@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import check_int
 from .errors import InputError
+from .validate import check_int
 
 __all__ = ["SolveResult"]
 

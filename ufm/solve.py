@@ -7,10 +7,10 @@ from typing import Any
 
 from . import _solvers as S
 from ._core import Problem
-from ._validate import check_int, check_labels, describe, is_torch, to_tensor
 from .errors import InputError, RankWarning
 from .result import SolveResult
 from .threads import thread_policy
+from .validate import check_int, check_labels, describe, is_torch, to_tensor
 
 __all__ = ["solve", "SolveResult"]
 

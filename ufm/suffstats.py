@@ -72,8 +72,8 @@ import scipy.optimize
 import scipy.sparse.linalg
 import torch
 
-from ._validate import check_int, check_scalar, describe, to_tensor
 from .errors import DegenerateInputError, InputError
+from .validate import check_int, check_scalar, describe, to_tensor
 
 __all__ = ["SufficientStatistics", "StatsSolution", "solve_statistics"]
 

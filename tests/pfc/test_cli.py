@@ -11,7 +11,8 @@ import pytest
 
 from pfc import study
 from pfc.cli import main
-from pfc.study import StudyConfig, resolve_study_config, tpt_check
+from pfc.study import StudyConfig, resolve_study_config
+from resnet_pfc.analysis import tpt_check
 from ufm.errors import InputError
 
 SUBCOMMANDS = ["demo", "train", "figures", "solve", "check", "report", "metrics"]

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pfc.study import (
-    COLLAPSE_GOALS,
-    StudyConfig,
-    collapse_check,
-    recipe_vs_paper,
-    resolve_study_config,
-)
+from pfc.study import StudyConfig, recipe_vs_paper, resolve_study_config
+from resnet_pfc.analysis import COLLAPSE_GOALS, collapse_check
 from ufm.errors import InputError
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from proofs_check import CheckResult
-from proofs_check._cli import main
+from proofs_check.cli import main
 
 
 def test_cli_runs_and_writes_json(tmp_path, capsys):

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from resnet_pfc.__main__ import main
+from resnet_pfc.analysis import monotonicity
 from resnet_pfc.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
-from resnet_pfc.report import monotonicity
 from resnet_pfc.train import METRIC_COLUMNS, TrainConfig, read_csv, resolve_config, train
 from ufm.errors import CheckpointError, DivergenceError, InputError, PFCWarning
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ufm._io import atomic_write, atomic_write_text
+from ufm.io import atomic_write, atomic_write_text
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):

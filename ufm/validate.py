@@ -1,4 +1,4 @@
-"""Input validation shared by the whole toolkit (private).
+"""Input validation shared by the whole toolkit.
 
 Every check raises :class:`ufm.errors.InputError` (or a subclass) with a message that names the
 argument, shows the value and says what to do.

@@ -1,4 +1,4 @@
-"""What every command line of the toolkit shares (private): one-line usage errors, up-front
+"""What every command line of the toolkit shares: one-line usage errors, up-front
 checks of output files, and one top-level handler that turns the toolkit's errors into exit
 status 2 and an interruption into 130.
 

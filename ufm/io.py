@@ -1,4 +1,4 @@
-"""Atomic file writes shared by the whole toolkit (private).
+"""Atomic file writes shared by the whole toolkit.
 
 The content goes to a temporary file in the target's directory, is flushed and ``fsync``-ed,
 and ``os.replace`` then puts it in place: a reader, or a process killed at any instant (even by

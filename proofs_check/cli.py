@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ufm._cli import OneLineParser, check_output_file, guarded
+from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.errors import InputError
 
 from ._common import CheckResult, write_json_atomic

@@ -1,0 +1,95 @@
+"""The one registry of collapse metrics: names, labels, descriptions and directions.
+
+Every list of metric names in the toolkit (CSV columns, reports, command lines, figures) reads
+this module, so a metric is added or renamed in one place. Definitions: MATH.md sec. 3.
+
+>>> from ufm import METRICS
+>>> METRICS["pfc1"].label, METRICS["pfc1"].direction
+('PFC1', 'down')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["MetricSpec", "METRICS", "PFC", "CORE", "NC2", "LAYER", "TRACES", "names", "label"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One collapse metric.
+
+    Attributes
+    ----------
+    name : str
+        Key in every result dict and CSV column (``"pfc1"``).
+    label : str
+        Short display name (``"PFC1"``).
+    description : str
+        One line: what it measures.
+    direction : {"down", "up", "none"}
+        How it moves under collapse: ``"down"`` falls towards 0 (every PFC/NC metric),
+        ``"up"`` rises (NCC accuracy), ``"none"`` is a raw statistic.
+    needs : {"features", "classifier"}
+        Whether it is computed from features and labels alone or also needs ``(W, b)``.
+    """
+
+    name: str
+    label: str
+    description: str
+    direction: str = "down"
+    needs: str = "features"
+
+
+_SPECS = (
+    MetricSpec("pfc1", "PFC1", "variability collapse: tr(Sigma_W) / tr(Sigma_B)"),
+    MetricSpec("pfc2", "PFC2", "distance of the centred class-mean Gram to the simplex ETF"),
+    MetricSpec("pfc3", "PFC3", "1 - nearest-class-centre accuracy"),
+    MetricSpec("nc1", "NC1", "Papyan's (1/K) tr(Sigma_W Sigma_B^+)"),
+    MetricSpec("nc2_equinorm", "NC2 equinorm", "std/mean of the centred class-mean norms"),
+    MetricSpec(
+        "nc2_equiangular",
+        "NC2 equiangular",
+        "mean |cos(mu_k, mu_k') + 1/(K-1)| over class pairs",
+    ),
+    MetricSpec("nc3", "NC3", "self-duality ||W^T/||W|| - M/||M|| ||_F^2", needs="classifier"),
+    MetricSpec(
+        "nc4", "NC4", "disagreement of the classifier with the NCC rule", needs="classifier"
+    ),
+    MetricSpec("ncc_accuracy", "NCC accuracy", "nearest-class-centre accuracy", direction="up"),
+    MetricSpec("tr_sigma_w", "tr Sigma_W", "within-class variability", direction="none"),
+    MetricSpec("tr_sigma_b", "tr Sigma_B", "between-class variability", direction="none"),
+)
+
+#: Every metric by name (read-only mapping).
+METRICS = MappingProxyType({s.name: s for s in _SPECS})
+
+#: The paper's three progressive-collapse metrics.
+PFC = ("pfc1", "pfc2", "pfc3")
+#: The metrics reported across depth everywhere: the PFC metrics and NC1.
+CORE = (*PFC, "nc1")
+#: Papyan's NC2, both parts.
+NC2 = ("nc2_equinorm", "nc2_equiangular")
+#: What a layer's features give without a classifier, in report order.
+LAYER = (*CORE, *NC2)
+#: Raw traces behind PFC1.
+TRACES = ("tr_sigma_w", "tr_sigma_b")
+
+
+def names(group: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The metric names of ``group`` (default: all), checked against the registry."""
+    if group is None:
+        return tuple(METRICS)
+    unknown = [g for g in group if g not in METRICS]
+    if unknown:
+        from .errors import InputError
+
+        raise InputError(f"unknown metric name(s) {unknown}; known: {sorted(METRICS)}")
+    return tuple(group)
+
+
+def label(name: str) -> str:
+    """Display label of metric ``name`` (the name itself if it is not a registered metric)."""
+    spec = METRICS.get(name)
+    return spec.label if spec is not None else name
