@@ -467,7 +467,7 @@ def solve_layernorm(
             f"lam_h={lam_h} is meaningless with features='layernorm': every feature has norm "
             "sqrt(d), so (lam_h/2)||h||^2 is the constant lam_h*d/2; leave lam_h unset (or 0)"
         )
-    if method != "lbfgs":
+    if method not in (None, "lbfgs"):  # None: the default, Riemannian L-BFGS
         raise InputError(
             f"method must be 'lbfgs' (Riemannian L-BFGS) with features='layernorm', got "
             f"{describe(method)}"
