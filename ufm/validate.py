@@ -221,7 +221,13 @@ def check_scalar(
     low_inclusive: bool = True,
     high: float | None = None,
 ) -> float:
-    """A finite real scalar in a range; returns it as float."""
+    """A finite real scalar in a range; returns it as float.
+
+    Strings and booleans are refused even though ``float()`` accepts them: ``lam="0.1"`` or
+    ``lam=True`` is a mistake to report, not to guess at.
+    """
+    if isinstance(value, str | bytes | bool | np.bool_):
+        raise InputError(f"{name} must be a real number, got {describe(value)}")
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
