@@ -1,6 +1,6 @@
 """The ``pfc`` command: one entry point with a subcommand per job (``pfc COMMAND --help``).
 
-``demo``     the main job on real images shipped with the install (:mod:`pfc.study`), writes report.html
+``demo``     the main job on real images shipped with the install (:mod:`pfc.runner`), writes report.html
 ``train``    train a ResNet and measure every block (:func:`resnet_pfc.train`)
 ``figures``  Fig. 2 and Fig. 3 of a run (or study) directory
 ``solve``    UFM or MUFM on the Sec. IV-B data or on features in an .npz file, optionally certified
@@ -25,18 +25,11 @@ import numpy as np
 
 from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.errors import InputError
+from ufm.io import write_json
+from ufm.registry import METRICS
 
-METRIC_ORDER = [
-    "pfc1",
-    "pfc2",
-    "pfc3",
-    "ncc_accuracy",
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "nc4",
-]
+#: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
+METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
 
 DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
@@ -128,7 +121,8 @@ def _print_metrics(title: str, m: dict[str, float]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .study import StudyConfig, run_study
+    from .config import StudyConfig
+    from .runner import run_study
 
     cfg = StudyConfig(
         out=args.out,
@@ -323,10 +317,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         if args.model == "mufm":
             K = int(np.max(y)) + 1
             if len(y) > 60:
-                from .study import _balanced_idx
+                from .certificates import balanced_idx
 
                 m = args.certify_per_class
-                idx = _balanced_idx(np.asarray(y), m, K)
+                idx = balanced_idx(np.asarray(y), m, K)
                 sub = mufm.solve(
                     X[idx], np.asarray(y)[idx], lam=args.lam, lam_h=args.lam_h, **common
                 )
@@ -351,9 +345,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
             "rank": cert.rank,
         }
     if args.json:
-        from .study import _write_json
-
-        _write_json(Path(args.json), out)
+        write_json(Path(args.json), out)
         print(f"wrote {args.json}")
     return 0
 

@@ -1,7 +1,10 @@
 """One self-contained ``report.html`` for a study directory or a :mod:`resnet_pfc` run directory.
 
 Everything is read back from the files on disk (the stages' ``stage.json``, CSVs and PNGs), so
-the report of an interrupted or resumed study shows what exists and says what is missing.
+the report of an interrupted or resumed study shows what exists and says what is missing. The
+report depends only on the files, :mod:`pfc.config` (the stage names) and the run analysis of
+:mod:`resnet_pfc.analysis`, never on the runner that wrote them (:mod:`pfc.runner` calls
+:func:`write_html`, not the other way round).
 Figures are embedded as ``data:image/png;base64`` URIs: the file needs no other asset.
 """
 
@@ -14,7 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
+from resnet_pfc.train import read_csv
 from ufm.errors import CheckpointError
+from ufm.io import atomic_write_text, read_json
+
+from .config import STAGES
 
 __all__ = ["write_html", "render_html"]
 
@@ -73,18 +81,13 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    from .study import read_json
-
-    return read_json(path)
+    return read_json(path, remedy="delete it, or pass --force to start the study afresh")
 
 
 # ------------------------------------------------------------------------------------------
 
 
 def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
-    from resnet_pfc.analysis import layer_summary, tpt_check
-    from resnet_pfc.train import read_csv
-
     if not (run / "metrics.csv").is_file():
         return ["<h2>1. Training and per-layer measurement</h2>", "<p>Not run yet.</p>"]
     rows = read_csv(run / "metrics.csv")
@@ -188,8 +191,6 @@ def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
 
 def _collapse_block(summ: dict[str, Any], col: dict[str, Any] | None) -> list[str]:
     """Per-layer PFC1-3 and NC1, strict decrease per metric, and the collapse goals."""
-    from resnet_pfc.analysis import collapse_check
-
     col = col or collapse_check(summ)
     names = col["layers"]
     s = [
@@ -456,8 +457,6 @@ def render_html(directory: str | os.PathLike[str]) -> str:
         ``directory`` is neither a study directory nor a run directory.
     """
     d = Path(directory)
-    from .study import STAGES
-
     is_study = (d / "results.json").is_file() or any(
         (d / s / "stage.json").is_file() for s in STAGES
     )
@@ -507,6 +506,4 @@ def render_html(directory: str | os.PathLike[str]) -> str:
 
 def write_html(directory: str | os.PathLike[str]) -> Path:
     """Write ``directory/report.html`` atomically and return its path."""
-    from resnet_pfc.checkpoint import atomic_write_text
-
     return atomic_write_text(Path(directory) / "report.html", render_html(directory))
