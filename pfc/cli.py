@@ -9,6 +9,13 @@
 ``metrics``  collapse metrics of features saved in an .npz file
 ``depth``    collapse against depth: LayerNorm ResNets and a transformer (:mod:`resnet_pfc.depth`)
 
+Why one module of about 650 lines (about 550 once the training options come from
+:mod:`resnet_pfc`'s option builder): every subcommand's parser sits beside its handler, so what
+``pfc COMMAND --help`` promises and what the command does are read in one place. The work
+itself lives elsewhere (:mod:`pfc.runner`, :mod:`resnet_pfc`, :mod:`mufm`, :mod:`proofs_check`);
+each handler imports it when it runs, so that ``pfc --help`` does not load torch (none of these
+imports hides a cycle: nothing below :mod:`pfc.cli` imports it).
+
 Exit status: 0 on success, 2 for bad options or data (the message names the option and the
 value), 1 when ``check`` finds a violated claim, 130 when interrupted (finished stages are kept).
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from ufm.cli import OneLineParser, check_output_file, guarded
-from ufm.errors import InputError
 from ufm.io import write_json
 from ufm.registry import METRICS
+
+from .npz import load_npz
 
 #: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
 METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
@@ -197,76 +206,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_main(argv)
 
 
-def _load_npz(
-    path: str, fkey: str, lkey: str, what: str = "--data"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(N, ...)`` flattened to ``(N, d)`` float64 and integer labels ``(N,)`` from an
-    .npz file, with every way the file can be wrong reported as an :class:`InputError`."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(
-            f"{what} {path!r}: cannot read it ({exc}); pass an .npz file with a feature array "
-            "and a label array (np.savez(path, H=H, y=y))"
-        ) from exc
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise InputError(
-            f"{what} {path!r} holds a single array, not an .npz archive; save features and "
-            "labels with np.savez(path, H=H, y=y)"
-        )
-    arrays = {}
-    with data:
-        for key, opt in ((fkey, "--features"), (lkey, "--labels")):
-            if key not in data.files:
-                raise InputError(
-                    f"{path!r} has no array {key!r} (it has {sorted(data.files)}); choose with {opt}"
-                )
-            try:
-                arrays[opt] = np.asarray(data[key])
-            except (OSError, ValueError, EOFError) as exc:
-                # object arrays need pickle, which is never used to read data files
-                raise InputError(
-                    f"{opt} {key!r} in {path!r} cannot be read ({exc}); store numbers, not "
-                    "Python objects"
-                ) from exc
-    H, y = arrays["--features"], arrays["--labels"]
-    if H.dtype.kind not in "biuf" or H.ndim < 1:
-        raise InputError(
-            f"--features {fkey!r} in {path!r} must be a real numeric array (N, ...), got dtype "
-            f"{H.dtype} and shape {H.shape}"
-        )
-    if y.ndim != 1 or y.dtype.kind not in "biuf":
-        raise InputError(
-            f"--labels {lkey!r} in {path!r} must be a 1-D array of integer class labels 0..K-1, "
-            f"got dtype {y.dtype} and shape {y.shape}; map names to integers first "
-            "(np.unique(y, return_inverse=True)[1])"
-        )
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise InputError(
-                f"--labels {lkey!r} in {path!r} holds non-integer values; store integer class "
-                "labels 0..K-1"
-            )
-        y = y.astype(np.int64)
-    if len(H) != len(y):
-        raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
-    if len(H) == 0 or H[0].size == 0:
-        raise InputError(
-            f"--features {fkey!r} in {path!r} has shape {H.shape}: no samples or no features"
-        )
-    H = np.asarray(H, dtype=np.float64).reshape(len(H), -1)
-    bad = int(np.size(H) - np.count_nonzero(np.isfinite(H)))
-    if bad:
-        raise InputError(
-            f"--features {fkey!r} in {path!r} holds {bad} non-finite value(s) (NaN or inf, or "
-            "numbers beyond float64); remove or repair those samples"
-        )
-    return H, y.astype(np.int64)
-
-
 def cmd_solve(args: argparse.Namespace) -> int:
-    import warnings
-
     import mufm
     import ufm
     from mufm.experiment import make_data
@@ -275,7 +215,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         X, y = make_data(args.K, args.n, args.d, noise=args.noise, seed=args.seed)
         src = f"Sec. IV-B data (K={args.K}, n={args.n}, d={args.d}, noise={args.noise})"
     else:
-        X, y = _load_npz(args.data, args.features, args.labels)
+        X, y = load_npz(args.data, args.features, args.labels)
         src = f"{args.data} ({X.shape[0]} samples, d={X.shape[1]})"
     common = {
         "lam_w": args.lam_w,
@@ -353,7 +293,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from ufm.metrics import collapse_metrics
 
-    H, y = _load_npz(args.file, args.features, args.labels, what="FILE")
+    H, y = load_npz(args.file, args.features, args.labels, what="FILE")
     m = collapse_metrics(H, y)
     _print_metrics(f"Collapse metrics of {args.file} ({H.shape[0]} samples, d={H.shape[1]})", m)
     return 0

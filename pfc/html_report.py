@@ -21,10 +21,14 @@ from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
 from resnet_pfc.train import read_csv
 from ufm.errors import CheckpointError
 from ufm.io import atomic_write_text, read_json
+from ufm.registry import CORE, METRICS, PFC, label
 
 from .config import STAGES
 
 __all__ = ["write_html", "render_html"]
+
+#: Metrics of the per-layer table, in registry order (raw traces left out).
+_SHOWN = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
@@ -158,9 +162,7 @@ def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
     )
     s.append(_img(run / "figures" / "fig3_train.png", "Fig. 3"))
     s.append(f"<h3>Per-layer table (final epoch {_num(summ['final_epoch'])}, training set)</h3>")
-    cols = ["layer", "position", "pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1"]
-    cols += ["nc2_equinorm", "nc2_equiangular", "nc3", "nc4"]
-    s.append(_table(summ["layers"], cols))
+    s.append(_table(summ["layers"], ["layer", "position", *_SHOWN]))
     s.append("<h3>Do PFC1-3 decrease across depth?</h3><ul>")
     words = {
         "strict": ("yes", "strictly: every block lowers it"),
@@ -256,7 +258,7 @@ def _sec4b_section(d4: Path, stage: dict[str, Any] | None) -> list[str]:
     )
     s.append(_img(d4 / "fig4_metrics.png", "Fig. 4"))
     rows = [{"model": k, **v} for k, v in stage["fig4"].items()]
-    s.append(_table(rows, ["model", "pfc1", "pfc2", "pfc3", "nc1", "ncc_accuracy"]))
+    s.append(_table(rows, ["model", *CORE, "ncc_accuracy"]))
     lams = stage["sweep"]["lam"]
     s.append(
         f"<h3>Fig. 5: the MUFM solution over lam = {_num(lams[0])} … {_num(lams[-1])} "
@@ -265,7 +267,7 @@ def _sec4b_section(d4: Path, stage: dict[str, Any] | None) -> list[str]:
     s.append(_img(d4 / "fig5_sweep.png", "Fig. 5"))
     sw = stage["sweep"]
     rows = [{k: sw[k][i] for k in sw} for i in range(len(lams))]
-    s.append(_table(rows, ["lam", "pfc1", "pfc2", "pfc3", "nc1", "alignment", "objective"]))
+    s.append(_table(rows, ["lam", *CORE, "alignment", "objective"]))
     s.append("<h3>Certificates</h3>")
     s.append(_cert_table(stage["certificates"]))
     return s
@@ -302,16 +304,8 @@ def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
     s.append(
         _table(
             cmp_rows,
-            ["model", "pfc1", "pfc2", "pfc3", "nc1", "alignment_network", "rel_distance_network"],
-            [
-                "features",
-                "PFC1",
-                "PFC2",
-                "PFC3",
-                "NC1",
-                "alignment with H_L",
-                "rel. distance to H_L",
-            ],
+            ["model", *CORE, "alignment_network", "rel_distance_network"],
+            ["features", *map(label, CORE), "alignment with H_L", "rel. distance to H_L"],
         )
     )
     u = cmp_rows[-1]
@@ -351,8 +345,7 @@ def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
     s.append(_img(dn / "sweep.png", "network MUFM sweep"))
     s.append("<h3>Layers: the network against the MUFM straight line (Theorem 3)</h3>")
     s.append(_img(dn / "layers.png", "network vs MUFM layers"))
-    keys = ["layer", "position"] + [f"{w}_{k}" for k in ("pfc1", "pfc2", "pfc3") for w in
-                                    ("network", "mufm")]  # fmt: skip
+    keys = ["layer", "position"] + [f"{w}_{k}" for k in PFC for w in ("network", "mufm")]
     s.append(_table(stage["layer_comparison"], keys))
     s.append("<h3>Certificates</h3>")
     s.append(_cert_table(stage["certificates"]))

@@ -170,6 +170,10 @@ def run_study(config: StudyConfig | None = None, **overrides: Any) -> dict[str, 
     return results | {"report": str(path)}
 
 
+def _cert_summary(certs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: c[k] for k in ("problem", "bound", "gap", "exact")} for c in certs]
+
+
 def headline(stages: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a study from its stage documents (deterministic)."""
     res: dict[str, Any] = {}
@@ -192,9 +196,7 @@ def headline(stages: dict[str, Any]) -> dict[str, Any]:
     sb = stages.get("sec4b")
     if sb:
         res["sec4b_fig4"] = sb["fig4"]
-        res["sec4b_certificates"] = [
-            {k: c[k] for k in ("problem", "bound", "gap", "exact")} for c in sb["certificates"]
-        ]
+        res["sec4b_certificates"] = _cert_summary(sb["certificates"])
     nw = stages.get("network")
     if nw:
         res["network_vs_models"] = nw["comparison"]
@@ -202,9 +204,7 @@ def headline(stages: dict[str, Any]) -> dict[str, Any]:
         if "structural_limit" in nw:
             res["network_trained_loss"] = nw["trained_loss"]
             res["network_structural_limit"] = nw["structural_limit"]
-        res["network_certificates"] = [
-            {k: c[k] for k in ("problem", "bound", "gap", "exact")} for c in nw["certificates"]
-        ]
+        res["network_certificates"] = _cert_summary(nw["certificates"])
     pr = stages.get("proofs")
     if pr:
         res["theorems_ok"] = pr["ok"]

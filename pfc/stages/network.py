@@ -39,7 +39,7 @@ import ufm
 from ufm.errors import ConvergenceWarning
 from ufm.io import read_json, save_png, write_csv, write_json
 from ufm.metrics import alignment, collapse_metrics
-from ufm.registry import CORE
+from ufm.registry import CORE, label
 
 from ..certificates import balanced_idx, certify_mufm_subsample, certify_ufm_result
 from ..config import StudyConfig
@@ -306,11 +306,8 @@ def _plot_network(
     floor = 1e-16
     lams = [r["lam"] for r in sweep]
     fig = Figure(figsize=(11, 6.5), layout="constrained")
-    panels = [
-        ("pfc1", "PFC1", True),
-        ("pfc2", "PFC2", True),
-        ("pfc3", "PFC3", False),
-        ("nc1", "NC1", True),
+    # log scale for every metric but PFC3 (an error rate that can be exactly 0)
+    panels = [(k, label(k), k != "pfc3") for k in _METRICS] + [
         ("alignment_network", "alignment of H* with the network's last layer", False),
         ("rel_distance_network", "||H_L - H*|| / ||H_L||", False),
     ]
