@@ -88,17 +88,14 @@ def _read_json(path: Path) -> Any:
     return read_json(path, remedy="delete it, or pass --force to start the study afresh")
 
 
-# ------------------------------------------------------------------------------------------
-
-
 def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
     if not (run / "metrics.csv").is_file():
         return ["<h2>1. Training and per-layer measurement</h2>", "<p>Not run yet.</p>"]
     rows = read_csv(run / "metrics.csv")
     tpt = stage["tpt"] if stage else tpt_check(rows)
     summ = stage["summary"] if stage else layer_summary(rows)
-    cfg = (_read_json(run / "config.json") or {}).get("config", {})
     doc = _read_json(run / "config.json") or {}
+    cfg = doc.get("config", {})
     s = ["<h2>1. Training and per-layer measurement</h2>"]
     if cfg:
         s.append(
