@@ -133,18 +133,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .config import StudyConfig
     from .runner import run_study
 
+    # the demo's options that StudyConfig holds under the same name
+    same = ("out", "seed", "quick", "resume", "force", "threads", "epochs", "dataset", "loss")
+    same += ("instances",)
     cfg = StudyConfig(
-        out=args.out,
-        seed=args.seed,
-        quick=args.quick,
-        resume=args.resume,
-        force=args.force,
-        threads=args.threads,
+        **{k: getattr(args, k) for k in same},
         progress=not args.no_progress,
-        epochs=args.epochs,
-        dataset=args.dataset,
-        loss=args.loss,
-        instances=args.instances,
         lams=None if args.lams is None else tuple(args.lams),
     )
     res = run_study(cfg)

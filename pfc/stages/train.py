@@ -30,24 +30,16 @@ __all__ = ["run"]
 def run(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """Train and measure into ``out/train``; return the stage document (see the module)."""
     run = out / "train"
+    # options the study shares with the trainer under the same name, then the renamed ones
+    same = ("dataset", "blocks", "width", "epochs", "lr", "loss", "weight_decay", "batch_size")
+    same += ("eval_every", "seed", "threads", "progress")
     tc = TrainConfig(
-        dataset=cfg.dataset,
+        **{k: getattr(cfg, k) for k in same},
         out=str(run),
         model="fc",
-        blocks=cfg.blocks,
-        width=cfg.width,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        loss=cfg.loss,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
         milestones=milestones(cfg),
-        eval_every=cfg.eval_every,
         per_class=cfg.train_per_class,
-        seed=cfg.seed,
         resume=checkpoint_exists(run / LAST_CHECKPOINT),
-        threads=cfg.threads,
-        progress=cfg.progress,
         figures=True,
     )
     say(
