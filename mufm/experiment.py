@@ -13,7 +13,6 @@ plain gradient descent is available as ``method="gd"``.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ufm.errors import InputError
-from ufm.io import atomic_write
+from ufm.io import save_png, write_csv
 from ufm.validate import check_int, check_scalar, describe
 
 __all__ = ["make_data", "run_experiment", "ExperimentResult", "METRICS"]
@@ -104,24 +103,6 @@ class ExperimentResult:
     sweep: dict[str, np.ndarray]
     paths: dict[str, Path]
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def _atomic_write(path: Path, write: Any, *, binary: bool = False) -> None:
-    atomic_write(path, write, mode="wb" if binary else "w")
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    def write(fh: Any) -> None:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for row in rows:
-            w.writerow([f"{v:.17g}" if isinstance(v, float) else v for v in row])
-
-    _atomic_write(path, write)
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), binary=True)
 
 
 def _metrics(H: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -255,13 +236,13 @@ def run_experiment(
         "fig5_csv": out / "fig5_sweep.csv",
         "fig5_png": out / "fig5_sweep.png",
     }
-    _write_csv(
+    write_csv(
         paths["fig4_csv"],
         ["model", *METRICS, "ncc_accuracy"],
         [[name, *(row[k] for k in (*METRICS, "ncc_accuracy"))] for name, row in fig4.items()],
     )
     header = ["lam", *METRICS, "alignment", "objective", "converged"]
-    _write_csv(
+    write_csv(
         paths["fig5_csv"],
         header,
         [
@@ -302,7 +283,7 @@ def _plot(
     ax.set_title("Collapse of the data, the MUFM and the UFM solutions")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    _save_figure(fig, paths["fig4_png"])
+    save_png(fig, paths["fig4_png"], dpi=120)
 
     fig = Figure(figsize=(9, 6))
     lams = sweep["lam"]
@@ -326,4 +307,4 @@ def _plot(
         ax.set_xlabel("lam (transport coefficient)")
         ax.set_title(title)
     fig.tight_layout()
-    _save_figure(fig, paths["fig5_png"])
+    save_png(fig, paths["fig5_png"], dpi=120)

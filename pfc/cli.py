@@ -1,6 +1,6 @@
 """The ``pfc`` command: one entry point with a subcommand per job (``pfc COMMAND --help``).
 
-``demo``     the main job on real images shipped with the install (:mod:`pfc.study`), writes report.html
+``demo``     the main job on real images shipped with the install (:mod:`pfc.runner`), writes report.html
 ``train``    train a ResNet and measure every block (:func:`resnet_pfc.train`)
 ``figures``  Fig. 2 and Fig. 3 of a run (or study) directory
 ``solve``    UFM or MUFM on the Sec. IV-B data or on features in an .npz file, optionally certified
@@ -8,6 +8,13 @@
 ``report``   report.html of an existing study or run directory
 ``metrics``  collapse metrics of features saved in an .npz file
 ``depth``    collapse against depth: LayerNorm ResNets and a transformer (:mod:`resnet_pfc.depth`)
+
+Why one module of about 650 lines (about 550 once the training options come from
+:mod:`resnet_pfc`'s option builder): every subcommand's parser sits beside its handler, so what
+``pfc COMMAND --help`` promises and what the command does are read in one place. The work
+itself lives elsewhere (:mod:`pfc.runner`, :mod:`resnet_pfc`, :mod:`mufm`, :mod:`proofs_check`);
+each handler imports it when it runs, so that ``pfc --help`` does not load torch (none of these
+imports hides a cycle: nothing below :mod:`pfc.cli` imports it).
 
 Exit status: 0 on success, 2 for bad options or data (the message names the option and the
 value), 1 when ``check`` finds a violated claim, 130 when interrupted (finished stages are kept).
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,19 +32,13 @@ from typing import Any
 import numpy as np
 
 from ufm.cli import OneLineParser, check_output_file, guarded
-from ufm.errors import InputError
+from ufm.io import write_json
+from ufm.registry import METRICS
 
-METRIC_ORDER = [
-    "pfc1",
-    "pfc2",
-    "pfc3",
-    "ncc_accuracy",
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "nc4",
-]
+from .npz import load_npz
+
+#: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
+METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
 
 DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
@@ -128,20 +130,15 @@ def _print_metrics(title: str, m: dict[str, float]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .study import StudyConfig, run_study
+    from .config import StudyConfig
+    from .runner import run_study
 
+    # the demo's options that StudyConfig holds under the same name
+    same = ("out", "seed", "quick", "resume", "force", "threads", "epochs", "dataset", "loss")
+    same += ("instances",)
     cfg = StudyConfig(
-        out=args.out,
-        seed=args.seed,
-        quick=args.quick,
-        resume=args.resume,
-        force=args.force,
-        threads=args.threads,
+        **{k: getattr(args, k) for k in same},
         progress=not args.no_progress,
-        epochs=args.epochs,
-        dataset=args.dataset,
-        loss=args.loss,
-        instances=args.instances,
         lams=None if args.lams is None else tuple(args.lams),
     )
     res = run_study(cfg)
@@ -203,76 +200,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_main(argv)
 
 
-def _load_npz(
-    path: str, fkey: str, lkey: str, what: str = "--data"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(N, ...)`` flattened to ``(N, d)`` float64 and integer labels ``(N,)`` from an
-    .npz file, with every way the file can be wrong reported as an :class:`InputError`."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(
-            f"{what} {path!r}: cannot read it ({exc}); pass an .npz file with a feature array "
-            "and a label array (np.savez(path, H=H, y=y))"
-        ) from exc
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise InputError(
-            f"{what} {path!r} holds a single array, not an .npz archive; save features and "
-            "labels with np.savez(path, H=H, y=y)"
-        )
-    arrays = {}
-    with data:
-        for key, opt in ((fkey, "--features"), (lkey, "--labels")):
-            if key not in data.files:
-                raise InputError(
-                    f"{path!r} has no array {key!r} (it has {sorted(data.files)}); choose with {opt}"
-                )
-            try:
-                arrays[opt] = np.asarray(data[key])
-            except (OSError, ValueError, EOFError) as exc:
-                # object arrays need pickle, which is never used to read data files
-                raise InputError(
-                    f"{opt} {key!r} in {path!r} cannot be read ({exc}); store numbers, not "
-                    "Python objects"
-                ) from exc
-    H, y = arrays["--features"], arrays["--labels"]
-    if H.dtype.kind not in "biuf" or H.ndim < 1:
-        raise InputError(
-            f"--features {fkey!r} in {path!r} must be a real numeric array (N, ...), got dtype "
-            f"{H.dtype} and shape {H.shape}"
-        )
-    if y.ndim != 1 or y.dtype.kind not in "biuf":
-        raise InputError(
-            f"--labels {lkey!r} in {path!r} must be a 1-D array of integer class labels 0..K-1, "
-            f"got dtype {y.dtype} and shape {y.shape}; map names to integers first "
-            "(np.unique(y, return_inverse=True)[1])"
-        )
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise InputError(
-                f"--labels {lkey!r} in {path!r} holds non-integer values; store integer class "
-                "labels 0..K-1"
-            )
-        y = y.astype(np.int64)
-    if len(H) != len(y):
-        raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
-    if len(H) == 0 or H[0].size == 0:
-        raise InputError(
-            f"--features {fkey!r} in {path!r} has shape {H.shape}: no samples or no features"
-        )
-    H = np.asarray(H, dtype=np.float64).reshape(len(H), -1)
-    bad = int(np.size(H) - np.count_nonzero(np.isfinite(H)))
-    if bad:
-        raise InputError(
-            f"--features {fkey!r} in {path!r} holds {bad} non-finite value(s) (NaN or inf, or "
-            "numbers beyond float64); remove or repair those samples"
-        )
-    return H, y.astype(np.int64)
-
-
 def cmd_solve(args: argparse.Namespace) -> int:
-    import warnings
-
     import mufm
     import ufm
     from mufm.experiment import make_data
@@ -281,7 +209,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         X, y = make_data(args.K, args.n, args.d, noise=args.noise, seed=args.seed)
         src = f"Sec. IV-B data (K={args.K}, n={args.n}, d={args.d}, noise={args.noise})"
     else:
-        X, y = _load_npz(args.data, args.features, args.labels)
+        X, y = load_npz(args.data, args.features, args.labels)
         src = f"{args.data} ({X.shape[0]} samples, d={X.shape[1]})"
     common = {
         "lam_w": args.lam_w,
@@ -323,10 +251,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         if args.model == "mufm":
             K = int(np.max(y)) + 1
             if len(y) > 60:
-                from .study import _balanced_idx
+                from .certificates import balanced_idx
 
                 m = args.certify_per_class
-                idx = _balanced_idx(np.asarray(y), m, K)
+                idx = balanced_idx(np.asarray(y), m, K)
                 sub = mufm.solve(
                     X[idx], np.asarray(y)[idx], lam=args.lam, lam_h=args.lam_h, **common
                 )
@@ -351,9 +279,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
             "rank": cert.rank,
         }
     if args.json:
-        from .study import _write_json
-
-        _write_json(Path(args.json), out)
+        write_json(Path(args.json), out)
         print(f"wrote {args.json}")
     return 0
 
@@ -361,7 +287,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from ufm.metrics import collapse_metrics
 
-    H, y = _load_npz(args.file, args.features, args.labels, what="FILE")
+    H, y = load_npz(args.file, args.features, args.labels, what="FILE")
     m = collapse_metrics(H, y)
     _print_metrics(f"Collapse metrics of {args.file} ({H.shape[0]} samples, d={H.shape[1]})", m)
     return 0

@@ -1,7 +1,10 @@
 """One self-contained ``report.html`` for a study directory or a :mod:`resnet_pfc` run directory.
 
 Everything is read back from the files on disk (the stages' ``stage.json``, CSVs and PNGs), so
-the report of an interrupted or resumed study shows what exists and says what is missing.
+the report of an interrupted or resumed study shows what exists and says what is missing. The
+report depends only on the files, :mod:`pfc.config` (the stage names) and the run analysis of
+:mod:`resnet_pfc.analysis`, never on the runner that wrote them (:mod:`pfc.runner` calls
+:func:`write_html`, not the other way round).
 Figures are embedded as ``data:image/png;base64`` URIs: the file needs no other asset.
 """
 
@@ -14,9 +17,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
+from resnet_pfc.train import read_csv
 from ufm.errors import CheckpointError
+from ufm.io import atomic_write_text, read_json
+from ufm.registry import CORE, METRICS, PFC, label
+
+from .config import STAGES
 
 __all__ = ["write_html", "render_html"]
+
+#: Metrics of the per-layer table, in registry order (raw traces left out).
+_SHOWN = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
@@ -73,25 +85,17 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    from .study import read_json
-
-    return read_json(path)
-
-
-# ------------------------------------------------------------------------------------------
+    return read_json(path, remedy="delete it, or pass --force to start the study afresh")
 
 
 def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
-    from resnet_pfc.analysis import layer_summary, tpt_check
-    from resnet_pfc.train import read_csv
-
     if not (run / "metrics.csv").is_file():
         return ["<h2>1. Training and per-layer measurement</h2>", "<p>Not run yet.</p>"]
     rows = read_csv(run / "metrics.csv")
     tpt = stage["tpt"] if stage else tpt_check(rows)
     summ = stage["summary"] if stage else layer_summary(rows)
-    cfg = (_read_json(run / "config.json") or {}).get("config", {})
     doc = _read_json(run / "config.json") or {}
+    cfg = doc.get("config", {})
     s = ["<h2>1. Training and per-layer measurement</h2>"]
     if cfg:
         s.append(
@@ -155,9 +159,7 @@ def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
     )
     s.append(_img(run / "figures" / "fig3_train.png", "Fig. 3"))
     s.append(f"<h3>Per-layer table (final epoch {_num(summ['final_epoch'])}, training set)</h3>")
-    cols = ["layer", "position", "pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1"]
-    cols += ["nc2_equinorm", "nc2_equiangular", "nc3", "nc4"]
-    s.append(_table(summ["layers"], cols))
+    s.append(_table(summ["layers"], ["layer", "position", *_SHOWN]))
     s.append("<h3>Do PFC1-3 decrease across depth?</h3><ul>")
     words = {
         "strict": ("yes", "strictly: every block lowers it"),
@@ -188,8 +190,6 @@ def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
 
 def _collapse_block(summ: dict[str, Any], col: dict[str, Any] | None) -> list[str]:
     """Per-layer PFC1-3 and NC1, strict decrease per metric, and the collapse goals."""
-    from resnet_pfc.analysis import collapse_check
-
     col = col or collapse_check(summ)
     names = col["layers"]
     s = [
@@ -255,7 +255,7 @@ def _sec4b_section(d4: Path, stage: dict[str, Any] | None) -> list[str]:
     )
     s.append(_img(d4 / "fig4_metrics.png", "Fig. 4"))
     rows = [{"model": k, **v} for k, v in stage["fig4"].items()]
-    s.append(_table(rows, ["model", "pfc1", "pfc2", "pfc3", "nc1", "ncc_accuracy"]))
+    s.append(_table(rows, ["model", *CORE, "ncc_accuracy"]))
     lams = stage["sweep"]["lam"]
     s.append(
         f"<h3>Fig. 5: the MUFM solution over lam = {_num(lams[0])} … {_num(lams[-1])} "
@@ -264,7 +264,7 @@ def _sec4b_section(d4: Path, stage: dict[str, Any] | None) -> list[str]:
     s.append(_img(d4 / "fig5_sweep.png", "Fig. 5"))
     sw = stage["sweep"]
     rows = [{k: sw[k][i] for k in sw} for i in range(len(lams))]
-    s.append(_table(rows, ["lam", "pfc1", "pfc2", "pfc3", "nc1", "alignment", "objective"]))
+    s.append(_table(rows, ["lam", *CORE, "alignment", "objective"]))
     s.append("<h3>Certificates</h3>")
     s.append(_cert_table(stage["certificates"]))
     return s
@@ -301,16 +301,8 @@ def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
     s.append(
         _table(
             cmp_rows,
-            ["model", "pfc1", "pfc2", "pfc3", "nc1", "alignment_network", "rel_distance_network"],
-            [
-                "features",
-                "PFC1",
-                "PFC2",
-                "PFC3",
-                "NC1",
-                "alignment with H_L",
-                "rel. distance to H_L",
-            ],
+            ["model", *CORE, "alignment_network", "rel_distance_network"],
+            ["features", *map(label, CORE), "alignment with H_L", "rel. distance to H_L"],
         )
     )
     u = cmp_rows[-1]
@@ -350,8 +342,7 @@ def _network_section(stage: dict[str, Any] | None, dn: Path) -> list[str]:
     s.append(_img(dn / "sweep.png", "network MUFM sweep"))
     s.append("<h3>Layers: the network against the MUFM straight line (Theorem 3)</h3>")
     s.append(_img(dn / "layers.png", "network vs MUFM layers"))
-    keys = ["layer", "position"] + [f"{w}_{k}" for k in ("pfc1", "pfc2", "pfc3") for w in
-                                    ("network", "mufm")]  # fmt: skip
+    keys = ["layer", "position"] + [f"{w}_{k}" for k in PFC for w in ("network", "mufm")]
     s.append(_table(stage["layer_comparison"], keys))
     s.append("<h3>Certificates</h3>")
     s.append(_cert_table(stage["certificates"]))
@@ -456,8 +447,6 @@ def render_html(directory: str | os.PathLike[str]) -> str:
         ``directory`` is neither a study directory nor a run directory.
     """
     d = Path(directory)
-    from .study import STAGES
-
     is_study = (d / "results.json").is_file() or any(
         (d / s / "stage.json").is_file() for s in STAGES
     )
@@ -507,6 +496,4 @@ def render_html(directory: str | os.PathLike[str]) -> str:
 
 def write_html(directory: str | os.PathLike[str]) -> Path:
     """Write ``directory/report.html`` atomically and return its path."""
-    from resnet_pfc.checkpoint import atomic_write_text
-
     return atomic_write_text(Path(directory) / "report.html", render_html(directory))

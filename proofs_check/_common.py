@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ufm.io import atomic_write_text
+from ufm.io import atomic_write_text, jsonable
 
 __all__ = ["CheckResult", "Tally", "instance_rng", "fraction_array", "write_json_atomic"]
 
@@ -81,24 +81,7 @@ class CheckResult:
         d = asdict(self)
         d["counterexamples"] = list(d["counterexamples"])
         d["ok"] = self.ok
-        return _jsonable(d)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.integer | bool | np.bool_):
-        return x.item() if isinstance(x, np.generic) else x
-    if isinstance(x, Fraction):
-        x = float(x)
-    if isinstance(x, float | np.floating):
-        v = float(x)
-        return v if math.isfinite(v) else None
-    return x
+        return jsonable(d)
 
 
 class Tally:
@@ -120,7 +103,7 @@ class Tally:
     def example(self, kind: str, **info: Any) -> None:
         self.kinds[kind] += 1
         if self.kinds[kind] <= MAX_EXAMPLES_PER_KIND:
-            self.examples.append({"kind": kind, **_jsonable(info)})
+            self.examples.append({"kind": kind, **jsonable(info)})
 
     def result(self) -> CheckResult:
         details = dict(self.details)
@@ -136,7 +119,7 @@ class Tally:
             worst_margin=self.worst,
             counterexamples=tuple(self.examples),
             outside=dict(self.outside),
-            details=_jsonable(details),
+            details=jsonable(details),
             seed=self.seed,
         )
 
@@ -155,4 +138,4 @@ def fraction_array(a: np.ndarray) -> list:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON to ``path`` atomically (temp file in the same directory, then ``os.replace``)."""
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")

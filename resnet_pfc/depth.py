@@ -54,7 +54,6 @@ idle cores with ``jobs=2``; see :data:`DEPTH_PRESETS` for the measured estimate)
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -569,18 +568,7 @@ def _is_num(v: Any) -> bool:
 
 
 def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else _fmt(r.get(c)) for c in columns])
-    return buf.getvalue()
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if v != v else repr(v)
-    return str(v)
+    return ufm_io.csv_text(columns, ([r.get(c) for c in columns] for r in rows))
 
 
 _CELL_COLUMNS = (

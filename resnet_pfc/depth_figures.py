@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,12 +47,6 @@ def _depth_ticks(ax: Any, depths: Sequence[int]) -> None:
     ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:g}")
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return ufm_io.atomic_write_bytes(path, buf.getvalue())
 
 
 def draw_depth_figures(
@@ -119,7 +112,7 @@ def draw_depth_figures(
                 ax.set_xlabel("depth (blocks)")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle("last-layer collapse against depth (log-log)")
-    written.append(_save(fig, out / "figures" / "depth_metrics.png"))
+    written.append(ufm_io.save_png(fig, out / "figures" / "depth_metrics.png", dpi=100))
     plt.close(fig)
     # 2. per-layer curves coloured by depth
     cmap = plt.get_cmap("viridis")
@@ -161,7 +154,7 @@ def draw_depth_figures(
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7, ncol=2)
         fig.suptitle(f"{f}: every measured layer at the end of training (median over seeds)")
-        written.append(_save(fig, out / "figures" / f"depth_layers_{f}.png"))
+        written.append(ufm_io.save_png(fig, out / "figures" / f"depth_layers_{f}.png", dpi=100))
         plt.close(fig)
     # 3. the reduction
     gaps = [c for c in cells if _num(c.get("objective_gap_rel"))]
@@ -185,6 +178,6 @@ def draw_depth_figures(
         ax.set_title("last layer vs the LN-UFM optimum")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        written.append(_save(fig, out / "figures" / "depth_reduction.png"))
+        written.append(ufm_io.save_png(fig, out / "figures" / "depth_reduction.png", dpi=100))
         plt.close(fig)
     return written

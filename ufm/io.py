@@ -1,20 +1,50 @@
-"""Atomic file writes shared by the whole toolkit.
+"""File writing shared by the whole toolkit: atomic writes, CSV, PNG, JSON, library versions.
 
-The content goes to a temporary file in the target's directory, is flushed and ``fsync``-ed,
-and ``os.replace`` then puts it in place: a reader, or a process killed at any instant (even by
-``SIGKILL``), sees either the old or the new complete file, never a torn one.
+Every writer goes through :func:`atomic_write`: the content goes to a temporary file in the
+target's directory, is flushed and ``fsync``-ed, and ``os.replace`` then puts it in place: a
+reader, or a process killed at any instant (even by ``SIGKILL``), sees either the old or the new
+complete file, never a torn one.
+
+The one CSV format (:func:`csv_text`, :func:`write_csv`): a header row, ``\\n`` line ends,
+floats written with ``repr`` (the shortest text that reads back to the same float, ``nan`` and
+``inf`` included), ``None`` as an empty cell. The one JSON form (:func:`jsonable`,
+:func:`write_json`): numpy scalars and arrays as Python numbers and lists, non-finite floats as
+``null``, paths as strings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import importlib
+import io
+import json
+import math
 import os
+import platform
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+import numpy as np
+
+from .errors import CheckpointError
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "csv_text",
+    "write_csv",
+    "save_png",
+    "jsonable",
+    "write_json",
+    "read_json",
+    "versions",
+]
 
 
 def atomic_write(
@@ -48,3 +78,157 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float | np.floating):
+        return repr(float(v))
+    return v
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """The toolkit's CSV text of ``rows`` under ``header`` (see the module docstring).
+
+    Parameters
+    ----------
+    header : sequence of str
+        Column names.
+    rows : iterable of sequences
+        One sequence of cell values per row, in the order of ``header``. Floats (Python or
+        numpy) are written with ``repr`` (exact round trip), ``None`` as an empty cell, anything
+        else with ``str``.
+
+    Returns
+    -------
+    str
+        The text, ending with a newline.
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow([_cell(v) for v in r])
+    return buf.getvalue()
+
+
+def write_csv(
+    path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> Path:
+    """Write :func:`csv_text` of ``header`` and ``rows`` to ``path`` atomically; return the path."""
+    return atomic_write_text(path, csv_text(header, rows))
+
+
+def save_png(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically and return the path.
+
+    The PNG carries no ``Software`` metadata, so the same figure gives the same bytes under any
+    matplotlib version.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (any object with matplotlib's ``savefig``).
+    path : path-like
+        Target file; parent folders are created.
+    dpi : int, default 110
+        Resolution.
+    """
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with every value JSON can hold: the toolkit's one conversion for result files.
+
+    Dicts (keys become strings), lists and tuples (become lists) and numpy arrays (become
+    nested lists) are converted recursively; numpy booleans and integers become ``bool`` and
+    ``int``; floats (Python, numpy or :class:`fractions.Fraction`) become ``float``, and
+    ``None`` when not finite (JSON has no NaN or infinity); paths become strings. Anything
+    else is returned unchanged.
+
+    Examples
+    --------
+    >>> jsonable({"a": np.float64("nan"), 1: (np.int64(2), np.bool_(True))})
+    {'a': None, '1': [2, True]}
+    """
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating | Fraction):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write :func:`jsonable` of ``obj`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], *, remedy: str = "delete it") -> Any:
+    """Read a JSON file (``None`` if it does not exist).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    remedy : str, default "delete it"
+        What the error message tells the user to do with a damaged file.
+
+    Raises
+    ------
+    CheckpointError
+        The file exists but is not valid JSON (the message names it and ``remedy``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{str(p)!r} is not valid JSON ({exc}); it was damaged: {remedy}"
+        ) from exc
+
+
+def versions(packages: Sequence[str] = ("numpy",)) -> dict[str, str]:
+    """The versions behind a result: Python, the platform, this toolkit and ``packages``.
+
+    Parameters
+    ----------
+    packages : sequence of str, default ("numpy",)
+        Importable module names (``"torch"``, ``"scipy"``, ...); one that cannot be imported
+        is left out.
+
+    Returns
+    -------
+    dict of str to str
+        ``python``, ``platform``, ``pfc_toolkit``, then one entry per importable package (its
+        ``__version__``, ``"?"`` if it has none), in that order.
+    """
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        # the toolkit's version lives in the ufm package (ufm/__init__.py); importlib, since
+        # ufm.io is itself part of that package
+        "pfc_toolkit": str(getattr(importlib.import_module("ufm"), "__version__", "?")),
+    }
+    for name in packages:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        out[name] = str(getattr(mod, "__version__", "?"))
+    return out

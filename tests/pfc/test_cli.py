@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pfc import study
+from pfc import runner
 from pfc.cli import main
-from pfc.study import StudyConfig, resolve_study_config
+from pfc.config import StudyConfig, resolve_study_config
 from resnet_pfc.analysis import tpt_check
 from ufm.errors import InputError
 
@@ -321,19 +321,19 @@ def test_interrupted_then_resumed_study_reproduces_the_numbers(
     quick_study, tmp_path, capsys, monkeypatch
 ):
     out = tmp_path / "again"
-    real = study._STAGE_FUNCS["network"]
+    real = runner.STAGE_RUNS["network"]
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(study._STAGE_FUNCS, "network", interrupt)
+    monkeypatch.setitem(runner.STAGE_RUNS, "network", interrupt)
     rc, _, err = run(capsys, "demo", "--quick", "--out", str(out), "--no-progress")
     assert rc == 130 and "--resume" in err
     assert (out / "train" / "stage.json").is_file() and (out / "sec4b" / "stage.json").is_file()
     assert not (out / "network" / "stage.json").exists()
     kept = (out / "train" / "stage.json").stat().st_mtime_ns
 
-    monkeypatch.setitem(study._STAGE_FUNCS, "network", real)
+    monkeypatch.setitem(runner.STAGE_RUNS, "network", real)
     rc, out_txt, _ = run(capsys, "demo", "--quick", "--out", str(out), "--resume", "--no-progress")
     assert rc == 0 and "report.html" in out_txt
     assert (out / "train" / "stage.json").stat().st_mtime_ns == kept  # skipped, not redone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pfc.study import StudyConfig, recipe_vs_paper, resolve_study_config
+from pfc.config import StudyConfig, recipe_vs_paper, resolve_study_config
 from resnet_pfc.analysis import COLLAPSE_GOALS, collapse_check
 from ufm.errors import InputError
 

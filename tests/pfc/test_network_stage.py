@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mufm
-from pfc.study import structural_limit
+from pfc.stages.network import structural_limit
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])

@@ -1,0 +1,102 @@
+"""Features and labels from an ``.npz`` file named on the ``pfc`` command line.
+
+Used by ``pfc solve --data FILE`` and ``pfc metrics FILE``: every way the file can be wrong
+(unreadable, not an archive, missing or non-numeric arrays, non-integer labels, mismatched
+lengths, non-finite values) is an :class:`~ufm.errors.InputError` naming the option and what
+to do. Pickled objects are never read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ufm.errors import InputError
+
+__all__ = ["load_npz"]
+
+
+def load_npz(
+    path: str, fkey: str = "H", lkey: str = "y", what: str = "--data"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(N, ...)`` flattened to ``(N, d)`` float64 and integer labels ``(N,)`` from an
+    .npz file.
+
+    Parameters
+    ----------
+    path : str
+        The ``.npz`` file.
+    fkey, lkey : str, default "H" and "y"
+        Names of the feature and label arrays in it (options ``--features``, ``--labels``).
+    what : str, default "--data"
+        How the command line names ``path`` (used in the messages).
+
+    Returns
+    -------
+    H : array of float64, shape (N, d)
+    y : array of int64, shape (N,)
+
+    Raises
+    ------
+    InputError
+        Every way the file can be wrong (the message names the option and what to do).
+    """
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(
+            f"{what} {path!r}: cannot read it ({exc}); pass an .npz file with a feature array "
+            "and a label array (np.savez(path, H=H, y=y))"
+        ) from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(
+            f"{what} {path!r} holds a single array, not an .npz archive; save features and "
+            "labels with np.savez(path, H=H, y=y)"
+        )
+    arrays = {}
+    with data:
+        for key, opt in ((fkey, "--features"), (lkey, "--labels")):
+            if key not in data.files:
+                raise InputError(
+                    f"{path!r} has no array {key!r} (it has {sorted(data.files)}); choose with {opt}"
+                )
+            try:
+                arrays[opt] = np.asarray(data[key])
+            except (OSError, ValueError, EOFError) as exc:
+                # object arrays need pickle, which is never used to read data files
+                raise InputError(
+                    f"{opt} {key!r} in {path!r} cannot be read ({exc}); store numbers, not "
+                    "Python objects"
+                ) from exc
+    H, y = arrays["--features"], arrays["--labels"]
+    if H.dtype.kind not in "biuf" or H.ndim < 1:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} must be a real numeric array (N, ...), got dtype "
+            f"{H.dtype} and shape {H.shape}"
+        )
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        raise InputError(
+            f"--labels {lkey!r} in {path!r} must be a 1-D array of integer class labels 0..K-1, "
+            f"got dtype {y.dtype} and shape {y.shape}; map names to integers first "
+            "(np.unique(y, return_inverse=True)[1])"
+        )
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise InputError(
+                f"--labels {lkey!r} in {path!r} holds non-integer values; store integer class "
+                "labels 0..K-1"
+            )
+        y = y.astype(np.int64)
+    if len(H) != len(y):
+        raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
+    if len(H) == 0 or H[0].size == 0:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} has shape {H.shape}: no samples or no features"
+        )
+    H = np.asarray(H, dtype=np.float64).reshape(len(H), -1)
+    bad = int(np.size(H) - np.count_nonzero(np.isfinite(H)))
+    if bad:
+        raise InputError(
+            f"--features {fkey!r} in {path!r} holds {bad} non-finite value(s) (NaN or inf, or "
+            "numbers beyond float64); remove or repair those samples"
+        )
+    return H, y.astype(np.int64)
