@@ -118,7 +118,7 @@ def test_individual_functions_match_collapse_metrics():
     assert ncc_accuracy(H, y) == pytest.approx(m["ncc_accuracy"], abs=1e-15)
     assert nc1(H, y) == pytest.approx(m["nc1"], rel=1e-12)
     assert nc2(H, y) == pytest.approx((m["nc2_equinorm"], m["nc2_equiangular"]), rel=1e-12)
-    assert nc3(W, H, y) == pytest.approx(m["nc3"], rel=1e-12)
+    assert nc3(H, y, W) == pytest.approx(m["nc3"], rel=1e-12)
     assert nc4(H, y, W) == pytest.approx(m["nc4"], abs=1e-15)
     assert set(m) >= {
         "pfc1",
