@@ -29,13 +29,12 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from tqdm.auto import tqdm
 
 from ufm.errors import ConvergenceWarning, InputError
+from ufm.status import Status
 from ufm.validate import check_int, check_scalar
 
-from ._common import CheckResult, Tally, instance_rng
-from ._threads import single_thread_blas
+from .common import CheckResult, Tally, draw_instances, single_thread_blas
 from .instances import DEGENERATE_KINDS, MUFMInstance, random_mufm_instance
 
 __all__ = [
@@ -44,6 +43,9 @@ __all__ = [
     "analyze_multilayer",
     "check_theorem3",
 ]
+
+#: What a counterexample of Theorem 3 records about its instance.
+_EXAMPLE_KEYS = ("K", "N", "d", "L", "lam", "lam_w", "spacing_err", "value_gap", "identity_err")
 
 CLAIM = (
     "minimising the L-layer MUFM over all layers gives equally spaced layers on the straight "
@@ -246,7 +248,7 @@ def analyze_multilayer(
         "loss": inst.loss,
     }
     if lam == 0:
-        return {**rec, "status": "outside", "reason": "lam = 0 (no transport term)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "lam = 0 (no transport term)"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         red = mufm.solve(
@@ -265,7 +267,7 @@ def analyze_multilayer(
     move = float(np.linalg.norm(Hr - X))
     rec["transport"] = move
     if move <= 1e-9 * max(1.0, float(np.linalg.norm(X))):
-        return {**rec, "status": "outside", "reason": "zero transport (optimum stays at X)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "zero transport (optimum stays at X)"}
     f_red = float(red.objective)
     rec["f_reduced"] = f_red
     rec["reduced_status"] = red.status
@@ -323,13 +325,13 @@ def analyze_multilayer(
     if not local and spacing > spacing_tol:
         problems.append(f"joint optimum's layers are not equally spaced ({spacing:.2e})")
     if problems:
-        rec["status"], rec["problems"] = "violation", problems
+        rec["status"], rec["problems"] = Status.VIOLATION, problems
     elif local:
-        rec["status"], rec["reason"] = "inconclusive", "joint L-BFGS stopped at a higher value"
+        rec["status"], rec["reason"] = Status.INCONCLUSIVE, "joint L-BFGS stopped at a higher value"
     elif gap < -value_tol:
-        rec["status"], rec["reason"] = "inconclusive", "reduced solver beaten by the joint one"
+        rec["status"], rec["reason"] = Status.INCONCLUSIVE, "reduced solver beaten by the joint one"
     else:
-        rec["status"] = "confirmed"
+        rec["status"] = Status.CONFIRMED
     return rec
 
 
@@ -377,11 +379,10 @@ def check_theorem3(
     """
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
     tally = Tally("theorem3", CLAIM, "-max(spacing_err, |value_gap|) (0 is exact agreement)", seed)
-    items = _instances(instances, seed, degenerate_rate, 3)
+    items = draw(instances, seed, degenerate_rate, 3)
     worst_spacing = worst_gap = 0.0
     with single_thread_blas():
-        for i, inst in enumerate(tqdm(items, desc="theorem 3", disable=not progress, leave=False)):
-            tally.n_tried += 1
+        for i, inst in enumerate(tally.over(items, progress)):
             rec = analyze_multilayer(
                 inst,
                 seed=(seed or 0) + i,
@@ -389,34 +390,11 @@ def check_theorem3(
                 spacing_tol=spacing_tol,
                 value_tol=value_tol,
             )
-            if rec["status"] == "outside":
-                tally.outside[rec["reason"]] += 1
-                continue
-            tally.n_met += 1
-            small = {
-                k: rec.get(k)
-                for k in (
-                    "K",
-                    "N",
-                    "d",
-                    "L",
-                    "lam",
-                    "lam_w",
-                    "spacing_err",
-                    "value_gap",
-                    "identity_err",
-                )
-            }
-            if rec["status"] == "inconclusive":
-                tally.n_inconclusive += 1
-                tally.example("inconclusive", **small, reason=rec["reason"])
-                continue
-            if rec["status"] == "violation":
-                tally.n_violations += 1
-                tally.example("violation", **small, problems=rec["problems"])
+            status = tally.record(rec, **{k: rec.get(k) for k in _EXAMPLE_KEYS})
+            if status is Status.VIOLATION:
                 tally.margin(-math.inf)
+            if status is not Status.CONFIRMED:
                 continue
-            tally.n_confirmed += 1
             worst_spacing = max(worst_spacing, rec["spacing_err"])
             worst_gap = max(worst_gap, abs(rec["value_gap"]))
             tally.margin(-max(rec["spacing_err"], abs(rec["value_gap"])))
@@ -424,23 +402,16 @@ def check_theorem3(
     return tally.result()
 
 
-def _instances(
-    instances: int | Iterable[MUFMInstance], seed: int | None, rate: float, theorem: int
+def draw(
+    instances: int | Iterable[MUFMInstance], seed: int | None, rate: float, theorem: int = 3
 ) -> list[MUFMInstance]:
-    if isinstance(instances, int | np.integer) and not isinstance(instances, bool):
-        if instances < 0:
-            raise InputError(f"instances must be >= 0, got {instances}")
-        out = []
-        kinds = DEGENERATE_KINDS[theorem]
-        for i in range(int(instances)):
-            rng = instance_rng(seed, theorem, i)
-            deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None
-            out.append(random_mufm_instance(rng, degenerate=deg))
-        return out
-    out = list(instances)
-    for j, inst in enumerate(out):
-        if not isinstance(inst, MUFMInstance):
-            raise InputError(
-                f"instances[{j}] must be a MUFMInstance (or pass a count), got {type(inst).__name__}"
-            )
-    return out
+    """Random MUFM instances for Theorem ``theorem`` (3 or 4; ``rate`` degenerate), or those given."""
+    return draw_instances(
+        instances,
+        seed=seed,
+        theorem=theorem,
+        rate=rate,
+        kinds=DEGENERATE_KINDS[theorem],
+        draw=lambda rng, deg: random_mufm_instance(rng, degenerate=deg),
+        kind=MUFMInstance,
+    )

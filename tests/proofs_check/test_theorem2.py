@@ -157,10 +157,10 @@ def test_check_theorem2_reports_the_distribution():
     r = check_theorem2(40, seed=3)
     assert r.ok and r.n_confirmed == r.n_assumptions_met
     # recompute every instance's critical cost independently of the aggregation
-    from proofs_check.theorem2 import _instances
+    from proofs_check.theorem2 import draw
 
     crits = []
-    for inst in _instances(40, 3, 0.1, 0.25):
+    for inst in draw(40, 3, 0.1, 0.25):
         rec = analyze_means_line(inst.means0, inst.means_star)
         if rec["status"] == "confirmed":
             crits.append(rec["rho_crit"])
