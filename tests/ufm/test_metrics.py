@@ -122,6 +122,9 @@ def test_individual_functions_match_collapse_metrics():
     assert nc3(H, y, W) == pytest.approx(m["nc3"], rel=1e-12)
     assert nc4(H, y, W) == pytest.approx(m["nc4"], abs=1e-15)
     assert set(m) == set(METRICS)  # every registered metric, nothing else
+    # one argument order: features, labels, then the classifier; the old nc3(W, H, y) fails
+    with pytest.raises(InputError):
+        nc3(W, H, y)
 
 
 def test_balanced_3d_input_equals_labelled():
