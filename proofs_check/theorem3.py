@@ -249,19 +249,7 @@ def analyze_multilayer(
     }
     if lam == 0:
         return {**rec, "status": Status.OUTSIDE, "reason": "lam = 0 (no transport term)"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        red = mufm.solve(
-            inst.X,
-            lam=lam,
-            lam_w=inst.lam_w,
-            lam_h=inst.lam_h,
-            lam_b=inst.lam_b,
-            loss=inst.loss,
-            bias=inst.bias,
-            tol=solver_tol,
-            max_iter=max_iter,
-        )
+    red = solve_reduced(inst, lam, tol=solver_tol, max_iter=max_iter)
     Hr, Wr, br = (np.asarray(a, dtype=float) for a in (red.H, red.W, red.b))
     br_ = br if inst.bias else None
     move = float(np.linalg.norm(Hr - X))
@@ -333,6 +321,31 @@ def analyze_multilayer(
     else:
         rec["status"] = Status.CONFIRMED
     return rec
+
+
+def solve_reduced(
+    inst: MUFMInstance, lam: float, *, tol: float, max_iter: int, loss: str | None = None
+) -> Any:
+    """:func:`mufm.solve` on the reduced (one-layer) MUFM of ``inst`` at ``lam``.
+
+    Convergence warnings are silenced: the caller reads the result's ``status``. ``loss``
+    overrides the instance's loss.
+    """
+    import mufm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return mufm.solve(
+            inst.X,
+            lam=lam,
+            lam_w=inst.lam_w,
+            lam_h=inst.lam_h,
+            lam_b=inst.lam_b,
+            loss=inst.loss if loss is None else loss,
+            bias=inst.bias,
+            tol=tol,
+            max_iter=max_iter,
+        )
 
 
 def _has_layers_module() -> bool:

@@ -42,7 +42,7 @@ from ufm.validate import check_scalar
 
 from .common import CheckResult, Tally, single_thread_blas
 from .instances import MUFMInstance
-from .theorem3 import draw
+from .theorem3 import draw, solve_reduced
 
 __all__ = [
     "reduced_mse_flow",
@@ -132,21 +132,7 @@ def reduced_mse_flow(
 
 
 def _solve_metrics(inst: MUFMInstance, lam: float, tol: float, max_iter: int) -> dict[str, Any]:
-    import mufm
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        res = mufm.solve(
-            inst.X,
-            lam=lam,
-            lam_w=inst.lam_w,
-            lam_b=inst.lam_b,
-            lam_h=inst.lam_h,
-            loss="mse",
-            bias=inst.bias,
-            tol=tol,
-            max_iter=max_iter,
-        )
+    res = solve_reduced(inst, lam, tol=tol, max_iter=max_iter, loss="mse")
     m = dict(res.metrics)
     m["converged"] = bool(res.converged)
     m["status"] = res.status
