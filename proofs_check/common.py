@@ -25,6 +25,8 @@ from ufm.errors import InputError
 from ufm.io import atomic_write_text
 from ufm.status import Status
 
+from .instances import DEGENERATE_KINDS
+
 __all__ = [
     "CheckResult",
     "Tally",
@@ -210,14 +212,14 @@ def draw_instances(
     seed: int | None,
     theorem: int,
     rate: float,
-    kinds: Sequence[str],
     draw: Callable[[np.random.Generator, str | None], T],
     kind: type,
 ) -> list[T]:
     """The instances of one check: ``instances`` random ones, or the given ones (type-checked).
 
     Instance ``i`` is drawn from :func:`instance_rng` ``(seed, theorem, i)``: with probability
-    ``rate`` it is made degenerate in one of ``kinds`` (uniformly), then ``draw(rng, degenerate)``
+    ``rate`` it is made degenerate in one of the theorem's
+    :data:`~proofs_check.instances.DEGENERATE_KINDS` (uniformly), then ``draw(rng, degenerate)``
     builds it (``degenerate`` is ``None`` for a regular instance).
 
     Raises
@@ -229,6 +231,7 @@ def draw_instances(
         if instances < 0:
             raise InputError(f"instances must be >= 0, got {instances}")
         out = []
+        kinds = DEGENERATE_KINDS[theorem]
         for i in range(int(instances)):
             rng = instance_rng(seed, theorem, i)
             deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None

@@ -65,7 +65,7 @@ from .certify import (
     to_fraction,
 )
 from .common import CheckResult, Tally, draw_instances
-from .instances import DEGENERATE_KINDS, LineInstance, random_line_instance
+from .instances import LineInstance, random_line_instance
 
 __all__ = [
     "LineCoefficients",
@@ -486,7 +486,6 @@ def draw(
         seed=seed,
         theorem=1,
         rate=rate,
-        kinds=DEGENERATE_KINDS[1],
         draw=lambda rng, deg: random_line_instance(rng, degenerate=deg),
         kind=LineInstance,
     )

@@ -52,7 +52,6 @@ from ufm.validate import check_features, check_scalar
 from .certify import Poly, certify_sign, isolate_roots, poly_add, poly_deriv, poly_mul, poly_trim
 from .common import CheckResult, Tally, draw_instances
 from .instances import (
-    DEGENERATE_KINDS,
     MeansInstance,
     near_etf_means_instance,
     random_means_instance,
@@ -435,7 +434,6 @@ def draw(
         seed=seed,
         theorem=2,
         rate=rate,
-        kinds=DEGENERATE_KINDS[2],
         draw=one,
         kind=MeansInstance,
     )

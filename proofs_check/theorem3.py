@@ -35,7 +35,7 @@ from ufm.status import Status
 from ufm.validate import check_int, check_scalar
 
 from .common import CheckResult, Tally, draw_instances, single_thread_blas
-from .instances import DEGENERATE_KINDS, MUFMInstance, random_mufm_instance
+from .instances import MUFMInstance, random_mufm_instance
 
 __all__ = [
     "multilayer_value_and_grad",
@@ -424,7 +424,6 @@ def draw(
         seed=seed,
         theorem=theorem,
         rate=rate,
-        kinds=DEGENERATE_KINDS[theorem],
         draw=lambda rng, deg: random_mufm_instance(rng, degenerate=deg),
         kind=MUFMInstance,
     )

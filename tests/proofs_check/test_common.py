@@ -7,7 +7,7 @@ import pytest
 
 from proofs_check import check_theorem1
 from proofs_check.common import Tally, draw_instances
-from proofs_check.instances import LineInstance, random_line_instance
+from proofs_check.instances import DEGENERATE_KINDS, LineInstance, random_line_instance
 from ufm import Status
 from ufm.errors import InputError
 
@@ -45,7 +45,6 @@ def test_draw_instances_is_seeded_and_checks_given_instances():
             seed=seed,
             theorem=1,
             rate=rate,
-            kinds=("collapsed", "c_zero"),
             draw=lambda rng, deg: random_line_instance(rng, degenerate=deg),
             kind=LineInstance,
         )
@@ -53,9 +52,9 @@ def test_draw_instances_is_seeded_and_checks_given_instances():
     a, b, c = draw(0.5), draw(0.5), draw(0.5, seed=6)
     assert all(np.array_equal(x.X, y.X) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x.X, y.X) for x, y in zip(a, c, strict=True))
-    assert {i.tag.get("degenerate") for i in draw(1.0)} <= {"collapsed", "c_zero"}
+    assert {i.tag.get("degenerate") for i in draw(1.0)} <= set(DEGENERATE_KINDS[1])
     assert all(i.tag.get("degenerate") is None for i in draw(0.0))
-    kw = dict(seed=0, theorem=1, rate=0.0, kinds=("x",), draw=None, kind=LineInstance)
+    kw = dict(seed=0, theorem=1, rate=0.0, draw=None, kind=LineInstance)
     assert draw_instances(a[:2], **kw) == a[:2]
     with pytest.raises(InputError, match="instances\\[1\\] must be a LineInstance"):
         draw_instances([a[0], "not an instance"], **kw)

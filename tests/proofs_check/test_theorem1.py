@@ -71,8 +71,9 @@ def test_theorem1_property(inst):
         assert vals[-1] == 0
     else:
         assert rec["rises_first"]
-        assert vals[1] > vals[0]
         t_peak = rec["t_peak"]
+        if t_peak >= ts[1]:  # PFC1 rises on [0, t_peak]; a peak before the first step is unseen
+            assert vals[1] > vals[0]
         assert np.argmax(vals) == pytest.approx(t_peak * 400, abs=1.5)
 
 
