@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ufm.errors import DegenerateInputError, InputError
+from ufm.metrics import pfc1
 from ufm.status import Status
 from ufm.validate import check_features, check_labels, check_scalar
 
@@ -363,7 +364,6 @@ def analyze_line(
 
 
 def _metric_pfc1(X: np.ndarray, y: np.ndarray, E: np.ndarray, t: float) -> float:
-    from ufm.metrics import pfc1
 
     return pfc1((1.0 - t) * X + t * E[y], y, K=E.shape[0])
 

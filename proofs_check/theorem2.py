@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ufm.errors import InputError
+from ufm.metrics import pfc2
 from ufm.status import Status
 from ufm.validate import check_features, check_scalar
 
@@ -272,7 +273,6 @@ def analyze_means_line(
 
 
 def _metric_pfc2(A: np.ndarray, B: np.ndarray, t: float) -> float:
-    from ufm.metrics import pfc2
 
     means = (1.0 - t) * A + t * B
     K, d = means.shape

@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
+import mufm
 from ufm.errors import ConvergenceWarning, InputError
+from ufm.objective import objective as f_reduced
 from ufm.status import Status
 from ufm.validate import check_int, check_scalar
 
@@ -231,8 +233,6 @@ def analyze_multilayer(
     L-BFGS) or a reduced solve that is beaten by the joint one is ``"inconclusive"``; the
     theorem's content (spacing, identity, Cauchy-Schwarz) must hold regardless.
     """
-    import mufm
-    from ufm.objective import objective as f_reduced
 
     lam = check_scalar(inst.lam, "lam")
     X, y = inst.flat()
@@ -331,7 +331,6 @@ def solve_reduced(
     Convergence warnings are silenced: the caller reads the result's ``status``. ``loss``
     overrides the instance's loss.
     """
-    import mufm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 from scipy.integrate import solve_ivp
 
+import mufm
 from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
+from ufm.metrics import collapse_metrics
 from ufm.registry import PFC
 from ufm.status import Status
 from ufm.validate import check_scalar
@@ -224,7 +226,6 @@ def analyze_mufm(
     fails), ``pfc1_ratio_max`` (largest ``PFC1(H*)/PFC1(X)`` over the grid) and the
     gradient-flow checks.
     """
-    from ufm.metrics import collapse_metrics
 
     if inst.loss != "mse":
         raise InputError(f"Theorem 4 is stated for the MSE loss, got loss={inst.loss!r}")
@@ -349,7 +350,6 @@ def _flow(
     out: dict[str, Any] = {**ref, "source": "proofs_check.reduced_mse_flow"}
     if importlib.util.find_spec("mufm.flow") is None:
         return out
-    import mufm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
