@@ -230,13 +230,7 @@ class CollapseAccumulator:
         """Freeze the class means; later :meth:`update` calls feed pass 2."""
         if self.phase != 1:
             raise InputError("end_first_pass() was already called; the means are frozen")
-        self._require_data()
-        empty = torch.nonzero(self.counts == 0).flatten().tolist()
-        if empty:
-            raise DegenerateInputError(
-                f"class(es) {empty[:10]} of 0..{self.K - 1} received no sample in pass 1; "
-                "every class needs at least one sample (or use a smaller K)"
-            )
+        self._require_every_class()
         self._freeze()
         self.phase = 2
         return self
@@ -267,6 +261,16 @@ class CollapseAccumulator:
     def _require_data(self) -> None:
         if self.counts is None or int(self.counts.sum()) == 0:
             raise InputError("the accumulator has seen no data; call update(H, y) first")
+
+    def _require_every_class(self) -> None:
+        """Raise unless pass 1 saw data, and at least one sample of every class."""
+        self._require_data()
+        empty = torch.nonzero(self.counts == 0).flatten().tolist()
+        if empty:
+            raise DegenerateInputError(
+                f"class(es) {empty[:10]} of 0..{self.K - 1} received no sample in pass 1; every "
+                "class needs at least one (relabel to 0..K-1 without gaps, or use a smaller K)"
+            )
 
     def _check_pass2(self) -> None:
         """Raise unless pass 2 saw the data whose class means pass 1 froze."""
@@ -522,13 +526,7 @@ class CollapseAccumulator:
         InputError
             If pass 2 saw other data than pass 1 (counts or the fingerprint differ).
         """
-        self._require_data()
-        empty = torch.nonzero(self.counts == 0).flatten().tolist()
-        if empty:
-            raise DegenerateInputError(
-                f"class(es) {empty[:10]} of 0..{self.K - 1} have no sample; every class needs "
-                "at least one (relabel to 0..K-1 without gaps, or use a smaller K)"
-            )
+        self._require_every_class()
         N = self.n
         C, G = between(self.counts, self.means)
         second = self.phase == 2 and self.n2 > 0
