@@ -12,7 +12,7 @@ from typing import Any
 from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.errors import InputError
 
-from ._common import CheckResult, write_json_atomic
+from .common import CheckResult, write_json_atomic
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ufm.errors import InputError
+from ufm.metrics import simplex_etf
 
 __all__ = [
     "LineInstance",
@@ -139,7 +140,6 @@ def dyadic_etf(
 
 def float_etf(K: int, d: int, rng: np.random.Generator, *, scale: float = 1.0) -> np.ndarray:
     """A rotated simplex ETF from :func:`ufm.metrics.simplex_etf` (float, any ``d >= K - 1``)."""
-    from ufm.metrics import simplex_etf
 
     return simplex_etf(K, d, seed=int(rng.integers(2**31)), scale=scale)
 

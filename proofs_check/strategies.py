@@ -7,7 +7,10 @@ generators of :mod:`proofs_check.instances`, so shrinking works on the parameter
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from .instances import (
@@ -21,6 +24,7 @@ from .instances import (
 )
 
 __all__ = [
+    "property_settings",
     "class_counts",
     "dims",
     "seeds",
@@ -132,4 +136,18 @@ def mufm_instances(draw: st.DrawFn, *, loss: str = "mse") -> MUFMInstance:
         lam_b=lam_b,
         loss=loss,
         L=draw(st.integers(1, 4)),
+    )
+
+
+def property_settings() -> settings:
+    """hypothesis settings of the property tests: 8 examples, or 100 with ``HYPOTHESIS_PROFILE=slow``.
+
+    Instances take milliseconds to seconds to check, so there is no deadline, and the filters
+    (``assume``) of the theorem tests may discard many draws.
+    """
+    slow = os.environ.get("HYPOTHESIS_PROFILE") == "slow"
+    return settings(
+        max_examples=100 if slow else 8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )

@@ -48,12 +48,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ufm.errors import DegenerateInputError, InputError
+from ufm.metrics import pfc1
+from ufm.status import Status
 from ufm.validate import check_features, check_labels, check_scalar
 
-from ._common import CheckResult, Tally, instance_rng
 from .certify import (
     Poly,
     certify_sign,
@@ -65,7 +65,8 @@ from .certify import (
     poly_trim,
     to_fraction,
 )
-from .instances import DEGENERATE_KINDS, LineInstance, random_line_instance
+from .common import CheckResult, Tally, draw_instances
+from .instances import LineInstance, random_line_instance
 
 __all__ = [
     "LineCoefficients",
@@ -279,25 +280,25 @@ def analyze_line(
     N, d = Xn.shape
     rec: dict[str, Any] = {"K": K, "N": N, "d": d}
     if d < K - 1:
-        return {**rec, "status": "outside", "reason": "d < K-1 (no simplex ETF in R^d)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "d < K-1 (no simplex ETF in R^d)"}
     counts = np.bincount(yn, minlength=K)
     coef = line_coefficients(Xn, yn, En, exact_limit=exact_limit)
     a, b, c, e = coef.floats()
     rec.update(a=a, b=b, c=c, e=e, exact=coef.exact)
     if coef.e == 0:
-        return {**rec, "status": "outside", "reason": "end points coincide (e = 0)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "end points coincide (e = 0)"}
     dist = _etf_distance(En, counts)
     rec["etf_distance"] = dist
     if dist > etf_tol:
-        return {**rec, "status": "outside", "reason": "end point is not a simplex ETF"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "end point is not a simplex ETF"}
     if coef.b == 0:
-        return {**rec, "status": "outside", "reason": "class means of X coincide (b = 0)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "class means of X coincide (b = 0)"}
     if coef.a == 0:
-        return {**rec, "status": "outside", "reason": "collapsed data (a = tr Sigma_W(X) = 0)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "collapsed data (a = tr Sigma_W(X) = 0)"}
     scale = math.sqrt(b * e)
     rec["cosine"] = c / scale
     if abs(c) <= max(c_tol * scale, coef.c_error):
-        return {**rec, "status": "outside", "reason": "c = 0 boundary"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "c = 0 boundary"}
     D = poly_trim(
         [
             coef.b,
@@ -307,7 +308,11 @@ def analyze_line(
     )
     if isolate_roots(D, 0, 1):
         # only possible for c < 0: M_0 is a negative multiple of M*, the means meet mid-way
-        return {**rec, "status": "outside", "reason": "class means coincide on the line (D(t) = 0)"}
+        return {
+            **rec,
+            "status": Status.OUTSIDE,
+            "reason": "class means coincide on the line (D(t) = 0)",
+        }
     num = pfc1_derivative_numerator(coef.a, coef.b, coef.c, coef.e)
     cert = certify_sign(num, 0, 1)
     rec["certificate"] = {"roots": cert.roots, "pieces": cert.pieces}
@@ -317,7 +322,7 @@ def analyze_line(
     rec["derivative_agrees"] = bool((d0 > 0) - (d0 < 0) == cert.leading_sign())
     if c < 0:
         # outside the assumption: PFC1'(0) = -2ac/b^2 > 0, so PFC1 rises first (certified)
-        rec["status"] = "outside"
+        rec["status"] = Status.OUTSIDE
         rec["reason"] = "c < 0 (assumption fails)"
         rises = cert.leading_sign() > 0
         rec["rises_first"] = bool(rises)
@@ -351,15 +356,14 @@ def analyze_line(
         if not err <= xtol:
             problems.append(f"closed form differs from ufm.metrics.pfc1 (rel. err. {err:.2e})")
     if problems:
-        rec["status"] = "violation"
+        rec["status"] = Status.VIOLATION
         rec["problems"] = problems
     else:
-        rec["status"] = "confirmed"
+        rec["status"] = Status.CONFIRMED
     return rec
 
 
 def _metric_pfc1(X: np.ndarray, y: np.ndarray, E: np.ndarray, t: float) -> float:
-    from ufm.metrics import pfc1
 
     return pfc1((1.0 - t) * X + t * E[y], y, K=E.shape[0])
 
@@ -419,12 +423,11 @@ def check_theorem1(
     tally = Tally(
         "theorem1", CLAIM, "min over [0,1] of ((1-t)c + te)/sqrt(be) = min(c, e)/sqrt(be)", seed
     )
-    items = _instances(instances, seed, degenerate_rate)
+    items = draw(instances, seed, degenerate_rate)
     n_neg = n_rise = n_agree = 0
     max_err = 0.0
     n_exact = 0
-    for inst in tqdm(items, desc="theorem 1", disable=not progress, leave=False):
-        tally.n_tried += 1
+    for inst in tally.over(items, progress):
         try:
             rec = analyze_line(
                 inst.X, inst.y, inst.end_means, c_tol=c_tol, etf_tol=etf_tol, crosscheck=crosscheck
@@ -435,8 +438,8 @@ def check_theorem1(
         n_exact += bool(rec.get("exact"))
         max_err = max(max_err, rec.get("crosscheck_rel_err", 0.0))
         small = {k: rec[k] for k in ("K", "N", "d", "a", "b", "c", "e") if k in rec}
-        if rec["status"] == "outside":
-            tally.outside[rec["reason"]] += 1
+        status = tally.record(rec, **small)
+        if status is Status.OUTSIDE:
             if rec["reason"].startswith("c < 0"):
                 n_neg += 1
                 n_agree += bool(rec.get("derivative_agrees"))
@@ -458,13 +461,7 @@ def check_theorem1(
                         rise_metric=rec.get("rise_metric"),
                     )
             continue
-        tally.n_met += 1
         tally.margin(rec.get("margin"))
-        if rec["status"] == "confirmed":
-            tally.n_confirmed += 1
-        else:
-            tally.n_violations += 1
-            tally.example("violation", **small, problems=rec.get("problems"))
     tally.details.update(
         n_c_negative=n_neg,
         n_c_negative_rising_first=n_rise,
@@ -480,23 +477,15 @@ def check_theorem1(
     return tally.result()
 
 
-def _instances(
+def draw(
     instances: int | Iterable[LineInstance], seed: int | None, rate: float
 ) -> list[LineInstance]:
-    if isinstance(instances, int | np.integer) and not isinstance(instances, bool):
-        if instances < 0:
-            raise InputError(f"instances must be >= 0, got {instances}")
-        out = []
-        kinds = DEGENERATE_KINDS[1]
-        for i in range(int(instances)):
-            rng = instance_rng(seed, 1, i)
-            deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None
-            out.append(random_line_instance(rng, degenerate=deg))
-        return out
-    out = list(instances)
-    for j, inst in enumerate(out):
-        if not isinstance(inst, LineInstance):
-            raise InputError(
-                f"instances[{j}] must be a LineInstance (or pass a count), got {type(inst).__name__}"
-            )
-    return out
+    """The instances of Theorem 1: ``instances`` random ones (``rate`` degenerate), or those given."""
+    return draw_instances(
+        instances,
+        seed=seed,
+        theorem=1,
+        rate=rate,
+        draw=lambda rng, deg: random_line_instance(rng, degenerate=deg),
+        kind=LineInstance,
+    )

@@ -44,15 +44,15 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ufm.errors import InputError
+from ufm.metrics import pfc2
+from ufm.status import Status
 from ufm.validate import check_features, check_scalar
 
-from ._common import CheckResult, Tally, instance_rng
 from .certify import Poly, certify_sign, isolate_roots, poly_add, poly_deriv, poly_mul, poly_trim
+from .common import CheckResult, Tally, draw_instances
 from .instances import (
-    DEGENERATE_KINDS,
     MeansInstance,
     near_etf_means_instance,
     random_means_instance,
@@ -203,21 +203,21 @@ def analyze_means_line(
     K, d = A.shape
     rec: dict[str, Any] = {"K": K, "d": d}
     if d < K - 1:
-        return {**rec, "status": "outside", "reason": "d < K-1 (no simplex ETF in R^d)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "d < K-1 (no simplex ETF in R^d)"}
     if K == 2:
         # two centred means are always antipodal: G is proportional to I - 11^T/2
-        return {**rec, "status": "outside", "reason": "K = 2 (PFC2 is identically 0)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "K = 2 (PFC2 is identically 0)"}
     dist = _etf_distance(B)
     rec["etf_distance"] = dist
     if dist > etf_tol:
-        return {**rec, "status": "outside", "reason": "end point is not a simplex ETF"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "end point is not a simplex ETF"}
     Ms = B - B.mean(axis=0)
     M0 = A - A.mean(axis=0)
     cost = float(np.linalg.norm(M0 - Ms))
     rho = cost / float(np.linalg.norm(Ms))
     rec.update(transport_cost=cost, rho=rho)
     if cost == 0.0:
-        return {**rec, "status": "outside", "reason": "zero transport (M0 = M*)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "zero transport (M0 = M*)"}
     s, n, Q, exact_etf = pfc2_line_polynomials(A, B)
     rec["exact_etf"] = exact_etf
     hi = Fraction(1) if exact_etf else 1 - Fraction(end_tol)
@@ -225,11 +225,19 @@ def analyze_means_line(
     t_min = min(Fraction(0), 1 - Fraction(rho_max) / Fraction(rho))
     n_roots = isolate_roots(n, t_min, 1)
     if any(r.hi >= 0 for r in n_roots):
-        return {**rec, "status": "outside", "reason": "class means coincide on the line (G(t) = 0)"}
+        return {
+            **rec,
+            "status": Status.OUTSIDE,
+            "reason": "class means coincide on the line (G(t) = 0)",
+        }
     if n_roots:
         t_min = n_roots[-1].hi
     if not Q:
-        return {**rec, "status": "outside", "reason": "zero transport (PFC2 constant: M0 ~ M*)"}
+        return {
+            **rec,
+            "status": Status.OUTSIDE,
+            "reason": "zero transport (PFC2 constant: M0 ~ M*)",
+        }
     cert_full = certify_sign(Q, t_min, hi)
     cert01 = certify_sign(Q, 0, hi)
     t0 = cert01.trailing_run(+1)
@@ -258,14 +266,13 @@ def analyze_means_line(
             rec["rho_crit"] = math.inf
     if crosscheck and not rec["crosscheck_err"] <= xtol:
         problems.append(f"closed form differs from ufm.metrics.pfc2 ({rec['crosscheck_err']:.2e})")
-    rec["status"] = "violation" if problems else "confirmed"
+    rec["status"] = Status.VIOLATION if problems else Status.CONFIRMED
     if problems:
         rec["problems"] = problems
     return rec
 
 
 def _metric_pfc2(A: np.ndarray, B: np.ndarray, t: float) -> float:
-    from ufm.metrics import pfc2
 
     means = (1.0 - t) * A + t * B
     K, d = means.shape
@@ -357,13 +364,12 @@ def check_theorem2(
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
     near_etf_rate = check_scalar(near_etf_rate, "near_etf_rate", high=1.0)
     tally = Tally("theorem2", CLAIM, "length 1 - t0 of the certified monotone interval", seed)
-    items = _instances(instances, seed, degenerate_rate, near_etf_rate)
+    items = draw(instances, seed, degenerate_rate, near_etf_rate)
     crits: list[float] = []
     by_family: dict[str, list[float]] = {}
     n_not_mono: dict[str, int] = {}
     max_err = 0.0
-    for inst in tqdm(items, desc="theorem 2", disable=not progress, leave=False):
-        tally.n_tried += 1
+    for inst in tally.over(items, progress):
         rec = analyze_means_line(
             inst.means0,
             inst.means_star,
@@ -372,19 +378,15 @@ def check_theorem2(
             rho_max=rho_max,
             crosscheck=crosscheck,
         )
-        if rec["status"] == "outside":
-            tally.outside[rec["reason"]] += 1
-            continue
-        tally.n_met += 1
-        max_err = max(max_err, rec.get("crosscheck_err", 0.0))
-        tally.margin(rec["interval"])
         family = str(inst.tag.get("family", "given"))
         small = {k: rec[k] for k in ("K", "d", "rho", "t0", "rho_crit") if k in rec}
-        if rec["status"] == "violation":
-            tally.n_violations += 1
-            tally.example("violation", **small, family=family, problems=rec["problems"])
+        status = tally.record(rec, **small, family=family)
+        if status is Status.OUTSIDE:
             continue
-        tally.n_confirmed += 1
+        max_err = max(max_err, rec.get("crosscheck_err", 0.0))
+        tally.margin(rec["interval"])
+        if status is Status.VIOLATION:
+            continue
         crits.append(rec["rho_crit"])
         by_family.setdefault(family, []).append(rec["rho_crit"])
         if not rec["monotone_on_0_1"]:
@@ -416,26 +418,22 @@ def check_theorem2(
     return tally.result()
 
 
-def _instances(
+def draw(
     instances: int | Iterable[MeansInstance], seed: int | None, rate: float, near_rate: float
 ) -> list[MeansInstance]:
-    if isinstance(instances, int | np.integer) and not isinstance(instances, bool):
-        if instances < 0:
-            raise InputError(f"instances must be >= 0, got {instances}")
-        out = []
-        kinds = DEGENERATE_KINDS[2]
-        for i in range(int(instances)):
-            rng = instance_rng(seed, 2, i)
-            deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None
-            if deg is None and rng.random() < near_rate:
-                out.append(near_etf_means_instance(rng))
-            else:
-                out.append(random_means_instance(rng, degenerate=deg))
-        return out
-    out = list(instances)
-    for j, inst in enumerate(out):
-        if not isinstance(inst, MeansInstance):
-            raise InputError(
-                f"instances[{j}] must be a MeansInstance (or pass a count), got {type(inst).__name__}"
-            )
-    return out
+    """The instances of Theorem 2: ``instances`` random ones (``rate`` degenerate, ``near_rate``
+    of the others near-ETF starts), or those given."""
+
+    def one(rng: np.random.Generator, deg: str | None) -> MeansInstance:
+        if deg is None and rng.random() < near_rate:
+            return near_etf_means_instance(rng)
+        return random_means_instance(rng, degenerate=deg)
+
+    return draw_instances(
+        instances,
+        seed=seed,
+        theorem=2,
+        rate=rate,
+        draw=one,
+        kind=MeansInstance,
+    )

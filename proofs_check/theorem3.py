@@ -29,14 +29,15 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from tqdm.auto import tqdm
 
+import mufm
 from ufm.errors import ConvergenceWarning, InputError
+from ufm.objective import objective as f_reduced
+from ufm.status import Status
 from ufm.validate import check_int, check_scalar
 
-from ._common import CheckResult, Tally, instance_rng
-from ._threads import single_thread_blas
-from .instances import DEGENERATE_KINDS, MUFMInstance, random_mufm_instance
+from .common import CheckResult, Tally, draw_instances, single_thread_blas
+from .instances import MUFMInstance, random_mufm_instance
 
 __all__ = [
     "multilayer_value_and_grad",
@@ -44,6 +45,9 @@ __all__ = [
     "analyze_multilayer",
     "check_theorem3",
 ]
+
+#: What a counterexample of Theorem 3 records about its instance.
+_EXAMPLE_KEYS = ("K", "N", "d", "L", "lam", "lam_w", "spacing_err", "value_gap", "identity_err")
 
 CLAIM = (
     "minimising the L-layer MUFM over all layers gives equally spaced layers on the straight "
@@ -229,8 +233,6 @@ def analyze_multilayer(
     L-BFGS) or a reduced solve that is beaten by the joint one is ``"inconclusive"``; the
     theorem's content (spacing, identity, Cauchy-Schwarz) must hold regardless.
     """
-    import mufm
-    from ufm.objective import objective as f_reduced
 
     lam = check_scalar(inst.lam, "lam")
     X, y = inst.flat()
@@ -246,26 +248,14 @@ def analyze_multilayer(
         "loss": inst.loss,
     }
     if lam == 0:
-        return {**rec, "status": "outside", "reason": "lam = 0 (no transport term)"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        red = mufm.solve(
-            inst.X,
-            lam=lam,
-            lam_w=inst.lam_w,
-            lam_h=inst.lam_h,
-            lam_b=inst.lam_b,
-            loss=inst.loss,
-            bias=inst.bias,
-            tol=solver_tol,
-            max_iter=max_iter,
-        )
+        return {**rec, "status": Status.OUTSIDE, "reason": "lam = 0 (no transport term)"}
+    red = solve_reduced(inst, lam, tol=solver_tol, max_iter=max_iter)
     Hr, Wr, br = (np.asarray(a, dtype=float) for a in (red.H, red.W, red.b))
     br_ = br if inst.bias else None
     move = float(np.linalg.norm(Hr - X))
     rec["transport"] = move
     if move <= 1e-9 * max(1.0, float(np.linalg.norm(X))):
-        return {**rec, "status": "outside", "reason": "zero transport (optimum stays at X)"}
+        return {**rec, "status": Status.OUTSIDE, "reason": "zero transport (optimum stays at X)"}
     f_red = float(red.objective)
     rec["f_reduced"] = f_red
     rec["reduced_status"] = red.status
@@ -323,14 +313,38 @@ def analyze_multilayer(
     if not local and spacing > spacing_tol:
         problems.append(f"joint optimum's layers are not equally spaced ({spacing:.2e})")
     if problems:
-        rec["status"], rec["problems"] = "violation", problems
+        rec["status"], rec["problems"] = Status.VIOLATION, problems
     elif local:
-        rec["status"], rec["reason"] = "inconclusive", "joint L-BFGS stopped at a higher value"
+        rec["status"], rec["reason"] = Status.INCONCLUSIVE, "joint L-BFGS stopped at a higher value"
     elif gap < -value_tol:
-        rec["status"], rec["reason"] = "inconclusive", "reduced solver beaten by the joint one"
+        rec["status"], rec["reason"] = Status.INCONCLUSIVE, "reduced solver beaten by the joint one"
     else:
-        rec["status"] = "confirmed"
+        rec["status"] = Status.CONFIRMED
     return rec
+
+
+def solve_reduced(
+    inst: MUFMInstance, lam: float, *, tol: float, max_iter: int, loss: str | None = None
+) -> Any:
+    """:func:`mufm.solve` on the reduced (one-layer) MUFM of ``inst`` at ``lam``.
+
+    Convergence warnings are silenced: the caller reads the result's ``status``. ``loss``
+    overrides the instance's loss.
+    """
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return mufm.solve(
+            inst.X,
+            lam=lam,
+            lam_w=inst.lam_w,
+            lam_h=inst.lam_h,
+            lam_b=inst.lam_b,
+            loss=inst.loss if loss is None else loss,
+            bias=inst.bias,
+            tol=tol,
+            max_iter=max_iter,
+        )
 
 
 def _has_layers_module() -> bool:
@@ -377,11 +391,10 @@ def check_theorem3(
     """
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
     tally = Tally("theorem3", CLAIM, "-max(spacing_err, |value_gap|) (0 is exact agreement)", seed)
-    items = _instances(instances, seed, degenerate_rate, 3)
+    items = draw(instances, seed, degenerate_rate, 3)
     worst_spacing = worst_gap = 0.0
     with single_thread_blas():
-        for i, inst in enumerate(tqdm(items, desc="theorem 3", disable=not progress, leave=False)):
-            tally.n_tried += 1
+        for i, inst in enumerate(tally.over(items, progress)):
             rec = analyze_multilayer(
                 inst,
                 seed=(seed or 0) + i,
@@ -389,34 +402,11 @@ def check_theorem3(
                 spacing_tol=spacing_tol,
                 value_tol=value_tol,
             )
-            if rec["status"] == "outside":
-                tally.outside[rec["reason"]] += 1
-                continue
-            tally.n_met += 1
-            small = {
-                k: rec.get(k)
-                for k in (
-                    "K",
-                    "N",
-                    "d",
-                    "L",
-                    "lam",
-                    "lam_w",
-                    "spacing_err",
-                    "value_gap",
-                    "identity_err",
-                )
-            }
-            if rec["status"] == "inconclusive":
-                tally.n_inconclusive += 1
-                tally.example("inconclusive", **small, reason=rec["reason"])
-                continue
-            if rec["status"] == "violation":
-                tally.n_violations += 1
-                tally.example("violation", **small, problems=rec["problems"])
+            status = tally.record(rec, **{k: rec.get(k) for k in _EXAMPLE_KEYS})
+            if status is Status.VIOLATION:
                 tally.margin(-math.inf)
+            if status is not Status.CONFIRMED:
                 continue
-            tally.n_confirmed += 1
             worst_spacing = max(worst_spacing, rec["spacing_err"])
             worst_gap = max(worst_gap, abs(rec["value_gap"]))
             tally.margin(-max(rec["spacing_err"], abs(rec["value_gap"])))
@@ -424,23 +414,15 @@ def check_theorem3(
     return tally.result()
 
 
-def _instances(
-    instances: int | Iterable[MUFMInstance], seed: int | None, rate: float, theorem: int
+def draw(
+    instances: int | Iterable[MUFMInstance], seed: int | None, rate: float, theorem: int = 3
 ) -> list[MUFMInstance]:
-    if isinstance(instances, int | np.integer) and not isinstance(instances, bool):
-        if instances < 0:
-            raise InputError(f"instances must be >= 0, got {instances}")
-        out = []
-        kinds = DEGENERATE_KINDS[theorem]
-        for i in range(int(instances)):
-            rng = instance_rng(seed, theorem, i)
-            deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None
-            out.append(random_mufm_instance(rng, degenerate=deg))
-        return out
-    out = list(instances)
-    for j, inst in enumerate(out):
-        if not isinstance(inst, MUFMInstance):
-            raise InputError(
-                f"instances[{j}] must be a MUFMInstance (or pass a count), got {type(inst).__name__}"
-            )
-    return out
+    """Random MUFM instances for Theorem ``theorem`` (3 or 4; ``rate`` degenerate), or those given."""
+    return draw_instances(
+        instances,
+        seed=seed,
+        theorem=theorem,
+        rate=rate,
+        draw=lambda rng, deg: random_mufm_instance(rng, degenerate=deg),
+        kind=MUFMInstance,
+    )

@@ -34,15 +34,17 @@ from typing import Any
 
 import numpy as np
 from scipy.integrate import solve_ivp
-from tqdm.auto import tqdm
 
+import mufm
 from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
+from ufm.metrics import collapse_metrics
+from ufm.registry import PFC
+from ufm.status import Status
 from ufm.validate import check_scalar
 
-from ._common import CheckResult, Tally
-from ._threads import single_thread_blas
+from .common import CheckResult, Tally, single_thread_blas
 from .instances import MUFMInstance
-from .theorem3 import _instances
+from .theorem3 import draw, solve_reduced
 
 __all__ = [
     "reduced_mse_flow",
@@ -132,21 +134,7 @@ def reduced_mse_flow(
 
 
 def _solve_metrics(inst: MUFMInstance, lam: float, tol: float, max_iter: int) -> dict[str, Any]:
-    import mufm
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        res = mufm.solve(
-            inst.X,
-            lam=lam,
-            lam_w=inst.lam_w,
-            lam_b=inst.lam_b,
-            lam_h=inst.lam_h,
-            loss="mse",
-            bias=inst.bias,
-            tol=tol,
-            max_iter=max_iter,
-        )
+    res = solve_reduced(inst, lam, tol=tol, max_iter=max_iter, loss="mse")
     m = dict(res.metrics)
     m["converged"] = bool(res.converged)
     m["status"] = res.status
@@ -238,7 +226,6 @@ def analyze_mufm(
     fails), ``pfc1_ratio_max`` (largest ``PFC1(H*)/PFC1(X)`` over the grid) and the
     gradient-flow checks.
     """
-    from ufm.metrics import collapse_metrics
 
     if inst.loss != "mse":
         raise InputError(f"Theorem 4 is stated for the MSE loss, got loss={inst.loss!r}")
@@ -257,10 +244,10 @@ def analyze_mufm(
     try:
         mx = collapse_metrics(X, y, K=K)
     except DegenerateInputError as exc:
-        return {**rec, "status": "outside", "reason": f"degenerate data: {exc}"[:80]}
+        return {**rec, "status": Status.OUTSIDE, "reason": f"degenerate data: {exc}"[:80]}
     if mx["tr_sigma_w"] == 0.0:
-        return {**rec, "status": "outside", "reason": "collapsed data (tr Sigma_W(X) = 0)"}
-    data = {k: mx[k] for k in ("pfc1", "pfc2", "pfc3")}
+        return {**rec, "status": Status.OUTSIDE, "reason": "collapsed data (tr Sigma_W(X) = 0)"}
+    data = {k: mx[k] for k in PFC}
     rec["data"] = data
     problems: list[str] = []
     empirical: list[dict[str, Any]] = []
@@ -287,7 +274,7 @@ def analyze_mufm(
         rec["lam0"] = lam0
         # 4. the empirical claim at the grid points above the observed threshold
         above = [float(g) for g in grid if g > lam0]
-        for key in ("pfc2", "pfc3"):
+        for key in PFC[1:]:  # PFC2 and PFC3; PFC1 is the theorem itself
             bad = []
             for lam in above:
                 m = evals[lam]
@@ -310,7 +297,7 @@ def analyze_mufm(
                         "solution_at_lam_hi": evals[max(bad)][key],
                     }
                 )
-        rec["pfc_solution_at_lam_max"] = {k: top[k] for k in ("pfc1", "pfc2", "pfc3")}
+        rec["pfc_solution_at_lam_max"] = {k: top[k] for k in PFC}
     # 3. gradient flow
     if flow:
         fl = _flow(X, y, inst, flow_rtol)
@@ -342,11 +329,11 @@ def analyze_mufm(
                 )
     rec["empirical_failures"] = empirical
     if problems:
-        rec["status"], rec["problems"] = "violation", problems
+        rec["status"], rec["problems"] = Status.VIOLATION, problems
     elif "inconclusive" in rec:
-        rec["status"] = "inconclusive"
+        rec["status"], rec["reason"] = Status.INCONCLUSIVE, rec["inconclusive"]
     else:
-        rec["status"] = "confirmed"
+        rec["status"] = Status.CONFIRMED
         if lam0 is not None:
             rec["margin"] = (data["pfc1"] - top["pfc1"]) / data["pfc1"]
     return rec
@@ -363,7 +350,6 @@ def _flow(
     out: dict[str, Any] = {**ref, "source": "proofs_check.reduced_mse_flow"}
     if importlib.util.find_spec("mufm.flow") is None:
         return out
-    import mufm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -440,23 +426,21 @@ def check_theorem4(
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
     grid = lam_grid(lam_min, lam_max, per_decade)
     tally = Tally("theorem4", CLAIM, "(PFC1(X) - PFC1(H*(lam_max))) / PFC1(X)", seed)
-    items = _instances(instances, seed, degenerate_rate, 4)
+    items = draw(instances, seed, degenerate_rate, 4)
     lam0s: list[float | None] = []
     emp_counts: dict[str, int] = {}
     tie_counts: dict[str, int] = {}
     flow_err = 0.0
     ratio_max = 0.0
     with single_thread_blas():
-        for inst in tqdm(items, desc="theorem 4", disable=not progress, leave=False):
-            tally.n_tried += 1
+        for inst in tally.over(items, progress):
             rec = analyze_mufm(
                 inst, lam_min=lam_min, lam_max=lam_max, per_decade=per_decade, flow=flow
             )
-            if rec["status"] == "outside":
-                tally.outside[rec["reason"]] += 1
-                continue
-            tally.n_met += 1
             small = {k: rec.get(k) for k in ("K", "N", "d", "lam_w", "lam_b", "lam0")}
+            status = tally.record(rec, **small)
+            if status is Status.OUTSIDE:
+                continue
             ratio_max = max(ratio_max, rec.get("pfc1_ratio_max", 0.0))
             lam0s.append(rec.get("lam0"))
             flow_err = max(flow_err, rec.get("flow_crosscheck_err", 0.0))
@@ -466,15 +450,8 @@ def check_theorem4(
                 key = f.get("metric") or f.get("flow")
                 emp_counts[key] = emp_counts.get(key, 0) + 1
                 tally.example("empirical_failure", **small, **f)
-            if rec["status"] == "violation":
-                tally.n_violations += 1
-                tally.example("violation", **small, problems=rec["problems"])
-                continue
-            if rec["status"] == "inconclusive":
-                tally.n_inconclusive += 1
-                continue
-            tally.n_confirmed += 1
-            tally.margin(rec.get("margin"))
+            if status is Status.CONFIRMED:
+                tally.margin(rec.get("margin"))
     counts: dict[str, int] = {}
     for v in lam0s:
         key = (

@@ -13,7 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["MetricSpec", "METRICS", "PFC", "CORE", "NC2", "LAYER", "TRACES", "names", "label"]
+from .errors import InputError
+
+__all__ = [
+    "MetricSpec",
+    "METRICS",
+    "PFC",
+    "CORE",
+    "NC2",
+    "LAYER",
+    "TRACES",
+    "CLASSIFIER",
+    "SECOND_PASS",
+    "names",
+    "label",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,10 @@ NC2 = ("nc2_equinorm", "nc2_equiangular")
 LAYER = (*CORE, *NC2)
 #: Raw traces behind PFC1.
 TRACES = ("tr_sigma_w", "tr_sigma_b")
+#: The metrics that need a classifier ``(W, b)``.
+CLASSIFIER = ("nc3", "nc4")
+#: The metrics that need a second pass over the samples once the class means are frozen.
+SECOND_PASS = ("ncc_accuracy", "pfc3", "nc1", "nc4")
 
 
 def names(group: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -83,8 +101,6 @@ def names(group: tuple[str, ...] | None = None) -> tuple[str, ...]:
         return tuple(METRICS)
     unknown = [g for g in group if g not in METRICS]
     if unknown:
-        from .errors import InputError
-
         raise InputError(f"unknown metric name(s) {unknown}; known: {sorted(METRICS)}")
     return tuple(group)
 

@@ -11,17 +11,17 @@ import torch
 from sklearn.datasets import load_digits
 
 from ufm.metrics import CollapseAccumulator, collapse_metrics, simplex_etf
+from ufm.registry import CORE, METRICS
 
 # --- 1. One call on in-memory features (numpy) ---------------------------------------------
 # The handwritten digits ship inside scikit-learn: 1797 images of 8 x 8 pixels, 10 classes.
 X, y = load_digits(return_X_y=True)
 m = collapse_metrics(X, y)
 print("digits, input layer:")
-for key in ("pfc1", "pfc2", "pfc3", "nc1"):
-    print(f"  {key:5s} = {m[key]:.4f}")
-# PFC1 = tr(Sigma_W)/tr(Sigma_B), PFC2 = distance of the class-mean Gram to a simplex ETF,
-# PFC3 = 1 - nearest-class-centre accuracy, NC1 = tr(Sigma_W Sigma_B^+)/K. All fall to 0
-# under neural collapse.
+for key in CORE:  # the metrics reported across depth: pfc1, pfc2, pfc3, nc1
+    print(f"  {key:5s} = {m[key]:.4f}   ({METRICS[key].description})")
+# Every metric's name, label, description and direction lives in ufm.registry. PFC1, PFC2,
+# PFC3 and NC1 all fall to 0 under neural collapse.
 
 # --- 2. Perfectly collapsed features are an ETF: every metric is 0 --------------------------
 # The ETF is centred with equal class weights, while mu_G weighs classes by their size, so use
@@ -30,7 +30,7 @@ etf = simplex_etf(10, 64, seed=0, scale=3.0)  # rows: 10 centred class means in 
 y_bal = np.repeat(np.arange(10), 170)
 collapsed = etf[y_bal] + 5.0  # every sample sits on its class mean; any offset
 m_collapsed = collapse_metrics(collapsed, y_bal)
-print("collapsed:", {k: round(m_collapsed[k], 12) for k in ("pfc1", "pfc2", "pfc3", "nc1")})
+print("collapsed:", {k: round(m_collapsed[k], 12) for k in CORE})
 assert m_collapsed["pfc2"] < 1e-9 and m_collapsed["pfc1"] < 1e-20
 
 # --- 3. The same in torch (CPU here; a CUDA tensor stays on its GPU) -------------------------

@@ -1,10 +1,8 @@
 """hypothesis profiles for the proofs_check tests.
 
 ``HYPOTHESIS_PROFILE=slow`` runs many more examples (``pytest -m slow`` is not needed for that;
-the property tests read the profile through :data:`SETTINGS`).
+the property tests read it through :func:`proofs_check.strategies.property_settings`).
 """
-
-import os
 
 from hypothesis import HealthCheck, settings
 
@@ -20,8 +18,3 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-
-
-def profile_settings() -> settings:  # the test modules use the same rule
-    name = "slow" if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else "proofs_check-fast"
-    return settings.get_profile(name)

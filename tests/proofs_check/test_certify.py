@@ -1,9 +1,8 @@
-import os
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from proofs_check.certify import (
@@ -15,12 +14,11 @@ from proofs_check.certify import (
     poly_trim,
     sturm_sequence,
 )
+from proofs_check.strategies import property_settings
 from ufm.errors import InputError
 
 # profiles registered in conftest.py; HYPOTHESIS_PROFILE=slow selects the long one
-SETTINGS = settings.get_profile(
-    "slow" if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else "proofs_check-fast"
-)
+SETTINGS = property_settings()
 
 
 def from_roots(roots, lead=1):

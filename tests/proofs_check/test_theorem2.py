@@ -1,9 +1,8 @@
 import math
-import os
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy.linalg import expm
 
@@ -14,14 +13,12 @@ from proofs_check.instances import (
     near_etf_means_instance,
     random_means_instance,
 )
-from proofs_check.strategies import means_instances, near_etf_means_instances
+from proofs_check.strategies import means_instances, near_etf_means_instances, property_settings
 from proofs_check.theorem2 import pfc2_closed_form
 from ufm.errors import InputError
 
 # profiles registered in conftest.py; HYPOTHESIS_PROFILE=slow selects the long one
-SETTINGS = settings.get_profile(
-    "slow" if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else "proofs_check-fast"
-)
+SETTINGS = property_settings()
 
 
 def pfc2_direct(means):
@@ -157,10 +154,10 @@ def test_check_theorem2_reports_the_distribution():
     r = check_theorem2(40, seed=3)
     assert r.ok and r.n_confirmed == r.n_assumptions_met
     # recompute every instance's critical cost independently of the aggregation
-    from proofs_check.theorem2 import _instances
+    from proofs_check.theorem2 import draw
 
     crits = []
-    for inst in _instances(40, 3, 0.1, 0.25):
+    for inst in draw(40, 3, 0.1, 0.25):
         rec = analyze_means_line(inst.means0, inst.means_star)
         if rec["status"] == "confirmed":
             crits.append(rec["rho_crit"])

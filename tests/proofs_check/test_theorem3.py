@@ -1,20 +1,16 @@
-import os
-
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 
 import mufm
 from proofs_check import analyze_multilayer, check_theorem3, solve_multilayer_joint
 from proofs_check.instances import MUFMInstance, gaussian_data, random_mufm_instance
-from proofs_check.strategies import mufm_instances
+from proofs_check.strategies import mufm_instances, property_settings
 from proofs_check.theorem3 import multilayer_value_and_grad
 from ufm.objective import objective as f_reduced
 
 # profiles registered in conftest.py; HYPOTHESIS_PROFILE=slow selects the long one
-SETTINGS = settings.get_profile(
-    "slow" if os.environ.get("HYPOTHESIS_PROFILE") == "slow" else "proofs_check-fast"
-)
+SETTINGS = property_settings()
 
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])

@@ -28,6 +28,7 @@ from ufm.metrics import (
     relative_position,
     simplex_etf,
 )
+from ufm.registry import METRICS
 
 RTOL64 = 1e-10
 
@@ -118,19 +119,12 @@ def test_individual_functions_match_collapse_metrics():
     assert ncc_accuracy(H, y) == pytest.approx(m["ncc_accuracy"], abs=1e-15)
     assert nc1(H, y) == pytest.approx(m["nc1"], rel=1e-12)
     assert nc2(H, y) == pytest.approx((m["nc2_equinorm"], m["nc2_equiangular"]), rel=1e-12)
-    assert nc3(W, H, y) == pytest.approx(m["nc3"], rel=1e-12)
+    assert nc3(H, y, W) == pytest.approx(m["nc3"], rel=1e-12)
     assert nc4(H, y, W) == pytest.approx(m["nc4"], abs=1e-15)
-    assert set(m) >= {
-        "pfc1",
-        "pfc2",
-        "pfc3",
-        "ncc_accuracy",
-        "nc1",
-        "nc2_equinorm",
-        "nc2_equiangular",
-        "nc3",
-        "nc4",
-    }
+    assert set(m) == set(METRICS)  # every registered metric, nothing else
+    # one argument order: features, labels, then the classifier; the old nc3(W, H, y) fails
+    with pytest.raises(InputError):
+        nc3(W, H, y)
 
 
 def test_balanced_3d_input_equals_labelled():

@@ -45,3 +45,17 @@ def test_status_is_a_string():
     assert ufm.Status("max_iter") is ufm.Status.MAX_ITER
     with pytest.raises(ValueError):
         ufm.Status("fine")
+
+
+def test_classifier_and_second_pass_groups_match_the_accumulator():
+    from ufm.registry import CLASSIFIER, SECOND_PASS
+
+    assert CLASSIFIER == tuple(k for k, s in METRICS.items() if s.needs == "classifier")
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 10)
+    H = rng.standard_normal((30, 4)) + 3 * np.eye(4)[y]
+    acc = ufm.CollapseAccumulator(3, W=rng.standard_normal((3, 4))).update(H, y)
+    first = set(acc.compute())
+    assert first == set(METRICS) - set(SECOND_PASS)
+    acc.end_first_pass().update(H, y)
+    assert set(acc.compute()) == set(METRICS)

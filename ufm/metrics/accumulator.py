@@ -1,0 +1,566 @@
+"""The streaming, mergeable collapse accumulator of one layer (two passes, ``O(K d + K^2)``
+state), with its serialisation and ``torch.distributed`` all-reduce.
+
+Over 500 lines for a reason: it is one class whose pass-1/pass-2 updates, merge,
+state dict and all-reduce all read and write the same private state fields; splitting it
+would spread that state layout over several modules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DegenerateInputError, InputError
+from ..threads import thread_policy
+from ..validate import (
+    check_batch_labels,
+    check_features_maxabs,
+    check_int,
+    check_scalar,
+    describe,
+)
+from .gram import (
+    between,
+    check_tr_sb,
+    gram_pinv_sq,
+    nc2_from_gram,
+    nc3_from_means,
+    pfc2_from_gram,
+    unscale,
+)
+from .inputs import (
+    DEFAULT_RANK_TOL,
+    F64,
+    check_classifier,
+    chunk_rows,
+)
+
+
+class CollapseAccumulator:
+    r"""Streaming, mergeable collapse statistics of one layer.
+
+    Pass 1 accumulates, per class ``k``, the count ``n_k``, the mean ``mu_k`` and the sum of
+    squared deviations ``s_k = \sum_{y_i=k} \|h_i - \mu_k\|^2``. Batches are merged with Chan et
+    al.'s pairwise update
+
+    .. math::
+
+        n = n_a + n_b, \quad \mu = \mu_a + \tfrac{n_b}{n}(\mu_b - \mu_a), \quad
+        s = s_a + s_b + \tfrac{n_a n_b}{n}\|\mu_b - \mu_a\|^2,
+
+    where each batch's own ``s_b`` is computed about the batch's own class means, so no
+    ``E[h^2] - E[h]^2`` cancellation occurs. Pass 2 (after :meth:`end_first_pass`) accumulates,
+    with the final means, the nearest-class-centre hits, the ``K x K`` matrix
+    ``S = sum_i P_i P_i^T`` with ``P_i = M^T (h_i - mu_{y_i})`` (for NC1) and, with a classifier,
+    the NC4 disagreements.
+
+    Parameters
+    ----------
+    K : int
+        Number of classes (``>= 2``).
+    W : array of shape (K, d), optional
+        Classifier weights for NC3 and NC4.
+    b : array of shape (K,), optional
+        Classifier bias for NC4.
+    rank_tol : float
+        Relative eigenvalue cut-off of ``G`` for NC1's pseudo-inverse.
+
+    Notes
+    -----
+    State lives in float64 on the device of the first batch. Shards are combined with
+    :meth:`merge` (same phase) or across processes with :meth:`all_reduce`. Unbalanced classes are
+    allowed: every formula of MATH.md section 2 is defined for them.
+    """
+
+    def __init__(self, K: int, *, W: Any = None, b: Any = None, rank_tol: float = DEFAULT_RANK_TOL):
+        self.K = check_int(K, "K", low=2)
+        self.rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
+        self._W_in, self._b_in = W, b
+        self.W: torch.Tensor | None = None
+        self.b: torch.Tensor | None = None
+        self.d: int | None = None
+        self.device: torch.device | None = None
+        self.phase = 1
+        self.counts: torch.Tensor | None = None  # (K,) int64
+        self.means: torch.Tensor | None = None  # (K, d) float64, in units of 2**scale_exp
+        self.ss: torch.Tensor | None = None  # (K,) float64, in units of 4**scale_exp
+        # Internal scale: the state holds the statistics of H * 2**-scale_exp, with scale_exp the
+        # binary exponent of max |H| over pass 1, so that squares neither overflow nor underflow
+        # for features anywhere in float64's range; multiplying by a power of two is exact.
+        self.scale_exp = 0
+        self.maxabs = 0.0  # max |h| over pass 1, original units
+        self._auto_scale = True
+        # pass 2
+        self.n2 = 0
+        self.correct = 0
+        self.mismatch = 0
+        self.S: torch.Tensor | None = None  # (K, K)
+        self.ss2: torch.Tensor | None = None  # (K,) scatter about the final means
+        # pass-2 fingerprint: per-class counts, and per-class sums (and sums of squares) of the
+        # deviations h - mu_y projected on the K centred means and one fixed random direction.
+        # The sums vanish (to round-off) exactly when pass 2 sees the data whose means pass 1
+        # froze.
+        self.counts2: torch.Tensor | None = None  # (K,) int64
+        self.fp_sum: torch.Tensor | None = None  # (K, K + 1)
+        self.fp_sq: torch.Tensor | None = None  # (K, K + 1)
+        self._frozen: dict[str, torch.Tensor] = {}
+        # pass 1 may skip the scatter when a second pass is certain (it recomputes it exactly)
+        self._track_ss = True
+
+    # -- state --------------------------------------------------------------------------------
+    def _init_state(self, d: int, device: torch.device) -> None:
+        self.d, self.device = d, device
+        self.counts = torch.zeros(self.K, dtype=torch.int64, device=device)
+        self.means = torch.zeros(self.K, d, dtype=F64, device=device)
+        self.ss = torch.zeros(self.K, dtype=F64, device=device)
+        self.W, self.b = check_classifier(self._W_in, self._b_in, self.K, d, device)
+
+    @property
+    def _s(self) -> float:
+        return math.ldexp(1.0, -self.scale_exp)
+
+    def _rescale_to(self, e: int) -> None:
+        """Express the pass-1 state in units of ``2**e`` (exact up to underflow)."""
+        if e == self.scale_exp:
+            return
+        f = math.ldexp(1.0, self.scale_exp - e)
+        self.means = self.means * f
+        self.ss = self.ss * (f * f)
+        self.scale_exp = e
+
+    def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        Ht, mx = check_features_maxabs(H, "H")
+        if self.d is None:
+            self._init_state(Ht.shape[1], Ht.device)
+        elif Ht.shape[1] != self.d:
+            raise InputError(
+                f"H has d={Ht.shape[1]} features per sample but earlier batches had d={self.d}; "
+                "feed one layer per accumulator"
+            )
+        yt = check_batch_labels(y, Ht.shape[0], self.K).to(self.device)
+        self._scale_for(mx)
+        return Ht.to(self.device), yt
+
+    def _scale_for(self, mx: float) -> None:
+        """Track ``max |h|``; rescale the state in pass 1, check the range in pass 2."""
+        if self.phase == 1:
+            if self._auto_scale and mx > self.maxabs:
+                self._rescale_to(math.frexp(mx)[1])
+            self.maxabs = max(self.maxabs, mx)
+        elif self._auto_scale and mx > self.maxabs * (1.0 + 1e-6):
+            raise InputError(
+                f"pass 2 got features with max |h| = {mx:.6g}, larger than the {self.maxabs:.6g} "
+                "of all pass-1 data: pass 2 must see the same data as pass 1 (same samples, same "
+                "labels, any order)"
+            )
+
+    @thread_policy("H")
+    def update(self, H: Any, y: Any) -> CollapseAccumulator:
+        """Add a batch ``H (B, d)``, ``y (B,)``; pass 1 or pass 2 depending on the phase."""
+        Ht, yt = self._batch(H, y)
+        return self._feed(Ht, yt)
+
+    def _feed(self, Ht: torch.Tensor, yt: torch.Tensor) -> CollapseAccumulator:
+        """Add validated features and labels (on the state's device)."""
+        n, d = Ht.shape
+        step = chunk_rows(n, d, self.K)
+        # two private float64 work buffers, reused by every chunk (no allocation per chunk)
+        buf = torch.empty(min(step, n), d, dtype=F64, device=Ht.device)
+        buf2 = torch.empty_like(buf) if self.phase == 2 else None
+        s = self._s
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            Hc, yc = Ht[start:stop], yt[start:stop]
+            if self.phase == 1:
+                self._update1(torch.mul(Hc, s, out=buf[: stop - start]), yc)
+            else:
+                self._update2(Hc, yc, buf2[: stop - start])
+        return self
+
+    def _update1(self, Hc: torch.Tensor, yc: torch.Tensor) -> None:
+        nb = torch.bincount(yc, minlength=self.K)
+        sums = torch.zeros_like(self.means).index_add_(0, yc, Hc)
+        mb = sums / torch.clamp(nb.to(F64), min=1.0)[:, None]
+        ssb = torch.zeros_like(self.ss)
+        if self._track_ss:
+            dev = Hc.sub_(mb[yc])  # Hc is a private float64 chunk
+            ssb.index_add_(0, yc, torch.linalg.vector_norm(dev, dim=1) ** 2)
+        self._merge1(nb, mb, ssb)
+
+    def _merge1(self, nb: torch.Tensor, mb: torch.Tensor, ssb: torch.Tensor) -> None:
+        na = self.counts
+        n = na + nb
+        nf = torch.clamp(n.to(F64), min=1.0)
+        delta = mb - self.means
+        self.means = self.means + delta * (nb.to(F64) / nf)[:, None]
+        self.ss = self.ss + ssb + (delta * delta).sum(1) * (na.to(F64) * nb.to(F64) / nf)
+        self.counts = n
+
+    def _update2(self, Hc: torch.Tensor, yc: torch.Tensor, buf: torch.Tensor) -> None:
+        # Everything is expressed through the deviations from the frozen class means, so no
+        # large ||h||^2 terms cancel: ||h - mu_k||^2 = ||dev||^2 + 2 dev.(c_y - c_k) + ||c_y - c_k||^2.
+        # nd = mu_y - s h = -dev, in two fused passes over a cache-sized buffer (gather, then
+        # subtract the scaled chunk with on-the-fly conversion to float64).
+        f = self._frozen
+        K = self.K
+        nd = torch.index_select(self.means, 0, yc, out=buf)
+        torch.sub(nd, Hc, alpha=self._s, out=nd)
+        self.ss2.index_add_(0, yc, torch.linalg.vector_norm(nd, dim=1) ** 2)
+        Q = nd @ f["V"]  # (B, 2K+1) or (B, K+1): -[M^T dev, u.dev, (W dev)]
+        P = -Q[:, :K]
+        self.S += P.T @ P
+        fp = Q[:, : K + 1]
+        self.fp_sum.index_add_(0, yc, fp)
+        self.fp_sq.index_add_(0, yc, fp * fp)
+        self.counts2 += torch.bincount(yc, minlength=K)
+        score = 2.0 * (P.gather(1, yc[:, None]) - P) + f["dist2"][yc]
+        pred = torch.argmin(score, dim=1)
+        self.correct += int((pred == yc).sum())
+        if self.W is not None:
+            logits = f["logit_means"][yc] - Q[:, K + 1 :]
+            self.mismatch += int((torch.argmax(logits, dim=1) != pred).sum())
+        self.n2 += int(yc.numel())
+
+    @thread_policy()
+    def end_first_pass(self) -> CollapseAccumulator:
+        """Freeze the class means; later :meth:`update` calls feed pass 2."""
+        if self.phase != 1:
+            raise InputError("end_first_pass() was already called; the means are frozen")
+        self._require_every_class()
+        self._freeze()
+        self.phase = 2
+        return self
+
+    def _freeze(self) -> None:
+        K, d = self.K, self.d
+        C, _ = between(self.counts, self.means)
+        diff = self.means[:, None, :] - self.means[None, :, :]  # K x K x d, small
+        # a fixed (seeded) random unit direction for the fingerprint
+        g = torch.Generator().manual_seed(20240917 + d)
+        u = torch.randn(d, 1, generator=g, dtype=F64).to(self.device)
+        cols = [C.T, u / torch.linalg.norm(u)]
+        if self.W is not None:
+            cols.append(self.W.T)
+        self._frozen = {
+            "V": torch.cat(cols, dim=1).contiguous(),
+            "dist2": (diff * diff).sum(-1),  # ||mu_j - mu_k||^2, computed directly
+        }
+        if self.W is not None:
+            lm = self.means @ self.W.T
+            self._frozen["logit_means"] = lm + self._s * self.b if self.b is not None else lm
+        self.S = torch.zeros(K, K, dtype=F64, device=self.device)
+        self.ss2 = torch.zeros(K, dtype=F64, device=self.device)
+        self.counts2 = torch.zeros(K, dtype=torch.int64, device=self.device)
+        self.fp_sum = torch.zeros(K, K + 1, dtype=F64, device=self.device)
+        self.fp_sq = torch.zeros(K, K + 1, dtype=F64, device=self.device)
+
+    def _require_data(self) -> None:
+        if self.counts is None or int(self.counts.sum()) == 0:
+            raise InputError("the accumulator has seen no data; call update(H, y) first")
+
+    def _require_every_class(self) -> None:
+        """Raise unless pass 1 saw data, and at least one sample of every class."""
+        self._require_data()
+        empty = torch.nonzero(self.counts == 0).flatten().tolist()
+        if empty:
+            raise DegenerateInputError(
+                f"class(es) {empty[:10]} of 0..{self.K - 1} received no sample in pass 1; every "
+                "class needs at least one (relabel to 0..K-1 without gaps, or use a smaller K)"
+            )
+
+    def _check_pass2(self) -> None:
+        """Raise unless pass 2 saw the data whose class means pass 1 froze."""
+        if not torch.equal(self.counts2, self.counts):
+            bad = torch.nonzero(self.counts2 != self.counts).flatten().tolist()
+            raise InputError(
+                f"pass 2 saw per-class counts {self.counts2[bad[:5]].tolist()} for class(es) "
+                f"{bad[:5]} but pass 1 saw {self.counts[bad[:5]].tolist()}: feed the same data "
+                "(same samples and labels, any order and batching) in both passes"
+            )
+        n = self.counts.to(F64)[:, None]
+        V = self._frozen["V"][:, : self.K + 1]
+        proj_mu = self.means @ V  # (K, K+1): mu_k . v
+        # the deviations of one class sum to zero; allow float32-level differences between two
+        # forward passes of a network, relative to the size of h . v in that class
+        rms = torch.sqrt(self.fp_sq / n + proj_mu * proj_mu)
+        tol = 1e-5 * n * rms + 1e-300
+        if bool((self.fp_sum.abs() > tol).any()):
+            worst = float((self.fp_sum.abs() / tol).max())
+            raise InputError(
+                "pass 2 saw different data from pass 1: the deviations from the frozen class "
+                f"means do not sum to zero within each class ({worst:.3g} x the tolerance); feed "
+                "the same samples with the same labels in both passes"
+            )
+
+    # -- combining ------------------------------------------------------------------------
+    @thread_policy()
+    def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
+        """Combine another shard of the same layer into this one (in place; returns self)."""
+        if not isinstance(other, CollapseAccumulator) or other.K != self.K:
+            raise InputError("merge() needs a CollapseAccumulator with the same K")
+        if other.counts is None:
+            return self
+        if self.counts is None:
+            self._init_state(other.d, other.device)
+            self.scale_exp = other.scale_exp
+        if other.d != self.d:
+            raise InputError(f"cannot merge layers of different width d={self.d} and d={other.d}")
+        if self.phase != other.phase:
+            raise InputError("cannot merge accumulators in different passes (phase 1 vs 2)")
+        if self.phase == 1:
+            e = max(self.scale_exp, other.scale_exp)
+            self._rescale_to(e)
+            f = math.ldexp(1.0, other.scale_exp - e)
+            self._merge1(
+                other.counts.to(self.device),
+                other.means.to(self.device) * f,
+                other.ss.to(self.device) * (f * f),
+            )
+            self.maxabs = max(self.maxabs, other.maxabs)
+        else:
+            if other.scale_exp != self.scale_exp or not torch.equal(
+                self.means, other.means.to(self.device)
+            ):
+                raise InputError(
+                    "pass-2 shards must share the frozen class means of one merged pass 1; "
+                    "merge (or all_reduce) pass 1 before end_first_pass()"
+                )
+            self.S += other.S.to(self.device)
+            self.ss2 += other.ss2.to(self.device)
+            self.counts2 += other.counts2.to(self.device)
+            self.fp_sum += other.fp_sum.to(self.device)
+            self.fp_sq += other.fp_sq.to(self.device)
+            self.correct += other.correct
+            self.mismatch += other.mismatch
+            self.n2 += other.n2
+        return self
+
+    _STATE_KEYS = ("K", "rank_tol", "phase", "d", "counts", "means", "ss", "W", "b")
+
+    def state_dict(self) -> dict[str, Any]:
+        """A picklable snapshot (tensors on CPU)."""
+
+        def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach().cpu().clone()
+
+        return {
+            "K": self.K,
+            "rank_tol": self.rank_tol,
+            "phase": self.phase,
+            "d": self.d,
+            "counts": cpu(self.counts),
+            "means": cpu(self.means),
+            "ss": cpu(self.ss),
+            "W": cpu(self.W),
+            "b": cpu(self.b),
+            "S": cpu(self.S),
+            "ss2": cpu(self.ss2),
+            "n2": self.n2,
+            "correct": self.correct,
+            "mismatch": self.mismatch,
+            "scale_exp": self.scale_exp,
+            "maxabs": self.maxabs,
+            "counts2": cpu(self.counts2),
+            "fp_sum": cpu(self.fp_sum),
+            "fp_sq": cpu(self.fp_sq),
+        }
+
+    @classmethod
+    def from_state_dict(cls, sd: dict[str, Any], *, device: Any = None) -> CollapseAccumulator:
+        """Rebuild an accumulator from :meth:`state_dict` (optionally on another device).
+
+        Raises
+        ------
+        InputError
+            ``sd`` is not a mapping, lacks keys or holds values of the wrong type or shape.
+        """
+        if not isinstance(sd, dict):
+            raise InputError(
+                f"from_state_dict needs the dict returned by state_dict(), got {describe(sd)}"
+            )
+        missing = [k for k in cls._STATE_KEYS if k not in sd]
+        if missing:
+            raise InputError(
+                f"state dict lacks key(s) {missing}; pass the dict returned by "
+                "CollapseAccumulator.state_dict()"
+            )
+        acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"])
+        if sd["phase"] not in (1, 2):
+            raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(sd['phase'])}")
+        if sd["counts"] is None:
+            return acc
+        d = check_int(sd["d"], "state dict key 'd'", low=1)
+        K = acc.K
+        shapes = {"counts": (K,), "means": (K, d), "ss": (K,)}
+        if sd["phase"] == 2:
+            missing2 = [k for k in ("S", "ss2", "n2", "correct", "mismatch") if k not in sd]
+            if missing2:
+                raise InputError(f"state dict of a pass-2 accumulator lacks key(s) {missing2}")
+            shapes.update({"S": (K, K), "ss2": (K,)})
+        bad = [
+            k
+            for k, shp in shapes.items()
+            if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != shp
+        ]
+        if bad:
+            raise InputError(
+                f"state dict key(s) {bad} must be tensors of shape "
+                f"{[shapes[k] for k in bad]} for K={K}, d={d}"
+            )
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        acc._init_state(d, dev)
+        acc.counts = sd["counts"].to(dev, torch.int64)
+        acc.means, acc.ss = (sd[k].to(dev, F64) for k in ("means", "ss"))
+        acc.scale_exp = int(sd.get("scale_exp", 0))
+        acc.maxabs = float(sd.get("maxabs", math.inf))
+        if sd["phase"] == 2:
+            acc.end_first_pass()
+            acc.S, acc.ss2 = sd["S"].to(dev, F64), sd["ss2"].to(dev, F64)
+            acc.n2, acc.correct, acc.mismatch = (
+                check_int(sd[k], f"state dict key {k!r}", low=0)
+                for k in ("n2", "correct", "mismatch")
+            )
+            if sd.get("counts2") is not None:
+                acc.counts2 = sd["counts2"].to(dev, torch.int64)
+                acc.fp_sum = sd["fp_sum"].to(dev, F64)
+                acc.fp_sq = sd["fp_sq"].to(dev, F64)
+            else:  # an older state dict without the fingerprint: trust its counts
+                acc.counts2 = acc.counts.clone() if acc.n2 == acc.n else acc.counts2
+        return acc
+
+    @thread_policy()
+    def all_reduce(self, group: Any = None) -> CollapseAccumulator:
+        """Merge the shards of every process of a ``torch.distributed`` group, in place.
+
+        Pass-1 statistics are gathered and Chan-merged in rank order, so every rank ends with
+        bit-identical means; pass-2 sums are summed. Call it at the end of each pass.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InputError("all_reduce() needs an initialised torch.distributed process group")
+        self._require_data()
+        K = self.K
+        if self.phase == 1:
+            head = torch.tensor([float(self.scale_exp), self.maxabs], dtype=F64)
+            flat = torch.cat(
+                [head.to(self.device), self.counts.to(F64), self.means.flatten(), self.ss]
+            )
+            parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))]
+            dist.all_gather(parts, flat, group=group)
+            d = self.d
+            e = max(int(p[0]) for p in parts)
+            self.counts = torch.zeros_like(self.counts)
+            self.means = torch.zeros_like(self.means)
+            self.ss = torch.zeros_like(self.ss)
+            self.scale_exp = e
+            self.maxabs = max(float(p[1]) for p in parts)
+            for p in parts:
+                f = math.ldexp(1.0, int(p[0]) - e)
+                q = p[2:]
+                self._merge1(
+                    q[:K].round().to(torch.int64),
+                    q[K : K + K * d].view(K, d) * f,
+                    q[K + K * d :] * (f * f),
+                )
+        else:
+            flat = torch.cat(
+                [
+                    self.S.flatten(),
+                    self.ss2,
+                    self.counts2.to(F64),
+                    self.fp_sum.flatten(),
+                    self.fp_sq.flatten(),
+                    torch.tensor(
+                        [self.correct, self.mismatch, self.n2], dtype=F64, device=self.device
+                    ),
+                ]
+            )
+            dist.all_reduce(flat, group=group)
+            o = 0
+            self.S = flat[o : o + K * K].view(K, K).clone()
+            o += K * K
+            self.ss2 = flat[o : o + K].clone()
+            o += K
+            self.counts2 = flat[o : o + K].round().to(torch.int64)
+            o += K
+            self.fp_sum = flat[o : o + K * (K + 1)].view(K, K + 1).clone()
+            o += K * (K + 1)
+            self.fp_sq = flat[o : o + K * (K + 1)].view(K, K + 1).clone()
+            o += K * (K + 1)
+            self.correct, self.mismatch, self.n2 = (int(round(float(v))) for v in flat[o:])
+        return self
+
+    # -- results --------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return 0 if self.counts is None else int(self.counts.sum())
+
+    def class_means(self) -> np.ndarray:
+        """The class means, shape (K, d), float64 numpy."""
+        self._require_data()
+        return (self.means * math.ldexp(1.0, self.scale_exp)).cpu().numpy()
+
+    @thread_policy()
+    def compute(self) -> dict[str, float]:
+        """The metrics available so far (pass-2 keys appear after a complete second pass).
+
+        Returns
+        -------
+        dict
+            ``tr_sigma_w, tr_sigma_b, pfc1, pfc2, nc2_equinorm, nc2_equiangular`` (+ ``nc3``
+            with a classifier) after pass 1; ``ncc_accuracy, pfc3, nc1`` (+ ``nc4``) after pass 2.
+            ``tr_sigma_w`` and ``tr_sigma_b`` are in the features' units (``inf`` or ``0`` with
+            a warning where they leave float64's range); the other metrics are scale-free and
+            computed on internally rescaled statistics.
+
+        Raises
+        ------
+        DegenerateInputError
+            If a class has no sample or all class means coincide (relative to the features'
+            magnitude).
+        InputError
+            If pass 2 saw other data than pass 1 (counts or the fingerprint differ).
+        """
+        self._require_every_class()
+        N = self.n
+        C, G = between(self.counts, self.means)
+        second = self.phase == 2 and self.n2 > 0
+        if second:
+            if self.n2 != N:
+                raise InputError(
+                    f"pass 2 saw {self.n2} samples but pass 1 saw {N}; feed the same data in "
+                    "both passes"
+                )
+            self._check_pass2()
+        if not second and not self._track_ss:
+            raise InputError("this accumulator skipped the pass-1 scatter; run pass 2 first")
+        # after pass 2 the scatter about the final means is exact; pass 1's Chan merge agrees
+        # with it to round-off
+        tr_sw = float((self.ss2 if second else self.ss).sum()) / N
+        tr_sb = check_tr_sb(G, self.means, self.counts, tr_sw)
+        out = {
+            "tr_sigma_w": unscale(tr_sw, 2 * self.scale_exp, "tr_sigma_w"),
+            "tr_sigma_b": unscale(tr_sb, 2 * self.scale_exp, "tr_sigma_b"),
+            "pfc1": tr_sw / tr_sb,
+            "pfc2": pfc2_from_gram(G),
+        }
+        out["nc2_equinorm"], out["nc2_equiangular"] = nc2_from_gram(G)
+        if self.W is not None:
+            out["nc3"] = nc3_from_means(self.W, C)
+        if second:
+            acc = self.correct / N
+            out["ncc_accuracy"] = acc
+            out["pfc3"] = 1.0 - acc
+            Gp2 = gram_pinv_sq(G, self.rank_tol)
+            out["nc1"] = float((Gp2 * self.S).sum()) / N
+            if self.W is not None:
+                out["nc4"] = self.mismatch / N
+        return out
+
+
+# --------------------------------------------------------------------------------------------

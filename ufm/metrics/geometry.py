@@ -1,0 +1,152 @@
+"""Geometry across layers: the simplex ETF, alignment of features with the data, Galanti et
+al.'s effective depth and the relative position of layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DegenerateInputError, InputError
+from ..threads import thread_policy
+from ..validate import (
+    check_features,
+    check_int,
+    check_scalar,
+)
+from .batch import pfc3
+from .inputs import (
+    F64,
+    array_ndim,
+)
+
+
+@thread_policy("H")
+def alignment(H: Any, X: Any) -> float:
+    r"""Alignment of features with the data, :math:`\langle H, X\rangle_F / (\|H\|_F \|X\|_F)` (Fig. 5)."""
+    Ht = check_features(H, "H", ndim=array_ndim(H) if array_ndim(H) in (2, 3) else 2).to(F64)
+    Xt = check_features(X, "X", ndim=array_ndim(X) if array_ndim(X) in (2, 3) else 2).to(F64)
+    if Ht.shape != Xt.shape:
+        raise InputError(
+            f"H and X must have the same shape, got {tuple(Ht.shape)} and {tuple(Xt.shape)}"
+        )
+    Xt = Xt.to(Ht.device)
+    nh, nx = torch.linalg.norm(Ht), torch.linalg.norm(Xt)
+    if float(nh) == 0.0 or float(nx) == 0.0:
+        raise DegenerateInputError("alignment is undefined when H or X is all zeros")
+    return float((Ht * Xt).sum() / (nh * nx))
+
+
+def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) -> np.ndarray:
+    r"""A randomly rotated simplex equiangular tight frame, as rows.
+
+    .. math:: M^* = \sqrt{\tfrac{K}{K-1}}\, P\, (I_K - \tfrac1K 11^\top)
+
+    returned transposed: row ``k`` is the centred class mean of class ``k``. Rows have norm
+    ``scale``, pairwise cosine ``-1/(K-1)`` and sum to zero. Built from an orthonormal basis of
+    the ``(K-1)``-dimensional subspace orthogonal to ``1`` and a random isometry into
+    ``R^d``, so any ``d >= K - 1`` works.
+
+    Parameters
+    ----------
+    K : int
+        Number of classes, ``>= 2``.
+    d : int
+        Feature dimension, ``>= K - 1``.
+    seed : int, optional
+        Seed of the random rotation (``None``: fresh randomness).
+    scale : float
+        Norm of each vector (``> 0``).
+
+    Returns
+    -------
+    ndarray of shape (K, d)
+
+    Raises
+    ------
+    InputError
+        ``K < 2``, ``d < K - 1`` or a non-positive ``scale``.
+    """
+    K = check_int(K, "K", low=2)
+    d = check_int(d, "d", low=1)
+    scale = check_scalar(scale, "scale", low=0.0, low_inclusive=False)
+    if d < K - 1:
+        raise InputError(
+            f"a simplex ETF of K={K} vectors needs d >= K-1 = {K - 1} dimensions, got d={d}"
+        )
+    rng = np.random.default_rng(seed)
+    # orthonormal basis of 1^perp in R^K: the last K-1 columns of a QR of [1, random]
+    A = np.concatenate([np.ones((K, 1)), rng.standard_normal((K, K - 1))], axis=1)
+    Q, _ = np.linalg.qr(A)
+    Q = Q[:, 1:]
+    R, _ = np.linalg.qr(rng.standard_normal((d, K - 1)))  # (d, K-1), orthonormal columns
+    return scale * math.sqrt(K / (K - 1)) * (Q @ R.T)
+
+
+@thread_policy("layers")
+def effective_depth(
+    layers: Sequence[Any], y: Any = None, *, epsilon: float = 0.01, K: int | None = None
+) -> int | None:
+    r"""Galanti et al.'s epsilon-effective depth: the first layer whose NCC error is at most epsilon.
+
+    Parameters
+    ----------
+    layers : sequence of arrays of shape (N, d_l), or of floats
+        The features of layers ``0..L``; or, with ``y=None``, their NCC errors (PFC3) directly.
+    y : array of shape (N,), optional
+        Labels shared by all layers.
+    epsilon : float
+        Threshold on ``1 - ncc_accuracy``, in ``[0, 1]``.
+
+    Returns
+    -------
+    int or None
+        The smallest index ``l`` with ``1 - ncc_accuracy(H_l) <= epsilon``; ``None`` if no layer
+        qualifies.
+    """
+    epsilon = check_scalar(epsilon, "epsilon", low=0.0, high=1.0)
+    if len(layers) == 0:
+        raise InputError("layers is empty; pass the features (or NCC errors) of layers 0..L")
+    if y is None:
+        errs = [
+            check_scalar(e, f"layers[{i}] (an NCC error)", low=0.0, high=1.0)
+            for i, e in enumerate(layers)
+        ]
+    else:
+        errs = [pfc3(H, y, K=K) for H in layers]
+    for i, e in enumerate(errs):
+        if e <= epsilon:
+            return i
+    return None
+
+
+@thread_policy("layers")
+def relative_position(layers: Sequence[Any], *, mode: str = "index") -> np.ndarray:
+    r"""Relative position of layers ``0..L`` (Fig. 3).
+
+    ``mode="index"``: ``l / L``. ``mode="distance"``: ``||H_l - H_0||_F / ||H_L - H_0||_F``, which
+    equals ``t`` exactly on the straight line ``H_l = (1-t) H_0 + t H_L``.
+    """
+    L = len(layers) - 1
+    if L < 1:
+        raise InputError(f"relative_position needs at least 2 layers, got {len(layers)}")
+    if mode == "index":
+        return np.arange(L + 1, dtype=float) / L
+    if mode != "distance":
+        raise InputError(f"mode must be 'index' or 'distance', got {mode!r}")
+    H0 = check_features(layers[0], "layers[0]").to(F64)
+    dists = []
+    for i, Hl in enumerate(layers):
+        Ht = check_features(Hl, f"layers[{i}]").to(device=H0.device, dtype=F64)
+        if Ht.shape != H0.shape:
+            raise InputError(
+                "mode='distance' needs layers of one shape, got "
+                f"{tuple(H0.shape)} and {tuple(Ht.shape)} at layer {i}; use mode='index'"
+            )
+        dists.append(float(torch.linalg.norm(Ht - H0)))
+    if dists[-1] == 0.0:
+        raise DegenerateInputError("the last layer equals the first: distances are undefined")
+    return np.asarray(dists) / dists[-1]

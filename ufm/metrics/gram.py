@@ -1,0 +1,108 @@
+"""Statistics to metrics: everything computed from the ``K x K`` Gram ``G`` of the centred class
+means (MATH.md section 3), shared by the streaming accumulators and the batch functions."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ..errors import DegenerateInputError, PFCWarning, RankWarning
+from .inputs import (
+    F64,
+)
+
+# tr(Sigma_B) below this multiple of the mean squared class-mean norm is float64 round-off:
+# the class means coincide and every ratio with tr(Sigma_B) in the denominator is undefined.
+_DEGENERATE_TR_SB = 1e-26
+
+
+def between(counts: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centred class means ``C = (mu_k - mu_G)_k`` (K, d) and their Gram ``G = C C^T`` (K, K)."""
+    w = counts.to(F64) / counts.sum()
+    mu_g = w @ means
+    C = means - mu_g
+    return C, C @ C.T
+
+
+def check_tr_sb(G: torch.Tensor, means: torch.Tensor, counts: torch.Tensor, tr_sw: float) -> float:
+    """``tr Sigma_B``, or :class:`DegenerateInputError` when it is round-off.
+
+    The class means carry a round-off of about ``eps |h|`` each, so ``tr Sigma_B`` is compared
+    with the features' mean squared norm ``E ||h||^2 = tr Sigma_W + sum_k (n_k/N) ||mu_k||^2``
+    (not with the class means alone, which vanish together with ``tr Sigma_B`` when the class
+    means were subtracted from the data).
+    """
+    K = G.shape[0]
+    tr_sb = float(torch.trace(G)) / K
+    w = counts.to(F64) / counts.sum()
+    second_moment = tr_sw + float(w @ (means * means).sum(1))
+    if not tr_sb > _DEGENERATE_TR_SB * second_moment or not second_moment > 0:
+        raise DegenerateInputError(
+            "all class means coincide to float64 round-off (tr Sigma_B / E||h||^2 = "
+            f"{tr_sb / second_moment if second_moment > 0 else 0.0:.3g}), so PFC1, PFC2, NC1 and "
+            "NC2 are undefined; check that the labels belong to these features, that the class "
+            "means were not subtracted and that the layer is not constant"
+        )
+    return tr_sb
+
+
+def unscale(value: float, exp2: int, name: str) -> float:
+    """``value * 2**exp2``, with a warning where the result leaves float64's range."""
+    try:
+        out = math.ldexp(value, exp2)
+    except OverflowError:
+        out = math.inf
+    if (out == math.inf or (out == 0.0 and value != 0.0)) and math.isfinite(value):
+        warnings.warn(
+            f"{name} = {value:.6g} x 2**{exp2} is outside float64's range and is reported as "
+            f"{out}; the scale-free metrics (pfc1, pfc2, nc1, ...) are unaffected. Rescale the "
+            "features to read it",
+            PFCWarning,
+            stacklevel=4,
+        )
+    return out
+
+
+def pfc2_from_gram(G: torch.Tensor) -> float:
+    K = G.shape[0]
+    etf = (torch.eye(K, dtype=F64, device=G.device) - 1.0 / K) / math.sqrt(K - 1)
+    return float(torch.linalg.norm(G / torch.linalg.norm(G) - etf))
+
+
+def nc2_from_gram(G: torch.Tensor) -> tuple[float, float]:
+    K = G.shape[0]
+    norms = torch.sqrt(torch.clamp(torch.diagonal(G), min=0.0))
+    equinorm = float(norms.std(unbiased=False) / norms.mean())
+    # a zero-norm centred mean has no direction: its cosines are taken as 0
+    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+    cos = G / safe[:, None] / safe[None, :]
+    off = ~torch.eye(K, dtype=torch.bool, device=G.device)
+    equiangular = float((cos[off] + 1.0 / (K - 1)).abs().mean())
+    return equinorm, equiangular
+
+
+def gram_pinv_sq(G: torch.Tensor, rank_tol: float, *, warn: bool = True) -> torch.Tensor:
+    """``V diag(g^-2) V^T`` over the eigenvalues of ``G`` above ``rank_tol * max(g)``."""
+    K = G.shape[0]
+    g, V = torch.linalg.eigh(G)
+    keep = g > rank_tol * g.max()
+    r = int(keep.sum())
+    if warn and r < K - 1:
+        warnings.warn(
+            f"Sigma_B has numerical rank {r} < K-1 = {K - 1} (eigenvalues of G below "
+            f"rank_tol={rank_tol:g} x max); this happens when d < K-1 or class means are "
+            "(nearly) coincident or collinear. NC1 uses the pseudo-inverse on the range of "
+            "Sigma_B and ignores within-class variation outside it.",
+            RankWarning,
+            stacklevel=4,
+        )
+    Vk = V[:, keep]
+    return (Vk / g[keep] ** 2) @ Vk.T
+
+
+def nc3_from_means(W: torch.Tensor, C: torch.Tensor) -> float:
+    # W rows and C rows are both class-indexed, so W^T/||W|| - M/||M|| in the d x K layout
+    # is the transpose of this K x d difference.
+    return float(((W / torch.linalg.norm(W) - C / torch.linalg.norm(C)) ** 2).sum())
