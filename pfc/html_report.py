@@ -83,7 +83,7 @@ def _read_json(path: Path) -> Any:
 
 def _training_section(run: Path, stage: dict[str, Any] | None) -> list[str]:
     from resnet_pfc.analysis import layer_summary, tpt_check
-    from resnet_pfc.train import read_csv
+    from resnet_pfc.runs import read_csv
 
     if not (run / "metrics.csv").is_file():
         return ["<h2>1. Training and per-layer measurement</h2>", "<p>Not run yet.</p>"]

@@ -420,8 +420,8 @@ def _bar(it: Any, enabled: bool, desc: str, total: int | None = None) -> Any:
 
 
 def _stage_train(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    from resnet_pfc import TrainConfig, read_csv, train
     from resnet_pfc.checkpoint import checkpoint_exists
-    from resnet_pfc.train import TrainConfig, read_csv, train
 
     run = out / "train"
     tc = TrainConfig(
@@ -487,7 +487,7 @@ def _fraction(f: float) -> str:
 
 def recipe_vs_paper(cfg: StudyConfig) -> list[dict[str, Any]]:
     """The demo's training options next to the paper's, with the reason of every difference."""
-    from resnet_pfc.train import PRESETS
+    from resnet_pfc.config import PRESETS
 
     rows = [
         ("dataset", "MNIST (60000 training images)", cfg.dataset),
@@ -643,9 +643,9 @@ def _network_features(run: Path) -> tuple[dict[str, np.ndarray], np.ndarray, int
     import torch
 
     from resnet_pfc.checkpoint import load_checkpoint
+    from resnet_pfc.config import TrainConfig, make_model, resolve_config
     from resnet_pfc.data import load_dataset
     from resnet_pfc.measure import LayerTaps
-    from resnet_pfc.train import TrainConfig, make_model, resolve_config
 
     doc = read_json(run / "config.json")
     if doc is None:

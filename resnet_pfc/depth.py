@@ -70,6 +70,7 @@ from ufm.errors import InputError
 from ufm.validate import check_int, check_scalar
 
 from .models import DEPTH_FAMILIES
+from .runs import versions
 
 __all__ = [
     "DepthConfig",
@@ -307,7 +308,7 @@ def _cell_dir(cfg: DepthConfig, family: str, depth: int, seed: int) -> Path:
 
 
 def _train_config(cfg: DepthConfig, family: str, depth: int, seed: int) -> Any:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     tr = family == "transformer"
     epochs = cfg.transformer_epochs if tr else cfg.epochs
@@ -391,8 +392,9 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
 
     from . import data as data_mod
     from .checkpoint import load_checkpoint
+    from .config import make_model, resolve_config
     from .measure import LayerTaps
-    from .train import make_model, resolve_config, train
+    from .train import train
 
     tcfg = _train_config(cfg, family, depth, seed)
     res = train(tcfg)
@@ -540,6 +542,7 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         y,
         d=d,
         features="layernorm",
+        method="lbfgs",
         loss="ce",
         lam_w=cfg.weight_decay,
         lam_b=cfg.weight_decay,
@@ -634,9 +637,7 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     """
     cfg = _validate(replace(config or depth_config("cpu"), **overrides))
     out = Path(cfg.out)
-    from .train import _versions
-
-    doc = {"config": asdict(cfg), "versions": _versions()}
+    doc = {"config": asdict(cfg), "versions": versions()}
     ufm_io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
     todo = [(f, L, s) for f in cfg.families for L in cfg.depths for s in cfg.seeds]
     # Most expensive first, so that parallel workers finish together.

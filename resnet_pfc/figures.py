@@ -19,6 +19,7 @@ from typing import Any
 from ufm.errors import CheckpointError
 
 from .checkpoint import atomic_write_bytes
+from .runs import read_csv
 
 __all__ = ["draw_figures", "FIG2_METRICS", "FIG3_METRICS"]
 
@@ -62,8 +63,6 @@ def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from .train import read_csv
 
     run = Path(run_dir)
     mpath = run / "metrics.csv"

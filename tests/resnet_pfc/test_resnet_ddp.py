@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 
-from resnet_pfc.train import read_csv
+from resnet_pfc.runs import read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [

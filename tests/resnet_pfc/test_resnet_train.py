@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnet_pfc import train
 from resnet_pfc.__main__ import main
 from resnet_pfc.analysis import monotonicity
 from resnet_pfc.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
-from resnet_pfc.train import METRIC_COLUMNS, TrainConfig, read_csv, resolve_config, train
+from resnet_pfc.config import TrainConfig, resolve_config
+from resnet_pfc.runs import METRIC_COLUMNS, read_csv
 from ufm.errors import CheckpointError, DivergenceError, InputError, PFCWarning
 
 TINY = dict(
@@ -191,7 +193,11 @@ def test_cli_in_process(tmp_path, capsys):
     assert main(["figures", str(out)]) == 0
     assert main(["figures", str(tmp_path / "missing")]) == 2
     assert "no metrics.csv" in capsys.readouterr().err
-    assert main(["train", *TINY_ARGS, "--epochs", "0", "--out", str(tmp_path / "x")]) == 2
+    # bad values are usage errors at parse time (exit status 2), before any work
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *TINY_ARGS, "--epochs", "0", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "--epochs" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_help():
