@@ -50,6 +50,10 @@ Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, reduced epochs, about 12 min
 idle cores with ``jobs=2``; see :data:`DEPTH_PRESETS` for the measured estimate), ``"paper"``
 (the seed paper's settings as far as they are known: width 64, depths 2-34, weight decay 5e-3,
 350 epochs, on a GPU) and ``"tiny"`` (the tutorial and the tests).
+
+Size (over 500 lines): one study with one resumable pipeline -- its config and presets,
+the cell runner, the LN-UFM comparison and the slope fits share the study's config and files;
+its figures are in :mod:`resnet_pfc.depth_figures`.
 """
 
 from __future__ import annotations
@@ -67,10 +71,11 @@ import numpy as np
 
 from ufm import io as ufm_io
 from ufm.errors import InputError
+from ufm.registry import NC2, PFC
 from ufm.validate import check_int, check_scalar
 
 from .models import DEPTH_FAMILIES
-from .runs import versions
+from .runs import MEASURED_METRICS, versions
 
 __all__ = [
     "DepthConfig",
@@ -86,32 +91,11 @@ __all__ = [
 ]
 
 #: Last-layer metrics whose log-log slope against depth is fitted.
-SLOPE_METRICS: tuple[str, ...] = (
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "pfc1",
-    "pfc2",
-    "pfc3",
-)
+SLOPE_METRICS: tuple[str, ...] = ("nc1", *NC2, "nc3", *PFC)
 #: The published slope of the NC metrics against depth on log-log axes (about -0.3).
 CLAIMED_SLOPE = -0.3
-_NC_CLAIM = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3")
-
-_METRICS = (
-    "pfc1",
-    "pfc2",
-    "pfc3",
-    "ncc_accuracy",
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "nc4",
-    "tr_sigma_w",
-    "tr_sigma_b",
-)
+_NC_CLAIM = ("nc1", *NC2, "nc3")
+_METRICS = MEASURED_METRICS
 
 #: Named settings (``DepthConfig`` fields). ``cpu``: measured on this project's 2-core machine
 #: with one thread at low load, one digits epoch (1347 samples, batch 128) costs about

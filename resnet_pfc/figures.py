@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError
+from ufm.registry import CORE
 
 from .checkpoint import atomic_write_bytes
 from .runs import read_csv
 
 __all__ = ["draw_figures", "FIG2_METRICS", "FIG3_METRICS"]
 
-FIG2_METRICS = ("pfc1", "pfc2", "pfc3", "nc1", "nc2_equiangular", "accuracy")
-FIG3_METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+FIG2_METRICS = (*CORE, "nc2_equiangular", "accuracy")
+FIG3_METRICS = CORE
 _LOG = {"pfc1", "nc1"}
 _TITLES = {
     "pfc1": "PFC1 = tr Σ_W / tr Σ_B",
