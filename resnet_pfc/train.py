@@ -67,8 +67,10 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig, check_resumable, make_model, resolve_config
+from .figures import draw_figures
 from .measure import measure_run
 from .models import MeasuredModel
+from .report import write_report
 from .runs import (
     CHECKPOINT,
     CONFIG_JSON,
@@ -508,9 +510,6 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
             bar.close()
 
     if cfg.figures and ctx.is_main:
-        from .figures import draw_figures
-        from .report import write_report
-
         draw_figures(run.out)
         write_report(run.out)
     ctx.barrier()
