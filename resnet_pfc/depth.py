@@ -375,9 +375,9 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
     from torch.utils.data import DataLoader
 
     from . import data as data_mod
-    from .checkpoint import load_checkpoint
-    from .config import make_model, resolve_config
+    from .config import resolve_config
     from .measure import LayerTaps
+    from .runs import load_run
     from .train import train
 
     tcfg = _train_config(cfg, family, depth, seed)
@@ -399,10 +399,7 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
         data_root=cfg.data_root,
     )
     K = int(ds.num_classes)
-    model = make_model(rcfg, tuple(ds.input_shape), K)
-    state = load_checkpoint(Path(tcfg.out) / "checkpoints" / "last.pt")
-    model.load_state_dict(state["model"])
-    model.eval()
+    _, model = load_run(tcfg.out)
     lmap = model.measured_layers()
     feats: list[np.ndarray] = []
     ys: list[np.ndarray] = []
