@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from resnet_pfc.config import TrainConfig, make_model, resolve_config
 from resnet_pfc.data import load_dataset
 from resnet_pfc.measure import Measurement, measure_run
 
@@ -74,7 +75,7 @@ def per_epoch(cfg, repeats: int, epochs_per_repeat: int) -> tuple[float, float, 
     """Median seconds of one training epoch, one measurement, one without the line; layers."""
     torch.manual_seed(cfg.seed)
     ds = load_dataset(cfg.dataset, per_class=cfg.per_class, seed=cfg.seed)
-    model = train_mod.make_model(cfg, ds.input_shape, ds.num_classes)
+    model = make_model(cfg, ds.input_shape, ds.num_classes)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--goal", type=float, default=0.15)
     a = p.parse_args(argv)
 
-    cfg = train_mod.resolve_config(
-        train_mod.TrainConfig(
+    cfg = resolve_config(
+        TrainConfig(
             dataset=a.dataset,
             epochs=a.epochs,
             eval_every=a.every,

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.io import write_json
 from ufm.registry import METRICS
@@ -153,12 +154,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnet_pfc.train import TrainConfig, train
+    from resnet_pfc import train
+    from resnet_pfc.config import train_config_from_args
 
-    opts = {k: getattr(args, k) for k in _TRAIN_FIELDS}
-    if opts.get("milestones") is not None:
-        opts["milestones"] = tuple(opts["milestones"])
-    res = train(TrainConfig(**opts, progress=not args.no_progress, figures=not args.no_figures))
+    res = train(train_config_from_args(args))
     acc = "" if res.train_accuracy is None else f", training accuracy {res.train_accuracy:.4f}"
     print(f"run directory: {res.out_dir}{acc}, {res.elapsed_s:.1f} s")
     return 0
@@ -297,117 +296,6 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 # parser
 # ------------------------------------------------------------------------------------------
 
-_TRAIN_FIELDS: list[str] = []
-
-
-def _add_train_options(t: argparse.ArgumentParser) -> None:
-    from resnet_pfc.train import MODEL_CHOICES, TrainConfig
-
-    d = TrainConfig()
-    _TRAIN_FIELDS.clear()
-
-    def add(flag: str, field_name: str, **kw: Any) -> None:
-        _TRAIN_FIELDS.append(field_name)
-        t.add_argument(flag, dest=field_name, **kw)
-
-    add(
-        "--dataset",
-        "dataset",
-        type=_dataset,
-        default=d.dataset,
-        help=f"one of {', '.join(DATASETS)} (digits and mnist_5k, also spelled mnist-5k, need "
-        "no download; default %(default)s)",
-    )
-    add("--out", "out", required=True, help="run directory")
-    add(
-        "--model",
-        "model",
-        default=d.model,
-        choices=MODEL_CHOICES,
-        help="auto: the data set's Table I model (default)",
-    )
-    add("--blocks", "blocks", type=POS, default=None, help="blocks of the measured stage")
-    add("--width", "width", type=POS, default=None, help="FC width or conv channels")
-    add("--variant", "variant", type=POS, default=d.variant, help="Table I variant index")
-    add("--epochs", "epochs", type=POS, default=None, help="default: the data set's preset")
-    add("--lr", "lr", type=_float_pos, default=None, help="initial lr (default: preset)")
-    add(
-        "--loss",
-        "loss",
-        default=d.loss,
-        choices=("ce", "mse"),
-        help="ce: cross entropy (the paper's, default); mse: (1/2)||z - e_y||^2 per sample",
-    )
-    add("--momentum", "momentum", type=_float_nonneg, default=d.momentum, help="default 0.9")
-    add(
-        "--weight-decay",
-        "weight_decay",
-        type=_float_nonneg,
-        default=d.weight_decay,
-        help="default 5e-4",
-    )
-    add("--batch-size", "batch_size", type=POS, default=d.batch_size, help="global batch size")
-    add(
-        "--milestones",
-        "milestones",
-        type=POS,
-        nargs="*",
-        default=None,
-        help="epochs after which the lr is multiplied by --lr-gamma (default E/3, 2E/3)",
-    )
-    add("--lr-gamma", "lr_gamma", type=_float_pos, default=d.lr_gamma, help="default 0.1")
-    add("--eval-every", "eval_every", type=POS, default=None, help="measure every N epochs")
-    add("--eval-test", "eval_test", action="store_true", help="also measure the test split")
-    add("--eval-batch-size", "eval_batch_size", type=POS, default=d.eval_batch_size)
-    add("--per-class", "per_class", type=POS, default=None, help="balanced subset per class")
-    add(
-        "--data-root",
-        "data_root",
-        default=None,
-        help="folder with the torchvision data files (default $PFC_DATA_ROOT or ./data)",
-    )
-    add(
-        "--download",
-        "download",
-        action="store_true",
-        help="download missing data with torchvision (needs a network)",
-    )
-    add("--seed", "seed", type=NONNEG, default=d.seed, help="default 0")
-    add("--resume", "resume", action="store_true", help="continue from checkpoints/last.pt")
-    add("--device", "device", default=d.device, type=_device, help="cpu, cuda or cuda:N (cpu)")
-    add("--dtype", "dtype", default=d.dtype, choices=("float32", "float64"))
-    add("--num-workers", "num_workers", type=NONNEG, default=d.num_workers)
-    add(
-        "--threads",
-        "threads",
-        type=POS,
-        default=None,
-        help="torch threads (1 is fastest for small models on a busy machine)",
-    )
-    add(
-        "--position",
-        "position",
-        default=d.position,
-        choices=("index", "distance"),
-        help="relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||",
-    )
-    add("--geodesic-points", "geodesic_points", type=TWO, default=d.geodesic_points)
-    add(
-        "--geodesic-pass2-points",
-        "geodesic_pass2_points",
-        type=TWO,
-        default=d.geodesic_pass2_points,
-    )
-    add(
-        "--epsilon",
-        "epsilon",
-        type=_float_nonneg,
-        default=d.epsilon,
-        help="effective-depth threshold (default 0.01)",
-    )
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--no-figures", action="store_true", help="skip figures and report.md")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
@@ -478,12 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train a ResNet and measure every block (a run directory)",
-        description="Train with the paper's recipe (SGD momentum 0.9, weight decay 5e-4, batch "
-        "128, lr divided by 10 at 1/3 and 2/3 of the epochs) and measure the collapse metrics "
-        "of the input of the measured stage and of every block. The paper's data sets are read "
-        "from --data-root (or fetched with --download); digits is embedded.",
+        description=TRAIN_DESCRIPTION,
     )
-    _add_train_options(t)
+    add_train_options(t)
     t.set_defaults(func=cmd_train)
 
     f = sub.add_parser(

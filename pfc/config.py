@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from resnet_pfc.config import PRESETS
 from resnet_pfc.data import canonical_name
-from resnet_pfc.train import PRESETS
 from ufm.errors import InputError
 from ufm.validate import check_int, check_scalar
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
-from resnet_pfc.train import read_csv
+from resnet_pfc.runs import read_csv
 from ufm.errors import CheckpointError
 from ufm.io import atomic_write_text, read_json
 from ufm.registry import CORE, METRICS, PFC, label

@@ -8,48 +8,49 @@ the geodesic-line prediction between the first and last measured layer, the pape
 >>> res = train(TrainConfig(dataset="digits", epochs=10, out="runs/digits"))  # doctest: +SKIP
 
 Command line: ``python -m resnet_pfc train --dataset digits --epochs 40 --out runs/digits``.
+
+Layout: :mod:`~resnet_pfc.config` (the options of a run and their command line),
+:mod:`~resnet_pfc.train` (the training loop), :mod:`~resnet_pfc.measure` (streaming metrics),
+:mod:`~resnet_pfc.models`, :mod:`~resnet_pfc.data`, :mod:`~resnet_pfc.runs` (the files of a run
+directory; :func:`~resnet_pfc.runs.load_run`), :mod:`~resnet_pfc.checkpoint` (atomic files and
+checkpoints),
+:mod:`~resnet_pfc.analysis`, :mod:`~resnet_pfc.figures`, :mod:`~resnet_pfc.report`,
+:mod:`~resnet_pfc.depth` (the depth study).
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
-# `train` and `measure` share their names with their modules: bind the functions eagerly so that
-# `resnet_pfc.train` is always the function (`from resnet_pfc.train import TrainConfig` still
-# reaches the module, as does importlib.import_module("resnet_pfc.train")).
+# `train` and `measure` share their names with their modules: binding the functions here makes
+# `resnet_pfc.train` the function (`import resnet_pfc.train as m` or
+# importlib.import_module("resnet_pfc.train") still reach the module).
+from .config import TrainConfig
+from .data import load_dataset
+from .figures import draw_figures
+from .measure import LayerTaps, Measurement, measure_layers, measure_run
 from .measure import measure as measure
+from .models import TABLE_I, ConvResNet, FCResNet, build_model, paper_model
+from .report import write_report
+from .runs import load_run, read_csv
+from .train import RunResult
 from .train import train as train
 
-_LAZY = {
-    "TrainConfig": "train",
-    "RunResult": "train",
-    "read_csv": "train",
-    "measure_layers": "measure",
-    "measure_run": "measure",
-    "Measurement": "measure",
-    "LayerTaps": "measure",
-    "FCResNet": "models",
-    "ConvResNet": "models",
-    "paper_model": "models",
-    "build_model": "models",
-    "TABLE_I": "models",
-    "draw_figures": "figures",
-    "write_report": "report",
-    "load_dataset": "data",
-}
-
-__all__ = sorted([*_LAZY, "train", "measure"])
-
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'resnet_pfc' has no attribute {name!r}")
-    value = getattr(import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = [
+    "TrainConfig",
+    "RunResult",
+    "train",
+    "read_csv",
+    "load_run",
+    "measure",
+    "measure_layers",
+    "measure_run",
+    "Measurement",
+    "LayerTaps",
+    "FCResNet",
+    "ConvResNet",
+    "paper_model",
+    "build_model",
+    "TABLE_I",
+    "draw_figures",
+    "write_report",
+    "load_dataset",
+]

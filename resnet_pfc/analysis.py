@@ -1,6 +1,6 @@
 """Analysis of a training run: terminal phase, per-layer summary, monotonicity, collapse goals.
 
-Everything here reads the rows of a run's ``metrics.csv`` (:func:`resnet_pfc.train.read_csv`)
+Everything here reads the rows of a run's ``metrics.csv`` (:func:`resnet_pfc.runs.read_csv`)
 or the summary built from them; nothing trains or measures. Used by ``resnet_pfc``'s report,
 ``pfc demo`` and the reproduction script.
 """
@@ -102,7 +102,7 @@ def layer_summary(rows: list[dict[str, Any]], split: str = "train") -> dict[str,
     Parameters
     ----------
     rows : list of dict
-        Rows of a run's ``metrics.csv`` (:func:`resnet_pfc.train.read_csv`).
+        Rows of a run's ``metrics.csv`` (:func:`resnet_pfc.runs.read_csv`).
     split : {"train", "test"}
     """
     srows = [r for r in rows if r["split"] == split]

@@ -69,11 +69,14 @@ Security: the CIFAR files are Python pickles. torchvision reads them only after 
 match the published files; the toolkit's own reader uses a restricted unpickler that builds only
 dicts, lists, strings, numbers and NumPy arrays, so a crafted file raises
 :class:`~ufm.errors.InputError` instead of executing code.
+
+Size (over 500 lines): about 75 lines of this docstring and one loader with its split, subset
+and normalisation rules for seven data sets; the file-format readers are in
+:mod:`resnet_pfc.formats`.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 import warnings
@@ -88,6 +91,8 @@ from torch.utils.data import TensorDataset
 
 from ufm.errors import InputError, PFCWarning
 from ufm.validate import check_int, describe
+
+from .formats import BUILTIN_READERS, FOLDERS, MNIST_CLASSES, STL10_CLASSES, check_labels
 
 __all__ = [
     "DATASETS",
@@ -143,32 +148,6 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
 }
-
-_MNIST_CLASSES = [str(i) for i in range(10)]
-_FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
-_STL10_CLASSES = [
-    "airplane",
-    "bird",
-    "car",
-    "cat",
-    "deer",
-    "dog",
-    "horse",
-    "monkey",
-    "ship",
-    "truck",
-]
 
 
 @dataclass(frozen=True)
@@ -238,7 +217,7 @@ _INFO: dict[str, DatasetInfo] = {
         60000,
         10000,
         *NORMALISATION["mnist"],
-        "MNIST/raw",
+        FOLDERS["mnist"],
         tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES),
     ),
     "fashion_mnist": DatasetInfo(
@@ -248,7 +227,7 @@ _INFO: dict[str, DatasetInfo] = {
         60000,
         10000,
         *NORMALISATION["fashion_mnist"],
-        "FashionMNIST/raw",
+        FOLDERS["fashion_mnist"],
         tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES),
     ),
     "cifar10": DatasetInfo(
@@ -258,7 +237,7 @@ _INFO: dict[str, DatasetInfo] = {
         50000,
         10000,
         *NORMALISATION["cifar10"],
-        "cifar-10-batches-py",
+        FOLDERS["cifar10"],
         tuple(
             f"cifar-10-batches-py/{f}"
             for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -271,7 +250,7 @@ _INFO: dict[str, DatasetInfo] = {
         50000,
         10000,
         *NORMALISATION["cifar100"],
-        "cifar-100-python",
+        FOLDERS["cifar100"],
         ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
     ),
     "stl10": DatasetInfo(
@@ -281,7 +260,7 @@ _INFO: dict[str, DatasetInfo] = {
         5000,
         8000,
         *NORMALISATION["stl10"],
-        "stl10_binary",
+        FOLDERS["stl10"],
         tuple(
             f"stl10_binary/{f}" for f in ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
         ),
@@ -571,7 +550,7 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     labels = np.asarray(bunch.target, dtype=np.int64)
     train, test = _digits_split_indices(labels)
     idx = train if split == "train" else test
-    return images[idx][:, None, :, :].astype(np.float32), labels[idx], _MNIST_CLASSES
+    return images[idx][:, None, :, :].astype(np.float32), labels[idx], MNIST_CLASSES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,7 +611,7 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
                 f"{key!r} holds pixel values {int(pixels.min())}..{int(pixels.max())}, "
                 "expected 0..255"
             )
-        _check_labels(labels, 10, f"labels in {key!r}")
+        check_labels(labels, 10, f"labels in {key!r}")
         u8 = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
         u8.setflags(write=False)
         labels.setflags(write=False)
@@ -656,7 +635,7 @@ def _load_mnist_5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     u8, labels = _read_mnist_5k()
     train, test = _mnist_5k_split_indices(labels)
     idx = train if split == "train" else test
-    return u8[idx], labels[idx].copy(), _MNIST_CLASSES
+    return u8[idx], labels[idx].copy(), MNIST_CLASSES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -703,7 +682,7 @@ def _load_vision(
     via_tv = _read_with_torchvision(key, split, root)
     if via_tv is not None:
         return (*via_tv, "torchvision")
-    u8, labels, classes = _BUILTIN_READERS[key](root, split)
+    u8, labels, classes = BUILTIN_READERS[key](root, split)
     return u8, labels, classes, "builtin"
 
 
@@ -761,7 +740,7 @@ def _read_with_torchvision(
             ds = tvd.STL10(str(root), split=split, download=False)
             u8 = np.asarray(ds.data)  # (N, 3, 96, 96), already in C, H, W order
             labels = np.asarray(ds.labels, dtype=np.int64)
-            classes = list(getattr(ds, "classes", None) or _STL10_CLASSES)
+            classes = list(getattr(ds, "classes", None) or STL10_CLASSES)
         else:
             ds = getattr(tvd, _TV_CLASSES[key])(str(root), train=(split == "train"), download=False)
             data = ds.data
@@ -789,210 +768,5 @@ def _read_with_torchvision(
         return None  # malformed: let the builtin reader produce a precise error
     if u8.shape[0] != labels.shape[0]:
         return None  # images and labels disagree: the builtin reader says which files
-    _check_labels(labels, _INFO[key].num_classes, f"{key} {split} labels")
+    check_labels(labels, _INFO[key].num_classes, f"{key} {split} labels")
     return u8, labels, classes
-
-
-def _check_labels(labels: np.ndarray, k: int, what: str) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise InputError(
-            f"{what} hold values {int(labels.min())}..{int(labels.max())}, expected 0..{k - 1}; "
-            "the files are corrupted or belong to another data set"
-        )
-
-
-# ----------------------------------------------------------------------------------------------
-# builtin readers of the same formats
-
-
-def _read_bytes(path: Path) -> bytes:
-    if path.is_file():
-        return path.read_bytes()
-    return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
-
-
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An IDX file of unsigned bytes (magic 0x00000800 + ndim, big-endian int32 sizes)."""
-    data = _read_bytes(path)
-    if len(data) < 4 + 4 * ndim:
-        raise InputError(f"{str(path)!r} is too short to be an IDX file ({len(data)} bytes)")
-    magic = int.from_bytes(data[:4], "big")
-    if magic != 0x0800 + ndim:
-        raise InputError(
-            f"{str(path)!r} has IDX magic number {magic:#010x}, expected {0x0800 + ndim:#010x} "
-            f"(unsigned bytes, {ndim} dimension(s)); the file is corrupted or of another kind"
-        )
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise InputError(
-            f"{str(path)!r} declares shape {tuple(dims)} ({int(np.prod(dims))} bytes) but holds "
-            f"{body.size} data bytes; the file is truncated or corrupted"
-        )
-    return body.reshape(dims)
-
-
-def _read_mnist_like(key: str) -> Any:
-    folder = _INFO[key].folder
-    default_classes = _MNIST_CLASSES if key == "mnist" else _FASHION_CLASSES
-
-    def read(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        prefix = "train" if split == "train" else "t10k"
-        images = _read_idx(root / folder / f"{prefix}-images-idx3-ubyte", 3)
-        labels = _read_idx(root / folder / f"{prefix}-labels-idx1-ubyte", 1).astype(np.int64)
-        if images.shape[0] != labels.shape[0]:
-            raise InputError(
-                f"{key} {split}: {images.shape[0]} images but {labels.shape[0]} labels under "
-                f"{str(root / folder)!r}; the files do not belong together"
-            )
-        _check_labels(labels, 10, f"{key} {split} labels")
-        return images[:, None, :, :], labels, default_classes
-
-    return read
-
-
-def _checked_dtype(*args: Any) -> np.dtype:
-    dt = np.dtype(*args)
-    if dt.hasobject:
-        raise pickle.UnpicklingError(f"object arrays are not allowed (dtype {dt})")
-    return dt
-
-
-def _numpy_global(module: str, name: str) -> Any:
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
-#: The only globals a CIFAR python pickle needs: NumPy's array reconstruction (NumPy 1 and 2
-#: module names; ``_frombuffer`` for protocol-5 pickles) and the array and dtype types.
-_CIFAR_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    # Python 3 writes bytes under protocol 2 as _codecs.encode(str, "latin1"); a codec only
-    # transforms data.
-    ("_codecs", "encode"),
-}
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """An unpickler that builds only dicts, lists, tuples, strings, bytes, numbers and NumPy
-    arrays of plain dtypes: any other global (``os.system``, ``builtins.eval``, ...) is refused,
-    so a crafted file raises instead of executing code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _CIFAR_GLOBALS:
-            raise pickle.UnpicklingError(
-                f"global {module}.{name} is not allowed in a CIFAR file (only NumPy arrays, "
-                "lists, dicts, strings and numbers are)"
-            )
-        if name == "dtype":
-            return _checked_dtype
-        if module == "_codecs":
-            import codecs
-
-            return codecs.encode
-        try:
-            return _numpy_global(module, name)
-        except (ImportError, AttributeError):
-            # NumPy 2 reads NumPy 1 pickles (numpy.core.*) and vice versa through the other name.
-            alt = (
-                module.replace("numpy._core", "numpy.core")
-                if "_core" in module
-                else (module.replace("numpy.core", "numpy._core"))
-            )
-            return _numpy_global(alt, name)
-
-
-def _unpickle(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            obj = _CifarUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError) as exc:
-        raise InputError(
-            f"{str(path)!r} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
-            "replace it with a fresh copy of the data set"
-        ) from exc
-    except (IndexError, KeyError, MemoryError, RecursionError) as exc:
-        raise InputError(f"{str(path)!r} is a corrupted CIFAR pickle ({exc!r})") from exc
-    if not isinstance(obj, dict):
-        raise InputError(f"{str(path)!r} holds a {type(obj).__name__}, expected a CIFAR dict")
-    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
-
-
-def _cifar_batch(path: Path, label_key: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    entry = _unpickle(path)
-    for need in ("data", label_key):
-        if need not in entry:
-            raise InputError(
-                f"{str(path)!r} has no {need!r} entry (keys: {sorted(entry)}); "
-                "the file is corrupted or of another CIFAR version"
-            )
-    data = np.asarray(entry["data"], dtype=np.uint8)
-    labels = np.asarray(entry[label_key], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-        raise InputError(
-            f"{str(path)!r}: data of shape {data.shape} with {labels.shape[0]} labels, expected "
-            "(n, 3072) with n labels"
-        )
-    _check_labels(labels, k, f"labels in {str(path)!r}")
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def _names(path: Path, key: str) -> list[str]:
-    meta = _unpickle(path)
-    names = meta.get(key)
-    if names is None:
-        raise InputError(f"{str(path)!r} has no {key!r} entry (keys: {sorted(meta)})")
-    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
-
-
-def _read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = root / _INFO["cifar10"].folder
-    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    parts = [_cifar_batch(folder / f, "labels", 10) for f in files]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    return images, labels, _names(folder / "batches.meta", "label_names")
-
-
-def _read_cifar100(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = root / _INFO["cifar100"].folder
-    images, labels = _cifar_batch(folder / split, "fine_labels", 100)
-    return images, labels, _names(folder / "meta", "fine_label_names")
-
-
-def _read_stl10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = root / _INFO["stl10"].folder
-    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
-    per_image = 3 * 96 * 96
-    if raw.size % per_image:
-        raise InputError(
-            f"{str(folder / f'{split}_X.bin')!r} holds {raw.size} bytes, not a multiple of "
-            f"{per_image} (one 3x96x96 image); the file is truncated or corrupted"
-        )
-    # The binary stores each channel column-major; swap to (C, H, W) row-major.
-    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
-    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
-    if labels.size != images.shape[0]:
-        raise InputError(
-            f"stl10 {split}: {images.shape[0]} images but {labels.size} labels under "
-            f"{str(folder)!r}; the files do not belong together"
-        )
-    _check_labels(labels, 10, f"stl10 {split} labels (stored 1..10)")
-    names_file = folder / "class_names.txt"
-    classes = names_file.read_text().splitlines() if names_file.is_file() else _STL10_CLASSES
-    return images, labels, classes
-
-
-_BUILTIN_READERS = {
-    "mnist": _read_mnist_like("mnist"),
-    "fashion_mnist": _read_mnist_like("fashion_mnist"),
-    "cifar10": _read_cifar10,
-    "cifar100": _read_cifar100,
-    "stl10": _read_stl10,
-}

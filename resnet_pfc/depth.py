@@ -50,6 +50,10 @@ Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, reduced epochs, about 12 min
 idle cores with ``jobs=2``; see :data:`DEPTH_PRESETS` for the measured estimate), ``"paper"``
 (the seed paper's settings as far as they are known: width 64, depths 2-34, weight decay 5e-3,
 350 epochs, on a GPU) and ``"tiny"`` (the tutorial and the tests).
+
+Size (over 500 lines): one study with one resumable pipeline -- its config and presets,
+the cell runner, the LN-UFM comparison and the slope fits share the study's config and files;
+its figures are in :mod:`resnet_pfc.depth_figures`.
 """
 
 from __future__ import annotations
@@ -66,9 +70,11 @@ import numpy as np
 
 from ufm import io as ufm_io
 from ufm.errors import InputError
+from ufm.registry import NC2, PFC
 from ufm.validate import check_int, check_scalar
 
 from .models import DEPTH_FAMILIES
+from .runs import MEASURED_METRICS, versions
 
 __all__ = [
     "DepthConfig",
@@ -84,32 +90,11 @@ __all__ = [
 ]
 
 #: Last-layer metrics whose log-log slope against depth is fitted.
-SLOPE_METRICS: tuple[str, ...] = (
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "pfc1",
-    "pfc2",
-    "pfc3",
-)
+SLOPE_METRICS: tuple[str, ...] = ("nc1", *NC2, "nc3", *PFC)
 #: The published slope of the NC metrics against depth on log-log axes (about -0.3).
 CLAIMED_SLOPE = -0.3
-_NC_CLAIM = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3")
-
-_METRICS = (
-    "pfc1",
-    "pfc2",
-    "pfc3",
-    "ncc_accuracy",
-    "nc1",
-    "nc2_equinorm",
-    "nc2_equiangular",
-    "nc3",
-    "nc4",
-    "tr_sigma_w",
-    "tr_sigma_b",
-)
+_NC_CLAIM = ("nc1", *NC2, "nc3")
+_METRICS = MEASURED_METRICS
 
 #: Named settings (``DepthConfig`` fields). ``cpu``: measured on this project's 2-core machine
 #: with one thread at low load, one digits epoch (1347 samples, batch 128) costs about
@@ -306,7 +291,7 @@ def _cell_dir(cfg: DepthConfig, family: str, depth: int, seed: int) -> Path:
 
 
 def _train_config(cfg: DepthConfig, family: str, depth: int, seed: int) -> Any:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     tr = family == "transformer"
     epochs = cfg.transformer_epochs if tr else cfg.epochs
@@ -389,9 +374,10 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
     from torch.utils.data import DataLoader
 
     from . import data as data_mod
-    from .checkpoint import load_checkpoint
+    from .config import resolve_config
     from .measure import LayerTaps
-    from .train import make_model, resolve_config, train
+    from .runs import load_run
+    from .train import train
 
     tcfg = _train_config(cfg, family, depth, seed)
     res = train(tcfg)
@@ -412,10 +398,7 @@ def run_cell(cfg: DepthConfig, family: str, depth: int, seed: int) -> dict[str, 
         data_root=cfg.data_root,
     )
     K = int(ds.num_classes)
-    model = make_model(rcfg, tuple(ds.input_shape), K)
-    state = load_checkpoint(Path(tcfg.out) / "checkpoints" / "last.pt")
-    model.load_state_dict(state["model"])
-    model.eval()
+    _, model = load_run(tcfg.out)
     lmap = model.measured_layers()
     feats: list[np.ndarray] = []
     ys: list[np.ndarray] = []
@@ -539,6 +522,7 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         y,
         d=d,
         features="layernorm",
+        method="lbfgs",
         loss="ce",
         lam_w=cfg.weight_decay,
         lam_b=cfg.weight_decay,
@@ -622,9 +606,7 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     """
     cfg = _validate(replace(config or depth_config("cpu"), **overrides))
     out = Path(cfg.out)
-    from .train import _versions
-
-    doc = {"config": asdict(cfg), "versions": _versions()}
+    doc = {"config": asdict(cfg), "versions": versions()}
     ufm_io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
     todo = [(f, L, s) for f in cfg.families for L in cfg.depths for s in cfg.seeds]
     # Most expensive first, so that parallel workers finish together.

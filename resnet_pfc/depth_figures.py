@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from ufm import io as ufm_io
+from ufm.registry import CORE, NC2
 
 __all__ = ["draw_depth_figures", "DEPTH_FIG_METRICS", "LAYER_FIG_METRICS"]
 
-DEPTH_FIG_METRICS = ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3", "pfc1")
-LAYER_FIG_METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+DEPTH_FIG_METRICS = ("nc1", *NC2, "nc3", "pfc1")
+LAYER_FIG_METRICS = CORE
 _TITLES = {
     "nc1": "NC1",
     "nc2_equinorm": "NC2 equinorm",

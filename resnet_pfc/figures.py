@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError
+from ufm.registry import CORE
 
 from .checkpoint import atomic_write_bytes
+from .runs import read_csv
 
 __all__ = ["draw_figures", "FIG2_METRICS", "FIG3_METRICS"]
 
-FIG2_METRICS = ("pfc1", "pfc2", "pfc3", "nc1", "nc2_equiangular", "accuracy")
-FIG3_METRICS = ("pfc1", "pfc2", "pfc3", "nc1")
+FIG2_METRICS = (*CORE, "nc2_equiangular", "accuracy")
+FIG3_METRICS = CORE
 _LOG = {"pfc1", "nc1"}
 _TITLES = {
     "pfc1": "PFC1 = tr Σ_W / tr Σ_B",
@@ -45,6 +47,16 @@ def _ok(v: Any) -> bool:
     return isinstance(v, int | float) and v == v
 
 
+def _plot_points(ax: Any, pts: list[tuple[float, float]], key: str, fmt: str, **kw: Any) -> None:
+    """Plot ``(x, y)`` pairs (nothing when empty); log-axis metrics are floored at 1e-12."""
+    if not pts:
+        return
+    xs, ys = zip(*pts, strict=True)
+    if key in _LOG:
+        ys = tuple(max(v, 1e-12) for v in ys)
+    ax.plot(xs, ys, fmt, **kw)
+
+
 def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw Fig. 2 and Fig. 3 for every split found in ``run_dir/metrics.csv``.
 
@@ -62,8 +74,6 @@ def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from .train import read_csv
 
     run = Path(run_dir)
     mpath = run / "metrics.csv"
@@ -118,18 +128,10 @@ def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
             1, len(FIG3_METRICS), figsize=(4 * len(FIG3_METRICS), 3.6), layout="constrained"
         )
         for ax, key in zip(axes, FIG3_METRICS, strict=True):
-            gl = [(g["t"], g[key]) for g in grows if _ok(g.get(key))]
-            if gl:
-                xs, ys = zip(*gl, strict=True)
-                if key in _LOG:
-                    ys = [max(v, 1e-12) for v in ys]
-                ax.plot(xs, ys, "-", color="tab:blue", label="geodesic prediction")
+            line = [(g["t"], g[key]) for g in grows if _ok(g.get(key))]
+            _plot_points(ax, line, key, "-", color="tab:blue", label="geodesic prediction")
             pts = [(r["position"], r[key]) for r in frows if _ok(r.get(key))]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                if key in _LOG:
-                    ys = [max(v, 1e-12) for v in ys]
-                ax.plot(xs, ys, "o", color="tab:red", label="layers")
+            _plot_points(ax, pts, key, "o", color="tab:red", label="layers")
             ax.set_title(_TITLES[key], fontsize=10)
             ax.set_xlabel("relative position")
             if key in _LOG:

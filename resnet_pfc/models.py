@@ -35,6 +35,10 @@ forward hooks.
 
 Table I of the paper lists block counts per data set; the widths and the layer the stage starts
 at were lost from the text, so :data:`TABLE_I` fixes them (*convention*, documented per row).
+
+Size (over 500 lines): the two paper families (FC and conv ResNets, Table I) and the depth
+study's LayerNorm families share the :class:`MeasuredModel` contract (measured layers and the
+exact last-layer classifier); about a third is docstrings.
 """
 
 from __future__ import annotations
@@ -112,8 +116,10 @@ class BasicBlock(nn.Module):
 class MeasuredModel(nn.Module):
     """Base class: a model with a measured stage (``stem`` -> ``blocks`` -> head)."""
 
+    stem: nn.Module
     blocks: nn.ModuleList
     classifier: nn.Linear
+    width: int
 
     def measured_layers(self) -> dict[str, str]:
         """Labels of the measured layers mapped to module names (for forward hooks).
@@ -129,14 +135,22 @@ class MeasuredModel(nn.Module):
             out[f"block{i + 1}"] = f"blocks.{i}"
         return out
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``classifier(blocks(stem(x)))`` (models with a pooled head override it)."""
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.classifier(h)
+
     def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The classifier ``(W (K, d), b (K,))`` acting on the flattened last measured layer."""
-        raise NotImplementedError
+        """The classifier ``(W (K, d), b (K,))`` acting on the flattened last measured layer
+        (default: the ``classifier`` layer itself)."""
+        return self.classifier.weight.detach(), self.classifier.bias.detach()
 
     @property
     def feature_dim(self) -> int:
-        """Dimension ``d`` of every measured layer (flattened)."""
-        raise NotImplementedError
+        """Dimension ``d`` of every measured layer (flattened; default: ``width``)."""
+        return self.width
 
 
 class FCResNet(MeasuredModel):
@@ -181,19 +195,6 @@ class FCResNet(MeasuredModel):
             FCBlock(width, hidden=hidden, residual_scale=scale) for _ in range(blocks)
         )
         self.classifier = nn.Linear(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.classifier(h)
-
-    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.classifier.weight.detach(), self.classifier.bias.detach()
-
-    @property
-    def feature_dim(self) -> int:
-        return self.width
 
 
 class ConvResNet(MeasuredModel):
@@ -514,19 +515,6 @@ class LNResNet(MeasuredModel):
         )
         self.classifier = nn.Linear(width, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.classifier(h)
-
-    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.classifier.weight.detach(), self.classifier.bias.detach()
-
-    @property
-    def feature_dim(self) -> int:
-        return self.width
-
 
 class _TokenMean(nn.Module):
     """Mean over the token axis ``(batch, T, d) -> (batch, d)`` (a measurement tap)."""
@@ -668,13 +656,6 @@ class TransformerClassifier(MeasuredModel):
             out[f"block{i + 1}"] = f"taps.{i + 1}"
         out["final"] = "final_norm"
         return out
-
-    def measured_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.classifier.weight.detach(), self.classifier.bias.detach()
-
-    @property
-    def feature_dim(self) -> int:
-        return self.width
 
 
 #: Model families of the depth study (``TrainConfig.model`` names).

@@ -25,6 +25,7 @@ from ufm.registry import LAYER
 
 from .analysis import monotonicity
 from .checkpoint import atomic_write_text
+from .runs import read_csv
 
 __all__ = ["write_report", "REPORT_METRICS"]
 
@@ -50,8 +51,6 @@ def write_report(run_dir: str | os.PathLike[str], *, epsilon: float | None = Non
     CheckpointError
         If ``run_dir`` has no metrics.csv.
     """
-    from .train import read_csv
-
     run = Path(run_dir)
     if not (run / "metrics.csv").is_file():
         raise CheckpointError(f"{run} has no metrics.csv; is it a run directory?")

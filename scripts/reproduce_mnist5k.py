@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from resnet_pfc import TrainConfig, read_csv, train
     from resnet_pfc.checkpoint import atomic_write_text
-    from resnet_pfc.train import TrainConfig, read_csv, train
     from ufm.errors import PFCError
 
     device = args.device

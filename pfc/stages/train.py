@@ -19,10 +19,11 @@ from typing import Any
 
 from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
 from resnet_pfc.checkpoint import checkpoint_exists
-from resnet_pfc.train import TrainConfig, read_csv, train
+from resnet_pfc.config import TrainConfig
+from resnet_pfc.runs import CHECKPOINT, read_csv
+from resnet_pfc.train import train
 
 from ..config import StudyConfig, milestones, recipe_vs_paper
-from ..features import LAST_CHECKPOINT
 
 __all__ = ["run"]
 
@@ -39,7 +40,7 @@ def run(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, An
         model="fc",
         milestones=milestones(cfg),
         per_class=cfg.train_per_class,
-        resume=checkpoint_exists(run / LAST_CHECKPOINT),
+        resume=checkpoint_exists(run / CHECKPOINT),
         figures=True,
     )
     say(

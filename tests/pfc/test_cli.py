@@ -294,7 +294,7 @@ def test_quick_demo_numbers(quick_study):
     assert all(c["exact"] for c in certs)  # quick sizes are exact by theory
     assert all(abs(c["gap"]) < 1e-6 * max(1.0, abs(c["bound"])) for c in certs)
     # the network's last layer, read back from metrics.csv, is what results.json reports
-    from resnet_pfc.train import read_csv
+    from resnet_pfc.runs import read_csv
 
     rows = read_csv(quick_study / "train" / "metrics.csv")
     last_epoch = max(r["epoch"] for r in rows)

@@ -25,6 +25,48 @@ class TinyDigits(TensorDataset):
         self.name = "tiny_digits"
 
 
+#: A tiny training run on the embedded digits (keyword arguments of ``TrainConfig``).
+TINY_RUN = dict(
+    dataset="digits",
+    per_class=10,
+    width=16,
+    blocks=2,
+    batch_size=20,
+    eval_every=1,
+    geodesic_points=11,
+    geodesic_pass2_points=3,
+    eval_batch_size=64,
+    progress=False,
+    figures=False,
+)
+
+
+def train_argv(options: dict) -> list[str]:
+    """The ``train`` command-line options that give the ``TrainConfig`` fields ``options``."""
+    argv: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if name in ("progress", "figures"):
+            argv += [] if value else [f"--no-{name}"]
+        elif value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return argv
+
+
+@pytest.fixture
+def tiny_run() -> dict:
+    """:data:`TINY_RUN` (a copy)."""
+    return dict(TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def to_argv():
+    """:func:`train_argv` (fixtures cannot be imported by test modules)."""
+    return train_argv
+
+
 @pytest.fixture
 def tiny() -> TinyDigits:
     return TinyDigits()

@@ -239,28 +239,10 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
 
 def test_cli_depth_tiny_and_bad_option(tmp_path, capsys):
+    tiny = ["depth", "--preset", "tiny", "--seeds", "0", "--epochs", "1", "--per-class", "5"]
+    tiny += ["--width", "16", "--no-progress"]
     rc = main(
-        [
-            "depth",
-            "--preset",
-            "tiny",
-            "--out",
-            str(tmp_path / "d"),
-            "--families",
-            "ln_resnet2",
-            "--depths",
-            "1",
-            "2",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--per-class",
-            "5",
-            "--width",
-            "16",
-            "--no-progress",
-        ]
+        [*tiny, "--out", str(tmp_path / "d"), "--families", "ln_resnet2", "--depths", "1", "2"]
     )
     out, _ = capsys.readouterr()
     assert rc == 0, out
@@ -269,32 +251,8 @@ def test_cli_depth_tiny_and_bad_option(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["depth", "--depths", "0"])
     assert exc.value.code == 2
-    rc = main(
-        [
-            "depth",
-            "--preset",
-            "tiny",
-            "--out",
-            str(tmp_path / "e"),
-            "--lr",
-            "1e-3",
-            "--families",
-            "ln_resnet1",
-            "--depths",
-            "1",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--per-class",
-            "5",
-            "--width",
-            "16",
-            "--no-progress",
-            "--bootstrap",
-            "5",
-        ]
-    )
+    bad = ["--lr", "1e-3", "--families", "ln_resnet1", "--depths", "1", "--bootstrap", "5"]
+    rc = main([*tiny, "--out", str(tmp_path / "e"), *bad])
     _, err = capsys.readouterr()
     assert rc == 2 and "bootstrap" in err
 

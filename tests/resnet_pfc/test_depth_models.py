@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from resnet_pfc import train
+from resnet_pfc.config import TrainConfig, resolve_config
 from resnet_pfc.measure import LayerTaps
 from resnet_pfc.models import (
     DEPTH_FAMILIES,
@@ -14,7 +16,7 @@ from resnet_pfc.models import (
     TransformerClassifier,
     build_depth_model,
 )
-from resnet_pfc.train import TrainConfig, read_csv, resolve_config, train
+from resnet_pfc.runs import read_csv
 from ufm.errors import InputError
 
 

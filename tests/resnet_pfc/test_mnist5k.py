@@ -153,7 +153,7 @@ def test_both_clis_accept_mnist_5k_and_loss():
 
 
 def test_train_mnist_5k_uses_the_mnist_table_i_model(tmp_path):
-    from resnet_pfc.train import TrainConfig, make_model, resolve_config
+    from resnet_pfc.config import TrainConfig, make_model, resolve_config
 
     cfg = resolve_config(TrainConfig(dataset="mnist-5k", out=str(tmp_path), width=16))
     assert (cfg.epochs, cfg.lr) == (350, 0.01)
@@ -163,8 +163,10 @@ def test_train_mnist_5k_uses_the_mnist_table_i_model(tmp_path):
 
 def test_mse_loss_is_half_squared_error_to_one_hot(tmp_path):
     """One full-batch step with a negligible lr: train_loss equals the loss of the saved model."""
+    from resnet_pfc import train
     from resnet_pfc.checkpoint import load_checkpoint
-    from resnet_pfc.train import TrainConfig, make_model, read_csv, resolve_config, train
+    from resnet_pfc.config import TrainConfig, make_model, resolve_config
+    from resnet_pfc.runs import read_csv
 
     cfg = TrainConfig(
         dataset="mnist_5k",
@@ -197,7 +199,7 @@ def test_mse_loss_is_half_squared_error_to_one_hot(tmp_path):
 
 
 def test_bad_loss_is_an_input_error(tmp_path):
-    from resnet_pfc.train import TrainConfig, resolve_config
+    from resnet_pfc.config import TrainConfig, resolve_config
 
     with pytest.raises(InputError, match="loss"):
         resolve_config(TrainConfig(out=str(tmp_path), loss="hinge"))

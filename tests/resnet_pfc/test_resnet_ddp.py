@@ -11,49 +11,23 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 
-from resnet_pfc.train import read_csv
+from resnet_pfc.runs import read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = [
-    "train",
-    "--dataset",
-    "digits",
-    "--per-class",
-    "10",
-    "--width",
-    "16",
-    "--blocks",
-    "2",
-    "--batch-size",
-    "20",
-    "--eval-every",
-    "1",
-    "--epochs",
-    "3",
-    "--eval-test",
-    "--geodesic-points",
-    "11",
-    "--geodesic-pass2-points",
-    "3",
-    "--eval-batch-size",
-    "16",
-    "--dtype",
-    "float64",
-    "--no-progress",
-    "--no-figures",
-]
 
 
 @pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
     reason="torch.distributed with gloo is not available",
 )
-def test_ddp_two_processes_match_single_process(tmp_path):
+def test_ddp_two_processes_match_single_process(tmp_path, tiny_run, to_argv):
+    opts = {**tiny_run, "epochs": 3, "eval_test": True, "eval_batch_size": 16, "dtype": "float64"}
+    args = ["train", *to_argv(opts)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     single = subprocess.run(
-        [sys.executable, "-m", "resnet_pfc", *ARGS, "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "resnet_pfc", *args, "--out", str(tmp_path / "one")],
         env=env,
         capture_output=True,
         text=True,
@@ -70,7 +44,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
             "2",
             "-m",
             "resnet_pfc",
-            *ARGS,
+            *args,
             "--out",
             str(tmp_path / "two"),
         ],

@@ -13,46 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnet_pfc import train
 from resnet_pfc.__main__ import main
 from resnet_pfc.analysis import monotonicity
 from resnet_pfc.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
-from resnet_pfc.train import METRIC_COLUMNS, TrainConfig, read_csv, resolve_config, train
+from resnet_pfc.config import TrainConfig, resolve_config
+from resnet_pfc.runs import METRIC_COLUMNS, read_csv
 from ufm.errors import CheckpointError, DivergenceError, InputError, PFCWarning
 
-TINY = dict(
-    dataset="digits",
-    per_class=10,
-    width=16,
-    blocks=2,
-    batch_size=20,
-    eval_every=1,
-    geodesic_points=11,
-    geodesic_pass2_points=3,
-    eval_batch_size=64,
-    progress=False,
-    figures=False,
-)
-TINY_ARGS = [
-    "--dataset",
-    "digits",
-    "--per-class",
-    "10",
-    "--width",
-    "16",
-    "--blocks",
-    "2",
-    "--batch-size",
-    "20",
-    "--eval-every",
-    "1",
-    "--geodesic-points",
-    "11",
-    "--geodesic-pass2-points",
-    "3",
-    "--eval-batch-size",
-    "64",
-    "--no-progress",
-]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,9 +30,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_determinism(tmp_path):
-    a = train(TrainConfig(**TINY, epochs=2, out=str(tmp_path / "a")))
-    b = train(TrainConfig(**TINY, epochs=2, out=str(tmp_path / "b")))
+def test_determinism(tmp_path, tiny_run):
+    a = train(TrainConfig(**tiny_run, epochs=2, out=str(tmp_path / "a")))
+    b = train(TrainConfig(**tiny_run, epochs=2, out=str(tmp_path / "b")))
     assert a.metrics == b.metrics and a.geodesic == b.geodesic
     assert (tmp_path / "a/metrics.csv").read_text() == (tmp_path / "b/metrics.csv").read_text()
     rows = read_csv(tmp_path / "a/metrics.csv")
@@ -84,13 +52,15 @@ def test_determinism(tmp_path):
     )
     geo = read_csv(tmp_path / "a/geodesic.csv")
     assert {g["layer"] for g in geo if g["epoch"] == 2} == {"", "input", "block1", "block2"}
-    c = train(TrainConfig(**{**TINY, "seed": 1}, epochs=2, out=str(tmp_path / "c")))
+    c = train(TrainConfig(**{**tiny_run, "seed": 1}, epochs=2, out=str(tmp_path / "c")))
     assert c.metrics != a.metrics
 
 
-def test_eval_test_split_and_files(tmp_path):
+def test_eval_test_split_and_files(tmp_path, tiny_run):
     out = tmp_path / "run"
-    res = train(TrainConfig(**{**TINY, "figures": True}, epochs=1, eval_test=True, out=str(out)))
+    res = train(
+        TrainConfig(**{**tiny_run, "figures": True}, epochs=1, eval_test=True, out=str(out))
+    )
     assert {r["split"] for r in res.metrics} == {"train", "test"}
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["lr"] == 0.1 and cfg["config"]["milestones"] == [1]
@@ -103,10 +73,10 @@ def test_eval_test_split_and_files(tmp_path):
     assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporary file
 
 
-def test_divergence_keeps_last_good_checkpoint(tmp_path):
+def test_divergence_keeps_last_good_checkpoint(tmp_path, tiny_run):
     out = tmp_path / "div"
     with pytest.raises(DivergenceError, match=r"epoch 1, step \d+") as exc:
-        train(TrainConfig(**TINY, epochs=3, lr=1e12, out=str(out)))
+        train(TrainConfig(**tiny_run, epochs=3, lr=1e12, out=str(out)))
     assert "last.pt" in str(exc.value)
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["epoch"] == 0
@@ -114,14 +84,14 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path):
     assert {r["epoch"] for r in read_csv(out / "metrics.csv")} == {0}
 
 
-def test_existing_run_needs_resume_and_same_options(tmp_path):
+def test_existing_run_needs_resume_and_same_options(tmp_path, tiny_run):
     out = str(tmp_path / "r")
-    first = train(TrainConfig(**TINY, epochs=1, out=out))
+    first = train(TrainConfig(**tiny_run, epochs=1, out=out))
     with pytest.raises(CheckpointError, match="--resume"):
-        train(TrainConfig(**TINY, epochs=1, out=out))
+        train(TrainConfig(**tiny_run, epochs=1, out=out))
     with pytest.raises(CheckpointError, match="epochs: 1 -> 2"):
-        train(TrainConfig(**TINY, epochs=1, out=out, resume=True), epochs=2)
-    again = train(TrainConfig(**TINY, epochs=1, out=out, resume=True))
+        train(TrainConfig(**tiny_run, epochs=1, out=out, resume=True), epochs=2)
+    again = train(TrainConfig(**tiny_run, epochs=1, out=out, resume=True))
     assert again.epochs_run == 0 and again.metrics == first.metrics
 
 
@@ -181,9 +151,12 @@ def test_atomic_write_and_checkpoint_errors(tmp_path):
     assert load_checkpoint(tmp_path / "ok.pt")["epoch"] == 3
 
 
-def test_cli_in_process(tmp_path, capsys):
+def test_cli_in_process(tmp_path, capsys, tiny_run, to_argv):
     out = tmp_path / "cli"
-    assert main(["train", *TINY_ARGS, "--epochs", "1", "--out", str(out)]) == 0
+    assert (
+        main(["train", *to_argv({**tiny_run, "figures": True}), "--epochs", "1", "--out", str(out)])
+        == 0
+    )
     assert "train accuracy" in capsys.readouterr().out
     assert (out / "report.md").is_file() and (out / "figures" / "fig3_train.png").is_file()
     (out / "report.md").unlink()
@@ -191,7 +164,20 @@ def test_cli_in_process(tmp_path, capsys):
     assert main(["figures", str(out)]) == 0
     assert main(["figures", str(tmp_path / "missing")]) == 2
     assert "no metrics.csv" in capsys.readouterr().err
-    assert main(["train", *TINY_ARGS, "--epochs", "0", "--out", str(tmp_path / "x")]) == 2
+    # bad values are usage errors at parse time (exit status 2), before any work
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "train",
+                *to_argv({**tiny_run, "figures": True}),
+                "--epochs",
+                "0",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+    assert exc.value.code == 2 and "--epochs" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_help():
@@ -217,14 +203,14 @@ def test_cli_help():
         assert opt in r.stdout
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, tiny_run, to_argv):
     epochs = 12
     args = [
         sys.executable,
         "-m",
         "resnet_pfc",
         "train",
-        *TINY_ARGS,
+        *to_argv({**tiny_run, "figures": True}),
         "--no-figures",
         "--epochs",
         str(epochs),
@@ -266,8 +252,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     assert (run / "geodesic.csv").read_text() == (tmp_path / "ref/geodesic.csv").read_text()
 
 
-def test_conv_model_trains_and_measures(tmp_path):
-    kw = {**TINY, "width": 8, "eval_every": 2}
+def test_conv_model_trains_and_measures(tmp_path, tiny_run):
+    kw = {**tiny_run, "width": 8, "eval_every": 2}
     res = train(TrainConfig(**kw, model="conv", epochs=2, out=str(tmp_path / "conv")))
     rows = [r for r in res.metrics if r["epoch"] == 2]
     assert [r["layer"] for r in rows] == ["input", "block1", "block2"]
@@ -276,9 +262,9 @@ def test_conv_model_trains_and_measures(tmp_path):
     assert doc["model_kind"] == "ConvResNet" and doc["feature_dim"] == 8 * 2 * 2
 
 
-def test_resume_without_checkpoint_starts_fresh(tmp_path):
-    a = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "a"), resume=True))
-    b = train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "b")))
+def test_resume_without_checkpoint_starts_fresh(tmp_path, tiny_run):
+    a = train(TrainConfig(**tiny_run, epochs=1, out=str(tmp_path / "a"), resume=True))
+    b = train(TrainConfig(**tiny_run, epochs=1, out=str(tmp_path / "b")))
     assert a.epochs_run == 1 and a.metrics == b.metrics
 
 
@@ -286,20 +272,20 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
 # resume: options checked before writing, relocatable folders, two generations, trust
 
 
-def test_refused_resume_leaves_config_json_untouched(tmp_path):
+def test_refused_resume_leaves_config_json_untouched(tmp_path, tiny_run):
     out = tmp_path / "r"
-    train(TrainConfig(**TINY, epochs=1, out=str(out)))
+    train(TrainConfig(**tiny_run, epochs=1, out=str(out)))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     with pytest.raises(CheckpointError, match="epochs: 1 -> 2"):
-        train(TrainConfig(**TINY, epochs=2, out=str(out), resume=True))
+        train(TrainConfig(**tiny_run, epochs=2, out=str(out), resume=True))
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before
 
 
 @pytest.mark.parametrize("spelling", ["absolute", "trailing_slash", "moved"])
-def test_resume_by_another_spelling_or_moved(tmp_path, monkeypatch, spelling):
+def test_resume_by_another_spelling_or_moved(tmp_path, monkeypatch, spelling, tiny_run):
     monkeypatch.chdir(tmp_path)
-    first = train(TrainConfig(**TINY, epochs=1, out="run"))
+    first = train(TrainConfig(**tiny_run, epochs=1, out="run"))
     out = {
         "absolute": str(tmp_path / "run"),
         "trailing_slash": "run/",
@@ -308,32 +294,34 @@ def test_resume_by_another_spelling_or_moved(tmp_path, monkeypatch, spelling):
     if spelling == "moved":
         (tmp_path / "elsewhere").mkdir()
         (tmp_path / "run").rename(out)
-    again = train(TrainConfig(**TINY, epochs=1, out=out, resume=True))
+    again = train(TrainConfig(**tiny_run, epochs=1, out=out, resume=True))
     assert again.epochs_run == 0 and again.metrics == first.metrics
 
 
-def test_last_pt_directory_gives_one_clear_error(tmp_path):
+def test_last_pt_directory_gives_one_clear_error(tmp_path, tiny_run):
     out = tmp_path / "d"
     (out / "checkpoints" / "last.pt").mkdir(parents=True)
     for resume in (False, True):
         with pytest.raises(CheckpointError) as exc:
-            train(TrainConfig(**TINY, epochs=1, out=str(out), resume=resume))
+            train(TrainConfig(**tiny_run, epochs=1, out=str(out), resume=resume))
         if resume:
             assert "is a directory" in str(exc.value)
         else:
             assert "--resume" in str(exc.value)
 
 
-def test_corrupted_last_pt_falls_back_to_previous_generation(tmp_path):
-    ref = train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(tmp_path / "ref")))
+def test_corrupted_last_pt_falls_back_to_previous_generation(tmp_path, tiny_run):
+    ref = train(TrainConfig(**tiny_run, epochs=3, milestones=(1, 2), out=str(tmp_path / "ref")))
     out = tmp_path / "c"
-    train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out)))
+    train(TrainConfig(**tiny_run, epochs=3, milestones=(1, 2), out=str(out)))
     ckpts = out / "checkpoints"
     assert load_checkpoint(ckpts / "last.pt")["epoch"] == 3
     assert load_checkpoint(ckpts / "last.prev.pt")["epoch"] == 2
     (ckpts / "last.pt").write_bytes(b"\x00garbage" * 10)
     with pytest.warns(PFCWarning, match="previous checkpoint"):
-        again = train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out), resume=True))
+        again = train(
+            TrainConfig(**tiny_run, epochs=3, milestones=(1, 2), out=str(out), resume=True)
+        )
     assert again.epochs_run == 1
     # the lr schedule survives the round trip (the scheduler's milestones are a Counter)
     assert [r["lr"] for r in again.metrics if r["epoch"] == 3][0] == pytest.approx(1e-3)
@@ -344,7 +332,7 @@ def test_corrupted_last_pt_falls_back_to_previous_generation(tmp_path):
     (ckpts / "last.pt").write_bytes(b"junk")
     (ckpts / "last.prev.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
-        train(TrainConfig(**TINY, epochs=3, milestones=(1, 2), out=str(out), resume=True))
+        train(TrainConfig(**tiny_run, epochs=3, milestones=(1, 2), out=str(out), resume=True))
 
 
 class _Evil:
@@ -355,7 +343,7 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_malicious_checkpoint_is_refused_without_running_code(tmp_path):
+def test_malicious_checkpoint_is_refused_without_running_code(tmp_path, tiny_run):
     marker = tmp_path / "pwned"
     out = tmp_path / "evil"
     (out / "checkpoints").mkdir(parents=True)
@@ -363,7 +351,7 @@ def test_malicious_checkpoint_is_refused_without_running_code(tmp_path):
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(out / "checkpoints" / "last.pt")
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
-        train(TrainConfig(**TINY, epochs=1, out=str(out), resume=True))
+        train(TrainConfig(**tiny_run, epochs=1, out=str(out), resume=True))
     assert not marker.exists()
 
 
@@ -415,17 +403,17 @@ def test_more_config_errors(kw, match):
         resolve_config(TrainConfig(**kw))
 
 
-def test_lr_overflowing_step_is_a_divergence(tmp_path):
+def test_lr_overflowing_step_is_a_divergence(tmp_path, tiny_run):
     with pytest.raises(DivergenceError, match="lower --lr"):
-        train(TrainConfig(**TINY, epochs=1, lr=1e37, out=str(tmp_path / "big")))
+        train(TrainConfig(**tiny_run, epochs=1, lr=1e37, out=str(tmp_path / "big")))
 
 
-def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch, tiny_run):
     """In process: stop during epoch 2 (Ctrl-C), resume; the lr decay after epoch 2 and every
     metric match an uninterrupted run (the scheduler state survives the checkpoint)."""
     T = sys.modules["resnet_pfc.train"]
 
-    kw = {**TINY, "epochs": 3, "milestones": (2,)}
+    kw = {**tiny_run, "epochs": 3, "milestones": (2,)}
     ref = train(TrainConfig(**kw, out=str(tmp_path / "ref")))
     real, calls = T.measure_run, []
 
@@ -447,7 +435,7 @@ def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch):
     assert again.metrics == ref.metrics
 
 
-def test_out_under_a_file_is_refused_before_loading_data(tmp_path, monkeypatch):
+def test_out_under_a_file_is_refused_before_loading_data(tmp_path, monkeypatch, tiny_run):
     import resnet_pfc.data as D
 
     (tmp_path / "afile").write_text("x")
@@ -457,9 +445,9 @@ def test_out_under_a_file_is_refused_before_loading_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(D, "load_dataset", no_data)
     with pytest.raises(InputError, match="which is a file"):
-        train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile" / "run")))
+        train(TrainConfig(**tiny_run, epochs=1, out=str(tmp_path / "afile" / "run")))
     with pytest.raises(CheckpointError, match="is a file"):
-        train(TrainConfig(**TINY, epochs=1, out=str(tmp_path / "afile")))
+        train(TrainConfig(**tiny_run, epochs=1, out=str(tmp_path / "afile")))
 
 
 def test_damaged_metrics_csv_is_a_clear_error(tmp_path, capsys):

@@ -1,0 +1,271 @@
+"""Readers of the paper's data-set file formats, independent of torchvision.
+
+MNIST/Fashion-MNIST idx files (optionally gzipped), the CIFAR-10/100 Python pickles (through a
+restricted unpickler that builds only dicts, lists, strings, numbers and NumPy arrays, so a
+crafted file raises :class:`~ufm.errors.InputError` instead of executing code) and the STL10
+binary files. Each reader of :data:`BUILTIN_READERS` takes ``(root, split)`` and returns
+``(uint8 images (N, C, H, W), int64 labels, class names)``; the structure (magic numbers, sizes,
+label ranges) is checked instead of checksums. :mod:`resnet_pfc.data` chooses between these and
+torchvision and normalises the images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ufm.errors import InputError
+
+__all__ = [
+    "BUILTIN_READERS",
+    "FOLDERS",
+    "MNIST_CLASSES",
+    "FASHION_CLASSES",
+    "STL10_CLASSES",
+    "check_labels",
+]
+
+#: Folder of each file-based data set under the data root (torchvision's layout).
+FOLDERS = {
+    "mnist": "MNIST/raw",
+    "fashion_mnist": "FashionMNIST/raw",
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "stl10": "stl10_binary",
+}
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+STL10_CLASSES = [
+    "airplane",
+    "bird",
+    "car",
+    "cat",
+    "deer",
+    "dog",
+    "horse",
+    "monkey",
+    "ship",
+    "truck",
+]
+
+
+def check_labels(labels: np.ndarray, k: int, what: str) -> None:
+    """Labels must be integers in ``0..k-1``; ``what`` names them in the error."""
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise InputError(
+            f"{what} hold values {int(labels.min())}..{int(labels.max())}, expected 0..{k - 1}; "
+            "the files are corrupted or belong to another data set"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# builtin readers of the same formats
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.is_file():
+        return path.read_bytes()
+    return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (magic 0x00000800 + ndim, big-endian int32 sizes)."""
+    data = _read_bytes(path)
+    if len(data) < 4 + 4 * ndim:
+        raise InputError(f"{str(path)!r} is too short to be an IDX file ({len(data)} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != 0x0800 + ndim:
+        raise InputError(
+            f"{str(path)!r} has IDX magic number {magic:#010x}, expected {0x0800 + ndim:#010x} "
+            f"(unsigned bytes, {ndim} dimension(s)); the file is corrupted or of another kind"
+        )
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise InputError(
+            f"{str(path)!r} declares shape {tuple(dims)} ({int(np.prod(dims))} bytes) but holds "
+            f"{body.size} data bytes; the file is truncated or corrupted"
+        )
+    return body.reshape(dims)
+
+
+def _read_mnist_like(key: str) -> Any:
+    folder = FOLDERS[key]
+    default_classes = MNIST_CLASSES if key == "mnist" else FASHION_CLASSES
+
+    def read(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        prefix = "train" if split == "train" else "t10k"
+        images = _read_idx(root / folder / f"{prefix}-images-idx3-ubyte", 3)
+        labels = _read_idx(root / folder / f"{prefix}-labels-idx1-ubyte", 1).astype(np.int64)
+        if images.shape[0] != labels.shape[0]:
+            raise InputError(
+                f"{key} {split}: {images.shape[0]} images but {labels.shape[0]} labels under "
+                f"{str(root / folder)!r}; the files do not belong together"
+            )
+        check_labels(labels, 10, f"{key} {split} labels")
+        return images[:, None, :, :], labels, default_classes
+
+    return read
+
+
+def _checked_dtype(*args: Any) -> np.dtype:
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"object arrays are not allowed (dtype {dt})")
+    return dt
+
+
+def _numpy_global(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+#: The only globals a CIFAR python pickle needs: NumPy's array reconstruction (NumPy 1 and 2
+#: module names; ``_frombuffer`` for protocol-5 pickles) and the array and dtype types.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    # Python 3 writes bytes under protocol 2 as _codecs.encode(str, "latin1"); a codec only
+    # transforms data.
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, strings, bytes, numbers and NumPy
+    arrays of plain dtypes: any other global (``os.system``, ``builtins.eval``, ...) is refused,
+    so a crafted file raises instead of executing code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed in a CIFAR file (only NumPy arrays, "
+                "lists, dicts, strings and numbers are)"
+            )
+        if name == "dtype":
+            return _checked_dtype
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        try:
+            return _numpy_global(module, name)
+        except (ImportError, AttributeError):
+            # NumPy 2 reads NumPy 1 pickles (numpy.core.*) and vice versa through the other name.
+            alt = (
+                module.replace("numpy._core", "numpy.core")
+                if "_core" in module
+                else (module.replace("numpy.core", "numpy._core"))
+            )
+            return _numpy_global(alt, name)
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        raise InputError(
+            f"{str(path)!r} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
+            "replace it with a fresh copy of the data set"
+        ) from exc
+    except (IndexError, KeyError, MemoryError, RecursionError) as exc:
+        raise InputError(f"{str(path)!r} is a corrupted CIFAR pickle ({exc!r})") from exc
+    if not isinstance(obj, dict):
+        raise InputError(f"{str(path)!r} holds a {type(obj).__name__}, expected a CIFAR dict")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _cifar_batch(path: Path, label_key: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    entry = _unpickle(path)
+    for need in ("data", label_key):
+        if need not in entry:
+            raise InputError(
+                f"{str(path)!r} has no {need!r} entry (keys: {sorted(entry)}); "
+                "the file is corrupted or of another CIFAR version"
+            )
+    data = np.asarray(entry["data"], dtype=np.uint8)
+    labels = np.asarray(entry[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
+        raise InputError(
+            f"{str(path)!r}: data of shape {data.shape} with {labels.shape[0]} labels, expected "
+            "(n, 3072) with n labels"
+        )
+    check_labels(labels, k, f"labels in {str(path)!r}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _names(path: Path, key: str) -> list[str]:
+    meta = _unpickle(path)
+    names = meta.get(key)
+    if names is None:
+        raise InputError(f"{str(path)!r} has no {key!r} entry (keys: {sorted(meta)})")
+    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = root / FOLDERS["cifar10"]
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    parts = [_cifar_batch(folder / f, "labels", 10) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return images, labels, _names(folder / "batches.meta", "label_names")
+
+
+def _read_cifar100(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = root / FOLDERS["cifar100"]
+    images, labels = _cifar_batch(folder / split, "fine_labels", 100)
+    return images, labels, _names(folder / "meta", "fine_label_names")
+
+
+def _read_stl10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = root / FOLDERS["stl10"]
+    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
+    per_image = 3 * 96 * 96
+    if raw.size % per_image:
+        raise InputError(
+            f"{str(folder / f'{split}_X.bin')!r} holds {raw.size} bytes, not a multiple of "
+            f"{per_image} (one 3x96x96 image); the file is truncated or corrupted"
+        )
+    # The binary stores each channel column-major; swap to (C, H, W) row-major.
+    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
+    if labels.size != images.shape[0]:
+        raise InputError(
+            f"stl10 {split}: {images.shape[0]} images but {labels.size} labels under "
+            f"{str(folder)!r}; the files do not belong together"
+        )
+    check_labels(labels, 10, f"stl10 {split} labels (stored 1..10)")
+    names_file = folder / "class_names.txt"
+    classes = names_file.read_text().splitlines() if names_file.is_file() else STL10_CLASSES
+    return images, labels, classes
+
+
+BUILTIN_READERS = {
+    "mnist": _read_mnist_like("mnist"),
+    "fashion_mnist": _read_mnist_like("fashion_mnist"),
+    "cifar10": _read_cifar10,
+    "cifar100": _read_cifar100,
+    "stl10": _read_stl10,
+}

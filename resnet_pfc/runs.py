@@ -1,0 +1,261 @@
+"""The files of a run directory: names, CSV schemas, reading and writing.
+
+A run directory (written by :func:`resnet_pfc.train`, every file atomically)::
+
+    config.json          every option after defaults are resolved, plus library versions
+    metrics.csv          one row per (epoch, split, layer): METRIC_COLUMNS
+    geodesic.csv         one row per (epoch, split, t) of the line prediction: GEODESIC_COLUMNS
+    checkpoints/last.pt  written after every epoch (the previous one kept as last.prev.pt)
+    figures/             fig2_<split>.png, fig3_<split>.png
+    report.md            monotonicity across layers at the final epoch and the effective depth
+
+Readers (:mod:`resnet_pfc.figures`, :mod:`resnet_pfc.report`, :mod:`pfc`) use this module, not the
+training code; :func:`load_run` gives a finished run's config and trained model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from ufm.errors import CheckpointError, InputError
+from ufm.registry import NC2, PFC, TRACES
+
+from .checkpoint import atomic_write_text, load_latest_checkpoint
+from .config import TrainConfig, config_from_dict, make_model, resolve_config
+from .models import MeasuredModel
+
+__all__ = [
+    "CONFIG_JSON",
+    "METRICS_CSV",
+    "GEODESIC_CSV",
+    "CHECKPOINT",
+    "MEASURED_METRICS",
+    "METRIC_COLUMNS",
+    "GEODESIC_COLUMNS",
+    "read_csv",
+    "csv_text",
+    "write_csv",
+    "rows_from_measurement",
+    "versions",
+    "load_run",
+    "torch_dtype",
+]
+
+CONFIG_JSON = "config.json"
+METRICS_CSV = "metrics.csv"
+GEODESIC_CSV = "geodesic.csv"
+#: The newest checkpoint, relative to the run directory.
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+#: Metrics measured at every layer (registry names of :data:`ufm.METRICS`), in column order.
+MEASURED_METRICS: tuple[str, ...] = (
+    *PFC,
+    "ncc_accuracy",
+    "nc1",
+    *NC2,
+    "nc3",
+    "nc4",
+    *TRACES,
+)
+#: Columns of metrics.csv (one row per epoch, split, layer).
+METRIC_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "split",
+    "layer",
+    "layer_index",
+    "position",
+    "distance",
+    *MEASURED_METRICS,
+    "loss",
+    "accuracy",
+    "train_loss",
+    "train_acc",
+    "lr",
+)
+#: Columns of geodesic.csv (one row per epoch, split, t); ``layer`` names the layer at that t.
+#: The line has no classifier, so NC3 and NC4 are absent.
+GEODESIC_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "split",
+    "t",
+    "layer",
+    *(m for m in MEASURED_METRICS if m not in ("nc3", "nc4")),
+)
+_TEXT_COLUMNS = ("split", "layer")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """CSV text of ``rows`` (header ``columns``; ``None`` as an empty cell, floats exact)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def write_csv(
+    path: str | os.PathLike[str], rows: list[dict[str, Any]], columns: tuple[str, ...]
+) -> Path:
+    """Write ``rows`` to ``path`` atomically (see :func:`csv_text`)."""
+    return atomic_write_text(path, csv_text(rows, columns))
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read metrics.csv / geodesic.csv back: numbers as int or float, empty cells as None.
+
+    Raises
+    ------
+    InputError
+        The file is not CSV, or a line has more or fewer cells than the header.
+    """
+
+    def conv(s: str) -> Any:
+        if s == "":
+            return None
+        try:
+            return int(s)
+        except ValueError:
+            pass
+        try:
+            return float(s)
+        except ValueError:
+            return s
+
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                if None in row or None in row.values():
+                    # more cells than the header (key None) or fewer (value None)
+                    raise InputError(
+                        f"{str(path)!r} is malformed: line {reader.line_num} has "
+                        f"{len(row) - (None in row) + len(row.get(None) or [])} cells for "
+                        f"{len(reader.fieldnames or [])} columns; the file was damaged or "
+                        "edited: rerun the training (or restore the file)"
+                    )
+                rows.append({k: (v if k in _TEXT_COLUMNS else conv(v)) for k, v in row.items()})
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{str(path)!r} is not a readable CSV file ({exc})") from exc
+    return rows
+
+
+def rows_from_measurement(
+    m: Any, epoch: int, split: str, extra: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The metrics.csv and geodesic.csv rows of one :class:`resnet_pfc.measure.Measurement`.
+
+    ``extra`` (training loss, accuracy, lr) is added to every metrics row.
+    """
+    rows = []
+    for i, (lab, met) in enumerate(m.layers.items()):
+        row = {
+            "epoch": epoch,
+            "split": split,
+            "layer": lab,
+            "layer_index": i,
+            "position": m.positions[lab],
+            "distance": m.distances[lab],
+        }
+        row.update({k: met.get(k) for k in MEASURED_METRICS})
+        row.update(loss=m.loss, accuracy=m.accuracy, **extra)
+        rows.append(row)
+    geo = []
+    if m.geodesic is not None:
+        at: dict[float, str] = {}
+        for lab, pos in m.positions.items():
+            at.setdefault(pos, lab)
+        for j, t in enumerate(m.geodesic["t"]):
+            row = {"epoch": epoch, "split": split, "t": float(t), "layer": at.get(float(t), "")}
+            for k in GEODESIC_COLUMNS[4:]:
+                if k in m.geodesic:
+                    v = float(m.geodesic[k][j])
+                    row[k] = None if math.isnan(v) else v
+            geo.append(row)
+    return rows, geo
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in a run's config.json."""
+    import numpy as np
+    import torch
+
+    import ufm
+
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pfc_toolkit": getattr(ufm, "__version__", "?"),
+    }
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover - optional
+        pass
+    return out
+
+
+def load_run(
+    run_dir: str | os.PathLike[str], *, device: str = "cpu"
+) -> tuple[TrainConfig, MeasuredModel]:
+    """The resolved config and the trained model (eval mode, the run's dtype) of a run directory.
+
+    Reads ``config.json`` and ``checkpoints/last.pt`` (its previous generation, with a warning,
+    when it is unreadable); the model is rebuilt with
+    :func:`resnet_pfc.config.make_model` and gets the checkpoint's weights. Use it to extract
+    features (:class:`resnet_pfc.measure.LayerTaps` on ``model.measured_layers()``).
+
+    Raises
+    ------
+    CheckpointError
+        No config.json or checkpoint, or one that does not fit the config.
+    """
+    run = Path(run_dir)
+    path = run / CONFIG_JSON
+    try:
+        doc = json.loads(path.read_text())
+        cfg = resolve_config(config_from_dict(doc["config"]))
+        input_shape = tuple(int(v) for v in doc["input_shape"])
+        num_classes = int(doc["num_classes"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{run} has no {CONFIG_JSON}; run the training first") from None
+    except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
+        raise CheckpointError(f"{path} is not a run's config ({exc})") from exc
+    dtype = torch_dtype(cfg.dtype)
+    model = make_model(cfg, input_shape, num_classes).to(device=device, dtype=dtype)
+    state, _ = load_latest_checkpoint(run / CHECKPOINT, required=("model",))
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"the checkpoint in {run} does not fit its config.json ({str(exc)[:300]})"
+        ) from exc
+    model.eval()
+    return cfg, model
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype of a config's ``dtype`` option."""
+    import torch
+
+    return torch.float64 if name == "float64" else torch.float32
