@@ -21,7 +21,7 @@ from resnet_pfc.config import (
 )
 from resnet_pfc.data import load_dataset
 from resnet_pfc.runs import load_run, read_csv
-from ufm.errors import CheckpointError, InputError
+from ufm.errors import CheckpointError, InputError, PFCWarning
 
 PKG = Path(__file__).resolve().parents[2] / "resnet_pfc"
 
@@ -157,5 +157,9 @@ def test_load_run_gives_the_trained_model(tmp_path, tiny_run):
     with pytest.raises(CheckpointError, match="config.json"):
         load_run(tmp_path / "missing")
     (out / "checkpoints" / "last.pt").write_bytes(b"junk")
+    with pytest.warns(PFCWarning, match="previous checkpoint"):  # one generation back
+        _, older = load_run(out)
+    assert older.measured_layers() == model.measured_layers()
+    (out / "checkpoints" / "last.prev.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError):
         load_run(out)
