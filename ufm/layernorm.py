@@ -27,7 +27,7 @@ Solver: Riemannian L-BFGS on the product of :math:`\mathcal S_d^N` with the Eucl
 tangent projection :math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`,
 retraction :math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection,
 Armijo backtracking. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
-:mod:`ufm._core`), so the gradient norm compared with ``tol`` is
+:mod:`ufm.engine.core`), so the gradient norm compared with ``tol`` is
 :math:`\sqrt{\|\nabla_W f\|^2 + \|\nabla_b f\|^2 + N\sum_i \|P_{n_i}\nabla_{n_i} f\|^2 + \dots}`.
 For MSE, ``(W, b)`` is eliminated in closed form (ridge regression, MATH.md sec. 5) and the
 Riemannian gradient in ``n`` is the partial one at the optimal ``(W, b)`` (envelope theorem).

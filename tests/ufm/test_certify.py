@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import ufm
 from ufm import Certificate, InputError, certify
-from ufm.certify import balanced_factors, value_and_grad
+from ufm.certify import balanced_factors
+from ufm.engine.convex import value_and_grad
 from ufm.metrics import pfc1, pfc2
 
 
