@@ -16,12 +16,15 @@ One module per job; import from the module (``from ufm.engine.options import res
 :mod:`ufm.engine.pipeline`
     ``solve_problem``: the one solve pipeline behind both ``solve`` front ends, and the
     ``SolveResult`` it builds.
+:mod:`ufm.engine.certificate`
+    The :class:`~ufm.Certificate` both certificates return, how it is assembled and the
+    provable facts its bound is checked against.
 :mod:`ufm.engine.convex`
-    What the two convex certificates share: the conic solve, guards, polishing, and the
-    common tail ``conclude``; the :class:`~ufm.Certificate` class.
+    What the two convex certificates share: option checks, the conic solve, size guards,
+    polishing, and the common tail ``conclude``.
 
 The package imports none of its modules eagerly, so that :mod:`ufm.objective` (which uses
 ``ufm.engine.core``) and ``ufm.engine.convex`` (which uses :func:`ufm.objective`) form no cycle.
 """
 
-__all__ = ["convex", "core", "lbfgs", "methods", "options", "pipeline"]
+__all__ = ["certificate", "convex", "core", "lbfgs", "methods", "options", "pipeline"]
