@@ -188,7 +188,7 @@ def run_experiment(
         Feature penalty of the UFM (the MUFM uses ``lam_h = 0``).
     loss : {"mse", "ce"}, default "mse"
         The paper uses MSE.
-    method : {"lbfgs", "gd", "flow"}, default "lbfgs"
+    method : {"lbfgs", "gd"}, default "lbfgs"
         Solver; ``"gd"`` is the paper's plain gradient descent (slow).
     seed : int, default 0
         Seeds the data and the solvers' initialisation.

@@ -1,5 +1,9 @@
 r"""The sphere-constrained (LayerNorm) unconstrained feature model.
 
+(Over 500 lines on purpose: one model kept in one place, its manifold solver, its objective and
+its closed-form optimum, which the tests check against one another; about a third is
+docstrings and derivations.)
+
 Features live where LayerNorm (without its affine part) puts them: every feature has zero mean
 across its ``d`` coordinates and Euclidean norm ``sqrt(d)``,
 
@@ -56,6 +60,7 @@ import scipy.optimize
 
 from .errors import BackendError, ConvergenceWarning, InputError, SolverError
 from .result import SolveResult
+from .status import Status
 from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 
 __all__ = [
@@ -263,7 +268,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
     gn = math.sqrt(man.inner(g, g))
     hist_f, hist_g = [f], [gn]
     mem: list[tuple[dict, dict, float]] = []
-    status, it = "max_iter", 0
+    status, it = Status.MAX_ITER, 0
     bar = None
     if verbose:
         from tqdm.auto import tqdm
@@ -272,7 +277,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
     try:
         for it in range(1, max_iter + 1):
             if gn <= tol:
-                status, it = "converged", it - 1
+                status, it = Status.CONVERGED, it - 1
                 break
             q = dict(g)
             alphas = []
@@ -305,7 +310,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
                     break
                 t *= 0.5
             if not accepted:
-                status, it = "stalled", it - 1
+                status, it = Status.STALLED, it - 1
                 break
             gnew = man.rgrad(xn, egn)
             s = man.transport(xn, {k: t * v for k, v in dvec.items()})
@@ -325,7 +330,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
                 bar.set_postfix(f=f"{f:.6g}", grad=f"{gn:.1e}")
         else:
             if gn <= tol:
-                status = "converged"
+                status = Status.CONVERGED
             it = max_iter
     finally:
         if bar is not None:
@@ -542,11 +547,11 @@ def solve_layernorm(
     gn = math.sqrt(sq)
     if not math.isfinite(f):
         raise SolverError("the LayerNorm UFM solver produced a non-finite objective")
-    if status == "converged" and gn > tol * (1 + 1e-3) + 1e-14:
-        status = "stalled"
-    if status != "converged":
+    if status is Status.CONVERGED and gn > tol * (1 + 1e-3) + 1e-14:
+        status = Status.STALLED
+    if status is not Status.CONVERGED:
         warnings.warn(
-            f"features='layernorm' stopped with status {status!r} after {n_iter} iterations: "
+            f"features='layernorm' stopped with status {status.value!r} after {n_iter} iterations: "
             f"gradient norm {gn:.3e} > tol={tol:.3e}; raise max_iter or tol",
             ConvergenceWarning,
             stacklevel=3,
@@ -593,7 +598,7 @@ def solve_layernorm(
         objective=float(f),
         grad_norm=gn,
         status=status,
-        converged=status == "converged",
+        converged=status is Status.CONVERGED,
         n_iter=int(n_iter),
         history={"objective": np.asarray(hist_f), "grad_norm": np.asarray(hist_g)},
         metrics=metrics,

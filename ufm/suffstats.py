@@ -1,5 +1,9 @@
 r"""MSE UFM / MUFM through sufficient statistics: one pass over the data, then a solve in (W, b).
 
+(Over 500 lines on purpose: the streaming statistics, the reduced objective with its Hessian
+products and the trust-region solve with saddle escapes share one derivation, given below, and
+are kept together with it; about a third is docstrings.)
+
 For the MSE loss the features have a closed form given the classifier (MATH.md sec. 5, "MSE: H in
 closed form, sufficient statistics"). With :math:`\mu = \lambda + \lambda_H > 0` and
 :math:`\tilde x_i = (\lambda/\mu) x_i`, the minimising feature of sample :math:`i` is
