@@ -58,7 +58,9 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from .errors import BackendError, ConvergenceWarning, InputError, SolverError
+from .errors import BackendError, ConvergenceWarning, DegenerateInputError, InputError, SolverError
+from .metrics import collapse_metrics
+from .objective import objective
 from .result import SolveResult
 from .status import Status
 from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
@@ -556,9 +558,6 @@ def solve_layernorm(
             ConvergenceWarning,
             stacklevel=3,
         )
-    from .errors import DegenerateInputError
-    from .metrics import collapse_metrics
-
     try:
         metrics = dict(collapse_metrics(H, yn, W, b if bias else None))
     except DegenerateInputError:
@@ -691,8 +690,6 @@ def layernorm_objective(
         lam_a = check_scalar(lam_w if lam_affine is None else lam_affine, "lam_affine")
         pen = 0.5 * lam_a * float(g @ g + be @ be)
         Hn = Hn * g + be
-    from .objective import objective
-
     return objective(W, b, Hn, y, lam_w=lam_w, lam_b=lam_b, lam_h=0.0, loss=loss) + pen
 
 
