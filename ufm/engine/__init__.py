@@ -17,8 +17,8 @@ One module per job; import from the module (``from ufm.engine.options import res
     ``solve_problem``: the one solve pipeline behind both ``solve`` front ends, and the
     ``SolveResult`` it builds.
 :mod:`ufm.engine.certificate`
-    The :class:`~ufm.Certificate` both certificates return, how it is assembled and the
-    provable facts its bound is checked against.
+    The :class:`~ufm.Certificate` both certificates return and the provable facts its bound
+    is checked against.
 :mod:`ufm.engine.convex`
     What the two convex certificates share: option checks, the conic solve, size guards,
     polishing, and the common tail ``conclude``.

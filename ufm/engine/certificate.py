@@ -1,6 +1,5 @@
-"""The result of both convex certificates: :class:`Certificate`, how it is assembled
-(:func:`make_certificate`) and the provable facts its bound is checked against
-(:func:`check_bound`)."""
+"""The result of both convex certificates, :class:`Certificate`, and the provable facts its
+bound is checked against (:func:`check_bound`); :func:`ufm.engine.convex.conclude` assembles it."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import numpy as np
 from ..errors import SolverError
 from ..status import Status
 
-__all__ = ["Certificate", "EXACT_RTOL", "check_bound", "make_certificate"]
+__all__ = ["Certificate", "EXACT_RTOL", "check_bound"]
 
 #: Relative tolerance under which a feasible point built from the relaxed solution is taken to
 #: attain the bound (so the bound is the global optimum up to the solver's accuracy).
@@ -170,52 +169,3 @@ def check_bound(bound: float, recon_value: float, value: float | None, family: s
             "coefficients or data); no certificate is issued. Rescale the problem "
             "(X * a with lam / a^2, lam_w * a^2 is the same MUFM) or try solver='SCS'"
         )
-
-
-def make_certificate(
-    *,
-    family: str,
-    bound: float,
-    theory_exact: bool,
-    rank: int,
-    d: int,
-    spectrum: np.ndarray,
-    recon: tuple[np.ndarray, np.ndarray | None, np.ndarray],
-    recon_value: float,
-    value: float | None,
-    solver: str,
-    status: str,
-    solve_time: float,
-    params: dict[str, Any],
-) -> Certificate:
-    check_bound(bound, recon_value, value, family)
-    scale = max(abs(bound), 1e-300)
-    attained = recon_value - bound <= EXACT_RTOL * scale
-    exact = bool(theory_exact or attained)
-    optimum = (recon_value if attained else bound) if exact else None
-    gap = rel_gap = None
-    if value is not None:
-        ref = optimum if optimum is not None else bound
-        gap = value - ref
-        rel_gap = gap / max(abs(ref), 1e-300)
-    W, b, H = recon
-    return Certificate(
-        family=family,
-        bound=float(bound),
-        optimum=None if optimum is None else float(optimum),
-        exact=exact,
-        tight=bool(rank <= d),
-        rank=int(rank),
-        spectrum=spectrum,
-        value=value,
-        gap=gap,
-        rel_gap=rel_gap,
-        W=W,
-        b=b,
-        H=H,
-        reconstruction_value=float(recon_value),
-        solver=solver,
-        status=Status(status),
-        solve_time=float(solve_time),
-        params=params,
-    )

@@ -6,7 +6,7 @@ bound (:func:`check_bound`), the independent numpy objective used to polish the 
 (:func:`value_and_grad`, :func:`polish`), and the common tail of both certificates
 (:func:`problem_from_result`, :func:`conclude`): polish the point built from the relaxed
 solution, evaluate it and the given solution, and assemble the certificate
-(:mod:`ufm.engine.certificate`, re-exported here).
+(:class:`Certificate`, from :mod:`ufm.engine.certificate`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, InputError, SolverError
 from ..objective import objective
+from ..status import Status
 from ..validate import check_features, describe
-from .certificate import EXACT_RTOL, Certificate, check_bound, make_certificate
+from .certificate import EXACT_RTOL, Certificate, check_bound
 
 __all__ = [
     "Certificate",
@@ -36,7 +37,6 @@ __all__ = [
     "conclude",
     "is_result",
     "loss_expr",
-    "make_certificate",
     "numerical_rank",
     "one_hot",
     "polish",
@@ -411,16 +411,41 @@ def conclude(
 
     Polishes the feasible point ``recon`` built from the relaxed solution (:func:`polish`),
     evaluates it and ``solution`` with :func:`ufm.objective` (keywords ``kw``: ``X``, ``lam``,
-    ``lam_w``, ``lam_h``, ``lam_b``, ``loss``), and assembles the certificate with
-    :func:`make_certificate` (which checks the bound). ``solved`` is :func:`solve_cvx`'s
+    ``lam_w``, ``lam_h``, ``lam_b``, ``loss``), checks the bound (:func:`check_bound`), decides
+    exactness (``theory_exact``, or the point attains the bound within ``EXACT_RTOL``) and
+    assembles the :class:`Certificate`. ``solved`` is :func:`solve_cvx`'s
     ``(solver, status, seconds)``.
     """
     W, b, H = polish(*recon, y, kw)
     recon_value = float(objective(W, b, H, y, **kw))
     value = None if solution is None else float(objective(*solution, y, **kw))
+    check_bound(bound, recon_value, value, family)
+    attained = recon_value - bound <= EXACT_RTOL * max(abs(bound), 1e-300)
+    exact = bool(theory_exact or attained)
+    optimum = (recon_value if attained else bound) if exact else None
+    gap = rel_gap = None
+    if value is not None:
+        ref = optimum if optimum is not None else bound
+        gap = value - ref
+        rel_gap = gap / max(abs(ref), 1e-300)
     used, status, seconds = solved
-    return make_certificate(
-        family=family, bound=bound, theory_exact=theory_exact, rank=rank, d=d, spectrum=spectrum,
-        recon=(W, b, H), recon_value=recon_value, value=value, solver=used, status=status,
-        solve_time=seconds, params=params,
-    )  # fmt: skip
+    return Certificate(
+        family=family,
+        bound=float(bound),
+        optimum=None if optimum is None else float(optimum),
+        exact=exact,
+        tight=bool(rank <= d),
+        rank=int(rank),
+        spectrum=spectrum,
+        value=value,
+        gap=gap,
+        rel_gap=rel_gap,
+        W=W,
+        b=b,
+        H=H,
+        reconstruction_value=recon_value,
+        solver=used,
+        status=Status(status),
+        solve_time=float(seconds),
+        params=params,
+    )
