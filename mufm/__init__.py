@@ -6,32 +6,21 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
 # eager: binds `mufm.solve` and `mufm.certify` to the functions for good, even after an
 # `import mufm.solve` (the module is then already in sys.modules and leaves the attribute alone)
 from .certify import certify
+from .experiment import make_data, run_experiment
+from .flow import FlowResult, gradient_flow
+from .layers import multilayer_objective
 from .solve import SolveResult, solve
 
-_LAZY = {
-    "multilayer_objective": "layers",
-    "gradient_flow": "flow",
-    "make_data": "experiment",
-    "run_experiment": "experiment",
-}
-
-__all__ = ["solve", "SolveResult", "certify", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'mufm' has no attribute {name!r}")
-    value = getattr(import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = [
+    "solve",
+    "SolveResult",
+    "certify",
+    "gradient_flow",
+    "FlowResult",
+    "multilayer_objective",
+    "make_data",
+    "run_experiment",
+]

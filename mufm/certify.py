@@ -22,26 +22,29 @@ from typing import Any
 
 import numpy as np
 
-from ufm.certify import (
+from ufm.engine.convex import (
     Certificate,
-    _check_bias,
-    _check_loss,
-    _check_solver,
-    _finish,
-    _is_result,
-    _loss_expr,
-    _numerical_rank,
-    _one_hot,
-    _param,
-    _polish,
-    _solve_cvx,
-    _unpack_solution,
+    check_bias,
+    check_loss,
+    check_solver,
+    conclude,
+    is_result,
+    loss_expr,
+    numerical_rank,
+    one_hot,
+    problem_from_result,
     psd_cost,
+    result_param,
     size_guard,
+    solve_cvx,
+    unpack_solution,
 )
+from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W
 from ufm.errors import InputError
 from ufm.threads import thread_policy
 from ufm.validate import check_features, check_int, check_labels, check_scalar
+
+from .solve import DEFAULT_LAM
 
 __all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
 
@@ -197,34 +200,20 @@ def certify(
     MATH.md section 6; Wang, Gai, Zhang, "Progressive Feedforward Collapse of ResNet Training"
     (MUFM, eq. 12-13).
     """
-    if _is_result(X):
+    if is_result(X):
         result = X
         given = {"y": y, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b}
         given |= {"loss": loss, "bias": bias, "solution": solution}
-        clash = [k for k, v in given.items() if v is not None]
-        if clash:
-            raise InputError(
-                f"certify(result) reads the problem from the SolveResult; do not also pass "
-                f"{clash}. Call certify(X, y, lam=..., ...) to certify another problem"
-            )
-        if getattr(result, "X", None) is None:
-            raise InputError(
-                "this SolveResult has no data X (a UFM problem); certify it with "
-                "ufm.certify(result)"
-            )
+        problem_from_result(result, given, family="mufm")
         X = result.X
         y = None if X.ndim == 3 else result.y
-        lam = _param(result, "lam")
-        lam_w = _param(result, "lam_w")
-        lam_h = _param(result, "lam_h", 0.0)
-        lam_b = _param(result, "lam_b", 0.0)
-        loss = _param(result, "loss", "mse")
-        bias = _param(result, "bias", result.b is not None)
+        lam = result_param(result, "lam")
+        lam_w = result_param(result, "lam_w")
+        lam_h = result_param(result, "lam_h", 0.0)
+        lam_b = result_param(result, "lam_b", 0.0)
+        loss = result_param(result, "loss", "mse")
+        bias = result_param(result, "bias", result.b is not None)
         solution = result
-    from ufm._solvers import DEFAULT_LAM_B, DEFAULT_LAM_W
-
-    from .solve import DEFAULT_LAM
-
     lam = DEFAULT_LAM if lam is None else lam
     lam_w = DEFAULT_LAM_W if lam_w is None else lam_w
     lam_h = 0.0 if lam_h is None else lam_h
@@ -236,9 +225,9 @@ def certify(
     lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
     lam_h = check_scalar(lam_h, "lam_h", low=0.0)
     lam_b = check_scalar(lam_b, "lam_b", low=0.0)
-    loss = _check_loss(loss)
-    bias = _check_bias(bias)
-    solver = _check_solver(solver)
+    loss = check_loss(loss)
+    bias = check_bias(bias)
+    solver = check_solver(solver)
     max_n = check_int(max_n, "max_n", low=1)
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
     Xn, yn, K = _as_samples(X, y)
@@ -269,7 +258,7 @@ def certify(
             "rescalable (that product is scale invariant); use smaller lam or data, where the "
             "optimum is close to H = X anyway"
         )
-    sol = None if solution is None else _unpack_solution(solution, K, N, d, bias)
+    sol = None if solution is None else unpack_solution(solution, K, N, d, bias)
 
     import cvxpy as cp
 
@@ -296,14 +285,14 @@ def certify(
         constraints.append(core >> 0)
     b_var = cp.Variable(K) if bias else None
     xx = np.einsum("ij,ij->i", Xn, Xn)
-    data_term = _loss_expr(Z, b_var, _one_hot(yn, K), np.full(N, 1.0 / N), loss)
+    data_term = loss_expr(Z, b_var, one_hot(yn, K), np.full(N, 1.0 / N), loss)
     hx = cp.sum(cp.multiply(Ghe, C.T), axis=0) if r > 0 else np.zeros(N)
     pen = (lam_h / 2) * cp.sum(hh) + (lam / 2) * cp.sum(hh - 2 * hx + xx)
     objective = data_term + pen / N + (lam_w / 2) * cp.trace(Gww)
     if bias and lam_b > 0:
         objective = objective + (lam_b / 2) * cp.sum_squares(b_var)
     problem = cp.Problem(cp.Minimize(objective), constraints)
-    used, status, seconds = _solve_cvx(problem, solver)
+    solved = solve_cvx(problem, solver)
 
     # Minimum-rank completion: realise the core, then each h_i as its projection on the core's
     # span plus a residual along one extra direction shared by all samples.
@@ -323,7 +312,7 @@ def certify(
     V[K : K + N, -1] = np.sqrt(resid)
     Uv, sv, Vvt = np.linalg.svd(V, full_matrices=False)
     spectrum = sv**2  # nonzero eigenvalues of the completed Gram matrix
-    rank = _numerical_rank(spectrum, rank_tol)
+    rank = numerical_rank(spectrum, rank_tol)
     q = min(d, sv.size)
     F = np.zeros((K + N + r, d))
     F[:, :q] = Uv[:, :q] * sv[:q]
@@ -333,27 +322,12 @@ def certify(
     b_val = np.asarray(b_var.value, dtype=np.float64).reshape(K) if bias else None
     m = K + N + r
 
-    from ufm.objective import objective as mufm_objective
-
     kw = {"X": Xn, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
-    W_r, b_val, H_r = _polish(W_r, b_val, H_r, yn, kw)
-    recon_value = float(mufm_objective(W_r, b_val, H_r, yn, **kw))
-    value = None if sol is None else float(mufm_objective(sol[0], sol[1], sol[2], yn, **kw))
     params = {"K": K, "N": N, "d": d, "rank_X": r, "gram_size": m, "block_size": c + 1}
     params |= {k: v for k, v in kw.items() if k != "X"} | {"bias": bias}
     params |= {"max_n": max_n, "rank_tol": rank_tol}
-    return _finish(
-        family="mufm",
-        bound=float(problem.value),
-        theory_exact=r + K <= d,
-        rank=rank,
-        d=d,
-        spectrum=spectrum,
-        recon=(W_r, b_val, H_r),
-        recon_value=recon_value,
-        value=value,
-        solver=used,
-        status=status,
-        solve_time=seconds,
+    return conclude(
+        family="mufm", bound=float(problem.value), theory_exact=r + K <= d, rank=rank, d=d,
+        spectrum=spectrum, recon=(W_r, b_val, H_r), y=yn, kw=kw, solution=sol, solved=solved,
         params=params,
-    )
+    )  # fmt: skip

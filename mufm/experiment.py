@@ -23,8 +23,12 @@ import numpy as np
 
 from ufm.errors import InputError
 from ufm.io import save_png, write_csv
+from ufm.metrics import alignment, collapse_metrics
 from ufm.registry import CORE
+from ufm.solve import solve as ufm_solve
 from ufm.validate import check_int, check_scalar, describe
+
+from .solve import solve as mufm_solve
 
 __all__ = ["make_data", "run_experiment", "ExperimentResult", "METRICS"]
 
@@ -107,8 +111,6 @@ class ExperimentResult:
 
 
 def _metrics(H: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from ufm.metrics import collapse_metrics
-
     m = collapse_metrics(H, y)
     return {k: float(m[k]) for k in (*METRICS, "ncc_accuracy")}
 
@@ -170,7 +172,7 @@ def run_experiment(
         Feature penalty of the UFM (the MUFM uses ``lam_h = 0``).
     loss : {"mse", "ce"}, default "mse"
         The paper uses MSE.
-    method : {"lbfgs", "gd", "flow"}, default "lbfgs"
+    method : {"lbfgs", "gd"}, default "lbfgs"
         Solver; ``"gd"`` is the paper's plain gradient descent (slow).
     seed : int, default 0
         Seeds the data and the solvers' initialisation.
@@ -192,10 +194,6 @@ def run_experiment(
     ----------
     Wang, Gai, Zhang, "Progressive Feedforward Collapse of ResNet Training", Sec. IV-B.
     """
-    import mufm
-    import ufm
-    from ufm.metrics import alignment
-
     lams_arr = np.logspace(-3, 2, 11) if lams is None else np.asarray(lams, dtype=np.float64)
     if lams_arr.ndim != 1 or lams_arr.size < 2:
         raise InputError(f"lams must be a 1-d sequence of at least 2 values, got {describe(lams)}")
@@ -210,8 +208,8 @@ def run_experiment(
     common = {"lam_w": lam_w, "lam_b": lam_b, "loss": loss, "method": method, "seed": seed}
     common |= {"max_iter": max_iter, "tol": tol}
 
-    res_mufm = mufm.solve(X, y, lam=lam, **common)
-    res_ufm = ufm.solve(y, d=d, lam_h=lam_h_ufm, **common)
+    res_mufm = mufm_solve(X, y, lam=lam, **common)
+    res_ufm = ufm_solve(y, d=d, lam_h=lam_h_ufm, **common)
     fig4 = {
         "data": _metrics(X, y),
         "mufm": _metrics(np.asarray(res_mufm.H), y),
@@ -221,7 +219,7 @@ def run_experiment(
     cols: dict[str, list[float]] = {k: [] for k in (*METRICS, "alignment", "objective")}
     cols["converged"] = []
     for lam_i in lams_arr:
-        r = mufm.solve(X, y, lam=float(lam_i), **common)
+        r = mufm_solve(X, y, lam=float(lam_i), **common)
         H = np.asarray(r.H)
         m = _metrics(H, y)
         for k in METRICS:

@@ -1,4 +1,9 @@
-"""The gradient flow of the reduced MSE loss started at the data (PFC paper eq. 21)."""
+"""The gradient flow of the reduced MSE loss started at the data (PFC paper eq. 21).
+
+The toolkit's one gradient-flow API: a trajectory over a time horizon ``[0, t_max]`` with the
+integrator's ``rtol`` (the flow has no minimiser, so it is not a method of :func:`mufm.solve`,
+whose methods stop at a gradient tolerance ``tol`` within ``max_iter`` iterations).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ import numpy as np
 import scipy.integrate
 import torch
 
-from ufm import _solvers as S
-from ufm._core import NP, Params, Problem
+from ufm.engine.core import NP, Params, Problem
+from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, check_params
 from ufm.errors import SolverError
 from ufm.validate import check_int, check_scalar, is_torch
 
@@ -80,8 +85,8 @@ def gradient_flow(
     X: Any,
     y: Any = None,
     *,
-    lam_w: float = S.DEFAULT_LAM_W,
-    lam_b: float = S.DEFAULT_LAM_B,
+    lam_w: float = DEFAULT_LAM_W,
+    lam_b: float = DEFAULT_LAM_B,
     bias: bool = True,
     t_max: float = 10.0,
     n_eval: int = 101,
@@ -140,8 +145,8 @@ def gradient_flow(
     Theorem 4; Tirer, Huang, Niles-Weed, "Perturbation analysis of neural collapse", ICML 2023.
     """
     Xt, yt, K = prepare_data(X, y)
-    params = S.check_params(
-        lam=0.0, lam_w=lam_w, lam_h=1.0, lam_b=lam_b, loss="mse", bias=bias, method="flow"
+    params = check_params(
+        lam=0.0, lam_w=lam_w, lam_h=1.0, lam_b=lam_b, loss="mse", bias=bias, method="lbfgs-h"
     )
     params = Params(0.0, params.lam_w, 0.0, params.lam_b, "mse", params.bias)
     t_max = check_scalar(t_max, "t_max", low=0.0, low_inclusive=False)

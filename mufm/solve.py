@@ -6,12 +6,12 @@ from typing import Any
 
 import torch
 
-from ufm import _solvers as S
-from ufm._core import Problem
+from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, resolve_backend
+from ufm.engine.pipeline import solve_problem
 from ufm.errors import InputError
 from ufm.result import SolveResult
 from ufm.threads import thread_policy
-from ufm.validate import check_features, check_int, check_labels, describe, is_torch, to_tensor
+from ufm.validate import check_features, check_labels, describe, is_torch, to_tensor
 
 __all__ = ["solve", "SolveResult", "DEFAULT_LAM"]
 
@@ -63,9 +63,9 @@ def solve(
     y: Any = None,
     *,
     lam: float = DEFAULT_LAM,
-    lam_w: float = S.DEFAULT_LAM_W,
+    lam_w: float = DEFAULT_LAM_W,
     lam_h: float = 0.0,
-    lam_b: float = S.DEFAULT_LAM_B,
+    lam_b: float = DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
     method: str | None = None,
@@ -109,29 +109,29 @@ def solve(
         Loss (the paper's experiments use MSE).
     bias : bool
         Whether the classifier has a bias.
-    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd", "flow"}
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"}
         ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
         ``"suffstats"`` (MSE): one pass builds class counts, per-class sums and the second
         moment of ``X`` (:class:`ufm.suffstats.SufficientStatistics`); trust-region Newton-CG
         on the reduced objective in ``(W, b)`` (cost independent of ``N``) from the ridge fit
         at ``H = X``, a second-order check that escapes saddles, and one more pass for ``H``.
         Data with RMS norm above ``2^10`` are rescaled exactly by a power of two.
-        ``"lbfgs-h"`` (the former MSE default; also ``"lbfgs"`` for MSE): ``(W, b)``
-        eliminated in closed form and L-BFGS on ``H`` started at ``H = X``; ``"lbfgs"`` for CE:
-        joint L-BFGS from ``H = X``, ``W = 0``, ``b = 0``. ``"gd"``: the paper's plain
-        fixed-step gradient descent on all variables from a seeded standard-normal
-        ``(W, b, H)``. ``"flow"``: gradient flow of the full objective from the same start,
-        integrated by an adaptive ODE solver (``result.trajectory``; small problems). The
-        first-order methods refuse coefficients above 1e50 or data scales outside
-        ``[1e-50, 1e50]`` up front, restart once from a seeded perturbation when their start
-        is stationary, and report ``"saddle"`` when an MSE result fails the second-order check.
+        ``"lbfgs-h"`` (also ``"lbfgs"`` for MSE): ``(W, b)`` eliminated in closed form and
+        L-BFGS on ``H`` started at ``H = X``; ``"lbfgs"`` for CE: joint L-BFGS from ``H = X``,
+        ``W = 0``, ``b = 0``. ``"gd"``: the paper's plain fixed-step gradient descent on all
+        variables from a seeded standard-normal ``(W, b, H)``. The first-order methods refuse
+        coefficients above 1e50 or data scales outside ``[1e-50, 1e50]`` up front, restart once
+        from a seeded perturbation when their start is stationary, and report ``"saddle"`` when
+        an MSE result fails the second-order check. The trajectory of the gradient flow is
+        :func:`mufm.gradient_flow`.
     backend, device, dtype, max_iter, tol, seed, verbose, step
         As in :func:`ufm.solve` (``tol`` is on the balanced-coordinate gradient norm; default
-        1e-8 in float64, 1e-4 in float32).
+        1e-8 in float64, 1e-4 in float32; ``max_iter`` counts iterations of every method;
+        ``step`` is for ``method="gd"`` only).
     init : {"data", "normal"}, optional
         Starting point: ``"data"`` is ``H = X``, ``W = 0``, ``b = 0``; ``"normal"`` a seeded
-        standard-normal ``(W, b, H)`` (the paper's). Default: ``"data"`` for ``lbfgs``,
-        ``"normal"`` for ``gd`` and ``flow``. The MUFM is non-convex and can have strict local
+        standard-normal ``(W, b, H)`` (the paper's). Default: ``"data"`` for ``suffstats``,
+        ``lbfgs`` and ``lbfgs-h``, ``"normal"`` for ``gd``. The MUFM is non-convex and can have strict local
         minima that are not global (seen with clustered data, where gradient descent from
         ``"normal"`` lands in one for some seeds); ``mufm.certify`` bounds the gap.
 
@@ -168,62 +168,10 @@ def solve(
     (True, (12, 5), 5)
     """
     Xt, yt, K = prepare_data(X, y)
-    N, d = Xt.shape
-    be = S.resolve_backend(backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype)
-    method = S.resolve_method(method, loss)
-    params = S.check_params(
-        lam=lam, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
-    )
-    S.check_first_order_scale(method, params, Xt)
-    tol_v = S.resolve_tol(tol, be)
-    max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
-    seed = check_int(seed, "seed", low=0)
-    Xb = be.asarray(Xt)
-    y_b = be.labels(yt)
-    pb = Problem(be.ops, y_b, K, d, Xb, params, be.like())
-    if init is None:
-        init = "data" if method in ("suffstats", "lbfgs", "lbfgs-h") else "normal"
-    if init == "data":
-        W0, b0, H0 = pb.ops.zeros((K, d), pb.like), pb.ops.zeros((K,), pb.like), Xb
-    elif init == "normal":
-        W0, b0, H0 = S.initial_point(pb, seed, be)
-    else:
-        raise InputError(f"init must be 'data', 'normal' or None, got {describe(init)}")
-    raw = S.run_method(
-        pb,
-        method,
-        W0,
-        b0,
-        H0,
-        max_iter=max_iter_v,
-        tol=tol_v,
-        verbose=verbose,
-        step=step,
-        seed=seed,
-        init=init,
-    )
-    opts = {
-        "model": "mufm",
-        "K": K,
-        "N": N,
-        "d": d,
-        "lam": params.lam,
-        "lam_w": params.lam_w,
-        "lam_h": params.lam_h,
-        "lam_b": params.lam_b,
-        "loss": loss,
-        "bias": params.bias,
-        "method": method,
-        "backend": be.name,
-        "device": None if be.device is None else str(be.device),
-        "dtype": str(be.dtype).replace("torch.", ""),
-        "max_iter": max_iter_v,
-        "tol": tol_v,
-        "seed": seed,
-        "init": init,
-    }
-    if init == "normal":
-        opts["init"] = "normal: standard normal (W, b, H) from numpy.random.default_rng(seed)"
-    return S.build_result(
-        pb, raw, y_out=y_b, X_out=Xb, method=method, be=be, params=opts, tol=tol_v
-    )
+    d = int(Xt.shape[1])
+    be = resolve_backend(backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype)
+    return solve_problem(
+        model="mufm", y=yt, K=K, d=d, X=Xt, be=be, lam=lam, lam_w=lam_w, lam_h=lam_h,
+        lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
+        verbose=verbose, step=step, init=init, stacklevel=4,
+    )  # fmt: skip

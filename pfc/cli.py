@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lam-b", type=_float_nonneg, default=5e-4, help="bias penalty (5e-4)")
     s.add_argument("--loss", choices=("mse", "ce"), default="mse")
     s.add_argument("--no-bias", action="store_true", help="classifier without bias")
-    s.add_argument("--method", choices=("lbfgs", "gd", "flow"), default="lbfgs")
+    s.add_argument("--method", choices=("lbfgs", "gd"), default="lbfgs")
     s.add_argument("--backend", choices=("numpy", "torch"), default=None)
     s.add_argument("--device", type=_device, default=None, help="cpu or cuda (torch backend)")
     s.add_argument("--max-iter", type=POS, default=None)

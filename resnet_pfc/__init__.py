@@ -20,9 +20,11 @@ checkpoints),
 
 from __future__ import annotations
 
-# `train` and `measure` share their names with their modules: binding the functions here makes
-# `resnet_pfc.train` the function (`import resnet_pfc.train as m` or
-# importlib.import_module("resnet_pfc.train") still reach the module).
+# Every public name is imported eagerly (the one approach of ufm, mufm and resnet_pfc): torch
+# dominates the import time and these modules add milliseconds (python -X importtime).
+# `train` and `measure` share their names with their modules: the functions are bound last, so
+# `resnet_pfc.train` is always the function (`from resnet_pfc.train import TrainConfig` still
+# reaches the module, as does importlib.import_module("resnet_pfc.train")).
 from .config import TrainConfig
 from .data import load_dataset
 from .figures import draw_figures

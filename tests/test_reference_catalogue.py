@@ -2,10 +2,10 @@
 
 The catalogue (tests/reference_problems.py) holds UFM and MUFM problems whose global optimum is
 certified by the convex relaxations (ufm.certify / mufm.certify). Requirement: every method --
-``lbfgs``, ``gd``, ``flow`` and the torch backend -- ends within 1e-6 relative of it, and UFM
+``lbfgs``, ``gd`` and the torch backend -- ends within 1e-6 relative of it, and UFM
 optima are collapsed (PFC1, PFC2 < 1e-6).
 
-Run time: the default profile runs ``lbfgs`` on every problem and ``flow``, ``torch`` and
+Run time: the default profile runs ``lbfgs`` on every problem and ``torch`` and
 ``gd`` on the problems where they take a few seconds at most; the remaining (problem, method)
 pairs are marked ``slow``. Plain gradient descent needs up to 5e5 iterations here (about 4 min
 for ``ufm_ce_bias_K4``), so its slow runs use ``max_iter=1_000_000``.
@@ -42,14 +42,10 @@ RTOL = 1e-6
 # gradient descent: 1.7e5-5.2e5 iterations (18-224 s) on the slow problems.
 FAST = {
     ("ufm_mse_nobias_K3", "gd"),
-    ("ufm_mse_nobias_K3", "flow"),
     ("ufm_mse_nobias_K3", "torch"),
-    ("ufm_ce_nobias_K3", "flow"),
     ("ufm_ce_nobias_K3", "torch"),
     ("mufm_mse_K3n4d6_lam10", "gd"),
-    ("mufm_mse_K3n4d6_lam10", "flow"),
     ("mufm_mse_K3n4d6_lam10", "torch"),
-    ("mufm_mse_K2n3d8_lam1", "flow"),
     ("mufm_mse_K2n3d8_lam1", "torch"),
 }
 GD_WITHIN_DEFAULT_BUDGET = {
@@ -63,7 +59,6 @@ METHODS = {
     "suffstats": {"method": "suffstats"},
     "lbfgs": {"method": "lbfgs"},
     "gd": {"method": "gd"},
-    "flow": {"method": "flow"},
     "torch": {"method": "lbfgs", "backend": "torch"},
 }
 

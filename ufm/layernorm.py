@@ -1,5 +1,9 @@
 r"""The sphere-constrained (LayerNorm) unconstrained feature model.
 
+(Over 500 lines on purpose: one model kept in one place, its manifold solver, its objective and
+its closed-form optimum, which the tests check against one another; about a third is
+docstrings and derivations.)
+
 Features live where LayerNorm (without its affine part) puts them: every feature has zero mean
 across its ``d`` coordinates and Euclidean norm ``sqrt(d)``,
 
@@ -27,7 +31,7 @@ Solver: Riemannian L-BFGS on the product of :math:`\mathcal S_d^N` with the Eucl
 tangent projection :math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`,
 retraction :math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection,
 Armijo backtracking. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
-:mod:`ufm._core`), so the gradient norm compared with ``tol`` is
+:mod:`ufm.engine.core`), so the gradient norm compared with ``tol`` is
 :math:`\sqrt{\|\nabla_W f\|^2 + \|\nabla_b f\|^2 + N\sum_i \|P_{n_i}\nabla_{n_i} f\|^2 + \dots}`.
 For MSE, ``(W, b)`` is eliminated in closed form (ridge regression, MATH.md sec. 5) and the
 Riemannian gradient in ``n`` is the partial one at the optimal ``(W, b)`` (envelope theorem).
@@ -54,8 +58,11 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from .errors import BackendError, ConvergenceWarning, InputError, SolverError
+from .errors import BackendError, ConvergenceWarning, DegenerateInputError, InputError, SolverError
+from .metrics import collapse_metrics
+from .objective import objective
 from .result import SolveResult
+from .status import Status
 from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
 
 __all__ = [
@@ -263,7 +270,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
     gn = math.sqrt(man.inner(g, g))
     hist_f, hist_g = [f], [gn]
     mem: list[tuple[dict, dict, float]] = []
-    status, it = "max_iter", 0
+    status, it = Status.MAX_ITER, 0
     bar = None
     if verbose:
         from tqdm.auto import tqdm
@@ -272,7 +279,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
     try:
         for it in range(1, max_iter + 1):
             if gn <= tol:
-                status, it = "converged", it - 1
+                status, it = Status.CONVERGED, it - 1
                 break
             q = dict(g)
             alphas = []
@@ -305,7 +312,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
                     break
                 t *= 0.5
             if not accepted:
-                status, it = "stalled", it - 1
+                status, it = Status.STALLED, it - 1
                 break
             gnew = man.rgrad(xn, egn)
             s = man.transport(xn, {k: t * v for k, v in dvec.items()})
@@ -325,7 +332,7 @@ def _rlbfgs(model, x, max_iter, tol, verbose):
                 bar.set_postfix(f=f"{f:.6g}", grad=f"{gn:.1e}")
         else:
             if gn <= tol:
-                status = "converged"
+                status = Status.CONVERGED
             it = max_iter
     finally:
         if bar is not None:
@@ -542,18 +549,15 @@ def solve_layernorm(
     gn = math.sqrt(sq)
     if not math.isfinite(f):
         raise SolverError("the LayerNorm UFM solver produced a non-finite objective")
-    if status == "converged" and gn > tol * (1 + 1e-3) + 1e-14:
-        status = "stalled"
-    if status != "converged":
+    if status is Status.CONVERGED and gn > tol * (1 + 1e-3) + 1e-14:
+        status = Status.STALLED
+    if status is not Status.CONVERGED:
         warnings.warn(
-            f"features='layernorm' stopped with status {status!r} after {n_iter} iterations: "
+            f"features='layernorm' stopped with status {status.value!r} after {n_iter} iterations: "
             f"gradient norm {gn:.3e} > tol={tol:.3e}; raise max_iter or tol",
             ConvergenceWarning,
             stacklevel=3,
         )
-    from .errors import DegenerateInputError
-    from .metrics import collapse_metrics
-
     try:
         metrics = dict(collapse_metrics(H, yn, W, b if bias else None))
     except DegenerateInputError:
@@ -593,7 +597,7 @@ def solve_layernorm(
         objective=float(f),
         grad_norm=gn,
         status=status,
-        converged=status == "converged",
+        converged=status is Status.CONVERGED,
         n_iter=int(n_iter),
         history={"objective": np.asarray(hist_f), "grad_norm": np.asarray(hist_g)},
         metrics=metrics,
@@ -686,8 +690,6 @@ def layernorm_objective(
         lam_a = check_scalar(lam_w if lam_affine is None else lam_affine, "lam_affine")
         pen = 0.5 * lam_a * float(g @ g + be @ be)
         Hn = Hn * g + be
-    from .objective import objective
-
     return objective(W, b, Hn, y, lam_w=lam_w, lam_b=lam_b, lam_h=0.0, loss=loss) + pen
 
 

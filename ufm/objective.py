@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._core import NP, TORCH, Params, Problem
+from .engine.core import NP, TORCH, Params, Problem
 from .errors import InputError
 from .validate import check_features, check_scalar, describe, is_torch, to_tensor
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .status import Status
 from .validate import check_int
 
 __all__ = ["SolveResult"]
@@ -38,14 +39,15 @@ class SolveResult:
         Gradient norm in balanced coordinates,
         :math:`\\sqrt{\\|\\nabla_W f\\|_F^2 + \\|\\nabla_b f\\|^2 + N\\|\\nabla_H f\\|_F^2}`,
         the quantity compared with ``tol``.
-    status : str
-        ``"converged"``, ``"max_iter"`` (budget spent), ``"stalled"`` (no further progress
-        possible in the working precision) or ``"saddle"`` (MSE first-order methods: the
-        point is stationary but the reduced objective has negative curvature there).
+    status : Status
+        ``Status.CONVERGED``, ``MAX_ITER`` (budget spent), ``STALLED`` (no further progress
+        possible in the working precision) or ``SADDLE`` (MSE first-order methods: the
+        point is stationary but the reduced objective has negative curvature there). Members
+        compare equal to their strings (``"converged"``, ...).
     converged : bool
-        ``status == "converged"``.
+        ``status == Status.CONVERGED``.
     n_iter : int
-        Iterations (``lbfgs``, ``gd``) or right-hand-side evaluations (``flow``).
+        Iterations of the method (the unit of ``max_iter``).
     history : dict of str to numpy.ndarray
         ``"objective"`` and ``"grad_norm"`` per iteration (per integration window for ``flow``);
         entry 0 is the starting point. For the MSE ``lbfgs`` path the objective is the reduced one
@@ -57,9 +59,6 @@ class SolveResult:
         Method and backend used.
     params : dict
         Every option used (coefficients, loss, bias, tol, max_iter, seed, dtype, device, ...).
-    trajectory : tuple or None
-        ``(ts, Hs)`` with ``ts`` of shape (T,) and ``Hs`` of shape (T, N, d) for ``method="flow"``;
-        ``None`` otherwise.
     """
 
     W: Any
@@ -69,7 +68,7 @@ class SolveResult:
     X: Any
     objective: float
     grad_norm: float
-    status: str
+    status: Status
     converged: bool
     n_iter: int
     history: dict[str, np.ndarray]
@@ -77,7 +76,6 @@ class SolveResult:
     method: str
     backend: str
     params: dict[str, Any] = field(default_factory=dict)
-    trajectory: tuple[Any, Any] | None = None
 
     def layers(self, L: int) -> list[Any]:
         """Features of an ``L``-layer MUFM solution on the straight line of Theorem 3.

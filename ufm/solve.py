@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from . import _solvers as S
-from ._core import Problem
-from .errors import InputError, RankWarning
+from .engine.options import DEFAULT_LAM_B, DEFAULT_LAM_H, DEFAULT_LAM_W, resolve_backend
+from .engine.pipeline import solve_problem
+from .errors import InputError
+from .layernorm import solve_layernorm
 from .result import SolveResult
 from .threads import thread_policy
 from .validate import check_int, check_labels, describe, is_torch, to_tensor
@@ -20,9 +20,9 @@ def solve(
     y: Any,
     *,
     d: int,
-    lam_w: float = S.DEFAULT_LAM_W,
+    lam_w: float = DEFAULT_LAM_W,
     lam_h: float | None = None,
-    lam_b: float = S.DEFAULT_LAM_B,
+    lam_b: float = DEFAULT_LAM_B,
     loss: str = "mse",
     bias: bool = True,
     method: str | None = None,
@@ -66,26 +66,27 @@ def solve(
         ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
     bias : bool
         Whether the classifier has a bias (``b`` is returned as zeros otherwise).
-    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd", "flow"}
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"}
         ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
         ``"suffstats"`` (MSE): ``H`` eliminated in closed form, trust-region Newton-CG on
         ``(W, b)`` from the class counts (:mod:`ufm.suffstats`), then a second-order check
         that escapes saddles. ``"lbfgs"``: MSE with ``(W, b)`` eliminated and L-BFGS on ``H``
         (same as ``"lbfgs-h"``); CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step
-        gradient descent on all variables (the paper's baseline). ``"flow"``: the gradient flow
-        integrated by an adaptive ODE solver (trajectory in ``result.trajectory``; small
-        problems). All start from a seeded standard-normal ``(W, b, H)``; a first-order method
-        whose start is already stationary is restarted once from a seeded perturbation, and its
-        MSE results pass a second-order check (status ``"saddle"`` if it fails).
+        gradient descent on all variables (the paper's baseline). All start from a seeded
+        standard-normal ``(W, b, H)``; a first-order method whose start is already stationary
+        is restarted once from a seeded perturbation, and its MSE results pass a second-order
+        check (status ``Status.SADDLE`` if it fails). The methods live in
+        :mod:`ufm.engine.methods`; the gradient flow is :func:`mufm.gradient_flow`.
     backend : {"numpy", "torch"}, optional
         Default: torch if ``y`` is a tensor or ``device`` is not the CPU, numpy otherwise.
     device : str or torch.device, optional
         ``"cpu"`` or ``"cuda"`` (torch backend).
     max_iter : int, optional
-        Iteration budget; default 1,000 Newton iterations (``suffstats``), 10,000 (``lbfgs``,
-        ``lbfgs-h``), 100,000 (``gd``, MSE), 1,000,000 (``gd``, cross entropy, whose linear rate
-        needs up to ~5e5 iterations on the reference catalogue) or 200,000 right-hand-side
-        evaluations (``flow``).
+        Iteration budget, in iterations for every method: Newton iterations (``suffstats``,
+        default 1,000), quasi-Newton iterations (``lbfgs``, ``lbfgs-h``, default 10,000; a
+        line search may evaluate the objective a few times per iteration) or gradient steps
+        (``gd``: default 100,000 for MSE, 1,000,000 for cross entropy, whose linear rate needs
+        up to ~5e5 iterations on the reference catalogue).
     tol : float, optional
         Tolerance on the gradient norm in balanced coordinates,
         :math:`\\sqrt{\\|\\nabla_W f\\|_F^2 + \\|\\nabla_b f\\|^2 + N\\|\\nabla_H f\\|_F^2}`
@@ -106,8 +107,9 @@ def solve(
         LayerNorm's learnable scale and shift and their weight decay (``features="layernorm"``
         only; see :func:`ufm.layernorm.solve_layernorm`).
     step : float, optional
-        Step of ``method="gd"`` in balanced coordinates; default ``1/L`` with ``L`` a curvature
-        bound at the start. Halved (for good) whenever a step would increase the objective.
+        Step of ``method="gd"`` in balanced coordinates (an error with any other method);
+        default ``1/L`` with ``L`` a curvature bound at the start. Halved (for good) whenever a
+        step would increase the objective.
 
     Returns
     -------
@@ -118,7 +120,8 @@ def solve(
     ------
     InputError
         Bad labels, ``K < 2`` (:class:`~ufm.errors.DegenerateInputError`), ``d < K - 1``, negative
-        or non-finite coefficients, ``lam_w = 0`` or ``lam_h = 0``, unknown options.
+        or non-finite coefficients, ``lam_w = 0`` or ``lam_h = 0``, unknown options, ``step``
+        with a method other than ``"gd"``.
     BackendError
         ``device="cuda"`` without a CUDA device.
 
@@ -129,7 +132,8 @@ def solve(
         MSE optimum, whose class means want ``K`` dimensions (an orthogonal frame), is
         rank-limited and need not be an ETF.
     ConvergenceWarning
-        The method stopped before reaching ``tol`` (see ``result.status``).
+        The method stopped before reaching ``tol`` (see ``result.status``, a
+        :class:`~ufm.Status`).
 
     References
     ----------
@@ -147,18 +151,21 @@ def solve(
     if features != "free":
         if features != "layernorm":
             raise InputError(f"features must be 'free' or 'layernorm', got {describe(features)}")
-        from .layernorm import solve_layernorm
-
+        if step is not None:
+            raise InputError(
+                "step applies to method='gd' of the free-feature UFM only; "
+                "features='layernorm' chooses its own steps"
+            )
         return solve_layernorm(
             y, d=d, loss=loss, lam_w=lam_w, lam_b=lam_b, lam_h=lam_h, bias=bias, affine=affine,
-            lam_affine=lam_affine, method=method, backend=backend, device=device, dtype=dtype,
+            lam_affine=lam_affine, method="lbfgs" if method is None else method, backend=backend, device=device, dtype=dtype,
             max_iter=max_iter, tol=tol, seed=seed, verbose=verbose,
         )  # fmt: skip
     if affine or lam_affine is not None:
         raise InputError("affine and lam_affine apply to features='layernorm' only")
-    lam_h = S.DEFAULT_LAM_H if lam_h is None else lam_h
+    lam_h = DEFAULT_LAM_H if lam_h is None else lam_h
     d = check_int(d, "d", low=1)
-    be = S.resolve_backend(backend, device, dtype, input_is_torch=is_torch(y))
+    be = resolve_backend(backend, device, dtype, input_is_torch=is_torch(y))
     y0 = to_tensor(y, "y")
     if y0.ndim != 1 or y0.shape[0] == 0:
         raise InputError(
@@ -171,57 +178,8 @@ def solve(
             f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
             "the bias-free MSE optimum)"
         )
-    method = S.resolve_method(method, loss)
-    params = S.check_params(
-        lam=0.0, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
-    )
-    if d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
-        warnings.warn(
-            f"d={d} = K-1: the centred class means can still form a simplex ETF, but with "
-            f"loss={loss!r}, bias={bias}, lam_b={lam_b} the optimum's class means want K={K} "
-            "dimensions, so it is rank-limited and need not be a simplex ETF; use d >= K",
-            RankWarning,
-            stacklevel=2,
-        )
-    S.check_first_order_scale(method, params)
-    tol_v = S.resolve_tol(tol, be)
-    max_iter_v = S.resolve_max_iter(max_iter, method, params.loss)
-    seed = check_int(seed, "seed", low=0)
-    y_b = be.labels(yt)
-    pb = Problem(be.ops, y_b, K, d, None, params, be.like())
-    W0, b0, H0 = S.initial_point(pb, seed, be)
-    raw = S.run_method(
-        pb,
-        method,
-        W0,
-        b0,
-        H0,
-        max_iter=max_iter_v,
-        tol=tol_v,
-        verbose=verbose,
-        step=step,
-        seed=seed,
-        init="normal",
-    )
-    opts = {
-        "model": "ufm",
-        "K": K,
-        "d": d,
-        "lam": 0.0,
-        "lam_w": params.lam_w,
-        "lam_h": params.lam_h,
-        "lam_b": params.lam_b,
-        "loss": loss,
-        "bias": params.bias,
-        "method": method,
-        "backend": be.name,
-        "device": None if be.device is None else str(be.device),
-        "dtype": str(be.dtype).replace("torch.", ""),
-        "max_iter": max_iter_v,
-        "tol": tol_v,
-        "seed": seed,
-        "init": "standard normal (W, b, H) from numpy.random.default_rng(seed)",
-    }
-    return S.build_result(
-        pb, raw, y_out=y_b, X_out=None, method=method, be=be, params=opts, tol=tol_v
-    )
+    return solve_problem(
+        model="ufm", y=yt, K=K, d=d, X=None, be=be, lam=0.0, lam_w=lam_w, lam_h=lam_h,
+        lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
+        verbose=verbose, step=step, init=None, stacklevel=4,
+    )  # fmt: skip

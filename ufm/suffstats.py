@@ -1,5 +1,9 @@
 r"""MSE UFM / MUFM through sufficient statistics: one pass over the data, then a solve in (W, b).
 
+(Over 500 lines on purpose: the streaming statistics, the reduced objective with its Hessian
+products and the trust-region solve with saddle escapes share one derivation, given below, and
+are kept together with it; about a third is docstrings.)
+
 For the MSE loss the features have a closed form given the classifier (MATH.md sec. 5, "MSE: H in
 closed form, sufficient statistics"). With :math:`\mu = \lambda + \lambda_H > 0` and
 :math:`\tilde x_i = (\lambda/\mu) x_i`, the minimising feature of sample :math:`i` is
@@ -73,9 +77,10 @@ import scipy.sparse.linalg
 import torch
 
 from .errors import DegenerateInputError, InputError
+from .status import Status
 from .validate import check_int, check_scalar, describe, to_tensor
 
-__all__ = ["SufficientStatistics", "StatsSolution", "solve_statistics"]
+__all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
 
 #: Newton methods accepted by :func:`solve_statistics`.
 NEWTON_METHODS = ("trust-ncg", "trust-krylov")
@@ -360,7 +365,7 @@ def _gram(X: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- the model
-class _Reduced:
+class ReducedObjective:
     """Value, gradient and Hessian-vector product of the reduced objective f(W, b)."""
 
     def __init__(self, st: SufficientStatistics, lam, lam_w, lam_h, lam_b, bias, alpha=1.0):
@@ -522,8 +527,9 @@ class StatsSolution:
         problem is solved on data rescaled by a power of two ``alpha`` (exactly equivalent:
         ``lam, lam_h -> lam alpha^2, lam_h alpha^2``, ``lam_w -> lam_w / alpha^2``,
         ``W -> alpha W``), and this is the gradient norm of that scale-free problem.
-    status : str
-        ``"converged"``, ``"max_iter"`` or ``"stalled"``.
+    status : Status
+        ``Status.CONVERGED``, ``MAX_ITER`` or ``STALLED`` (equal to the strings
+        ``"converged"``, ``"max_iter"``, ``"stalled"``).
     n_iter : int
         Newton (trust-region) iterations over all restarts.
     n_escapes : int
@@ -542,7 +548,7 @@ class StatsSolution:
     b: np.ndarray
     objective: float
     grad_norm: float
-    status: str
+    status: Status
     n_iter: int
     n_escapes: int
     min_eig: float
@@ -553,7 +559,7 @@ class StatsSolution:
 
     @property
     def converged(self) -> bool:
-        return self.status == "converged"
+        return self.status is Status.CONVERGED
 
     def _maps(self) -> tuple[np.ndarray, float]:
         mu = self.lam + self.lam_h
@@ -712,7 +718,7 @@ def solve_statistics(
     t0 = time.perf_counter()
     st.check_ready()
     alpha = data_scale(st) if lam > 0 else 1.0
-    red = _Reduced(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
+    red = ReducedObjective(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
     K, d = red.K, red.d
     rng = np.random.default_rng(seed)
     if W0 is not None:
@@ -731,7 +737,7 @@ def solve_statistics(
     # Aim below tol so that the full-gradient check of the caller passes after round-off;
     # Newton's quadratic convergence makes the extra digits nearly free.
     gtol = 0.05 * tol
-    n_iter, n_esc, status = 0, 0, "max_iter"
+    n_iter, n_esc, status = 0, 0, Status.MAX_ITER
     min_eig = float("nan")
 
     def cb(xk, *args):
@@ -741,7 +747,7 @@ def solve_statistics(
     while True:
         budget = max_iter - n_iter
         if budget <= 0:
-            status = "max_iter"
+            status = Status.MAX_ITER
             break
         res = scipy.optimize.minimize(
             red.fg,
@@ -762,16 +768,16 @@ def solve_statistics(
             n_iter += k
             gn = float(np.linalg.norm(red.g(z)))
         if gn > tol:
-            status = "max_iter" if n_iter >= max_iter else "stalled"
+            status = Status.MAX_ITER if n_iter >= max_iter else Status.STALLED
             break
         # second-order check: a stationary point with negative curvature is a saddle
         min_eig, v = red.min_curvature(z, seed)
         scale = max(1.0, abs(red.f(z)))
         if not min_eig < -1e-7 * scale:  # nan: the eigensolver found no eigenvalue
-            status = "converged"
+            status = Status.CONVERGED
             break
         if n_esc >= 20:
-            status = "stalled"
+            status = Status.STALLED
             break
         n_esc += 1
         z = _escape(red, z, v, min_eig)
@@ -829,7 +835,7 @@ def _ridge_start(st, red, lam_w, lam_b, bias, alpha=1.0):
 
 
 def _newton_polish(
-    red: _Reduced, z: np.ndarray, gtol: float, callback=None, steps: int = 8
+    red: ReducedObjective, z: np.ndarray, gtol: float, callback=None, steps: int = 8
 ) -> tuple[np.ndarray, int]:
     """Up to ``steps`` Newton-CG steps, each kept only if it lowers the gradient norm."""
     g = red.g(z)
@@ -854,7 +860,7 @@ def _newton_polish(
     return z, k
 
 
-def _escape(red: _Reduced, z: np.ndarray, v: np.ndarray, lam_min: float) -> np.ndarray:
+def _escape(red: ReducedObjective, z: np.ndarray, v: np.ndarray, lam_min: float) -> np.ndarray:
     """Step along a negative-curvature direction until the objective decreases."""
     f0 = red.f(z)
     nz = max(1.0, float(np.linalg.norm(z)))

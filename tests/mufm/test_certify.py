@@ -251,7 +251,7 @@ def test_size_guard_gives_memory_and_time_estimates():
 
 
 def test_bound_checked_against_provable_facts():
-    from ufm.certify import check_bound
+    from ufm.engine.convex import check_bound
     from ufm.errors import SolverError
 
     check_bound(0.1, 0.1 + 1e-9, 0.2, "mufm")  # fine

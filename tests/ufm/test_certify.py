@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import ufm
 from ufm import Certificate, InputError, certify
-from ufm.certify import balanced_factors, value_and_grad
+from ufm.certify import balanced_factors
+from ufm.engine.convex import value_and_grad
 from ufm.metrics import pfc1, pfc2
 
 
@@ -332,3 +333,17 @@ def test_unreduced_size_guard_refuses_before_allocating():
         with pytest.raises(InputError, match=r"GiB.*reduce=True"):
             certify(np.repeat(np.arange(6), n), d=6, reduce=False)
         assert time.perf_counter() - t < 1
+
+
+def test_certificate_to_dict_is_json_ready_and_status_is_the_enum():
+    import json
+
+    cert = certify(np.repeat(np.arange(3), 2), d=3, lam_w=1e-2, lam_h=1e-2)
+    assert cert.status is ufm.Status.OPTIMAL and cert.status == "optimal"
+    dd = cert.to_dict()
+    back = json.loads(json.dumps(dd))
+    assert back["status"] == "optimal" and back["family"] == "ufm"
+    assert back["bound"] == cert.bound and back["exact"] is True
+    np.testing.assert_array_equal(np.asarray(back["W"]), cert.W)
+    np.testing.assert_array_equal(np.asarray(back["spectrum"]), cert.spectrum)
+    assert back["params"]["d"] == 3 and set(back) >= {"gap", "rel_gap", "H", "b", "solve_time"}

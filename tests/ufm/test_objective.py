@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ufm import InputError
-from ufm._core import NP, TORCH, Params, Problem
-from ufm._lbfgs import lbfgs
+from ufm.engine.core import NP, TORCH, Params, Problem
+from ufm.engine.lbfgs import lbfgs
 from ufm.objective import objective
 
 RTOL64 = 1e-12

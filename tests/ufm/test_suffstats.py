@@ -16,7 +16,7 @@ import mufm
 import ufm
 from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
 from ufm.metrics import collapse_metrics
-from ufm.suffstats import SufficientStatistics, _Reduced, solve_statistics
+from ufm.suffstats import ReducedObjective, SufficientStatistics, solve_statistics
 
 RNG = np.random.default_rng(0)
 
@@ -52,7 +52,7 @@ def _full_objective(W, b, H, X, y, lam, lam_w, lam_h, lam_b):
 @pytest.mark.parametrize("gram", ["auto", "dense"])
 def test_gradient_and_hessian_match_finite_differences(bias, gram):
     X, y = _data()
-    red = _Reduced(_stats(X, y, 4, gram=gram), 0.3, 1e-2, 0.05, 1e-3, bias)
+    red = ReducedObjective(_stats(X, y, 4, gram=gram), 0.3, 1e-2, 0.05, 1e-3, bias)
     rng = np.random.default_rng(1)
     z = rng.standard_normal(red.n)
     f, g = red.fg(z)
@@ -69,7 +69,7 @@ def test_reduced_objective_equals_full_objective_at_closed_form_features():
     X, y = _data()
     lam, lam_w, lam_h, lam_b = 0.3, 1e-2, 0.05, 1e-3
     st_ = _stats(X, y, 4)
-    red = _Reduced(st_, lam, lam_w, lam_h, lam_b, True)
+    red = ReducedObjective(st_, lam, lam_w, lam_h, lam_b, True)
     rng = np.random.default_rng(2)
     W, b = rng.standard_normal((4, 6)), rng.standard_normal(4)
     mu = lam + lam_h

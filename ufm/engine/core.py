@@ -1,4 +1,4 @@
-"""Backend-neutral value and gradient of the (M)UFM objective (private).
+"""Backend-neutral value and gradient of the (M)UFM objective.
 
 One implementation serves numpy and torch: every array operation that differs between the two
 libraries goes through a small namespace object (:data:`NP` or :data:`TORCH`). The objective is

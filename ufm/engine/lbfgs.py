@@ -1,4 +1,4 @@
-"""A small limited-memory BFGS minimiser on flat arrays (private).
+"""A small limited-memory BFGS minimiser on flat arrays.
 
 Used by the torch backend so that the whole iteration stays on the tensor's device; it works on
 numpy arrays as well (the tests run it on both). Two-loop recursion (Nocedal and Wright 2006,
@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._core import Ops
+from ..status import Status
+from .core import Ops
 
 __all__ = ["LBFGSOutput", "lbfgs"]
 
@@ -31,7 +32,7 @@ class LBFGSOutput:
     grad_norm: float
     n_iter: int
     n_eval: int
-    status: str  # "converged" | "max_iter" | "stalled"
+    status: Status  # CONVERGED | MAX_ITER | STALLED
     history_f: list[float] = field(default_factory=list)
     history_g: list[float] = field(default_factory=list)
 
@@ -136,7 +137,7 @@ def lbfgs(
     Returns
     -------
     LBFGSOutput
-        Final point and status: ``"converged"``, ``"max_iter"`` or ``"stalled"`` (the line
+        Final point and status: ``Status.CONVERGED``, ``MAX_ITER`` or ``STALLED`` (the line
         search found no acceptable step: the precision limit of the arithmetic).
     """
     x = x0
@@ -145,14 +146,14 @@ def lbfgs(
     gn = math.sqrt(ops.dot(g, g))
     S: deque = deque(maxlen=memory)
     hist_f, hist_g = [f], [gn]
-    status = "max_iter"
+    status = Status.MAX_ITER
     it = 0
     while True:
         if not math.isfinite(f) or gn <= tol:
-            status = "converged" if gn <= tol else "stalled"
+            status = Status.CONVERGED if gn <= tol else Status.STALLED
             break
         if it >= max_iter:
-            status = "max_iter"
+            status = Status.MAX_ITER
             break
         # two-loop recursion for d = -H_k g
         q = -g  # a fresh array, updated in place below: d = -H_k g
@@ -186,7 +187,7 @@ def lbfgs(
             if S:  # retry once along steepest descent with fresh memory
                 S.clear()
                 continue
-            status = "stalled"
+            status = Status.STALLED
             break
         t, f_new, g_new, _ = ls
         s = t * d

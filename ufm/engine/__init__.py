@@ -1,0 +1,30 @@
+"""The solver engine of :func:`ufm.solve`, :func:`mufm.solve` and both certificates (public).
+
+One module per job; import from the module (``from ufm.engine.options import resolve_backend``):
+
+:mod:`ufm.engine.core`
+    ``Problem`` and ``Params``: value and gradient of the (M)UFM objective on numpy or torch
+    (``Ops``, ``NP``, ``TORCH``), balanced coordinates.
+:mod:`ufm.engine.options`
+    Defaults (coefficients, tolerances, iteration budgets), ``Backend`` and its resolution,
+    coefficient checks and per-method options (``step`` for ``gd`` only).
+:mod:`ufm.engine.lbfgs`
+    The L-BFGS minimiser shared by both backends.
+:mod:`ufm.engine.methods`
+    ``run_method``: the methods ``suffstats``, ``lbfgs``, ``lbfgs-h`` and ``gd``, restarts and
+    the second-order check.
+:mod:`ufm.engine.pipeline`
+    ``solve_problem``: the one solve pipeline behind both ``solve`` front ends, and the
+    ``SolveResult`` it builds.
+:mod:`ufm.engine.certificate`
+    The :class:`~ufm.Certificate` both certificates return and the provable facts its bound
+    is checked against.
+:mod:`ufm.engine.convex`
+    What the two convex certificates share: option checks, the conic solve, size guards,
+    polishing, and the common tail ``conclude``.
+
+The package imports none of its modules eagerly, so that :mod:`ufm.objective` (which uses
+``ufm.engine.core``) and ``ufm.engine.convex`` (which uses :func:`ufm.objective`) form no cycle.
+"""
+
+__all__ = ["certificate", "convex", "core", "lbfgs", "methods", "options", "pipeline"]

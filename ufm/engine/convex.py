@@ -1,0 +1,451 @@
+"""The machinery shared by the two convex certificates, :func:`ufm.certify` and :func:`mufm.certify`.
+
+:class:`Certificate` (what a relaxation says), option checks, the conic solve with its
+fallbacks (:func:`solve_cvx`), the cost guard (:func:`size_guard`), the validity check of the
+bound (:func:`check_bound`), the independent numpy objective used to polish the feasible point
+(:func:`value_and_grad`, :func:`polish`), and the common tail of both certificates
+(:func:`problem_from_result`, :func:`conclude`): polish the point built from the relaxed
+solution, evaluate it and the given solution, and assemble the certificate
+(:class:`Certificate`, from :mod:`ufm.engine.certificate`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConvergenceWarning, InputError, SolverError
+from ..objective import objective
+from ..status import Status
+from ..validate import check_features, describe
+from .certificate import EXACT_RTOL, Certificate, check_bound
+
+__all__ = [
+    "Certificate",
+    "EXACT_RTOL",
+    "LOSSES",
+    "MAX_CERTIFY_BYTES",
+    "MAX_CERTIFY_SECONDS",
+    "check_bias",
+    "check_bound",
+    "check_loss",
+    "check_solver",
+    "conclude",
+    "is_result",
+    "loss_expr",
+    "numerical_rank",
+    "one_hot",
+    "polish",
+    "problem_from_result",
+    "psd_cost",
+    "result_param",
+    "size_guard",
+    "solve_cvx",
+    "unpack_solution",
+    "value_and_grad",
+]
+
+LOSSES = ("mse", "ce")
+
+
+def check_loss(loss: Any) -> str:
+    if not isinstance(loss, str) or loss.lower() not in LOSSES:
+        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
+    return loss.lower()
+
+
+def check_bias(bias: Any) -> bool:
+    if not isinstance(bias, bool | np.bool_):
+        raise InputError(f"bias must be True or False, got {describe(bias)}")
+    return bool(bias)
+
+
+def check_solver(solver: Any) -> str | None:
+    if solver is None:
+        return None
+    import cvxpy as cp
+
+    if not isinstance(solver, str) or solver.upper() not in cp.installed_solvers():
+        raise InputError(
+            f"solver must be None (CLARABEL, falling back to SCS) or an installed cvxpy solver "
+            f"{cp.installed_solvers()}, got {describe(solver)}"
+        )
+    return solver.upper()
+
+
+def _solver_attempts(name: str) -> list[dict[str, Any]]:
+    """Option sets tried in turn: tight tolerances first, then the solver's defaults.
+
+    The certificate must resolve 1e-6 relative differences of the optimum; CLARABEL's defaults
+    (1e-8) already do, the tighter set buys margin where the problem allows it.
+    """
+    if name == "CLARABEL":
+        tight = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10}
+        medium = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
+        return [tight, medium, {}]
+    if name == "SCS":
+        return [{"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000}]
+    return [{}]
+
+
+def solve_cvx(problem: Any, solver: str | None) -> tuple[str, str, float]:
+    """Solve a cvxpy problem; CLARABEL first, SCS as fallback when ``solver`` is None.
+
+    Returns ``(solver name, status, seconds)`` of the first accurate solve (or, failing that,
+    of the last inaccurate one, with a ConvergenceWarning); raises SolverError when nothing
+    solves it.
+    """
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    if solver is not None:
+        names = [solver]
+    else:
+        names = [s for s in ("CLARABEL", "SCS") if s in installed]
+        if not names:
+            raise SolverError(
+                "no conic solver for the certificate: install CLARABEL (pip install clarabel) "
+                "or SCS"
+            )
+    failures: list[str] = []
+    inaccurate: tuple[str, dict[str, Any]] | None = None
+    t0 = time.perf_counter()
+    for name in names:
+        for opts in _solver_attempts(name):
+            try:
+                with warnings.catch_warnings():
+                    # cvxpy's own "solution may be inaccurate" warning: the status says it.
+                    warnings.simplefilter("ignore", UserWarning)
+                    problem.solve(solver=name, **opts)
+            except (cp.error.SolverError, ValueError, ArithmeticError) as exc:
+                failures.append(f"{name}: {exc}")
+                continue
+            status = str(problem.status)
+            if status == cp.OPTIMAL and problem.value is not None:
+                return name, status, time.perf_counter() - t0
+            if status == cp.OPTIMAL_INACCURATE and problem.value is not None:
+                inaccurate = (name, opts)
+            failures.append(f"{name}: status {status}")
+    if inaccurate is not None:
+        name, opts = inaccurate
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(solver=name, **opts)
+        warnings.warn(
+            f"the certificate's convex problem was solved only inaccurately ({name}); the bound "
+            "may be off by more than 1e-6 relative: try another solver (solver='SCS' or "
+            "'CLARABEL') or less extreme lam_* constants",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+        return name, str(problem.status), time.perf_counter() - t0
+    raise SolverError(
+        "the certificate's convex problem could not be solved (" + "; ".join(failures) + "); "
+        "check that the regularisation constants are not extreme"
+    )
+
+
+def numerical_rank(spectrum: np.ndarray, rank_tol: float) -> int:
+    top = float(spectrum.max()) if spectrum.size else 0.0
+    return int(np.count_nonzero(spectrum > rank_tol * max(top, 1.0)))
+
+
+def is_result(obj: Any) -> bool:
+    """Duck-typed test for a SolveResult (avoids importing the solvers here)."""
+    return all(hasattr(obj, a) for a in ("W", "H", "y", "params", "objective"))
+
+
+def result_param(result: Any, name: str, default: Any = None) -> Any:
+    params = getattr(result, "params", None) or {}
+    return params.get(name, default)
+
+
+def unpack_solution(
+    solution: Any, K: int, N: int, d: int, bias: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Validate ``solution`` (a SolveResult or a tuple ``(W, b, H)``) against the problem."""
+    if is_result(solution):
+        W, b, H = solution.W, solution.b, solution.H
+    elif isinstance(solution, tuple | list) and len(solution) == 3:
+        W, b, H = solution
+    else:
+        raise InputError(
+            f"solution must be a SolveResult or a tuple (W, b, H), got {describe(solution)}"
+        )
+    W = check_features(W, "solution W").double().cpu().numpy()
+    H = check_features(H, "solution H").double().cpu().numpy()
+    if W.shape != (K, d) or H.shape != (N, d):
+        raise InputError(
+            f"solution has W of shape {W.shape} and H of shape {H.shape}; the problem needs "
+            f"W ({K}, {d}) and H ({N}, {d})"
+        )
+    if bias:
+        if b is None:
+            raise InputError("the problem has a bias but the solution's b is None; pass b (K,)")
+        b = check_features(_to_numpy(b).reshape(1, -1), "solution b").numpy().reshape(-1)
+        if b.shape != (K,):
+            raise InputError(f"solution b must have shape ({K},), got {b.shape}")
+    else:
+        b = None
+    return W, b, H
+
+
+#: Largest estimated memory of the conic solver's factorisation that certify accepts (bytes).
+MAX_CERTIFY_BYTES = 4 * 2**30
+#: Largest estimated solve time that certify accepts (seconds).
+MAX_CERTIFY_SECONDS = 900.0
+
+
+def psd_cost(m: int, blocks: int = 1) -> tuple[float, float]:
+    """Rough (bytes, seconds) of an interior-point solve with ``blocks`` PSD cones of size m.
+
+    Each cone has ``t = m (m + 1) / 2`` scalar variables and a dense ``t x t`` block in the
+    KKT system: memory ``8 t^2`` bytes and about ``t^3 / 3`` flops per factorisation, times
+    ~30 iterations at ~1e10 flop/s. (Measured: ``ufm.certify(..., reduce=False)`` at N = 360,
+    ``m = 364``, allocated 35 GB, which this formula reproduces.)
+    """
+    t = m * (m + 1) / 2
+    return blocks * 8.0 * t * t, blocks * 30 * (t**3 / 3) / 1e10
+
+
+def size_guard(m: int, blocks: int, what: str, advice: str) -> None:
+    """Refuse, before building the problem, a relaxation whose estimated cost is too large.
+
+    Raises
+    ------
+    InputError
+        Estimated memory above :data:`MAX_CERTIFY_BYTES`; the message gives the estimate of
+        memory and time and what to do.
+    """
+    mem, sec = psd_cost(m, blocks)
+    if mem > MAX_CERTIFY_BYTES or sec > MAX_CERTIFY_SECONDS:
+        raise InputError(
+            f"{what}: the SDP has {blocks} PSD block(s) of size {m}; the interior-point solver "
+            f"would need about {mem / 2**30:.3g} GiB of memory and {sec:.3g} s (estimates; "
+            f"limits {MAX_CERTIFY_BYTES / 2**30:.0f} GiB, {MAX_CERTIFY_SECONDS:.0f} s). {advice}"
+        )
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    """float64 numpy copy of an array or tensor (any device)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def value_and_grad(
+    W: np.ndarray,
+    b: np.ndarray | None,
+    H: np.ndarray,
+    y: np.ndarray,
+    *,
+    X: np.ndarray | None = None,
+    lam: float = 0.0,
+    lam_w: float,
+    lam_h: float = 0.0,
+    lam_b: float = 0.0,
+    loss: str = "mse",
+) -> tuple[float, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Objective of MATH.md section 5 and its gradient in ``(W, b, H)`` (numpy, float64).
+
+    With logits ``Z = H W^T + 1 b^T`` and ``G = dl/dZ`` (``Z - Y`` for MSE, ``softmax(Z) - Y``
+    for CE, ``Y`` one-hot, shape ``(N, K)``):
+
+    .. math::
+
+        \\nabla_W f = G^T H / N + \\lambda_W W, \\quad
+        \\nabla_b f = G^T 1 / N + \\lambda_b b, \\quad
+        \\nabla_H f = (G W + \\lambda_H H + \\lambda (H - X)) / N .
+
+    Used to polish the certificate's feasible point; independent of the solvers' code.
+    """
+    N = H.shape[0]
+    K = W.shape[0]
+    Z = H @ W.T
+    if b is not None:
+        Z = Z + b
+    Y = np.zeros_like(Z)
+    Y[np.arange(N), y] = 1.0
+    if loss == "mse":
+        G = Z - Y
+        data = 0.5 * float(np.sum(G * G))
+    else:
+        zmax = Z.max(axis=1, keepdims=True)
+        ez = np.exp(Z - zmax)
+        se = ez.sum(axis=1, keepdims=True)
+        data = float(np.sum(np.log(se[:, 0]) + zmax[:, 0] - Z[np.arange(N), y]))
+        G = ez / se - Y
+    f = data + 0.5 * lam_h * float(np.sum(H * H))
+    gH = G @ W + lam_h * H
+    if X is not None and lam > 0:
+        D = H - X
+        f += 0.5 * lam * float(np.sum(D * D))
+        gH = gH + lam * D
+    f = f / N + 0.5 * lam_w * float(np.sum(W * W))
+    gW = G.T @ H / N + lam_w * W
+    gb = None
+    if b is not None:
+        f += 0.5 * lam_b * float(b @ b)
+        gb = G.sum(axis=0) / N + lam_b * b
+    del K
+    return f, gW, gb, gH / N
+
+
+def polish(
+    W: np.ndarray,
+    b: np.ndarray | None,
+    H: np.ndarray,
+    y: np.ndarray,
+    kw: dict[str, Any],
+    max_iter: int = 5000,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Local L-BFGS refinement of a feasible point (never returns a worse one).
+
+    Runs in balanced coordinates ``(W, b, H / sqrt(N))``, where the blocks have curvature of
+    the same order, so that a gradient tolerance means the same for every block.
+    """
+    from scipy.optimize import minimize
+
+    K, d = W.shape
+    N = H.shape[0]
+    root = math.sqrt(N)
+    nb = 0 if b is None else K
+
+    def split(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        Wt = theta[: K * d].reshape(K, d)
+        bt = theta[K * d : K * d + nb] if b is not None else None
+        Ht = theta[K * d + nb :].reshape(N, d) * root
+        return Wt, bt, Ht
+
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        Wt, bt, Ht = split(theta)
+        f, gW, gb, gH = value_and_grad(Wt, bt, Ht, y, **kw)
+        parts = [gW.ravel()] + ([gb] if gb is not None else []) + [gH.ravel() * root]
+        return f, np.concatenate(parts)
+
+    parts0 = [W.ravel()] + ([b] if b is not None else []) + [H.ravel() / root]
+    theta0 = np.concatenate(parts0)
+    f0 = fun(theta0)[0]
+    res = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "maxcor": 30, "gtol": 1e-13, "ftol": 1e-16},
+    )
+    if not np.isfinite(res.fun) or res.fun > f0:
+        return W, b, H
+    return split(res.x)
+
+
+def one_hot(y: np.ndarray, K: int) -> np.ndarray:
+    Y = np.zeros((K, y.size))
+    Y[y, np.arange(y.size)] = 1.0
+    return Y
+
+
+def loss_expr(Z: Any, b: Any, Y: np.ndarray, weights: np.ndarray, loss: str) -> Any:
+    """cvxpy expression of ``sum_j weights_j l(Z[:, j] + b, Y[:, j])`` (columns = samples)."""
+    import cvxpy as cp
+
+    K, M = Y.shape
+    logits = Z if b is None else Z + cp.reshape(b, (K, 1), order="F") @ np.ones((1, M))
+    if loss == "mse":
+        return 0.5 * cp.sum_squares((logits - Y) @ np.diag(np.sqrt(weights)))
+    lse = cp.log_sum_exp(logits, axis=0)
+    return weights @ lse - cp.sum(cp.multiply(Y @ np.diag(weights), logits))
+
+
+def problem_from_result(result: Any, given: dict[str, Any], *, family: str) -> None:
+    """Refuse problem keywords passed together with a SolveResult, and the other family's result.
+
+    Raises
+    ------
+    InputError
+        A keyword of ``given`` is not None, or ``result`` belongs to the other family (a MUFM
+        result has data ``X``; a UFM result has none).
+    """
+    clash = [k for k, v in given.items() if v is not None]
+    if clash:
+        call = (
+            "certify(y, d=..., lam_w=..., ...)"
+            if family == "ufm"
+            else "certify(X, y, lam=..., ...)"
+        )
+        raise InputError(
+            f"certify(result) reads the problem from the SolveResult; do not also pass "
+            f"{clash}. Call {call} to certify another problem"
+        )
+    has_data = getattr(result, "X", None) is not None
+    if family == "ufm" and (has_data or result_param(result, "model") == "mufm"):
+        raise InputError(
+            "this SolveResult is a MUFM problem (it has data X / lam > 0); "
+            "certify it with mufm.certify(result)"
+        )
+    if family == "mufm" and not has_data:
+        raise InputError(
+            "this SolveResult has no data X (a UFM problem); certify it with ufm.certify(result)"
+        )
+
+
+def conclude(
+    *,
+    family: str,
+    bound: float,
+    theory_exact: bool,
+    rank: int,
+    d: int,
+    spectrum: np.ndarray,
+    recon: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+    y: np.ndarray,
+    kw: dict[str, Any],
+    solution: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None,
+    solved: tuple[str, str, float],
+    params: dict[str, Any],
+) -> Certificate:
+    """The common tail of both certificates.
+
+    Polishes the feasible point ``recon`` built from the relaxed solution (:func:`polish`),
+    evaluates it and ``solution`` with :func:`ufm.objective` (keywords ``kw``: ``X``, ``lam``,
+    ``lam_w``, ``lam_h``, ``lam_b``, ``loss``), checks the bound (:func:`check_bound`), decides
+    exactness (``theory_exact``, or the point attains the bound within ``EXACT_RTOL``) and
+    assembles the :class:`Certificate`. ``solved`` is :func:`solve_cvx`'s
+    ``(solver, status, seconds)``.
+    """
+    W, b, H = polish(*recon, y, kw)
+    recon_value = float(objective(W, b, H, y, **kw))
+    value = None if solution is None else float(objective(*solution, y, **kw))
+    check_bound(bound, recon_value, value, family)
+    attained = recon_value - bound <= EXACT_RTOL * max(abs(bound), 1e-300)
+    exact = bool(theory_exact or attained)
+    optimum = (recon_value if attained else bound) if exact else None
+    gap = rel_gap = None
+    if value is not None:
+        ref = optimum if optimum is not None else bound
+        gap = value - ref
+        rel_gap = gap / max(abs(ref), 1e-300)
+    used, status, seconds = solved
+    return Certificate(
+        family=family,
+        bound=float(bound),
+        optimum=None if optimum is None else float(optimum),
+        exact=exact,
+        tight=bool(rank <= d),
+        rank=int(rank),
+        spectrum=spectrum,
+        value=value,
+        gap=gap,
+        rel_gap=rel_gap,
+        W=W,
+        b=b,
+        H=H,
+        reconstruction_value=recon_value,
+        solver=used,
+        status=Status(status),
+        solve_time=float(seconds),
+        params=params,
+    )

@@ -1,0 +1,268 @@
+"""Options of a solve: defaults, backend resolution and per-method validation.
+
+Everything :func:`ufm.solve` and :func:`mufm.solve` decide before the first iteration lives
+here: the default coefficients, tolerances and budgets, the numpy/torch :class:`Backend`, the
+coefficient checks (:func:`check_params`), the options that only some methods accept
+(:func:`check_method_options`) and the scale guard of the first-order methods.
+
+``max_iter`` means iterations for every method: Newton iterations (``suffstats``), quasi-Newton
+iterations (``lbfgs``, ``lbfgs-h``; each may evaluate the objective a few times in its line
+search) and gradient steps (``gd``; a step rejected by the safeguard is not an iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import BackendError, InputError
+from ..validate import check_int, check_scalar, describe
+from .core import NP, TORCH, Ops, Params
+
+__all__ = [
+    "DEFAULT_LAM_W",
+    "DEFAULT_LAM_H",
+    "DEFAULT_LAM_B",
+    "DEFAULT_TOL",
+    "DEFAULT_MAX_ITER",
+    "DEFAULT_MAX_ITER_GD_CE",
+    "METHODS",
+    "MSE_ONLY",
+    "LOSSES",
+    "FIRST_ORDER_LIMIT",
+    "Backend",
+    "resolve_backend",
+    "resolve_tol",
+    "resolve_method",
+    "resolve_max_iter",
+    "check_params",
+    "check_method_options",
+    "check_first_order_scale",
+]
+
+DEFAULT_LAM_W = 5e-4
+DEFAULT_LAM_H = 5e-4
+DEFAULT_LAM_B = 5e-4
+DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+LBFGS_MEMORY = 5
+DEFAULT_MAX_ITER = {
+    "suffstats": 1_000,
+    "lbfgs": 10_000,
+    "lbfgs-h": 10_000,
+    "gd": 100_000,
+}
+#: Plain gradient descent on cross entropy needs up to ~5e5 iterations on the reference
+#: catalogue (its rate is linear with a poor condition number), so its default budget is larger.
+DEFAULT_MAX_ITER_GD_CE = 1_000_000
+METHODS = ("suffstats", "lbfgs", "lbfgs-h", "gd")
+MSE_ONLY = ("suffstats", "lbfgs-h")
+LOSSES = ("mse", "ce")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where and in which precision the computation runs."""
+
+    ops: Ops
+    name: str  # "numpy" | "torch"
+    device: torch.device | None
+    dtype: torch.dtype
+
+    def like(self) -> Any:
+        """An empty array with the backend's dtype and device (template for allocations)."""
+        if self.name == "numpy":
+            return np.empty(0, dtype=np.float64)
+        return torch.empty(0, dtype=self.dtype, device=self.device)
+
+    def asarray(self, a: Any) -> Any:
+        """Convert an array (numpy or torch) to this backend."""
+        if self.name == "numpy":
+            if isinstance(a, torch.Tensor):
+                a = a.detach().cpu().numpy()
+            return np.asarray(a, dtype=np.float64)
+        return torch.as_tensor(a).to(dtype=self.dtype, device=self.device)
+
+    def labels(self, y: torch.Tensor) -> Any:
+        if self.name == "numpy":
+            return y.cpu().numpy()
+        return y.to(self.device)
+
+
+def resolve_backend(
+    backend: str | None, device: Any, dtype: Any, *, input_is_torch: bool, input_dtype: Any = None
+) -> Backend:
+    """Pick numpy or torch from the input type or the explicit arguments.
+
+    Raises
+    ------
+    InputError
+        Unknown backend, or a numpy backend asked for a non-CPU device or float32.
+    BackendError
+        ``device="cuda"`` while torch sees no CUDA device.
+    """
+    if backend is not None and backend not in ("numpy", "torch"):
+        raise InputError(f"backend must be 'numpy', 'torch' or None, got {describe(backend)}")
+    dev = None
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(
+                f"device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, got {describe(device)}"
+            ) from exc
+    if backend is None:
+        backend = (
+            "torch" if (input_is_torch or (dev is not None and dev.type != "cpu")) else "numpy"
+        )
+    if backend == "numpy":
+        if dev is not None and dev.type != "cpu":
+            raise InputError(
+                f"backend='numpy' runs on the CPU only, got device={device!r}; "
+                "use backend='torch' for a GPU"
+            )
+        if dtype is not None and torch.empty(0, dtype=_torch_dtype(dtype)).dtype != torch.float64:
+            raise InputError(
+                f"backend='numpy' computes in float64 (scipy's L-BFGS-B), got dtype={dtype!r}; "
+                "use backend='torch' for float32"
+            )
+        return Backend(NP, "numpy", None, torch.float64)
+    if dev is None:
+        dev = torch.device("cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(
+            f"device={device!r} was requested but torch.cuda.is_available() is False "
+            "(no CUDA device or no CUDA build of torch); use device='cpu' or backend='numpy'"
+        )
+    if dev.type not in ("cpu", "cuda"):
+        raise BackendError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    if dtype is None:
+        dt = input_dtype if input_dtype in (torch.float32, torch.float64) else torch.float64
+    else:
+        dt = _torch_dtype(dtype)
+        if dt not in (torch.float32, torch.float64):
+            raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    return Backend(TORCH, "torch", dev, dt)
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "float64": torch.float64}[np.dtype(dtype).name]
+    except (TypeError, KeyError) as exc:
+        raise InputError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+
+
+def resolve_tol(tol: float | None, be: Backend) -> float:
+    """``tol=None`` picks 1e-8 in float64 and 1e-4 in float32."""
+    if tol is None:
+        return DEFAULT_TOL[be.dtype]
+    return check_scalar(tol, "tol", low=0.0, low_inclusive=False)
+
+
+def resolve_method(method: str | None, loss: Any) -> str:
+    """``method=None`` picks ``"suffstats"`` for MSE and ``"lbfgs"`` for cross entropy."""
+    if method is None:
+        return "suffstats" if loss == "mse" else "lbfgs"
+    return method
+
+
+def resolve_max_iter(max_iter: int | None, method: str, loss: str = "mse") -> int:
+    if max_iter is None:
+        if method == "gd" and loss == "ce":
+            return DEFAULT_MAX_ITER_GD_CE
+        return DEFAULT_MAX_ITER.get(method, 10_000)
+    return check_int(max_iter, "max_iter", low=1)
+
+
+def check_params(
+    *, lam: float, lam_w: float, lam_h: float, lam_b: float, loss: str, bias: bool, method: str
+) -> Params:
+    """Validate coefficients and options; returns :class:`ufm.engine.core.Params`."""
+    lam = check_scalar(lam, "lam")
+    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
+    lam_h = check_scalar(lam_h, "lam_h")
+    lam_b = check_scalar(lam_b, "lam_b")
+    if loss not in LOSSES:
+        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
+    if not isinstance(bias, bool | np.bool_):
+        raise InputError(f"bias must be True or False, got {describe(bias)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"method must be one of {METHODS} or None, got {describe(method)}")
+    if method in MSE_ONLY and loss != "mse":
+        raise InputError(
+            f"method={method!r} eliminates the features in closed form, which needs loss='mse'; "
+            "use method='lbfgs' (or None) for loss='ce'"
+        )
+    if lam + lam_h <= 0:
+        raise InputError(
+            f"lam + lam_h must be > 0 (got lam={lam}, lam_h={lam_h}): without a feature penalty "
+            "the infimum is not attained (H grows while W shrinks); set lam_h > 0 (UFM) or lam > 0"
+        )
+    if loss == "ce" and bias and lam_b == 0:
+        raise InputError(
+            "loss='ce' with an unpenalised bias (lam_b=0) has a flat direction b -> b + c 1 and, "
+            "for unbalanced classes, may have no minimiser; set lam_b > 0 or bias=False"
+        )
+    return Params(lam, lam_w, lam_h, lam_b, loss, bool(bias))
+
+
+def check_method_options(method: str, *, step: Any = None) -> float | None:
+    """Validate the options that only some methods accept; returns the validated ``step``.
+
+    ``step`` is the fixed step of ``method="gd"``; every other method chooses its own steps
+    (line search, trust region), so a ``step`` passed to them is an error rather than ignored.
+
+    Raises
+    ------
+    InputError
+        ``step`` given with a method other than ``"gd"``, or not a positive finite number.
+    """
+    if step is None:
+        return None
+    if method != "gd":
+        raise InputError(
+            f"step applies to method='gd' only (the fixed gradient step), got method={method!r}, "
+            "which chooses its own steps; leave step unset or use method='gd'"
+        )
+    return check_scalar(step, "step", low=0.0, low_inclusive=False)
+
+
+#: First-order methods (gd, lbfgs, lbfgs-h) work in unscaled coordinates; beyond these
+#: coefficient and data scales their steps overflow or their tolerance is meaningless.
+FIRST_ORDER_LIMIT = 1e50
+
+
+def check_first_order_scale(method: str, params: Params, X: Any = None) -> None:
+    """Refuse, before any iteration, problems too badly scaled for the first-order methods.
+
+    ``method="suffstats"`` rescales the data exactly (by a power of two) and accepts them.
+
+    Raises
+    ------
+    InputError
+        A coefficient above 1e50, or data whose RMS sample norm is outside [1e-50, 1e50].
+    """
+    if method == "suffstats":
+        return
+    for name in ("lam", "lam_w", "lam_h", "lam_b"):
+        v = getattr(params, name)
+        if v > FIRST_ORDER_LIMIT:
+            raise InputError(
+                f"{name}={v:g} > {FIRST_ORDER_LIMIT:g}: method={method!r} works in unscaled "
+                "coordinates and would overflow or crawl at this scale; use "
+                "method='suffstats' (MSE; exact internal rescaling) or rescale the problem"
+            )
+    if X is not None:
+        Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
+        if amax > 0 and not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
+            raise InputError(
+                f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method!r} "
+                "works in unscaled coordinates and its tolerance is meaningless at this scale; "
+                "use method='suffstats' (MSE; exact internal rescaling) or rescale X and the "
+                "coefficients (X * a with lam / a^2, lam_w * a^2 is the same problem)"
+            )

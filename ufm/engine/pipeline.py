@@ -1,0 +1,236 @@
+"""The one solve pipeline behind :func:`ufm.solve` and :func:`mufm.solve`.
+
+The two front ends only validate their inputs (labels and ``d`` for the UFM; data and labels
+for the MUFM) and pick the backend; :func:`solve_problem` does the rest: method and coefficient
+checks, per-method options, defaults, the starting point, :func:`ufm.engine.methods.run_method`,
+the final evaluation and the :class:`~ufm.result.SolveResult` (:func:`build_result`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConvergenceWarning, DegenerateInputError, InputError, RankWarning, SolverError
+from ..metrics import collapse_metrics
+from ..result import SolveResult
+from ..status import Status
+from ..validate import check_int, describe
+from .core import Problem
+from .methods import Raw, initial_point, run_method
+from .options import (
+    Backend,
+    check_first_order_scale,
+    check_method_options,
+    check_params,
+    resolve_max_iter,
+    resolve_method,
+    resolve_tol,
+)
+
+__all__ = ["solve_problem", "build_result", "warn_if_not_converged", "INITS"]
+
+#: Starting points: ``"data"`` is ``H = X, W = 0, b = 0`` (MUFM only); ``"normal"`` a seeded
+#: standard-normal ``(W, b, H)`` from ``numpy.random.default_rng(seed)``.
+INITS = ("data", "normal")
+_NORMAL = "normal: standard normal (W, b, H) from numpy.random.default_rng(seed)"
+
+
+def solve_problem(
+    *,
+    model: str,
+    y: Any,
+    K: int,
+    d: int,
+    X: Any,
+    be: Backend,
+    lam: float,
+    lam_w: float,
+    lam_h: float,
+    lam_b: float,
+    loss: str,
+    bias: bool,
+    method: str | None,
+    max_iter: int | None,
+    tol: float | None,
+    seed: int,
+    verbose: bool,
+    step: float | None,
+    init: str | None,
+    stacklevel: int = 2,
+) -> SolveResult:
+    """Solve one validated (M)UFM instance; the shared body of both ``solve`` front ends.
+
+    Parameters
+    ----------
+    model : {"ufm", "mufm"}
+        Recorded in ``result.params["model"]``; ``"ufm"`` has ``X = None`` and ``lam = 0``.
+    y : torch.Tensor of shape (N,)
+        Validated labels ``0..K-1``.
+    K, d : int
+        Classes and feature dimension.
+    X : torch.Tensor of shape (N, d) or None
+        Validated data (MUFM), or None (UFM).
+    be : Backend
+        From :func:`ufm.engine.options.resolve_backend`.
+    lam, lam_w, lam_h, lam_b, loss, bias, method, max_iter, tol, seed, verbose, step, init
+        As in :func:`mufm.solve`; validated here (``step`` for ``method="gd"`` only, ``init``
+        ``"data"`` only with data).
+    stacklevel : int
+        As for :func:`warnings.warn`, counted from :func:`solve_problem` (1): the front ends
+        pass the level of their user's frame.
+
+    Returns
+    -------
+    SolveResult
+    """
+    method = resolve_method(method, loss)
+    params = check_params(
+        lam=lam, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
+    )
+    step = check_method_options(method, step=step)
+    if X is None and d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
+        warnings.warn(
+            f"d={d} = K-1: the centred class means can still form a simplex ETF, but with "
+            f"loss={loss!r}, bias={bias}, lam_b={lam_b} the optimum's class means want K={K} "
+            "dimensions, so it is rank-limited and need not be a simplex ETF; use d >= K",
+            RankWarning,
+            stacklevel=stacklevel,
+        )
+    check_first_order_scale(method, params, X)
+    tol_v = resolve_tol(tol, be)
+    max_iter_v = resolve_max_iter(max_iter, method, params.loss)
+    seed = check_int(seed, "seed", low=0)
+    if init is None:
+        init = "data" if X is not None and method in ("suffstats", "lbfgs", "lbfgs-h") else "normal"
+    if init not in INITS or (init == "data" and X is None):
+        allowed = "'data', 'normal' or None" if X is not None else "'normal' (no data) or None"
+        raise InputError(f"init must be {allowed}, got {describe(init)}")
+    Xb = None if X is None else be.asarray(X)
+    y_b = be.labels(y)
+    pb = Problem(be.ops, y_b, K, d, Xb, params, be.like())
+    if init == "data":
+        W0, b0, H0 = pb.ops.zeros((K, d), pb.like), pb.ops.zeros((K,), pb.like), Xb
+    else:
+        W0, b0, H0 = initial_point(pb, seed, be)
+    raw = run_method(
+        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step,
+        seed=seed, init=init,
+    )  # fmt: skip
+    opts: dict[str, Any] = {"model": model, "K": K}
+    if X is not None:
+        opts["N"] = int(y.shape[0])
+    opts |= {
+        "d": d,
+        "lam": params.lam,
+        "lam_w": params.lam_w,
+        "lam_h": params.lam_h,
+        "lam_b": params.lam_b,
+        "loss": loss,
+        "bias": params.bias,
+        "method": method,
+        "backend": be.name,
+        "device": None if be.device is None else str(be.device),
+        "dtype": str(be.dtype).replace("torch.", ""),
+        "max_iter": max_iter_v,
+        "tol": tol_v,
+        "seed": seed,
+        "init": _NORMAL if init == "normal" else init,
+    }
+    return build_result(
+        pb, raw, y_out=y_b, X_out=Xb, method=method, be=be, params=opts, tol=tol_v,
+        stacklevel=stacklevel + 1,
+    )  # fmt: skip
+
+
+def warn_if_not_converged(
+    status: Status, method: str, grad_norm: float, tol: float, n_iter: int, stacklevel: int = 2
+) -> None:
+    """Warn (:class:`~ufm.errors.ConvergenceWarning`) with a hint unless ``status`` is converged."""
+    if status is Status.CONVERGED:
+        return
+    hint = {
+        "max_iter": "raise max_iter, or use method='lbfgs'"
+        + (
+            " (plain gradient descent converges at a linear rate set by the condition number; "
+            "on cross entropy it can need 1e5-1e6 iterations)"
+            if method == "gd"
+            else ""
+        ),
+        "saddle": "the point is stationary but has negative curvature (a saddle); use "
+        "method='suffstats' (MSE), which checks curvature and escapes saddles, or another seed",
+        "stalled": "the arithmetic's precision limit was reached; raise tol (float32: about 1e-4)",
+    }.get(status, "check the problem")
+    warnings.warn(
+        f"method={method!r} stopped with status {status.value!r} after {n_iter} iterations: gradient "
+        f"norm {grad_norm:.3e} > tol={tol:.3e}; {hint}",
+        ConvergenceWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def build_result(
+    pb: Problem,
+    raw: Raw,
+    *,
+    y_out: Any,
+    X_out: Any,
+    method: str,
+    be: Backend,
+    params: dict[str, Any],
+    tol: float,
+    stacklevel: int = 2,
+) -> SolveResult:
+    """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`."""
+    if raw.reduced is not None:
+        f, gn = raw.reduced
+    else:
+        f, gW, gb, gH = pb.full(raw.W, raw.b, raw.H)
+        gn = pb.grad_norm(gW, gb if pb.p.bias else None, gH)
+    if not math.isfinite(f):
+        raise SolverError(
+            f"method={method!r} produced a non-finite objective; the coefficients "
+            f"{params} may make the problem unbounded"
+        )
+    status = Status(raw.status)
+    if status is Status.CONVERGED and gn > tol * (1 + 1e-3) + 1e-14:
+        # The solver's own criterion passed on a slightly different quantity (e.g. the
+        # reduced gradient); the final full gradient is the one reported.
+        status = Status.STALLED
+    warn_if_not_converged(status, method, gn, tol, raw.n_iter, stacklevel=stacklevel + 1)
+    metrics = _metrics(raw.H, y_out, raw.W, raw.b if pb.p.bias else None)
+    history = {
+        "objective": np.asarray(raw.history_f, dtype=np.float64),
+        "grad_norm": np.asarray(raw.history_g, dtype=np.float64),
+    }
+    params = dict(params)
+    if raw.step is not None:
+        params["step"] = raw.step
+    params.update(raw.extra)
+    return SolveResult(
+        W=raw.W,
+        b=raw.b,
+        H=raw.H,
+        y=y_out,
+        X=X_out,
+        objective=float(f),
+        grad_norm=float(gn),
+        status=status,
+        converged=status is Status.CONVERGED,
+        n_iter=int(raw.n_iter),
+        history=history,
+        metrics=metrics,
+        method=method,
+        backend=be.name,
+        params=params,
+    )
+
+
+def _metrics(H: Any, y: Any, W: Any, b: Any) -> dict[str, float]:
+    try:
+        return dict(collapse_metrics(H, y, W, b))
+    except DegenerateInputError:
+        return {}
