@@ -33,6 +33,7 @@ import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from ufm.cli import OneLineParser, check_output_file, guarded
+from ufm.engine.options import METHODS
 from ufm.io import write_json
 from ufm.registry import METRICS
 
@@ -221,7 +222,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         "max_iter": args.max_iter,
         "tol": args.tol,
         "seed": args.seed,
-        "verbose": not args.no_progress and args.method != "lbfgs",
+        "verbose": not args.no_progress and args.method == "gd",
     }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -410,7 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lam-b", type=_float_nonneg, default=5e-4, help="bias penalty (5e-4)")
     s.add_argument("--loss", choices=("mse", "ce"), default="mse")
     s.add_argument("--no-bias", action="store_true", help="classifier without bias")
-    s.add_argument("--method", choices=("lbfgs", "gd"), default="lbfgs")
+    s.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="default: suffstats for mse (N-independent Newton on W, b), lbfgs for ce",
+    )
     s.add_argument("--backend", choices=("numpy", "torch"), default=None)
     s.add_argument("--device", type=_device, default=None, help="cpu or cuda (torch backend)")
     s.add_argument("--max-iter", type=POS, default=None)

@@ -233,3 +233,18 @@ def test_cuda_matches_cpu():
     r_gpu = ufm.solve(Y, d=4, device="cuda", **KW)
     assert r_gpu.H.device.type == "cuda"
     np.testing.assert_allclose(r_gpu.objective, r_cpu.objective, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["lam_w", "lam_h", "lam_b"])
+@pytest.mark.parametrize("value", [1e11, 1e300])
+def test_penalties_beyond_the_limit_are_refused(name, value):
+    y = np.repeat(np.arange(3), 5)
+    with pytest.raises(InputError, match=name):
+        ufm.solve(y, d=4, **{name: value})
+
+
+def test_penalty_at_the_limit_gives_the_zero_classifier_limit():
+    # lam_w = 1e10: W = 0 to float64 precision; b is the ridge mean of the one-hot targets
+    y = np.repeat(np.arange(3), 5)
+    r = ufm.solve(y, d=4, lam_w=1e10, lam_b=0.0)
+    np.testing.assert_allclose(r.objective, 0.5 * (1 - 1 / 3), rtol=1e-6)

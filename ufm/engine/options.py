@@ -178,6 +178,10 @@ def resolve_max_iter(max_iter: int | None, method: str, loss: str = "mse") -> in
     return check_int(max_iter, "max_iter", low=1)
 
 
+#: Largest weight-decay-type penalty (lam_w, lam_h, lam_b) the solvers accept.
+PENALTY_LIMIT = 1e10
+
+
 def check_params(
     *, lam: float, lam_w: float, lam_h: float, lam_b: float, loss: str, bias: bool, method: str
 ) -> Params:
@@ -186,6 +190,14 @@ def check_params(
     lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
     lam_h = check_scalar(lam_h, "lam_h")
     lam_b = check_scalar(lam_b, "lam_b")
+    for name, v in (("lam_w", lam_w), ("lam_h", lam_h), ("lam_b", lam_b)):
+        if v > PENALTY_LIMIT:
+            # measured: lam_w or lam_b of 1e12-1e16 stall or end at a saddle, 1e300 overflows
+            raise InputError(
+                f"{name}={v:g} > {PENALTY_LIMIT:g}: the penalised variables are then zero to "
+                "float64 precision and the solvers can no longer resolve the other terms; use "
+                f"{name} <= {PENALTY_LIMIT:g} (the solution is already the zero limit there)"
+            )
     if loss not in LOSSES:
         raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
     if not isinstance(bias, bool | np.bool_):
