@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import mufm
 import ufm
 from ufm import BackendError, ConvergenceWarning, DegenerateInputError, InputError, RankWarning
 from ufm.metrics import simplex_etf
@@ -248,3 +249,13 @@ def test_penalty_at_the_limit_gives_the_zero_classifier_limit():
     y = np.repeat(np.arange(3), 5)
     r = ufm.solve(y, d=4, lam_w=1e10, lam_b=0.0)
     np.testing.assert_allclose(r.objective, 0.5 * (1 - 1 / 3), rtol=1e-6)
+
+
+def test_penalty_limit_follows_the_data_scale():
+    # X * a with lam_w * a^2 is the same problem: accepted; the same lam_w on unscaled data is not
+    X = np.random.default_rng(0).standard_normal((3, 4, 5)) + 2 * np.eye(3, 5)[:, None, :]
+    a = 1e20
+    res = mufm.solve(X * a, lam=0.1 / a**2, lam_w=5e-3 * a**2)
+    assert res.converged
+    with pytest.raises(InputError, match="lam_w"):
+        mufm.solve(X, lam=0.1, lam_w=5e-3 * a**2)

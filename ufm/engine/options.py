@@ -12,6 +12,7 @@ search) and gradient steps (``gd``; a step rejected by the safeguard is not an i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,25 +179,45 @@ def resolve_max_iter(max_iter: int | None, method: str, loss: str = "mse") -> in
     return check_int(max_iter, "max_iter", low=1)
 
 
-#: Largest weight-decay-type penalty (lam_w, lam_h, lam_b) the solvers accept.
+#: Largest classifier penalty (lam_w at unit data scale, lam_b) the solvers accept.
 PENALTY_LIMIT = 1e10
 
 
 def check_params(
-    *, lam: float, lam_w: float, lam_h: float, lam_b: float, loss: str, bias: bool, method: str
+    *,
+    lam: float,
+    lam_w: float,
+    lam_h: float,
+    lam_b: float,
+    loss: str,
+    bias: bool,
+    method: str,
+    scale: float | None = None,
 ) -> Params:
-    """Validate coefficients and options; returns :class:`ufm.engine.core.Params`."""
+    """Validate coefficients and options; returns :class:`ufm.engine.core.Params`.
+
+    ``scale`` is the data's scale (``max |x|``; ``None`` without data). ``X * a`` with ``lam_w * a^2``
+    and ``lam_h / a^2`` is the same problem as ``X`` (``H = a H'``, ``W = W' / a``), so the
+    penalty limit :data:`PENALTY_LIMIT` applies to ``lam_w / scale^2`` and ``lam_b`` (which does
+    not scale), and without data (the UFM) to ``lam_h`` too, whose features then underflow; with
+    data, ``lam`` and ``lam_h`` need no limit (the statistics solver rescales them exactly).
+    """
     lam = check_scalar(lam, "lam")
     lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
     lam_h = check_scalar(lam_h, "lam_h")
     lam_b = check_scalar(lam_b, "lam_b")
-    for name, v in (("lam_w", lam_w), ("lam_h", lam_h), ("lam_b", lam_b)):
-        if v > PENALTY_LIMIT:
+    s2 = float(scale) ** 2 if scale is not None and 0 < scale < math.inf else 1.0
+    limited = [("lam_w", lam_w, lam_w / s2), ("lam_b", lam_b, lam_b)]
+    if scale is None:
+        limited.append(("lam_h", lam_h, lam_h))
+    for name, v, eff in limited:
+        if eff > PENALTY_LIMIT:
             # measured: lam_w or lam_b of 1e12-1e16 stall or end at a saddle, 1e300 overflows
             raise InputError(
-                f"{name}={v:g} > {PENALTY_LIMIT:g}: the penalised variables are then zero to "
+                f"{name}={v:g} is too strong for data of scale {scale or 1.0:g} (effective "
+                f"{eff:g} > {PENALTY_LIMIT:g}): the penalised variables are then zero to "
                 "float64 precision and the solvers can no longer resolve the other terms; use "
-                f"{name} <= {PENALTY_LIMIT:g} (the solution is already the zero limit there)"
+                f"a smaller {name} (at {PENALTY_LIMIT:g} the solution is already the zero limit)"
             )
     if loss not in LOSSES:
         raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
@@ -248,6 +269,15 @@ def check_method_options(method: str, *, step: Any = None) -> float | None:
 FIRST_ORDER_LIMIT = 1e50
 
 
+def data_scale(X: Any = None) -> float:
+    """``max |x|`` of the data (numpy or torch; 1.0 without data or for all-zero data)."""
+    if X is None:
+        return 1.0
+    Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
+    return amax if amax > 0 and math.isfinite(amax) else 1.0
+
+
 def check_first_order_scale(method: str, params: Params, X: Any = None) -> None:
     """Refuse, before any iteration, problems too badly scaled for the first-order methods.
 
@@ -269,9 +299,8 @@ def check_first_order_scale(method: str, params: Params, X: Any = None) -> None:
                 "method='suffstats' (MSE; exact internal rescaling) or rescale the problem"
             )
     if X is not None:
-        Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-        amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
-        if amax > 0 and not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
+        amax = data_scale(X)
+        if not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
             raise InputError(
                 f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method!r} "
                 "works in unscaled coordinates and its tolerance is meaningless at this scale; "

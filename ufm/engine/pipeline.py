@@ -26,6 +26,7 @@ from .options import (
     check_first_order_scale,
     check_method_options,
     check_params,
+    data_scale,
     resolve_max_iter,
     resolve_method,
     resolve_tol,
@@ -89,7 +90,14 @@ def solve_problem(
     """
     method = resolve_method(method, loss)
     params = check_params(
-        lam=lam, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, loss=loss, bias=bias, method=method
+        lam=lam,
+        lam_w=lam_w,
+        lam_h=lam_h,
+        lam_b=lam_b,
+        loss=loss,
+        bias=bias,
+        method=method,
+        scale=None if X is None else data_scale(X),
     )
     step = check_method_options(method, step=step)
     if X is None and d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
