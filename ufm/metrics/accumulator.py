@@ -210,7 +210,9 @@ class CollapseAccumulator:
         nd = torch.index_select(self.means, 0, yc, out=buf)
         torch.sub(nd, Hc, alpha=self._s, out=nd)
         self.ss2.index_add_(0, yc, torch.linalg.vector_norm(nd, dim=1) ** 2)
-        Q = nd @ f["V"]  # (B, 2K+1) or (B, K+1): -[M^T dev, u.dev, (W dev)]
+        # -[M^T dev, u.dev, (W dev)], (B, K+1) or (B, 2K+1); formed as V^T nd^T with V^T
+        # row-major: this skinny float64 product ran ~1.4x faster than nd @ V on 64-row chunks
+        Q = torch.mm(f["VT"], nd.T).T
         P = -Q[:, :K]
         self.S += P.T @ P
         fp = Q[:, : K + 1]
@@ -245,8 +247,10 @@ class CollapseAccumulator:
         cols = [C.T, u / torch.linalg.norm(u)]
         if self.W is not None:
             cols.append(self.W.T)
+        V = torch.cat(cols, dim=1).contiguous()
         self._frozen = {
-            "V": torch.cat(cols, dim=1).contiguous(),
+            "V": V,
+            "VT": V.T.contiguous(),
             "dist2": (diff * diff).sum(-1),  # ||mu_j - mu_k||^2, computed directly
         }
         if self.W is not None:
