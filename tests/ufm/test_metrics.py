@@ -306,6 +306,22 @@ def test_float32_input_is_accumulated_exactly(seed, shape):
     assert_metrics_close(got_t, want, rtol=1e-9)
 
 
+@pytest.mark.parametrize("offset", [1e4, -3e5])
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_float32_with_large_offset_is_exact_over_chunks(offset, scale):
+    # float32 features far from the origin (a common offset 1e4-3e5 times the spread) and at
+    # extreme scales, over several chunks: every metric still equals the float64 d x d
+    # reference on the same float32 values, because pass 2 works on float64 deviations from
+    # the float64 class means (the float32 rounding is in the input only, never in the sums)
+    H, y = make_data(7, N=1500, K=6, d=300)
+    H32 = ((H + offset) * scale).astype(np.float32)
+    assert H32.shape[0] > 1.5 * (1 << 18) // 300  # at least two chunks
+    W = np.random.default_rng(7).standard_normal((6, 300)).astype(np.float32)
+    want = reference(H32.astype(np.float64), y, W.astype(np.float64))
+    got = collapse_metrics(H32, y, W)
+    assert_metrics_close(got, want, rtol=1e-9, atol=0.0)
+
+
 def test_float32_agrees_with_float64():
     H, y = make_data(4, N=200, K=5, d=30)
     m64 = collapse_metrics(H, y)
