@@ -609,6 +609,127 @@ class StatsSolution:
                 H += s * X
         return H
 
+    def features_with_metrics(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        st: SufficientStatistics,
+        W: Any = None,
+        b: Any = None,
+        rank_tol: float | None = None,
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """``H*`` (float64 numpy) and :func:`ufm.collapse_metrics` of it in one streaming pass.
+
+        The class means of ``H*`` follow from the statistics (``h_i = a_{y_i} + G x_i``, so
+        ``mu_k(H) = a_k + G m_k``: no pass over ``H``); they are the frozen means of a
+        :class:`~ufm.metrics.CollapseAccumulator`, whose second pass (deviations from the
+        means, NC1's ``K x K`` projections, the NCC and NC4 decisions) runs on each chunk of
+        ``H`` right after it is written into one preallocated array, while the chunk is in
+        cache. The metrics are those of the returned ``H`` up to round-off (the means differ
+        from ``H``'s own by a few ulps; every scatter is computed from the deviations directly,
+        so nothing cancels).
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, d), float64
+        y : ndarray of shape (N,), int
+        st : SufficientStatistics
+            The statistics of ``(X, y)`` that produced this solution (every class present).
+        W, b : array, optional
+            Classifier handed to the accumulator (``nc3``, ``nc4``).
+        rank_tol : float, optional
+            NC1's eigenvalue cut-off (default: the metrics' default).
+
+        Returns
+        -------
+        H : ndarray of shape (N, d)
+        metrics : dict of str to float
+            As :func:`ufm.collapse_metrics` (empty when the class means of ``H`` coincide).
+        """
+        from .metrics.accumulator import CollapseAccumulator
+        from .metrics.inputs import DEFAULT_RANK_TOL, chunk_rows
+
+        Q, s = self._maps()
+        K, d = self.W.shape
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(np.int64, copy=False)
+        n = y.shape[0]
+        # class means of H* from the statistics: mu_k = a_k + G m_k, G = s (I - W^T Q)
+        means_x = st.sums / st.counts[:, None]
+        A = (np.eye(K) - self.b) @ Q
+        means_h = A + s * (means_x - (means_x @ self.W.T) @ Q)
+        mx = float(np.abs(means_h).max())
+        # the accumulator's internal power-of-two scale only guards against over/underflow
+        # (ratios are exact under it); take it from the magnitude of the class means and of x
+        rms_x = math.sqrt(st.sq / max(st.N, 1))
+        ref = max(mx, abs(s) * rms_x * math.sqrt(max(d, 1)))
+        acc = CollapseAccumulator(K, W=W, b=b, rank_tol=rank_tol or DEFAULT_RANK_TOL)
+        acc._init_state(d, torch.device("cpu"))
+        acc.scale_exp = math.frexp(ref)[1] if ref > 0 and math.isfinite(ref) else 0
+        acc.counts = torch.from_numpy(st.counts.astype(np.int64))
+        acc.means = torch.from_numpy(means_h * math.ldexp(1.0, -acc.scale_exp))
+        acc.maxabs = math.inf
+        acc._track_ss = False
+        acc.end_first_pass()
+        fr = acc._frozen
+        sc = acc._s  # power of two: the accumulator's units
+        C = np.ascontiguousarray(fr["V"][:, :K].numpy())  # (d, K): centred means, scaled
+        dist2 = fr["dist2"].numpy()
+        has_w = acc.W is not None
+        if has_w:
+            Wc = acc.W.numpy()
+            # W h = T (Q W^T) + s X W^T: the classifier's scores from K-wide products only
+            QW = Q @ Wc.T
+            bc = None if acc.b is None else acc.b.numpy()
+        H = np.empty((n, d))
+        Wt = np.ascontiguousarray(self.W.T)
+        step = max(chunk_rows(n, d, K), 1)
+        nb = min(step, n)
+        T0b, Tb, Nb = np.empty((nb, K)), np.empty((nb, K)), np.empty((nb, d))
+        mus_t, y_t, nd_t = acc.means, torch.from_numpy(y), torch.from_numpy(Nb)
+        axpy = scipy.linalg.blas.daxpy
+        S = np.zeros((K, K))
+        ss2 = np.zeros(K)
+        correct = mismatch = 0
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            m = stop - start
+            ar = np.arange(m)
+            yc = y[start:stop]
+            Xc, Hc, T0, T, nd = X[start:stop], H[start:stop], T0b[:m], Tb[:m], Nb[:m]
+            # H = (e_y - b - s X W^T) Q + s X, written into its final place
+            np.matmul(Xc, Wt, out=T0)
+            np.multiply(T0, -s, out=T)
+            T -= self.b
+            T[ar, yc] += 1.0
+            np.matmul(T, Q, out=Hc)
+            if s != 0.0:
+                axpy(Xc.reshape(-1), Hc.reshape(-1), a=s)  # in place: H and X are C-ordered
+            # pass 2 of the accumulator on the chunk (scaled units): nd = mu_y - h
+            torch.index_select(mus_t, 0, y_t[start:stop], out=nd_t[:m])
+            axpy(Hc.reshape(-1), nd.reshape(-1), a=-sc)
+            ss2 += np.bincount(yc, weights=np.einsum("ij,ij->i", nd, nd), minlength=K)
+            Pm = nd @ C  # -P_i = -M^T (h_i - mu_y)
+            S += Pm.T @ Pm
+            score = 2.0 * (Pm - Pm[ar, yc][:, None]) + dist2[yc]
+            pred = np.argmin(score, axis=1)
+            correct += int(np.count_nonzero(pred == yc))
+            if has_w:
+                logits = T @ QW
+                logits += s * T0
+                if bc is not None:
+                    logits += bc
+                mismatch += int(np.count_nonzero(np.argmax(logits, axis=1) != pred))
+        acc.S = torch.from_numpy(S)
+        acc.ss2 = torch.from_numpy(ss2)
+        acc.counts2 = acc.counts.clone()
+        acc.n2, acc.correct, acc.mismatch = n, correct, mismatch
+        try:
+            metrics = acc.compute()
+        except DegenerateInputError:
+            metrics = {}
+        return H, metrics
+
     def class_metrics(self, st: SufficientStatistics) -> dict[str, float]:
         """PFC1 and PFC2 of ``H*`` from the statistics alone (no pass over the data).
 
