@@ -192,12 +192,11 @@ class SufficientStatistics:
         yn = yt.cpu().numpy()
         B = Xn.shape[0]
         cnt = np.bincount(yn, minlength=self.K)
-        # per-class sums through a one-hot product (BLAS), second moment by a rank-B update
-        Y = np.zeros((B, self.K))
-        Y[np.arange(B), yn] = 1.0
+        # per-class sums through one-hot products (BLAS) over cache-sized row blocks (no (B, K)
+        # array), second moment by a rank-B update
         keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
         with np.errstate(all="ignore"):  # non-finite results are checked just below
-            sums = Y.T @ Xn
+            sums = _class_sums(Xn, yn, self.K)
             if keep_rows:
                 sq = float(np.einsum("ij,ij->", Xn, Xn))
             else:
@@ -351,6 +350,22 @@ class SufficientStatistics:
         for R in self.rows:
             out += (V @ R.T) @ R
         return out
+
+
+def _class_sums(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
+    """``sum_{y_i = k} x_i`` for every class, shape ``(K, d)``: one-hot products per row block."""
+    n = X.shape[0]
+    step = min(n, 8192)
+    out = np.zeros((K, X.shape[1]))
+    E = np.zeros((step, K))
+    ar = np.arange(step)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        Em = E[: stop - start]
+        Em[ar[: stop - start], y[start:stop]] = 1.0
+        out += Em.T @ X[start:stop]
+        Em[ar[: stop - start], y[start:stop]] = 0.0
+    return out
 
 
 def _gram(X: np.ndarray) -> np.ndarray:
