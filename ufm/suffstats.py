@@ -697,10 +697,12 @@ class StatsSolution:
             QW = Q @ Wc.T
             bc = None if acc.b is None else acc.b.numpy()
         H = np.empty((n, d))
-        Wt = np.ascontiguousarray(self.W.T)
         step = max(chunk_rows(n, d, K), 1)
         nb = min(step, n)
-        T0b, Tb, Nb = np.empty((nb, K)), np.empty((nb, K)), np.empty((nb, d))
+        Zb, Tb, Nb = np.empty((nb, 2 * K)), np.empty((nb, K)), np.empty((nb, d))
+        U = np.ascontiguousarray(np.concatenate([self.W.T, C], axis=1))  # (d, 2K)
+        MC = acc.means.numpy() @ C
+        QCs = sc * (Q @ C)
         mus_t, y_t, nd_t = acc.means, torch.from_numpy(y), torch.from_numpy(Nb)
         axpy = scipy.linalg.blas.daxpy
         S = np.zeros((K, K))
@@ -711,9 +713,10 @@ class StatsSolution:
             m = stop - start
             ar = np.arange(m)
             yc = y[start:stop]
-            Xc, Hc, T0, T, nd = X[start:stop], H[start:stop], T0b[:m], Tb[:m], Nb[:m]
+            Xc, Hc, Z, T, nd = X[start:stop], H[start:stop], Zb[:m], Tb[:m], Nb[:m]
+            T0 = Z[:, :K]
             # H = (e_y - b - s X W^T) Q + s X, written into its final place
-            np.matmul(Xc, Wt, out=T0)
+            np.matmul(Xc, U, out=Z)  # [X W^T, X C]: one product for H and NC1's projections
             np.multiply(T0, -s, out=T)
             T -= self.b
             T[ar, yc] += 1.0
@@ -724,7 +727,9 @@ class StatsSolution:
             torch.index_select(mus_t, 0, y_t[start:stop], out=nd_t[:m])
             axpy(Hc.reshape(-1), nd.reshape(-1), a=-sc)
             ss2 += np.bincount(yc, weights=np.einsum("ij,ij->i", nd, nd), minlength=K)
-            Pm = nd @ C  # -P_i = -M^T (h_i - mu_y)
+            # -P_i = M^T (mu_y - h_i) = (M^T mu)_y - sc (T (Q C) + s X C), from K-wide products
+            Pm = MC[yc]
+            Pm -= (T @ QCs) + (s * sc) * Z[:, K:]
             S += Pm.T @ Pm
             score = 2.0 * (Pm - Pm[ar, yc][:, None]) + dist2[yc]
             pred = np.argmin(score, axis=1)
