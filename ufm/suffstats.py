@@ -60,6 +60,10 @@ The optimal features are an affine map of ``x`` per class,
 :math:`h_i = a_{y_i} + G x_i` with :math:`G = \frac{\lambda}{\mu}(I - W^\top(WW^\top+\mu I)^{-1}W)`,
 so :meth:`StatsSolution.features` produces them in one streaming pass and
 :meth:`StatsSolution.class_metrics` gives PFC1 and PFC2 of ``H*`` from the statistics alone.
+:meth:`StatsSolution.features_with_metrics` (what ``mufm.solve`` uses for float64 numpy data)
+writes ``H*`` chunk by chunk into one array and, on each chunk while it is in cache, runs the
+second pass of the collapse metrics against class means taken from the statistics
+(:math:`\mu_k(H) = a_k + G m_k`), so ``H*`` and all its metrics cost one pass over ``X``.
 """
 
 from __future__ import annotations
