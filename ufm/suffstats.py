@@ -82,6 +82,7 @@ import torch
 
 from .errors import DegenerateInputError, InputError
 from .status import Status
+from .threads import thread_policy
 from .validate import check_int, check_scalar, describe, to_tensor
 
 __all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
@@ -156,6 +157,7 @@ class SufficientStatistics:
         if self.gram == "dense":
             self.second = np.zeros((d, d))
 
+    @thread_policy("X")
     def update(self, X: Any, y: Any) -> SufficientStatistics:
         """Add a batch ``X`` of shape ``(B, d)`` with labels ``y`` of shape ``(B,)``.
 
@@ -698,15 +700,20 @@ class StatsSolution:
         if has_w:
             Wc = acc.W.numpy()
             # W h = T (Q W^T) + s X W^T: the classifier's scores from K-wide products only
-            QW = Q @ Wc.T
             bc = None if acc.b is None else acc.b.numpy()
         H = np.empty((n, d))
         step = max(chunk_rows(n, d, K), 1)
         nb = min(step, n)
         Zb, Tb, Nb = np.empty((nb, 2 * K)), np.empty((nb, K)), np.empty((nb, d))
+        Gb = torch.empty((nb, 2 * K), dtype=torch.float64)
         U = np.ascontiguousarray(np.concatenate([self.W.T, C], axis=1))  # (d, 2K)
-        MC = acc.means.numpy() @ C
-        QCs = sc * (Q @ C)
+        # K-wide tables: per class [||mu_y - mu_k||^2, (M^T mu)_y] gathered in one call, and
+        # B2 = [Q W^T, sc Q C] with the column scales of Z = [X W^T, X C], so that
+        # T B2 + Z * scale = [W h, sc M^T h] (the classifier's scores and NC1's projections)
+        table = torch.from_numpy(np.concatenate([dist2, acc.means.numpy() @ C], axis=1))
+        same_w = has_w and np.array_equal(Wc, self.W)
+        B2 = np.concatenate([Q @ (Wc.T if same_w else self.W.T), sc * (Q @ C)], axis=1)
+        colscale = np.concatenate([np.full(K, s), np.full(K, s * sc)])
         mus_t, y_t, nd_t = acc.means, torch.from_numpy(y), torch.from_numpy(Nb)
         axpy = scipy.linalg.blas.daxpy
         S = np.zeros((K, K))
@@ -715,15 +722,13 @@ class StatsSolution:
         for start in range(0, n, step):
             stop = min(start + step, n)
             m = stop - start
-            ar = np.arange(m)
             yc = y[start:stop]
             Xc, Hc, Z, T, nd = X[start:stop], H[start:stop], Zb[:m], Tb[:m], Nb[:m]
-            T0 = Z[:, :K]
             # H = (e_y - b - s X W^T) Q + s X, written into its final place
             np.matmul(Xc, U, out=Z)  # [X W^T, X C]: one product for H and NC1's projections
-            np.multiply(T0, -s, out=T)
+            np.multiply(Z[:, :K], -s, out=T)
             T -= self.b
-            T[ar, yc] += 1.0
+            T[np.arange(m), yc] += 1.0
             np.matmul(T, Q, out=Hc)
             if s != 0.0:
                 axpy(Xc.reshape(-1), Hc.reshape(-1), a=s)  # in place: H and X are C-ordered
@@ -731,16 +736,24 @@ class StatsSolution:
             torch.index_select(mus_t, 0, y_t[start:stop], out=nd_t[:m])
             axpy(Hc.reshape(-1), nd.reshape(-1), a=-sc)
             ss2 += np.bincount(yc, weights=np.einsum("ij,ij->i", nd, nd), minlength=K)
-            # -P_i = M^T (mu_y - h_i) = (M^T mu)_y - sc (T (Q C) + s X C), from K-wide products
-            Pm = MC[yc]
-            Pm -= (T @ QCs) + (s * sc) * Z[:, K:]
+            Y2 = T @ B2
+            Z *= colscale
+            Y2 += Z
+            Gt = torch.index_select(table, 0, y_t[start:stop], out=Gb[:m]).numpy()
+            # -P_i = M^T (mu_y - h_i) = (M^T mu)_y - sc M^T h_i
+            Pm = np.subtract(Gt[:, K:], Y2[:, K:], out=Y2[:, K:])
             S += Pm.T @ Pm
-            score = 2.0 * (Pm - Pm[ar, yc][:, None]) + dist2[yc]
-            pred = np.argmin(score, axis=1)
+            # ||h - mu_k||^2 - ||h - mu_y||^2 = 2 (mu_y - h).(mu_y - mu_k) + ||mu_y - mu_k||^2;
+            # the row constant (mu_y - h).mu_y does not change the argmin
+            Pm *= 2.0
+            Pm += Gt[:, :K]
+            pred = np.argmin(Pm, axis=1)
             correct += int(np.count_nonzero(pred == yc))
             if has_w:
-                logits = T @ QW
-                logits += s * T0
+                if same_w:
+                    logits = Y2[:, :K]
+                else:
+                    logits = Hc @ Wc.T
                 if bc is not None:
                     logits += bc
                 mismatch += int(np.count_nonzero(np.argmax(logits, axis=1) != pred))
@@ -784,6 +797,7 @@ class StatsSolution:
         return out
 
 
+@thread_policy()
 def solve_statistics(
     st: SufficientStatistics,
     *,
