@@ -60,6 +60,10 @@ The optimal features are an affine map of ``x`` per class,
 :math:`h_i = a_{y_i} + G x_i` with :math:`G = \frac{\lambda}{\mu}(I - W^\top(WW^\top+\mu I)^{-1}W)`,
 so :meth:`StatsSolution.features` produces them in one streaming pass and
 :meth:`StatsSolution.class_metrics` gives PFC1 and PFC2 of ``H*`` from the statistics alone.
+:meth:`StatsSolution.features_with_metrics` (what ``mufm.solve`` uses for float64 numpy data)
+writes ``H*`` chunk by chunk into one array and, on each chunk while it is in cache, runs the
+second pass of the collapse metrics against class means taken from the statistics
+(:math:`\mu_k(H) = a_k + G m_k`), so ``H*`` and all its metrics cost one pass over ``X``.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ import torch
 
 from .errors import DegenerateInputError, InputError
 from .status import Status
+from .threads import thread_policy
 from .validate import check_int, check_scalar, describe, to_tensor
 
 __all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
@@ -152,6 +157,7 @@ class SufficientStatistics:
         if self.gram == "dense":
             self.second = np.zeros((d, d))
 
+    @thread_policy("X")
     def update(self, X: Any, y: Any) -> SufficientStatistics:
         """Add a batch ``X`` of shape ``(B, d)`` with labels ``y`` of shape ``(B,)``.
 
@@ -192,12 +198,11 @@ class SufficientStatistics:
         yn = yt.cpu().numpy()
         B = Xn.shape[0]
         cnt = np.bincount(yn, minlength=self.K)
-        # per-class sums through a one-hot product (BLAS), second moment by a rank-B update
-        Y = np.zeros((B, self.K))
-        Y[np.arange(B), yn] = 1.0
+        # per-class sums through one-hot products (BLAS) over cache-sized row blocks (no (B, K)
+        # array), second moment by a rank-B update
         keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
         with np.errstate(all="ignore"):  # non-finite results are checked just below
-            sums = Y.T @ Xn
+            sums = _class_sums(Xn, yn, self.K)
             if keep_rows:
                 sq = float(np.einsum("ij,ij->", Xn, Xn))
             else:
@@ -351,6 +356,22 @@ class SufficientStatistics:
         for R in self.rows:
             out += (V @ R.T) @ R
         return out
+
+
+def _class_sums(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
+    """``sum_{y_i = k} x_i`` for every class, shape ``(K, d)``: one-hot products per row block."""
+    n = X.shape[0]
+    step = min(n, 8192)
+    out = np.zeros((K, X.shape[1]))
+    E = np.zeros((step, K))
+    ar = np.arange(step)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        Em = E[: stop - start]
+        Em[ar[: stop - start], y[start:stop]] = 1.0
+        out += Em.T @ X[start:stop]
+        Em[ar[: stop - start], y[start:stop]] = 0.0
+    return out
 
 
 def _gram(X: np.ndarray) -> np.ndarray:
@@ -609,6 +630,143 @@ class StatsSolution:
                 H += s * X
         return H
 
+    def features_with_metrics(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        st: SufficientStatistics,
+        W: Any = None,
+        b: Any = None,
+        rank_tol: float | None = None,
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """``H*`` (float64 numpy) and :func:`ufm.collapse_metrics` of it in one streaming pass.
+
+        The class means of ``H*`` follow from the statistics (``h_i = a_{y_i} + G x_i``, so
+        ``mu_k(H) = a_k + G m_k``: no pass over ``H``); they are the frozen means of a
+        :class:`~ufm.metrics.CollapseAccumulator`, whose second pass (deviations from the
+        means, NC1's ``K x K`` projections, the NCC and NC4 decisions) runs on each chunk of
+        ``H`` right after it is written into one preallocated array, while the chunk is in
+        cache. The metrics are those of the returned ``H`` up to round-off (the means differ
+        from ``H``'s own by a few ulps; every scatter is computed from the deviations directly,
+        so nothing cancels).
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, d), float64
+        y : ndarray of shape (N,), int
+        st : SufficientStatistics
+            The statistics of ``(X, y)`` that produced this solution (every class present).
+        W, b : array, optional
+            Classifier handed to the accumulator (``nc3``, ``nc4``).
+        rank_tol : float, optional
+            NC1's eigenvalue cut-off (default: the metrics' default).
+
+        Returns
+        -------
+        H : ndarray of shape (N, d)
+        metrics : dict of str to float
+            As :func:`ufm.collapse_metrics` (empty when the class means of ``H`` coincide).
+        """
+        from .metrics.accumulator import CollapseAccumulator
+        from .metrics.inputs import DEFAULT_RANK_TOL, chunk_rows
+
+        Q, s = self._maps()
+        K, d = self.W.shape
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(np.int64, copy=False)
+        n = y.shape[0]
+        # class means of H* from the statistics: mu_k = a_k + G m_k, G = s (I - W^T Q)
+        means_x = st.sums / st.counts[:, None]
+        A = (np.eye(K) - self.b) @ Q
+        means_h = A + s * (means_x - (means_x @ self.W.T) @ Q)
+        mx = float(np.abs(means_h).max())
+        # the accumulator's internal power-of-two scale only guards against over/underflow
+        # (ratios are exact under it); take it from the magnitude of the class means and of x
+        rms_x = math.sqrt(st.sq / max(st.N, 1))
+        ref = max(mx, abs(s) * rms_x * math.sqrt(max(d, 1)))
+        acc = CollapseAccumulator(K, W=W, b=b, rank_tol=rank_tol or DEFAULT_RANK_TOL)
+        acc._init_state(d, torch.device("cpu"))
+        acc.scale_exp = math.frexp(ref)[1] if ref > 0 and math.isfinite(ref) else 0
+        acc.counts = torch.from_numpy(st.counts.astype(np.int64))
+        acc.means = torch.from_numpy(means_h * math.ldexp(1.0, -acc.scale_exp))
+        acc.maxabs = math.inf
+        acc._track_ss = False
+        acc.end_first_pass()
+        fr = acc._frozen
+        sc = acc._s  # power of two: the accumulator's units
+        C = np.ascontiguousarray(fr["V"][:, :K].numpy())  # (d, K): centred means, scaled
+        dist2 = fr["dist2"].numpy()
+        has_w = acc.W is not None
+        if has_w:
+            Wc = acc.W.numpy()
+            # W h = T (Q W^T) + s X W^T: the classifier's scores from K-wide products only
+            bc = None if acc.b is None else acc.b.numpy()
+        H = np.empty((n, d))
+        step = max(chunk_rows(n, d, K), 1)
+        nb = min(step, n)
+        Zb, Tb, Nb = np.empty((nb, 2 * K)), np.empty((nb, K)), np.empty((nb, d))
+        Gb = torch.empty((nb, 2 * K), dtype=torch.float64)
+        U = np.ascontiguousarray(np.concatenate([self.W.T, C], axis=1))  # (d, 2K)
+        # K-wide tables: per class [||mu_y - mu_k||^2, (M^T mu)_y] gathered in one call, and
+        # B2 = [Q W^T, sc Q C] with the column scales of Z = [X W^T, X C], so that
+        # T B2 + Z * scale = [W h, sc M^T h] (the classifier's scores and NC1's projections)
+        table = torch.from_numpy(np.concatenate([dist2, acc.means.numpy() @ C], axis=1))
+        same_w = has_w and np.array_equal(Wc, self.W)
+        B2 = np.concatenate([Q @ (Wc.T if same_w else self.W.T), sc * (Q @ C)], axis=1)
+        colscale = np.concatenate([np.full(K, s), np.full(K, s * sc)])
+        mus_t, y_t, nd_t = acc.means, torch.from_numpy(y), torch.from_numpy(Nb)
+        axpy = scipy.linalg.blas.daxpy
+        S = np.zeros((K, K))
+        ss2 = np.zeros(K)
+        correct = mismatch = 0
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            m = stop - start
+            yc = y[start:stop]
+            Xc, Hc, Z, T, nd = X[start:stop], H[start:stop], Zb[:m], Tb[:m], Nb[:m]
+            # H = (e_y - b - s X W^T) Q + s X, written into its final place
+            np.matmul(Xc, U, out=Z)  # [X W^T, X C]: one product for H and NC1's projections
+            np.multiply(Z[:, :K], -s, out=T)
+            T -= self.b
+            T[np.arange(m), yc] += 1.0
+            np.matmul(T, Q, out=Hc)
+            if s != 0.0:
+                axpy(Xc.reshape(-1), Hc.reshape(-1), a=s)  # in place: H and X are C-ordered
+            # pass 2 of the accumulator on the chunk (scaled units): nd = mu_y - h
+            torch.index_select(mus_t, 0, y_t[start:stop], out=nd_t[:m])
+            axpy(Hc.reshape(-1), nd.reshape(-1), a=-sc)
+            ss2 += np.bincount(yc, weights=np.einsum("ij,ij->i", nd, nd), minlength=K)
+            Y2 = T @ B2
+            Z *= colscale
+            Y2 += Z
+            Gt = torch.index_select(table, 0, y_t[start:stop], out=Gb[:m]).numpy()
+            # -P_i = M^T (mu_y - h_i) = (M^T mu)_y - sc M^T h_i
+            Pm = np.subtract(Gt[:, K:], Y2[:, K:], out=Y2[:, K:])
+            S += Pm.T @ Pm
+            # ||h - mu_k||^2 - ||h - mu_y||^2 = 2 (mu_y - h).(mu_y - mu_k) + ||mu_y - mu_k||^2;
+            # the row constant (mu_y - h).mu_y does not change the argmin
+            Pm *= 2.0
+            Pm += Gt[:, :K]
+            pred = np.argmin(Pm, axis=1)
+            correct += int(np.count_nonzero(pred == yc))
+            if has_w:
+                if same_w:
+                    logits = Y2[:, :K]
+                else:
+                    logits = Hc @ Wc.T
+                if bc is not None:
+                    logits += bc
+                mismatch += int(np.count_nonzero(np.argmax(logits, axis=1) != pred))
+        acc.S = torch.from_numpy(S)
+        acc.ss2 = torch.from_numpy(ss2)
+        acc.counts2 = acc.counts.clone()
+        acc.n2, acc.correct, acc.mismatch = n, correct, mismatch
+        try:
+            metrics = acc.compute()
+        except DegenerateInputError:
+            metrics = {}
+        return H, metrics
+
     def class_metrics(self, st: SufficientStatistics) -> dict[str, float]:
         """PFC1 and PFC2 of ``H*`` from the statistics alone (no pass over the data).
 
@@ -639,6 +797,7 @@ class StatsSolution:
         return out
 
 
+@thread_policy()
 def solve_statistics(
     st: SufficientStatistics,
     *,

@@ -207,7 +207,9 @@ def test_scaled_data_is_rescaled_exactly():
     """X * a with lam / a^2, lam_w * a^2 is the same problem (h = a h', W = W' / a)."""
     X = np.random.default_rng(1).standard_normal((3, 6, 5))
     base = mufm.solve(X, lam=0.1, lam_w=5e-3, tol=1e-11)
-    for a in (2.0**60, 1e100):
+    # lam_w * a^2 must stay within the penalty limit (1e10), so a <= ~1e6: still far beyond the
+    # 2^10 RMS norm above which the solver rescales the data internally
+    for a in (2.0**20, 7.3e5):
         res = mufm.solve(X * a, lam=0.1 / a**2, lam_w=5e-3 * a**2, tol=1e-11)
         assert res.converged
         assert res.objective == pytest.approx(base.objective, rel=1e-9)
@@ -260,3 +262,37 @@ def test_property_solve_is_error_or_certified_optimum(K, n, d, lam, lam_w, scale
         assert res.params["min_eig"] >= -1e-6 * max(1.0, res.objective)
     else:
         assert res.status in ("max_iter", "stalled")
+
+
+@pytest.mark.parametrize(
+    "counts, d, shift, bias",
+    [
+        ([40] * 10, 16, 2.0, True),  # balanced, N > d
+        ([5, 50, 200], 5, 1.0, True),  # unbalanced
+        ([3, 7, 2, 10], 100, 1.0, True),  # d > N (Gram route)
+        ([30, 1, 40, 2, 9], 20, 5.0, False),  # a singleton class, no bias
+        ([300] * 4, 8, 300.0, True),  # large offset: class means far from the origin
+    ],
+)
+def test_fused_metrics_equal_collapse_metrics_of_returned_h(counts, d, shift, bias):
+    """The metrics computed while H is formed (class means from the statistics) equal
+    ufm.collapse_metrics of the returned H, computed independently in two passes over it."""
+    rng = np.random.default_rng(len(counts) * 1000 + d)
+    K = len(counts)
+    y = np.repeat(np.arange(K), counts)
+    rng.shuffle(y)
+    X = rng.standard_normal((y.size, d)) + shift * np.eye(K, d)[y] + 3.0
+    for lam in (0.01, 0.1, 10.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = mufm.solve(X, y, lam=lam, bias=bias)
+            ref = ufm.collapse_metrics(res.H, y, res.W, res.b if bias else None)
+        assert set(res.metrics) == set(ref)
+        for k, v in ref.items():
+            assert res.metrics[k] == pytest.approx(v, rel=1e-10, abs=1e-13), (k, lam)
+    # the features themselves are the closed form h_i = (W^T W + lam I)^-1 (W^T (e_y - b) + lam x_i)
+    W, b = res.W, res.b if bias else np.zeros(K)
+    rhs = (np.eye(K)[y] - b) @ W + lam * X
+    H_ref = np.linalg.solve(W.T @ W + lam * np.eye(d), rhs.T).T
+    assert res.H.dtype == np.float64
+    assert np.allclose(res.H, H_ref, rtol=1e-9, atol=1e-9 * np.abs(H_ref).max())

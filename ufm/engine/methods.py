@@ -62,6 +62,9 @@ class Raw:
     # (objective, gradient norm) of the reduced MSE problem (method="suffstats"): exact by the
     # envelope theorem, and free of the cancellation in lam * (h - x) at large lam
     reduced: tuple[float, float] | None = None
+    # collapse metrics of (H, y, W, b) computed while H was formed (method="suffstats", numpy
+    # float64); None: build_result computes them from H
+    metrics: dict[str, float] | None = None
 
 
 class _Progress:
@@ -176,7 +179,21 @@ def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
     bar.update(sol.n_iter, sol.objective, sol.grad_norm)
     W = pb.ops.from_numpy(sol.W, pb.like)
     b = pb.ops.from_numpy(sol.b, pb.like)
-    H = sol.features(pb.X if p.lam != 0 else None, pb.y)
+    metrics = None
+    fused = (
+        pb.ops is not TORCH
+        and pb.X is not None
+        and p.lam != 0
+        and isinstance(pb.X, np.ndarray)
+        and pb.X.dtype == np.float64
+    )
+    if fused:
+        # one pass forms H and computes its collapse metrics (class means from the statistics)
+        H, metrics = sol.features_with_metrics(
+            pb.X, np.asarray(pb.y), st, sol.W, sol.b if p.bias else None
+        )
+    else:
+        H = sol.features(pb.X if p.lam != 0 else None, pb.y)
     if pb.ops is TORCH:
         H = H.to(dtype=pb.like.dtype, device=pb.like.device)
     hf = list(sol.history["objective"])
@@ -184,6 +201,7 @@ def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
     raw = Raw(W, b, H, Status(sol.status), sol.n_iter, hf, hg)
     raw.extra = {"n_escapes": sol.n_escapes, "min_eig": sol.min_eig}
     raw.reduced = (sol.objective, sol.grad_norm)
+    raw.metrics = metrics
     return raw
 
 

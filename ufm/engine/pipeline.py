@@ -209,7 +209,10 @@ def build_result(
         # reduced gradient); the final full gradient is the one reported.
         status = Status.STALLED
     warn_if_not_converged(status, method, gn, tol, raw.n_iter, stacklevel=stacklevel + 1)
-    metrics = _metrics(raw.H, y_out, raw.W, raw.b if pb.p.bias else None)
+    if raw.metrics is not None:
+        metrics = dict(raw.metrics)
+    else:
+        metrics = _metrics(raw.H, y_out, raw.W, raw.b if pb.p.bias else None)
     history = {
         "objective": np.asarray(raw.history_f, dtype=np.float64),
         "grad_norm": np.asarray(raw.history_g, dtype=np.float64),
