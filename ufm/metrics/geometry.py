@@ -68,7 +68,7 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
     Raises
     ------
     InputError
-        ``K < 2``, ``d < K - 1`` or a non-positive ``scale``.
+        ``K < 2``, ``d < K - 1``, a non-positive ``scale`` or a negative ``seed``.
     """
     K = check_int(K, "K", low=2)
     d = check_int(d, "d", low=1)
@@ -77,6 +77,8 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
         raise InputError(
             f"a simplex ETF of K={K} vectors needs d >= K-1 = {K - 1} dimensions, got d={d}"
         )
+    if seed is not None:
+        seed = check_int(seed, "seed", low=0)
     rng = np.random.default_rng(seed)
     # orthonormal basis of 1^perp in R^K: the last K-1 columns of a QR of [1, random]
     A = np.concatenate([np.ones((K, 1)), rng.standard_normal((K, K - 1))], axis=1)
