@@ -142,6 +142,11 @@ def any_features(draw):
                 "one_class",
                 "means_coincide",
                 "constant",
+                "labels_huge",
+                "d1",
+                "n_equals_K",
+                "uint8",
+                "float16",
             ]
         )
     )
@@ -185,11 +190,22 @@ def any_features(draw):
         H = H - np.array([H[y == k].mean(axis=0) for k in range(K)])[y]
     elif kind == "constant":
         H = np.ones_like(H) * 3.0
+    elif kind == "labels_huge":
+        y = y.copy()
+        y[-1] = 10**12
+    elif kind == "d1":
+        H = H[:, :1]
+    elif kind == "n_equals_K":
+        H, y = H[:K], y[:K]
+    elif kind == "uint8":
+        y = y.astype(np.uint8)
+    elif kind == "float16":
+        H = (H / np.abs(H).max()).astype(np.float16)
     K_arg = draw(
         st.one_of(
             st.none(),
             st.just(K),
-            st.sampled_from([0, 1, -2, K + 1, float(K), 2.5, "4", np.int64(K), True]),
+            st.sampled_from([0, 1, -2, K + 1, float(K), 2.5, "4", np.int64(K), True, 10**9, 2**63]),
         )
     )
     return kind, H, y, K, K_arg
@@ -218,7 +234,18 @@ def _metrics_property(case):
             assert math.isclose(out["pfc3"], ref["pfc3"], abs_tol=1e-12)
     else:
         # a non-valid case may only succeed where the data are in fact valid
-        assert kind in ("valid", "int", "labels_float", "labels_gap", "object"), (kind, out)
+        assert kind in (
+            "valid",
+            "int",
+            "labels_float",
+            "labels_gap",
+            "object",
+            "d1",
+            "n_equals_K",
+            "uint8",
+            "float16",
+            "bool",
+        ), (kind, out)
 
 
 _PER_METRIC = [
