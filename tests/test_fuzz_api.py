@@ -744,3 +744,25 @@ def test_regression_simplex_etf_negative_seed():
     """simplex_etf(K, d, seed=-1) raised numpy's raw ValueError."""
     with pytest.raises(ufm.errors.InputError, match="seed"):
         ufm.simplex_etf(3, 3, seed=-1)
+
+
+@_profile(30)
+@given(data=valid_features(), s=st.integers(-150, 150), batches=st.integers(1, 3))
+def test_fuzz_accumulator_scale_invariant(data, s, batches):
+    """The two-pass accumulator agrees with the batch metrics on data scaled by 10**s."""
+    H, y, K = data
+    Hs = H * 10.0**s
+    ok, want = _call(ufm.collapse_metrics, H, y)
+    assert ok, want
+    acc = ufm.CollapseAccumulator(K)
+    parts = np.array_split(np.arange(len(y)), batches)
+    for p in parts:
+        acc.update(Hs[p], y[p])
+    acc.end_first_pass()
+    for p in parts:
+        acc.update(Hs[p], y[p])
+    ok, got = _call(acc.compute)
+    assert ok, (s, got)
+    for key in ("pfc1", "pfc2", "nc1"):
+        assert math.isclose(got[key], want[key], rel_tol=1e-5, abs_tol=1e-9), (key, s)
+    assert math.isclose(got["pfc3"], want["pfc3"], abs_tol=1e-12)
