@@ -593,7 +593,17 @@ def test_fuzz_mufm_solve(data, lam, loss, method, seed):
         assert math.isfinite(res.objective) and res.objective >= 0, res.objective
 
 
-@_profile(20)
+def _check_certificate(cert):
+    """A returned certificate is valid: 0 <= bound <= the objective of its feasible point."""
+    assert math.isfinite(cert.bound) and math.isfinite(cert.reconstruction_value), cert
+    tol = 1e-6 * max(1.0, abs(cert.reconstruction_value))
+    assert cert.bound >= -tol, ("a negative lower bound of a non-negative objective", cert.bound)
+    assert cert.bound <= cert.reconstruction_value + tol, (cert.bound, cert.reconstruction_value)
+    if cert.exact:
+        assert cert.optimum is not None and math.isfinite(cert.optimum)
+
+
+@_profile(40)
 @given(
     args=ufm_solve_args(),
     reduce=st.booleans(),
@@ -611,20 +621,16 @@ def test_fuzz_ufm_certify(args, reduce, solver):
         reduce=reduce,
     )
     if ok:
-        lb = getattr(cert, "lower_bound", None)
-        if lb is not None and math.isfinite(lb):
-            assert lb >= -1e-6, cert
+        _check_certificate(cert)
 
 
-@_profile(16)
+@_profile(30)
 @given(data=mufm_args(), lam=_PENALTY, max_n=st.sampled_from([60, 0, -1, "9"]))
 def test_fuzz_mufm_certify(data, lam, max_n):
     X, y = data
     ok, cert = _call(mufm.certify, X, y, lam=lam, max_n=max_n)
     if ok:
-        lb = getattr(cert, "lower_bound", None)
-        if lb is not None and math.isfinite(lb):
-            assert lb >= -1e-6, cert
+        _check_certificate(cert)
 
 
 @_profile(15)
@@ -766,3 +772,30 @@ def test_fuzz_accumulator_scale_invariant(data, s, batches):
     for key in ("pfc1", "pfc2", "nc1"):
         assert math.isclose(got[key], want[key], rel_tol=1e-5, abs_tol=1e-9), (key, s)
     assert math.isclose(got["pfc3"], want["pfc3"], abs_tol=1e-12)
+
+
+@pytest.mark.slow
+@_profile(150)
+@given(
+    data=mufm_args(),
+    lam=_PENALTY,
+    loss=st.sampled_from(["mse", "mse", "ce", "bogus"]),
+    method=st.sampled_from([None, None, "lbfgs", "gd", "bogus"]),
+    seed=st.sampled_from([0, 1, -1]),
+)
+def test_fuzz_mufm_solve_slow(data, lam, loss, method, seed):
+    test_fuzz_mufm_solve.hypothesis.inner_test(data, lam, loss, method, seed)
+
+
+@pytest.mark.slow
+@_profile(150)
+@given(args=ufm_solve_args(), reduce=st.booleans(), solver=st.sampled_from([None, "bogus"]))
+def test_fuzz_ufm_certify_slow(args, reduce, solver):
+    test_fuzz_ufm_certify.hypothesis.inner_test(args, reduce, solver)
+
+
+@pytest.mark.slow
+@_profile(100)
+@given(data=mufm_args(), lam=_PENALTY, max_n=st.sampled_from([60, 0, -1, "9"]))
+def test_fuzz_mufm_certify_slow(data, lam, max_n):
+    test_fuzz_mufm_certify.hypothesis.inner_test(data, lam, max_n)
