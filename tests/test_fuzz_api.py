@@ -799,3 +799,93 @@ def test_fuzz_ufm_certify_slow(args, reduce, solver):
 @given(data=mufm_args(), lam=_PENALTY, max_n=st.sampled_from([60, 0, -1, "9"]))
 def test_fuzz_mufm_certify_slow(data, lam, max_n):
     test_fuzz_mufm_certify.hypothesis.inner_test(data, lam, max_n)
+
+
+@_profile(60)
+@given(
+    data=valid_features(),
+    X_kind=st.sampled_from(["same", "scaled", "zero", "T", "1d", "complex", "nan", "str", "short"]),
+    s=st.integers(-150, 150),
+)
+def test_fuzz_alignment(data, X_kind, s):
+    """alignment(H, X) is a cosine in [-1, 1], scale-invariant, or a toolkit error."""
+    H, y, K = data
+    X = {
+        "same": H,
+        "scaled": -H * 10.0**s,
+        "zero": np.zeros_like(H),
+        "T": H.T,
+        "1d": H[:, 0],
+        "complex": H.astype(complex),
+        "nan": np.where(H > 1, np.nan, H),
+        "str": H.astype(str),
+        "short": H[:-1],
+    }[X_kind]
+    ok, a = _call(ufm.alignment, H * 10.0**s, X)
+    if ok:
+        assert math.isfinite(a) and -1 - 1e-9 <= a <= 1 + 1e-9, (X_kind, a)
+        if X_kind == "same":
+            assert math.isclose(a, 1.0, rel_tol=1e-9)
+        if X_kind == "scaled":
+            assert math.isclose(a, -1.0, rel_tol=1e-9)
+
+
+@_profile(40)
+@given(
+    data=valid_features(),
+    W_kind=st.sampled_from(["ok", "T", "nan", "str", "zero", "1d"]),
+    b_kind=st.sampled_from(["none", "ok", "long", "nan", "str"]),
+)
+def test_fuzz_accumulator_with_classifier(data, W_kind, b_kind):
+    """CollapseAccumulator(K, W=, b=) reports nc3/nc4 in range, or raises a toolkit error."""
+    H, y, K = data
+    d = H.shape[1]
+    rng = np.random.default_rng(2)
+    W = {
+        "ok": rng.standard_normal((K, d)),
+        "T": rng.standard_normal((d, K)),
+        "nan": np.full((K, d), np.nan),
+        "str": "W",
+        "zero": np.zeros((K, d)),
+        "1d": np.ones(d),
+    }[W_kind]
+    b = {"none": None, "ok": np.zeros(K), "long": np.zeros(K + 2), "nan": np.full(K, np.nan)}.get(
+        b_kind, "b"
+    )
+    ok, acc = _call(ufm.CollapseAccumulator, K, W=W, b=b)
+    if not ok:
+        return
+    for _ in range(2):
+        if not _call(acc.update, H, y)[0]:
+            return
+        if not acc.__dict__.get("_h_fuzz_ended"):
+            if not _call(acc.end_first_pass)[0]:
+                return
+            acc.__dict__["_h_fuzz_ended"] = True
+    ok, out = _call(acc.compute)
+    if ok:
+        assert W_kind in ("ok", "T") and b_kind in ("none", "ok"), (W_kind, b_kind, out)
+        if "nc3" in out:
+            assert math.isfinite(out["nc3"]) and 0 <= out["nc3"] <= 4 + 1e-9
+        if "nc4" in out:
+            assert 0 <= out["nc4"] <= 1
+
+
+def test_regression_nc3_zero_classifier():
+    """nc3(H, y, zeros) returned NaN silently (0/0); now a DegenerateInputError."""
+    H, y = mufm.make_data(3, 5, 4, seed=1)
+    with pytest.raises(ufm.errors.DegenerateInputError, match="W is all zeros"):
+        ufm.nc3(H, y, np.zeros((3, 4)))
+    acc = ufm.CollapseAccumulator(3, W=np.zeros((3, 4)))
+    acc.update(H, y).end_first_pass().update(H, y)
+    with pytest.raises(ufm.errors.DegenerateInputError):
+        acc.compute()
+
+
+@pytest.mark.parametrize("s", [-200, -100, 100, 200])
+def test_regression_nc3_scaled_classifier(s):
+    """nc3 is scale-free in W: ||W|| no longer under/overflows at W ~ 1e-200 or 1e200."""
+    H, y = mufm.make_data(3, 5, 4, seed=1)
+    W = np.random.default_rng(0).standard_normal((3, 4))
+    want = ufm.nc3(H, y, W)
+    assert math.isclose(ufm.nc3(H, y, W * 10.0**s), want, rel_tol=1e-9)
