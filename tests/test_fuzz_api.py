@@ -316,7 +316,7 @@ _INTS = st.one_of(
     st.integers(2, 8),
     st.integers(2, 8),
     st.integers(-3, 8),
-    st.sampled_from([2.0, 2.5, "3", None, True, np.int64(3)]),
+    st.sampled_from([2.0, 2.5, "3", None, True, np.int64(3), 10**6, 2**40]),
 )
 _GOOD_OR_BAD = st.one_of(st.sampled_from([0.5, 1.0, 0.0]), _BAD_NUMBERS)
 
@@ -337,9 +337,10 @@ def test_fuzz_simplex_etf(K, d, seed, scale):
     n_layers=st.integers(0, 3),
     eps=_BAD_NUMBERS | st.floats(0, 1),
     mode=st.sampled_from(["index", "distance", "bogus", 3]),
-    bad=st.sampled_from(["none", "shape", "nan", "str"]),
+    bad=st.sampled_from(["none", "shape", "nan", "str", "generator", "int", "scaled"]),
+    s=st.integers(-200, 200),
 )
-def test_fuzz_layer_functions(data, n_layers, eps, mode, bad):
+def test_fuzz_layer_functions(data, n_layers, eps, mode, bad, s):
     H, y, K = data
     rng = np.random.default_rng(1)
     layers = [H + 0.1 * i * rng.standard_normal(H.shape) for i in range(n_layers)]
@@ -350,6 +351,13 @@ def test_fuzz_layer_functions(data, n_layers, eps, mode, bad):
         layers[0][0, 0] = np.nan
     elif bad == "str":
         layers = "layers"
+    elif bad == "int":
+        layers = 3
+    elif bad == "scaled":
+        layers = [h * 10.0**s for h in layers]
+    if bad == "generator":
+        ok, depth = _call(ufm.effective_depth, (h for h in layers), y, epsilon=eps)
+        ok, pos = _call(ufm.relative_position, (h for h in layers), mode=mode)
     ok, depth = _call(ufm.effective_depth, layers, y, epsilon=eps)
     if ok:
         assert depth is None or (isinstance(depth, int) and 0 <= depth <= len(layers))
@@ -889,3 +897,31 @@ def test_regression_nc3_scaled_classifier(s):
     W = np.random.default_rng(0).standard_normal((3, 4))
     want = ufm.nc3(H, y, W)
     assert math.isclose(ufm.nc3(H, y, W * 10.0**s), want, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("s", [-200, -120, 0, 120, 200])
+def test_regression_geometry_scale_free(s):
+    """alignment and relative_position(mode='distance') at 1e-200 said 'all zeros' / 'last
+    layer equals the first' (underflow) and at 1e200 returned NaN (overflow)."""
+    H, _ = mufm.make_data(3, 5, 4, seed=1)
+    c = 10.0**s
+    assert math.isclose(ufm.alignment(H * c, -H * c), -1.0, rel_tol=1e-12)
+    pos = ufm.relative_position([H * c, 2 * H * c, 3 * H * c], mode="distance")
+    np.testing.assert_allclose(pos, [0.0, 0.5, 1.0], rtol=1e-12)
+
+
+def test_regression_layers_as_iterables():
+    """effective_depth / relative_position on a generator raised a raw TypeError (len())."""
+    H, y = mufm.make_data(3, 5, 4, seed=1)
+    assert ufm.effective_depth((h for h in [H, H]), y, epsilon=1.0) == 0
+    np.testing.assert_allclose(ufm.relative_position(h for h in [H, H]), [0.0, 1.0])
+    with pytest.raises(ufm.errors.InputError, match="layers"):
+        ufm.effective_depth(3, y)
+
+
+def test_regression_size_guards():
+    """simplex_etf(10**6, 10**6) and make_data(10**5, 10**5, 10**5) raised MemoryError."""
+    with pytest.raises(ufm.errors.InputError, match="GiB"):
+        ufm.simplex_etf(10**6, 10**6)
+    with pytest.raises(ufm.errors.InputError, match="GiB"):
+        mufm.make_data(10**5, 10**5, 10**5)
