@@ -79,6 +79,12 @@ def make_data(
     d = check_int(d, "d", low=1)
     noise = check_scalar(noise, "noise", low=0.0)
     seed = check_int(seed, "seed", low=0)
+    if K * n * d > 2**30:
+        raise InputError(
+            f"make_data(K={K}, n={n}, d={d}) would build {K * n * d:.3g} float64 entries "
+            f"(about {K * n * d * 8 / 2**30:.3g} GiB), above the limit of 2**30 (8 GiB); "
+            "use a smaller K, n or d"
+        )
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((K, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)

@@ -218,6 +218,13 @@ def draw_instances(
             deg = kinds[int(rng.integers(len(kinds)))] if rng.random() < rate else None
             out.append(draw(rng, deg))
         return out
+    if isinstance(instances, bool | float | str | bytes | np.floating) or not hasattr(
+        instances, "__iter__"
+    ):
+        raise InputError(
+            f"instances must be a count (an int >= 0) or an iterable of {kind.__name__}, "
+            f"got {instances!r}"
+        )
     out = list(instances)
     for j, inst in enumerate(out):
         if not isinstance(inst, kind):

@@ -155,6 +155,8 @@ def check_labels(
             )
     elif t.dtype == torch.bool or t.is_complex():
         raise InputError(f"{name} must hold integer class labels 0..K-1, got {describe(y)}")
+    if t.shape[0] == 0:
+        raise InputError(f"{name} is empty; pass at least one label per class (K >= 2 classes)")
     t = t.to(torch.int64)
     if device is not None:
         t = t.to(device)

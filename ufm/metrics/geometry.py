@@ -4,7 +4,7 @@ al.'s effective depth and the relative position of layers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,9 @@ from .inputs import (
     array_ndim,
 )
 
+#: Largest array (entries) that :func:`simplex_etf` builds: 2**30 float64 entries = 8 GiB.
+_MAX_ENTRIES = 2**30
+
 
 @thread_policy("H")
 def alignment(H: Any, X: Any) -> float:
@@ -34,9 +37,16 @@ def alignment(H: Any, X: Any) -> float:
             f"H and X must have the same shape, got {tuple(Ht.shape)} and {tuple(Xt.shape)}"
         )
     Xt = Xt.to(Ht.device)
-    nh, nx = torch.linalg.norm(Ht), torch.linalg.norm(Xt)
-    if float(nh) == 0.0 or float(nx) == 0.0:
+    # The cosine is scale-free: divide by the largest entries first so that the norms neither
+    # underflow (entries ~ 1e-200) nor overflow (entries ~ 1e200).
+    mh, mx = (
+        float(Ht.abs().max()) if Ht.numel() else 0.0,
+        float(Xt.abs().max()) if Xt.numel() else 0.0,
+    )
+    if mh == 0.0 or mx == 0.0:
         raise DegenerateInputError("alignment is undefined when H or X is all zeros")
+    Ht, Xt = Ht / mh, Xt / mx
+    nh, nx = torch.linalg.norm(Ht), torch.linalg.norm(Xt)
     return float((Ht * Xt).sum() / (nh * nx))
 
 
@@ -68,7 +78,7 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
     Raises
     ------
     InputError
-        ``K < 2``, ``d < K - 1`` or a non-positive ``scale``.
+        ``K < 2``, ``d < K - 1``, a non-positive ``scale`` or a negative ``seed``.
     """
     K = check_int(K, "K", low=2)
     d = check_int(d, "d", low=1)
@@ -76,6 +86,14 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
     if d < K - 1:
         raise InputError(
             f"a simplex ETF of K={K} vectors needs d >= K-1 = {K - 1} dimensions, got d={d}"
+        )
+    if seed is not None:
+        seed = check_int(seed, "seed", low=0)
+    if K * max(K, d) > _MAX_ENTRIES:
+        raise InputError(
+            f"simplex_etf(K={K}, d={d}) would build arrays of {K * max(K, d):.3g} float64 entries "
+            f"(about {K * max(K, d) * 8 / 2**30:.3g} GiB), above the limit of {_MAX_ENTRIES:.3g}; "
+            "use a smaller K or d"
         )
     rng = np.random.default_rng(seed)
     # orthonormal basis of 1^perp in R^K: the last K-1 columns of a QR of [1, random]
@@ -108,6 +126,7 @@ def effective_depth(
         qualifies.
     """
     epsilon = check_scalar(epsilon, "epsilon", low=0.0, high=1.0)
+    layers = _layer_list(layers)
     if len(layers) == 0:
         raise InputError("layers is empty; pass the features (or NCC errors) of layers 0..L")
     if y is None:
@@ -130,6 +149,7 @@ def relative_position(layers: Sequence[Any], *, mode: str = "index") -> np.ndarr
     ``mode="index"``: ``l / L``. ``mode="distance"``: ``||H_l - H_0||_F / ||H_L - H_0||_F``, which
     equals ``t`` exactly on the straight line ``H_l = (1-t) H_0 + t H_L``.
     """
+    layers = _layer_list(layers)
     L = len(layers) - 1
     if L < 1:
         raise InputError(f"relative_position needs at least 2 layers, got {len(layers)}")
@@ -146,7 +166,20 @@ def relative_position(layers: Sequence[Any], *, mode: str = "index") -> np.ndarr
                 "mode='distance' needs layers of one shape, got "
                 f"{tuple(H0.shape)} and {tuple(Ht.shape)} at layer {i}; use mode='index'"
             )
-        dists.append(float(torch.linalg.norm(Ht - H0)))
-    if dists[-1] == 0.0:
+        D = Ht - H0
+        # ||D|| = m ||D / m|| with m the largest entry: no under/overflow of the squares.
+        m = float(D.abs().max()) if D.numel() else 0.0
+        dists.append((m, float(torch.linalg.norm(D / m)) if m > 0 else 0.0))
+    m_last, n_last = dists[-1]
+    if m_last == 0.0:
         raise DegenerateInputError("the last layer equals the first: distances are undefined")
-    return np.asarray(dists) / dists[-1]
+    return np.asarray([(m / m_last) * (n / n_last) for m, n in dists])
+
+
+def _layer_list(layers: Any) -> list[Any]:
+    """The layers as a list (any iterable of arrays), or an :class:`InputError`."""
+    if isinstance(layers, str | bytes) or not isinstance(layers, Iterable):
+        raise InputError(
+            f"layers must be a sequence of arrays (one per layer), got {type(layers).__name__}"
+        )
+    return list(layers)

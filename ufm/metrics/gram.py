@@ -105,4 +105,15 @@ def gram_pinv_sq(G: torch.Tensor, rank_tol: float, *, warn: bool = True) -> torc
 def nc3_from_means(W: torch.Tensor, C: torch.Tensor) -> float:
     # W rows and C rows are both class-indexed, so W^T/||W|| - M/||M|| in the d x K layout
     # is the transpose of this K x d difference.
+    # Both terms are scale-free: divide by the largest entry first so that ||.|| neither
+    # underflows (W ~ 1e-200) nor overflows (W ~ 1e200); a zero W has no direction.
+    w_max, c_max = float(W.abs().max()), float(C.abs().max())
+    if w_max == 0.0:
+        raise DegenerateInputError(
+            "W is all zeros, so NC3 (the distance between the directions of W^T and of the "
+            "centred class means) is undefined; pass the trained classifier's weights"
+        )
+    if c_max == 0.0:
+        raise DegenerateInputError("all class means coincide, so NC3 is undefined")
+    W, C = W / w_max, C / c_max
     return float(((W / torch.linalg.norm(W) - C / torch.linalg.norm(C)) ** 2).sum())
