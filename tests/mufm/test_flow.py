@@ -73,3 +73,9 @@ def test_gradient_flow_is_the_one_flow_api():
 def test_bad_options(kw, match):
     with pytest.raises(InputError, match=match):
         gradient_flow(X, **kw)
+
+
+def test_gradient_flow_refuses_an_endless_horizon():
+    X = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.raises(InputError, match="t_max"):
+        mufm.gradient_flow(X, t_max=1e300, n_eval=3)

@@ -259,3 +259,12 @@ def test_penalty_limit_follows_the_data_scale():
     assert res.converged
     with pytest.raises(InputError, match="lam_w"):
         mufm.solve(X, lam=0.1, lam_w=5e-3 * a**2)
+
+
+def test_huge_free_feature_dimension_is_refused_up_front():
+    import time
+
+    t = time.perf_counter()
+    with pytest.raises(InputError, match="d=10000000"):
+        ufm.solve(np.repeat(np.arange(3), 4), d=10**7)
+    assert time.perf_counter() - t < 5

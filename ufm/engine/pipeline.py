@@ -32,6 +32,9 @@ from .options import (
     resolve_tol,
 )
 
+#: Most free variables ((N + K) x d) the UFM allocates for itself (2^27: 1 GiB in float64).
+FREE_FEATURE_LIMIT = 2**27
+
 __all__ = ["solve_problem", "build_result", "warn_if_not_converged", "INITS"]
 
 #: Starting points: ``"data"`` is ``H = X, W = 0, b = 0`` (MUFM only); ``"normal"`` a seeded
@@ -107,6 +110,16 @@ def solve_problem(
             "dimensions, so it is rank-limited and need not be a simplex ETF; use d >= K",
             RankWarning,
             stacklevel=stacklevel,
+        )
+    n_samples = int(y.shape[0]) if hasattr(y, "shape") else len(y)
+    if X is None and (n_samples + K) * d > FREE_FEATURE_LIMIT:
+        # the UFM allocates H (N x d) and W (K x d) itself; its optimum for d >= K is the same
+        # for every d up to a rotation, so a huge d only costs memory and time
+        gib = (n_samples + K) * d * 8 / 2**30
+        raise InputError(
+            f"d={d} with N={n_samples}, K={K}: the UFM would hold (N + K) x d = "
+            f"{(n_samples + K) * d:.3g} free variables ({gib:.3g} GiB in float64); its optimum "
+            f"does not depend on d once d >= K, so solve with d={K} (or embed that solution)"
         )
     check_first_order_scale(method, params, X)
     tol_v = resolve_tol(tol, be)
