@@ -268,3 +268,9 @@ def test_huge_free_feature_dimension_is_refused_up_front():
     with pytest.raises(InputError, match="d=10000000"):
         ufm.solve(np.repeat(np.arange(3), 4), d=10**7)
     assert time.perf_counter() - t < 5
+
+
+def test_tiny_data_with_default_penalties_is_solved_not_refused():
+    X = np.random.default_rng(0).standard_normal((3, 4, 5)) + 2 * np.eye(3, 5)[:, None, :]
+    res = mufm.solve(X * 1e-100, lam=0.1)
+    assert np.isfinite(res.objective) and all(np.isfinite(v) for v in res.metrics.values())

@@ -13,6 +13,7 @@ search) and gradient steps (``gd``; a step rejected by the safeguard is not an i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,11 +193,12 @@ def check_params(
     loss: str,
     bias: bool,
     method: str,
-    scale: float | None = None,
+    scale: float | Callable[[], float] | None = None,
 ) -> Params:
     """Validate coefficients and options; returns :class:`ufm.engine.core.Params`.
 
-    ``scale`` is the data's scale (``max |x|``; ``None`` without data). ``X * a`` with ``lam_w * a^2``
+    ``scale`` is the data's scale (``max |x|``, or a function computing it, called only when a
+    penalty exceeds the limit; ``None`` without data). ``X * a`` with ``lam_w * a^2``
     and ``lam_h / a^2`` is the same problem as ``X`` (``H = a H'``, ``W = W' / a``), so the
     penalty limit :data:`PENALTY_LIMIT` applies to ``lam_w / scale^2`` and ``lam_b`` (which does
     not scale), and without data (the UFM) to ``lam_h`` too, whose features then underflow; with
@@ -206,7 +208,10 @@ def check_params(
     lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
     lam_h = check_scalar(lam_h, "lam_h")
     lam_b = check_scalar(lam_b, "lam_b")
-    s2 = float(scale) ** 2 if scale is not None and 0 < scale < math.inf else 1.0
+    if callable(scale):
+        scale = scale() if lam_w > PENALTY_LIMIT else 1.0  # one pass over X only when needed
+    # data below unit scale is not penalised further: the solvers handle it as it is (measured)
+    s2 = max(float(scale), 1.0) ** 2 if scale is not None and scale < math.inf else 1.0
     limited = [("lam_w", lam_w, lam_w / s2), ("lam_b", lam_b, lam_b)]
     if scale is None:
         limited.append(("lam_h", lam_h, lam_h))

@@ -100,7 +100,7 @@ def solve_problem(
         loss=loss,
         bias=bias,
         method=method,
-        scale=None if X is None else data_scale(X),
+        scale=None if X is None else (lambda: data_scale(X)),
     )
     step = check_method_options(method, step=step)
     if X is None and d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
