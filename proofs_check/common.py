@@ -8,7 +8,6 @@ Each ``check_theoremN`` is the same loop: draw the instances (:func:`draw_instan
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -33,7 +32,6 @@ __all__ = [
     "draw_instances",
     "instance_rng",
     "fraction_array",
-    "single_thread_blas",
     "write_json_atomic",
 ]
 
@@ -243,20 +241,3 @@ def fraction_array(a: np.ndarray) -> list:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON to ``path`` atomically (temp file in the same directory, then ``os.replace``)."""
     atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
-
-
-@contextlib.contextmanager
-def single_thread_blas() -> Iterator[None]:
-    """Limit BLAS/OpenMP pools to one thread while the checks run.
-
-    On a loaded machine, multi-threaded BLAS on ``10 x 10`` problems spends its time waiting for
-    threads (measured: a small MUFM solve took 250 ms with default threading, 20 ms with one
-    thread).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield

@@ -34,9 +34,10 @@ import mufm
 from ufm.errors import ConvergenceWarning, InputError
 from ufm.objective import objective as f_reduced
 from ufm.status import Status
+from ufm.threads import threads
 from ufm.validate import check_int, check_scalar
 
-from .common import CheckResult, Tally, draw_instances, single_thread_blas
+from .common import CheckResult, Tally, draw_instances
 from .instances import MUFMInstance, random_mufm_instance
 
 __all__ = [
@@ -393,7 +394,7 @@ def check_theorem3(
     tally = Tally("theorem3", CLAIM, "-max(spacing_err, |value_gap|) (0 is exact agreement)", seed)
     items = draw(instances, seed, degenerate_rate, 3)
     worst_spacing = worst_gap = 0.0
-    with single_thread_blas():
+    with threads(1):  # small dense problems: one thread (the toolkit's policy, scoped)
         for i, inst in enumerate(tally.over(items, progress)):
             rec = analyze_multilayer(
                 inst,

@@ -40,9 +40,10 @@ from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
 from ufm.metrics import collapse_metrics
 from ufm.registry import PFC
 from ufm.status import Status
+from ufm.threads import threads
 from ufm.validate import check_scalar
 
-from .common import CheckResult, Tally, single_thread_blas
+from .common import CheckResult, Tally
 from .instances import MUFMInstance
 from .theorem3 import draw, solve_reduced
 
@@ -432,7 +433,7 @@ def check_theorem4(
     tie_counts: dict[str, int] = {}
     flow_err = 0.0
     ratio_max = 0.0
-    with single_thread_blas():
+    with threads(1):  # small dense problems: one thread (the toolkit's policy, scoped)
         for inst in tally.over(items, progress):
             rec = analyze_mufm(
                 inst, lam_min=lam_min, lam_max=lam_max, per_decade=per_decade, flow=flow
