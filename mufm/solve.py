@@ -169,7 +169,10 @@ def solve(
     """
     Xt, yt, K = prepare_data(X, y)
     d = int(Xt.shape[1])
-    be = resolve_backend(backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype)
+    be = resolve_backend(
+        backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype,
+        input_device=Xt.device,
+    )  # fmt: skip
     return solve_problem(
         model="mufm", y=yt, K=K, d=d, X=Xt, be=be, lam=lam, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,

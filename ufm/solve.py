@@ -80,7 +80,8 @@ def solve(
     backend : {"numpy", "torch"}, optional
         Default: torch if ``y`` is a tensor or ``device`` is not the CPU, numpy otherwise.
     device : str or torch.device, optional
-        ``"cpu"`` or ``"cuda"`` (torch backend).
+        ``"cpu"`` or ``"cuda"`` (torch backend). Default: the device of a torch input (a CUDA
+        tensor is solved on its GPU), else the CPU.
     max_iter : int, optional
         Iteration budget, in iterations for every method: Newton iterations (``suffstats``,
         default 1,000), quasi-Newton iterations (``lbfgs``, ``lbfgs-h``, default 10,000; a
@@ -165,7 +166,9 @@ def solve(
         raise InputError("affine and lam_affine apply to features='layernorm' only")
     lam_h = DEFAULT_LAM_H if lam_h is None else lam_h
     d = check_int(d, "d", low=1)
-    be = resolve_backend(backend, device, dtype, input_is_torch=is_torch(y))
+    be = resolve_backend(
+        backend, device, dtype, input_is_torch=is_torch(y), input_device=getattr(y, "device", None)
+    )
     y0 = to_tensor(y, "y")
     if y0.ndim != 1 or y0.shape[0] == 0:
         raise InputError(

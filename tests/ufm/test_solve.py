@@ -274,3 +274,18 @@ def test_tiny_data_with_default_penalties_is_solved_not_refused():
     X = np.random.default_rng(0).standard_normal((3, 4, 5)) + 2 * np.eye(3, 5)[:, None, :]
     res = mufm.solve(X * 1e-100, lam=0.1)
     assert np.isfinite(res.objective) and all(np.isfinite(v) for v in res.metrics.values())
+
+
+def test_torch_input_runs_on_its_own_device_unless_told_otherwise():
+    """resolve_backend: no device given -> the torch input's device (found by a failing GPU
+    check: a CUDA tensor was solved on the CPU); an explicit device wins; numpy -> CPU."""
+    from ufm.engine.options import resolve_backend
+
+    with pytest.raises(BackendError, match="meta"):
+        resolve_backend(None, None, None, input_is_torch=True, input_device=torch.device("meta"))
+    be = resolve_backend(None, "cpu", None, input_is_torch=True, input_device="meta")
+    assert be.device == torch.device("cpu")
+    be = resolve_backend(None, None, None, input_is_torch=False, input_device="meta")
+    assert be.name == "numpy"
+    be = resolve_backend(None, None, None, input_is_torch=True, input_device=torch.device("cpu"))
+    assert be.device == torch.device("cpu")

@@ -94,9 +94,18 @@ class Backend:
 
 
 def resolve_backend(
-    backend: str | None, device: Any, dtype: Any, *, input_is_torch: bool, input_dtype: Any = None
+    backend: str | None,
+    device: Any,
+    dtype: Any,
+    *,
+    input_is_torch: bool,
+    input_dtype: Any = None,
+    input_device: Any = None,
 ) -> Backend:
     """Pick numpy or torch from the input type or the explicit arguments.
+
+    The torch backend runs on ``device`` when given, else on the device of a torch input
+    (``input_device``: a CUDA tensor is solved on its GPU), else on the CPU.
 
     Raises
     ------
@@ -132,6 +141,8 @@ def resolve_backend(
             )
         return Backend(NP, "numpy", None, torch.float64)
     if dev is None:
+        dev = torch.device(input_device) if input_is_torch and input_device is not None else None
+    if dev is None:
         dev = torch.device("cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(
@@ -139,7 +150,7 @@ def resolve_backend(
             "(no CUDA device or no CUDA build of torch); use device='cpu' or backend='numpy'"
         )
     if dev.type not in ("cpu", "cuda"):
-        raise BackendError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+        raise BackendError(f"device {str(dev)!r} is not supported; use 'cpu' or 'cuda'")
     if dtype is None:
         dt = input_dtype if input_dtype in (torch.float32, torch.float64) else torch.float64
     else:
