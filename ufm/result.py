@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +13,48 @@ from .errors import InputError
 from .status import Status
 from .validate import check_int
 
-__all__ = ["SolveResult"]
+__all__ = ["SolveResult", "Deferred"]
+
+
+class Deferred:
+    """An array computed on first access of a :class:`SolveResult` field, then kept.
+
+    ``mufm.solve`` with the MSE default (``method="suffstats"``) solves for ``(W, b)`` and
+    computes every metric without ever writing the ``N x d`` features: the field ``H`` holds a
+    :class:`Deferred` until it is read, and the first read forms it in one streaming pass over
+    ``X``. Pass a zero-argument callable that returns the array.
+    """
+
+    __slots__ = ("fn", "lock")
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "Deferred(not formed yet)"
+
+
+class _DeferredField:
+    """Data descriptor of a frozen dataclass field whose value may be :class:`Deferred`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = "_value_" + name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:  # the dataclass machinery asks for a default: there is none
+            raise AttributeError(self.key)
+        v = obj.__dict__[self.key]
+        if isinstance(v, Deferred):
+            with v.lock:  # two threads reading at once form it once
+                v = obj.__dict__[self.key]
+                if isinstance(v, Deferred):
+                    v = v.fn()
+                    obj.__dict__[self.key] = v
+        return v
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.key] = value
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -28,7 +71,12 @@ class SolveResult:
     b : array of shape (K,)
         Bias (zeros when ``bias=False``).
     H : array of shape (N, d)
-        Last-layer features, one row per sample.
+        Last-layer features, one row per sample. With ``method="suffstats"`` on float64 numpy
+        data (the MSE default) ``H`` is formed on first access (one streaming pass over ``X``,
+        then kept; ``formed("H")`` tells whether it has been), so a solve whose caller needs
+        only ``W``, ``b``, the objective and the metrics never writes the ``N x d`` array.
+        Changing ``X`` in place before that first access is detected (the features would
+        no longer belong to the solution) and raises :class:`~ufm.errors.InputError`.
     y : array of shape (N,)
         Integer labels ``0..K-1``.
     X : array of shape (N, d) or None
@@ -63,7 +111,7 @@ class SolveResult:
 
     W: Any
     b: Any
-    H: Any
+    H: Any = _DeferredField()  # type: ignore[assignment]
     y: Any
     X: Any
     objective: float
@@ -76,6 +124,18 @@ class SolveResult:
     method: str
     backend: str
     params: dict[str, Any] = field(default_factory=dict)
+
+    def formed(self, name: str = "H") -> bool:
+        """Whether the field ``name`` holds its array (``False``: formed on first access)."""
+        return not isinstance(self.__dict__.get("_value_" + name), Deferred)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickling and deep copies take the features themselves, never the callable
+        _ = self.H
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def layers(self, L: int) -> list[Any]:
         """Features of an ``L``-layer MUFM solution on the straight line of Theorem 3.
@@ -120,12 +180,12 @@ class SolveResult:
     @property
     def N(self) -> int:
         """Number of samples."""
-        return int(self.H.shape[0])
+        return int(self.y.shape[0])
 
     @property
     def d(self) -> int:
         """Feature dimension."""
-        return int(self.H.shape[1])
+        return int(self.W.shape[1])
 
     def __repr__(self) -> str:
         model = "MUFM" if self.X is not None else "UFM"

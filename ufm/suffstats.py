@@ -82,7 +82,7 @@ import torch
 
 from .errors import DegenerateInputError, InputError
 from .status import Status
-from .threads import thread_policy
+from .threads import map_row_blocks, thread_policy
 from .validate import check_int, check_scalar, describe, to_tensor
 
 __all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
@@ -202,11 +202,11 @@ class SufficientStatistics:
         # array), second moment by a rank-B update
         keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
         with np.errstate(all="ignore"):  # non-finite results are checked just below
-            sums = _class_sums(Xn, yn, self.K)
             if keep_rows:
+                sums = _class_sums(Xn, yn, self.K)
                 sq = float(np.einsum("ij,ij->", Xn, Xn))
             else:
-                Gb = _gram(Xn)
+                sums, Gb = _moments(Xn, yn, self.K)
                 sq = float(np.trace(Gb))
         if not (math.isfinite(sq) and np.isfinite(sums).all()):
             raise InputError(
@@ -372,6 +372,51 @@ def _class_sums(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
         out += Em.T @ X[start:stop]
         Em[ar[: stop - start], y[start:stop]] = 0.0
     return out
+
+
+#: Elements per chunk of :meth:`StatsSolution.feature_metrics` (4096 rows at d = 64: 2 MiB).
+_METRIC_CHUNK_ELEMS = 262_144
+#: Rows per chunk of the fused moment pass (at d = 64, 1 MiB: the chunk stays in L2 between
+#: its two readers).
+_MOMENT_ROWS = 2048
+
+
+def _moments(X: np.ndarray, y: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sums ``(K, d)`` and second moment ``X^T X`` ``(d, d)`` in one pass over ``X``.
+
+    Each row block is read once, while it is in cache, by both a one-hot product (class sums)
+    and a symmetric rank-k update (second moment); the blocks are split between the threads the
+    call was granted (:func:`ufm.threads.map_row_blocks`).
+    """
+    n, d = X.shape
+
+    def block(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        step = min(_MOMENT_ROWS, max(stop - start, 1))
+        sums = np.zeros((K, d))
+        C = np.zeros((d, d), order="F")
+        E = np.zeros((step, K))
+        ar = np.arange(step)
+        syrk = scipy.linalg.blas.dsyrk
+        for a in range(start, stop, step):
+            b = min(a + step, stop)
+            Xc, Em, yc = X[a:b], E[: b - a], y[a:b]
+            Em[ar[: b - a], yc] = 1.0
+            sums += Em.T @ Xc
+            Em[ar[: b - a], yc] = 0.0
+            # Xc^T Xc: Xc.T of a C-ordered block is Fortran-ordered, what dsyrk reads directly
+            Xf = Xc.T if Xc.flags.c_contiguous else np.asfortranarray(Xc.T)
+            C = syrk(1.0, Xf, beta=1.0, c=C, lower=0, overwrite_c=1)
+        return sums, C
+
+    parts = map_row_blocks(n, block)
+    sums = parts[0][0]
+    C = parts[0][1]
+    for s_, c_ in parts[1:]:
+        sums += s_
+        C += c_
+    iu = np.triu_indices_from(C, 1)
+    C[(iu[1], iu[0])] = C[iu]
+    return sums, np.ascontiguousarray(C)
 
 
 def _gram(X: np.ndarray) -> np.ndarray:
@@ -587,11 +632,27 @@ class StatsSolution:
         Q = np.linalg.solve(self.W @ self.W.T + mu * np.eye(self.W.shape[0]), self.W)  # (K, d)
         return Q, self.lam / mu
 
-    def features(self, X: Any, y: Any) -> Any:
+    @thread_policy("X")
+    def features(self, X: Any, y: Any, *, check: SufficientStatistics | None = None) -> Any:
         """The optimal features ``H*`` of a batch (one streaming pass; numpy or torch).
 
         ``h_i = W^T (W W^T + mu I)^{-1} (e_{y_i} - b) + (lam/mu) (x_i - W^T (W W^T + mu I)^{-1}
         W x_i)``. ``X`` may be ``None`` for the UFM (``lam = 0``), then ``y`` alone is used.
+
+        Parameters
+        ----------
+        X : array of shape (N, d) or None
+        y : array of shape (N,)
+        check : SufficientStatistics, optional
+            The statistics this solution was computed from, when ``(X, y)`` is the whole data
+            set (numpy): the class counts and the sums of ``X W^T`` are compared with them, so
+            data changed in place since the solve raise instead of giving features of another
+            problem.
+
+        Raises
+        ------
+        InputError
+            ``check`` given and ``(X, y)`` no longer match it.
         """
         Q, s = self._maps()
         K = self.W.shape[0]
@@ -614,23 +675,63 @@ class StatsSolution:
             return H
         y = np.asarray(y)
         n = y.shape[0]
-        if X is not None and s != 0.0:
-            X = np.asarray(X, dtype=np.float64)
-            T = X @ self.W.T
-            T *= -s
-            T -= self.b
-        else:
-            T = np.broadcast_to(-self.b, (n, K)).copy()
-        T[np.arange(n), y] += 1.0
-        H = T @ Q
-        if X is not None and s != 0.0:
-            if X.flags.c_contiguous and H.flags.c_contiguous:
-                scipy.linalg.blas.daxpy(X.reshape(-1), H.reshape(-1), a=s)
-            else:
-                H += s * X
+        has_x = X is not None and s != 0.0
+        if has_x:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+        d = self.W.shape[1]
+        H = np.empty((n, d))
+        WT = np.ascontiguousarray(self.W.T)
+        step = max(4 * K, min(n, _METRIC_CHUNK_ELEMS // max(d, 1)))
+        axpy = scipy.linalg.blas.daxpy
+
+        # row blocks (split between the call's threads), chunk by chunk while X's rows are in
+        # cache: T = e_y - b - s X W^T, H = T Q + s X written into its final place
+        def block(start: int, stop: int) -> np.ndarray:
+            Tb = np.empty((max(min(step, stop - start), 1), K))
+            ar = np.arange(Tb.shape[0])
+            colsum = np.zeros(K)
+            for a in range(start, stop, step):
+                e = min(a + step, stop)
+                T, Hc = Tb[: e - a], H[a:e]
+                if has_x:
+                    np.matmul(X[a:e], WT, out=T)
+                    T *= -s
+                    T -= self.b
+                else:
+                    T[...] = -self.b
+                colsum += T.sum(axis=0)
+                T[ar[: e - a], y[a:e]] += 1.0
+                np.matmul(T, Q, out=Hc)
+                if has_x:
+                    axpy(X[a:e].reshape(-1), Hc.reshape(-1), a=s)
+            return colsum
+
+        colsum = sum(map_row_blocks(n, block))
+        if check is not None:
+            self._check_unchanged(check, X if has_x else None, y, colsum)
         return H
 
-    def features_with_metrics(
+    def _check_unchanged(
+        self, st: SufficientStatistics, X: Any, y: Any, colsum: np.ndarray
+    ) -> None:
+        # colsum: column sums of T = -s X W^T - b, against the statistics' sum_i x_i: a checksum
+        # that costs no extra pass (round-off bound: N eps times the sum of |x_i . w_k|)
+        changed = not np.array_equal(np.bincount(y, minlength=st.K), st.counts)
+        s = self.lam / (self.lam + self.lam_h)
+        if not changed and X is not None and s != 0.0:
+            got = (colsum + st.N * self.b) / -s
+            want = st.sums.sum(axis=0) @ self.W.T
+            scale = np.linalg.norm(self.W, axis=1) * math.sqrt(st.N * st.sq)
+            tol = max(1e-9, 64 * st.N * np.finfo(np.float64).eps) * scale + 1e-300
+            changed = bool(np.any(np.abs(got - want) > tol))
+        if changed:
+            raise InputError(
+                "X or y was changed in place after the solve, so the features H can no longer "
+                "be formed from them; read result.H before changing the data (or pass a copy), "
+                "or solve again"
+            )
+
+    def feature_metrics(
         self,
         X: np.ndarray,
         y: np.ndarray,
@@ -638,17 +739,19 @@ class StatsSolution:
         W: Any = None,
         b: Any = None,
         rank_tol: float | None = None,
-    ) -> tuple[np.ndarray, dict[str, float]]:
-        """``H*`` (float64 numpy) and :func:`ufm.collapse_metrics` of it in one streaming pass.
+    ) -> dict[str, float]:
+        """:func:`ufm.collapse_metrics` of ``H*`` in one streaming pass over ``X``, without ``H*``.
 
         The class means of ``H*`` follow from the statistics (``h_i = a_{y_i} + G x_i``, so
         ``mu_k(H) = a_k + G m_k``: no pass over ``H``); they are the frozen means of a
         :class:`~ufm.metrics.CollapseAccumulator`, whose second pass (deviations from the
         means, NC1's ``K x K`` projections, the NCC and NC4 decisions) runs on each chunk of
-        ``H`` right after it is written into one preallocated array, while the chunk is in
-        cache. The metrics are those of the returned ``H`` up to round-off (the means differ
-        from ``H``'s own by a few ulps; every scatter is computed from the deviations directly,
-        so nothing cancels).
+        ``H*`` right after it is formed in a chunk-sized buffer, while it is in cache; the
+        ``N x d`` array itself is never written (:meth:`features` forms it when it is asked
+        for). The row blocks are split between the threads the call was granted
+        (:func:`ufm.threads.map_row_blocks`). The metrics are those of ``H = features(X, y)``
+        up to round-off (the means differ from ``H``'s own by a few ulps; every scatter is
+        computed from the deviations directly, so nothing cancels).
 
         Parameters
         ----------
@@ -663,12 +766,11 @@ class StatsSolution:
 
         Returns
         -------
-        H : ndarray of shape (N, d)
-        metrics : dict of str to float
+        dict of str to float
             As :func:`ufm.collapse_metrics` (empty when the class means of ``H`` coincide).
         """
         from .metrics.accumulator import CollapseAccumulator
-        from .metrics.inputs import DEFAULT_RANK_TOL, chunk_rows
+        from .metrics.inputs import DEFAULT_RANK_TOL
 
         Q, s = self._maps()
         K, d = self.W.shape
@@ -697,75 +799,92 @@ class StatsSolution:
         C = np.ascontiguousarray(fr["V"][:, :K].numpy())  # (d, K): centred means, scaled
         dist2 = fr["dist2"].numpy()
         has_w = acc.W is not None
-        if has_w:
-            Wc = acc.W.numpy()
-            # W h = T (Q W^T) + s X W^T: the classifier's scores from K-wide products only
-            bc = None if acc.b is None else acc.b.numpy()
-        H = np.empty((n, d))
-        step = max(chunk_rows(n, d, K), 1)
-        nb = min(step, n)
-        Zb, Tb, Nb = np.empty((nb, 2 * K)), np.empty((nb, K)), np.empty((nb, d))
-        Gb = torch.empty((nb, 2 * K), dtype=torch.float64)
-        U = np.ascontiguousarray(np.concatenate([self.W.T, C], axis=1))  # (d, 2K)
-        # K-wide tables: per class [||mu_y - mu_k||^2, (M^T mu)_y] gathered in one call, and
-        # B2 = [Q W^T, sc Q C] with the column scales of Z = [X W^T, X C], so that
-        # T B2 + Z * scale = [W h, sc M^T h] (the classifier's scores and NC1's projections)
-        table = torch.from_numpy(np.concatenate([dist2, acc.means.numpy() @ C], axis=1))
+        Wc = acc.W.numpy() if has_w else None
+        bc = None if acc.b is None else acc.b.numpy()
         same_w = has_w and np.array_equal(Wc, self.W)
-        B2 = np.concatenate([Q @ (Wc.T if same_w else self.W.T), sc * (Q @ C)], axis=1)
-        colscale = np.concatenate([np.full(K, s), np.full(K, s * sc)])
-        mus_t, y_t, nd_t = acc.means, torch.from_numpy(y), torch.from_numpy(Nb)
+        # Per chunk, in the accumulator's units (sc: a power of two, so every scaling is
+        # exact), with Zw = X W^T and T = e_y - b - s Zw:
+        #   sc h = T (sc Q) + (s sc) x, so the deviation from the class mean is
+        #   nd = mu_y - sc h = R_y + s Zw (sc Q) - (s sc) x,  R_k = mu_k - (e_k - b)(sc Q);
+        #   NC1's projections M^T (mu_y - h) = nd C; the classifier's scores W h + b = T (Q W^T)
+        #   + s Zw + b; for another classifier Wc: sc (Wc h) = (mu Wc^T)_y - nd Wc^T.
+        # Three d x K products per row, every array K wide except nd (chunk-sized, in cache).
+        Qs = Q * sc
+        mus = acc.means.numpy()
+        R = mus - (np.eye(K) - self.b) @ Qs
+        QW = Q @ self.W.T
+        table = np.concatenate([dist2] + ([] if same_w or not has_w else [mus @ Wc.T]), axis=1)
+        R_t, table_t, y_t = torch.from_numpy(R), torch.from_numpy(table), torch.from_numpy(y)
+        WT = np.ascontiguousarray(self.W.T)
+        QsT = np.asfortranarray(Qs.T)  # (d, K): what dgemm reads without a copy
+        gemm = scipy.linalg.blas.dgemm
         axpy = scipy.linalg.blas.daxpy
-        S = np.zeros((K, K))
-        ss2 = np.zeros(K)
-        correct = mismatch = 0
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            m = stop - start
-            yc = y[start:stop]
-            Xc, Hc, Z, T, nd = X[start:stop], H[start:stop], Zb[:m], Tb[:m], Nb[:m]
-            # H = (e_y - b - s X W^T) Q + s X, written into its final place
-            np.matmul(Xc, U, out=Z)  # [X W^T, X C]: one product for H and NC1's projections
-            np.multiply(Z[:, :K], -s, out=T)
-            T -= self.b
-            T[np.arange(m), yc] += 1.0
-            np.matmul(T, Q, out=Hc)
-            if s != 0.0:
-                axpy(Xc.reshape(-1), Hc.reshape(-1), a=s)  # in place: H and X are C-ordered
-            # pass 2 of the accumulator on the chunk (scaled units): nd = mu_y - h
-            torch.index_select(mus_t, 0, y_t[start:stop], out=nd_t[:m])
-            axpy(Hc.reshape(-1), nd.reshape(-1), a=-sc)
-            ss2 += np.bincount(yc, weights=np.einsum("ij,ij->i", nd, nd), minlength=K)
-            Y2 = T @ B2
-            Z *= colscale
-            Y2 += Z
-            Gt = torch.index_select(table, 0, y_t[start:stop], out=Gb[:m]).numpy()
-            # -P_i = M^T (mu_y - h_i) = (M^T mu)_y - sc M^T h_i
-            Pm = np.subtract(Gt[:, K:], Y2[:, K:], out=Y2[:, K:])
-            S += Pm.T @ Pm
-            # ||h - mu_k||^2 - ||h - mu_y||^2 = 2 (mu_y - h).(mu_y - mu_k) + ||mu_y - mu_k||^2;
-            # the row constant (mu_y - h).mu_y does not change the argmin
-            Pm *= 2.0
-            Pm += Gt[:, :K]
-            pred = np.argmin(Pm, axis=1)
-            correct += int(np.count_nonzero(pred == yc))
-            if has_w:
-                if same_w:
-                    logits = Y2[:, :K]
-                else:
-                    logits = Hc @ Wc.T
-                if bc is not None:
-                    logits += bc
-                mismatch += int(np.count_nonzero(np.argmax(logits, axis=1) != pred))
+        step = max(4 * K, min(n, _METRIC_CHUNK_ELEMS // max(d, 1)))
+
+        def block(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+            nb = min(step, stop - start)
+            Zb, Tb, Pb, Lb = (np.empty((nb, K)) for _ in range(4))
+            Nb = np.empty((nb, d))
+            Gb = torch.empty((nb, table.shape[1]), dtype=torch.float64)
+            nd_t = torch.from_numpy(Nb)
+            ar = np.arange(nb)
+            S = np.zeros((K, K))
+            ss2 = np.zeros(K)
+            correct = mismatch = 0
+            for a in range(start, stop, step):
+                e = min(a + step, stop)
+                m = e - a
+                yc, y_c = y[a:e], y_t[a:e]
+                Xc, Zw, T, Pm, nd = X[a:e], Zb[:m], Tb[:m], Pb[:m], Nb[:m]
+                np.matmul(Xc, WT, out=Zw)
+                np.multiply(Zw, -s, out=T)
+                T -= self.b
+                T[ar[:m], yc] += 1.0
+                torch.index_select(R_t, 0, y_c, out=nd_t[:m])
+                if s != 0.0:
+                    # nd^T += s (sc Q)^T Zw^T in place (nd C-ordered = nd^T Fortran-ordered)
+                    out = gemm(s, QsT, Zw.T, beta=1.0, c=nd.T, overwrite_c=1)
+                    if out.ctypes.data != nd.ctypes.data:  # pragma: no cover - f2py copied
+                        nd[...] = out.T
+                    axpy(Xc.reshape(-1), nd.reshape(-1), a=-s * sc)
+                ss2 += np.bincount(yc, weights=np.einsum("ij,ij->i", nd, nd), minlength=K)
+                np.matmul(nd, C, out=Pm)  # M^T (mu_y - h), scaled
+                S += Pm.T @ Pm
+                Gt = torch.index_select(table_t, 0, y_c, out=Gb[:m]).numpy()
+                # ||h - mu_k||^2 - ||h - mu_y||^2 = 2 (mu_y - h).(mu_y - mu_k) + ||mu_y - mu_k||^2;
+                # the row constant (mu_y - h).mu_y does not change the argmin
+                Pm *= 2.0
+                Pm += Gt[:, :K]
+                pred = np.argmin(Pm, axis=1)
+                correct += int(np.count_nonzero(pred == yc))
+                if has_w:
+                    logits = Lb[:m]
+                    if same_w:
+                        np.matmul(T, QW, out=logits)
+                        logits += s * Zw
+                        if bc is not None:
+                            logits += bc
+                    else:  # sc (Wc h + bc), same argmax
+                        np.matmul(nd, Wc.T, out=logits)
+                        np.subtract(Gt[:, K:], logits, out=logits)
+                        if bc is not None:
+                            logits += sc * bc
+                    mismatch += int(np.count_nonzero(np.argmax(logits, axis=1) != pred))
+            return S, ss2, correct, mismatch
+
+        parts = map_row_blocks(n, block)
+        S = sum(p[0] for p in parts[1:]) + parts[0][0]
+        ss2 = sum(p[1] for p in parts[1:]) + parts[0][1]
         acc.S = torch.from_numpy(S)
         acc.ss2 = torch.from_numpy(ss2)
         acc.counts2 = acc.counts.clone()
-        acc.n2, acc.correct, acc.mismatch = n, correct, mismatch
+        acc.n2 = n
+        acc.correct = sum(p[2] for p in parts)
+        acc.mismatch = sum(p[3] for p in parts)
         try:
-            metrics = acc.compute()
+            return acc.compute()
         except DegenerateInputError:
-            metrics = {}
-        return H, metrics
+            return {}
 
     def class_metrics(self, st: SufficientStatistics) -> dict[str, float]:
         """PFC1 and PFC2 of ``H*`` from the statistics alone (no pass over the data).

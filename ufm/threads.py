@@ -71,6 +71,8 @@ __all__ = [
     "thread_policy",
     "choose_threads",
     "thread_scope",
+    "map_row_blocks",
+    "MIN_BLOCK_ROWS",
     "SMALL_WORK",
     "ENV_VAR",
 ]
@@ -82,6 +84,7 @@ ENV_VAR = "PFC_THREADS"
 SMALL_WORK = 4_000_000
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_R = TypeVar("_R")
 _AUTO, _INHERIT = "auto", "inherit"
 
 _global_setting: int | str | None = None
@@ -408,3 +411,60 @@ def thread_policy(
         return wrapper  # type: ignore[return-value]
 
     return deco
+
+
+# --------------------------------------------------------------------------------------------
+# streaming passes split between threads
+# --------------------------------------------------------------------------------------------
+#: Fewest rows a block of :func:`map_row_blocks` gets: below this a second thread costs more
+#: than it saves.
+MIN_BLOCK_ROWS = 65_536
+
+
+def map_row_blocks(
+    n_rows: int,
+    fn: Callable[[int, int], _R],
+    *,
+    n_threads: int | None = None,
+    min_rows: int | None = None,
+) -> list[_R]:
+    """Run ``fn(start, stop)`` on contiguous row blocks of ``0..n_rows``, one block per thread.
+
+    A streaming pass of small operations per chunk (products with ``K``-wide matrices, row
+    gathers) gains nothing from a multi-threaded BLAS, whose threads only split each small
+    product; splitting the *rows* between threads does gain. The blocks run concurrently in a
+    thread pool with torch and every BLAS held at one thread (numpy, BLAS and torch release
+    the GIL in their kernels); the caller merges the per-block results.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows to cover.
+    fn : callable ``(start, stop) -> R``
+        Processes rows ``start:stop`` with its own buffers and returns its partial result.
+    n_threads : int, optional
+        Threads to use; default the count the enclosing call was granted by the thread policy
+        (torch's current ``get_num_threads()``).
+    min_rows : int, optional
+        Fewest rows per block (default :data:`MIN_BLOCK_ROWS`); fewer blocks are used when
+        ``n_rows`` is small.
+
+    Returns
+    -------
+    list of R
+        One result per block, in row order (a single ``[fn(0, n_rows)]`` when one thread is
+        used; then nothing about the thread settings is changed).
+    """
+    if n_threads is None:
+        n_threads = _torch_threads() or 1
+    if min_rows is None:
+        min_rows = MIN_BLOCK_ROWS
+    n_blocks = max(1, min(int(n_threads), n_rows // max(int(min_rows), 1)))
+    if n_blocks == 1:
+        return [fn(0, n_rows)]
+    bounds = [n_rows * i // n_blocks for i in range(n_blocks + 1)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with thread_scope(1), ThreadPoolExecutor(n_blocks, thread_name_prefix="pfc-rows") as ex:
+        futures = [ex.submit(fn, bounds[i], bounds[i + 1]) for i in range(n_blocks)]
+        return [f.result() for f in futures]

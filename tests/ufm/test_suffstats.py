@@ -295,3 +295,96 @@ def test_fused_metrics_equal_collapse_metrics_of_returned_h(counts, d, shift, bi
     H_ref = np.linalg.solve(W.T @ W + lam * np.eye(d), rhs.T).T
     assert res.H.dtype == np.float64
     assert np.allclose(res.H, H_ref, rtol=1e-9, atol=1e-9 * np.abs(H_ref).max())
+
+
+@pytest.mark.parametrize("classifier", ["same", "other", "other-no-bias", "none"])
+@pytest.mark.parametrize("scale", [1e-120, 1.0, 1e120])
+@pytest.mark.parametrize("lam_h", [0.0, 0.3])
+def test_feature_metrics_equal_collapse_metrics_of_features(classifier, scale, lam_h):
+    """StatsSolution.feature_metrics never forms H, yet equals collapse_metrics of the features
+    formed explicitly, for the solution's own classifier, another one, or none, at any scale."""
+    rng = np.random.default_rng(11)
+    K, d = 5, 12
+    y = rng.integers(0, K, 900)
+    X = (rng.standard_normal((900, d)) + 2.0 * rng.standard_normal((K, d))[y] + 1.0) * scale
+    st_ = _stats(X, y, K, batch=400)
+    sol = solve_statistics(st_, lam=0.2 * scale**-2, lam_h=lam_h * scale**-2, lam_w=1e-3 * scale**2)
+    W, b = {
+        "same": (sol.W, sol.b),
+        "other": (rng.standard_normal((K, d)) / scale, rng.standard_normal(K)),
+        "other-no-bias": (rng.standard_normal((K, d)) / scale, None),
+        "none": (None, None),
+    }[classifier]
+    got = sol.feature_metrics(X, y, st_, W, b)
+    H = sol.features(X, y)
+    ref = collapse_metrics(H, y, W, b)
+    assert set(got) == set(ref)
+    for k, v in ref.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_feature_metrics_and_moments_split_between_threads_equal_one_block(monkeypatch):
+    """With rows split into blocks run in two threads, the statistics and the metrics equal
+    the one-block results (to round-off), and the thread settings are restored."""
+    import importlib
+
+    T = importlib.import_module("ufm.threads")  # ufm.threads is also the context manager
+    rng = np.random.default_rng(5)
+    K, d = 4, 6
+    y = rng.integers(0, K, 5000)
+    X = rng.standard_normal((5000, d)) + 3.0 * rng.standard_normal((K, d))[y]
+    with ufm.threads(1):
+        st1 = SufficientStatistics(K).update(X, y)
+        sol = solve_statistics(st1, lam=0.1)
+        m1 = sol.feature_metrics(X, y, st1, sol.W, sol.b)
+    monkeypatch.setattr(T, "MIN_BLOCK_ROWS", 700)
+    calls = []
+    real = T.map_row_blocks
+
+    def spy(n, fn, **kw):
+        out = real(n, fn, n_threads=2, **kw)
+        calls.append(len(out))
+        return out
+
+    monkeypatch.setattr("ufm.suffstats.map_row_blocks", spy)
+    before = torch.get_num_threads()
+    st2 = SufficientStatistics(K).update(X, y)
+    m2 = sol.feature_metrics(X, y, st2, sol.W, sol.b)
+    assert calls == [2, 2] and torch.get_num_threads() == before
+    np.testing.assert_array_equal(st1.counts, st2.counts)
+    np.testing.assert_allclose(st2.sums, st1.sums, rtol=1e-13)
+    np.testing.assert_allclose(st2.second, st1.second, rtol=1e-13)
+    np.testing.assert_allclose(st2.second, X.T @ X, rtol=1e-12)
+    for k, v in m1.items():
+        np.testing.assert_allclose(m2[k], v, rtol=1e-10, err_msg=k)
+
+
+def test_mufm_h_is_formed_on_first_access_and_checked():
+    """mufm.solve (suffstats, numpy float64) defers H: metrics, N, d and repr without it; the
+    first read forms the closed-form features; pickles carry the array; data changed in
+    place before the first read raise instead of giving features of another problem."""
+    X, y = _data(K=3, n=30, d=5, seed=2)
+    res = mufm.solve(X, y, lam=0.1)
+    assert not res.formed("H")
+    assert (res.N, res.d, res.K) == (len(y), 5, 3) and "pfc1" in repr(res)
+    assert not res.formed("H")
+    W, b = res.W, res.b
+    H_ref = np.linalg.solve(W.T @ W + 0.1 * np.eye(5), ((np.eye(3)[y] - b) @ W + 0.1 * X).T).T
+    np.testing.assert_allclose(res.H, H_ref, rtol=1e-10, atol=1e-12)
+    assert res.formed("H") and res.H is res.H
+    assert len(res.layers(3)) == 4
+    res2 = pickle.loads(pickle.dumps(mufm.solve(X, y, lam=0.1)))
+    assert res2.formed("H")
+    np.testing.assert_allclose(res2.H, H_ref, rtol=1e-10, atol=1e-12)
+    for change in ("X", "y"):
+        X2, y2 = X.copy(), y.copy()
+        r = mufm.solve(X2, y2, lam=0.1)
+        if change == "X":
+            X2[3] *= 2.0
+        else:
+            y2[0] = (y2[0] + 1) % 3
+        with pytest.raises(InputError, match="changed in place"):
+            _ = r.H
+    # other methods and backends return H directly
+    assert mufm.solve(X, y, lam=0.1, method="lbfgs-h").formed("H")
+    assert mufm.solve(torch.from_numpy(X), torch.from_numpy(y), lam=0.1).formed("H")

@@ -192,3 +192,27 @@ def test_scope_cost_is_small():
         noop(H)
     per_call = (time.perf_counter() - t0) / n
     assert per_call < 1e-3, per_call
+
+
+def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
+    """Blocks are contiguous, cover 0..n once, come back in row order; inside them torch runs
+    one thread; afterwards the settings are what they were; an error in a block propagates."""
+    seen = []
+
+    def fn(a, b):
+        seen.append(torch.get_num_threads())
+        return (a, b)
+
+    before = torch.get_num_threads()
+    out = T.map_row_blocks(1000, fn, n_threads=3, min_rows=100)
+    assert out == [(0, 333), (333, 666), (666, 1000)]
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before
+    assert T.map_row_blocks(1000, fn, n_threads=3, min_rows=600) == [(0, 1000)]
+    assert T.map_row_blocks(0, fn, n_threads=4) == [(0, 0)]
+
+    def bad(a, b):
+        raise ValueError(f"block {a}")
+
+    with pytest.raises(ValueError, match="block"):
+        T.map_row_blocks(1000, bad, n_threads=2, min_rows=10)
+    assert torch.get_num_threads() == before

@@ -19,6 +19,7 @@ That norm is what every solver compares with ``tol``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -258,8 +259,13 @@ class Problem:
         self.X = X
         self.p = params
         self.like = like
-        self.Y = ops.onehot(y, self.K, like)
         self.sqrtN = math.sqrt(self.N)
+
+    @functools.cached_property
+    def Y(self) -> Any:
+        """One-hot labels ``(N, K)``: formed only by the methods that use them (not
+        ``suffstats``, for which it would be the largest array of the solve)."""
+        return self.ops.onehot(self.y, self.K, self.like)
 
     # ------------------------------------------------------------------ full objective
     def logits(self, W: Any, b: Any, H: Any) -> Any:

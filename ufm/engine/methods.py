@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import SolverError
+from ..result import Deferred
 from ..status import Status
 from ..suffstats import ReducedObjective, SufficientStatistics, solve_statistics
 from .core import NP, TORCH, Problem
@@ -188,10 +189,11 @@ def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
         and pb.X.dtype == np.float64
     )
     if fused:
-        # one pass forms H and computes its collapse metrics (class means from the statistics)
-        H, metrics = sol.features_with_metrics(
-            pb.X, np.asarray(pb.y), st, sol.W, sol.b if p.bias else None
-        )
+        # one pass over X gives every collapse metric of H* (class means from the statistics)
+        # without writing H*; H* itself is formed when the result's H is first read
+        Xn, yn = pb.X, np.asarray(pb.y)
+        metrics = sol.feature_metrics(Xn, yn, st, sol.W, sol.b if p.bias else None)
+        H = Deferred(lambda: sol.features(Xn, yn, check=st))
     else:
         H = sol.features(pb.X if p.lam != 0 else None, pb.y)
     if pb.ops is TORCH:
