@@ -7,12 +7,9 @@ SVD check of the balanced-factor identity, and finite differences for the polish
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+import reference_problems as REF
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,20 +20,6 @@ from ufm.certify import balanced_factors
 from ufm.engine.convex import value_and_grad
 from ufm.metrics import pfc1, pfc2
 
-
-def _reference_module():
-    """tests/reference_problems.py, shared with the other test files (one cvxpy cache)."""
-    if "reference_problems" in sys.modules:
-        return sys.modules["reference_problems"]
-    path = Path(__file__).resolve().parents[1] / "reference_problems.py"
-    spec = importlib.util.spec_from_file_location("reference_problems", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["reference_problems"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-REF = _reference_module()
 RTOL = 1e-6  # the certificate's promise: optimum to 1e-6 relative
 
 
