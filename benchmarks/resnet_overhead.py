@@ -135,19 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--goal", type=float, default=0.15)
     a = p.parse_args(argv)
 
-    cfg = resolve_config(
-        TrainConfig(
-            dataset=a.dataset,
-            epochs=a.epochs,
-            eval_every=a.every,
-            per_class=a.per_class,
-            width=a.width,
-            blocks=a.blocks,
-            progress=False,
-            figures=False,
-            out="unused",
-        )
-    )
+    # the options named as TrainConfig fields pass through by name
+    same = {k: getattr(a, k) for k in ("dataset", "epochs", "per_class", "width", "blocks")}
+    quiet = {"progress": False, "figures": False, "out": "unused"}
+    cfg = resolve_config(TrainConfig(**same, eval_every=a.every, **quiet))
     t_ep, t_me, t_nl, n_layers = per_epoch(cfg, a.repeats, a.every)
     over = t_me / (a.every * t_ep)
     over_nl = t_nl / (a.every * t_ep)

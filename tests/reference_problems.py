@@ -208,6 +208,10 @@ def reference_objective(W, b, H, y, *, lam_w, X=None, lam=0.0, lam_h=0.0, lam_b=
     return float(f), gW, gb, gH / N
 
 
+#: scipy L-BFGS-B options of :func:`brute_force`: tolerances at the limit of double precision.
+LBFGS_OPTIONS = {"maxiter": 20_000, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-16}
+
+
 def brute_force(
     y: np.ndarray, d: int, *, bias: bool = True, starts: int = 8, seed: int = 0, **problem: Any
 ) -> float:
@@ -235,12 +239,6 @@ def brute_force(
     size = K * d + nb + N * d
     for s in range(starts):
         theta = rng.standard_normal(size) * (0.1, 1.0, 3.0)[s % 3]
-        res = minimize(
-            fun,
-            theta,
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 20_000, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-16},
-        )
+        res = minimize(fun, theta, jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
         best = min(best, float(res.fun))
     return best

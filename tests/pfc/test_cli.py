@@ -205,19 +205,19 @@ def test_tpt_check_rejects_lost_accuracy_and_rising_loss():
 
 
 @pytest.mark.parametrize(
-    ("kw", "name"),
+    ("name", "value"),
     [
-        ({"certify_per_class": 7}, "certify_per_class"),
-        ({"lams": (1.0,)}, "lams"),
-        ({"lams": (1.0, -1.0)}, "lams"),
-        ({"epochs": 0}, "epochs"),
-        ({"threads": 0}, "threads"),
-        ({"features_per_class": 1}, "features_per_class"),
+        ("certify_per_class", 7),
+        ("lams", (1.0,)),
+        ("lams", (1.0, -1.0)),
+        ("epochs", 0),
+        ("threads", 0),
+        ("features_per_class", 1),
     ],
 )
-def test_study_config_errors_name_the_option(kw, name):
+def test_study_config_errors_name_the_option(name, value):
     with pytest.raises(InputError, match=name):
-        resolve_study_config(StudyConfig(**kw))
+        resolve_study_config(StudyConfig(**{name: value}))
 
 
 def test_study_defaults_sweep_at_least_four_decades():
