@@ -5,7 +5,7 @@ training. Two comparisons, interleaved and repeated so that machine load hits bo
 
 1. **Per-epoch accounting.** One training epoch (the loop of :func:`resnet_pfc.train.train`:
    forward, cross entropy, backward, SGD step over the shuffled training set) against one
-   measurement (:func:`resnet_pfc.measure.measure_run` with the arguments ``train`` uses: every
+   measurement (:func:`resnet_pfc.measure.measure_model`, the call ``train`` makes: every
    measured layer, classifier for NC3/NC4, the geodesic line on 101 + 11 points, two passes
    over the training set). Overhead of measuring every ``E`` epochs = ``t_measure / (E t_epoch)``.
 2. **End to end.** :func:`resnet_pfc.train.train` itself (checkpoints every epoch, CSV output)
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from resnet_pfc.config import TrainConfig, make_model, resolve_config
 from resnet_pfc.data import load_dataset
-from resnet_pfc.measure import Measurement, measure_run
+from resnet_pfc.measure import Measurement, measure_model
 
 # The package exports a function named ``train`` too; take the module itself.
 train_mod = importlib.import_module("resnet_pfc.train")
@@ -53,24 +53,6 @@ def _epoch(model, opt, loader) -> None:
         opt.step()
 
 
-def _measure(model, loader, cfg, *, line: bool = True) -> Measurement:
-    layers = model.measured_layers()
-    last = list(layers)[-1]
-    W, b = model.measured_classifier()
-    return measure_run(
-        model,
-        loader,
-        layers,
-        model.num_classes,
-        classifier={last: (W, b)},
-        line=line,
-        geodesic_grid=cfg.geodesic_points,
-        geodesic_pass2_grid=cfg.geodesic_pass2_points,
-        position=cfg.position,
-        strict=False,
-    )
-
-
 def per_epoch(cfg, repeats: int, epochs_per_repeat: int) -> tuple[float, float, float, int]:
     """Median seconds of one training epoch, one measurement, one without the line; layers."""
     torch.manual_seed(cfg.seed)
@@ -83,7 +65,7 @@ def per_epoch(cfg, repeats: int, epochs_per_repeat: int) -> tuple[float, float, 
     train_loader = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=gen)
     eval_loader = DataLoader(ds, batch_size=cfg.eval_batch_size, shuffle=False)
     _epoch(model, opt, train_loader)  # warm-up
-    _measure(model, eval_loader, cfg)
+    measure_model(model, eval_loader, cfg)
     t_ep, t_me, t_nl = [], [], []
     for _ in range(repeats):
         for _ in range(epochs_per_repeat):
@@ -91,10 +73,10 @@ def per_epoch(cfg, repeats: int, epochs_per_repeat: int) -> tuple[float, float, 
             _epoch(model, opt, train_loader)
             t_ep.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        _measure(model, eval_loader, cfg)
+        measure_model(model, eval_loader, cfg)
         t_me.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        _measure(model, eval_loader, cfg, line=False)
+        measure_model(model, eval_loader, cfg, line=False)
         t_nl.append(time.perf_counter() - t0)
     med = statistics.median
     return med(t_ep), med(t_me), med(t_nl), len(model.measured_layers())
@@ -115,7 +97,7 @@ def end_to_end(cfg, repeats: int) -> tuple[float, float]:
                 run_cfg = replace(cfg, out=str(out))
                 t0 = time.perf_counter()
                 if which == "plain":
-                    with mock.patch.object(train_mod, "measure_run", stub):
+                    with mock.patch.object(train_mod, "measure_model", stub):
                         train_mod.train(run_cfg)
                 else:
                     train_mod.train(run_cfg)
@@ -135,19 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--goal", type=float, default=0.15)
     a = p.parse_args(argv)
 
-    cfg = resolve_config(
-        TrainConfig(
-            dataset=a.dataset,
-            epochs=a.epochs,
-            eval_every=a.every,
-            per_class=a.per_class,
-            width=a.width,
-            blocks=a.blocks,
-            progress=False,
-            figures=False,
-            out="unused",
-        )
-    )
+    # the options named as TrainConfig fields pass through by name
+    same = {k: getattr(a, k) for k in ("dataset", "epochs", "per_class", "width", "blocks")}
+    quiet = {"progress": False, "figures": False, "out": "unused"}
+    cfg = resolve_config(TrainConfig(**same, eval_every=a.every, **quiet))
     t_ep, t_me, t_nl, n_layers = per_epoch(cfg, a.repeats, a.every)
     over = t_me / (a.every * t_ep)
     over_nl = t_nl / (a.every * t_ep)

@@ -24,8 +24,7 @@ import numpy as np
 
 from ufm.engine.convex import (
     Certificate,
-    check_bias,
-    check_loss,
+    certify_constants,
     check_solver,
     conclude,
     is_result,
@@ -34,12 +33,10 @@ from ufm.engine.convex import (
     one_hot,
     problem_from_result,
     psd_cost,
-    result_param,
     size_guard,
     solve_cvx,
     unpack_solution,
 )
-from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W
 from ufm.errors import InputError
 from ufm.threads import thread_policy
 from ufm.validate import check_features, check_int, check_labels, check_scalar
@@ -204,29 +201,15 @@ def certify(
         result = X
         given = {"y": y, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b}
         given |= {"loss": loss, "bias": bias, "solution": solution}
-        problem_from_result(result, given, family="mufm")
+        p = problem_from_result(result, given, family="mufm")
+        lam, lam_w, lam_h, lam_b = p["lam"], p["lam_w"], p["lam_h"], p["lam_b"]
+        loss, bias, solution = p["loss"], p["bias"], result
         X = result.X
         y = None if X.ndim == 3 else result.y
-        lam = result_param(result, "lam")
-        lam_w = result_param(result, "lam_w")
-        lam_h = result_param(result, "lam_h", 0.0)
-        lam_b = result_param(result, "lam_b", 0.0)
-        loss = result_param(result, "loss", "mse")
-        bias = result_param(result, "bias", result.b is not None)
-        solution = result
-    lam = DEFAULT_LAM if lam is None else lam
-    lam_w = DEFAULT_LAM_W if lam_w is None else lam_w
-    lam_h = 0.0 if lam_h is None else lam_h
-    lam_b = DEFAULT_LAM_B if lam_b is None else lam_b
-    loss = "mse" if loss is None else loss
-    bias = True if bias is None else bias
-
-    lam = check_scalar(lam, "lam", low=0.0, low_inclusive=False)
-    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
-    lam_h = check_scalar(lam_h, "lam_h", low=0.0)
-    lam_b = check_scalar(lam_b, "lam_b", low=0.0)
-    loss = check_loss(loss)
-    bias = check_bias(bias)
+    lam = check_scalar(DEFAULT_LAM if lam is None else lam, "lam", low=0.0, low_inclusive=False)
+    lam_w, lam_h, lam_b, loss, bias = certify_constants(
+        lam_w, lam_h, lam_b, loss, bias, lam_h_default=0.0
+    )
     solver = check_solver(solver)
     max_n = check_int(max_n, "max_n", low=1)
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)

@@ -64,24 +64,25 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return conv
 
 
-def _float_pos(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s!r}")
-    return v
+def _float_above(low: float, *, strict: bool) -> Callable[[str], float]:
+    """A finite number ``> low`` (``strict``) or ``>= low``."""
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+
+    def conv(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
+        if not np.isfinite(v) or v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {s!r}")
+        return v
+
+    conv.__name__ = f"number {bound}"
+    return conv
 
 
-def _float_nonneg(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {s!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s!r}")
-    return v
+_float_pos = _float_above(0.0, strict=True)
+_float_nonneg = _float_above(0.0, strict=False)
 
 
 def _dataset(s: str) -> str:
@@ -298,6 +299,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 
 
+def _output_options(parser: Any, json_help: str) -> None:
+    """``--json PATH`` and ``--no-progress``, shared by the commands that compute results."""
+    parser.add_argument("--json", metavar="PATH", default=None, help=json_help)
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="pfc",
@@ -362,7 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="lam grid of both sweeps (default 11 values from 1e-3 to 1e2)",
     )
     d.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
-    d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser(
         "train",
@@ -370,7 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
         description=TRAIN_DESCRIPTION,
     )
     add_train_options(t)
-    t.set_defaults(func=cmd_train)
 
     f = sub.add_parser(
         "figures",
@@ -380,7 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
         "prediction) into RUN_DIR/figures.",
     )
     f.add_argument("run_dir", metavar="RUN_DIR", help="a run directory or a study directory")
-    f.set_defaults(func=cmd_figures)
 
     s = sub.add_parser(
         "solve",
@@ -433,9 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="per-class subsample of the MUFM certificate when N > 60 (default 2)",
     )
-    s.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
-    s.add_argument("--no-progress", action="store_true")
-    s.set_defaults(func=cmd_solve)
+    _output_options(s, "write the results as JSON")
 
     c = sub.add_parser(
         "check",
@@ -452,9 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Theorems 3-4 (default instances // 10)",
     )
     c.add_argument("--theorems", type=_theorems, default="1,2,3,4", help="subset, e.g. 1,3")
-    c.add_argument("--json", metavar="PATH", default=None, help="write every result as JSON")
-    c.add_argument("--no-progress", action="store_true")
-    c.set_defaults(func=cmd_check)
+    _output_options(c, "write every result as JSON")
 
     r = sub.add_parser(
         "report",
@@ -463,13 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         "from the files of a `pfc demo` study or a `pfc train` run directory.",
     )
     r.add_argument("run_dir", metavar="RUN_DIR", help="a study or run directory")
-    r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("metrics", help="collapse metrics of features saved in an .npz file")
     m.add_argument("file", help="an .npz file with a feature array (N, ...) and labels (N,)")
     m.add_argument("--features", default="H", help="name of the feature array (default H)")
     m.add_argument("--labels", default="y", help="name of the label array (default y)")
-    m.set_defaults(func=cmd_metrics)
     _add_depth_parser(sub)
     return p
 
@@ -560,7 +558,19 @@ def _add_depth_parser(sub: Any) -> None:
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_depth)
+
+
+#: The function that runs each subcommand (``args.command``).
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "figures": cmd_figures,
+    "solve": cmd_solve,
+    "check": cmd_check,
+    "report": cmd_report,
+    "metrics": cmd_metrics,
+    "depth": cmd_depth,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -570,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         _check_outputs(args)
-        return args.func(args)
+        return COMMANDS[args.command](args)
 
     return guarded(f"pfc {args.command}", body, resume_hint=hasattr(args, "resume"))
 

@@ -97,6 +97,13 @@ class MUFMInstance:
         K, n, d = self.X.shape
         return self.X.reshape(K * n, d), np.repeat(np.arange(K), n)
 
+    def penalties(self) -> dict[str, Any]:
+        """The objective's constants other than ``lam``: ``lam_w``, ``lam_h``, ``lam_b``, ``loss``.
+
+        Keyword arguments of :func:`mufm.solve` and of the multilayer objective alike.
+        """
+        return {"lam_w": self.lam_w, "lam_h": self.lam_h, "lam_b": self.lam_b, "loss": self.loss}
+
 
 def dyadic_rotation(d: int, rng: np.random.Generator, *, n_reflections: int = 3) -> np.ndarray:
     """A random orthogonal ``(d, d)`` matrix with dyadic-rational entries (exact in float64).

@@ -165,18 +165,7 @@ def solve_multilayer_joint(
 
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
         Hs, W, b = unpack(z)
-        v, gH, gW, gb = multilayer_value_and_grad(
-            Hs,
-            W,
-            b,
-            X,
-            y,
-            lam=inst.lam,
-            lam_w=inst.lam_w,
-            lam_h=inst.lam_h,
-            lam_b=inst.lam_b,
-            loss=inst.loss,
-        )
+        v, gH, gW, gb = multilayer_value_and_grad(Hs, W, b, X, y, lam=inst.lam, **inst.penalties())
         parts = [gH.ravel(), gW.ravel()] + ([gb] if gb is not None else [])
         return v, np.concatenate(parts)
 
@@ -261,7 +250,7 @@ def analyze_multilayer(
     rec["f_reduced"] = f_red
     rec["reduced_status"] = red.status
     # the identity F(lift(H)) = f(H) at the reduced optimum, ours and the library's
-    kw = dict(lam=lam, lam_w=inst.lam_w, lam_h=inst.lam_h, lam_b=inst.lam_b, loss=inst.loss)
+    kw = dict(lam=lam, **inst.penalties())
     F_lift, *_ = multilayer_value_and_grad(_lift(X, Hr, inst.L), Wr, br_, X, y, **kw)
     f_here = f_reduced(Wr, br_, Hr, y, X=X, **kw)
     scale = max(1.0, abs(f_red))
@@ -335,17 +324,8 @@ def solve_reduced(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return mufm.solve(
-            inst.X,
-            lam=lam,
-            lam_w=inst.lam_w,
-            lam_h=inst.lam_h,
-            lam_b=inst.lam_b,
-            loss=inst.loss if loss is None else loss,
-            bias=inst.bias,
-            tol=tol,
-            max_iter=max_iter,
-        )
+        kw = inst.penalties() | ({} if loss is None else {"loss": loss})
+        return mufm.solve(inst.X, lam=lam, bias=inst.bias, tol=tol, max_iter=max_iter, **kw)
 
 
 def _has_layers_module() -> bool:

@@ -63,6 +63,10 @@ TRAIN_DESCRIPTION = (
 
 #: Accepted values of ``TrainConfig.model``.
 MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
+#: Training losses (the first, the paper's cross entropy, is the default).
+LOSSES: tuple[str, ...] = ("ce", "mse")
+#: Relative positions of the layers (see :func:`resnet_pfc.measure.measure_run`).
+POSITIONS: tuple[str, ...] = ("index", "distance")
 
 #: Per data set defaults used when a field is ``None``: epochs, initial lr, eval_every.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -91,6 +95,11 @@ RESUME_FREE = frozenset(
         "download",
     }
 )
+
+
+def _choice(help: str, choices: tuple[str, ...]) -> Any:
+    """A string option whose default is the first of its ``choices``."""
+    return field(default=choices[0], metadata=_opt(str, help, choices=choices))
 
 
 def _opt(
@@ -226,10 +235,7 @@ class TrainConfig:
         ),
     )
     out: str = field(default="runs/digits", metadata=_opt(str, "run directory", required=True))
-    model: str = field(
-        default="auto",
-        metadata=_opt(str, "auto: the data set's Table I model", choices=MODEL_CHOICES),
-    )
+    model: str = _choice("auto: the data set's Table I model", MODEL_CHOICES)
     blocks: int | None = field(
         default=None,
         metadata=_opt(int, "blocks of the measured stage", low=1, default="the model's"),
@@ -250,13 +256,8 @@ class TrainConfig:
         default=None,
         metadata=_opt(float, "initial learning rate", low=0, positive=True, default="the preset"),
     )
-    loss: str = field(
-        default="ce",
-        metadata=_opt(
-            str,
-            "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample",
-            choices=("ce", "mse"),
-        ),
+    loss: str = _choice(
+        "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample", LOSSES
     )
     momentum: float = field(default=0.9, metadata=_opt(float, "SGD momentum", low=0, high=1))
     weight_decay: float = field(default=5e-4, metadata=_opt(float, "SGD weight decay", low=0))
@@ -298,10 +299,7 @@ class TrainConfig:
         default=False, metadata=_opt(bool, "continue from checkpoints/last.pt of --out")
     )
     device: str = field(default="cpu", metadata=_opt(_device_arg, "cpu, cuda or cuda:N"))
-    dtype: str = field(
-        default="float32",
-        metadata=_opt(str, "parameter and feature dtype", choices=("float32", "float64")),
-    )
+    dtype: str = _choice("parameter and feature dtype", ("float32", "float64"))
     num_workers: int = field(default=0, metadata=_opt(int, "DataLoader workers", low=0))
     threads: int | None = field(
         default=None,
@@ -312,13 +310,8 @@ class TrainConfig:
             default="torch's",
         ),
     )
-    position: str = field(
-        default="index",
-        metadata=_opt(
-            str,
-            "relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||",
-            choices=("index", "distance"),
-        ),
+    position: str = _choice(
+        "relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||", POSITIONS
     )
     geodesic_points: int = field(
         default=101, metadata=_opt(int, "grid of the line prediction (pass-1 metrics)", low=2)

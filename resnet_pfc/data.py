@@ -195,6 +195,18 @@ _MNIST_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 
+
+def _raw(folder: str, files: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{folder}/raw/{f}" for f in files)
+
+
+def _downloaded(
+    name: str, K: int, shape: tuple[int, ...], train: int, test: int, files: tuple[str, ...]
+) -> DatasetInfo:
+    """A downloadable data set: its normalisation and folder come from the tables above."""
+    return DatasetInfo(name, K, shape, train, test, *NORMALISATION[name], FOLDERS[name], files)
+
+
 _INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         "digits", 10, (1, 8, 8), 1347, 450, (DIGITS_MEAN,), (DIGITS_STD,), "", ()
@@ -210,57 +222,35 @@ _INFO: dict[str, DatasetInfo] = {
         "",
         (),
     ),
-    "mnist": DatasetInfo(
-        "mnist",
-        10,
-        (1, 28, 28),
-        60000,
-        10000,
-        *NORMALISATION["mnist"],
-        FOLDERS["mnist"],
-        tuple(f"MNIST/raw/{f}" for f in _MNIST_FILES),
+    "mnist": _downloaded("mnist", 10, (1, 28, 28), 60000, 10000, _raw("MNIST", _MNIST_FILES)),
+    "fashion_mnist": _downloaded(
+        "fashion_mnist", 10, (1, 28, 28), 60000, 10000, _raw("FashionMNIST", _MNIST_FILES)
     ),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist",
-        10,
-        (1, 28, 28),
-        60000,
-        10000,
-        *NORMALISATION["fashion_mnist"],
-        FOLDERS["fashion_mnist"],
-        tuple(f"FashionMNIST/raw/{f}" for f in _MNIST_FILES),
-    ),
-    "cifar10": DatasetInfo(
+    "cifar10": _downloaded(
         "cifar10",
         10,
         (3, 32, 32),
         50000,
         10000,
-        *NORMALISATION["cifar10"],
-        FOLDERS["cifar10"],
         tuple(
             f"cifar-10-batches-py/{f}"
             for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
         ),
     ),
-    "cifar100": DatasetInfo(
+    "cifar100": _downloaded(
         "cifar100",
         100,
         (3, 32, 32),
         50000,
         10000,
-        *NORMALISATION["cifar100"],
-        FOLDERS["cifar100"],
         ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
     ),
-    "stl10": DatasetInfo(
+    "stl10": _downloaded(
         "stl10",
         10,
         (3, 96, 96),
         5000,
         8000,
-        *NORMALISATION["stl10"],
-        FOLDERS["stl10"],
         tuple(
             f"stl10_binary/{f}" for f in ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
         ),

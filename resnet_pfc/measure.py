@@ -52,6 +52,7 @@ from ufm.threads import thread_policy
 __all__ = [
     "Measurement",
     "measure_run",
+    "measure_model",
     "measure",
     "measure_layers",
     "LayerTaps",
@@ -539,6 +540,38 @@ def _geodesic(
         j = int(np.argmin(np.abs(out["t"] - pos)))
         at_layers[lab] = {k: float(v[j]) for k, v in out.items() if k != "t"}
     return out, at_layers
+
+
+def measure_model(model: nn.Module, loader: Iterable[Any], cfg: Any, **options: Any) -> Measurement:
+    """Every measured layer of a toolkit model, its classifier and the geodesic line.
+
+    :func:`measure_run` on ``model.measured_layers()`` with the model's
+    ``measured_classifier()`` on the last layer, ``line=True``, ``strict=False`` (a degenerate
+    layer gives NaN metrics, not an error), and the geodesic grids and layer positions of the
+    training configuration ``cfg``. This is the measurement that training records in
+    ``metrics.csv`` and ``geodesic.csv``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model of :mod:`resnet_pfc.models` (``measured_layers``, ``measured_classifier``,
+        ``num_classes``).
+    loader : iterable of ``(x, y)`` batches
+    cfg : TrainConfig
+        Read: ``geodesic_points``, ``geodesic_pass2_points``, ``position``.
+    **options
+        Further keywords of :func:`measure_run` (``device``, ``dtype``, ``group``, ``line``,
+        ...); they override the choices above.
+
+    Returns
+    -------
+    Measurement
+    """
+    layers = model.measured_layers()
+    kw: dict[str, Any] = {"classifier": {list(layers)[-1]: model.measured_classifier()}}
+    kw |= {"line": True, "strict": False, "position": cfg.position}
+    kw |= {"geodesic_grid": cfg.geodesic_points, "geodesic_pass2_grid": cfg.geodesic_pass2_points}
+    return measure_run(model, loader, layers, model.num_classes, **kw | options)
 
 
 def measure(

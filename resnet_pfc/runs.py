@@ -82,13 +82,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
 )
 #: Columns of geodesic.csv (one row per epoch, split, t); ``layer`` names the layer at that t.
 #: The line has no classifier, so NC3 and NC4 are absent.
-GEODESIC_COLUMNS: tuple[str, ...] = (
-    "epoch",
-    "split",
-    "t",
-    "layer",
-    *(m for m in MEASURED_METRICS if m not in ("nc3", "nc4")),
-)
+_LINE_METRICS = tuple(m for m in MEASURED_METRICS if m not in ("nc3", "nc4"))
+GEODESIC_COLUMNS: tuple[str, ...] = ("epoch", "split", "t", "layer", *_LINE_METRICS)
 _TEXT_COLUMNS = ("split", "layer")
 
 

@@ -18,7 +18,7 @@ demo uses it (see ``docs/demo_recipe.md``).
 
 Every ``eval_every`` epochs (and at epoch 0, the initialisation, and at the last epoch) the
 measured layers -- the input of the measured stage and the output of each block -- are measured on
-the training set (and the test set when ``eval_test``) with :func:`resnet_pfc.measure.measure_run`:
+the training set (and the test set when ``eval_test``) with :func:`resnet_pfc.measure.measure_model`:
 two extra forward passes, all layers at once, ``O(K d)`` memory per layer, plus the geodesic
 prediction between the first and last layer. The last layer gets NC3 and NC4 with the classifier
 (exact for the conv models too, see :meth:`ConvResNet.measured_classifier`).
@@ -68,7 +68,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, check_resumable, make_model, resolve_config
 from .figures import draw_figures
-from .measure import measure_run
+from .measure import measure_model
 from .models import MeasuredModel
 from .report import write_report
 from .runs import (
@@ -357,25 +357,11 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
 def _measure(run: _Run, epoch: int, extra: dict[str, Any]) -> float | None:
     """Measure every layer on every evaluated split, append the rows; the training-set
     accuracy (eval mode)."""
-    cfg, ctx = run.cfg, run.ctx
-    last = list(run.layers)[-1]
-    W, b = run.model.measured_classifier()
+    ctx = run.ctx
     acc_out = None
     for split, loader in run.eval_loaders.items():
-        m = measure_run(
-            run.model,
-            loader,
-            run.layers,
-            run.num_classes,
-            classifier={last: (W, b)},
-            line=True,
-            geodesic_grid=cfg.geodesic_points,
-            geodesic_pass2_grid=cfg.geodesic_pass2_points,
-            position=cfg.position,
-            device=ctx.device,
-            dtype=run.dtype,
-            group=ctx.group,
-            strict=False,
+        m = measure_model(
+            run.model, loader, run.cfg, device=ctx.device, dtype=run.dtype, group=ctx.group
         )
         r, g = rows_from_measurement(m, epoch, split, extra)
         run.rows.extend(r)

@@ -26,6 +26,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -54,245 +55,117 @@ def close(a, b, rtol=1e-8):
 base = ufm.collapse_metrics(H, y)
 """
 
-# (group, name, code). A probe that should be refused has no `ok`; one that should succeed sets
-# `ok` to the verdict of its independent check.
-API_PROBES: list[tuple[str, str, str]] = [
-    # -- metrics: scale, degeneracy, labels, accumulator --------------------------------------
-    ("metrics", "scale 1e120", "ok = close(ufm.collapse_metrics(H * 1e120, y), base)"),
-    ("metrics", "scale 1e-130", "ok = close(ufm.collapse_metrics(H * 1e-130, y), base)"),
-    ("metrics", "scale 1e250", "ok = close(ufm.collapse_metrics(H * 1e250, y), base)"),
-    ("metrics", "scale 1e-250", "ok = close(ufm.collapse_metrics(H * 1e-250, y), base)"),
-    (
-        "metrics",
-        "float32 scale 1e30",
-        "ok = close(ufm.collapse_metrics((H * 1e30).astype(np.float32), y), base, 1e-4)",
-    ),
-    ("metrics", "translation 1e8", "ok = close(ufm.collapse_metrics(H + 1e8 * 0 + 7.0, y), base)"),
-    (
-        "metrics",
-        "class means removed",
-        "M = np.stack([H[y == k].mean(0) for k in range(K)]); ufm.collapse_metrics(H - M[y], y)",
-    ),
-    (
-        "metrics",
-        "class means removed + 5",
-        "M = np.stack([H[y == k].mean(0) for k in range(K)]); ufm.collapse_metrics(H - M[y] + 5.0, y)",
-    ),
-    ("metrics", "string labels", "ufm.collapse_metrics(H, np.array(['a', 'b', 'c'] * n))"),
-    ("metrics", "object labels", "ufm.collapse_metrics(H, np.array([object()] * (K * n)))"),
-    ("metrics", "fractional labels", "ufm.collapse_metrics(H, y + 0.5)"),
-    ("metrics", "negative labels", "ufm.collapse_metrics(H, y - 1)"),
-    ("metrics", "missing class", "ufm.collapse_metrics(H, np.where(y == 1, 2, y), K=3)"),
-    ("metrics", "K float", "ufm.collapse_metrics(H, y, K=3.0)"),
-    ("metrics", "K string", "ufm.collapse_metrics(H, y, K='3')"),
-    ("metrics", "NaN feature", "H2 = H.copy(); H2[0, 0] = np.nan; ufm.collapse_metrics(H2, y)"),
-    ("metrics", "inf feature", "H2 = H.copy(); H2[3, 1] = np.inf; ufm.collapse_metrics(H2, y)"),
-    ("metrics", "length mismatch", "ufm.collapse_metrics(H[:-1], y)"),
-    ("metrics", "1-D features", "ufm.collapse_metrics(H[:, 0].copy(), y)"),
-    ("metrics", "empty", "ufm.collapse_metrics(np.zeros((0, 4)), np.zeros(0, int))"),
-    ("metrics", "complex features", "ufm.collapse_metrics(H.astype(complex), y)"),
-    ("metrics", "string features", "ufm.collapse_metrics(H.astype(str), y)"),
-    (
-        "metrics",
-        "int features",
-        "ok = close(ufm.collapse_metrics(np.round(H * 1000).astype(np.int64), y), ufm.collapse_metrics(np.round(H * 1000), y))",
-    ),
-    (
-        "metrics",
-        "torch features",
-        "ok = close(ufm.collapse_metrics(torch.from_numpy(H), torch.from_numpy(y)), base)",
-    ),
-    ("metrics", "one class", "ufm.collapse_metrics(H[:n], y[:n])"),
-    (
-        "metrics",
-        "pass 2 other data",
-        "a = ufm.CollapseAccumulator(K); a.update(H, y); a.end_first_pass(); a.update(H * 3 + 1, y); a.compute()",
-    ),
-    ("metrics", "state dict empty", "ufm.CollapseAccumulator.from_state_dict({})"),
-    (
-        "metrics",
-        "state dict wrong",
-        "a = ufm.CollapseAccumulator(K); a.update(H, y); sd = a.state_dict(); sd['counts'] = 'x'; ufm.CollapseAccumulator.from_state_dict(sd).compute()",
-    ),
-    ("metrics", "accumulator K=1", "ufm.CollapseAccumulator(1)"),
-    ("metrics", "nc3 wrong W", "ufm.nc3(H, y, np.ones((K + 1, d)))"),
-    ("metrics", "effective depth bad eps", "ufm.effective_depth([0.5, 0.1], epsilon=-1)"),
-    ("metrics", "simplex etf d<K-1", "ufm.simplex_etf(5, 2)"),
-    # -- solvers and certificates ---------------------------------------------------------------
-    (
-        "solve",
-        "mufm zeros (saddle start)",
-        "r = mufm.solve(np.zeros((4, 5, 8)), lam=0.1); ok = r.objective < 0.375 - 1e-3",
-    ),
-    (
-        "solve",
-        "mufm equal class means",
-        "Z = rng.standard_normal((4, 30, 8)); Z -= Z.mean(1, keepdims=True); r = mufm.solve(Z, lam=0.1); ok = r.objective < mufm.solve(Z, lam=0.1, method='gd', max_iter=20000, seed=3).objective + 1e-6",
-    ),
-    (
-        "solve",
-        "mufm lam 1e300",
-        "r = mufm.solve(X, lam=1e300); ok = np.isfinite(r.objective) and all(np.isfinite(v) for v in r.metrics.values())",
-    ),
-    (
-        "solve",
-        "mufm lam 1e14",
-        "r = mufm.solve(X, lam=1e14); ok = np.isfinite(r.objective) and r.metrics['pfc1'] <= ufm.collapse_metrics(X.reshape(-1, d), yX)['pfc1'] * (1 + 1e-9)",
-    ),
-    (
-        "solve",
-        "mufm X*1e100",
-        "r = mufm.solve(X * 1e100, lam=0.1); ok = np.isfinite(r.objective) and all(np.isfinite(v) for v in r.metrics.values())",
-    ),
-    (
-        "solve",
-        "mufm X*1e-100",
-        "r = mufm.solve(X * 1e-100, lam=0.1); ok = np.isfinite(r.objective) and all(np.isfinite(v) for v in r.metrics.values())",
-    ),
-    ("solve", "mufm lam 0", "mufm.solve(X, lam=0.0)"),
-    ("solve", "mufm lam string", "mufm.solve(X, lam='0.1')"),
-    ("solve", "mufm lam nan", "mufm.solve(X, lam=float('nan'))"),
-    ("solve", "mufm seed -1", "mufm.solve(X, lam=0.1, seed=-1)"),
-    ("solve", "mufm labels wrong length", "mufm.solve(X.reshape(-1, d), yX[:-1], lam=0.1)"),
-    ("solve", "mufm 2-D without labels", "mufm.solve(X.reshape(-1, d), lam=0.1)"),
-    ("solve", "mufm NaN data", "X2 = X.copy(); X2[0, 0, 0] = np.nan; mufm.solve(X2, lam=0.1)"),
-    ("solve", "mufm max_iter 0", "mufm.solve(X, lam=0.1, max_iter=0)"),
-    ("solve", "mufm tol negative", "mufm.solve(X, lam=0.1, tol=-1.0)"),
-    ("solve", "mufm unknown method", "mufm.solve(X, lam=0.1, method='newton')"),
-    ("solve", "mufm unknown loss", "mufm.solve(X, lam=0.1, loss='hinge')"),
-    ("solve", "mufm step with lbfgs", "mufm.solve(X, lam=0.1, method='lbfgs', step=0.1)"),
-    ("solve", "ufm d 0", "ufm.solve(y, d=0)"),
-    ("solve", "ufm d float", "ufm.solve(y, d=2.5)"),
-    ("solve", "ufm lam_w negative", "ufm.solve(y, d=8, lam_w=-1.0)"),
-    ("solve", "ufm lam_h 0", "ufm.solve(y, d=8, lam_h=0.0)"),
-    ("solve", "ufm string labels", "ufm.solve(np.array(['a', 'b'] * 5), d=4)"),
-    (
-        "solve",
-        "ufm collapsed optimum",
-        "r = ufm.solve(y, d=8); ok = r.converged and r.metrics['pfc1'] < 1e-6 and r.metrics['pfc2'] < 1e-4",
-    ),
-    (
-        "solve",
-        "ufm ce collapsed",
-        "r = ufm.solve(y, d=8, loss='ce'); ok = r.converged and r.metrics['pfc2'] < 1e-3",
-    ),
-    (
-        "solve",
-        "ufm lam_w 1e300",
-        "r = ufm.solve(y, d=8, lam_w=1e300); ok = np.isfinite(r.objective)",
-    ),
-    (
-        "certify",
-        "mufm certify lam 1e12",
-        "c = mufm.certify(X, lam=1e12); ok = c.bound >= -1e-9 and c.bound <= c.reconstruction_value * (1 + 1e-6) + 1e-12",
-    ),
-    (
-        "certify",
-        "mufm certify X*1e100",
-        "t = __import__('time').time(); c = mufm.certify(X * 1e100, lam=0.1); ok = c.bound <= c.reconstruction_value * (1 + 1e-6) and time.time() - t < 60",
-    ),
-    ("solve", "ufm d 1e7 (free features)", "ufm.solve(np.repeat(np.arange(3), 4), d=10**7)"),
-    ("solve", "gradient flow t_max 1e300", "mufm.gradient_flow(X, t_max=1e300, n_eval=3)"),
-    (
-        "certify",
-        "ufm certify reduce=False N=360",
-        "ufm.certify(np.repeat(np.arange(4), 90), d=6, reduce=False)",
-    ),
-    ("certify", "mufm certify N=400", "mufm.certify(rng.standard_normal((4, 100, 8)), lam=0.1)"),
-    (
-        "certify",
-        "ufm certify valid",
-        "c = ufm.certify(ufm.solve(y, d=8)); ok = c.certifies() and c.bound <= c.reconstruction_value * (1 + 1e-9)",
-    ),
-]
+# One API probe a line: ``group | name | code``. A probe that should be refused sets no `ok`; one
+# that should succeed sets `ok` to the verdict of its independent check.
+API_TABLE = """
+metrics | scale 1e120 | ok = close(ufm.collapse_metrics(H * 1e120, y), base)
+metrics | scale 1e-130 | ok = close(ufm.collapse_metrics(H * 1e-130, y), base)
+metrics | scale 1e250 | ok = close(ufm.collapse_metrics(H * 1e250, y), base)
+metrics | scale 1e-250 | ok = close(ufm.collapse_metrics(H * 1e-250, y), base)
+metrics | float32 scale 1e30 | ok = close(ufm.collapse_metrics((H * 1e30).astype(np.float32), y), base, 1e-4)
+metrics | translation 1e8 | ok = close(ufm.collapse_metrics(H + 1e8 * 0 + 7.0, y), base)
+metrics | class means removed | M = np.stack([H[y == k].mean(0) for k in range(K)]); ufm.collapse_metrics(H - M[y], y)
+metrics | class means removed + 5 | M = np.stack([H[y == k].mean(0) for k in range(K)]); ufm.collapse_metrics(H - M[y] + 5.0, y)
+metrics | string labels | ufm.collapse_metrics(H, np.array(['a', 'b', 'c'] * n))
+metrics | object labels | ufm.collapse_metrics(H, np.array([object()] * (K * n)))
+metrics | fractional labels | ufm.collapse_metrics(H, y + 0.5)
+metrics | negative labels | ufm.collapse_metrics(H, y - 1)
+metrics | missing class | ufm.collapse_metrics(H, np.where(y == 1, 2, y), K=3)
+metrics | K float | ufm.collapse_metrics(H, y, K=3.0)
+metrics | K string | ufm.collapse_metrics(H, y, K='3')
+metrics | NaN feature | H2 = H.copy(); H2[0, 0] = np.nan; ufm.collapse_metrics(H2, y)
+metrics | inf feature | H2 = H.copy(); H2[3, 1] = np.inf; ufm.collapse_metrics(H2, y)
+metrics | length mismatch | ufm.collapse_metrics(H[:-1], y)
+metrics | 1-D features | ufm.collapse_metrics(H[:, 0].copy(), y)
+metrics | empty | ufm.collapse_metrics(np.zeros((0, 4)), np.zeros(0, int))
+metrics | complex features | ufm.collapse_metrics(H.astype(complex), y)
+metrics | string features | ufm.collapse_metrics(H.astype(str), y)
+metrics | int features | ok = close(ufm.collapse_metrics(np.round(H * 1000).astype(np.int64), y), ufm.collapse_metrics(np.round(H * 1000), y))
+metrics | torch features | ok = close(ufm.collapse_metrics(torch.from_numpy(H), torch.from_numpy(y)), base)
+metrics | one class | ufm.collapse_metrics(H[:n], y[:n])
+metrics | pass 2 other data | a = ufm.CollapseAccumulator(K); a.update(H, y); a.end_first_pass(); a.update(H * 3 + 1, y); a.compute()
+metrics | state dict empty | ufm.CollapseAccumulator.from_state_dict({})
+metrics | state dict wrong | a = ufm.CollapseAccumulator(K); a.update(H, y); sd = a.state_dict(); sd['counts'] = 'x'; ufm.CollapseAccumulator.from_state_dict(sd).compute()
+metrics | accumulator K=1 | ufm.CollapseAccumulator(1)
+metrics | nc3 wrong W | ufm.nc3(H, y, np.ones((K + 1, d)))
+metrics | effective depth bad eps | ufm.effective_depth([0.5, 0.1], epsilon=-1)
+metrics | simplex etf d<K-1 | ufm.simplex_etf(5, 2)
+solve | mufm zeros (saddle start) | r = mufm.solve(np.zeros((4, 5, 8)), lam=0.1); ok = r.objective < 0.375 - 1e-3
+solve | mufm equal class means | Z = rng.standard_normal((4, 30, 8)); Z -= Z.mean(1, keepdims=True); r = mufm.solve(Z, lam=0.1); ok = r.objective < mufm.solve(Z, lam=0.1, method='gd', max_iter=20000, seed=3).objective + 1e-6
+solve | mufm lam 1e300 | r = mufm.solve(X, lam=1e300); ok = np.isfinite(r.objective) and all(np.isfinite(v) for v in r.metrics.values())
+solve | mufm lam 1e14 | r = mufm.solve(X, lam=1e14); ok = np.isfinite(r.objective) and r.metrics['pfc1'] <= ufm.collapse_metrics(X.reshape(-1, d), yX)['pfc1'] * (1 + 1e-9)
+solve | mufm X*1e100 | r = mufm.solve(X * 1e100, lam=0.1); ok = np.isfinite(r.objective) and all(np.isfinite(v) for v in r.metrics.values())
+solve | mufm X*1e-100 | r = mufm.solve(X * 1e-100, lam=0.1); ok = np.isfinite(r.objective) and all(np.isfinite(v) for v in r.metrics.values())
+solve | mufm lam 0 | mufm.solve(X, lam=0.0)
+solve | mufm lam string | mufm.solve(X, lam='0.1')
+solve | mufm lam nan | mufm.solve(X, lam=float('nan'))
+solve | mufm seed -1 | mufm.solve(X, lam=0.1, seed=-1)
+solve | mufm labels wrong length | mufm.solve(X.reshape(-1, d), yX[:-1], lam=0.1)
+solve | mufm 2-D without labels | mufm.solve(X.reshape(-1, d), lam=0.1)
+solve | mufm NaN data | X2 = X.copy(); X2[0, 0, 0] = np.nan; mufm.solve(X2, lam=0.1)
+solve | mufm max_iter 0 | mufm.solve(X, lam=0.1, max_iter=0)
+solve | mufm tol negative | mufm.solve(X, lam=0.1, tol=-1.0)
+solve | mufm unknown method | mufm.solve(X, lam=0.1, method='newton')
+solve | mufm unknown loss | mufm.solve(X, lam=0.1, loss='hinge')
+solve | mufm step with lbfgs | mufm.solve(X, lam=0.1, method='lbfgs', step=0.1)
+solve | ufm d 0 | ufm.solve(y, d=0)
+solve | ufm d float | ufm.solve(y, d=2.5)
+solve | ufm lam_w negative | ufm.solve(y, d=8, lam_w=-1.0)
+solve | ufm lam_h 0 | ufm.solve(y, d=8, lam_h=0.0)
+solve | ufm string labels | ufm.solve(np.array(['a', 'b'] * 5), d=4)
+solve | ufm collapsed optimum | r = ufm.solve(y, d=8); ok = r.converged and r.metrics['pfc1'] < 1e-6 and r.metrics['pfc2'] < 1e-4
+solve | ufm ce collapsed | r = ufm.solve(y, d=8, loss='ce'); ok = r.converged and r.metrics['pfc2'] < 1e-3
+solve | ufm lam_w 1e300 | r = ufm.solve(y, d=8, lam_w=1e300); ok = np.isfinite(r.objective)
+certify | mufm certify lam 1e12 | c = mufm.certify(X, lam=1e12); ok = c.bound >= -1e-9 and c.bound <= c.reconstruction_value * (1 + 1e-6) + 1e-12
+certify | mufm certify X*1e100 | t = __import__('time').time(); c = mufm.certify(X * 1e100, lam=0.1); ok = c.bound <= c.reconstruction_value * (1 + 1e-6) and time.time() - t < 60
+solve | ufm d 1e7 (free features) | ufm.solve(np.repeat(np.arange(3), 4), d=10**7)
+solve | gradient flow t_max 1e300 | mufm.gradient_flow(X, t_max=1e300, n_eval=3)
+certify | ufm certify reduce=False N=360 | ufm.certify(np.repeat(np.arange(4), 90), d=6, reduce=False)
+certify | mufm certify N=400 | mufm.certify(rng.standard_normal((4, 100, 8)), lam=0.1)
+certify | ufm certify valid | c = ufm.certify(ufm.solve(y, d=8)); ok = c.certifies() and c.bound <= c.reconstruction_value * (1 + 1e-9)
+"""
 
-# (group, name, argv, expected exit status): stdin closed, 120 s limit.
+# One command-line probe a line: ``name | expected exit status | argv after "python -m"``
+# (split as a shell would; ``{tmp}`` is the probe's scratch folder). Stdin closed, 120 s limit.
+CLI_TABLE = """
+pfc metrics string labels | 2 | pfc metrics {tmp}/strlab.npz
+pfc metrics missing file | 2 | pfc metrics {tmp}/nope.npz
+pfc metrics scaled 1e100 | 0 | pfc metrics {tmp}/big.npz
+pfc metrics wrong key | 2 | pfc metrics --features Z {tmp}/big.npz
+pfc check instances 0 | 2 | pfc check --instances 0
+pfc check json empty | 2 | pfc check --json ''
+pfc check json dir | 2 | pfc check --json {tmp}
+pfc check json under file | 2 | pfc check --json {tmp}/big.npz/x.json
+proofs_check seed -1 | 2 | proofs_check --seed -1
+proofs_check instances abc | 2 | proofs_check --instances abc
+pfc train seed -1 | 2 | pfc train --seed -1 --out {tmp}/r1
+pfc train lr 1e300 | 2 | pfc train --lr 1e300 --out {tmp}/r2
+pfc train lr nan | 2 | pfc train --lr nan --out {tmp}/r3
+pfc train device tpu | 2 | pfc train --device tpu --out {tmp}/r4
+resnet_pfc train epochs 0 | 2 | resnet_pfc train --epochs 0 --out {tmp}/r5
+resnet_pfc train dataset bogus | 2 | resnet_pfc train --dataset bogus --out {tmp}/r6
+resnet_pfc train out under file | 2 | resnet_pfc train --out {tmp}/big.npz/run
+resnet_pfc resume missing (documented: starts afresh) | 0 | resnet_pfc train --resume --epochs 1 --out {tmp}/never
+pfc solve lam 1e300 (valid: the large-lam limit) | 0 | pfc solve --lam 1e300
+pfc solve K huge | 2 | pfc solve --K 100000
+pfc solve K 1 | 2 | pfc solve --K 1
+pfc demo out under file | 2 | pfc demo --quick --out {tmp}/big.npz/demo
+pfc depth depths 0 | 2 | pfc depth --depths 0 --out {tmp}/dd
+pfc unknown command | 2 | pfc frobnicate
+"""
+
+
+def _rows(table: str, n: int) -> list[list[str]]:
+    """The ``|``-separated fields of each line of ``table`` (the last may itself hold ``|``)."""
+    return [[f.strip() for f in line.split(" | ", n - 1)] for line in table.strip().splitlines()]
+
+
+# (group, name, code)
+API_PROBES: list[tuple[str, str, str]] = [(g, n, c) for g, n, c in _rows(API_TABLE, 3)]
+# (group, name, argv, expected exit status)
 PY = [sys.executable]
 CLI_PROBES: list[tuple[str, str, list[str], int]] = [
-    ("cli", "pfc metrics string labels", PY + ["-m", "pfc", "metrics", "{tmp}/strlab.npz"], 2),
-    ("cli", "pfc metrics missing file", PY + ["-m", "pfc", "metrics", "{tmp}/nope.npz"], 2),
-    ("cli", "pfc metrics scaled 1e100", PY + ["-m", "pfc", "metrics", "{tmp}/big.npz"], 0),
-    (
-        "cli",
-        "pfc metrics wrong key",
-        PY + ["-m", "pfc", "metrics", "--features", "Z", "{tmp}/big.npz"],
-        2,
-    ),
-    ("cli", "pfc check instances 0", PY + ["-m", "pfc", "check", "--instances", "0"], 2),
-    ("cli", "pfc check json empty", PY + ["-m", "pfc", "check", "--json", ""], 2),
-    ("cli", "pfc check json dir", PY + ["-m", "pfc", "check", "--json", "{tmp}"], 2),
-    (
-        "cli",
-        "pfc check json under file",
-        PY + ["-m", "pfc", "check", "--json", "{tmp}/big.npz/x.json"],
-        2,
-    ),
-    ("cli", "proofs_check seed -1", PY + ["-m", "proofs_check", "--seed", "-1"], 2),
-    ("cli", "proofs_check instances abc", PY + ["-m", "proofs_check", "--instances", "abc"], 2),
-    (
-        "cli",
-        "pfc train seed -1",
-        PY + ["-m", "pfc", "train", "--seed", "-1", "--out", "{tmp}/r1"],
-        2,
-    ),
-    (
-        "cli",
-        "pfc train lr 1e300",
-        PY + ["-m", "pfc", "train", "--lr", "1e300", "--out", "{tmp}/r2"],
-        2,
-    ),
-    ("cli", "pfc train lr nan", PY + ["-m", "pfc", "train", "--lr", "nan", "--out", "{tmp}/r3"], 2),
-    (
-        "cli",
-        "pfc train device tpu",
-        PY + ["-m", "pfc", "train", "--device", "tpu", "--out", "{tmp}/r4"],
-        2,
-    ),
-    (
-        "cli",
-        "resnet_pfc train epochs 0",
-        PY + ["-m", "resnet_pfc", "train", "--epochs", "0", "--out", "{tmp}/r5"],
-        2,
-    ),
-    (
-        "cli",
-        "resnet_pfc train dataset bogus",
-        PY + ["-m", "resnet_pfc", "train", "--dataset", "bogus", "--out", "{tmp}/r6"],
-        2,
-    ),
-    (
-        "cli",
-        "resnet_pfc train out under file",
-        PY + ["-m", "resnet_pfc", "train", "--out", "{tmp}/big.npz/run"],
-        2,
-    ),
-    (
-        "cli",
-        "resnet_pfc resume missing (documented: starts afresh)",
-        PY + ["-m", "resnet_pfc", "train", "--resume", "--epochs", "1", "--out", "{tmp}/never"],
-        0,
-    ),
-    (
-        "cli",
-        "pfc solve lam 1e300 (valid: the large-lam limit)",
-        PY + ["-m", "pfc", "solve", "--lam", "1e300"],
-        0,
-    ),
-    ("cli", "pfc solve K huge", PY + ["-m", "pfc", "solve", "--K", "100000"], 2),
-    ("cli", "pfc solve K 1", PY + ["-m", "pfc", "solve", "--K", "1"], 2),
-    (
-        "cli",
-        "pfc demo out under file",
-        PY + ["-m", "pfc", "demo", "--quick", "--out", "{tmp}/big.npz/demo"],
-        2,
-    ),
-    (
-        "cli",
-        "pfc depth depths 0",
-        PY + ["-m", "pfc", "depth", "--depths", "0", "--out", "{tmp}/dd"],
-        2,
-    ),
-    ("cli", "pfc unknown command", PY + ["-m", "pfc", "frobnicate"], 2),
+    ("cli", n, PY + ["-m", *shlex.split(cmd)], int(e)) for n, e, cmd in _rows(CLI_TABLE, 3)
 ]
 
 

@@ -182,20 +182,12 @@ def _certificate(name: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def reference_objective(
-    W: np.ndarray,
-    b: np.ndarray | None,
-    H: np.ndarray,
-    y: np.ndarray,
-    *,
-    X: np.ndarray | None = None,
-    lam: float = 0.0,
-    lam_w: float,
-    lam_h: float = 0.0,
-    lam_b: float = 0.0,
-    loss: str = "mse",
-) -> tuple[float, np.ndarray, np.ndarray | None, np.ndarray]:
-    """MATH.md section 5 objective and gradient, written directly (test reference)."""
+def reference_objective(W, b, H, y, *, lam_w, X=None, lam=0.0, lam_h=0.0, lam_b=0.0, loss="mse"):
+    """MATH.md section 5 objective and gradient, written directly (test reference).
+
+    ``W (K, d)``, ``b (K,)`` or None, ``H (N, d)``, ``y (N,)``, data ``X (N, d)`` or None (UFM);
+    returns ``(f, grad_W, grad_b, grad_H)`` in float64 numpy.
+    """
     N, K = H.shape[0], W.shape[0]
     Y = np.eye(K)[y]
     Z = H @ W.T + (0.0 if b is None else b[None, :])
@@ -216,35 +208,29 @@ def reference_objective(
     return float(f), gW, gb, gH / N
 
 
+#: scipy L-BFGS-B options of :func:`brute_force`: tolerances at the limit of double precision.
+LBFGS_OPTIONS = {"maxiter": 20_000, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-16}
+
+
 def brute_force(
-    y: np.ndarray,
-    d: int,
-    *,
-    X: np.ndarray | None = None,
-    lam: float = 0.0,
-    lam_w: float,
-    lam_h: float = 0.0,
-    lam_b: float = 0.0,
-    loss: str = "mse",
-    bias: bool = True,
-    starts: int = 8,
-    seed: int = 0,
+    y: np.ndarray, d: int, *, bias: bool = True, starts: int = 8, seed: int = 0, **problem: Any
 ) -> float:
     """Best objective over ``starts`` random starts of scipy L-BFGS on ``(W, b, H)`` jointly.
 
     Starting scales vary (0.1, 1, 3) so that both the collapsed and the spread basins are
-    sampled; tolerances are at the limit of double precision.
+    sampled; tolerances are at the limit of double precision. ``problem`` holds the keywords of
+    :func:`reference_objective` (``lam_w`` and optionally ``X``, ``lam``, ``lam_h``, ``lam_b``,
+    ``loss``).
     """
     y = np.asarray(y)
     K, N = int(y.max()) + 1, y.size
     nb = K if bias else 0
-    kw = {"X": X, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
 
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W = theta[: K * d].reshape(K, d)
         b = theta[K * d : K * d + nb] if bias else None
         H = theta[K * d + nb :].reshape(N, d)
-        f, gW, gb, gH = reference_objective(W, b, H, y, **kw)
+        f, gW, gb, gH = reference_objective(W, b, H, y, **problem)
         parts = [gW.ravel()] + ([gb] if bias else []) + [gH.ravel()]
         return f, np.concatenate(parts)
 
@@ -253,12 +239,6 @@ def brute_force(
     size = K * d + nb + N * d
     for s in range(starts):
         theta = rng.standard_normal(size) * (0.1, 1.0, 3.0)[s % 3]
-        res = minimize(
-            fun,
-            theta,
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 20_000, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-16},
-        )
+        res = minimize(fun, theta, jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
         best = min(best, float(res.fun))
     return best

@@ -24,7 +24,9 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,8 +49,15 @@ def _profile(n: int) -> settings:
     )
 
 
+def _fuzz(examples: int, strategy: st.SearchStrategy, check: Callable[[Any], None]) -> None:
+    """Run ``check`` on ``examples`` examples drawn from ``strategy`` (settings of _profile)."""
+    _profile(examples)(given(strategy)(check))()
+
+
 FAST = {"metrics": 40, "check": 20, "proofs": 20, "train": 14}
 SLOW = {"metrics": 400, "check": 150, "proofs": 150, "train": 120}
+#: Each fuzz test runs under both: the fast profile by default, the slow one with ``-m slow``.
+PROFILES = [pytest.param(FAST, id="fast"), pytest.param(SLOW, id="slow", marks=pytest.mark.slow)]
 #: Seconds one call may take (the machine running the tests may be busy).
 TIME_LIMIT_S = 60.0
 
@@ -214,17 +223,9 @@ def _check_metrics(argv: list[str]) -> None:
     invoke(pfc_main, argv, (0, 2))
 
 
-@_profile(FAST["metrics"])
-@given(metrics_argv())
-def test_fuzz_pfc_metrics(argv):
-    _check_metrics(argv)
-
-
-@pytest.mark.slow
-@_profile(SLOW["metrics"])
-@given(metrics_argv())
-def test_fuzz_pfc_metrics_slow(argv):
-    _check_metrics(argv)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fuzz_pfc_metrics(profile):
+    _fuzz(profile["metrics"], metrics_argv(), _check_metrics)
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,30 +253,22 @@ def _small_default(argv: list[str]) -> list[str]:
     return argv
 
 
-@_profile(FAST["check"])
-@given(check_options())
-def test_fuzz_pfc_check(argv):
+def _check_pfc_check(argv: list[str]) -> None:
     invoke(pfc_main, ["check", *_small_default(argv)], (0, 1, 2))
 
 
-@_profile(FAST["proofs"])
-@given(check_options())
-def test_fuzz_proofs_check(argv):
+def _check_proofs_check(argv: list[str]) -> None:
     invoke(proofs_main, _small_default(argv), (0, 1, 2))
 
 
-@pytest.mark.slow
-@_profile(SLOW["check"])
-@given(check_options())
-def test_fuzz_pfc_check_slow(argv):
-    invoke(pfc_main, ["check", *_small_default(argv)], (0, 1, 2))
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fuzz_pfc_check(profile):
+    _fuzz(profile["check"], check_options(), _check_pfc_check)
 
 
-@pytest.mark.slow
-@_profile(SLOW["proofs"])
-@given(check_options())
-def test_fuzz_proofs_check_slow(argv):
-    invoke(proofs_main, _small_default(argv), (0, 1, 2))
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fuzz_proofs_check(profile):
+    _fuzz(profile["proofs"], check_options(), _check_proofs_check)
 
 
 # ------------------------------------------------------------------------------------------
@@ -367,14 +360,6 @@ def _check_train(example) -> None:
         assert rc == 2, (argv, err)
 
 
-@_profile(FAST["train"])
-@given(train_argv())
-def test_fuzz_train(example):
-    _check_train(example)
-
-
-@pytest.mark.slow
-@_profile(SLOW["train"])
-@given(train_argv())
-def test_fuzz_train_slow(example):
-    _check_train(example)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fuzz_train(profile):
+    _fuzz(profile["train"], train_argv(), _check_train)

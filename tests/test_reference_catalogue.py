@@ -13,27 +13,12 @@ for ``ufm_ce_bias_K4``), so its slow runs use ``max_iter=1_000_000``.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
+import reference_problems as REF
 
-
-def _reference_module():
-    """tests/reference_problems.py (pytest runs with --import-mode=importlib: load by path)."""
-    if "reference_problems" in sys.modules:
-        return sys.modules["reference_problems"]
-    path = Path(__file__).resolve().parent / "reference_problems.py"
-    spec = importlib.util.spec_from_file_location("reference_problems", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["reference_problems"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-CATALOGUE = _reference_module().CATALOGUE
+CATALOGUE = REF.CATALOGUE
 
 RTOL = 1e-6
 
@@ -125,7 +110,7 @@ def test_mse_methods_agree_to_1e10(prob):
     assert a.converged and b.grad_norm < 1e-10, (a, b)
     assert abs(a.objective - b.objective) <= 1e-10 * abs(b.objective), (a.objective, b.objective)
     # the objective of the returned (W, b, H), evaluated independently
-    ref = _reference_module().reference_objective
+    ref = REF.reference_objective
     X = None if prob.X is None else prob.X.reshape(-1, prob.d)
     kw = {k: v for k, v in prob.kwargs.items() if k not in ("loss", "bias")}
     bias = prob.kwargs.get("bias", True)

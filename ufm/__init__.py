@@ -10,7 +10,7 @@ thread count from the size of its work (:mod:`ufm.threads`; override with
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, metrics
 from .errors import (
     BackendError,
     ConvergenceWarning,
@@ -33,23 +33,7 @@ from .layernorm import (
     layernorm_normalize,
     layernorm_objective,
 )
-from .metrics import (
-    CollapseAccumulator,
-    LineAccumulator,
-    alignment,
-    collapse_metrics,
-    effective_depth,
-    nc1,
-    nc2,
-    nc3,
-    nc4,
-    ncc_accuracy,
-    pfc1,
-    pfc2,
-    pfc3,
-    relative_position,
-    simplex_etf,
-)
+from .metrics import *  # noqa: F403 - the metric functions and accumulators, listed there
 from .objective import objective
 from .registry import METRICS, MetricSpec
 from .result import SolveResult
@@ -81,21 +65,6 @@ __all__ = [
     "SolverError",
     "ConvergenceWarning",
     "RankWarning",
-    "collapse_metrics",
-    "pfc1",
-    "pfc2",
-    "pfc3",
-    "ncc_accuracy",
-    "nc1",
-    "nc2",
-    "nc3",
-    "nc4",
-    "simplex_etf",
-    "effective_depth",
-    "alignment",
-    "relative_position",
-    "CollapseAccumulator",
-    "LineAccumulator",
     "SolveResult",
     "LayerNormOptimum",
     "layernorm_etf_optimum",
@@ -103,4 +72,5 @@ __all__ = [
     "layernorm_objective",
     "SufficientStatistics",
     "solve_statistics",
+    *(name for name in metrics.__all__ if name != "DEFAULT_RANK_TOL"),
 ]

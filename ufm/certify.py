@@ -23,8 +23,7 @@ import numpy as np
 
 from .engine.convex import (
     Certificate,
-    check_bias,
-    check_loss,
+    certify_constants,
     check_solver,
     conclude,
     is_result,
@@ -32,12 +31,11 @@ from .engine.convex import (
     numerical_rank,
     one_hot,
     problem_from_result,
-    result_param,
     size_guard,
     solve_cvx,
     unpack_solution,
 )
-from .engine.options import DEFAULT_LAM_B, DEFAULT_LAM_H, DEFAULT_LAM_W
+from .engine.options import DEFAULT_LAM_H
 from .errors import InputError
 from .threads import thread_policy
 from .validate import check_int, check_labels, check_scalar, to_tensor
@@ -193,33 +191,21 @@ def certify(
         result = y
         given = {"d": d, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b}
         given |= {"loss": loss, "bias": bias, "solution": solution}
-        problem_from_result(result, given, family="ufm")
+        p = problem_from_result(result, given, family="ufm")
+        lam_w, lam_h, lam_b = p["lam_w"], p["lam_h"], p["lam_b"]
+        loss, bias, solution = p["loss"], p["bias"], result
         y = result.y
         d = int(result.H.shape[1])
-        lam_w = result_param(result, "lam_w")
-        lam_h = result_param(result, "lam_h")
-        lam_b = result_param(result, "lam_b", 0.0)
-        loss = result_param(result, "loss", "mse")
-        bias = result_param(result, "bias", result.b is not None)
-        solution = result
     if d is None:
         raise InputError("certify(y, ...) needs the feature dimension d (keyword)")
-    lam_w = DEFAULT_LAM_W if lam_w is None else lam_w
-    lam_h = DEFAULT_LAM_H if lam_h is None else lam_h
-    lam_b = DEFAULT_LAM_B if lam_b is None else lam_b
-    loss = "mse" if loss is None else loss
-    bias = True if bias is None else bias
-
     y_t = to_tensor(y, "y")
     yt, K = check_labels(y_t, int(y_t.shape[0]) if y_t.ndim >= 1 else 0)
     y_np = yt.cpu().numpy()
     N = int(y_np.size)
     d = check_int(d, "d", low=1)
-    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
-    lam_h = check_scalar(lam_h, "lam_h", low=0.0, low_inclusive=False)
-    lam_b = check_scalar(lam_b, "lam_b", low=0.0)
-    loss = check_loss(loss)
-    bias = check_bias(bias)
+    lam_w, lam_h, lam_b, loss, bias = certify_constants(
+        lam_w, lam_h, lam_b, loss, bias, lam_h_default=DEFAULT_LAM_H
+    )
     solver = check_solver(solver)
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
     sol = None if solution is None else unpack_solution(solution, K, N, d, bias)

@@ -7,32 +7,16 @@ L-BFGS on (W, b, H) (tests/reference_problems.py).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import cvxpy as cp
 import numpy as np
 import pytest
+import reference_problems as REF
 import torch
 
 import mufm
 import ufm
 from ufm import Certificate, InputError
 
-
-def _reference_module():
-    if "reference_problems" in sys.modules:
-        return sys.modules["reference_problems"]
-    path = Path(__file__).resolve().parents[1] / "reference_problems.py"
-    spec = importlib.util.spec_from_file_location("reference_problems", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["reference_problems"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-REF = _reference_module()
 RTOL = 1e-6
 
 

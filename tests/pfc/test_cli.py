@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from pfc import runner
-from pfc.cli import main
+from pfc.cli import COMMANDS, build_parser, main
 from pfc.config import StudyConfig, resolve_study_config
 from resnet_pfc.analysis import tpt_check
 from ufm.errors import InputError
@@ -205,19 +206,19 @@ def test_tpt_check_rejects_lost_accuracy_and_rising_loss():
 
 
 @pytest.mark.parametrize(
-    ("kw", "name"),
+    ("name", "value"),
     [
-        ({"certify_per_class": 7}, "certify_per_class"),
-        ({"lams": (1.0,)}, "lams"),
-        ({"lams": (1.0, -1.0)}, "lams"),
-        ({"epochs": 0}, "epochs"),
-        ({"threads": 0}, "threads"),
-        ({"features_per_class": 1}, "features_per_class"),
+        ("certify_per_class", 7),
+        ("lams", (1.0,)),
+        ("lams", (1.0, -1.0)),
+        ("epochs", 0),
+        ("threads", 0),
+        ("features_per_class", 1),
     ],
 )
-def test_study_config_errors_name_the_option(kw, name):
+def test_study_config_errors_name_the_option(name, value):
     with pytest.raises(InputError, match=name):
-        resolve_study_config(StudyConfig(**kw))
+        resolve_study_config(StudyConfig(**{name: value}))
 
 
 def test_study_defaults_sweep_at_least_four_decades():
@@ -538,7 +539,7 @@ def test_os_error_is_one_line_exit_2(capsys, tmp_path, monkeypatch):
     def boom(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
 
-    monkeypatch.setattr(cli, "cmd_metrics", boom)
+    monkeypatch.setitem(cli.COMMANDS, "metrics", boom)
     rc, _, err = _status(capsys, ["metrics", "whatever.npz"])
     assert rc == 2
     _one_line_error(err, "Permission denied", "x")
@@ -586,3 +587,8 @@ def test_metrics_never_prints_a_silent_nan(capsys, tmp_path):
         assert "warning" in err and "not finite" in err
     elif rc == 2:
         _one_line_error(err)
+
+
+def test_every_subcommand_has_a_runner():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)

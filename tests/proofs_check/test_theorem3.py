@@ -6,7 +6,7 @@ import mufm
 from proofs_check import analyze_multilayer, check_theorem3, solve_multilayer_joint
 from proofs_check.instances import MUFMInstance, gaussian_data, random_mufm_instance
 from proofs_check.strategies import mufm_instances, property_settings
-from proofs_check.theorem3 import multilayer_value_and_grad
+from proofs_check.theorem3 import multilayer_value_and_grad, solve_reduced
 from ufm.objective import objective as f_reduced
 
 # profiles registered in conftest.py; HYPOTHESIS_PROFILE=slow selects the long one
@@ -90,3 +90,12 @@ def test_check_theorem3_and_degenerate():
     assert r.n_assumptions_met + sum(r.outside.values()) == 4
     inst = random_mufm_instance(np.random.default_rng(0), degenerate="no_transport")
     assert analyze_multilayer(inst)["reason"].startswith("lam = 0")
+
+
+def test_instance_penalties_are_the_solve_keywords():
+    X = np.arange(12.0).reshape(2, 2, 3)
+    inst = MUFMInstance(X=X, lam=1.0, lam_w=0.01, lam_b=0.2, lam_h=0.3, loss="ce", L=2)
+    assert inst.penalties() == {"lam_w": 0.01, "lam_h": 0.3, "lam_b": 0.2, "loss": "ce"}
+    r = solve_reduced(inst, 1.0, tol=1e-8, max_iter=50)
+    assert {k: r.params[k] for k in inst.penalties()} == inst.penalties()
+    assert solve_reduced(inst, 1.0, tol=1e-8, max_iter=50, loss="mse").params["loss"] == "mse"

@@ -8,6 +8,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
+from resnet_pfc.measure import LayerTaps
+
 
 class TinyDigits(TensorDataset):
     """A balanced digits subset as a TensorDataset with the data contract's attributes."""
@@ -76,6 +78,20 @@ def tiny() -> TinyDigits:
 def tiny_digits() -> type[TinyDigits]:
     """The :class:`TinyDigits` class (fixtures cannot be imported by test modules)."""
     return TinyDigits
+
+
+def layer_taps(model, x):
+    """``model(x)`` and the features of its measured layers, by label."""
+    feats = {}
+    with LayerTaps(model, model.measured_layers(), lambda lab, h: feats.__setitem__(lab, h)):
+        out = model(x)
+    return out, feats
+
+
+@pytest.fixture(scope="session")
+def taps():
+    """:func:`layer_taps` (fixtures cannot be imported by test modules)."""
+    return layer_taps
 
 
 @pytest.fixture(autouse=True)

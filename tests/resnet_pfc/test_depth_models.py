@@ -9,7 +9,6 @@ import torch
 
 from resnet_pfc import train
 from resnet_pfc.config import TrainConfig, resolve_config
-from resnet_pfc.measure import LayerTaps
 from resnet_pfc.models import (
     DEPTH_FAMILIES,
     LNResNet,
@@ -20,13 +19,6 @@ from resnet_pfc.runs import read_csv
 from ufm.errors import InputError
 
 
-def _taps(model, x):
-    feats = {}
-    with LayerTaps(model, model.measured_layers(), lambda lab, h: feats.__setitem__(lab, h)):
-        out = model(x)
-    return out, feats
-
-
 def _ln(h, eps=1e-5):
     # LayerNorm without affine, written out (population variance over the last axis).
     mu = h.mean(-1, keepdim=True)
@@ -35,11 +27,11 @@ def _ln(h, eps=1e-5):
 
 
 @pytest.mark.parametrize("linears", [1, 2])
-def test_ln_resnet_layers_match_a_hand_written_forward(linears):
+def test_ln_resnet_layers_match_a_hand_written_forward(linears, taps):
     torch.manual_seed(0)
     m = LNResNet(64, 10, width=16, blocks=3, linears=linears).double()
     x = torch.randn(7, 1, 8, 8, dtype=torch.float64)
-    out, feats = _taps(m, x)
+    out, feats = taps(m, x)
     assert list(feats) == ["input", "block1", "block2", "block3"]
     A, a = m.stem[1].weight, m.stem[1].bias
     h = _ln(x.reshape(7, -1) @ A.T + a)
@@ -78,11 +70,11 @@ def _attention_by_hand(mha, a):
 
 
 @pytest.mark.parametrize("patch", [None, 4, 2])
-def test_transformer_layers_match_a_hand_written_forward(patch):
+def test_transformer_layers_match_a_hand_written_forward(patch, taps):
     torch.manual_seed(1)
     m = TransformerClassifier((1, 8, 8), 10, width=8, blocks=2, heads=2, patch=patch).double()
     x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
-    out, feats = _taps(m, x)
+    out, feats = taps(m, x)
     assert list(feats) == ["input", "block1", "block2", "final"]
     # tokens by explicit loops: rows, or row-major p x p patches flattened channel-first
     img = x[:, 0]
@@ -130,22 +122,9 @@ def test_build_depth_model_and_bad_sizes():
 
 
 @pytest.mark.parametrize("family", DEPTH_FAMILIES)
-def test_train_registers_the_families(family, tmp_path):
-    res = train(
-        TrainConfig(
-            dataset="digits",
-            out=str(tmp_path / family),
-            model=family,
-            blocks=2,
-            width=16,
-            heads=2,
-            patch=4,
-            epochs=1,
-            per_class=5,
-            progress=False,
-            figures=False,
-        )
-    )
+def test_train_registers_the_families(family, tmp_path, tiny_run):
+    extra = dict(out=str(tmp_path / family), model=family, heads=2, patch=4, epochs=1, per_class=5)
+    res = train(TrainConfig(**tiny_run | extra))
     rows = read_csv(tmp_path / family / "metrics.csv")
     final = [r for r in rows if r["epoch"] == 1]
     labels = [r["layer"] for r in sorted(final, key=lambda r: r["layer_index"])]

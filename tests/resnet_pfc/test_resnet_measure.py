@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader
 
-from resnet_pfc.measure import measure, measure_layers, measure_run
+from resnet_pfc.config import TrainConfig
+from resnet_pfc.measure import measure, measure_layers, measure_model, measure_run
 from resnet_pfc.models import ConvResNet, FCResNet
 from ufm.errors import DegenerateInputError, InputError, PFCWarning
 from ufm.metrics import collapse_metrics, effective_depth, relative_position
@@ -244,3 +245,22 @@ def test_degenerate_layer_strict_and_lenient(tiny_digits):
     assert any(issubclass(w.category, PFCWarning) for w in rec)
     assert math.isnan(res.layers["z"]["pfc1"]) and math.isnan(res.layers["z"]["nc1"])
     assert not math.isnan(res.layers["f"]["nc1"])
+
+
+def test_measure_model_is_measure_run_with_the_training_choices(fc_model, tiny_digits):
+    cfg = TrainConfig(geodesic_points=5, geodesic_pass2_points=3, position="distance")
+    loader = DataLoader(tiny_digits(per_class=6), batch_size=16)
+    got = measure_model(fc_model, loader, cfg)
+    layers = fc_model.measured_layers()
+    W, b = fc_model.measured_classifier()
+    ref = measure_run(
+        fc_model, loader, layers, 10, classifier={list(layers)[-1]: (W, b)}, line=True,
+        geodesic_grid=5, geodesic_pass2_grid=3, position="distance", strict=False,
+    )  # fmt: skip
+    assert got.layers.keys() == ref.layers.keys() and got.positions == ref.positions
+    for label in ref.layers:
+        _close(got.layers[label], ref.layers[label], rtol=0.0)
+    assert "nc3" in got.layers[list(layers)[-1]]
+    np.testing.assert_array_equal(got.geodesic["pfc1"], ref.geodesic["pfc1"])
+    # keywords override the training choices
+    assert measure_model(fc_model, loader, cfg, line=False).geodesic is None

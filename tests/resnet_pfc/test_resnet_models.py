@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resnet_pfc.measure import LayerTaps
 from resnet_pfc.models import (
     TABLE_I,
     ConvResNet,
@@ -16,18 +15,11 @@ from resnet_pfc.models import (
 from ufm.errors import InputError
 
 
-def _taps(model, x):
-    feats = {}
-    with LayerTaps(model, model.measured_layers(), lambda lab, h: feats.__setitem__(lab, h)):
-        out = model(x)
-    return out, feats
-
-
-def test_fc_shapes_and_layers():
+def test_fc_shapes_and_layers(taps):
     torch.manual_seed(0)
     m = FCResNet(64, 10, width=32, blocks=3).double()
     x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
-    out, feats = _taps(m, x)
+    out, feats = taps(m, x)
     assert out.shape == (5, 10)
     assert list(feats) == ["input", "block1", "block2", "block3"]
     assert all(h.shape == (5, 32) for h in feats.values())
@@ -39,13 +31,13 @@ def test_fc_shapes_and_layers():
     torch.testing.assert_close(feats["block3"] @ W.T + b, out, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_classifier_is_exact_on_flattened_features():
+def test_conv_classifier_is_exact_on_flattened_features(taps):
     torch.manual_seed(1)
     m = ConvResNet((3, 16, 16), 7, widths=(8, 12), blocks=2).double()
     m.eval()  # running statistics: the map from features to logits is the same for any batch
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     with torch.no_grad():
-        out, feats = _taps(m, x)
+        out, feats = taps(m, x)
     assert m.stage_shape == (12, 8, 8)
     assert feats["block2"].shape == (4, 12, 8, 8)
     W, b = m.measured_classifier()
@@ -54,10 +46,10 @@ def test_conv_classifier_is_exact_on_flattened_features():
     torch.testing.assert_close(logits, out, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_stage_keeps_one_dimension():
+def test_conv_stage_keeps_one_dimension(taps):
     m = ConvResNet((1, 28, 28), 10, widths=(4, 8, 8), blocks=3)
     with torch.no_grad():
-        _, feats = _taps(m, torch.randn(2, 1, 28, 28))
+        _, feats = taps(m, torch.randn(2, 1, 28, 28))
     dims = {h[0].numel() for h in feats.values()}
     assert dims == {m.feature_dim} == {8 * 7 * 7}
 

@@ -415,7 +415,7 @@ def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch, tiny_
 
     kw = {**tiny_run, "epochs": 3, "milestones": (2,)}
     ref = train(TrainConfig(**kw, out=str(tmp_path / "ref")))
-    real, calls = T.measure_run, []
+    real, calls = T.measure_model, []
 
     def stop_at_epoch2(*a, **k):
         calls.append(1)
@@ -423,11 +423,11 @@ def test_interrupted_run_resumes_across_a_milestone(tmp_path, monkeypatch, tiny_
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(T, "measure_run", stop_at_epoch2)
+    monkeypatch.setattr(T, "measure_model", stop_at_epoch2)
     out = str(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**kw, out=out))
-    monkeypatch.setattr(T, "measure_run", real)
+    monkeypatch.setattr(T, "measure_model", real)
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
     again = train(TrainConfig(**kw, out=out, resume=True))
     assert again.epochs_run == 2

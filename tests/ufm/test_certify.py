@@ -7,12 +7,9 @@ SVD check of the balanced-factor identity, and finite differences for the polish
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+import reference_problems as REF
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,23 +17,10 @@ from hypothesis import strategies as st
 import ufm
 from ufm import Certificate, InputError, certify
 from ufm.certify import balanced_factors
-from ufm.engine.convex import value_and_grad
+from ufm.engine.convex import certify_constants, value_and_grad
+from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_H, DEFAULT_LAM_W
 from ufm.metrics import pfc1, pfc2
 
-
-def _reference_module():
-    """tests/reference_problems.py, shared with the other test files (one cvxpy cache)."""
-    if "reference_problems" in sys.modules:
-        return sys.modules["reference_problems"]
-    path = Path(__file__).resolve().parents[1] / "reference_problems.py"
-    spec = importlib.util.spec_from_file_location("reference_problems", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["reference_problems"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-REF = _reference_module()
 RTOL = 1e-6  # the certificate's promise: optimum to 1e-6 relative
 
 
@@ -347,3 +331,23 @@ def test_certificate_to_dict_is_json_ready_and_status_is_the_enum():
     np.testing.assert_array_equal(np.asarray(back["W"]), cert.W)
     np.testing.assert_array_equal(np.asarray(back["spectrum"]), cert.spectrum)
     assert back["params"]["d"] == 3 and set(back) >= {"gap", "rel_gap", "H", "b", "solve_time"}
+
+
+def test_certify_constants_defaults_and_ranges():
+    got = certify_constants(None, None, None, None, None, lam_h_default=DEFAULT_LAM_H)
+    assert got == (DEFAULT_LAM_W, DEFAULT_LAM_H, DEFAULT_LAM_B, "mse", True)
+    assert certify_constants(1.0, 0.0, 0.0, "CE", False, lam_h_default=0.0) == (
+        1.0, 0.0, 0.0, "ce", False,
+    )  # fmt: skip
+    bad = [
+        dict(lam_w=0.0), dict(lam_w=float("nan")), dict(lam_b=-1.0), dict(loss="hinge"),
+        dict(bias="yes"), dict(lam_h=-1.0),
+    ]  # fmt: skip
+    for kw in bad:
+        args = {"lam_w": None, "lam_h": None, "lam_b": None, "loss": None, "bias": None} | kw
+        name = next(iter(kw))
+        with pytest.raises(InputError, match=name):
+            certify_constants(**args, lam_h_default=0.0)
+    # lam_h = 0 is refused only where the default is positive (the UFM)
+    with pytest.raises(InputError, match="lam_h"):
+        certify_constants(1.0, 0.0, 0.0, "mse", True, lam_h_default=DEFAULT_LAM_H)

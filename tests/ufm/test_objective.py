@@ -98,21 +98,11 @@ def test_objective_float32_input_computed_in_float64():
     np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 
-def make_problem(
-    ops,
-    seed=0,
-    *,
-    loss="mse",
-    bias=True,
-    lam=0.3,
-    lam_w=0.2,
-    lam_h=0.1,
-    lam_b=0.05,
-    K=3,
-    n=3,
-    d=4,
-    dtype=torch.float64,
-):
+#: The penalties of :func:`make_problem` where a test does not override them.
+PENALTIES = dict(lam=0.3, lam_w=0.2, lam_h=0.1, lam_b=0.05)
+
+
+def make_problem(ops, seed=0, *, loss="mse", bias=True, K=3, n=3, d=4, dtype=torch.float64, **pen):
     W, b, H, y, X = random_problem(seed, K, n, d)
     if ops is NP:
         like = np.empty(0)
@@ -125,7 +115,7 @@ def make_problem(
             return torch.as_tensor(a, dtype=dtype)
 
         yy = torch.as_tensor(y)
-    pb = Problem(ops, yy, K, d, conv(X), Params(lam, lam_w, lam_h, lam_b, loss, bias), like)
+    pb = Problem(ops, yy, K, d, conv(X), Params(**PENALTIES | pen, loss=loss, bias=bias), like)
     return pb, conv(W), conv(b), conv(H)
 
 

@@ -21,8 +21,9 @@ import numpy as np
 from ..errors import ConvergenceWarning, InputError, SolverError
 from ..objective import objective
 from ..status import Status
-from ..validate import check_features, describe
+from ..validate import check_features, check_scalar, describe
 from .certificate import EXACT_RTOL, Certificate, check_bound
+from .options import DEFAULT_LAM_B, DEFAULT_LAM_W
 
 __all__ = [
     "Certificate",
@@ -30,6 +31,7 @@ __all__ = [
     "LOSSES",
     "MAX_CERTIFY_BYTES",
     "MAX_CERTIFY_SECONDS",
+    "certify_constants",
     "check_bias",
     "check_bound",
     "check_loss",
@@ -62,6 +64,46 @@ def check_bias(bias: Any) -> bool:
     if not isinstance(bias, bool | np.bool_):
         raise InputError(f"bias must be True or False, got {describe(bias)}")
     return bool(bias)
+
+
+def certify_constants(
+    lam_w: Any, lam_h: Any, lam_b: Any, loss: Any, bias: Any, *, lam_h_default: float
+) -> tuple[float, float, float, str, bool]:
+    """Defaults and checks of the problem constants that both certificates share.
+
+    ``None`` takes the default of the solvers: ``lam_w`` :data:`DEFAULT_LAM_W`, ``lam_h``
+    ``lam_h_default``, ``lam_b`` :data:`DEFAULT_LAM_B`, ``loss`` ``"mse"``, ``bias`` True.
+    ``lam_w`` must be positive; ``lam_h`` too when its default is (the UFM, whose infimum is
+    not attained at ``lam_h = 0``), else non-negative (the MUFM); ``lam_b`` non-negative.
+
+    Parameters
+    ----------
+    lam_w, lam_h, lam_b : float or None
+        Weight, feature and bias penalties as passed.
+    loss : {"mse", "ce"} or None
+    bias : bool or None
+    lam_h_default : float
+        The family's default ``lam_h`` (positive for the UFM, 0 for the MUFM).
+
+    Returns
+    -------
+    tuple
+        ``(lam_w, lam_h, lam_b, loss, bias)``, validated (``loss`` lower case).
+
+    Raises
+    ------
+    InputError
+        A constant out of its range or not a finite number, an unknown loss, a non-bool bias.
+    """
+    lam_w = check_scalar(
+        DEFAULT_LAM_W if lam_w is None else lam_w, "lam_w", low=0.0, low_inclusive=False
+    )
+    lam_h = lam_h_default if lam_h is None else lam_h
+    lam_h = check_scalar(lam_h, "lam_h", low=0.0, low_inclusive=lam_h_default == 0)
+    lam_b = check_scalar(DEFAULT_LAM_B if lam_b is None else lam_b, "lam_b", low=0.0)
+    loss = check_loss("mse" if loss is None else loss)
+    bias = check_bias(True if bias is None else bias)
+    return lam_w, lam_h, lam_b, loss, bias
 
 
 def check_solver(solver: Any) -> str | None:
@@ -360,8 +402,16 @@ def loss_expr(Z: Any, b: Any, Y: np.ndarray, weights: np.ndarray, loss: str) -> 
     return weights @ lse - cp.sum(cp.multiply(Y @ np.diag(weights), logits))
 
 
-def problem_from_result(result: Any, given: dict[str, Any], *, family: str) -> None:
-    """Refuse problem keywords passed together with a SolveResult, and the other family's result.
+def problem_from_result(result: Any, given: dict[str, Any], *, family: str) -> dict[str, Any]:
+    """The problem of a SolveResult to certify; refuses keywords passed with it and the other family.
+
+    Returns
+    -------
+    dict
+        The problem's constants from ``result.params``: ``lam`` (MUFM only), ``lam_w``,
+        ``lam_h``, ``lam_b``, ``loss`` and ``bias``. Where ``params`` lacks one: ``lam_h`` 0 for
+        the MUFM (None for the UFM, whose front end then applies its default), ``lam_b`` 0,
+        ``loss`` ``"mse"``, ``bias`` whether the result has a ``b``.
 
     Raises
     ------
@@ -390,6 +440,12 @@ def problem_from_result(result: Any, given: dict[str, Any], *, family: str) -> N
         raise InputError(
             "this SolveResult has no data X (a UFM problem); certify it with ufm.certify(result)"
         )
+    absent = {"lam_h": 0.0 if family == "mufm" else None, "lam_b": 0.0, "loss": "mse"}
+    absent["bias"] = result.b is not None
+    keys: tuple[str, ...] = ("lam_w", "lam_h", "lam_b", "loss", "bias")
+    if family == "mufm":
+        keys = ("lam", *keys)
+    return {k: result_param(result, k, absent.get(k)) for k in keys}
 
 
 def conclude(

@@ -196,17 +196,12 @@ PENALTY_LIMIT = 1e10
 
 
 def check_params(
-    *,
-    lam: float,
-    lam_w: float,
-    lam_h: float,
-    lam_b: float,
-    loss: str,
-    bias: bool,
-    method: str,
-    scale: float | Callable[[], float] | None = None,
+    raw: Params, *, method: str, scale: float | Callable[[], float] | None = None
 ) -> Params:
     """Validate coefficients and options; returns :class:`ufm.engine.core.Params`.
+
+    ``raw`` holds the coefficients as the user passed them (unchecked): ``lam``, ``lam_w``,
+    ``lam_h``, ``lam_b``, ``loss``, ``bias``; ``method`` is the resolved method.
 
     ``scale`` is the data's scale (``max |x|``, or a function computing it, called only when a
     penalty exceeds the limit; ``None`` without data). ``X * a`` with ``lam_w * a^2``
@@ -215,10 +210,11 @@ def check_params(
     not scale), and without data (the UFM) to ``lam_h`` too, whose features then underflow; with
     data, ``lam`` and ``lam_h`` need no limit (the statistics solver rescales them exactly).
     """
-    lam = check_scalar(lam, "lam")
-    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
-    lam_h = check_scalar(lam_h, "lam_h")
-    lam_b = check_scalar(lam_b, "lam_b")
+    lam = check_scalar(raw.lam, "lam")
+    lam_w = check_scalar(raw.lam_w, "lam_w", low=0.0, low_inclusive=False)
+    lam_h = check_scalar(raw.lam_h, "lam_h")
+    lam_b = check_scalar(raw.lam_b, "lam_b")
+    loss, bias = raw.loss, raw.bias
     if callable(scale):
         scale = scale() if lam_w > PENALTY_LIMIT else 1.0  # one pass over X only when needed
     # data below unit scale is not penalised further: the solvers handle it as it is (measured)

@@ -19,7 +19,7 @@ from ..metrics import collapse_metrics
 from ..result import SolveResult
 from ..status import Status
 from ..validate import check_int, describe
-from .core import Problem
+from .core import Params, Problem
 from .methods import Raw, initial_point, run_method
 from .options import (
     Backend,
@@ -92,16 +92,8 @@ def solve_problem(
     SolveResult
     """
     method = resolve_method(method, loss)
-    params = check_params(
-        lam=lam,
-        lam_w=lam_w,
-        lam_h=lam_h,
-        lam_b=lam_b,
-        loss=loss,
-        bias=bias,
-        method=method,
-        scale=None if X is None else (lambda: data_scale(X)),
-    )
+    raw = Params(lam, lam_w, lam_h, lam_b, loss, bias)
+    params = check_params(raw, method=method, scale=None if X is None else lambda: data_scale(X))
     step = check_method_options(method, step=step)
     if X is None and d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
         warnings.warn(
