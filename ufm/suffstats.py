@@ -60,10 +60,12 @@ The optimal features are an affine map of ``x`` per class,
 :math:`h_i = a_{y_i} + G x_i` with :math:`G = \frac{\lambda}{\mu}(I - W^\top(WW^\top+\mu I)^{-1}W)`,
 so :meth:`StatsSolution.features` produces them in one streaming pass and
 :meth:`StatsSolution.class_metrics` gives PFC1 and PFC2 of ``H*`` from the statistics alone.
-:meth:`StatsSolution.features_with_metrics` (what ``mufm.solve`` uses for float64 numpy data)
-writes ``H*`` chunk by chunk into one array and, on each chunk while it is in cache, runs the
-second pass of the collapse metrics against class means taken from the statistics
-(:math:`\mu_k(H) = a_k + G m_k`), so ``H*`` and all its metrics cost one pass over ``X``.
+:meth:`StatsSolution.feature_metrics` (what ``mufm.solve`` uses for float64 numpy data) runs
+the second pass of the collapse metrics against class means taken from the statistics
+(:math:`\mu_k(H) = a_k + G m_k`) on each chunk of ``H*`` formed in a chunk-sized buffer, so
+every metric costs one pass over ``X`` and the ``N x d`` array is never written;
+``mufm.solve`` forms it only when ``result.H`` is first read. Both passes split their rows
+between the threads the call was granted (:func:`ufm.threads.map_row_blocks`).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ import torch
 from .errors import DegenerateInputError, InputError
 from .status import Status
 from .threads import map_row_blocks, thread_policy
-from .validate import check_int, check_scalar, describe, to_tensor
+from .validate import check_int, check_merge_partner, check_scalar, describe, to_tensor
 
 __all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
 
@@ -232,9 +234,7 @@ class SufficientStatistics:
 
     def merge(self, other: SufficientStatistics) -> SufficientStatistics:
         """Add another shard's statistics into this one (in place; returns self)."""
-        if not isinstance(other, SufficientStatistics) or other.K != self.K:
-            raise InputError("merge() needs a SufficientStatistics with the same K")
-        if other.d is None:
+        if not check_merge_partner(self, other):
             return self
         if self.d is None:
             self._init(other.d)

@@ -18,6 +18,7 @@ from .errors import DegenerateInputError, InputError
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
 __all__ = [
+    "check_merge_partner",
     "is_torch",
     "to_tensor",
     "check_features",
@@ -251,3 +252,20 @@ def check_int(value: Any, name: str, *, low: int | None = None) -> int:
     if low is not None and v < low:
         raise InputError(f"{name} must be >= {low}, got {v}")
     return v
+
+
+def check_merge_partner(this: Any, other: Any, size: str = "K") -> bool:
+    """Check the argument of an accumulator's ``merge``; ``True`` when ``other`` holds data.
+
+    ``other`` must be an instance of ``this``'s class with the same ``size`` attribute (the
+    number of classes).
+
+    Raises
+    ------
+    InputError
+        Another type, or another ``size``.
+    """
+    cls = type(this).__name__
+    if not isinstance(other, type(this)) or getattr(other, size) != getattr(this, size):
+        raise InputError(f"merge() needs a {cls} with the same {size}, got {describe(other)}")
+    return getattr(other, "d", None) is not None

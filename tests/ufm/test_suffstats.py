@@ -388,3 +388,21 @@ def test_mufm_h_is_formed_on_first_access_and_checked():
     # other methods and backends return H directly
     assert mufm.solve(X, y, lam=0.1, method="lbfgs-h").formed("H")
     assert mufm.solve(torch.from_numpy(X), torch.from_numpy(y), lam=0.1).formed("H")
+
+
+def test_merge_partner_is_checked_by_both_accumulators():
+    """ufm.validate.check_merge_partner: another type or another K is refused by name; an
+    empty partner merges as a no-op."""
+    from ufm.validate import check_merge_partner
+
+    a, b = SufficientStatistics(3), SufficientStatistics(4)
+    with pytest.raises(InputError, match="SufficientStatistics with the same K"):
+        a.merge(b)
+    with pytest.raises(InputError, match="CollapseAccumulator with the same K"):
+        ufm.CollapseAccumulator(3).merge(a)
+    assert check_merge_partner(a, SufficientStatistics(3)) is False
+    X, y = _data(K=3)
+    full = _stats(X, y, 3)
+    assert check_merge_partner(a, full) is True
+    np.testing.assert_array_equal(a.merge(full).counts, full.counts)
+    np.testing.assert_array_equal(full.merge(SufficientStatistics(3)).counts, a.counts)

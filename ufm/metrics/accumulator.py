@@ -20,6 +20,7 @@ from ..validate import (
     check_batch_labels,
     check_features_maxabs,
     check_int,
+    check_merge_partner,
     check_scalar,
     describe,
 )
@@ -346,9 +347,7 @@ class CollapseAccumulator:
     @thread_policy()
     def merge(self, other: CollapseAccumulator) -> CollapseAccumulator:
         """Combine another shard of the same layer into this one (in place; returns self)."""
-        if not isinstance(other, CollapseAccumulator) or other.K != self.K:
-            raise InputError("merge() needs a CollapseAccumulator with the same K")
-        if other.counts is None:
+        if not check_merge_partner(self, other) or other.counts is None:
             return self
         if self.counts is None:
             self._init_state(other.d, other.device)
