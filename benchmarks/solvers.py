@@ -17,9 +17,10 @@ MUFM, ``lam_w = lam_b = 5e-4``, ``lam_h = 0``):
    solve, and every collapse metric of ``H`` in one more pass; ``H`` itself is formed on the
    first read of ``res.H``, timed separately). Interleaved, best of three each.
 3. The demo's network sweep shape: ``N = 1,347``, ``d = 256``, 11 values of ``lam`` in
-   ``logspace(-3, 2, 11)``: ``lbfgs-h`` (today's ``pfc demo``) per value vs one statistics pass
-   reused by 11 ``suffstats`` solves (``--quick``: lbfgs-h on 3 of the 11 values, ratio per
-   solve).
+   ``logspace(-3, 2, 11)``: ``lbfgs-h`` per value vs one statistics pass reused by 11
+   ``suffstats`` solves (``--quick``: lbfgs-h on 3 of the 11 values, ratio per solve); also
+   the sweep as it ran before issue 10 (``lbfgs-h``, then the default, with no thread policy:
+   ``ufm.threads("inherit")``, 3 of the 11 values).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import mufm
+import ufm
 from ufm.errors import ConvergenceWarning
 from ufm.suffstats import SufficientStatistics, solve_statistics
 
@@ -155,6 +157,21 @@ def case_sweep(rows: list, quick: bool) -> None:
             for o, s in zip(olds, [sols[list(lams).index(v)] for v in old_lams], strict=True)
         )
         setting = "pinned (1 thread)" if pin else "default"
+        if not pin:
+            # the issue's "today": lbfgs-h (then the default) without the thread policy, i.e.
+            # BLAS and torch at their own default thread counts (3 of the 11 values)
+            t = time.perf_counter()
+            with ufm.threads("inherit"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                for lam in lams[[0, 5, 10]]:
+                    mufm.solve(X, y, lam=float(lam), method="lbfgs-h")
+            per_before = (time.perf_counter() - t) / 3
+            rows.append(
+                f"| sweep N=1,347, d=256, 11 lam | before issue 10 (lbfgs-h, no thread policy) "
+                f"| lbfgs-h {per_before:.2f} s per value (3 run, est. 11 values "
+                f"{11 * per_before:.1f} s) | one pass + 11 suffstats solves {t_new:.3f} s "
+                f"(default) | {11 * per_before / t_new:.0f}x |"
+            )
         rows.append(
             f"| sweep N=1,347, d=256, 11 lam | {setting} | lbfgs-h {per_old:.2f} s per value "
             f"({len(old_lams)} run, est. 11 values {11 * per_old:.1f} s) | one pass + 11 suffstats "
