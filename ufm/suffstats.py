@@ -193,23 +193,35 @@ class SufficientStatistics:
             raise InputError(f"X has d={Xt.shape[1]} columns, earlier batches had d={self.d}")
         if Xt.shape[0] == 0:
             return self
-        if isinstance(X, np.ndarray) and X.dtype == np.float64:
-            Xn = X
-        else:
-            Xn = Xt.to(torch.float64).cpu().numpy()
-        yn = yt.cpu().numpy()
-        B = Xn.shape[0]
-        cnt = np.bincount(yn, minlength=self.K)
-        # per-class sums through one-hot products (BLAS) over cache-sized row blocks (no (B, K)
-        # array), second moment by a rank-B update
+        B = int(Xt.shape[0])
         keep_rows = self.second is None and self.gram == "auto" and self.N + B <= self.d
-        with np.errstate(all="ignore"):  # non-finite results are checked just below
-            if keep_rows:
-                sums = _class_sums(Xn, yn, self.K)
-                sq = float(np.einsum("ij,ij->", Xn, Xn))
+        if _on_accelerator(Xt) and not keep_rows:
+            # data on a GPU stay there: the K x d and d x d moments (float64) are what crosses
+            # to the CPU, not X
+            Xd = Xt.to(torch.float64)
+            yd = yt.to(Xd.device)
+            cnt = torch.bincount(yd, minlength=self.K).cpu().numpy()
+            sums = torch.zeros((self.K, self.d), dtype=torch.float64, device=Xd.device)
+            sums = sums.index_add_(0, yd, Xd).cpu().numpy()
+            Gb = (Xd.T @ Xd).cpu().numpy()
+            sq = float(np.trace(Gb))
+            Xn = None
+        else:
+            if isinstance(X, np.ndarray) and X.dtype == np.float64:
+                Xn = X
             else:
-                sums, Gb = _moments(Xn, yn, self.K)
-                sq = float(np.trace(Gb))
+                Xn = Xt.to(torch.float64).cpu().numpy()
+            yn = yt.cpu().numpy()
+            cnt = np.bincount(yn, minlength=self.K)
+            # per-class sums through one-hot products (BLAS) over cache-sized row blocks (no
+            # (B, K) array), second moment by a rank-B update, in one pass over X
+            with np.errstate(all="ignore"):  # non-finite results are checked just below
+                if keep_rows:
+                    sums = _class_sums(Xn, yn, self.K)
+                    sq = float(np.einsum("ij,ij->", Xn, Xn))
+                else:
+                    sums, Gb = _moments(Xn, yn, self.K)
+                    sq = float(np.trace(Gb))
         if not (math.isfinite(sq) and np.isfinite(sums).all()):
             raise InputError(
                 "X has non-finite values or values too large for float64 second moments "
@@ -356,6 +368,11 @@ class SufficientStatistics:
         for R in self.rows:
             out += (V @ R.T) @ R
         return out
+
+
+def _on_accelerator(X: torch.Tensor) -> bool:
+    """Whether ``X`` lives on a GPU (or another non-CPU device): its moments are taken there."""
+    return X.device.type != "cpu"
 
 
 def _class_sums(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:

@@ -406,3 +406,23 @@ def test_merge_partner_is_checked_by_both_accumulators():
     assert check_merge_partner(a, full) is True
     np.testing.assert_array_equal(a.merge(full).counts, full.counts)
     np.testing.assert_array_equal(full.merge(SufficientStatistics(3)).counts, a.counts)
+
+
+def test_moments_of_device_tensors_are_taken_on_the_device(monkeypatch):
+    """Data on a GPU stay there (only the moments cross to the CPU): the torch route, run here
+    on CPU tensors by declaring them 'on an accelerator', equals the numpy route; the rows
+    route (N <= d) still keeps the rows on the CPU."""
+    import ufm.suffstats as S
+
+    X, y = _data(K=3, n=40, d=5, seed=4)
+    ref = _stats(X, y, 3, batch=50)
+    monkeypatch.setattr(S, "_on_accelerator", lambda t: True)
+    got = _stats(torch.from_numpy(X), torch.from_numpy(y), 3, batch=50)
+    np.testing.assert_array_equal(got.counts, ref.counts)
+    np.testing.assert_allclose(got.sums, ref.sums, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got.second, ref.second, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(got.sq, ref.sq, rtol=1e-13)
+    small = SufficientStatistics(3).update(torch.from_numpy(X[:4]), torch.from_numpy(y[:4]))
+    assert small.second is None and len(small.rows) == 1
+    with pytest.raises(InputError, match="non-finite"):
+        SufficientStatistics(3).update(torch.full((10, 5), 1e200, dtype=torch.float64), y[:10])
