@@ -24,8 +24,10 @@ where ``n_configured`` is the thread count in effect when the call starts (torch
 ``OMP_NUM_THREADS=1`` or a user's ``torch.set_num_threads`` stay respected) and ``n_free`` is
 the number of cores not busy with other processes: the number of usable cores minus the 1-minute
 load average, less this process's own share of that load (tracked as an exponential average of
-its CPU time with the kernel's 60 s time constant). On a machine shared with other jobs this
-keeps one thread; on an idle machine large work gets every core.
+its CPU time with the kernel's 60 s time constant), or minus the number of other tasks runnable
+at the moment of the call when that is smaller (the average lags a minute behind a machine
+whose other jobs have just ended). On a machine shared with other jobs this keeps one thread;
+on an idle machine large work gets every core.
 
 Overrides, strongest first
 --------------------------
@@ -222,13 +224,31 @@ def _process_age() -> float:
 _own = _OwnLoad()
 
 
+def _runnable_now() -> int | None:
+    """Tasks runnable at this instant, this thread included (``/proc/loadavg``'s 4th field)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
+        return None
+
+
 def free_cores() -> int:
-    """Cores not busy with other processes (1-minute load average less this process's share)."""
+    """Cores not busy with other processes.
+
+    The busy count is the 1-minute load average less this process's own share, or the number
+    of other tasks runnable at this instant when that is smaller: the average lags about a
+    minute behind a machine whose other jobs have just finished, while a job that is computing
+    now is runnable now.
+    """
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - no load average
         return _CORES
     others = max(0.0, load - _own.update())
+    now = _runnable_now()
+    if now is not None:
+        others = min(others, float(max(now - 1, 0)))
     return int(min(_CORES, max(1, math.floor(_CORES - others + 0.5))))
 
 

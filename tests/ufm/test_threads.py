@@ -216,3 +216,23 @@ def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
     with pytest.raises(ValueError, match="block"):
         T.map_row_blocks(1000, bad, n_threads=2, min_rows=10)
     assert torch.get_num_threads() == before
+
+
+def test_free_cores_uses_the_smaller_of_lagging_average_and_runnable_now(monkeypatch):
+    """A machine whose other job just ended (load average still 1.5, nothing else runnable)
+    has every core free; one whose other job is computing now (runnable) does not, whatever
+    the average says."""
+    monkeypatch.setattr(T, "_CORES", 2)
+    monkeypatch.setattr(T._own, "update", lambda: 0.0)
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    monkeypatch.setattr(T, "_runnable_now", lambda: 1)  # only this thread
+    assert T.free_cores() == 2
+    monkeypatch.setattr(T, "_runnable_now", lambda: 2)  # another task runs now
+    assert T.free_cores() == 1
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(T, "_runnable_now", lambda: 3)  # just started: the average decides
+    assert T.free_cores() == 2
+    monkeypatch.setattr(T, "_runnable_now", lambda: None)  # no /proc/loadavg
+    monkeypatch.setattr(T.os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert T.free_cores() == 1
+    assert isinstance(T._runnable_now(), int | None)
