@@ -4,7 +4,7 @@ Streaming measurement (no stored features) of the collapse metrics of every bloc
 the geodesic-line prediction between the first and last measured layer, the paper's models
 (Table I), its training recipe with atomic checkpoints and resumption, DDP, figures and reports.
 
->>> from resnet_pfc import TrainConfig, train, measure_layers, paper_model   # doctest: +SKIP
+>>> from resnet_pfc import TrainConfig, train, measure, paper_model   # doctest: +SKIP
 >>> res = train(TrainConfig(dataset="digits", epochs=10, out="runs/digits"))  # doctest: +SKIP
 
 Command line: ``python -m resnet_pfc train --dataset digits --epochs 40 --out runs/digits``.
@@ -28,7 +28,7 @@ from __future__ import annotations
 from .config import TrainConfig
 from .data import load_dataset
 from .figures import draw_figures
-from .measure import LayerTaps, Measurement, measure_layers, measure_run
+from .measure import LayerTaps, Measurement, measure_run
 from .measure import measure as measure
 from .models import TABLE_I, ConvResNet, FCResNet, build_model, paper_model
 from .report import write_report
@@ -43,7 +43,6 @@ __all__ = [
     "read_csv",
     "load_run",
     "measure",
-    "measure_layers",
     "measure_run",
     "Measurement",
     "LayerTaps",

@@ -23,8 +23,8 @@ the whole set. In ``eval()`` mode (which :func:`measure_run` sets) a sample's fe
 depend on the other samples of its batch (batch norm uses its running statistics), so the result
 equals a single-process measurement up to float64 round-off in the merges.
 
->>> from resnet_pfc.measure import measure_layers                     # doctest: +SKIP
->>> metrics = measure_layers(model, loader, ["layer1", "layer2", "layer3"])   # doctest: +SKIP
+>>> from resnet_pfc.measure import measure                               # doctest: +SKIP
+>>> metrics = measure(model, loader, ["layer1", "layer2", "layer3"])   # doctest: +SKIP
 >>> metrics["layer3"]["pfc1"]                                           # doctest: +SKIP
 
 Size (over 500 lines): the hooks, the two streaming passes with their all-reduce, the
@@ -54,7 +54,6 @@ __all__ = [
     "measure_run",
     "measure_model",
     "measure",
-    "measure_layers",
     "LayerTaps",
     "PASS1_KEYS",
     "PASS2_KEYS",
@@ -624,7 +623,3 @@ def measure(
         group=group,
         progress=progress,
     ).layers
-
-
-#: Alias of :func:`measure` (the tutorial's name).
-measure_layers = measure

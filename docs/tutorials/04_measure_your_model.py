@@ -8,7 +8,7 @@ batch (flattened to ``(batch, d)``) to one :class:`ufm.metrics.CollapseAccumulat
 and run the data through the model twice -- pass 1 gathers class counts, means and scatter,
 pass 2 (with the means frozen) the nearest-class-centre accuracy and NC1. No feature is ever
 stored: memory is ``O(K d)`` per layer whatever the number of samples.
-Then the same in one call with :func:`resnet_pfc.measure.measure_layers`.
+Then the same in one call with :func:`resnet_pfc.measure.measure`.
 """
 
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from resnet_pfc.data import load_dataset
-from resnet_pfc.measure import measure_layers
+from resnet_pfc.measure import measure
 from ufm.metrics import CollapseAccumulator, collapse_metrics
 
 torch.manual_seed(0)
@@ -96,12 +96,12 @@ for name, m in by_hand.items():
 # Progressive collapse: the metrics fall from the stem towards the last block.
 
 # --- 4. The same with resnet_pfc's helper (one call, same two passes) ---------------------
-helper = measure_layers(model, eval_loader, layers, K)
+helper = measure(model, eval_loader, layers, K)
 for name in layers:
     for key in ("pfc1", "pfc2", "pfc3", "nc1"):
         a, b = by_hand[name][key], helper[name][key]
         assert abs(a - b) <= 1e-9 * max(1.0, abs(b)), (name, key, a, b)
-print("resnet_pfc.measure.measure_layers gives the same numbers")
+print("resnet_pfc.measure.measure gives the same numbers")
 
 # --- 5. Sanity check on this small set: store the last layer's features and compare -------
 with torch.no_grad():

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from resnet_pfc.config import TrainConfig
-from resnet_pfc.measure import measure, measure_layers, measure_model, measure_run
+from resnet_pfc.measure import measure, measure_model, measure_run
 from resnet_pfc.models import ConvResNet, FCResNet
 from ufm.errors import DegenerateInputError, InputError, PFCWarning
 from ufm.metrics import collapse_metrics, effective_depth, relative_position
@@ -155,7 +155,7 @@ def test_measure_any_model_and_input_taps(tiny_digits):
     ds = tiny_digits(per_class=6)
     x, y = ds.tensors
     loader = DataLoader(ds, batch_size=20)
-    out = measure_layers(net, loader, ["2", "4", "5:input"])  # K inferred from the data set
+    out = measure(net, loader, ["2", "4", "5:input"])  # K inferred from the data set
     with torch.no_grad():
         h2 = net[:3](x)
         h4 = net[:5](x)
