@@ -425,7 +425,7 @@ def _moments(X: np.ndarray, y: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarr
             C = syrk(1.0, Xf, beta=1.0, c=C, lower=0, overwrite_c=1)
         return sums, C
 
-    parts = map_row_blocks(n, block)
+    parts = map_row_blocks(n, block, width=d)
     sums = parts[0][0]
     C = parts[0][1]
     for s_, c_ in parts[1:]:
@@ -723,7 +723,7 @@ class StatsSolution:
                     axpy(X[a:e].reshape(-1), Hc.reshape(-1), a=s)
             return colsum
 
-        colsum = sum(map_row_blocks(n, block))
+        colsum = sum(map_row_blocks(n, block, width=d))
         if check is not None:
             self._check_unchanged(check, X if has_x else None, y, colsum)
         return H
@@ -889,7 +889,7 @@ class StatsSolution:
                     mismatch += int(np.count_nonzero(np.argmax(logits, axis=1) != pred))
             return S, ss2, correct, mismatch
 
-        parts = map_row_blocks(n, block)
+        parts = map_row_blocks(n, block, width=d)
         S = sum(p[0] for p in parts[1:]) + parts[0][0]
         ss2 = sum(p[1] for p in parts[1:]) + parts[0][1]
         acc.S = torch.from_numpy(S)

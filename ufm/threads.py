@@ -62,6 +62,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .errors import InputError
@@ -74,7 +75,7 @@ __all__ = [
     "choose_threads",
     "thread_scope",
     "map_row_blocks",
-    "MIN_BLOCK_ROWS",
+    "MIN_BLOCK_ELEMS",
     "SMALL_WORK",
     "ENV_VAR",
 ]
@@ -436,15 +437,16 @@ def thread_policy(
 # --------------------------------------------------------------------------------------------
 # streaming passes split between threads
 # --------------------------------------------------------------------------------------------
-#: Fewest rows a block of :func:`map_row_blocks` gets: below this a second thread costs more
-#: than it saves.
-MIN_BLOCK_ROWS = 65_536
+#: Fewest elements (rows x width) a block of :func:`map_row_blocks` gets: below this a second
+#: thread costs more than it saves (2^21: 512 rows at d = 4,096, 32,768 rows at d = 64).
+MIN_BLOCK_ELEMS = 1 << 21
 
 
 def map_row_blocks(
     n_rows: int,
     fn: Callable[[int, int], _R],
     *,
+    width: int = 1,
     n_threads: int | None = None,
     min_rows: int | None = None,
 ) -> list[_R]:
@@ -459,32 +461,49 @@ def map_row_blocks(
     Parameters
     ----------
     n_rows : int
-        Rows to cover.
+        Rows to cover, ``>= 0``.
     fn : callable ``(start, stop) -> R``
         Processes rows ``start:stop`` with its own buffers and returns its partial result.
+    width : int
+        Elements per row (``d`` for features ``(N, d)``): sets the default ``min_rows``.
     n_threads : int, optional
         Threads to use; default the count the enclosing call was granted by the thread policy
         (torch's current ``get_num_threads()``).
     min_rows : int, optional
-        Fewest rows per block (default :data:`MIN_BLOCK_ROWS`); fewer blocks are used when
-        ``n_rows`` is small.
+        Fewest rows per block; default ``max(64, MIN_BLOCK_ELEMS // width)``. Fewer blocks are
+        used when ``n_rows`` is small.
 
     Returns
     -------
     list of R
         One result per block, in row order (a single ``[fn(0, n_rows)]`` when one thread is
         used; then nothing about the thread settings is changed).
+
+    Raises
+    ------
+    InputError
+        ``fn`` not callable, or a count out of range.
     """
+    if not callable(fn):
+        raise InputError(f"fn must be a callable fn(start, stop), got {type(fn).__name__}")
+    n_rows = _check_count(n_rows, "n_rows", 0)
+    width = _check_count(width, "width", 1)
     if n_threads is None:
         n_threads = _torch_threads() or 1
+    n_threads = _check_count(n_threads, "n_threads", 1)
     if min_rows is None:
-        min_rows = MIN_BLOCK_ROWS
-    n_blocks = max(1, min(int(n_threads), n_rows // max(int(min_rows), 1)))
+        min_rows = max(64, MIN_BLOCK_ELEMS // width)
+    min_rows = _check_count(min_rows, "min_rows", 1)
+    n_blocks = max(1, min(n_threads, n_rows // min_rows))
     if n_blocks == 1:
         return [fn(0, n_rows)]
     bounds = [n_rows * i // n_blocks for i in range(n_blocks + 1)]
-    from concurrent.futures import ThreadPoolExecutor
-
     with thread_scope(1), ThreadPoolExecutor(n_blocks, thread_name_prefix="pfc-rows") as ex:
         futures = [ex.submit(fn, bounds[i], bounds[i + 1]) for i in range(n_blocks)]
         return [f.result() for f in futures]
+
+
+def _check_count(v: Any, name: str, low: int) -> int:
+    if isinstance(v, bool) or not hasattr(v, "__index__") or int(v) < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+    return int(v)

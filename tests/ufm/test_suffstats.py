@@ -337,7 +337,7 @@ def test_feature_metrics_and_moments_split_between_threads_equal_one_block(monke
         st1 = SufficientStatistics(K).update(X, y)
         sol = solve_statistics(st1, lam=0.1)
         m1 = sol.feature_metrics(X, y, st1, sol.W, sol.b)
-    monkeypatch.setattr(T, "MIN_BLOCK_ROWS", 700)
+    monkeypatch.setattr(T, "MIN_BLOCK_ELEMS", 700 * 6)  # 700 rows of d = 6
     calls = []
     real = T.map_row_blocks
 

@@ -209,6 +209,20 @@ def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
     assert seen == [1, 1, 1] and torch.get_num_threads() == before
     assert T.map_row_blocks(1000, fn, n_threads=3, min_rows=600) == [(0, 1000)]
     assert T.map_row_blocks(0, fn, n_threads=4) == [(0, 0)]
+    # the default block size is in elements: wide rows split sooner
+    assert len(T.map_row_blocks(1000, fn, n_threads=2, width=T.MIN_BLOCK_ELEMS // 100)) == 2
+    assert len(T.map_row_blocks(1000, fn, n_threads=2, width=1)) == 1
+    for kw, name in (
+        ({"n_threads": 0}, "n_threads"),
+        ({"width": 0}, "width"),
+        ({"min_rows": 1.5}, "min_rows"),
+    ):
+        with pytest.raises(InputError, match=name):
+            T.map_row_blocks(10, fn, **kw)
+    with pytest.raises(InputError, match="n_rows"):
+        T.map_row_blocks(-1, fn)
+    with pytest.raises(InputError, match="callable"):
+        T.map_row_blocks(10, "fn")
 
     def bad(a, b):
         raise ValueError(f"block {a}")

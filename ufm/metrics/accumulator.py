@@ -40,10 +40,6 @@ from .inputs import (
     chunk_rows,
 )
 
-#: Fewest elements (rows x d) per thread block of a pass: below this a second thread costs more
-#: than it saves.
-_BLOCK_ELEMS = 1 << 21
-
 
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
@@ -187,20 +183,17 @@ class CollapseAccumulator:
             self._feed_tracked(Ht, yt)
             return self
         n_threads = 1 if Ht.device.type != "cpu" else None
-        min_rows = max(64, _BLOCK_ELEMS // max(d, 1))
         if self.phase == 1:
             parts = map_row_blocks(
-                n, lambda a, b: self._sums_block(Ht, yt, a, b), n_threads=n_threads,
-                min_rows=min_rows,
-            )  # fmt: skip
+                n, lambda a, b: self._sums_block(Ht, yt, a, b), width=d, n_threads=n_threads
+            )
             zeros = torch.zeros_like(self.ss)
             for nb, mb in parts:
                 self._merge1(nb, mb, zeros)
         else:
             parts = map_row_blocks(
-                n, lambda a, b: self._pass2_block(Ht, yt, a, b), n_threads=n_threads,
-                min_rows=min_rows,
-            )  # fmt: skip
+                n, lambda a, b: self._pass2_block(Ht, yt, a, b), width=d, n_threads=n_threads
+            )
             for part in parts:
                 self._add2(part)
         return self
