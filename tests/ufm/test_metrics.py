@@ -681,3 +681,31 @@ def test_property_invalid_input_raises_only_toolkit_errors(H, y, K):
         CollapseAccumulator(K if K is not None else 3).update(H, y)
     except PFCError:
         pass
+
+
+def test_chan_merge_equals_direct_class_means_and_scatter():
+    """Merging two disjoint halves equals the per-class mean and scatter of the whole, computed
+    directly (a class present on one side only, and a class absent from both, included)."""
+    from ufm.metrics.accumulator import chan_merge
+
+    rng = np.random.default_rng(3)
+    K, d = 4, 5
+    y = rng.choice([0, 1, 2], size=60)
+    y[:30][y[:30] == 2] = 0  # class 2 only in the second half; class 3 nowhere
+    X = rng.standard_normal((60, d)) + 100.0
+
+    def part(Xp, yp):
+        n = np.bincount(yp, minlength=K)
+        m = np.zeros((K, d))
+        ss = np.zeros(K)
+        for k in range(K):
+            if n[k]:
+                m[k] = Xp[yp == k].mean(0)
+                ss[k] = ((Xp[yp == k] - m[k]) ** 2).sum()
+        return torch.from_numpy(n), torch.from_numpy(m), torch.from_numpy(ss)
+
+    n, m, ss = chan_merge(*part(X[:30], y[:30]), *part(X[30:], y[30:]))
+    n_ref, m_ref, ss_ref = part(X, y)
+    np.testing.assert_array_equal(n.numpy(), n_ref.numpy())
+    np.testing.assert_allclose(m.numpy(), m_ref.numpy(), rtol=1e-14)
+    np.testing.assert_allclose(ss.numpy(), ss_ref.numpy(), rtol=1e-10)

@@ -41,6 +41,29 @@ from .inputs import (
 )
 
 
+def chan_merge(
+    na: torch.Tensor,
+    ma: torch.Tensor,
+    ssa: torch.Tensor,
+    nb: torch.Tensor,
+    mb: torch.Tensor,
+    ssb: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Combine per-class (counts, means, within-class scatter) of two disjoint sets of samples.
+
+    The pairwise update of Chan, Golub and LeVeque: with ``n = n_a + n_b`` and
+    ``delta = m_b - m_a``, ``m = m_a + delta n_b / n`` and
+    ``ss = ss_a + ss_b + ||delta||^2 n_a n_b / n``; classes empty on both sides keep mean 0.
+    Shapes ``(K,)``, ``(K, d)``, ``(K,)``; float64 means and scatter.
+    """
+    n = na + nb
+    nf = torch.clamp(n.to(F64), min=1.0)
+    delta = mb - ma
+    m = ma + delta * (nb.to(F64) / nf)[:, None]
+    ss = ssa + ssb + (delta * delta).sum(1) * (na.to(F64) * nb.to(F64) / nf)
+    return n, m, ss
+
+
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
 
@@ -215,6 +238,7 @@ class CollapseAccumulator:
         buf = torch.empty(max(min(step, n), 1), d, dtype=F64, device=Ht.device)
         counts = torch.zeros(self.K, dtype=torch.int64, device=Ht.device)
         means = torch.zeros(self.K, d, dtype=F64, device=Ht.device)
+        zeros = torch.zeros(self.K, dtype=F64, device=Ht.device)  # scatter is not tracked here
         for b0 in range(a, b, block):
             b1 = min(b0 + block, b)
             sums = torch.zeros_like(means)
@@ -224,10 +248,7 @@ class CollapseAccumulator:
                 sums.index_add_(0, yt[start:stop], Hc)
             nb = torch.bincount(yt[b0:b1], minlength=self.K)
             mb = sums / torch.clamp(nb.to(F64), min=1.0)[:, None]
-            tot = counts + nb
-            w = (nb.to(F64) / torch.clamp(tot.to(F64), min=1.0))[:, None]
-            means = means + (mb - means) * w
-            counts = tot
+            counts, means, _ = chan_merge(counts, means, zeros, nb, mb, zeros)
         return counts, means
 
     def _pass2_block(self, Ht: torch.Tensor, yt: torch.Tensor, a: int, b: int) -> dict[str, Any]:
@@ -276,13 +297,7 @@ class CollapseAccumulator:
         self._merge1(nb, mb, ssb)
 
     def _merge1(self, nb: torch.Tensor, mb: torch.Tensor, ssb: torch.Tensor) -> None:
-        na = self.counts
-        n = na + nb
-        nf = torch.clamp(n.to(F64), min=1.0)
-        delta = mb - self.means
-        self.means = self.means + delta * (nb.to(F64) / nf)[:, None]
-        self.ss = self.ss + ssb + (delta * delta).sum(1) * (na.to(F64) * nb.to(F64) / nf)
-        self.counts = n
+        self.counts, self.means, self.ss = chan_merge(self.counts, self.means, self.ss, nb, mb, ssb)
 
     def _project2(
         self,
