@@ -83,6 +83,7 @@ import scipy.sparse.linalg
 import torch
 
 from .errors import DegenerateInputError, InputError
+from .metrics.inputs import CHUNK_ELEMS
 from .status import Status
 from .threads import map_row_blocks, thread_policy
 from .validate import check_int, check_merge_partner, check_scalar, describe, to_tensor
@@ -214,10 +215,10 @@ class SufficientStatistics:
             yn = yt.cpu().numpy()
             cnt = np.bincount(yn, minlength=self.K)
             # per-class sums through one-hot products (BLAS) over cache-sized row blocks (no
-            # (B, K) array), second moment by a rank-B update, in one pass over X
+            # (B, K) array) and the second moment by rank-k updates, in one pass over X
             with np.errstate(all="ignore"):  # non-finite results are checked just below
                 if keep_rows:
-                    sums = _class_sums(Xn, yn, self.K)
+                    sums, _ = _moments(Xn, yn, self.K, second=False)
                     sq = float(np.einsum("ij,ij->", Xn, Xn))
                 else:
                     sums, Gb = _moments(Xn, yn, self.K)
@@ -375,42 +376,27 @@ def _on_accelerator(X: torch.Tensor) -> bool:
     return X.device.type != "cpu"
 
 
-def _class_sums(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
-    """``sum_{y_i = k} x_i`` for every class, shape ``(K, d)``: one-hot products per row block."""
-    n = X.shape[0]
-    step = min(n, 8192)
-    out = np.zeros((K, X.shape[1]))
-    E = np.zeros((step, K))
-    ar = np.arange(step)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        Em = E[: stop - start]
-        Em[ar[: stop - start], y[start:stop]] = 1.0
-        out += Em.T @ X[start:stop]
-        Em[ar[: stop - start], y[start:stop]] = 0.0
-    return out
-
-
-#: Elements per chunk of :meth:`StatsSolution.feature_metrics` (4096 rows at d = 64: 2 MiB).
-_METRIC_CHUNK_ELEMS = 262_144
 #: Rows per chunk of the fused moment pass (at d = 64, 1 MiB: the chunk stays in L2 between
 #: its two readers).
 _MOMENT_ROWS = 2048
 
 
-def _moments(X: np.ndarray, y: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+def _moments(
+    X: np.ndarray, y: np.ndarray, K: int, *, second: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-class sums ``(K, d)`` and second moment ``X^T X`` ``(d, d)`` in one pass over ``X``.
 
     Each row block is read once, while it is in cache, by both a one-hot product (class sums)
-    and a symmetric rank-k update (second moment); the blocks are split between the threads the
-    call was granted (:func:`ufm.threads.map_row_blocks`).
+    and a symmetric rank-k update (second moment; skipped, ``None``, with ``second=False``);
+    the blocks are split between the threads the call was granted
+    (:func:`ufm.threads.map_row_blocks`).
     """
     n, d = X.shape
 
-    def block(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def block(start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         step = min(_MOMENT_ROWS, max(stop - start, 1))
         sums = np.zeros((K, d))
-        C = np.zeros((d, d), order="F")
+        C = np.zeros((d, d), order="F") if second else None
         E = np.zeros((step, K))
         ar = np.arange(step)
         syrk = scipy.linalg.blas.dsyrk
@@ -420,17 +406,17 @@ def _moments(X: np.ndarray, y: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarr
             Em[ar[: b - a], yc] = 1.0
             sums += Em.T @ Xc
             Em[ar[: b - a], yc] = 0.0
-            # Xc^T Xc: Xc.T of a C-ordered block is Fortran-ordered, what dsyrk reads directly
-            Xf = Xc.T if Xc.flags.c_contiguous else np.asfortranarray(Xc.T)
-            C = syrk(1.0, Xf, beta=1.0, c=C, lower=0, overwrite_c=1)
-        return sums, C
+            if second:
+                # Xc^T Xc: Xc.T of a C-ordered block is Fortran-ordered, what dsyrk reads
+                Xf = Xc.T if Xc.flags.c_contiguous else np.asfortranarray(Xc.T)
+                C = syrk(1.0, Xf, beta=1.0, c=C, lower=0, overwrite_c=1)
+        return sums, (C if second else None)
 
     parts = map_row_blocks(n, block, width=d)
-    sums = parts[0][0]
-    C = parts[0][1]
-    for s_, c_ in parts[1:]:
-        sums += s_
-        C += c_
+    sums = sum(p[0] for p in parts[1:]) + parts[0][0]
+    if not second:
+        return sums, None
+    C = sum(p[1] for p in parts[1:]) + parts[0][1]
     iu = np.triu_indices_from(C, 1)
     C[(iu[1], iu[0])] = C[iu]
     return sums, np.ascontiguousarray(C)
@@ -698,7 +684,7 @@ class StatsSolution:
         d = self.W.shape[1]
         H = np.empty((n, d))
         WT = np.ascontiguousarray(self.W.T)
-        step = max(4 * K, min(n, _METRIC_CHUNK_ELEMS // max(d, 1)))
+        step = max(4 * K, min(n, CHUNK_ELEMS // max(d, 1)))
         axpy = scipy.linalg.blas.daxpy
 
         # row blocks (split between the call's threads), chunk by chunk while X's rows are in
@@ -725,16 +711,15 @@ class StatsSolution:
 
         colsum = sum(map_row_blocks(n, block, width=d))
         if check is not None:
-            self._check_unchanged(check, X if has_x else None, y, colsum)
+            self._check_unchanged(check, X if has_x else None, y, colsum, s)
         return H
 
     def _check_unchanged(
-        self, st: SufficientStatistics, X: Any, y: Any, colsum: np.ndarray
+        self, st: SufficientStatistics, X: Any, y: Any, colsum: np.ndarray, s: float
     ) -> None:
         # colsum: column sums of T = -s X W^T - b, against the statistics' sum_i x_i: a checksum
         # that costs no extra pass (round-off bound: N eps times the sum of |x_i . w_k|)
         changed = not np.array_equal(np.bincount(y, minlength=st.K), st.counts)
-        s = self.lam / (self.lam + self.lam_h)
         if not changed and X is not None and s != 0.0:
             got = (colsum + st.N * self.b) / -s
             want = st.sums.sum(axis=0) @ self.W.T
@@ -836,7 +821,7 @@ class StatsSolution:
         QsT = np.asfortranarray(Qs.T)  # (d, K): what dgemm reads without a copy
         gemm = scipy.linalg.blas.dgemm
         axpy = scipy.linalg.blas.daxpy
-        step = max(4 * K, min(n, _METRIC_CHUNK_ELEMS // max(d, 1)))
+        step = max(4 * K, min(n, CHUNK_ELEMS // max(d, 1)))
 
         def block(start: int, stop: int) -> tuple[np.ndarray, np.ndarray, int, int]:
             nb = min(step, stop - start)

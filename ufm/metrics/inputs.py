@@ -26,9 +26,10 @@ DEFAULT_RANK_TOL = 1e-10
 # tr(Sigma_B) below this multiple of the mean squared class-mean norm is float64 round-off:
 # the class means coincide and every ratio with tr(Sigma_B) in the denominator is undefined.
 _DEGENERATE_TR_SB = 1e-26
-# Rows per chunk: keeps a float64 chunk near L2/L3-cache size so that the several cheap
-# passes over a chunk cost little more than reading it once from memory.
-_CHUNK_ELEMS = 1 << 18
+#: Elements per chunk (rows x d): keeps a float64 chunk near L2/L3-cache size so that the
+#: several cheap passes over a chunk cost little more than reading it once from memory. Also
+#: the chunk of the statistics solver's streaming passes (:mod:`ufm.suffstats`).
+CHUNK_ELEMS = 1 << 18
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def chunk_rows(n_rows: int, d: int, K: int) -> int:
     # with several threads (the thread policy grants them only to large work) chunks grow so
     # that each operation is large enough to be split between the threads
     threads = torch.get_num_threads()
-    elems = _CHUNK_ELEMS if threads <= 1 else _CHUNK_ELEMS * 4 * threads
+    elems = CHUNK_ELEMS if threads <= 1 else CHUNK_ELEMS * 4 * threads
     return max(1, min(n_rows, max(4 * K, elems // max(d, 1))))
 
 
