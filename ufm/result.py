@@ -28,6 +28,8 @@ class Deferred:
     __slots__ = ("fn", "lock")
 
     def __init__(self, fn: Callable[[], Any]):
+        if not callable(fn):
+            raise InputError(f"Deferred needs a zero-argument callable, got {type(fn).__name__}")
         self.fn = fn
         self.lock = threading.Lock()
 
@@ -126,7 +128,18 @@ class SolveResult:
     params: dict[str, Any] = field(default_factory=dict)
 
     def formed(self, name: str = "H") -> bool:
-        """Whether the field ``name`` holds its array (``False``: formed on first access)."""
+        """Whether the field ``name`` holds its array (``False``: formed on first access).
+
+        Raises
+        ------
+        InputError
+            ``name`` is not a field of the result.
+        """
+        if name not in self.__dataclass_fields__:
+            raise InputError(
+                f"formed() takes a field name of SolveResult ({', '.join(self.__dataclass_fields__)}),"
+                f" got {name!r}"
+            )
         return not isinstance(self.__dict__.get("_value_" + name), Deferred)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -385,6 +385,13 @@ def test_mufm_h_is_formed_on_first_access_and_checked():
             y2[0] = (y2[0] + 1) % 3
         with pytest.raises(InputError, match="changed in place"):
             _ = r.H
+    assert res.formed("W")  # every other field is an array from the start
+    with pytest.raises(InputError, match="field name"):
+        res.formed("Hx")
+    from ufm.result import Deferred
+
+    with pytest.raises(InputError, match="callable"):
+        Deferred(np.zeros(3))
     # other methods and backends return H directly
     assert mufm.solve(X, y, lam=0.1, method="lbfgs-h").formed("H")
     assert mufm.solve(torch.from_numpy(X), torch.from_numpy(y), lam=0.1).formed("H")

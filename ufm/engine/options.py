@@ -141,9 +141,8 @@ def resolve_backend(
             )
         return Backend(NP, "numpy", None, torch.float64)
     if dev is None:
-        dev = torch.device(input_device) if input_is_torch and input_device is not None else None
-    if dev is None:
-        dev = torch.device("cpu")
+        on_input = input_is_torch and input_device is not None
+        dev = torch.device(input_device) if on_input else torch.device("cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(
             f"device={device!r} was requested but torch.cuda.is_available() is False "
