@@ -45,17 +45,22 @@ def test_class_sums_matches_add_at(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_deviations_matches_direct(dtype):
-    rng = np.random.default_rng(1)
-    K, n, d = 3, 20, 11
+@pytest.mark.parametrize("n", [1, 4, 7, 20])
+def test_project_matches_direct(dtype, n):
+    """Every row count (the kernel tiles rows in fours) and a padded column block."""
+    rng = np.random.default_rng(n)
+    K, d, c = 3, 11, 8
     H = rng.standard_normal((n, d)).astype(dtype)
     y = rng.integers(0, K, n).astype(np.int64)
     means = rng.standard_normal((K, d))
-    out, sq = np.full((n, d), np.nan), np.full(n, np.nan)
-    kernels.deviations(H, y, 2.0, means, out, sq)
-    ref = means[y] - 2.0 * H.astype(np.float64)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=0)  # one rounding, same as numpy
-    np.testing.assert_allclose(sq, (ref * ref).sum(1), rtol=1e-14)
+    VT = np.zeros((c, d))
+    VT[:6] = rng.standard_normal((6, d))
+    Q, sq = np.full((n, c), np.nan), np.full(n, np.nan)
+    kernels.project(H, y, 2.0, means, VT, Q, sq)
+    dev = means[y] - 2.0 * H.astype(np.float64)
+    np.testing.assert_allclose(Q, dev @ VT.T, rtol=1e-13, atol=1e-14)
+    np.testing.assert_array_equal(Q[:, 6:], 0.0)
+    np.testing.assert_allclose(sq, (dev * dev).sum(1), rtol=1e-14)
 
 
 def test_kernels_reject_bad_arrays():
@@ -69,12 +74,15 @@ def test_kernels_reject_bad_arrays():
         kernels.class_sums(H, y, 1.0, np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
     with pytest.raises(InputError, match="counts must be"):
         kernels.class_sums(H, y, 1.0, np.zeros((2, 3)), np.zeros(3, np.int64))
-    with pytest.raises(InputError, match="out must be"):
-        kernels.deviations(H, y, 1.0, np.zeros((2, 3)), np.zeros((4, 2)), np.zeros(4))
+    Q, sq = np.zeros((4, 4)), np.zeros(4)
     with pytest.raises(InputError, match="means must be"):
-        kernels.deviations(H, y, 1.0, np.zeros((2, 5)), np.zeros((4, 3)), np.zeros(4))
+        kernels.project(H, y, 1.0, np.zeros((2, 5)), np.zeros((4, 3)), Q, sq)
+    with pytest.raises(InputError, match="VT must be"):
+        kernels.project(H, y, 1.0, np.zeros((2, 3)), np.zeros((3, 3)), Q[:, :3].copy(), sq)
+    with pytest.raises(InputError, match="Q must be"):
+        kernels.project(H, y, 1.0, np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((4, 8)), sq)
     with pytest.raises(InputError, match="sqnorm must be"):
-        kernels.deviations(H, y, 1.0, np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3))
+        kernels.project(H, y, 1.0, np.zeros((2, 3)), np.zeros((4, 3)), Q, np.zeros(3))
     with pytest.raises(InputError, match="flag must be"):
         kernels.set_enabled("yes")
 
@@ -193,13 +201,13 @@ def test_threaded_blocks_agree(monkeypatch):
     y[:K] = np.arange(K)
     H = rng.standard_normal((len(y), d)).astype(np.float32) + y[:, None]
     names = set()
-    real = kernels.deviations
+    real = kernels.project
 
     def spy(*args):
         names.add(threading.current_thread().name)
         real(*args)
 
-    monkeypatch.setattr(kernels, "deviations", spy)
+    monkeypatch.setattr(kernels, "project", spy)
     with ufm.threads(1):
         one = collapse_metrics(H, y)
     assert not any(n.startswith("pfc-rows") for n in names)

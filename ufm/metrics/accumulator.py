@@ -78,6 +78,14 @@ def _native(Ht: torch.Tensor, yt: torch.Tensor) -> bool:
     )
 
 
+def _pad_rows(A: torch.Tensor, m: int) -> np.ndarray:
+    """``A`` as a C-contiguous float64 array with zero rows appended up to a multiple of ``m``."""
+    r = -(-A.shape[0] // m) * m
+    out = np.zeros((r, A.shape[1]))
+    out[: A.shape[0]] = A.cpu().numpy()
+    return out
+
+
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
 
@@ -278,25 +286,37 @@ class CollapseAccumulator:
         n, d = b - a, Ht.shape[1]
         step, block = self._groups(a, b, d)
         m = max(min(block, n), 1)
-        buf = torch.empty(min(step, m), d, dtype=F64, device=Ht.device)
-        cols = self._frozen["VT"].shape[0]
-        qbuf = torch.empty(m, cols, dtype=F64, device=Ht.device)
-        nbuf = torch.empty(m, dtype=F64, device=Ht.device)
         native = _native(Ht, yt)
+        cols = self._frozen["VT"].shape[0]
+        # the kernel writes 4-column tiles: its Q has the zero-padded width of VT4
+        width = self._frozen["VT4"].shape[0] if native else cols
+        qbuf = torch.empty(m, width, dtype=F64, device=Ht.device)
+        nbuf = torch.empty(m, dtype=F64, device=Ht.device)
+        buf = None if native else torch.empty(min(step, m), d, dtype=F64, device=Ht.device)
         total: dict[str, Any] | None = None
         for b0 in range(a, b, block):
             b1 = min(b0 + block, b)
-            for start in range(b0, b1, step):
-                stop = min(start + step, b1)
-                self._project2(
-                    Ht[start:stop],
-                    yt[start:stop],
-                    buf[: stop - start],
-                    qbuf[start - b0 : stop - b0],
-                    nbuf[start - b0 : stop - b0],
-                    native,
+            if native:
+                kernels.project(
+                    Ht[b0:b1].numpy(),
+                    yt[b0:b1].numpy(),
+                    self._s,
+                    self.means.numpy(),
+                    self._frozen["VT4"],
+                    qbuf[: b1 - b0].numpy(),
+                    nbuf[: b1 - b0].numpy(),
                 )
-            part = self._stats2(qbuf[: b1 - b0], nbuf[: b1 - b0], yt[b0:b1])
+            else:
+                for start in range(b0, b1, step):
+                    stop = min(start + step, b1)
+                    self._project2(
+                        Ht[start:stop],
+                        yt[start:stop],
+                        buf[: stop - start],
+                        qbuf[start - b0 : stop - b0],
+                        nbuf[start - b0 : stop - b0],
+                    )
+            part = self._stats2(qbuf[: b1 - b0, :cols], nbuf[: b1 - b0], yt[b0:b1])
             total = part if total is None else {k: total[k] + v for k, v in part.items()}
         return total if total is not None else {}
 
@@ -330,17 +350,8 @@ class CollapseAccumulator:
         buf: torch.Tensor,
         qout: torch.Tensor,
         nout: torch.Tensor,
-        native: bool,
     ) -> None:
         """One cache-sized chunk of pass 2: deviations, their squared norms and projections."""
-        if native:
-            # one fused loop (gather, convert, subtract, square) instead of three torch passes
-            nd_np = buf.numpy()
-            kernels.deviations(
-                Hc.numpy(), yc.numpy(), self._s, self.means.numpy(), nd_np, nout.numpy()
-            )
-            np.matmul(nd_np, self._frozen["V_np"], out=qout.numpy())
-            return
         # Everything is expressed through the deviations from the frozen class means, so no
         # large ||h||^2 terms cancel: ||h - mu_k||^2 = ||dev||^2 + 2 dev.(c_y - c_k) + ||c_y - c_k||^2.
         # nd = mu_y - s h = -dev, in two fused passes over the chunk buffer (gather, then
@@ -418,6 +429,8 @@ class CollapseAccumulator:
             "V": V,
             "VT": V.T.contiguous(),
             "V_np": V.cpu().numpy() if V.device.type == "cpu" else None,
+            # V^T with zero rows up to a multiple of 4, for the kernels' 4 x 4 tiles
+            "VT4": _pad_rows(V.T, 4) if V.device.type == "cpu" else None,
             "dist2": (diff * diff).sum(-1),  # ||mu_j - mu_k||^2, computed directly
         }
         if self.W is not None:
