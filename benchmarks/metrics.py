@@ -18,6 +18,10 @@ Usage::
     .venv/bin/python benchmarks/metrics.py                  # N=10,000, K=10, d in 256, 1024, 4096 + 65,536
     .venv/bin/python benchmarks/metrics.py --quick          # smaller sizes, for a smoke test
     .venv/bin/python benchmarks/metrics.py --compare-threads --dtype float32
+    .venv/bin/python benchmarks/metrics.py --compare-kernels --dtype float32  # numba vs torch code
+
+``--compare-kernels`` runs the metrics with :mod:`ufm.metrics.kernels` (the default for large
+CPU inputs) and with the torch code (``UFM_KERNELS=0``) beside the matrix-product baseline.
 """
 
 from __future__ import annotations
@@ -112,7 +116,11 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"time": dt, "peak_mb": peak / 1024, **out}))
 
 
-def run_case(method: str, N: int, K: int, d: int, dtype: str, threads: str) -> dict:
+def run_case(
+    method: str, N: int, K: int, d: int, dtype: str, threads: str, env: dict | None = None
+) -> dict:
+    import os
+
     cmd = [
         sys.executable,
         __file__,
@@ -129,7 +137,13 @@ def run_case(method: str, N: int, K: int, d: int, dtype: str, threads: str) -> d
         "--threads",
         threads,
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else os.environ | env,
+    )
     if res.returncode != 0:
         return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed"}
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -144,6 +158,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", default="default", help="'default' (nothing pinned) or a count")
     ap.add_argument("--compare-threads", action="store_true")
+    ap.add_argument("--compare-kernels", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-big", action="store_true", help="skip d = 65,536")
     args = ap.parse_args()
@@ -157,6 +172,9 @@ def main() -> None:
     N, K = (2000 if args.quick else args.N), args.K
     if args.compare_threads:
         compare_threads(dims, N, K, args.dtype)
+        return
+    if args.compare_kernels:
+        compare_kernels(dims, N, K, args.dtype, args.threads)
         return
     print(f"N={N}, K={K}, features {args.dtype}, threads: {args.threads}")
     hdr = (
@@ -212,6 +230,34 @@ def compare_threads(dims: list[int], N: int, K: int, dtype: str) -> None:
             res[s] = (u.get("time", float("nan")), mm.get("time", float("nan")))
             row += f"{res[s][0]:12.4f} {res[s][1]:11.4f} {res[s][0] / res[s][1]:6.1f} "
         print(row + f"{res['default'][0] / res['default'][1]:25.1f}", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+
+
+def compare_kernels(dims: list[int], N: int, K: int, dtype: str, threads: str) -> None:
+    """Metrics with the numba kernels (default) and with the torch code (``UFM_KERNELS=0``)."""
+    import os
+
+    print(f"N={N}, K={K}, features {dtype}, threads: {threads}; load average: {os.getloadavg()}")
+    hdr = (
+        f"{'d':>6} {'kernels s':>10} {'torch s':>10} {'matmul s':>9} {'kernels/mm':>11} "
+        f"{'torch/mm':>9} {'torch/kernels':>14} {'rel. diff NC1':>14}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for d in dims:
+        u = run_case("ufm", N, K, d, dtype, threads)
+        t = run_case("ufm", N, K, d, dtype, threads, env={"UFM_KERNELS": "0"})
+        mm = run_case("matmul", N, K, d, dtype, threads)
+        if "error" in u or "error" in t or "error" in mm:
+            print(f"{d:>6} failed: {u.get('error') or t.get('error') or mm.get('error')}")
+            continue
+        dn = abs(u["nc1"] - t["nc1"]) / abs(t["nc1"])
+        print(
+            f"{d:>6} {u['time']:10.4f} {t['time']:10.4f} {mm['time']:9.4f} "
+            f"{u['time'] / mm['time']:11.2f} {t['time'] / mm['time']:9.2f} "
+            f"{t['time'] / u['time']:14.2f} {dn:14.2e}",
+            flush=True,
+        )
     print(f"load average after: {os.getloadavg()}")
 
 
