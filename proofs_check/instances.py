@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,62 +47,30 @@ DEGENERATE_KINDS = {
 }
 
 
-@dataclass(frozen=True, eq=False)
-class LineInstance:
-    """A Theorem 1 instance: data ``X (N, d)``, labels ``y (N,)``, class end points ``(K, d)``."""
+class _Instance:
+    """What the instances of every theorem share: a class count ``K`` and a ``tag``.
 
-    X: np.ndarray
-    y: np.ndarray
-    end_means: np.ndarray
-    tag: dict[str, Any] = field(default_factory=dict)
+    Attributes
+    ----------
+    K : int
+        The number of classes: rows of the class-indexed array that the subclass names in
+        ``_class_rows``.
+    tag : dict of str to Any
+        How a generator built the instance (``"degenerate"`` kind, ``"family"``, ``"rho"``, ...);
+        the last field of every instance class, empty by default (Theorem 2's check reports
+        the ``"family"``).
+    """
 
-    @property
-    def K(self) -> int:
-        return int(self.end_means.shape[0])
-
-
-@dataclass(frozen=True, eq=False)
-class MeansInstance:
-    """A Theorem 2 instance: start and end class means, rows ``(K, d)`` (balanced centring)."""
-
-    means0: np.ndarray
-    means_star: np.ndarray
-    tag: dict[str, Any] = field(default_factory=dict)
+    _class_rows: ClassVar[str]
+    tag: dict[str, Any]
 
     @property
     def K(self) -> int:
-        return int(self.means0.shape[0])
+        """The number of classes."""
+        return int(getattr(self, self._class_rows).shape[0])
 
 
-@dataclass(frozen=True, eq=False)
-class MUFMInstance:
-    """A Theorem 3/4 instance: balanced data ``X (K, n, d)`` and MUFM hyper-parameters."""
-
-    X: np.ndarray
-    lam: float
-    lam_w: float
-    lam_b: float = 0.0
-    lam_h: float = 0.0
-    bias: bool = True
-    loss: str = "mse"
-    L: int = 3
-    tag: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def K(self) -> int:
-        return int(self.X.shape[0])
-
-    def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(X (N, d), y (N,))`` with samples of class ``k`` contiguous."""
-        K, n, d = self.X.shape
-        return self.X.reshape(K * n, d), np.repeat(np.arange(K), n)
-
-    def penalties(self) -> dict[str, Any]:
-        """The objective's constants other than ``lam``: ``lam_w``, ``lam_h``, ``lam_b``, ``loss``.
-
-        Keyword arguments of :func:`mufm.solve` and of the multilayer objective alike.
-        """
-        return {"lam_w": self.lam_w, "lam_h": self.lam_h, "lam_b": self.lam_b, "loss": self.loss}
+# ---------------------------------------------------------------------------------- building blocks
 
 
 def dyadic_rotation(d: int, rng: np.random.Generator, *, n_reflections: int = 3) -> np.ndarray:
@@ -167,6 +135,32 @@ def _procrustes(target: np.ndarray, source: np.ndarray) -> np.ndarray:
     return source @ (U @ Vt)
 
 
+# ---------------------------------------------------------------------------------------- Theorem 1
+
+
+@dataclass(frozen=True, eq=False)
+class LineInstance(_Instance):
+    """A Theorem 1 instance: labelled data and the class end points of the line (MATH.md eq. 10).
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        Data, rows ``(N, d)``: the start ``h_i(0) = x_i`` of the line.
+    y : numpy.ndarray
+        Labels ``(N,)`` in ``0..K-1``.
+    end_means : numpy.ndarray
+        Class end points ``mu*_k``, rows ``(K, d)``: sample ``i`` moves to ``mu*_{y_i}``.
+    tag : dict of str to Any
+        See :class:`_Instance`.
+    """
+
+    _class_rows = "end_means"
+    X: np.ndarray
+    y: np.ndarray
+    end_means: np.ndarray
+    tag: dict[str, Any] = field(default_factory=dict)
+
+
 def random_line_instance(
     rng: np.random.Generator, *, degenerate: str | None = None, max_K: int = 5, max_d: int = 8
 ) -> LineInstance:
@@ -206,6 +200,29 @@ def random_line_instance(
                 end = _procrustes(means - means.mean(0), end)
     y = np.repeat(np.arange(K), n)
     return LineInstance(X.reshape(K * n, d), y, end, {"degenerate": degenerate})
+
+
+# ---------------------------------------------------------------------------------------- Theorem 2
+
+
+@dataclass(frozen=True, eq=False)
+class MeansInstance(_Instance):
+    """A Theorem 2 instance: the ends of the line of class means ``M(t)`` (MATH.md eq. 11).
+
+    Attributes
+    ----------
+    means0 : numpy.ndarray
+        Start class means ``M_0``, rows ``(K, d)`` (balanced centring).
+    means_star : numpy.ndarray
+        End class means ``M*``, rows ``(K, d)``, same shape as ``means0``.
+    tag : dict of str to Any
+        See :class:`_Instance`.
+    """
+
+    _class_rows = "means0"
+    means0: np.ndarray
+    means_star: np.ndarray
+    tag: dict[str, Any] = field(default_factory=dict)
 
 
 def random_means_instance(
@@ -283,6 +300,55 @@ def near_etf_means_instance(
     M0 = Ms @ expm(angle * A) + Z
     rho = float(np.linalg.norm((M0 - M0.mean(0)) - Ms) / np.linalg.norm(Ms))
     return MeansInstance(M0, Ms, {"family": "near_etf", "angle": angle, "noise": noise, "rho": rho})
+
+
+# --------------------------------------------------------------------------------- Theorems 3 and 4
+
+
+@dataclass(frozen=True, eq=False)
+class MUFMInstance(_Instance):
+    """A Theorem 3/4 instance: balanced data and the hyper-parameters of the MUFM (MATH.md sec. 5).
+
+    Attributes
+    ----------
+    X : numpy.ndarray
+        Balanced data ``(K, n, d)``: ``n`` samples of each of ``K`` classes.
+    lam : float
+        Transport coefficient ``lam`` (``0``: no transport term).
+    lam_w, lam_b, lam_h : float
+        Penalties on ``W``, ``b`` and the last-layer features ``H``.
+    bias : bool
+        Whether the classifier has a bias ``b``.
+    loss : str
+        ``"mse"`` or ``"ce"``.
+    L : int
+        Depth: the number of layers ``H_1, ..., H_L`` after ``H_0 = X`` (Theorem 3).
+    tag : dict of str to Any
+        See :class:`_Instance`.
+    """
+
+    _class_rows = "X"
+    X: np.ndarray
+    lam: float
+    lam_w: float
+    lam_b: float = 0.0
+    lam_h: float = 0.0
+    bias: bool = True
+    loss: str = "mse"
+    L: int = 3
+    tag: dict[str, Any] = field(default_factory=dict)
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(X (N, d), y (N,))`` with samples of class ``k`` contiguous."""
+        K, n, d = self.X.shape
+        return self.X.reshape(K * n, d), np.repeat(np.arange(K), n)
+
+    def penalties(self) -> dict[str, Any]:
+        """The objective's constants other than ``lam``: ``lam_w``, ``lam_h``, ``lam_b``, ``loss``.
+
+        Keyword arguments of :func:`mufm.solve` and of the multilayer objective alike.
+        """
+        return {"lam_w": self.lam_w, "lam_h": self.lam_h, "lam_b": self.lam_b, "loss": self.loss}
 
 
 def random_mufm_instance(

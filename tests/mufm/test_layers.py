@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import log_uniform, seeds
 
 import mufm
 import ufm
@@ -64,7 +65,7 @@ def test_torch_layers(res):
 
 
 @settings(max_examples=30, deadline=None)
-@given(L=st.integers(2, 6), seed=st.integers(0, 10_000), scale=st.floats(1e-4, 1.0))
+@given(L=st.integers(2, 6), seed=seeds, scale=log_uniform(1e-4, 1.0))
 def test_perturbing_an_intermediate_layer_increases_objective(res, L, seed, scale):
     layers = [h.copy() for h in res.layers(L)]
     base = multilayer_objective(layers, res.y, res.W, res.b, lam=LAM, lam_w=LW, lam_b=LB)

@@ -13,6 +13,7 @@ import reference_problems as REF
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import class_counts, log_uniform, seeds
 
 import ufm
 from ufm import Certificate, InputError, certify
@@ -31,15 +32,19 @@ def _nuclear(A):
 # ------------------------------------------------------------------ balanced-factor identity
 
 
+#: Both sides of the identity range over the same problems: ``Z (K, N)``, penalties over five
+#: decades, a seed for the random factors.
+FACTOR_PROBLEMS = {
+    "K": class_counts(5),
+    "N": st.integers(2, 7),
+    "lw": log_uniform(1e-4, 1e1),
+    "lh": log_uniform(1e-4, 1e1),
+    "seed": seeds,
+}
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    K=st.integers(2, 5),
-    N=st.integers(2, 7),
-    d=st.integers(1, 6),
-    lw=st.floats(1e-4, 1e1),
-    lh=st.floats(1e-4, 1e1),
-    seed=st.integers(0, 2**31 - 1),
-)
+@given(d=st.integers(1, 6), **FACTOR_PROBLEMS)
 def test_penalty_dominates_nuclear_norm(K, N, d, lw, lh, seed):
     rng = np.random.default_rng(seed)
     W, H = rng.standard_normal((K, d)), rng.standard_normal((N, d))
@@ -49,13 +54,7 @@ def test_penalty_dominates_nuclear_norm(K, N, d, lw, lh, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    K=st.integers(2, 5),
-    N=st.integers(2, 7),
-    lw=st.floats(1e-4, 1e1),
-    lh=st.floats(1e-4, 1e1),
-    seed=st.integers(0, 2**31 - 1),
-)
+@given(**FACTOR_PROBLEMS)
 def test_balanced_factors_attain_equality(K, N, lw, lh, seed):
     rng = np.random.default_rng(seed)
     Z = rng.standard_normal((K, N))

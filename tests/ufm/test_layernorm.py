@@ -16,6 +16,7 @@ import scipy.optimize
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import class_counts, log_uniform
 
 import ufm
 from ufm import BackendError, ConvergenceWarning, DegenerateInputError, InputError
@@ -202,16 +203,15 @@ def test_lower_bound_equals_sdp_relaxation(loss, bias, lam_b):
 
 @settings(max_examples=30, deadline=None)
 @given(
-    K=st.integers(2, 6),
+    K=class_counts(6),
     extra=st.integers(0, 3),
-    lw=st.floats(-4, 0),
-    lb=st.floats(-4, 0),
+    lam_w=log_uniform(1e-4, 1.0),
+    lam_b=log_uniform(1e-4, 1.0),
     loss=st.sampled_from(["ce", "mse"]),
     bias=st.booleans(),
 )
-def test_closed_form_properties(K, extra, lw, lb, loss, bias):
+def test_closed_form_properties(K, extra, lam_w, lam_b, loss, bias):
     d = K + extra
-    lam_w, lam_b = 10.0**lw, 10.0**lb
     opt = ufm.layernorm_etf_optimum(K, d, loss=loss, lam_w=lam_w, lam_b=lam_b, bias=bias)
     assert opt.optimal and opt.gap <= 1e-12 * max(1, opt.objective)
     assert opt.lower_bound <= opt.objective * (1 + 1e-12) <= opt.etf_objective * (1 + 1e-12)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import class_counts, log_uniform, seeds
 
 from ufm.errors import DegenerateInputError, InputError, PFCWarning, RankWarning
 from ufm.metrics import (
@@ -173,10 +174,10 @@ def test_simplex_etf_geometry(K, d):
 
 
 @given(
-    K=st.integers(2, 8),
+    K=class_counts(8),
     extra=st.integers(0, 6),
-    seed=st.integers(0, 2**31),
-    scale=st.floats(1e-3, 1e3),
+    seed=seeds,
+    scale=log_uniform(1e-3, 1e3),
     offset=st.floats(-100, 100),
 )
 @settings(max_examples=30, deadline=None)
@@ -210,10 +211,10 @@ def random_orthogonal(d, rng):
 
 
 @given(
-    seed=st.integers(0, 2**31),
-    K=st.integers(2, 6),
+    seed=seeds,
+    K=class_counts(6),
     d=st.integers(5, 12),
-    scale=st.floats(1e-3, 1e3),
+    scale=log_uniform(1e-3, 1e3),
     shift=st.floats(-50, 50),
 )
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -229,7 +230,7 @@ def test_rotation_translation_scale_invariance(seed, K, d, scale, shift):
     np.testing.assert_allclose(moved["tr_sigma_w"], scale**2 * base["tr_sigma_w"], rtol=1e-7)
 
 
-@given(seed=st.integers(0, 2**31), K=st.integers(2, 6))
+@given(seed=seeds, K=class_counts(6))
 @settings(max_examples=30, deadline=None)
 def test_label_permutation_invariance(seed, K):
     H, y = make_data(seed, N=6 * K, K=K, d=6)
@@ -245,7 +246,7 @@ def test_label_permutation_invariance(seed, K):
         np.testing.assert_allclose(moved[k], base[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
-@given(seed=st.integers(0, 2**31), cuts=st.lists(st.integers(1, 59), max_size=6))
+@given(seed=seeds, cuts=st.lists(st.integers(1, 59), max_size=6))
 @settings(max_examples=40, deadline=None)
 def test_streaming_equals_batch_for_any_split(seed, cuts):
     H, y = make_data(seed, N=60, K=4, d=7)
@@ -631,8 +632,8 @@ def test_bad_labels_in_accumulator():
 # ------------------------------------------------------------------------------------------
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    seed=st.integers(0, 10_000),
-    K=st.integers(2, 5),
+    seed=seeds,
+    K=class_counts(5),
     d=st.integers(1, 9),
     s=st.integers(-150, 150),
     f32=st.booleans(),

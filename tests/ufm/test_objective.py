@@ -10,6 +10,7 @@ import scipy.optimize
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import seeds
 
 from ufm import InputError
 from ufm.engine.core import NP, TORCH, Params, Problem
@@ -61,7 +62,7 @@ def random_problem(seed, K=3, n=2, d=4):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    seed=st.integers(0, 10_000),
+    seed=seeds,
     loss=st.sampled_from(["mse", "ce"]),
     with_bias=st.booleans(),
     with_x=st.booleans(),

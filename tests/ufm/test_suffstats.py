@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import class_counts, log_uniform, seeds
 
 import mufm
 import ufm
@@ -236,13 +237,13 @@ def test_suffstats_rejects_cross_entropy():
 # -------------------------------------------------------------------- property test
 @settings(max_examples=20, deadline=None)
 @given(
-    K=st.integers(2, 4),
+    K=class_counts(4),
     n=st.integers(1, 4),
     d=st.integers(1, 6),
-    lam=st.floats(1e-4, 1e4),
-    lam_w=st.floats(1e-4, 1.0),
+    lam=log_uniform(1e-4, 1e4),
+    lam_w=log_uniform(1e-4, 1.0),
     scale=st.sampled_from([1e-80, 1e-5, 1.0, 1e5, 1e80]),
-    seed=st.integers(0, 3),
+    seed=seeds,
 )
 def test_property_solve_is_error_or_certified_optimum(K, n, d, lam, lam_w, scale, seed):
     """Any input gives a toolkit error or a converged local minimum, in bounded time."""
