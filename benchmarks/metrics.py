@@ -238,26 +238,20 @@ def compare_kernels(dims: list[int], N: int, K: int, dtype: str, threads: str) -
     import os
 
     print(f"N={N}, K={K}, features {dtype}, threads: {threads}; load average: {os.getloadavg()}")
-    hdr = (
-        f"{'d':>6} {'kernels s':>10} {'torch s':>10} {'matmul s':>9} {'kernels/mm':>11} "
-        f"{'torch/mm':>9} {'torch/kernels':>14} {'rel. diff NC1':>14}"
-    )
-    print(hdr)
-    print("-" * len(hdr))
+    cols = ("d", "kernels s", "torch s", "matmul s", "kernels/mm", "torch/mm", "torch/kern", "dNC1")
+    print(" ".join(f"{c:>10}" for c in cols))
     for d in dims:
-        u = run_case("ufm", N, K, d, dtype, threads)
-        t = run_case("ufm", N, K, d, dtype, threads, env={"UFM_KERNELS": "0"})
-        mm = run_case("matmul", N, K, d, dtype, threads)
-        if "error" in u or "error" in t or "error" in mm:
-            print(f"{d:>6} failed: {u.get('error') or t.get('error') or mm.get('error')}")
+        runs = [
+            run_case("ufm", N, K, d, dtype, threads),
+            run_case("ufm", N, K, d, dtype, threads, env={"UFM_KERNELS": "0"}),
+            run_case("matmul", N, K, d, dtype, threads),
+        ]
+        if any("error" in r for r in runs):
+            print(f"{d:>10} failed: {[r.get('error') for r in runs]}")
             continue
-        dn = abs(u["nc1"] - t["nc1"]) / abs(t["nc1"])
-        print(
-            f"{d:>6} {u['time']:10.4f} {t['time']:10.4f} {mm['time']:9.4f} "
-            f"{u['time'] / mm['time']:11.2f} {t['time'] / mm['time']:9.2f} "
-            f"{t['time'] / u['time']:14.2f} {dn:14.2e}",
-            flush=True,
-        )
+        u, t, mm = (r["time"] for r in runs)
+        dn = abs(runs[0]["nc1"] - runs[1]["nc1"]) / abs(runs[1]["nc1"])
+        print(" ".join(f"{v:>10.4g}" for v in (d, u, t, mm, u / mm, t / mm, t / u, dn)), flush=True)
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -77,7 +77,7 @@ def test_kernels_reject_bad_arrays():
     Q, sq = np.zeros((4, 4)), np.zeros(4)
     with pytest.raises(InputError, match="means must be"):
         kernels.project(H, y, 1.0, np.zeros((2, 5)), np.zeros((4, 3)), Q, sq)
-    with pytest.raises(InputError, match="VT must be"):
+    with pytest.raises(InputError, match="VT must have"):
         kernels.project(H, y, 1.0, np.zeros((2, 3)), np.zeros((3, 3)), Q[:, :3].copy(), sq)
     with pytest.raises(InputError, match="Q must be"):
         kernels.project(H, y, 1.0, np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((4, 8)), sq)

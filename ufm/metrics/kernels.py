@@ -150,15 +150,25 @@ def set_enabled(flag: bool | None) -> None:
     _override = flag
 
 
-def _check(
-    H: np.ndarray, y: np.ndarray, rows: int, name: str, arr: np.ndarray, shape: tuple
-) -> None:
+def _kernel(name: str, H: np.ndarray, y: np.ndarray) -> Any:
+    """The compiled kernel ``name`` after checking the inputs every kernel shares."""
+    k = _compile()
+    if not k:
+        raise InputError("numba is not installed: install it or use the torch path")
     if H.dtype not in (np.float32, np.float64) or H.ndim != 2 or not H.flags.c_contiguous:
         raise InputError(f"H must be a C-contiguous float32/float64 (N, d) array, got {H.dtype}")
-    if y.dtype != np.int64 or y.shape != (rows,):
-        raise InputError(f"y must be int64 of shape ({rows},), got {y.dtype} {y.shape}")
-    if arr.dtype != np.float64 or arr.shape != shape or not arr.flags.c_contiguous:
-        raise InputError(f"{name} must be C-contiguous float64 of shape {shape}")
+    if y.dtype != np.int64 or y.shape != H.shape[:1]:
+        raise InputError(f"y must be int64 of shape ({H.shape[0]},), got {y.dtype} {y.shape}")
+    return k[name]
+
+
+def _check_out(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: Any = np.float64) -> None:
+    """Raise unless ``arr`` is a C-contiguous array of ``dtype`` and ``shape``."""
+    if arr.dtype != dtype or arr.shape != shape or not arr.flags.c_contiguous:
+        raise InputError(
+            f"{name} must be C-contiguous {np.dtype(dtype).name} of shape {shape}, got "
+            f"{arr.dtype} {arr.shape}"
+        )
 
 
 def class_sums(
@@ -183,14 +193,10 @@ def class_sums(
     InputError
         Wrong dtype, shape or layout, or the kernels are not available.
     """
-    k = _compile()
-    if not k:
-        raise InputError("numba is not installed: install it or use the torch path")
-    n = H.shape[0] if H.ndim == 2 else -1
-    _check(H, y, n, "sums", sums, (sums.shape[0], H.shape[-1]))
-    if counts.dtype != np.int64 or counts.shape != (sums.shape[0],):
-        raise InputError(f"counts must be int64 of shape ({sums.shape[0]},)")
-    k["class_sums"](H, y, float(s), sums, counts)
+    kernel = _kernel("class_sums", H, y)
+    _check_out("sums", sums, (len(sums), H.shape[1]))
+    _check_out("counts", counts, (len(sums),), np.int64)
+    kernel(H, y, float(s), sums, counts)
 
 
 def project(
@@ -211,10 +217,8 @@ def project(
 
     Parameters
     ----------
-    H : ndarray (n, d), float32 or float64, C-contiguous
-    y : ndarray (n,), int64, values in ``0..K-1`` (not checked here)
-    s : float
-        A power of two (the accumulator's scale).
+    H, y, s
+        As in :func:`class_sums`.
     means : ndarray (K, d), float64, C-contiguous
     VT : ndarray (c, d), float64, C-contiguous, ``c`` a multiple of 4
         The projection directions as rows (pad with zero rows).
@@ -226,17 +230,12 @@ def project(
     InputError
         Wrong dtype, shape or layout, or the kernels are not available.
     """
-    k = _compile()
-    if not k:
-        raise InputError("numba is not installed: install it or use the torch path")
-    n = H.shape[0] if H.ndim == 2 else -1
-    d = H.shape[-1]
-    _check(H, y, n, "means", means, (means.shape[0] if means.ndim == 2 else -1, d))
-    c = VT.shape[0] if VT.ndim == 2 else -1
-    if VT.dtype != np.float64 or VT.shape != (c, d) or c % 4 or not VT.flags.c_contiguous:
-        raise InputError(f"VT must be C-contiguous float64 of shape (4 m, {d}), got {VT.shape}")
-    if Q.dtype != np.float64 or Q.shape != (n, c) or not Q.flags.c_contiguous:
-        raise InputError(f"Q must be C-contiguous float64 of shape ({n}, {c})")
-    if sqnorm.dtype != np.float64 or sqnorm.shape != (n,):
-        raise InputError(f"sqnorm must be float64 of shape ({n},)")
-    k["project"](H, y, float(s), means, VT, Q, sqnorm)
+    kernel = _kernel("project", H, y)
+    n, d = H.shape
+    _check_out("means", means, (len(means), d))
+    if VT.ndim != 2 or len(VT) % 4:
+        raise InputError(f"VT must have a multiple of 4 rows, got shape {VT.shape}")
+    _check_out("VT", VT, (len(VT), d))
+    _check_out("Q", Q, (n, len(VT)))
+    _check_out("sqnorm", sqnorm, (n,))
+    kernel(H, y, float(s), means, VT, Q, sqnorm)
