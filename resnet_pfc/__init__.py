@@ -28,7 +28,7 @@ from __future__ import annotations
 from .config import TrainConfig
 from .data import load_dataset
 from .figures import draw_figures
-from .measure import LayerTaps, Measurement, measure_run
+from .measure import LayerTaps, Measurement
 from .measure import measure as measure
 from .models import TABLE_I, ConvResNet, FCResNet, build_model, paper_model
 from .report import write_report
@@ -43,7 +43,6 @@ __all__ = [
     "read_csv",
     "load_run",
     "measure",
-    "measure_run",
     "Measurement",
     "LayerTaps",
     "FCResNet",

@@ -65,7 +65,7 @@ TRAIN_DESCRIPTION = (
 MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
 #: Training losses (the first, the paper's cross entropy, is the default).
 LOSSES: tuple[str, ...] = ("ce", "mse")
-#: Relative positions of the layers (see :func:`resnet_pfc.measure.measure_run`).
+#: Relative positions of the layers (see :func:`resnet_pfc.measure.measure`).
 POSITIONS: tuple[str, ...] = ("index", "distance")
 
 #: Per data set defaults used when a field is ``None``: epochs, initial lr, eval_every.

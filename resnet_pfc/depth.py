@@ -10,7 +10,7 @@ experiments show NC1-NC3 falling with depth, a log-log slope of about -0.3.
 :func:`depth_study` trains every family of :data:`resnet_pfc.models.DEPTH_FAMILIES` at every depth
 and seed with :func:`resnet_pfc.train.train` (cross entropy, SGD with momentum, weight decay on
 every parameter, lr divided by 10 at 1/3 and 2/3 of the epochs) and measures every block's
-output with the streaming accumulators (:func:`resnet_pfc.measure.measure_run`). Per cell
+output with the streaming accumulators (:func:`resnet_pfc.measure.measure`). Per cell
 (family, depth, seed) it keeps the final metrics of every layer and the last layer's features
 ``H (N, d)``, classifier ``W (K, d)`` and bias ``b (K,)`` on the training set. Then
 

@@ -19,13 +19,13 @@ gives :math:`\|H_l - H_0\|_F / \|H_L - H_0\|_F`, streamed as a sum of squared ro
 Distributed use: pass ``group`` (or ``distributed=True``) when every process of a
 ``torch.distributed`` group measures its own shard of the data (disjoint, covering the set once);
 the accumulators are reduced with ``all_reduce`` after each pass, so every rank gets the metrics of
-the whole set. In ``eval()`` mode (which :func:`measure_run` sets) a sample's features do not
+the whole set. In ``eval()`` mode (which :func:`measure` sets) a sample's features do not
 depend on the other samples of its batch (batch norm uses its running statistics), so the result
 equals a single-process measurement up to float64 round-off in the merges.
 
 >>> from resnet_pfc.measure import measure                               # doctest: +SKIP
->>> metrics = measure(model, loader, ["layer1", "layer2", "layer3"])   # doctest: +SKIP
->>> metrics["layer3"]["pfc1"]                                           # doctest: +SKIP
+>>> res = measure(model, loader, ["layer1", "layer2", "layer3"])       # doctest: +SKIP
+>>> res.layers["layer3"]["pfc1"]                                        # doctest: +SKIP
 
 Size (over 500 lines): the hooks, the two streaming passes with their all-reduce, the
 geodesic line and the public entry points share one pass protocol; about a third is docstrings.
@@ -51,9 +51,8 @@ from ufm.threads import thread_policy
 
 __all__ = [
     "Measurement",
-    "measure_run",
-    "measure_model",
     "measure",
+    "measure_model",
     "LayerTaps",
     "PASS1_KEYS",
     "PASS2_KEYS",
@@ -66,7 +65,7 @@ PASS2_KEYS = ("ncc_accuracy", "pfc3", "nc1")
 
 @dataclass(frozen=True)
 class Measurement:
-    """The result of :func:`measure_run`.
+    """The result of :func:`measure`.
 
     Attributes
     ----------
@@ -205,7 +204,7 @@ def _all_reduce_sum(values: list[float], group: Any, device: torch.device) -> li
 
 
 @thread_policy(model="model")
-def measure_run(
+def measure(
     model: nn.Module,
     loader: Iterable[Any],
     layers: Mapping[str, str] | Sequence[str],
@@ -224,7 +223,7 @@ def measure_run(
     strict: bool = True,
     progress: bool = False,
 ) -> Measurement:
-    """Collapse metrics of several layers (and optionally the geodesic line), streamed.
+    """Collapse metrics of named layers of any model (and optionally the geodesic line), streamed.
 
     Parameters
     ----------
@@ -268,6 +267,8 @@ def measure_run(
     Returns
     -------
     Measurement
+        ``.layers`` holds the per-layer metrics (``{label: {"pfc1": ..., "nc1": ..., ...}}``),
+        with the positions, distances, the line (when asked) and the model's loss and accuracy.
 
     Raises
     ------
@@ -544,7 +545,7 @@ def _geodesic(
 def measure_model(model: nn.Module, loader: Iterable[Any], cfg: Any, **options: Any) -> Measurement:
     """Every measured layer of a toolkit model, its classifier and the geodesic line.
 
-    :func:`measure_run` on ``model.measured_layers()`` with the model's
+    :func:`measure` on ``model.measured_layers()`` with the model's
     ``measured_classifier()`` on the last layer, ``line=True``, ``strict=False`` (a degenerate
     layer gives NaN metrics, not an error), and the geodesic grids and layer positions of the
     training configuration ``cfg``. This is the measurement that training records in
@@ -559,7 +560,7 @@ def measure_model(model: nn.Module, loader: Iterable[Any], cfg: Any, **options: 
     cfg : TrainConfig
         Read: ``geodesic_points``, ``geodesic_pass2_points``, ``position``.
     **options
-        Further keywords of :func:`measure_run` (``device``, ``dtype``, ``group``, ``line``,
+        Further keywords of :func:`measure` (``device``, ``dtype``, ``group``, ``line``,
         ...); they override the choices above.
 
     Returns
@@ -570,56 +571,4 @@ def measure_model(model: nn.Module, loader: Iterable[Any], cfg: Any, **options: 
     kw: dict[str, Any] = {"classifier": {list(layers)[-1]: model.measured_classifier()}}
     kw |= {"line": True, "strict": False, "position": cfg.position}
     kw |= {"geodesic_grid": cfg.geodesic_points, "geodesic_pass2_grid": cfg.geodesic_pass2_points}
-    return measure_run(model, loader, layers, model.num_classes, **kw | options)
-
-
-def measure(
-    model: nn.Module,
-    loader: Iterable[Any],
-    layers: Mapping[str, str] | Sequence[str],
-    num_classes: int | None = None,
-    *,
-    classifier: Mapping[str, tuple[Any, Any]] | None = None,
-    passes: int = 2,
-    device: torch.device | str | None = None,
-    group: Any = None,
-    progress: bool = False,
-) -> dict[str, dict[str, float]]:
-    """Collapse metrics of the named layers of any model, streamed (no stored features).
-
-    A thin wrapper of :func:`measure_run` that returns only the per-layer metrics.
-
-    Parameters
-    ----------
-    model : nn.Module
-    loader : iterable of ``(x, y)`` batches
-    layers : sequence of module names (or mapping label -> module name)
-        As listed by ``model.named_modules()``; ``"name:input"`` taps a module's input.
-    num_classes : int, optional
-        Default: inferred from the loader's data set.
-    classifier, passes, device, group, progress
-        As in :func:`measure_run`.
-
-    Returns
-    -------
-    dict of str to dict of str to float
-        ``{layer: {"pfc1": ..., "pfc2": ..., "pfc3": ..., "ncc_accuracy": ..., "nc1": ...,
-        "nc2_equinorm": ..., "nc2_equiangular": ..., "tr_sigma_w": ..., "tr_sigma_b": ...}}``.
-
-    Notes
-    -----
-    .. math:: \\mathrm{PFC1}(H_l) = \\operatorname{tr}\\Sigma_W(H_l) / \\operatorname{tr}\\Sigma_B(H_l)
-
-    and the other metrics of MATH.md section 3, for every layer in the same (at most two) passes.
-    """
-    return measure_run(
-        model,
-        loader,
-        layers,
-        num_classes,
-        classifier=classifier,
-        passes=passes,
-        device=device,
-        group=group,
-        progress=progress,
-    ).layers
+    return measure(model, loader, layers, model.num_classes, **kw | options)

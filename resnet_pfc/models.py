@@ -44,8 +44,9 @@ exact last-layer classifier); about a third is docstrings.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -153,7 +154,57 @@ class MeasuredModel(nn.Module):
         return self.width
 
 
-class FCResNet(MeasuredModel):
+class _FlatResNet(MeasuredModel):
+    """The skeleton shared by :class:`FCResNet` and :class:`LNResNet`.
+
+    Flatten, a linear stem to ``width`` (followed by ``stem_norm(width)`` when given), ``blocks``
+    residual blocks ``block(width, residual_scale=1/sqrt(blocks))`` (each block scales its last
+    linear map, so that the residual stream does not grow with depth at initialisation), and a
+    linear classifier on the last block's output. The common arguments are checked before any
+    module is built; the modules are built in the order stem, blocks, classifier, which fixes
+    the seeded initialisation and the state-dict keys (``stem.*``, ``blocks.*``,
+    ``classifier.*``).
+
+    Parameters
+    ----------
+    input_dim, num_classes, width, blocks : int
+        As in :class:`FCResNet`; ``width >= min_width``.
+    block : callable
+        ``block(width, residual_scale=s)`` returns one residual block ``(batch, width) ->
+        (batch, width)``.
+    min_width : int
+        Smallest allowed ``width``.
+    stem_norm : callable, optional
+        ``stem_norm(width)`` returns a module appended to the stem.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        width: int,
+        blocks: int,
+        block: Callable[..., nn.Module],
+        *,
+        min_width: int = 1,
+        stem_norm: Callable[[int], nn.Module] | None = None,
+    ):
+        super().__init__()
+        check_int(input_dim, "input_dim", low=1)
+        check_int(num_classes, "num_classes", low=2)
+        check_int(width, "width", low=min_width)
+        check_int(blocks, "blocks", low=1)
+        self.input_dim, self.num_classes, self.width = input_dim, num_classes, width
+        stem: list[nn.Module] = [nn.Flatten(), nn.Linear(input_dim, width)]
+        if stem_norm is not None:
+            stem.append(stem_norm(width))
+        self.stem = nn.Sequential(*stem)
+        scale = 1.0 / math.sqrt(blocks)
+        self.blocks = nn.ModuleList(block(width, residual_scale=scale) for _ in range(blocks))
+        self.classifier = nn.Linear(width, num_classes)
+
+
+class FCResNet(_FlatResNet):
     """Fully connected ResNet (the paper's MNIST model is ``width=1000, blocks=10``).
 
     Parameters
@@ -183,18 +234,7 @@ class FCResNet(MeasuredModel):
         blocks: int = 10,
         hidden: int | None = None,
     ):
-        super().__init__()
-        check_int(input_dim, "input_dim", low=1)
-        check_int(num_classes, "num_classes", low=2)
-        check_int(width, "width", low=1)
-        check_int(blocks, "blocks", low=1)
-        self.input_dim, self.num_classes, self.width = input_dim, num_classes, width
-        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(input_dim, width))
-        scale = 1.0 / math.sqrt(blocks)
-        self.blocks = nn.ModuleList(
-            FCBlock(width, hidden=hidden, residual_scale=scale) for _ in range(blocks)
-        )
-        self.classifier = nn.Linear(width, num_classes)
+        super().__init__(input_dim, num_classes, width, blocks, partial(FCBlock, hidden=hidden))
 
 
 class ConvResNet(MeasuredModel):
@@ -456,19 +496,15 @@ class LNBlock(nn.Module):
         return self.norm(x + f)
 
 
-class LNResNet(MeasuredModel):
+class LNResNet(_FlatResNet):
     """Fully connected ResNet with a LayerNorm after every residual addition.
 
     Parameters
     ----------
-    input_dim : int
-        Number of input features after flattening (64 for digits, 784 for MNIST).
-    num_classes : int
-        ``K >= 2``.
+    input_dim, num_classes, blocks : int
+        As in :class:`FCResNet` (``blocks`` is the depth ``B``).
     width : int
-        Dimension ``d`` of the residual stream (the paper's depth study: 64).
-    blocks : int
-        Depth ``B >= 1``.
+        Dimension ``d >= 2`` of the residual stream (the paper's depth study: 64).
     linears : {1, 2}
         Linear layers per block (see :class:`LNBlock`).
     affine : bool
@@ -498,22 +534,16 @@ class LNResNet(MeasuredModel):
         linears: int = 1,
         affine: bool = False,
     ):
-        super().__init__()
-        check_int(input_dim, "input_dim", low=1)
-        check_int(num_classes, "num_classes", low=2)
-        check_int(width, "width", low=2)
-        check_int(blocks, "blocks", low=1)
-        self.input_dim, self.num_classes, self.width = input_dim, num_classes, width
+        super().__init__(
+            input_dim,
+            num_classes,
+            width,
+            blocks,
+            partial(LNBlock, linears=linears, affine=affine),
+            min_width=2,
+            stem_norm=partial(_layer_norm, affine=affine),
+        )
         self.linears = linears
-        self.stem = nn.Sequential(
-            nn.Flatten(), nn.Linear(input_dim, width), _layer_norm(width, affine)
-        )
-        scale = 1.0 / math.sqrt(blocks)
-        self.blocks = nn.ModuleList(
-            LNBlock(width, linears=linears, residual_scale=scale, affine=affine)
-            for _ in range(blocks)
-        )
-        self.classifier = nn.Linear(width, num_classes)
 
 
 class _TokenMean(nn.Module):

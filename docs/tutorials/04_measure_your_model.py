@@ -96,7 +96,7 @@ for name, m in by_hand.items():
 # Progressive collapse: the metrics fall from the stem towards the last block.
 
 # --- 4. The same with resnet_pfc's helper (one call, same two passes) ---------------------
-helper = measure(model, eval_loader, layers, K)
+helper = measure(model, eval_loader, layers, K).layers
 for name in layers:
     for key in ("pfc1", "pfc2", "pfc3", "nc1"):
         a, b = by_hand[name][key], helper[name][key]

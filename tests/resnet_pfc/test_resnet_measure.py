@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from resnet_pfc.config import TrainConfig
-from resnet_pfc.measure import measure, measure_model, measure_run
+from resnet_pfc.measure import Measurement, measure, measure_model
 from resnet_pfc.models import ConvResNet, FCResNet
 from ufm.errors import DegenerateInputError, InputError, PFCWarning
 from ufm.metrics import collapse_metrics, effective_depth, relative_position
@@ -50,7 +50,7 @@ def test_measure_equals_collapse_metrics(fc_model, tiny_digits, batch):
     ds = tiny_digits(per_class=9)
     x, y = ds.tensors
     W, b = fc_model.measured_classifier()
-    res = measure_run(
+    res = measure(
         fc_model,
         DataLoader(ds, batch_size=batch),
         fc_model.measured_layers(),
@@ -78,7 +78,7 @@ def test_conv_measure_equals_collapse_metrics(tiny_digits):
         m.train()(x)  # move the running statistics away from their initial values
     m.eval()
     W, b = m.measured_classifier()
-    res = measure_run(
+    res = measure(
         m,
         DataLoader(ds, batch_size=13),
         m.measured_layers(),
@@ -96,7 +96,7 @@ def test_geodesic_equals_interpolated_features(fc_model, tiny_digits):
     ds = tiny_digits(per_class=9)
     x, y = ds.tensors
     grid = np.linspace(0, 1, 7)
-    res = measure_run(
+    res = measure(
         fc_model,
         DataLoader(ds, batch_size=17),
         fc_model.measured_layers(),
@@ -134,9 +134,9 @@ def test_positions_index_and_distance(fc_model, tiny_digits):
     feats = _stored(fc_model, x)
     loader = DataLoader(ds, batch_size=11)
     layers = fc_model.measured_layers()
-    r1 = measure_run(fc_model, loader, layers, 10)
+    r1 = measure(fc_model, loader, layers, 10)
     assert list(r1.positions.values()) == pytest.approx([0, 1 / 3, 2 / 3, 1], abs=1e-15)
-    r2 = measure_run(fc_model, loader, layers, 10, position="distance", line=True)
+    r2 = measure(fc_model, loader, layers, 10, position="distance", line=True)
     ref = relative_position(feats, mode="distance")
     np.testing.assert_allclose(list(r2.positions.values()), ref, rtol=1e-12)
     np.testing.assert_allclose(list(r1.distances.values()), ref, rtol=1e-12)
@@ -155,23 +155,38 @@ def test_measure_any_model_and_input_taps(tiny_digits):
     ds = tiny_digits(per_class=6)
     x, y = ds.tensors
     loader = DataLoader(ds, batch_size=20)
-    out = measure(net, loader, ["2", "4", "5:input"])  # K inferred from the data set
+    res = measure(net, loader, ["2", "4", "5:input"])  # K inferred from the data set
+    assert isinstance(res, Measurement) and res.num_samples == len(y)
+    out = res.layers
+    assert list(out) == ["2", "4", "5:input"]
     with torch.no_grad():
         h2 = net[:3](x)
         h4 = net[:5](x)
+    assert set(out["2"]) == set(collapse_metrics(h2, y))
     _close(out["2"], collapse_metrics(h2, y))
     _close(out["4"], collapse_metrics(h4, y))
     _close(out["5:input"], out["4"])  # the input of module 5 is the output of module 4
-    one = measure(net, loader, {"relu": "2"}, 10, passes=1)
+    one = measure(net, loader, {"relu": "2"}, 10, passes=1).layers
     assert "ncc_accuracy" not in one["relu"] and "pfc1" in one["relu"]
     assert one["relu"]["pfc1"] == pytest.approx(out["2"]["pfc1"], rel=1e-12)
+
+
+def test_one_public_measure_function():
+    import importlib
+
+    import resnet_pfc
+
+    module = importlib.import_module("resnet_pfc.measure")
+    assert resnet_pfc.measure is module.measure
+    assert not hasattr(module, "measure_run") and not hasattr(resnet_pfc, "measure_run")
+    assert "measure_run" not in module.__all__ + resnet_pfc.__all__
 
 
 def test_effective_depth_from_streamed_pfc3(fc_model, tiny_digits):
     ds = tiny_digits(per_class=9)
     x, y = ds.tensors
     res = measure(fc_model, DataLoader(ds, batch_size=50), fc_model.measured_layers(), 10)
-    errs = [v["pfc3"] for v in res.values()]
+    errs = [v["pfc3"] for v in res.layers.values()]
     for eps in (0.0, 0.2, 0.5, 1.0):
         assert effective_depth(errs, epsilon=eps) == effective_depth(
             _stored(fc_model, x), y, epsilon=eps
@@ -217,15 +232,15 @@ def test_errors(fc_model, tiny_digits):
     with pytest.raises(InputError, match="suffix must be"):
         measure(fc_model, loader, ["stem:middle"], 10)
     with pytest.raises(InputError, match="forward order"):
-        measure_run(fc_model, loader, ["blocks.1", "stem"], 10)
+        measure(fc_model, loader, ["blocks.1", "stem"], 10)
     with pytest.raises(InputError, match="passes must be 1 or 2"):
         measure(fc_model, loader, layers, 10, passes=3)
     with pytest.raises(InputError, match="position must be"):
-        measure_run(fc_model, loader, layers, 10, position="depth")
+        measure(fc_model, loader, layers, 10, position="depth")
     with pytest.raises(InputError, match="line end"):
-        measure_run(fc_model, loader, layers, 10, line=("input", "block9"))
+        measure(fc_model, loader, layers, 10, line=("input", "block9"))
     with pytest.raises(InputError, match="at least two"):
-        measure_run(fc_model, loader, ["stem"], 10, line=True)
+        measure(fc_model, loader, ["stem"], 10, line=True)
     with pytest.raises(InputError, match="layers is empty"):
         measure(fc_model, loader, [], 10)
     with pytest.raises(DegenerateInputError, match="K=1"):
@@ -241,19 +256,19 @@ def test_degenerate_layer_strict_and_lenient(tiny_digits):
         measure(net, loader, ["z"], 10)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        res = measure_run(net, loader, ["f", "z"], 10, strict=False)
+        res = measure(net, loader, ["f", "z"], 10, strict=False)
     assert any(issubclass(w.category, PFCWarning) for w in rec)
     assert math.isnan(res.layers["z"]["pfc1"]) and math.isnan(res.layers["z"]["nc1"])
     assert not math.isnan(res.layers["f"]["nc1"])
 
 
-def test_measure_model_is_measure_run_with_the_training_choices(fc_model, tiny_digits):
+def test_measure_model_is_measure_with_the_training_choices(fc_model, tiny_digits):
     cfg = TrainConfig(geodesic_points=5, geodesic_pass2_points=3, position="distance")
     loader = DataLoader(tiny_digits(per_class=6), batch_size=16)
     got = measure_model(fc_model, loader, cfg)
     layers = fc_model.measured_layers()
     W, b = fc_model.measured_classifier()
-    ref = measure_run(
+    ref = measure(
         fc_model, loader, layers, 10, classifier={list(layers)[-1]: (W, b)}, line=True,
         geodesic_grid=5, geodesic_pass2_grid=3, position="distance", strict=False,
     )  # fmt: skip

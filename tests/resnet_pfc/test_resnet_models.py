@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,6 +11,8 @@ from resnet_pfc.models import (
     TABLE_I,
     ConvResNet,
     FCResNet,
+    LNResNet,
+    build_depth_model,
     build_model,
     paper_model,
 )
@@ -98,8 +102,75 @@ def test_paper_model_overrides():
         (lambda: ConvResNet((1, 8, 8), 10, widths=()), "widths must be"),
         (lambda: FCResNet(64, 1), "num_classes must be >= 2"),
         (lambda: FCResNet(64, 10, blocks=0), "blocks must be >= 1"),
+        (lambda: FCResNet(0, 10), "input_dim must be >= 1"),
+        (lambda: FCResNet(64, 10, width=0), "width must be >= 1"),
+        (lambda: LNResNet(64, 10, width=1), "width must be >= 2"),
+        (lambda: LNResNet(64, 1), "num_classes must be >= 2"),
+        (lambda: LNResNet(64, 10, blocks=0, linears=3), "blocks must be >= 1"),
+        (lambda: LNResNet(64, 10, linears=3), "linears must be 1 or 2"),
     ],
 )
 def test_model_errors(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def _fingerprint(model):
+    """State-dict keys with shapes, and the plain and position-weighted sums of all values."""
+    sd = model.state_dict()
+    flat = torch.cat([v.detach().double().flatten() for v in sd.values()])
+    pos = torch.arange(1, flat.numel() + 1, dtype=torch.float64)
+    return [(k, tuple(v.shape)) for k, v in sd.items()], float(flat.sum()), float(flat @ pos)
+
+
+def _keys(stem, blocks, params):
+    out = [f"stem.{name}" for name in stem]
+    out += [f"blocks.{i}.{p}" for i in range(blocks) for p in params]
+    return out + ["classifier.weight", "classifier.bias"]
+
+
+_FC = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+_LIN = ("1.weight", "1.bias")
+
+#: Recorded from the models before FCResNet and LNResNet shared their constructor
+#: (torch.manual_seed(0) before each build): state-dict keys, number of values, sum, weighted sum.
+_INIT_REFERENCE = {
+    "fc": (
+        lambda: FCResNet(12, 3, width=5, blocks=2),
+        _keys(_LIN, 2, _FC), 60 + 5 + 2 * 60 + 18, -3.476078440900892, -458.22160174231976,
+    ),
+    "fc_hidden": (
+        lambda: FCResNet(12, 3, width=5, blocks=3, hidden=4),
+        _keys(_LIN, 3, _FC), 65 + 3 * 49 + 18, -3.966388665139675, -564.0554642195348,
+    ),
+    "ln1": (
+        lambda: LNResNet(12, 3, width=6, blocks=2),
+        _keys(_LIN, 2, _FC[:2]), 78 + 2 * 42 + 21, -2.9379842744674534, -329.22401845641434,
+    ),
+    "ln2_affine": (
+        lambda: LNResNet(12, 3, width=6, blocks=3, linears=2, affine=True),
+        _keys(("1.weight", "1.bias", "2.weight", "2.bias"), 3, (*_FC, "norm.weight", "norm.bias")),
+        90 + 3 * 96 + 21, 21.294615431077546, 5365.454484755872,
+    ),
+    "depth_ln2": (
+        lambda: build_depth_model("ln_resnet2", (1, 3, 4), 3, blocks=2, width=4),
+        _keys(_LIN, 2, _FC), 52 + 2 * 40 + 15, -1.0820869840681553, -36.73687449563295,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_INIT_REFERENCE))
+def test_seeded_initialisation_is_unchanged(case):
+    make, keys, size, total, weighted = _INIT_REFERENCE[case]
+    torch.manual_seed(0)
+    model = make()
+    got_keys, got_total, got_weighted = _fingerprint(model)
+    assert [k for k, _ in got_keys] == keys  # checkpoints of earlier versions still load
+    assert sum(math.prod(shape) for _, shape in got_keys) == size
+    assert got_total == pytest.approx(total, rel=1e-12, abs=1e-12)
+    assert got_weighted == pytest.approx(weighted, rel=1e-12, abs=1e-12)
+    blocks = len(model.blocks)
+    assert model.measured_layers() == {
+        "input": "stem",
+        **{f"block{i + 1}": f"blocks.{i}" for i in range(blocks)},
+    }

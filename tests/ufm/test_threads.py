@@ -148,7 +148,7 @@ def test_entry_points_are_decorated():
         ufm.certify,
         mufm.solve,
         mufm.certify,
-        meas.measure_run,
+        meas.measure,
         M.collapse_metrics,
         M.pfc1,
         M.nc1,
