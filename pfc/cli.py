@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
+from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.engine.options import METHODS
 from ufm.io import write_json
@@ -484,33 +485,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def cmd_depth(args: argparse.Namespace) -> int:
-    from resnet_pfc.depth import depth_config, depth_study
+    from resnet_pfc.depth import DepthConfig, depth_config, depth_study
 
-    opts = {
-        k: getattr(args, k)
-        for k in (
-            "out",
-            "dataset",
-            "width",
-            "epochs",
-            "transformer_epochs",
-            "lr",
-            "transformer_lr",
-            "weight_decay",
-            "per_class",
-            "device",
-            "jobs",
-            "threads",
-            "bootstrap",
-            "seed",
-            "data_root",
-        )
-    }
-    for k in ("families", "depths", "seeds"):
-        v = getattr(args, k)
-        opts[k] = None if v is None else tuple(v)
-    opts["download"] = args.download or None
-    res = depth_study(depth_config(args.preset, **opts, progress=not args.no_progress))
+    opts = options_from_args(DepthConfig, args)
+    res = depth_study(depth_config(args.preset, **opts))
     for s in res.slopes:
         if s["metric"] in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3"):
             print(
@@ -524,7 +502,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
 
 def _add_depth_parser(sub: Any) -> None:
-    from resnet_pfc.models import DEPTH_FAMILIES
+    from resnet_pfc.depth import DEPTH_PRESETS, DepthConfig
 
     p = sub.add_parser(
         "depth",
@@ -537,27 +515,14 @@ def _add_depth_parser(sub: Any) -> None:
         "rerun skips finished cells. --preset cpu (default): digits, reduced epochs, about "
         "12 minutes on 2 idle cores (40 under heavy load); --preset paper: the seed paper's settings (GPU).",
     )
-    p.add_argument("--preset", choices=("cpu", "paper", "tiny"), default="cpu")
-    p.add_argument("--out", default="runs/depth", help="output folder (default %(default)s)")
-    p.add_argument("--dataset", type=_dataset, default=None, help="default: the preset's")
-    p.add_argument("--families", nargs="+", choices=DEPTH_FAMILIES, default=None)
-    p.add_argument("--depths", nargs="+", type=POS, default=None, help="blocks per network")
-    p.add_argument("--seeds", nargs="+", type=NONNEG, default=None)
-    p.add_argument("--width", type=POS, default=None)
-    p.add_argument("--epochs", type=POS, default=None, help="epochs of the ResNets")
-    p.add_argument("--transformer-epochs", type=POS, default=None)
-    p.add_argument("--lr", type=_float_pos, default=None)
-    p.add_argument("--transformer-lr", type=_float_pos, default=None)
-    p.add_argument("--weight-decay", type=_float_pos, default=None)
-    p.add_argument("--per-class", type=POS, default=None, help="balanced training subset")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    p.add_argument("--jobs", type=POS, default=None, help="cells trained in parallel")
-    p.add_argument("--threads", type=POS, default=None, help="torch threads per cell")
-    p.add_argument("--bootstrap", type=POS, default=None, help="bootstrap resamples")
-    p.add_argument("--seed", type=NONNEG, default=None, help="seed of bootstrap and LN-UFM")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--preset",
+        choices=tuple(DEPTH_PRESETS),
+        default="cpu",
+        help="the named settings that every option below defaults to (default %(default)s)",
+    )
+    presets = {f"--preset {name}": values for name, values in DEPTH_PRESETS.items()}
+    add_options(p, DepthConfig, presets=presets)
 
 
 #: The function that runs each subcommand (``args.command``).

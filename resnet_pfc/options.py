@@ -352,7 +352,7 @@ def check_value(name: str, value: Any, spec: dict[str, Any]) -> Any:
     return value
 
 
-def check_fields(obj: Any, names: Iterable[str] | None = None) -> None:
+def check_fields(obj: Any, names: Iterable[str] | None = None, *, skip: Iterable[str] = ()) -> None:
     """Check the fields of the dataclass instance ``obj`` against their option descriptions.
 
     Parameters
@@ -361,6 +361,8 @@ def check_fields(obj: Any, names: Iterable[str] | None = None) -> None:
     names : iterable of str, optional
         The fields to check (default: every field with a description, except switches and
         multi-value options). A ``None`` value passes where the field's default is ``None``.
+    skip : iterable of str
+        Fields not to check (their value is checked elsewhere).
 
     Raises
     ------
@@ -368,7 +370,10 @@ def check_fields(obj: Any, names: Iterable[str] | None = None) -> None:
         The first field out of its bounds or choices.
     """
     chosen = None if names is None else set(names)
+    skipped = set(skip)
     for f, spec in _specs(type(obj)):
+        if f.name in skipped:
+            continue
         if chosen is None:
             if spec["kind"] in (bool, "no") or spec["nargs"]:
                 continue
@@ -393,12 +398,13 @@ def _type_text(f: Field, spec: dict[str, Any]) -> str:
     parts = [p.strip() for p in ann.split("|")]
     optional = "None" in parts
     text = " | ".join(p for p in parts if p != "None")
-    if spec["choices"] and spec["kind"] is str:
-        text = "{" + ", ".join(f'"{c}"' for c in spec["choices"]) + "}"
-    text = re.sub(r"^tuple\[(\w+), \.\.\.\]$", r"tuple of \1", text)
-    text = re.sub(r"^(dict|list|tuple)\[.*\]$", r"\1", text)
     if spec["kind"] == "no":
         text = "bool"
+    elif spec["choices"] and spec["kind"] is str:
+        choices = "{" + ", ".join(f'"{c}"' for c in spec["choices"]) + "}"
+        text = f"tuple of {choices}" if spec["nargs"] else choices
+    text = re.sub(r"^tuple\[(\w+), \.\.\.\]$", r"tuple of \1", text)
+    text = re.sub(r"^(dict|list|tuple)\[.*\]$", r"\1", text)
     return f"{text}, optional" if optional else text
 
 
@@ -414,7 +420,8 @@ def attributes_doc(cls: type) -> str:
     """The numpydoc ``Attributes`` section of a dataclass declared with :func:`option`.
 
     Every field is listed in field order: ``name : type`` (from the annotation, or the choices)
-    then the option's help as a sentence and its ``doc`` text. A field without a description is
+    then the option's help as a sentence (for a ``--no-X`` switch: the flag and its help), its
+    ``doc`` text and what ``None`` stands for (``shown``). A field without a description is
     listed with its type only.
     """
     lines = ["Attributes", "----------"]
@@ -425,7 +432,13 @@ def attributes_doc(cls: type) -> str:
             lines.append(f"{f.name} : {ann}")
             continue
         lines.append(f"{f.name} : {_type_text(f, spec)}")
-        body = " ".join(t for t in (_sentence(spec["help"]), spec["doc"].strip()) if t)
+        help_text = _sentence(spec["help"])
+        if spec["kind"] == "no":  # the help says what the switch does
+            help_text = f"``{_flag(f, spec)}``: {spec['help']}."
+        parts = [help_text, spec["doc"].strip()]
+        if spec["shown"] and "None" in str(f.type):
+            parts.append(f"``None``: {spec['shown']}.")
+        body = " ".join(t for t in parts if t)
         if body:
             lines.append(textwrap.fill(body, 92, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(lines)
