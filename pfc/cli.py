@@ -38,6 +38,7 @@ from ufm.engine.options import METHODS
 from ufm.io import write_json
 from ufm.registry import METRICS
 
+from .config import FULL, QUICK, StudyConfig
 from .npz import load_npz
 
 #: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
@@ -134,18 +135,9 @@ def _print_metrics(title: str, m: dict[str, float]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config import StudyConfig
     from .runner import run_study
 
-    # the demo's options that StudyConfig holds under the same name
-    same = ("out", "seed", "quick", "resume", "force", "threads", "epochs", "dataset", "loss")
-    same += ("instances",)
-    cfg = StudyConfig(
-        **{k: getattr(args, k) for k in same},
-        progress=not args.no_progress,
-        lams=None if args.lams is None else tuple(args.lams),
-    )
-    res = run_study(cfg)
+    res = run_study(StudyConfig(**options_from_args(StudyConfig, args)))
     tr = res.get("training", {})
     print(
         f"training accuracy {tr.get('train_accuracy_final')}, in TPT: {tr.get('in_tpt')}; "
@@ -327,49 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json. About 2 minutes of CPU (3-4 minutes on 2 busy cores); --quick is a smoke "
         "version (< 1 minute).",
     )
-    d.add_argument("--out", default="pfc-demo", help="study directory (default %(default)s)")
-    d.add_argument("--seed", type=NONNEG, default=0, help="seed of everything (default 0)")
-    d.add_argument("--quick", action="store_true", help="small sizes: a smoke test (< 1 minute)")
-    d.add_argument("--resume", action="store_true", help="keep the stages an earlier run finished")
-    d.add_argument(
-        "--force", action="store_true", help="delete an earlier study in --out and start afresh"
-    )
-    d.add_argument(
-        "--threads",
-        type=POS,
-        default=1,
-        help="torch and BLAS threads (default 1: fastest for these small problems)",
-    )
-    d.add_argument(
-        "--epochs", type=POS, default=None, help="training epochs (default 200; quick 40)"
-    )
-    d.add_argument(
-        "--dataset",
-        type=_dataset,
-        default=None,
-        help="training data: digits or mnist_5k (also spelled mnist-5k; both ship with the "
-        "install). Default: the demo's preset (docs/demo_recipe.md)",
-    )
-    d.add_argument(
-        "--loss",
-        choices=("ce", "mse"),
-        default=None,
-        help="training loss (default: the demo's preset, mse; the paper's is ce)",
-    )
-    d.add_argument(
-        "--instances",
-        type=POS,
-        default=None,
-        help="theorem-check instances (default 200; quick 10)",
-    )
-    d.add_argument(
-        "--lams",
-        type=_float_pos,
-        nargs="+",
-        default=None,
-        help="lam grid of both sweeps (default 11 values from 1e-3 to 1e2)",
-    )
-    d.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+    add_options(d, StudyConfig, presets={"full": FULL, "--quick": QUICK})
 
     t = sub.add_parser(
         "train",
