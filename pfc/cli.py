@@ -9,8 +9,12 @@
 ``metrics``  collapse metrics of features saved in an .npz file
 ``depth``    collapse against depth: LayerNorm ResNets and a transformer (:mod:`resnet_pfc.depth`)
 
-Why one module of about 650 lines (about 550 once the training options come from
-:mod:`resnet_pfc`'s option builder): every subcommand's parser sits beside its handler, so what
+The options of ``train``, ``demo`` and ``depth`` are generated from the fields of their configs
+(:class:`resnet_pfc.config.TrainConfig`, :class:`pfc.config.StudyConfig`,
+:class:`resnet_pfc.depth.DepthConfig`, declared with :mod:`resnet_pfc.options`), so their help,
+bounds and defaults are written once, beside the class's documentation.
+
+Why one module of about 500 lines: every subcommand's parser sits beside its handler, so what
 ``pfc COMMAND --help`` promises and what the command does are read in one place. The work
 itself lives elsewhere (:mod:`pfc.runner`, :mod:`resnet_pfc`, :mod:`mufm`, :mod:`proofs_check`);
 each handler imports it when it runs, so that ``pfc --help`` does not load torch (none of these
@@ -43,8 +47,6 @@ from .npz import load_npz
 
 #: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
 METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
-
-DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
 # ------------------------------------------------------------------------------------------
@@ -85,13 +87,6 @@ def _float_above(low: float, *, strict: bool) -> Callable[[str], float]:
 
 _float_pos = _float_above(0.0, strict=True)
 _float_nonneg = _float_above(0.0, strict=False)
-
-
-def _dataset(s: str) -> str:
-    key = s.lower().replace("-", "_")
-    if key not in DATASETS:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(DATASETS)}; got {s!r}")
-    return key
 
 
 def _device(s: str) -> str:
