@@ -51,6 +51,8 @@ __all__ = [
     "add_options",
     "options_from_args",
     "check_fields",
+    "check_value",
+    "bounds_text",
     "documented",
     "attributes_doc",
 ]
