@@ -9,8 +9,12 @@
 ``metrics``  collapse metrics of features saved in an .npz file
 ``depth``    collapse against depth: LayerNorm ResNets and a transformer (:mod:`resnet_pfc.depth`)
 
-Why one module of about 650 lines (about 550 once the training options come from
-:mod:`resnet_pfc`'s option builder): every subcommand's parser sits beside its handler, so what
+The options of ``train``, ``demo`` and ``depth`` are generated from the fields of their configs
+(:class:`resnet_pfc.config.TrainConfig`, :class:`pfc.config.StudyConfig`,
+:class:`resnet_pfc.depth.DepthConfig`, declared with :mod:`resnet_pfc.options`), so their help,
+bounds and defaults are written once, beside the class's documentation.
+
+Why one module of about 500 lines: every subcommand's parser sits beside its handler, so what
 ``pfc COMMAND --help`` promises and what the command does are read in one place. The work
 itself lives elsewhere (:mod:`pfc.runner`, :mod:`resnet_pfc`, :mod:`mufm`, :mod:`proofs_check`);
 each handler imports it when it runs, so that ``pfc --help`` does not load torch (none of these
@@ -32,17 +36,17 @@ from typing import Any
 import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
+from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.engine.options import METHODS
 from ufm.io import write_json
 from ufm.registry import METRICS
 
+from .config import FULL, QUICK, StudyConfig
 from .npz import load_npz
 
 #: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
 METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
-
-DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
 # ------------------------------------------------------------------------------------------
@@ -83,13 +87,6 @@ def _float_above(low: float, *, strict: bool) -> Callable[[str], float]:
 
 _float_pos = _float_above(0.0, strict=True)
 _float_nonneg = _float_above(0.0, strict=False)
-
-
-def _dataset(s: str) -> str:
-    key = s.lower().replace("-", "_")
-    if key not in DATASETS:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(DATASETS)}; got {s!r}")
-    return key
 
 
 def _device(s: str) -> str:
@@ -133,18 +130,9 @@ def _print_metrics(title: str, m: dict[str, float]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config import StudyConfig
     from .runner import run_study
 
-    # the demo's options that StudyConfig holds under the same name
-    same = ("out", "seed", "quick", "resume", "force", "threads", "epochs", "dataset", "loss")
-    same += ("instances",)
-    cfg = StudyConfig(
-        **{k: getattr(args, k) for k in same},
-        progress=not args.no_progress,
-        lams=None if args.lams is None else tuple(args.lams),
-    )
-    res = run_study(cfg)
+    res = run_study(StudyConfig(**options_from_args(StudyConfig, args)))
     tr = res.get("training", {})
     print(
         f"training accuracy {tr.get('train_accuracy_final')}, in TPT: {tr.get('in_tpt')}; "
@@ -326,49 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json. About 2 minutes of CPU (3-4 minutes on 2 busy cores); --quick is a smoke "
         "version (< 1 minute).",
     )
-    d.add_argument("--out", default="pfc-demo", help="study directory (default %(default)s)")
-    d.add_argument("--seed", type=NONNEG, default=0, help="seed of everything (default 0)")
-    d.add_argument("--quick", action="store_true", help="small sizes: a smoke test (< 1 minute)")
-    d.add_argument("--resume", action="store_true", help="keep the stages an earlier run finished")
-    d.add_argument(
-        "--force", action="store_true", help="delete an earlier study in --out and start afresh"
-    )
-    d.add_argument(
-        "--threads",
-        type=POS,
-        default=1,
-        help="torch and BLAS threads (default 1: fastest for these small problems)",
-    )
-    d.add_argument(
-        "--epochs", type=POS, default=None, help="training epochs (default 200; quick 40)"
-    )
-    d.add_argument(
-        "--dataset",
-        type=_dataset,
-        default=None,
-        help="training data: digits or mnist_5k (also spelled mnist-5k; both ship with the "
-        "install). Default: the demo's preset (docs/demo_recipe.md)",
-    )
-    d.add_argument(
-        "--loss",
-        choices=("ce", "mse"),
-        default=None,
-        help="training loss (default: the demo's preset, mse; the paper's is ce)",
-    )
-    d.add_argument(
-        "--instances",
-        type=POS,
-        default=None,
-        help="theorem-check instances (default 200; quick 10)",
-    )
-    d.add_argument(
-        "--lams",
-        type=_float_pos,
-        nargs="+",
-        default=None,
-        help="lam grid of both sweeps (default 11 values from 1e-3 to 1e2)",
-    )
-    d.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+    add_options(d, StudyConfig, presets={"full": FULL, "--quick": QUICK})
 
     t = sub.add_parser(
         "train",
@@ -484,33 +430,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def cmd_depth(args: argparse.Namespace) -> int:
-    from resnet_pfc.depth import depth_config, depth_study
+    from resnet_pfc.depth import DepthConfig, depth_config, depth_study
 
-    opts = {
-        k: getattr(args, k)
-        for k in (
-            "out",
-            "dataset",
-            "width",
-            "epochs",
-            "transformer_epochs",
-            "lr",
-            "transformer_lr",
-            "weight_decay",
-            "per_class",
-            "device",
-            "jobs",
-            "threads",
-            "bootstrap",
-            "seed",
-            "data_root",
-        )
-    }
-    for k in ("families", "depths", "seeds"):
-        v = getattr(args, k)
-        opts[k] = None if v is None else tuple(v)
-    opts["download"] = args.download or None
-    res = depth_study(depth_config(args.preset, **opts, progress=not args.no_progress))
+    opts = options_from_args(DepthConfig, args)
+    res = depth_study(depth_config(args.preset, **opts))
     for s in res.slopes:
         if s["metric"] in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3"):
             print(
@@ -524,7 +447,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
 
 def _add_depth_parser(sub: Any) -> None:
-    from resnet_pfc.models import DEPTH_FAMILIES
+    from resnet_pfc.depth import DEPTH_PRESETS, DepthConfig
 
     p = sub.add_parser(
         "depth",
@@ -537,27 +460,14 @@ def _add_depth_parser(sub: Any) -> None:
         "rerun skips finished cells. --preset cpu (default): digits, reduced epochs, about "
         "12 minutes on 2 idle cores (40 under heavy load); --preset paper: the seed paper's settings (GPU).",
     )
-    p.add_argument("--preset", choices=("cpu", "paper", "tiny"), default="cpu")
-    p.add_argument("--out", default="runs/depth", help="output folder (default %(default)s)")
-    p.add_argument("--dataset", type=_dataset, default=None, help="default: the preset's")
-    p.add_argument("--families", nargs="+", choices=DEPTH_FAMILIES, default=None)
-    p.add_argument("--depths", nargs="+", type=POS, default=None, help="blocks per network")
-    p.add_argument("--seeds", nargs="+", type=NONNEG, default=None)
-    p.add_argument("--width", type=POS, default=None)
-    p.add_argument("--epochs", type=POS, default=None, help="epochs of the ResNets")
-    p.add_argument("--transformer-epochs", type=POS, default=None)
-    p.add_argument("--lr", type=_float_pos, default=None)
-    p.add_argument("--transformer-lr", type=_float_pos, default=None)
-    p.add_argument("--weight-decay", type=_float_pos, default=None)
-    p.add_argument("--per-class", type=POS, default=None, help="balanced training subset")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    p.add_argument("--jobs", type=POS, default=None, help="cells trained in parallel")
-    p.add_argument("--threads", type=POS, default=None, help="torch threads per cell")
-    p.add_argument("--bootstrap", type=POS, default=None, help="bootstrap resamples")
-    p.add_argument("--seed", type=NONNEG, default=None, help="seed of bootstrap and LN-UFM")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--preset",
+        choices=tuple(DEPTH_PRESETS),
+        default="cpu",
+        help="the named settings that every option below defaults to (default %(default)s)",
+    )
+    presets = {f"--preset {name}": values for name, values in DEPTH_PRESETS.items()}
+    add_options(p, DepthConfig, presets=presets)
 
 
 #: The function that runs each subcommand (``args.command``).

@@ -12,16 +12,16 @@ stages in order (their folders under the study directory; the stages live in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from resnet_pfc.config import PRESETS
+from resnet_pfc.config import PRESETS, dataset_arg
 from resnet_pfc.data import canonical_name
+from resnet_pfc.options import check_fields, documented, option
 from ufm.errors import InputError
-from ufm.validate import check_int, check_scalar
 
 __all__ = [
     "StudyConfig",
@@ -128,75 +128,113 @@ RECIPE_REASONS: dict[str, str] = {
 }
 
 
+def _training(kind: Any, help: str, **meta: Any) -> Any:
+    """A training option that the command line does not set (``None``: the preset's)."""
+    return option(kind, help, command_line=False, **meta)
+
+
+def _per_class(help: str, everything: str) -> Any:
+    """A class-balanced subset, in samples per class (at least 2; a preset's ``None``: all)."""
+    return _training(
+        int, f"{help}: samples per class", low=2, doc=f"A preset's ``None``: {everything}."
+    )
+
+
+@documented
 @dataclass(frozen=True)
 class StudyConfig:
     """Every option of the study (``None``: the default of :data:`FULL` or :data:`QUICK`).
 
-    Attributes
-    ----------
-    out : str
-        Study directory.
-    seed : int
-        Seeds the training, the synthetic data, the solvers and the theorem checks.
-    quick : bool
-        Smoke-test sizes (:data:`QUICK`).
-    resume : bool
-        Keep the stages whose ``stage.json`` exists; continue an interrupted training.
-    force : bool
-        Delete the stage folders of a previous study in ``out`` and start afresh.
-    threads : int
-        Threads of torch and of the BLAS libraries during the study (restored afterwards).
-        One thread is the fastest choice for these small problems on a shared machine.
-    progress : bool
-        Progress bars and status lines.
-    dataset : str
-        ``"digits"`` or ``"mnist_5k"`` (any name :func:`resnet_pfc.data.load_dataset` accepts
-        works; both of these ship with the install).
-    lr_drops : tuple of float
-        Fractions of the epochs after which the lr is divided by 10 (the paper: 1/3 and 2/3);
-        epoch ``round(f * epochs)`` for each fraction ``f`` in ``(0, 1]``.
-    loss : {"ce", "mse"}
-        Training loss (the paper's is cross entropy; the demo's default is MSE, see
-        :data:`RECIPE_REASONS` and ``docs/demo_recipe.md``).
-    weight_decay, batch_size, epochs, blocks, width, train_per_class, lr, eval_every
-        Training of the fully connected ResNet (SGD with momentum 0.9, lr divided by 10 after
-        1/3 and 2/3 of the epochs, as in the paper).
-    lams : tuple of float
-        ``lam`` grid of both sweeps (Fig. 5 and the network-feature sweep).
-    features_per_class : int, optional
-        Class-balanced subset of the training features used for the network MUFM (all if None).
-    certify_per_class : int
-        Samples per class of the network-feature certificate (``K * m <= 60``).
-    instances : int
-        Instances of Theorems 1-2 (Theorems 3-4 get a tenth).
-    tol : float
-        Solver tolerance (gradient norm).
+    Each field carries its help and bounds (:func:`resnet_pfc.options.option`): ``pfc demo``'s
+    options (those declared for the command line), the checks of :func:`resolve_study_config`
+    and the list below come from them. The fully connected ResNet trains with SGD, momentum 0.9.
     """
 
-    out: str = "pfc-demo"
-    seed: int = 0
-    quick: bool = False
-    resume: bool = False
-    force: bool = False
-    threads: int = 1
-    progress: bool = True
-    dataset: str | None = None
-    lr_drops: tuple[float, ...] | None = None
-    loss: str | None = None
-    weight_decay: float | None = None
-    batch_size: int | None = None
-    epochs: int | None = None
-    blocks: int | None = None
-    width: int | None = None
-    train_per_class: int | None = None
-    lr: float | None = None
-    eval_every: int | None = None
-    lams: tuple[float, ...] | None = None
-    features_per_class: int | None = None
-    certify_per_class: int | None = None
-    instances: int | None = None
-    tol: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    out: str = option(str, "study directory", default="pfc-demo")
+    seed: int = option(
+        int,
+        "seed of everything",
+        default=0,
+        low=0,
+        doc="It seeds the training, the synthetic data, the solvers and the theorem checks.",
+    )
+    quick: bool = option(
+        bool, "small sizes: a smoke test (< 1 minute)", default=False, doc="See :data:`QUICK`."
+    )
+    resume: bool = option(
+        bool,
+        "keep the stages an earlier run finished",
+        default=False,
+        doc="Those whose ``stage.json`` exists; an interrupted training continues.",
+    )
+    force: bool = option(bool, "delete an earlier study in --out and start afresh", default=False)
+    threads: int = option(
+        int,
+        "torch and BLAS threads; 1 is the fastest for these small problems",
+        default=1,
+        low=1,
+        doc="Set during the study and restored afterwards.",
+    )
+    progress: bool = option("no", "no progress bars or status lines", default=True)
+    dataset: str | None = option(
+        dataset_arg,
+        "training data: digits or mnist_5k (or mnist-5k), both shipped with the install",
+        doc="Any name :func:`resnet_pfc.data.load_dataset` accepts works.",
+    )
+    lr_drops: tuple[float, ...] | None = _training(
+        float,
+        "fractions of the epochs after which the lr is divided by 10",
+        low=0,
+        high=1,
+        positive=True,
+        nargs="+",
+        doc="Epoch ``round(f * epochs)`` for each fraction ``f`` in ``(0, 1]`` (the paper: 1/3 "
+        "and 2/3).",
+    )
+    loss: str | None = option(
+        str,
+        "training loss: ce (cross entropy, the paper's) or mse (the squared error)",
+        choices=("ce", "mse"),
+        doc="The demo's is MSE: see :data:`RECIPE_REASONS` and ``docs/demo_recipe.md``.",
+    )
+    weight_decay: float | None = _training(float, "SGD weight decay", low=0)
+    batch_size: int | None = _training(int, "SGD batch size", low=1)
+    epochs: int | None = option(int, "training epochs", low=1)
+    blocks: int | None = _training(int, "residual blocks of the ResNet", low=1)
+    width: int | None = _training(int, "width of the ResNet", low=1)
+    train_per_class: int | None = _per_class("balanced training subset", "the whole split")
+    lr: float | None = _training(
+        float, "initial learning rate", low=0, positive=True, doc="Divided by 10 at lr_drops."
+    )
+    eval_every: int | None = _training(int, "measure the blocks every N epochs", low=1)
+    lams: tuple[float, ...] | None = option(
+        float,
+        "lam grid of both sweeps",
+        low=0,
+        positive=True,
+        nargs="+",
+        doc="Fig. 5 and the sweep on the network's features.",
+    )
+    features_per_class: int | None = _per_class(
+        "class-balanced subset of the training features for the network MUFM", "all of them"
+    )
+    certify_per_class: int | None = _training(
+        int,
+        "samples per class of the network-feature certificate",
+        low=1,
+        doc="``K * m <= 60``.",
+    )
+    instances: int | None = option(
+        int, "theorem-check instances", low=1, doc="Theorems 1-2 (Theorems 3-4 get a tenth)."
+    )
+    tol: float | None = _training(float, "solver tolerance (gradient norm)", low=0, positive=True)
+    extra: dict[str, Any] = option(
+        dict,
+        "free entries kept in config.json",
+        default_factory=dict,
+        command_line=False,
+        doc="No stage reads them.",
+    )
 
 
 # Options that may change between a study and its resumption.
@@ -210,46 +248,16 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
     InputError
         An option out of range (the message names it and the value).
     """
-    pre = QUICK if cfg.quick else FULL
-    vals: dict[str, Any] = {}
-    for name in (
-        "dataset",
-        "lr_drops",
-        "loss",
-        "weight_decay",
-        "batch_size",
-        "epochs",
-        "blocks",
-        "width",
-        "train_per_class",
-        "lr",
-        "eval_every",
-        "lams",
-        "features_per_class",
-        "certify_per_class",
-        "instances",
-        "tol",
-    ):
-        v = getattr(cfg, name)
-        vals[name] = pre[name] if v is None else v
-    check_int(cfg.seed, "seed", low=0)
-    check_int(cfg.threads, "threads", low=1)
-    for name in ("epochs", "blocks", "width", "eval_every", "certify_per_class", "batch_size"):
-        check_int(vals[name], name, low=1)
+    pre = stage_preset(cfg)
+    vals = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in pre}
+    vals = {k: pre[k] if v is None else v for k, v in vals.items()}
     vals["dataset"] = canonical_name(vals["dataset"])
-    if vals["loss"] not in ("ce", "mse"):
-        raise InputError(f"loss must be 'ce' or 'mse', got {vals['loss']!r}")
-    check_scalar(vals["weight_decay"], "weight_decay", low=0.0)
+    # the bounds and choices of every option (those of lr_drops and lams are checked below)
+    check_fields(replace(cfg, **vals))
     drops = tuple(float(f) for f in vals["lr_drops"])
     if any(not 0.0 < f <= 1.0 for f in drops):
         raise InputError(f"lr_drops must be fractions of the epochs in (0, 1], got {list(drops)}")
     vals["lr_drops"] = tuple(sorted(drops))
-    check_int(vals["instances"], "instances", low=1)  # 0 would check nothing yet report "ok"
-    for name in ("train_per_class", "features_per_class"):
-        if vals[name] is not None:
-            check_int(vals[name], name, low=2)
-    check_scalar(vals["lr"], "lr", low=0.0, low_inclusive=False)
-    check_scalar(vals["tol"], "tol", low=0.0, low_inclusive=False)
     lams = tuple(float(v) for v in vals["lams"])
     if len(lams) < 2 or any(not math.isfinite(v) or v <= 0 for v in lams):
         raise InputError(f"lams must hold at least 2 finite values > 0, got {list(lams)}")

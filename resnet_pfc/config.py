@@ -1,7 +1,8 @@
 r"""The options of a training run: :class:`TrainConfig`, their resolution, and their command line.
 
 Every field of :class:`TrainConfig` carries its command-line spelling in its dataclass metadata
-(flag, value type, bounds, choices, help). From that one description:
+(flag, value type, bounds, choices, help: :func:`resnet_pfc.options.option`, the mechanism that
+also declares the depth study's and the ``pfc demo`` study's options). From that one description:
 
 - :func:`add_train_options` adds the training options to an ``argparse`` parser (used by both
   ``python -m resnet_pfc train`` and ``pfc train``, so both list the same options with the same
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
 import torch
 
 from ufm.errors import CheckpointError, InputError
-from ufm.validate import check_int, check_scalar
+from ufm.validate import check_int
 
 from .models import (
     DEPTH_FAMILIES,
@@ -37,6 +37,7 @@ from .models import (
     build_model,
     paper_model,
 )
+from .options import add_options, check_fields, option, options_from_args
 
 __all__ = [
     "TrainConfig",
@@ -46,6 +47,7 @@ __all__ = [
     "resolve_config",
     "make_model",
     "add_train_options",
+    "dataset_arg",
     "train_config_from_args",
     "config_from_dict",
     "field_defaults",
@@ -99,46 +101,22 @@ RESUME_FREE = frozenset(
 
 def _choice(help: str, choices: tuple[str, ...]) -> Any:
     """A string option whose default is the first of its ``choices``."""
-    return field(default=choices[0], metadata=_opt(str, help, choices=choices))
-
-
-def _opt(
-    kind: Callable[[Any], Any] | str,
-    help: str = "",
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    positive: bool = False,
-    choices: tuple[str, ...] | None = None,
-    flag: str | None = None,
-    nargs: str | None = None,
-    required: bool = False,
-    default: str | None = None,
-) -> dict[str, Any]:
-    """Field metadata: how the option is spelled and checked (``kind``: int, float, str, bool,
-    ``"no"`` for a ``--no-X`` switch that turns a true default off, or a converter; ``default``:
-    how the help names a ``None`` default)."""
-    return {
-        "cli": {
-            "kind": kind,
-            "help": help,
-            "low": low,
-            "high": high,
-            "positive": positive,
-            "choices": choices,
-            "flag": flag,
-            "nargs": nargs,
-            "required": required,
-            "default": default,
-        }
-    }
+    return option(str, help, default=choices[0], choices=choices)
 
 
 def _canonical(name: Any) -> str:
     return str(name).strip().lower().replace("-", "_")
 
 
-def _dataset_arg(s: str) -> str:
+def dataset_arg(s: str) -> str:
+    """The data set named by the command-line value ``s`` (a key of :data:`PRESETS`; case and
+    ``-``/``_`` are free): the converter of every ``--dataset`` option.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not a known data set (argparse reports it as a usage error naming the option).
+    """
     key = _canonical(s)
     if key not in PRESETS:
         raise argparse.ArgumentTypeError(
@@ -163,8 +141,8 @@ def _device_arg(s: str) -> str:
 class TrainConfig:
     """Every option of a training run (``None`` means: the data set's preset).
 
-    Each field's ``metadata["cli"]`` holds its command-line flag, type, bounds and help; see
-    :func:`add_train_options`.
+    Each field's ``metadata["cli"]`` holds its command-line flag, type, bounds and help
+    (:func:`resnet_pfc.options.option`); see :func:`add_train_options`.
 
     Attributes
     ----------
@@ -226,152 +204,94 @@ class TrainConfig:
         Draw the figures and write the report at the end.
     """
 
-    dataset: str = field(
+    dataset: str = option(
+        dataset_arg,
+        "training data (digits and mnist_5k, also spelled mnist-5k, need no download)",
         default="digits",
-        metadata=_opt(
-            _dataset_arg,
-            "training data (digits and mnist_5k, also spelled mnist-5k, need no download)",
-            choices=tuple(PRESETS),
-        ),
+        choices=tuple(PRESETS),
     )
-    out: str = field(default="runs/digits", metadata=_opt(str, "run directory", required=True))
+    out: str = option(str, "run directory", default="runs/digits", required=True)
     model: str = _choice("auto: the data set's Table I model", MODEL_CHOICES)
-    blocks: int | None = field(
-        default=None,
-        metadata=_opt(int, "blocks of the measured stage", low=1, default="the model's"),
+    blocks: int | None = option(
+        int, "blocks of the measured stage", default=None, low=1, shown="the model's"
     )
-    width: int | None = field(
-        default=None, metadata=_opt(int, "FC width or conv channels", low=1, default="the model's")
+    width: int | None = option(
+        int, "FC width or conv channels", default=None, low=1, shown="the model's"
     )
-    variant: int = field(default=0, metadata=_opt(int, "Table I variant index", low=0))
-    heads: int = field(default=4, metadata=_opt(int, "attention heads (transformer)", low=1))
-    patch: int | None = field(
-        default=None,
-        metadata=_opt(int, "transformer tokens: p x p patches", low=1, default="one per image row"),
+    variant: int = option(int, "Table I variant index", default=0, low=0)
+    heads: int = option(int, "attention heads (transformer)", default=4, low=1)
+    patch: int | None = option(
+        int, "transformer tokens: p x p patches", default=None, low=1, shown="one per image row"
     )
-    epochs: int | None = field(
-        default=None, metadata=_opt(int, "training epochs", low=1, default="the data set's preset")
+    epochs: int | None = option(
+        int, "training epochs", default=None, low=1, shown="the data set's preset"
     )
-    lr: float | None = field(
-        default=None,
-        metadata=_opt(float, "initial learning rate", low=0, positive=True, default="the preset"),
+    lr: float | None = option(
+        float, "initial learning rate", default=None, low=0, positive=True, shown="the preset"
     )
     loss: str = _choice(
         "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample", LOSSES
     )
-    momentum: float = field(default=0.9, metadata=_opt(float, "SGD momentum", low=0, high=1))
-    weight_decay: float = field(default=5e-4, metadata=_opt(float, "SGD weight decay", low=0))
-    batch_size: int = field(default=128, metadata=_opt(int, "global batch size", low=1))
-    milestones: tuple[int, ...] | None = field(
+    momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1)
+    weight_decay: float = option(float, "SGD weight decay", default=5e-4, low=0)
+    batch_size: int = option(int, "global batch size", default=128, low=1)
+    milestones: tuple[int, ...] | None = option(
+        int,
+        "epochs after which the lr is multiplied by --lr-gamma",
         default=None,
-        metadata=_opt(
-            int,
-            "epochs after which the lr is multiplied by --lr-gamma",
-            low=1,
-            nargs="*",
-            default="E/3 2E/3",
-        ),
+        low=1,
+        nargs="*",
+        shown="E/3 2E/3",
     )
-    lr_gamma: float = field(
-        default=0.1, metadata=_opt(float, "lr factor at each milestone", low=0, positive=True)
+    lr_gamma: float = option(
+        float, "lr factor at each milestone", default=0.1, low=0, positive=True
     )
-    eval_every: int | None = field(
-        default=None, metadata=_opt(int, "measure every N epochs", low=1, default="the preset")
+    eval_every: int | None = option(
+        int, "measure every N epochs", default=None, low=1, shown="the preset"
     )
-    eval_test: bool = field(default=False, metadata=_opt(bool, "also measure the test split"))
-    eval_batch_size: int = field(
-        default=512, metadata=_opt(int, "batch size of the measurement passes", low=1)
+    eval_test: bool = option(bool, "also measure the test split", default=False)
+    eval_batch_size: int = option(int, "batch size of the measurement passes", default=512, low=1)
+    per_class: int | None = option(
+        int, "balanced training subset: samples per class", default=None, low=1
     )
-    per_class: int | None = field(
-        default=None, metadata=_opt(int, "balanced training subset: samples per class", low=1)
-    )
-    data_root: str | None = field(
+    data_root: str | None = option(
+        str,
+        "folder with the torchvision data files",
         default=None,
-        metadata=_opt(
-            str, "folder with the torchvision data files", default="$PFC_DATA_ROOT or ./data"
-        ),
+        shown="$PFC_DATA_ROOT or ./data",
     )
-    download: bool = field(
-        default=False, metadata=_opt(bool, "download missing data with torchvision (network)")
-    )
-    seed: int = field(default=0, metadata=_opt(int, "seed of everything", low=0))
-    resume: bool = field(
-        default=False, metadata=_opt(bool, "continue from checkpoints/last.pt of --out")
-    )
-    device: str = field(default="cpu", metadata=_opt(_device_arg, "cpu, cuda or cuda:N"))
+    download: bool = option(bool, "download missing data with torchvision (network)", default=False)
+    seed: int = option(int, "seed of everything", default=0, low=0)
+    resume: bool = option(bool, "continue from checkpoints/last.pt of --out", default=False)
+    device: str = option(_device_arg, "cpu, cuda or cuda:N", default="cpu")
     dtype: str = _choice("parameter and feature dtype", ("float32", "float64"))
-    num_workers: int = field(default=0, metadata=_opt(int, "DataLoader workers", low=0))
-    threads: int | None = field(
+    num_workers: int = option(int, "DataLoader workers", default=0, low=0)
+    threads: int | None = option(
+        int,
+        "torch threads (1 is fastest for small models on a busy machine)",
         default=None,
-        metadata=_opt(
-            int,
-            "torch threads (1 is fastest for small models on a busy machine)",
-            low=1,
-            default="torch's",
-        ),
+        low=1,
+        shown="torch's",
     )
     position: str = _choice(
         "relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||", POSITIONS
     )
-    geodesic_points: int = field(
-        default=101, metadata=_opt(int, "grid of the line prediction (pass-1 metrics)", low=2)
+    geodesic_points: int = option(
+        int, "grid of the line prediction (pass-1 metrics)", default=101, low=2
     )
-    geodesic_pass2_points: int = field(
-        default=11, metadata=_opt(int, "grid of the line prediction (NCC accuracy, NC1)", low=2)
+    geodesic_pass2_points: int = option(
+        int, "grid of the line prediction (NCC accuracy, NC1)", default=11, low=2
     )
-    epsilon: float = field(
-        default=0.01, metadata=_opt(float, "effective-depth threshold of the report", low=0, high=1)
+    epsilon: float = option(
+        float, "effective-depth threshold of the report", default=0.01, low=0, high=1
     )
-    progress: bool = field(default=True, metadata=_opt("no", "no progress bars"))
-    figures: bool = field(default=True, metadata=_opt("no", "skip figures and report.md"))
+    progress: bool = option("no", "no progress bars", default=True)
+    figures: bool = option("no", "skip figures and report.md", default=True)
 
 
 # ------------------------------------------------------------------------------------------
 # command line
 # ------------------------------------------------------------------------------------------
-
-
-def _bounds_text(spec: dict[str, Any]) -> str:
-    low, high, pos = spec["low"], spec["high"], spec["positive"]
-    if low is None and high is None:
-        return ""
-    if high is None:
-        return f"{'>' if pos else '>='} {low:g}"
-    return f"in [{low:g}, {high:g}]"
-
-
-def _converter(name: str, spec: dict[str, Any]) -> Callable[[str], Any]:
-    kind = spec["kind"]
-    if kind not in (int, float):
-        return kind
-
-    def conv(s: str) -> Any:
-        try:
-            v = kind(s)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"must be {what}, got {s!r}") from None
-        low, high = spec["low"], spec["high"]
-        bad = not math.isfinite(v)
-        bad = bad or (low is not None and (v <= low if spec["positive"] else v < low))
-        bad = bad or (high is not None and v > high)
-        if bad:
-            raise argparse.ArgumentTypeError(
-                f"must be a finite {'integer' if kind is int else 'number'} "
-                f"{_bounds_text(spec)}, got {s!r}"
-            )
-        return v
-
-    conv.__name__ = name
-    return conv
-
-
-def _flag(f: Any) -> str:
-    spec = f.metadata["cli"]
-    if spec["flag"]:
-        return spec["flag"]
-    prefix = "--no-" if spec["kind"] == "no" else "--"
-    return prefix + f.name.replace("_", "-")
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -381,49 +301,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     bad value is a usage error naming the option. Read them back with
     :func:`train_config_from_args`. Returns ``parser``.
     """
-    g = parser.add_argument_group("training options (resnet_pfc.config.TrainConfig)")
-    for f in fields(TrainConfig):
-        spec = f.metadata["cli"]
-        kind = spec["kind"]
-        help_text = spec["help"]
-        kw: dict[str, Any] = {"dest": f.name}
-        if kind is bool:
-            kw["action"] = "store_true"
-        elif kind == "no":
-            kw["action"] = "store_false"
-        else:
-            kw["type"] = _converter(f.name.replace("_", "-"), spec)
-            kw["default"] = f.default
-            if spec["nargs"]:
-                kw["nargs"] = spec["nargs"]
-            if spec["choices"]:
-                if kind is str:
-                    kw["choices"] = spec["choices"]
-                else:
-                    kw["metavar"] = "{" + ",".join(spec["choices"]) + "}"
-            if spec["required"]:
-                kw["required"] = True
-                kw.pop("default")
-            else:
-                bounds = _bounds_text(spec)
-                extra = [bounds] if bounds else []
-                if spec["default"] is not None:
-                    extra.append(f"default {spec['default']}")
-                elif f.default is not None:
-                    extra.append("default %(default)s")
-                if extra:
-                    help_text = f"{help_text} ({'; '.join(extra)})"
-        g.add_argument(_flag(f), help=help_text, **kw)
-    return parser
+    return add_options(
+        parser, TrainConfig, title="training options (resnet_pfc.config.TrainConfig)"
+    )
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of options parsed by a parser built with
     :func:`add_train_options` (not yet resolved: see :func:`resolve_config`)."""
-    opts = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    if opts["milestones"] is not None:
-        opts["milestones"] = tuple(opts["milestones"])
-    return TrainConfig(**opts)
+    return TrainConfig(**options_from_args(TrainConfig, args))
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
@@ -439,26 +325,6 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
 # ------------------------------------------------------------------------------------------
 # resolution
 # ------------------------------------------------------------------------------------------
-
-
-def _check_field(name: str, value: Any, spec: dict[str, Any]) -> Any:
-    kind = spec["kind"]
-    if kind is int:
-        v = check_int(value, name, low=spec["low"])
-        if spec["high"] is not None and v > spec["high"]:
-            raise InputError(f"{name} must be <= {spec['high']}, got {v}")
-        return v
-    if kind is float:
-        return check_scalar(
-            value,
-            name,
-            low=spec["low"],
-            low_inclusive=not spec["positive"],
-            high=spec["high"],
-        )
-    if spec["choices"] and value not in spec["choices"]:
-        raise InputError(f"{name} must be one of {spec['choices']}, got {value!r}")
-    return value
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
@@ -483,14 +349,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise InputError(f"milestones must be a sequence of epochs, got {milestones!r}")
     milestones = tuple(check_int(m, "milestones", low=1) for m in milestones)
     resolved = replace(config, dataset=ds, milestones=milestones, out=str(config.out), **filled)
-    for f in fields(TrainConfig):
-        spec = f.metadata["cli"]
-        value = getattr(resolved, f.name)
-        if f.name in ("dataset", "milestones") or spec["kind"] in (bool, "no"):
-            continue
-        if value is None and f.default is None:
-            continue
-        _check_field(f.name, value, spec)
+    check_fields(resolved)
     if not str(config.out):
         raise InputError("out must name a run directory")
     if not _device_ok(config.device):

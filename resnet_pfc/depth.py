@@ -71,9 +71,10 @@ import numpy as np
 from ufm import io as ufm_io
 from ufm.errors import InputError
 from ufm.registry import NC2, PFC
-from ufm.validate import check_int, check_scalar
 
+from .config import TrainConfig, dataset_arg
 from .models import DEPTH_FAMILIES
+from .options import check_fields, documented, option
 from .runs import MEASURED_METRICS, versions
 
 __all__ = [
@@ -95,6 +96,9 @@ SLOPE_METRICS: tuple[str, ...] = ("nc1", *NC2, "nc3", *PFC)
 CLAIMED_SLOPE = -0.3
 _NC_CLAIM = ("nc1", *NC2, "nc3")
 _METRICS = MEASURED_METRICS
+
+_CELLS = "Every (family, depth, seed) is a cell."
+_DROPS = "Divided by 10 at 1/3 and 2/3 of the epochs."
 
 #: Named settings (``DepthConfig`` fields). ``cpu``: measured on this project's 2-core machine
 #: with one thread at low load, one digits epoch (1347 samples, batch 128) costs about
@@ -150,71 +154,80 @@ DEPTH_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _count(help: str, default: int | None, **meta: Any) -> Any:
+    """An integer option ``>= 1``."""
+    return option(int, help, default=default, low=1, **meta)
+
+
+def _rate(help: str, default: float = 0.05, **meta: Any) -> Any:
+    """A learning rate or a weight decay: a number ``> 0``."""
+    return option(float, help, default=default, low=0, positive=True, **meta)
+
+
+@documented
 @dataclass(frozen=True)
 class DepthConfig:
-    """Every option of a depth study.
+    """Every option of a depth study (``pfc depth`` sets those declared for the command line).
 
-    Attributes
-    ----------
-    out : str
-        Output folder.
-    dataset : str
-        A :mod:`resnet_pfc.data` data set (``"digits"`` is embedded).
-    families : tuple of str
-        Subset of :data:`resnet_pfc.models.DEPTH_FAMILIES`.
-    depths, seeds : tuple of int
-        Depths (blocks) and seeds; every combination is a cell.
-    width : int
-        Residual-stream / token width ``d``.
-    epochs, transformer_epochs : int
-        Training epochs of the ResNets and of the transformer.
-    lr, transformer_lr : float
-        Initial SGD learning rates (divided by 10 at 1/3 and 2/3 of the epochs).
-    weight_decay : float
-        On every parameter; also the LN-UFM's ``lam_w = lam_b``.
-    momentum, batch_size : float, int
-        0.9 and 128.
-    per_class : int, optional
-        Balanced training subset (``None``: the whole training split).
-    heads, patch : int
-        Transformer attention heads and patch size (``None``: one token per image row).
-    device : str
-    threads : int
-        ``torch`` threads per training process.
-    jobs : int
-        Cells trained in parallel (processes).
-    bootstrap : int
-        Bootstrap resamples of each slope.
-    seed : int
-        Seed of the bootstrap and of the LN-UFM solve.
-    progress : bool
+    Each field carries its flag, bounds and help (:func:`resnet_pfc.options.option`): the
+    command line, the checks of :func:`depth_config` and the list below come from them.
     """
 
-    out: str = "runs/depth"
-    dataset: str = "digits"
-    families: tuple[str, ...] = DEPTH_FAMILIES
-    depths: tuple[int, ...] = (2, 3, 5, 8, 13, 21, 34)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    width: int = 64
-    epochs: int = 100
-    transformer_epochs: int = 60
-    lr: float = 0.05
-    transformer_lr: float = 0.05
-    weight_decay: float = 5e-3
-    momentum: float = 0.9
-    batch_size: int = 128
-    per_class: int | None = None
-    heads: int = 4
-    patch: int | None = 4
-    device: str = "cpu"
-    threads: int = 1
-    jobs: int = 1
-    bootstrap: int = 2000
-    seed: int = 0
-    progress: bool = True
-    preset: str = "custom"
-    data_root: str | None = None
-    download: bool = False
+    out: str = option(str, "output folder", default="runs/depth")
+    dataset: str = option(
+        dataset_arg, "training data", default="digits", doc="``digits`` is embedded."
+    )
+    families: tuple[str, ...] = option(
+        str, "model families", default=DEPTH_FAMILIES, choices=DEPTH_FAMILIES, nargs="+"
+    )
+    depths: tuple[int, ...] = _count(
+        "blocks per network", (2, 3, 5, 8, 13, 21, 34), nargs="+", doc=_CELLS
+    )
+    seeds: tuple[int, ...] = option(
+        int, "training seeds", default=(0, 1, 2), low=0, nargs="+", doc=_CELLS
+    )
+    width: int = _count("residual-stream / token width d", 64)
+    epochs: int = _count("epochs of the ResNets", 100)
+    transformer_epochs: int = _count("epochs of the transformer", 60)
+    lr: float = _rate("initial SGD learning rate of the ResNets", doc=_DROPS)
+    transformer_lr: float = _rate("initial SGD learning rate of the transformer", doc=_DROPS)
+    weight_decay: float = _rate(
+        "weight decay on every parameter",
+        5e-3,
+        doc="Also the LN-UFM's ``lam_w = lam_b``.",
+    )
+    momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1, command_line=False)
+    batch_size: int = _count("SGD batch size", 128, command_line=False)
+    per_class: int | None = _count(
+        "balanced training subset: samples per class", None, shown="the whole training split"
+    )
+    heads: int = _count("transformer attention heads", 4, command_line=False)
+    patch: int | None = _count(
+        "transformer patch size", 4, shown="one token per image row", command_line=False
+    )
+    device: str = option(
+        str,
+        "training device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        type="str",
+        doc='``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the command line offers the first two).',
+    )
+    threads: int = _count("torch threads per cell", 1)
+    jobs: int = _count("cells trained in parallel, one process each", 1)
+    bootstrap: int = option(int, "bootstrap resamples of each slope", default=2000, low=10)
+    seed: int = option(int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0)
+    progress: bool = option("no", "no progress bars", default=True)
+    preset: str = option(
+        str,
+        "the preset of DEPTH_PRESETS the options started from",
+        default="custom",
+        command_line=False,
+    )
+    data_root: str | None = option(
+        str, "folder with the torchvision data files", shown="$PFC_DATA_ROOT or ./data"
+    )
+    download: bool = option(bool, "download missing data with torchvision (network)", default=False)
 
 
 @dataclass(frozen=True)
@@ -269,13 +282,9 @@ def _validate(cfg: DepthConfig) -> DepthConfig:
         raise InputError(f"depths must be positive integers, got {cfg.depths}")
     if not seeds or seeds[0] < 0:
         raise InputError(f"seeds must be non-negative integers, got {cfg.seeds}")
-    for name in ("width", "epochs", "transformer_epochs", "batch_size", "threads", "jobs"):
-        check_int(getattr(cfg, name), name, low=1)
-    check_int(cfg.bootstrap, "bootstrap", low=10)
-    check_int(cfg.seed, "seed", low=0)
-    check_scalar(cfg.lr, "lr", low=0.0, low_inclusive=False)
-    check_scalar(cfg.transformer_lr, "transformer_lr", low=0.0, low_inclusive=False)
-    check_scalar(cfg.weight_decay, "weight_decay", low=0.0, low_inclusive=False)
+    # every bounded field against its option's bounds; a device cuda:N is not a choice of the
+    # command line but trains (TrainConfig checks it)
+    check_fields(cfg, skip=("device",))
     if not str(cfg.out):
         raise InputError("out must name a folder")
     return replace(cfg, families=fams, depths=depths, seeds=seeds, out=str(cfg.out))
@@ -290,9 +299,7 @@ def _cell_dir(cfg: DepthConfig, family: str, depth: int, seed: int) -> Path:
     return Path(cfg.out) / "cells" / family / f"L{depth:03d}_s{seed}"
 
 
-def _train_config(cfg: DepthConfig, family: str, depth: int, seed: int) -> Any:
-    from .config import TrainConfig
-
+def _train_config(cfg: DepthConfig, family: str, depth: int, seed: int) -> TrainConfig:
     tr = family == "transformer"
     epochs = cfg.transformer_epochs if tr else cfg.epochs
     return TrainConfig(

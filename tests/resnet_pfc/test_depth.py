@@ -251,10 +251,13 @@ def test_cli_depth_tiny_and_bad_option(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["depth", "--depths", "0"])
     assert exc.value.code == 2
+    # the bound of --bootstrap (>= 10) is refused as it is parsed, like every option's bound
     bad = ["--lr", "1e-3", "--families", "ln_resnet1", "--depths", "1", "--bootstrap", "5"]
-    rc = main([*tiny, "--out", str(tmp_path / "e"), *bad])
+    with pytest.raises(SystemExit) as exc:
+        main([*tiny, "--out", str(tmp_path / "e"), *bad])
     _, err = capsys.readouterr()
-    assert rc == 2 and "bootstrap" in err
+    assert exc.value.code == 2 and "--bootstrap" in err and ">= 10" in err
+    assert not (tmp_path / "e").exists()
 
 
 def test_depth_config_is_a_frozen_dataclass():
