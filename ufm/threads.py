@@ -234,13 +234,32 @@ def _runnable_now() -> int | None:
         return None
 
 
+def _own_runnable() -> int:
+    """Threads of this process runnable at this instant (this one included; at least 1).
+
+    Worker threads of torch's and BLAS's OpenMP pools spin for a while after each parallel
+    region, so they show as runnable in ``/proc/loadavg`` although they are this process's.
+    """
+    n = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):  # the thread ended meanwhile
+                continue
+    except OSError:  # pragma: no cover - non-Linux
+        return 1
+    return max(n, 1)
+
+
 def free_cores() -> int:
     """Cores not busy with other processes.
 
     The busy count is the 1-minute load average less this process's own share, or the number
-    of other tasks runnable at this instant when that is smaller: the average lags about a
-    minute behind a machine whose other jobs have just finished, while a job that is computing
-    now is runnable now.
+    of other processes' tasks runnable at this instant when that is smaller: the average lags
+    about a minute behind a machine whose other jobs have just finished, while a job that is
+    computing now is runnable now.
     """
     try:
         load = os.getloadavg()[0]
@@ -249,7 +268,7 @@ def free_cores() -> int:
     others = max(0.0, load - _own.update())
     now = _runnable_now()
     if now is not None:
-        others = min(others, float(max(now - 1, 0)))
+        others = min(others, float(max(now - _own_runnable(), 0)))
     return int(min(_CORES, max(1, math.floor(_CORES - others + 0.5))))
 
 

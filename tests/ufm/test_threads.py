@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import time
 
 import numpy as np
@@ -239,6 +240,7 @@ def test_free_cores_uses_the_smaller_of_lagging_average_and_runnable_now(monkeyp
     monkeypatch.setattr(T, "_CORES", 2)
     monkeypatch.setattr(T._own, "update", lambda: 0.0)
     monkeypatch.setattr(T.os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    monkeypatch.setattr(T, "_own_runnable", lambda: 1)
     monkeypatch.setattr(T, "_runnable_now", lambda: 1)  # only this thread
     assert T.free_cores() == 2
     monkeypatch.setattr(T, "_runnable_now", lambda: 2)  # another task runs now
@@ -250,3 +252,29 @@ def test_free_cores_uses_the_smaller_of_lagging_average_and_runnable_now(monkeyp
     monkeypatch.setattr(T.os, "getloadavg", lambda: (1.5, 1.0, 1.0))
     assert T.free_cores() == 1
     assert isinstance(T._runnable_now(), int | None)
+    # runnable threads of this process (OpenMP workers still spinning) are not other work
+    monkeypatch.setattr(T, "_runnable_now", lambda: 2)
+    monkeypatch.setattr(T, "_own_runnable", lambda: 2)
+    assert T.free_cores() == 2
+
+
+def test_own_runnable_counts_this_processes_busy_threads():
+    """A thread of this process spinning in numpy (GIL released) is counted as runnable."""
+    import threading
+
+    stop = threading.Event()
+    a = np.random.default_rng(0).standard_normal((300, 300))
+
+    def spin():
+        while not stop.is_set():
+            a @ a
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        seen = max(T._own_runnable() for _ in range(200))
+    finally:
+        stop.set()
+        t.join()
+    assert 1 <= T._own_runnable() <= len(os.listdir("/proc/self/task"))
+    assert seen >= 2

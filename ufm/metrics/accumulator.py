@@ -214,6 +214,10 @@ class CollapseAccumulator:
     # block of this many cache-sized chunks instead of once per chunk (per-chunk Python and
     # merge overhead was ~10-20% of a call at d = 4,096)
     _GROUP = 16
+    # with the kernels a group is one kernel call: as large as this many features (one call
+    # per ~64 MB of float32) and at most this many rows (its (rows, K + 1) projections)
+    _NATIVE_GROUP_ELEMS = 1 << 24
+    _NATIVE_GROUP_ROWS = 1 << 16
 
     def _feed(self, Ht: torch.Tensor, yt: torch.Tensor) -> CollapseAccumulator:
         """Add validated features and labels (on the state's device).
@@ -243,8 +247,12 @@ class CollapseAccumulator:
                 self._add2(part)
         return self
 
-    def _groups(self, a: int, b: int, d: int) -> tuple[int, int]:
+    def _groups(self, a: int, b: int, d: int, native: bool) -> tuple[int, int]:
+        """Rows per chunk and per group of rows ``a:b`` (a group: one merge / one bookkeeping)."""
         step = chunk_rows(b - a, d, self.K)
+        if native:
+            rows = min(self._NATIVE_GROUP_ROWS, self._NATIVE_GROUP_ELEMS // max(d, 1))
+            return step, max(step, rows)
         return step, step * self._GROUP
 
     def _sums_block(
@@ -257,8 +265,8 @@ class CollapseAccumulator:
         (Chan) update of the means.
         """
         n, d = b - a, Ht.shape[1]
-        step, block = self._groups(a, b, d)
         native = _native(Ht, yt)
+        step, block = self._groups(a, b, d, native)
         buf = None if native else torch.empty(max(min(step, n), 1), d, dtype=F64, device=Ht.device)
         counts = torch.zeros(self.K, dtype=torch.int64, device=Ht.device)
         means = torch.zeros(self.K, d, dtype=F64, device=Ht.device)
@@ -284,9 +292,9 @@ class CollapseAccumulator:
     def _pass2_block(self, Ht: torch.Tensor, yt: torch.Tensor, a: int, b: int) -> dict[str, Any]:
         """Pass 2 over rows ``a:b``: the block's partial sums (see :meth:`_stats2`)."""
         n, d = b - a, Ht.shape[1]
-        step, block = self._groups(a, b, d)
-        m = max(min(block, n), 1)
         native = _native(Ht, yt)
+        step, block = self._groups(a, b, d, native)
+        m = max(min(block, n), 1)
         cols = self._frozen["VT"].shape[0]
         # the kernel writes 4-column tiles: its Q has the zero-padded width of VT4
         width = self._frozen["VT4"].shape[0] if native else cols
