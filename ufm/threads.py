@@ -56,6 +56,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import itertools
 import math
 import os
 import sys
@@ -469,13 +470,16 @@ def map_row_blocks(
     n_threads: int | None = None,
     min_rows: int | None = None,
 ) -> list[_R]:
-    """Run ``fn(start, stop)`` on contiguous row blocks of ``0..n_rows``, one block per thread.
+    """Run ``fn(start, stop)`` on contiguous row blocks of ``0..n_rows``, split between threads.
 
     A streaming pass of small operations per chunk (products with ``K``-wide matrices, row
     gathers) gains nothing from a multi-threaded BLAS, whose threads only split each small
-    product; splitting the *rows* between threads does gain. The blocks run concurrently in a
-    thread pool with torch and every BLAS held at one thread (numpy, BLAS and torch release
-    the GIL in their kernels); the caller merges the per-block results.
+    product; splitting the *rows* between threads does gain. Up to ``BLOCKS_PER_THREAD``
+    blocks per thread are taken in turn by the calling thread and ``n_threads - 1`` threads of
+    a persistent pool, with torch and every BLAS held at one thread (numpy, BLAS, torch and
+    the numba kernels release the GIL); the caller merges the per-block results. The blocks,
+    and so the results, depend only on ``n_rows``, the thread count and ``min_rows``, never
+    on which thread ran which block.
 
     Parameters
     ----------
@@ -489,8 +493,8 @@ def map_row_blocks(
         Threads to use; default the count the enclosing call was granted by the thread policy
         (torch's current ``get_num_threads()``).
     min_rows : int, optional
-        Fewest rows per block; default ``max(64, MIN_BLOCK_ELEMS // width)``. Fewer blocks are
-        used when ``n_rows`` is small.
+        Fewest rows per block; default ``max(64, MIN_BLOCK_ELEMS // width)``. Fewer blocks
+        (and threads) are used when ``n_rows`` is small.
 
     Returns
     -------
@@ -513,13 +517,55 @@ def map_row_blocks(
     if min_rows is None:
         min_rows = max(64, MIN_BLOCK_ELEMS // width)
     min_rows = _check_count(min_rows, "min_rows", 1)
-    n_blocks = max(1, min(n_threads, n_rows // min_rows))
-    if n_blocks == 1:
+    n_workers = max(1, min(n_threads, n_rows // min_rows))
+    if n_workers == 1:
         return [fn(0, n_rows)]
+    # a few blocks per thread, taken from a shared counter: a thread slowed down (by another
+    # process, or a busier sibling core) takes fewer blocks instead of holding up the call
+    n_blocks = max(n_workers, min(n_workers * BLOCKS_PER_THREAD, n_rows // min_rows))
     bounds = [n_rows * i // n_blocks for i in range(n_blocks + 1)]
-    with thread_scope(1), ThreadPoolExecutor(n_blocks, thread_name_prefix="pfc-rows") as ex:
-        futures = [ex.submit(fn, bounds[i], bounds[i + 1]) for i in range(n_blocks)]
-        return [f.result() for f in futures]
+    if threading.current_thread().name.startswith(_POOL_PREFIX):
+        # already inside a block: run inline, so that nested calls cannot exhaust the pool
+        return [fn(bounds[i], bounds[i + 1]) for i in range(n_blocks)]
+    results: list[Any] = [None] * n_blocks
+    counter = itertools.count()  # next() is atomic under the GIL
+
+    def work() -> None:
+        for i in iter(counter.__next__, None):
+            if i >= n_blocks:
+                return
+            results[i] = fn(bounds[i], bounds[i + 1])
+
+    with thread_scope(1):
+        # this thread works too, beside n_workers - 1 threads of the persistent pool: no thread
+        # is started per call
+        futures = [_pool().submit(work) for _ in range(n_workers - 1)]
+        try:
+            work()
+        finally:
+            errors = [f.exception() for f in futures]  # wait for every worker, even on error
+        for exc in errors:
+            if exc is not None:
+                raise exc
+    return results
+
+
+#: Blocks per thread in :func:`map_row_blocks` (dynamic balancing between the threads).
+BLOCKS_PER_THREAD = 4
+
+
+_POOL_PREFIX = "pfc-rows"
+_pool_lock = threading.Lock()
+_pool_ex: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's worker threads for :func:`map_row_blocks` (started on first use)."""
+    global _pool_ex
+    with _pool_lock:
+        if _pool_ex is None:
+            _pool_ex = ThreadPoolExecutor(max(_CORES - 1, 1) * 2, thread_name_prefix=_POOL_PREFIX)
+        return _pool_ex
 
 
 def _check_count(v: Any, name: str, low: int) -> int:

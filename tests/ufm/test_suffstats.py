@@ -351,7 +351,7 @@ def test_feature_metrics_and_moments_split_between_threads_equal_one_block(monke
     before = torch.get_num_threads()
     st2 = SufficientStatistics(K).update(X, y)
     m2 = sol.feature_metrics(X, y, st2, sol.W, sol.b)
-    assert calls == [2, 2] and torch.get_num_threads() == before
+    assert calls == [7, 7] and torch.get_num_threads() == before  # min(2 x 4, 5000 // 700)
     np.testing.assert_array_equal(st1.counts, st2.counts)
     np.testing.assert_allclose(st2.sums, st1.sums, rtol=1e-13)
     np.testing.assert_allclose(st2.second, st1.second, rtol=1e-13)

@@ -206,12 +206,16 @@ def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
 
     before = torch.get_num_threads()
     out = T.map_row_blocks(1000, fn, n_threads=3, min_rows=100)
-    assert out == [(0, 333), (333, 666), (666, 1000)]
-    assert seen == [1, 1, 1] and torch.get_num_threads() == before
+    assert len(out) == 10  # min(3 x BLOCKS_PER_THREAD, 1000 // 100) blocks
+    assert out[0][0] == 0 and out[-1][1] == 1000
+    assert all(p[1] == q[0] for p, q in zip(out, out[1:], strict=False))
+    assert all(b - a >= 100 for a, b in out)
+    assert seen == [1] * 10 and torch.get_num_threads() == before
     assert T.map_row_blocks(1000, fn, n_threads=3, min_rows=600) == [(0, 1000)]
     assert T.map_row_blocks(0, fn, n_threads=4) == [(0, 0)]
+    assert len(T.map_row_blocks(1000, fn, n_threads=2, min_rows=10)) == 2 * T.BLOCKS_PER_THREAD
     # the default block size is in elements: wide rows split sooner
-    assert len(T.map_row_blocks(1000, fn, n_threads=2, width=T.MIN_BLOCK_ELEMS // 100)) == 2
+    assert len(T.map_row_blocks(1000, fn, n_threads=2, width=T.MIN_BLOCK_ELEMS // 100)) > 1
     assert len(T.map_row_blocks(1000, fn, n_threads=2, width=1)) == 1
     for kw, name in (
         ({"n_threads": 0}, "n_threads"),
@@ -231,6 +235,25 @@ def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
     with pytest.raises(ValueError, match="block"):
         T.map_row_blocks(1000, bad, n_threads=2, min_rows=10)
     assert torch.get_num_threads() == before
+
+
+def test_map_row_blocks_balances_a_slow_thread():
+    """The blocks go to whichever thread is free: a thread slowed down takes fewer blocks, and
+    the results still come back in row order."""
+    import threading
+
+    who = {}
+
+    def fn(a, b):
+        name = threading.current_thread().name
+        if not name.startswith("pfc-rows"):
+            time.sleep(0.05)  # the calling thread is slow
+        who[a] = name
+        return a
+
+    out = T.map_row_blocks(800, fn, n_threads=2, min_rows=100)
+    assert out == sorted(out) and len(out) == 8
+    assert sum(not n.startswith("pfc-rows") for n in who.values()) < 4
 
 
 def test_free_cores_uses_the_smaller_of_lagging_average_and_runnable_now(monkeypatch):
