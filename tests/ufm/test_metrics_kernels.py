@@ -216,3 +216,33 @@ def test_threaded_blocks_agree(monkeypatch):
     assert any(n.startswith("pfc-rows") for n in names)  # the row blocks ran the kernel
     for k in one:
         np.testing.assert_allclose(two[k], one[k], rtol=1e-11, atol=1e-14, err_msg=k)
+
+
+def test_one_pass_tracked_scatter_agrees(torch_path):
+    """Pass 1 alone (scatter tracked batch by batch, Chan-merged) gives the same metrics with
+    the kernels, and its within-class scatter equals the direct one."""
+    rng = np.random.default_rng(11)
+    K, d = 4, 23
+    y = np.tile(np.arange(K), 60)
+    H = (rng.standard_normal((K, d))[y] + 1e-3 * rng.standard_normal((len(y), d))).astype(
+        np.float32
+    )
+
+    def run():
+        acc = CollapseAccumulator(K)
+        for s in range(0, len(y), 50):
+            acc.update(H[s : s + 50], y[s : s + 50])
+        return acc
+
+    off = run()
+    kernels.set_enabled(True)
+    on = run()
+    X = H.astype(np.float64)
+    mu = np.stack([X[y == k].mean(0) for k in range(K)])
+    ss = np.array([((X[y == k] - mu[k]) ** 2).sum() for k in range(K)])
+    for acc in (on, off):
+        got = acc.ss.numpy() / acc._s**2
+        np.testing.assert_allclose(got, ss, rtol=1e-10)
+    a, b = on.compute(), off.compute()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-10, atol=1e-14, err_msg=k)

@@ -331,12 +331,35 @@ class CollapseAccumulator:
     def _feed_tracked(self, Ht: torch.Tensor, yt: torch.Tensor) -> None:
         """Pass 1 with the within-class scatter tracked, chunk by chunk (one block)."""
         n, d = Ht.shape
+        if _native(Ht, yt):
+            self._feed_tracked_native(Ht, yt)
+            return
         step = chunk_rows(n, d, self.K)
         buf = torch.empty(min(step, n), d, dtype=F64, device=Ht.device)
         for start in range(0, n, step):
             stop = min(start + step, n)
             Hc = torch.mul(Ht[start:stop], self._s, out=buf[: stop - start])
             self._update1(Hc, yt[start:stop])
+
+    def _feed_tracked_native(self, Ht: torch.Tensor, yt: torch.Tensor) -> None:
+        """:meth:`_feed_tracked` with the kernels: per group, class sums, then the squared
+        deviations from the group's own class means (a projection on no directions)."""
+        n, d = Ht.shape
+        _, block = self._groups(0, n, d, True)
+        no_dirs = np.zeros((0, d))
+        for b0 in range(0, n, block):
+            b1 = min(b0 + block, n)
+            Hn, yn = Ht[b0:b1].numpy(), yt[b0:b1].numpy()
+            sums = torch.zeros_like(self.means)
+            nb = torch.zeros(self.K, dtype=torch.int64)
+            kernels.class_sums(Hn, yn, self._s, sums.numpy(), nb.numpy())
+            mb = sums / torch.clamp(nb.to(F64), min=1.0)[:, None]
+            sq = torch.empty(b1 - b0, dtype=F64)
+            kernels.project(
+                Hn, yn, self._s, mb.numpy(), no_dirs, np.zeros((b1 - b0, 0)), sq.numpy()
+            )
+            ssb = torch.zeros_like(self.ss).index_add_(0, yt[b0:b1], sq)
+            self._merge1(nb, mb, ssb)
 
     def _update1(self, Hc: torch.Tensor, yc: torch.Tensor) -> None:
         nb = torch.bincount(yc, minlength=self.K)
