@@ -19,6 +19,7 @@ Usage::
     .venv/bin/python benchmarks/metrics.py --quick          # smaller sizes, for a smoke test
     .venv/bin/python benchmarks/metrics.py --compare-threads --dtype float32
     .venv/bin/python benchmarks/metrics.py --compare-kernels --dtype float32  # numba vs torch code
+    .venv/bin/python benchmarks/metrics.py --in-process --dtype float32     # one process, best of 7
 
 ``--compare-kernels`` runs the metrics with :mod:`ufm.metrics.kernels` (the default for large
 CPU inputs) and with the torch code (``UFM_KERNELS=0``) beside the matrix-product baseline.
@@ -159,6 +160,11 @@ def main() -> None:
     ap.add_argument("--threads", default="default", help="'default' (nothing pinned) or a count")
     ap.add_argument("--compare-threads", action="store_true")
     ap.add_argument("--compare-kernels", action="store_true")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="d = 4,096 only: kernels, torch code and H @ W interleaved in one process, best of 7",
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-big", action="store_true", help="skip d = 65,536")
     args = ap.parse_args()
@@ -172,6 +178,9 @@ def main() -> None:
     N, K = (2000 if args.quick else args.N), args.K
     if args.compare_threads:
         compare_threads(dims, N, K, args.dtype)
+        return
+    if args.in_process:
+        in_process(args.N, K, 4096, args.dtype, args.threads)
         return
     if args.compare_kernels:
         compare_kernels(dims, N, K, args.dtype, args.threads)
@@ -253,6 +262,46 @@ def compare_kernels(dims: list[int], N: int, K: int, dtype: str, threads: str) -
         dn = abs(runs[0]["nc1"] - runs[1]["nc1"]) / abs(runs[1]["nc1"])
         print(" ".join(f"{v:>10.4g}" for v in (d, u, t, mm, u / mm, t / mm, t / u, dn)), flush=True)
     print(f"load average after: {os.getloadavg()}")
+
+
+def in_process(N: int, K: int, d: int, dtype: str, threads: str) -> None:
+    """Kernels, torch code and one product ``H @ W`` (``W (d, K)`` contiguous), interleaved."""
+    import torch
+
+    from ufm.metrics import collapse_metrics, kernels
+
+    pin(threads)
+    H, y = make(N, K, d, dtype)
+    W = torch.from_numpy(np.random.default_rng(1).standard_normal((d, K)).astype(dtype))
+    Ht = torch.from_numpy(H)
+
+    def torch_code() -> dict:
+        kernels.set_enabled(False)
+        try:
+            return collapse_metrics(H, y)
+        finally:
+            kernels.set_enabled(None)
+
+    runs = {
+        "matmul": lambda: Ht @ W,
+        "kernels": lambda: collapse_metrics(H, y),
+        "torch": torch_code,
+    }
+    a, b = runs["kernels"](), runs["torch"]()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(7):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    print(
+        f"N={N} d={d} {dtype} threads {threads} (torch {torch.get_num_threads()}): "
+        f"matmul {best['matmul']:.4f} s | kernels {best['kernels']:.4f} s = "
+        f"{best['kernels'] / best['matmul']:.2f}x | torch code {best['torch']:.4f} s = "
+        f"{best['torch'] / best['matmul']:.2f}x | rel. diff NC1 "
+        f"{abs(a['nc1'] - b['nc1']) / abs(b['nc1']):.1e}"
+    )
 
 
 if __name__ == "__main__":
