@@ -568,6 +568,17 @@ def _pool() -> ThreadPoolExecutor:
         return _pool_ex
 
 
+def _forget_pool_after_fork() -> None:
+    # a forked child inherits the executor but not its threads: work submitted to it would
+    # never run, so the child starts a pool of its own on first use
+    global _pool_ex, _pool_lock
+    _pool_ex, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _check_count(v: Any, name: str, low: int) -> int:
     if isinstance(v, bool) or not hasattr(v, "__index__") or int(v) < low:
         raise InputError(f"{name} must be an integer >= {low}, got {v!r}")

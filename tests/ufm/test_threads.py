@@ -301,3 +301,24 @@ def test_own_runnable_counts_this_processes_busy_threads():
         t.join()
     assert 1 <= T._own_runnable() <= len(os.listdir("/proc/self/task"))
     assert seen >= 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_map_row_blocks_works_in_a_forked_child():
+    """A child forked after the pool started (e.g. a fork-based DataLoader worker) gets a pool
+    of its own instead of waiting forever on the parent's threads, which it does not have."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, ufm\n"
+        "T = sys.modules['ufm.threads']\n"
+        "T.map_row_blocks(1000, lambda a, b: a, n_threads=2, min_rows=100)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    out = T.map_row_blocks(1000, lambda a, b: a, n_threads=2, min_rows=100)\n"
+        "    os._exit(0 if len(out) == 8 else 3)\n"
+        "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
+    assert res.returncode == 0, res.stderr.decode()
