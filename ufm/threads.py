@@ -77,6 +77,7 @@ __all__ = [
     "thread_scope",
     "map_row_blocks",
     "MIN_BLOCK_ELEMS",
+    "BLOCKS_PER_THREAD",
     "SMALL_WORK",
     "ENV_VAR",
 ]
