@@ -74,6 +74,13 @@ def test_kernels_reject_bad_arrays():
         kernels.class_sums(H, y, 1.0, np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
     with pytest.raises(InputError, match="counts must be"):
         kernels.class_sums(H, y, 1.0, np.zeros((2, 3)), np.zeros(3, np.int64))
+    for bad in (np.array([0, 1, 2, 0]), np.array([0, -1, 0, 0])):
+        with pytest.raises(InputError, match="y must lie in 0..1"):
+            kernels.class_sums(H, bad, 1.0, np.zeros((2, 3)), np.zeros(2, np.int64))
+        with pytest.raises(InputError, match="y must lie in 0..1"):
+            kernels.project(
+                H, bad, 1.0, np.zeros((2, 3)), np.zeros((4, 3)), np.zeros((4, 4)), np.zeros(4)
+            )
     Q, sq = np.zeros((4, 4)), np.zeros(4)
     with pytest.raises(InputError, match="means must be"):
         kernels.project(H, y, 1.0, np.zeros((2, 5)), np.zeros((4, 3)), Q, sq)

@@ -171,6 +171,15 @@ def _check_out(name: str, arr: np.ndarray, shape: tuple[int, ...], dtype: Any = 
         )
 
 
+def _check_label_range(y: np.ndarray, K: int) -> None:
+    """Raise unless every label indexes a row of the ``K``-row state (the loops do not check)."""
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= K):
+        raise InputError(
+            f"y must lie in 0..{K - 1} (one row of sums/means per class), got labels "
+            f"{int(y.min())}..{int(y.max())}"
+        )
+
+
 def class_sums(
     H: np.ndarray, y: np.ndarray, s: float, sums: np.ndarray, counts: np.ndarray
 ) -> None:
@@ -182,7 +191,7 @@ def class_sums(
     Parameters
     ----------
     H : ndarray (n, d), float32 or float64, C-contiguous
-    y : ndarray (n,), int64, values in ``0..K-1`` (not checked here)
+    y : ndarray (n,), int64, values in ``0..K-1``
     s : float
         A power of two (the accumulator's scale), so ``s * h`` is exact.
     sums : ndarray (K, d), float64, updated in place
@@ -195,6 +204,7 @@ def class_sums(
     """
     kernel = _kernel("class_sums", H, y)
     _check_out("sums", sums, (len(sums), H.shape[1]))
+    _check_label_range(y, len(sums))
     _check_out("counts", counts, (len(sums),), np.int64)
     kernel(H, y, float(s), sums, counts)
 
@@ -233,6 +243,7 @@ def project(
     kernel = _kernel("project", H, y)
     n, d = H.shape
     _check_out("means", means, (len(means), d))
+    _check_label_range(y, len(means))
     if VT.ndim != 2 or len(VT) % 4:
         raise InputError(f"VT must have a multiple of 4 rows, got shape {VT.shape}")
     _check_out("VT", VT, (len(VT), d))
