@@ -37,7 +37,7 @@ def test_pfc_demo_has_one_option_per_command_line_field():
     assert dests == want
     assert want == {
         "out", "seed", "quick", "resume", "force", "threads", "progress", "dataset", "loss",
-        "epochs", "lams", "instances",
+        "epochs", "lams", "instances", "deep", "deep_blocks", "deep_epochs",
     }  # fmt: skip
 
 
