@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/demo_recipe.md), measuring every block of both; solve and certify UFM and MUFM on the paper's Sec. "
         "IV-B problem and on the network's own layer-0 features (lam sweeps); run the theorem "
         "checks; write one self-contained report.html plus CSVs, PNGs, config.json and "
-        "results.json. About 2 minutes of CPU (3-4 minutes on 2 busy cores); --quick is a smoke "
-        "version (< 1 minute).",
+        "results.json. About 3 minutes of CPU on one thread; --quick is a smoke version (< 1 "
+        "minute).",
     )
     add_options(d, StudyConfig, presets={"full": FULL, "--quick": QUICK})
 

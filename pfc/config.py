@@ -135,25 +135,28 @@ RECIPE_REASONS: dict[str, dict[str, str]] = {
         "dataset": "the paper's MNIST (60,000 images) does not train in minutes on 2 CPU cores; "
         "mnist_5k is 5,000 real MNIST images that ship with the install (4,000 train, 1,000 "
         "test)",
-        "model": "the paper's depth (10 blocks) at width 256 instead of 1000: width 1000 costs "
-        "about 15 times the CPU of the whole demo budget",
-        "epochs": "the time budget of `make demo`: 60 epochs at the paper's recipe take about "
-        "25 s of CPU; this network is shown as the paper trains it, not tuned for collapse",
+        "model": "the paper's depth (10 blocks) at width 128 instead of 1000: width 1000 costs "
+        "about 50 times the CPU; after 60 epochs width 128 is as collapsed as 256 (trials F1, "
+        "F2)",
+        "epochs": "the time budget of `make demo` (60 epochs: about 20 s of CPU); the network "
+        "is shown as the paper's recipe trains it, not tuned for collapse (350 epochs at width "
+        "256: docs/results/mnist5k)",
     },
     "deep": {
         "dataset": "as for the fully connected ResNet",
         "model": "the deep network: post-LayerNorm residual blocks LN(x + ReLU(W x + c)) "
         "without LayerNorm affine (the depth-study family ln_resnet1, after Súkeník, Lampert "
-        "and Mondelli 2025, whose theorem says collapse gets tighter with depth); 34 blocks "
-        "collapse far more than 10 or 20 within the budget (trials D1-D4)",
-        "width": "32 collapses further than 64 (PFC1 0.10 against 0.16, NC1 0.048 against "
-        "0.060 at the same recipe: trials D5, D6): fewer directions outside the class means",
-        "weight_decay": "5e-3: the weight decay pulls the blocks' outputs towards the class "
-        "means; 1e-2 was less collapsed at this budget (trials D3, D7)",
-        "lr": "0.05 (the paper's lr is not stated)",
-        "epochs": "100 epochs: about 30 s of CPU at one thread",
-        "lr_drops": "late drops (80% and 90% of the epochs) keep the lr high while the layers "
-        "collapse: NC1 0.060 against 0.075 with drops at 1/3 and 2/3 (trials D1, D5)",
+        "and Mondelli 2025, whose theorem says collapse gets tighter with depth); width 24: "
+        "narrower streams collapse further (last-layer PFC1 0.16 / 0.10 / 0.084 at width 64 / "
+        "32 / 24, trials D5, D6, D13) and width 16 loses the terminal phase (D9); depth 40 is "
+        "not better than 34 (D14, D19, D24)",
+        "weight_decay": "4e-3: 1e-2 collapses less within the budget (D3, D7, D11); at width 24 "
+        "4e-3 meets every goal where 5e-3 breaks the strict order of PFC2 (D21, D13)",
+        "lr": "0.05: 0.07 and 0.1 collapse less (D4, D12, D15)",
+        "epochs": "150 epochs (about 40 s of CPU with the measurements): 100 leave PFC1 above "
+        "0.1 (D6); 200 are not better (D16)",
+        "lr_drops": "late drops (after 80% and 90% of the epochs) keep the lr high while the "
+        "layers collapse: NC1 0.060 against 0.075 with drops at 1/3 and 2/3 (trials D5, D1)",
     },
 }
 

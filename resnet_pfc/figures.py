@@ -277,7 +277,7 @@ def draw_network_comparison(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        1, len(FIG3_METRICS), figsize=(4.2 * len(FIG3_METRICS), 3.8), layout="constrained"
+        1, len(FIG3_METRICS), figsize=(4.2 * len(FIG3_METRICS), 4.4), layout="constrained"
     )
     colours = plt.get_cmap("tab10")
     for i, (name, run_dir) in enumerate(runs.items()):
@@ -307,7 +307,8 @@ def draw_network_comparison(
         ax.set_xlabel("relative position l / L")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     fig.suptitle("final epoch: every layer of each network (solid: training set, dashed: test set)")
     out = _save(fig, Path(path))
     plt.close(fig)

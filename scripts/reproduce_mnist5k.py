@@ -136,8 +136,8 @@ def claims_table(
         lines += [
             f"## {split} split, final epoch {final}",
             "",
-            "| metric | paper's claim | stage input -> block 10 (this run) | decreases through "
-            "every block? | last layer at init -> end | held? |",
+            f"| metric | paper's claim | stage input -> {fr[-1]['layer']} (this run) | decreases "
+            "through every block? | last layer at init -> end | held? |",
             "|---|---|---|---|---|---|",
         ]
         for k, claim in CLAIMS.items():

@@ -361,6 +361,9 @@ def test_report_and_figures_of_a_run_directory(quick_study, tmp_path, capsys):
     html = (run_dir / "report.html").read_text()
     assert "Fig. 2" in html and "data:image/png;base64," in html
     assert "Terminal phase of training" in html
+    # a plain training run's report does not talk about the demo
+    assert "demo's budget" not in html and "demo_recipe" not in html
+    assert "heat maps" in html
     rc, out, _ = run(capsys, "figures", str(quick_study))
     assert rc == 0 and "fig2_train.png" in out
     rc, _, err = run(capsys, "report", str(tmp_path / "nowhere"))
