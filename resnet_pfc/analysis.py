@@ -12,7 +12,7 @@ from typing import Any
 
 from ufm.errors import CheckpointError, InputError
 from ufm.metrics import effective_depth
-from ufm.registry import CORE
+from ufm.registry import CORE, LAYER, METRICS
 
 __all__ = [
     "tpt_check",
@@ -129,13 +129,12 @@ def layer_summary(rows: list[dict[str, Any]], split: str = "train") -> dict[str,
     table = [
         {
             k: r.get(k)
-            for k in ("layer", "position", "pfc1", "pfc2", "pfc3", "ncc_accuracy", "nc1")
-            + ("nc2_equinorm", "nc2_equiangular", "nc3", "nc4")
+            for k in ("layer", "position", *(m for m in METRICS if METRICS[m].direction != "none"))
         }
         for r in fr
     ]
     mono = {}
-    for k in ("pfc1", "pfc2", "pfc3", "nc1"):
+    for k in CORE:
         kind, at = monotonicity([r.get(k) for r in fr])
         mono[k] = {"kind": kind, "rises_at": None if at is None else fr[at]["layer"]}
     errs = [r.get("pfc3") for r in fr]
@@ -214,7 +213,7 @@ def collapse_check(
 def rising_metrics(
     rows: list[dict[str, Any]],
     split: str = "train",
-    metrics: tuple[str, ...] = ("pfc1", "pfc2", "pfc3", "nc1", "nc2_equinorm", "nc2_equiangular"),
+    metrics: tuple[str, ...] = LAYER,
     rel_tol: float = 0.05,
     abs_tol: float = 1e-3,
     from_epoch: int = 1,
