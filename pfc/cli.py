@@ -40,6 +40,7 @@ from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, check_output_file, guarded
 from ufm.engine.options import METHODS
 from ufm.io import write_json
+from ufm.losses import LOSSES
 from ufm.registry import METRICS
 
 from .config import FULL, QUICK, StudyConfig
@@ -369,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature penalty (MUFM default 0; UFM uses 5e-4 when 0)",
     )
     s.add_argument("--lam-b", type=_float_nonneg, default=5e-4, help="bias penalty (5e-4)")
-    s.add_argument("--loss", choices=("mse", "ce"), default="mse")
+    s.add_argument("--loss", choices=LOSSES, default="mse")
     s.add_argument("--no-bias", action="store_true", help="classifier without bias")
     s.add_argument(
         "--method",

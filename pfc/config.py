@@ -25,6 +25,7 @@ from resnet_pfc.config import PRESETS, dataset_arg
 from resnet_pfc.data import canonical_name
 from resnet_pfc.options import check_fields, documented, option
 from ufm.errors import InputError
+from ufm.losses import LOSSES
 
 __all__ = [
     "StudyConfig",
@@ -227,7 +228,7 @@ class StudyConfig:
     loss: str | None = option(
         str,
         "training loss: ce (cross entropy, the paper's) or mse (the squared error)",
-        choices=("ce", "mse"),
+        choices=LOSSES,
         doc="The demo's is MSE: see :data:`RECIPE_REASONS` and ``docs/demo_recipe.md``.",
     )
     weight_decay: float | None = _training(float, "SGD weight decay", low=0)
@@ -255,9 +256,7 @@ class StudyConfig:
     )
     deep_blocks: int | None = option(int, "residual blocks of the deep LayerNorm ResNet", low=1)
     deep_width: int | None = _training(int, "width of the deep LayerNorm ResNet", low=2)
-    deep_loss: str | None = _training(
-        str, "training loss of the deep network", choices=("ce", "mse")
-    )
+    deep_loss: str | None = _training(str, "training loss of the deep network", choices=LOSSES)
     deep_lr: float | None = _training(
         float, "initial learning rate of the deep network", low=0, positive=True
     )

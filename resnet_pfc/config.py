@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ufm.errors import CheckpointError, InputError
+from ufm.losses import LOSSES
 from ufm.validate import check_int
 
 from .models import (
@@ -66,7 +67,6 @@ TRAIN_DESCRIPTION = (
 #: Accepted values of ``TrainConfig.model``.
 MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
 #: Training losses (the first, the paper's cross entropy, is the default).
-LOSSES: tuple[str, ...] = ("ce", "mse")
 #: Relative positions of the layers (see :func:`resnet_pfc.measure.measure`).
 POSITIONS: tuple[str, ...] = ("index", "distance")
 

@@ -397,9 +397,7 @@ def measure(
                     from tqdm.auto import tqdm
 
                     # disable=None: no carriage-return redraws when the output is not a terminal (a log)
-                    it = tqdm(
-                        loader, desc=f"measure pass {p}/{passes}", leave=False, disable=None
-                    )
+                    it = tqdm(loader, desc=f"measure pass {p}/{passes}", leave=False, disable=None)
                 for batch in it:
                     x, y = batch[0], batch[1]
                     x = x.to(device=device, dtype=dtype)
