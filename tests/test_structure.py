@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ufm", "mufm", "proofs_check", "resnet_pfc", "pfc")
+_FROM = re.compile(r"\s*from\s+((?:" + "|".join(PACKAGES) + r")(?:\.\w+)*)\s+import\s+(.+)")
 
 
 def _sources():
@@ -34,7 +35,7 @@ def test_no_private_import_across_packages():
     for p in _sources():
         own = p.relative_to(ROOT).parts[0]
         for i, line in enumerate(p.read_text().splitlines(), 1):
-            m = re.match(r"\s*from\s+((?:%s)(?:\.\w+)*)\s+import\s+(.+)" % "|".join(PACKAGES), line)
+            m = _FROM.match(line)
             if not m or m.group(1).split(".")[0] == own:
                 continue
             mod, names = m.group(1), m.group(2)

@@ -27,7 +27,7 @@ def test_docstring_lists_every_field():
     doc = StudyConfig.__doc__
     for f in fields(StudyConfig):
         assert doc.count(f"\n{f.name} : ") == 1, f.name
-    assert '\nloss : {"ce", "mse"}, optional\n' in doc
+    assert '\nloss : {"mse", "ce"}, optional\n' in doc
     assert "\nprogress : bool\n    ``--no-progress``: no progress bars or status lines.\n" in doc
 
 

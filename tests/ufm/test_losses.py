@@ -6,7 +6,7 @@ import pytest
 
 import ufm
 from ufm.errors import InputError
-from ufm.losses import LOSSES, LOSS_NAMES, check_loss
+from ufm.losses import LOSS_NAMES, LOSSES, check_loss
 
 
 def test_losses_and_names():
