@@ -229,8 +229,11 @@ class TrainConfig:
     lr: float | None = option(
         float, "initial learning rate", default=None, low=0, positive=True, shown="the preset"
     )
-    loss: str = _choice(
-        "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample", LOSSES
+    loss: str = option(
+        str,
+        "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample",
+        default="ce",
+        choices=LOSSES,
     )
     momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1)
     weight_decay: float = option(float, "SGD weight decay", default=5e-4, low=0)
