@@ -18,7 +18,7 @@ import torch
 from ufm.engine.core import NP, Params, Problem
 from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, check_params
 from ufm.errors import SolverError
-from ufm.validate import check_int, check_scalar, is_torch
+from ufm.validate import check_int, check_scalar, check_seed, is_torch
 
 from .solve import prepare_data
 
@@ -152,7 +152,7 @@ def gradient_flow(
     t_max = check_scalar(t_max, "t_max", low=0.0, low_inclusive=False, high=1e8)
     n_eval = check_int(n_eval, "n_eval", low=2)
     rtol = check_scalar(rtol, "rtol", low=0.0, low_inclusive=False)
-    check_int(seed, "seed", low=0)
+    check_seed(seed)
     Xn = Xt.detach().cpu().numpy().astype(np.float64)
     yn = yt.cpu().numpy()
     N, d = Xn.shape

@@ -64,7 +64,15 @@ from .metrics import collapse_metrics
 from .objective import objective
 from .result import SolveResult
 from .status import Status
-from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
+from .validate import (
+    check_features,
+    check_int,
+    check_labels,
+    check_scalar,
+    check_seed,
+    describe,
+    to_tensor,
+)
 
 __all__ = [
     "LayerNormOptimum",
@@ -498,7 +506,7 @@ def solve_layernorm(
             f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
             f"and a simplex ETF of K classes needs K-1 of its dimensions; use d >= {K}"
         )
-    seed = check_int(seed, "seed", low=0)
+    seed = check_seed(seed)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else check_int(max_iter, "max_iter", low=1)
     tol = DEFAULT_TOL if tol is None else check_scalar(tol, "tol", low=0.0, low_inclusive=False)
     yn = yt.cpu().numpy()

@@ -86,7 +86,14 @@ from .errors import DegenerateInputError, InputError
 from .metrics.inputs import CHUNK_ELEMS
 from .status import Status
 from .threads import map_row_blocks, thread_policy
-from .validate import check_int, check_merge_partner, check_scalar, describe, to_tensor
+from .validate import (
+    check_int,
+    check_merge_partner,
+    check_scalar,
+    check_seed,
+    describe,
+    to_tensor,
+)
 
 __all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
 
@@ -995,6 +1002,7 @@ def solve_statistics(
         raise InputError(f"init must be 'ridge' or 'normal', got {describe(init)}")
     tol = check_scalar(tol, "tol", low=0.0, low_inclusive=False)
     max_iter = check_int(max_iter, "max_iter", low=1)
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     st.check_ready()
     alpha = data_scale(st) if lam > 0 else 1.0

@@ -26,6 +26,7 @@ __all__ = [
     "check_labels",
     "check_scalar",
     "check_int",
+    "check_seed",
     "describe",
     "all_finite",
     "finite_maxabs",
@@ -251,6 +252,47 @@ def check_int(value: Any, name: str, *, low: int | None = None) -> int:
     v = int(value)
     if low is not None and v < low:
         raise InputError(f"{name} must be >= {low}, got {v}")
+    return v
+
+
+def check_seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> int | None:
+    """A random seed: a non-negative integer of any size (or ``None`` where allowed).
+
+    Every seed of the toolkit goes to :func:`numpy.random.default_rng` (a
+    :class:`numpy.random.SeedSequence`), which takes integers of any size, so ``2**32`` and
+    ``2**200`` are valid seeds; negative, fractional, string and boolean seeds are refused the
+    same way everywhere (``default_rng(-1)`` raised a bare ``ValueError``, ``"3"`` a
+    ``TypeError``, and ``1.5`` was silently truncated by ``int``).
+
+    Parameters
+    ----------
+    value : int or None
+        The seed.
+    name : str
+        The argument's name, for the message.
+    allow_none : bool
+        Whether ``None`` (fresh entropy from the operating system) is accepted.
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    InputError
+        Anything else.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        what = "a non-negative integer" + (" or None" if allow_none else "")
+        raise InputError(
+            f"{name} must be {what}, got {describe(value)}; pass e.g. {name}=0 "
+            "(any integer >= 0 works, 2**32 and beyond included)"
+        )
+    v = int(value)
+    if v < 0:
+        raise InputError(f"{name} must be >= 0, got {v}; pass a non-negative integer seed")
     return v
 
 
