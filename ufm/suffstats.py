@@ -109,6 +109,83 @@ def _np64(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
+def _tampered(key: str, what: str) -> InputError:
+    return InputError(
+        f"state dict key {key!r} {what}; the state dict was altered or corrupted: rebuild the "
+        "statistics from the data (SufficientStatistics.update) or restore a good copy"
+    )
+
+
+def _state_counts(v: Any, K: int) -> np.ndarray:
+    """Class counts of a state dict: ``(K,)`` non-negative integers (no silent truncation)."""
+    try:
+        a = np.asarray(v)
+    except Exception as exc:
+        raise _tampered("counts", f"must be an array of shape ({K},)") from exc
+    if a.shape != (K,) or a.dtype.kind not in "iuf":
+        raise _tampered("counts", f"must be {K} integer counts, got {describe(v)}")
+    if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+        raise _tampered("counts", "must hold integer counts, got non-integer values")
+    if a.size and a.min() < 0:
+        raise _tampered("counts", f"must hold counts >= 0, got {a.min()}")
+    return a.astype(np.int64, copy=True)
+
+
+def _state_floats(
+    v: Any, key: str, shape: tuple[int | None, ...], *, nonneg: bool = False
+) -> np.ndarray:
+    """A finite float64 copy of a state dict array of the given shape (``None``: any length)."""
+    try:
+        a = np.array(v, dtype=np.float64, copy=True)
+    except Exception as exc:
+        raise _tampered(key, f"must be a real array, got {describe(v)}") from exc
+    if a.ndim != len(shape) or any(
+        n is not None and m != n for m, n in zip(a.shape, shape, strict=True)
+    ):
+        want = "(" + ", ".join("B" if n is None else str(n) for n in shape) + ")"
+        raise _tampered(key, f"must have shape {want}, got {describe(v)}")
+    if not np.isfinite(a).all():
+        raise _tampered(key, "holds NaN or inf")
+    if nonneg and a.size and a.min() < 0:
+        raise _tampered(key, f"is a sum of squares and must be >= 0, got {a.min():.6g}")
+    return a
+
+
+def _check_second(C: np.ndarray, sq: float) -> None:
+    """``sum_i x_i x_i^T``: symmetric, non-negative diagonal, trace ``sq``."""
+    scale = max(float(np.abs(C).max()), 1e-300)
+    if not np.allclose(C, C.T, rtol=0.0, atol=1e-10 * scale):
+        raise _tampered("second", "must be symmetric (it is sum_i x_i x_i^T)")
+    if np.diag(C).min() < 0:
+        raise _tampered("second", "has a negative diagonal entry (a scatter, must be >= 0)")
+    if abs(float(np.trace(C)) - sq) > 1e-8 * max(abs(sq), 1e-300) + 1e-300:
+        raise _tampered("sq", f"= {sq:.17g} differs from the trace of 'second'")
+
+
+def _check_consistent(st: SufficientStatistics) -> None:
+    """Cross-checks between counts, sums, the second moment and the kept rows."""
+    N = int(st.counts.sum())
+    if st.second is not None and st.rows:
+        raise _tampered("rows", "must be empty when 'second' holds the second moment")
+    if st.second is None:
+        n_rows = sum(len(r) for r in st.rows)
+        if n_rows != N:
+            raise _tampered("rows", f"hold {n_rows} rows but the counts sum to {N}")
+        sq = sum(float(np.einsum("ij,ij->", r, r)) for r in st.rows)
+        if abs(sq - st.sq) > 1e-8 * max(abs(st.sq), 1e-300) + 1e-300:
+            raise _tampered("sq", f"= {st.sq:.17g} differs from the rows' {sq:.17g}")
+    empty = st.counts == 0
+    if np.any(st.sums[empty] != 0):
+        raise _tampered("sums", "is non-zero for a class whose count is 0")
+    # Cauchy-Schwarz: sum_k ||s_k||^2 / n_k <= sum_i ||x_i||^2 (the between part of sq)
+    n = np.where(empty, 1, st.counts)
+    between = float((np.einsum("kd,kd->k", st.sums, st.sums) / n).sum())
+    if between > st.sq * (1 + 1e-8) + 1e-300:
+        raise _tampered(
+            "sq", f"= {st.sq:.6g} is below sum_k ||sums_k||^2 / counts_k = {between:.6g}"
+        )
+
+
 class SufficientStatistics:
     """Streaming sufficient statistics of labelled data for the MSE (M)UFM.
 
@@ -307,15 +384,21 @@ class SufficientStatistics:
             )
         st = cls(sd["K"], gram=sd["gram"])
         if sd["d"] is not None:
-            st._init(check_int(sd["d"], "d", low=1))
-            st.counts = np.asarray(sd["counts"], dtype=np.int64).copy()
-            st.sums = np.asarray(sd["sums"], dtype=np.float64).copy()
-            st.sq = float(sd["sq"])
+            st._init(check_int(sd["d"], "state dict key 'd'", low=1))
+            K, d = st.K, st.d
+            st.counts = _state_counts(sd["counts"], K)
+            st.sums = _state_floats(sd["sums"], "sums", (K, d))
+            st.sq = float(_state_floats(sd["sq"], "sq", (), nonneg=True))
             if sd["second"] is not None:
-                st.second = np.asarray(sd["second"], dtype=np.float64).copy()
-            st.rows = [np.asarray(r, dtype=np.float64).copy() for r in sd["rows"]]
-            if st.counts.shape != (st.K,) or st.sums.shape != (st.K, st.d):
-                raise InputError("state dict arrays have inconsistent shapes")
+                st.second = _state_floats(sd["second"], "second", (d, d))
+                _check_second(st.second, st.sq)
+            elif st.gram == "dense":
+                raise _tampered("second", "is None, but gram='dense' keeps the d x d moment")
+            rows = sd["rows"]
+            if not isinstance(rows, list | tuple):
+                raise _tampered("rows", f"must be a list of (B, {d}) arrays, got {describe(rows)}")
+            st.rows = [_state_floats(r, f"rows[{i}]", (None, d)) for i, r in enumerate(rows)]
+            _check_consistent(st)
         return st
 
     def all_reduce(self, group: Any = None) -> SufficientStatistics:

@@ -710,3 +710,39 @@ def test_chan_merge_equals_direct_class_means_and_scatter():
     np.testing.assert_array_equal(n.numpy(), n_ref.numpy())
     np.testing.assert_allclose(m.numpy(), m_ref.numpy(), rtol=1e-14)
     np.testing.assert_allclose(ss.numpy(), ss_ref.numpy(), rtol=1e-10)
+
+
+def _tampered_states():
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((40, 6)), np.arange(40) % 4
+    acc = CollapseAccumulator(4).update(H, y)
+    sd1 = acc.state_dict()
+    acc.end_first_pass()
+    sd2 = acc.update(H, y).state_dict()
+    return sd1, sd2
+
+
+@pytest.mark.parametrize(
+    "phase, key, change, match",
+    [
+        (1, "counts", lambda c: -c, "'counts' must hold counts >= 0"),
+        (1, "counts", lambda c: c.double() + 0.5, "non-integer"),
+        (1, "ss", lambda c: -c, "'ss' is a sum of squares and must be >= 0"),
+        (1, "means", lambda c: c * np.nan, "'means' holds NaN"),
+        (1, "maxabs", lambda c: -1.0, "'maxabs' must be >= 0"),
+        (1, "scale_exp", lambda c: 1.5, "'scale_exp' must be an integer"),
+        (2, "ss2", lambda c: -c, "'ss2' is a sum of squares"),
+        (2, "S", lambda c: c * np.inf, "'S' holds NaN or inf"),
+        (2, "correct", lambda c: 10**6, "'correct' = 1000000 exceeds n2"),
+        (2, "fp_sq", lambda c: -c, "'fp_sq' is a sum of squares"),
+        (2, "counts2", lambda c: -c, "'counts2' must hold counts >= 0"),
+        (2, "fp_sum", lambda c: c[:, :2], "fp_sum/fp_sq. must be tensors of shapes"),
+    ],
+)
+def test_from_state_dict_refuses_tampered_values(phase, key, change, match):
+    """Negative counts or scatters, NaN, inconsistent fingerprints: impossible statistics were
+    accepted and gave metrics; now a clear InputError naming the key."""
+    sd = _tampered_states()[phase - 1]
+    CollapseAccumulator.from_state_dict(sd)  # the untouched one loads
+    with pytest.raises(InputError, match=match):
+        CollapseAccumulator.from_state_dict({**sd, key: change(sd[key])})

@@ -434,3 +434,39 @@ def test_moments_of_device_tensors_are_taken_on_the_device(monkeypatch):
     assert small.second is None and len(small.rows) == 1
     with pytest.raises(InputError, match="non-finite"):
         SufficientStatistics(3).update(torch.full((10, 5), 1e200, dtype=torch.float64), y[:10])
+
+
+@pytest.mark.parametrize("d, gram", [(6, "auto"), (100, "auto"), (6, "dense")])
+def test_from_state_dict_refuses_tampered_values(d, gram):
+    """Negative counts or scatter, inconsistent shapes or sums: refused with the key named
+    (they were accepted and solved as if they were data), for the dense second moment and for
+    kept rows."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, d)), np.arange(40) % 4
+    st_ = SufficientStatistics(4, gram=gram).update(X[:20], y[:20]).update(X[20:], y[20:])
+    sd = st_.state_dict()
+    back = SufficientStatistics.from_state_dict(sd)
+    np.testing.assert_array_equal(back.counts, st_.counts)
+    cases = [
+        ("counts", -sd["counts"], "'counts' must hold counts >= 0"),
+        ("counts", sd["counts"] + 0.5, "non-integer"),
+        ("counts", sd["counts"][:2], "must be 4 integer counts"),
+        ("sums", sd["sums"] * np.nan, "'sums' holds NaN"),
+        ("sums", sd["sums"][:, :2], rf"'sums' must have shape \(4, {d}\)"),
+        ("sums", sd["sums"] * 100, "is below sum_k"),
+        ("sq", -sd["sq"], "'sq' is a sum of squares"),
+        ("sq", sd["sq"] / 2, "'sq' = .* differs"),
+        ("rows", "x", "'rows' must be a list"),
+        ("d", -1, "'d' must be >= 1"),
+    ]
+    if sd["second"] is not None:
+        cases += [
+            ("second", -sd["second"], "negative diagonal"),
+            ("second", np.eye(3), rf"'second' must have shape \({d}, {d}\)"),
+            ("second", sd["second"] + np.triu(np.ones((d, d)), 1), "symmetric"),
+        ]
+    else:
+        cases += [("rows", sd["rows"][:1], "hold 20 rows but the counts sum to 40")]
+    for key, value, match in cases:
+        with pytest.raises(InputError, match=match):
+            SufficientStatistics.from_state_dict({**sd, key: value})

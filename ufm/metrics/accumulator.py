@@ -624,12 +624,13 @@ class CollapseAccumulator:
                 f"state dict key(s) {bad} must be tensors of shape "
                 f"{[shapes[k] for k in bad]} for K={K}, d={d}"
             )
+        _check_state_values(sd, K)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         acc._init_state(d, dev)
         acc.counts = sd["counts"].to(dev, torch.int64)
         acc.means, acc.ss = (sd[k].to(dev, F64) for k in ("means", "ss"))
-        acc.scale_exp = int(sd.get("scale_exp", 0))
-        acc.maxabs = float(sd.get("maxabs", math.inf))
+        acc.scale_exp = check_int(sd.get("scale_exp", 0), "state dict key 'scale_exp'")
+        acc.maxabs = _check_maxabs(sd.get("maxabs", math.inf))
         if sd["phase"] == 2:
             acc.end_first_pass()
             acc.S, acc.ss2 = sd["S"].to(dev, F64), sd["ss2"].to(dev, F64)
@@ -637,6 +638,12 @@ class CollapseAccumulator:
                 check_int(sd[k], f"state dict key {k!r}", low=0)
                 for k in ("n2", "correct", "mismatch")
             )
+            for k in ("correct", "mismatch"):
+                if sd[k] > acc.n2:
+                    raise InputError(
+                        f"state dict key {k!r} = {sd[k]} exceeds n2 = {acc.n2} (the pass-2 "
+                        "samples it counts among): the state dict was altered or corrupted"
+                    )
             if sd.get("counts2") is not None:
                 acc.counts2 = sd["counts2"].to(dev, torch.int64)
                 acc.fp_sum = sd["fp_sum"].to(dev, F64)
@@ -777,3 +784,76 @@ class CollapseAccumulator:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _check_maxabs(v: Any) -> float:
+    """``maxabs`` of a state dict: a non-negative float (``inf`` in old state dicts)."""
+    if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
+        raise InputError(f"state dict key 'maxabs' must be a number, got {describe(v)}")
+    v = float(v)
+    if not v >= 0:  # NaN too
+        raise InputError(f"state dict key 'maxabs' must be >= 0, got {v}")
+    return v
+
+
+def _check_state_values(sd: dict[str, Any], K: int) -> None:
+    """Values of a state dict whose shapes were checked: what the statistics can hold.
+
+    Counts are non-negative integers, sums of squares (scatters) non-negative, every float
+    finite, and a pass-2 fingerprint (``counts2``, ``fp_sum``, ``fp_sq``) complete and of
+    consistent shapes. A tampered state dict (negative counts or scatter) was accepted and
+    gave metrics from impossible statistics.
+
+    Raises
+    ------
+    InputError
+        The first value that no accumulator can hold, by key.
+    """
+
+    def bad(key: str, what: str) -> InputError:
+        return InputError(
+            f"state dict key {key!r} {what}; the state dict was altered or corrupted: "
+            "rebuild it from the data (CollapseAccumulator.update) or restore a good copy"
+        )
+
+    def counts(key: str) -> None:
+        t = sd[key]
+        if t.dtype == torch.bool or t.is_complex():
+            raise bad(key, f"must hold integer counts, got dtype {t.dtype}")
+        if t.is_floating_point():
+            if not bool(torch.isfinite(t).all()) or not bool((t == torch.round(t)).all()):
+                raise bad(key, "must hold integer counts, got non-integer values")
+        if t.numel() and int(t.min()) < 0:
+            raise bad(key, f"must hold counts >= 0, got {int(t.min())}")
+
+    def floats(key: str, nonneg: bool = False) -> None:
+        t = sd[key]
+        if t.dtype == torch.bool or t.is_complex():
+            raise bad(key, f"must hold real values, got dtype {t.dtype}")
+        tf = t.to(F64)
+        if not bool(torch.isfinite(tf).all()):
+            raise bad(key, "holds NaN or inf")
+        if nonneg and tf.numel() and float(tf.min()) < 0:
+            raise bad(key, f"is a sum of squares and must be >= 0, got {float(tf.min()):.6g}")
+
+    counts("counts")
+    floats("means")
+    floats("ss", nonneg=True)
+    if sd["phase"] == 2:
+        floats("S")
+        floats("ss2", nonneg=True)
+        fp = [sd.get(k) for k in ("counts2", "fp_sum", "fp_sq")]
+        if any(v is not None for v in fp):
+            c2, fs, fq = fp
+            ok = all(isinstance(v, torch.Tensor) for v in fp)
+            ok = ok and tuple(c2.shape) == (K,) and fs.ndim == 2 and fs.shape[0] == K
+            ok = ok and tuple(fq.shape) == tuple(fs.shape) and fs.shape[1] in (K + 1, 2 * K + 1)
+            if not ok:
+                raise bad(
+                    "counts2/fp_sum/fp_sq",
+                    f"must be tensors of shapes ({K},), (K, m) and (K, m) with m = K+1 or 2K+1, "
+                    f"got {[describe(v) for v in fp]}",
+                )
+            counts("counts2")
+            floats("fp_sum")
+            floats("fp_sq", nonneg=True)
