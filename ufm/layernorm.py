@@ -105,22 +105,39 @@ def layernorm_normalize(Z: Any) -> np.ndarray:
     Returns
     -------
     numpy.ndarray of shape (N, d)
-        Rows with zero mean and norm ``sqrt(d)`` (float64).
+        Rows with zero mean and norm ``sqrt(d)`` (float64), for rows at any scale of float64
+        (``1e300`` and subnormal rows included).
 
     Raises
     ------
     InputError
-        Non-finite values, ``d < 2``, or a constant row (no direction to normalise).
+        Non-finite values, ``d < 2``, or a constant row. A constant row has no direction:
+        LayerNorm without ``eps`` is undefined there (0/0) and with ``eps`` maps it to ``0``,
+        which is not on the sphere, so it is refused rather than mapped. A row that is not
+        constant in float64 (``[1, 1, 1, 1 + 2**-52]``) keeps its direction.
+
+    Notes
+    -----
+    Each row is first divided by its largest absolute entry (no overflow of the mean or the
+    norm: rows like ``1e300`` were mapped to 0), then centred twice: the second pass removes
+    the round-off of the first mean, which dominates rows whose entries differ in their last
+    bits (those were left off the sphere).
     """
     Z = check_features(Z, "Z").cpu().numpy().astype(np.float64)
     if Z.shape[1] < 2:
         raise InputError(f"Z must have d >= 2 columns to be mean-centred, got {describe(Z)}")
-    C = Z - Z.mean(axis=1, keepdims=True)
+    scale = np.abs(Z).max(axis=1, keepdims=True)
+    C = Z / np.where(scale > 0, scale, 1.0)
+    C = C - C.mean(axis=1, keepdims=True)
+    C -= C.mean(axis=1, keepdims=True)
     nrm = np.linalg.norm(C, axis=1, keepdims=True)
     if np.any(nrm == 0):
         bad = np.flatnonzero(nrm[:, 0] == 0)[:5].tolist()
-        raise InputError(f"rows {bad} of Z are constant: LayerNorm maps them to 0, not the sphere")
-    return math.sqrt(Z.shape[1]) * C / nrm
+        raise InputError(
+            f"rows {bad} of Z are constant: a constant row has no direction (LayerNorm maps it "
+            "to 0, not onto the sphere); drop those rows or add variation to them"
+        )
+    return math.sqrt(Z.shape[1]) * (C / nrm)
 
 
 def _tangent(Nm: np.ndarray, G: np.ndarray) -> np.ndarray:
