@@ -144,6 +144,10 @@ def _solve_metrics(inst: MUFMInstance, lam: float, tol: float, max_iter: int) ->
     return m
 
 
+#: Most points of the ``lam_0`` grid (the default has 37).
+MAX_GRID = 1_000
+
+
 def lam_grid(lam_min: float = 1e-5, lam_max: float = 1e4, per_decade: int = 4) -> np.ndarray:
     """The log grid of the ``lam_0`` search: ``per_decade`` points per decade, both ends included.
 
@@ -154,9 +158,22 @@ def lam_grid(lam_min: float = 1e-5, lam_max: float = 1e4, per_decade: int = 4) -
     """
     lam_min = check_scalar(lam_min, "lam_min", low=0.0, low_inclusive=False)
     lam_max = check_scalar(lam_max, "lam_max", low=lam_min, low_inclusive=False)
-    if int(per_decade) != per_decade or per_decade < 1:
+    if (
+        isinstance(per_decade, bool)
+        or not isinstance(per_decade, int | float | np.integer | np.floating)
+        or not math.isfinite(per_decade)
+        or int(per_decade) != per_decade
+        or per_decade < 1
+    ):
         raise InputError(f"per_decade must be an integer >= 1, got {per_decade!r}")
-    n = int(math.ceil(round(math.log10(lam_max / lam_min) * per_decade, 9))) + 1
+    # the difference of the logarithms: the ratio lam_max / lam_min may overflow
+    n = int(math.ceil(round((math.log10(lam_max) - math.log10(lam_min)) * per_decade, 9))) + 1
+    if n > MAX_GRID:
+        # one MUFM solve per grid point and instance: a huge grid runs for days
+        raise InputError(
+            f"the lam grid [{lam_min:g}, {lam_max:g}] at {per_decade} per decade has {n:,} "
+            f"points, above {MAX_GRID:,} (one solve each); narrow the range or lower per_decade"
+        )
     return np.logspace(math.log10(lam_min), math.log10(lam_max), n)
 
 
