@@ -255,8 +255,10 @@ class SufficientStatistics:
             the second moment overflows float64 (rescale the data).
         """
         Xt = to_tensor(X, "X")
-        if Xt.ndim != 2 or not (Xt.is_floating_point() or Xt.dtype in (torch.int32, torch.int64)):
-            raise InputError(f"X must be a real array of shape (B, d), got {describe(X)}")
+        if Xt.ndim != 2 or Xt.dtype == torch.bool or Xt.is_complex():
+            raise InputError(
+                f"X must be a real array of shape (B, d) (float or integer), got {describe(X)}"
+            )
         yt = to_tensor(y, "y")
         if yt.ndim != 1 or yt.shape[0] != Xt.shape[0]:
             raise InputError(

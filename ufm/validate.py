@@ -68,6 +68,11 @@ def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) ->
             )
         if arr.dtype.byteorder not in "=|" and arr.dtype.byteorder != _NATIVE:
             arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.dtype.kind == "u" and arr.dtype.itemsize >= 4:
+            # torch's uint32/uint64 lack most operations (min, max, bincount): int64 holds
+            # every value below 2**63, float64 the rest (so a huge label is reported as such)
+            big = arr.size and arr.dtype.itemsize == 8 and int(arr.max()) >= 2**63
+            arr = arr.astype(np.float64 if big else np.int64)
         try:
             t = torch.from_numpy(np.ascontiguousarray(arr))
         except TypeError as exc:
@@ -150,6 +155,7 @@ def check_labels(
             "pass one label per sample (samples first)"
         )
     if t.is_floating_point():
+        _check_label_range(t, name, n if K is None else K)  # inf, nan and huge, as given
         if not bool(torch.isfinite(t).all()) or not bool((t == torch.round(t)).all()):
             raise InputError(
                 f"{name} must hold integer class labels 0..K-1, got non-integer values "
@@ -159,6 +165,7 @@ def check_labels(
         raise InputError(f"{name} must hold integer class labels 0..K-1, got {describe(y)}")
     if t.shape[0] == 0:
         raise InputError(f"{name} is empty; pass at least one label per class (K >= 2 classes)")
+    _check_label_range(t, name, n if K is None else K)
     t = t.to(torch.int64)
     if device is not None:
         t = t.to(device)
@@ -194,6 +201,37 @@ def check_labels(
     return t, K
 
 
+def _label_str(v: Any) -> str:
+    """A label as the caller gave it (``1e+20``, ``inf``, ``18446744073709551615``)."""
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return str(v)
+
+
+def _check_label_range(t: torch.Tensor, name: str, limit: int) -> None:
+    """Refuse labels outside ``0..limit-1`` *before* the cast to int64, which wraps huge
+    values (``1e20`` was reported as ``-9223372036854775808``); the message shows the value
+    as given."""
+    if t.numel() == 0 or t.dtype == torch.int64:
+        return
+    lo, hi = t.min(), t.max()
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            bad = t[~torch.isfinite(t)][0]
+            raise InputError(
+                f"{name} has label {_label_str(bad)}; labels must be finite integers 0..K-1"
+            )
+    # only values the cast would mangle; the usual checks after the cast report the rest
+    if float(lo) <= -(2**53):
+        raise InputError(f"{name} has label {_label_str(lo)} < 0; labels must be 0..K-1")
+    if float(hi) >= 2**53:
+        raise InputError(
+            f"{name} has label {_label_str(hi)}, outside 0..{limit - 1}; labels must be "
+            "0..K-1 (every class present)"
+        )
+
+
 def check_batch_labels(y: Any, n: int, K: int, name: str = "y") -> torch.Tensor:
     """Labels of one batch of a streaming accumulator: ``(n,)`` integers in ``0..K-1``.
 
@@ -208,6 +246,7 @@ def check_batch_labels(y: Any, n: int, K: int, name: str = "y") -> torch.Tensor:
         raise InputError(
             f"{name} must hold integer class labels 0..K-1, got non-integer values ({describe(y)})"
         )
+    _check_label_range(t, name, K)
     t = t.to(torch.int64)
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= K):
         raise InputError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -746,3 +747,45 @@ def test_from_state_dict_refuses_tampered_values(phase, key, change, match):
     CollapseAccumulator.from_state_dict(sd)  # the untouched one loads
     with pytest.raises(InputError, match=match):
         CollapseAccumulator.from_state_dict({**sd, key: change(sd[key])})
+
+
+def test_classifier_metrics_without_W_are_refused_clearly():
+    """nc3(H, y, None) raised KeyError('nc3')."""
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((12, 4)), np.arange(12) % 3
+    for f in (nc3, nc4):
+        with pytest.raises(InputError, match=f"{f.__name__} needs the classifier weights W"):
+            f(H, y, None)
+
+
+@pytest.mark.parametrize(
+    "bad, shown",
+    [(1e20, "1e+20"), (-1e20, "-1e+20"), (np.inf, "inf"), (-np.inf, "-inf"), (2.0**70, "1.18")],
+)
+def test_huge_labels_are_reported_as_given(bad, shown):
+    """Float labels beyond int64 were cast first and reported as -9223372036854775808."""
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((12, 4)), (np.arange(12) % 3).astype(float)
+    y[5] = bad
+    for f in (
+        lambda: collapse_metrics(H, y),
+        lambda: CollapseAccumulator(3).update(H, y),
+        lambda: nc1(torch.as_tensor(H), torch.as_tensor(y)),
+    ):
+        with pytest.raises(InputError, match="label " + re.escape(shown)) as e:
+            f()
+        assert "9223372036854775808" not in str(e.value)
+
+
+def test_uint64_labels_and_integer_features():
+    rng = np.random.default_rng(0)
+    H, y = rng.integers(0, 50, (12, 4)), np.arange(12) % 3
+    ref = collapse_metrics(H.astype(float), y)
+    for Hc in (H.astype(np.uint8), H.astype(np.int16), H.astype(np.uint32), H.astype(np.uint64)):
+        got = collapse_metrics(Hc, y.astype(np.uint64))
+        for k in ref:
+            assert got[k] == pytest.approx(ref[k], rel=1e-12), k
+    y_bad = y.astype(np.uint64)
+    y_bad[3] = np.uint64(2**64 - 1)
+    with pytest.raises(InputError, match="label 1.8446744073709552e"):
+        collapse_metrics(H, y_bad)

@@ -470,3 +470,18 @@ def test_from_state_dict_refuses_tampered_values(d, gram):
     for key, value, match in cases:
         with pytest.raises(InputError, match=match):
             SufficientStatistics.from_state_dict({**sd, key: value})
+
+
+def test_integer_and_unsigned_data_are_accepted():
+    """uint8 images (and every integer dtype) were refused as "must be a real array"."""
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 255, (30, 5)), np.arange(30) % 3
+    ref = SufficientStatistics(3).update(X.astype(np.float64), y)
+    for dt in (np.uint8, np.int8, np.int16, np.uint16, np.uint32, np.uint64):
+        Xc = X.astype(dt) if np.iinfo(dt).max >= 255 else (X % 100).astype(dt)
+        st_ = SufficientStatistics(3).update(Xc, y)
+        want = ref if Xc.max() == X.max() else SufficientStatistics(3).update(Xc * 1.0, y)
+        np.testing.assert_array_equal(st_.sums, want.sums)
+    for bad in (X > 5, X + 0j):
+        with pytest.raises(InputError, match="real array"):
+            SufficientStatistics(3).update(bad, y)
