@@ -109,6 +109,22 @@ def _np64(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
+def _start_array(v: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An explicit start ``W0``/``b0``: finite, real, exactly ``shape`` (no silent reshape)."""
+    t = to_tensor(v, name)
+    if t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"{name} must be a real array of shape {shape}, got {describe(v)}")
+    if tuple(t.shape) != shape:
+        raise InputError(
+            f"{name} must have shape {shape} (K classes x d features of the statistics), got "
+            f"{describe(v)}"
+        )
+    a = t.detach().to(torch.float64).cpu().numpy().copy()
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} contains NaN or inf; pass a finite start")
+    return a
+
+
 def _tampered(key: str, what: str) -> InputError:
     return InputError(
         f"state dict key {key!r} {what}; the state dict was altered or corrupted: rebuild the "
@@ -1059,8 +1075,8 @@ def solve_statistics(
         start ``H = X``); ``"normal"``: seeded standard normal (the UFM's start).
     newton : {"trust-ncg", "trust-krylov"}
         The scipy trust-region method.
-    W0, b0 : array, optional
-        Explicit start (overrides ``init``).
+    W0, b0 : array of shape (K, d) and (K,), optional
+        Explicit start (overrides ``init``); ``b0`` only with ``W0`` (default zeros).
 
     Returns
     -------
@@ -1069,7 +1085,8 @@ def solve_statistics(
     Raises
     ------
     InputError
-        Invalid coefficients or options.
+        Invalid coefficients or options, or a start ``W0``/``b0`` of the wrong shape or with
+        non-finite values.
     DegenerateInputError
         Statistics without data or with an empty class.
     """
@@ -1094,9 +1111,11 @@ def solve_statistics(
     red = ReducedObjective(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
     K, d = red.K, red.d
     rng = np.random.default_rng(seed)
+    if W0 is None and b0 is not None:
+        raise InputError("b0 was given without W0; pass both (or neither) to set the start")
     if W0 is not None:
-        W = _np64(W0).reshape(K, d) * alpha
-        b = np.zeros(K) if b0 is None else _np64(b0).reshape(K)
+        W = _start_array(W0, "W0", (K, d)) * alpha
+        b = np.zeros(K) if b0 is None else _start_array(b0, "b0", (K,))
     elif init == "normal" or lam == 0.0 or st.second is None:
         W = rng.standard_normal((K, d))
         b = rng.standard_normal(K)

@@ -485,3 +485,24 @@ def test_integer_and_unsigned_data_are_accepted():
     for bad in (X > 5, X + 0j):
         with pytest.raises(InputError, match="real array"):
             SufficientStatistics(3).update(bad, y)
+
+
+def test_explicit_start_is_shape_checked():
+    """A wrong-shape W0/b0 raised numpy's raw reshape error (or was silently reshaped)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 5)), np.arange(30) % 3
+    stats = SufficientStatistics(3).update(X, y)
+    good = solve_statistics(stats, W0=np.zeros((3, 5)), b0=np.zeros(3), max_iter=50)
+    assert np.isfinite(good.objective if hasattr(good, "objective") else 0.0)
+    cases = [
+        (dict(W0=np.zeros((5, 3))), r"W0 must have shape \(3, 5\)"),
+        (dict(W0=np.zeros(15)), r"W0 must have shape \(3, 5\)"),
+        (dict(W0=np.zeros((3, 5)), b0=np.zeros(4)), r"b0 must have shape \(3,\)"),
+        (dict(W0=np.full((3, 5), np.nan)), "W0 contains NaN"),
+        (dict(W0=np.zeros((3, 5), dtype=bool)), "W0 must be a real array"),
+        (dict(W0="abc"), "W0 must be a numeric array"),
+        (dict(b0=np.zeros(3)), "b0 was given without W0"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(InputError, match=match):
+            solve_statistics(stats, **kw)
