@@ -789,3 +789,18 @@ def test_uint64_labels_and_integer_features():
     y_bad[3] = np.uint64(2**64 - 1)
     with pytest.raises(InputError, match="label 1.8446744073709552e"):
         collapse_metrics(H, y_bad)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("e", [-1030, -1050, -1060])
+def test_subnormal_features_are_measured(e):
+    """max |H| < 2**-1022 (subnormal) raised OverflowError from math.ldexp; the scale-free
+    metrics of the (exactly representable) scaled data equal those of the data."""
+    rng = np.random.default_rng(0)
+    H0, y = np.round(rng.standard_normal((12, 4)) * 8) / 8, np.arange(12) % 3  # few bits
+    ref = collapse_metrics(H0, y)
+    got = collapse_metrics(H0 * 2.0**e, y)
+    for k in ("pfc1", "pfc2", "nc1", "pfc3"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-9), k
+    acc = CollapseAccumulator(3).update(H0 * 2.0**e, y)
+    assert acc.compute()["pfc1"] == pytest.approx(ref["pfc1"], rel=1e-9)

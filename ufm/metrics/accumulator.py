@@ -86,6 +86,10 @@ def _pad_rows(A: torch.Tensor, m: int) -> np.ndarray:
     return out
 
 
+#: Smallest internal scale exponent (:meth:`CollapseAccumulator._scale_for`).
+_MIN_SCALE_EXP = -1020
+
+
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
 
@@ -195,7 +199,10 @@ class CollapseAccumulator:
         """Track ``max |h|``; rescale the state in pass 1, check the range in pass 2."""
         if self.phase == 1:
             if self._auto_scale and mx > self.maxabs:
-                self._rescale_to(math.frexp(mx)[1])
+                # subnormal features (max |h| < 2**-1022) would need a scale 2**-e beyond
+                # float64's range (math.ldexp overflowed): their exponent is clamped, so that
+                # they are scaled up by 2**1020 at most (exact, and far from overflow)
+                self._rescale_to(max(math.frexp(mx)[1], _MIN_SCALE_EXP))
             self.maxabs = max(self.maxabs, mx)
         elif self._auto_scale and mx > self.maxabs * (1.0 + 1e-6):
             raise InputError(
