@@ -179,7 +179,9 @@ class CollapseAccumulator:
             return
         f = math.ldexp(1.0, self.scale_exp - e)
         self.means = self.means * f
-        self.ss = self.ss * (f * f)
+        # (ss * f) * f, not ss * (f * f): f * f overflows to inf for scales below 2**-511 (the
+        # first batch rescales from 2**0), and 0 * inf made the scatter NaN
+        self.ss = self.ss * f * f
         self.scale_exp = e
 
     def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
