@@ -88,7 +88,14 @@ def make_data(
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((K, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    X = centres[:, None, :] + noise * rng.standard_normal((K, n, d))
+    with np.errstate(over="ignore"):
+        X = centres[:, None, :] + noise * rng.standard_normal((K, n, d))
+    if not np.isfinite(X).all():
+        # noise near float64's limit overflowed to inf (noise=1e308 returned -inf data)
+        raise InputError(
+            f"noise={noise:g} overflows float64 in the samples; use noise <= 1e300 "
+            "(the classes are then indistinguishable long before that)"
+        )
     return X.reshape(K * n, d), np.repeat(np.arange(K), n)
 
 

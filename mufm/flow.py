@@ -198,15 +198,24 @@ def gradient_flow(
         return (-N * gH).reshape(-1)
 
     ts = np.linspace(0.0, t_max, n_eval)
-    sol = scipy.integrate.solve_ivp(
-        rhs,
-        (0.0, t_max),
-        Xn.reshape(-1),
-        method="DOP853",
-        t_eval=ts,
-        rtol=rtol,
-        atol=1e-3 * rtol,
-    )
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            sol = scipy.integrate.solve_ivp(
+                rhs,
+                (0.0, t_max),
+                Xn.reshape(-1),
+                method="DOP853",
+                t_eval=ts,
+                rtol=rtol,
+                atol=1e-3 * rtol,
+            )
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        # data near float64's limit (|X| ~ 1e300) overflow in the ridge solve of the flow
+        raise SolverError(
+            f"the gradient flow could not be integrated ({exc}); max |X| = "
+            f"{float(np.abs(Xn).max()):.3g}: rescale the data (the flow of X / s is that of X "
+            "with time and penalties rescaled) or check it"
+        ) from exc
     if sol.status != 0:
         raise SolverError(f"the ODE integrator failed: {sol.message}")
     Hs = sol.y.T.reshape(len(ts), N, d)

@@ -227,6 +227,7 @@ def analyze_multilayer(
     """
 
     seed = check_seed(seed)
+    n_restarts = check_int(n_restarts, "n_restarts", low=1)
     lam = check_scalar(inst.lam, "lam")
     X, y = inst.flat()
     N, d = X.shape
@@ -374,6 +375,7 @@ def check_theorem3(
         zero is best).
     """
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
+    n_restarts = check_int(n_restarts, "n_restarts", low=1)
     tally = Tally("theorem3", CLAIM, "-max(spacing_err, |value_gap|) (0 is exact agreement)", seed)
     items = draw(instances, seed, degenerate_rate, 3)
     worst_spacing = worst_gap = 0.0

@@ -881,6 +881,13 @@ def layernorm_etf_optimum(
     if d < K:
         raise InputError(f"d={d} < K={K}: the LayerNorm simplex ETF needs d >= K; use d >= {K}")
     lam_w, lam_b, _, bias, _ = _check_common(lam_w, lam_b, None, loss, bias, False)
+    if K * max(K, d) > 2**27:
+        # the optimum is built as dense (K, d) arrays: refuse sizes that cannot be allocated
+        raise InputError(
+            f"layernorm_etf_optimum(K={K}, d={d}) would build arrays of {K * max(K, d):,} "
+            "float64 entries, above the limit of 2**27 (1 GiB); use a smaller K or d (the "
+            "optimal value depends on d only through the formula in the docstring)"
+        )
     V, u, C = _class_frame(K, d, extra=d >= K + 1)
 
     def features(p):
@@ -897,7 +904,13 @@ def layernorm_etf_optimum(
 
     if loss == "ce":
         g1, Hc = features(0.0)
-        t, val = _ce_beta(K, g1, lam_w)
+        try:
+            t, val = _ce_beta(K, g1, lam_w)
+        except (ValueError, OverflowError, FloatingPointError) as exc:
+            raise InputError(
+                f"lam_w={lam_w:g} is too large for the cross-entropy optimum to be computed in "
+                f"float64 ({exc}); use lam_w <= 1e100 (the optimum is W = 0 long before that)"
+            ) from exc
         W, b = (t / g1) * Hc, np.zeros(K)
         lb = val
         p_star = 0.0

@@ -91,6 +91,7 @@ from .validate import (
     check_merge_partner,
     check_scalar,
     check_seed,
+    check_stat_size,
     describe,
     to_tensor,
 )
@@ -233,6 +234,7 @@ class SufficientStatistics:
 
     def __init__(self, K: int, *, gram: str = "auto"):
         self.K = check_int(K, "K", low=2)
+        check_stat_size(self.K, 1, "the class counts")
         if gram not in ("auto", "dense"):
             raise InputError(f"gram must be 'auto' or 'dense', got {describe(gram)}")
         self.gram = gram
@@ -255,6 +257,9 @@ class SufficientStatistics:
         return self.second is not None
 
     def _init(self, d: int) -> None:
+        check_stat_size(self.K, d, "the class sums")
+        if self.gram == "dense":
+            check_stat_size(d, d, "the dense second moment (gram='dense')")
         self.d = d
         self.sums = np.zeros((self.K, d))
         if self.gram == "dense":

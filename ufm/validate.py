@@ -27,6 +27,8 @@ __all__ = [
     "check_scalar",
     "check_int",
     "check_seed",
+    "check_stat_size",
+    "MAX_STAT_ENTRIES",
     "describe",
     "all_finite",
     "finite_maxabs",
@@ -333,6 +335,21 @@ def check_seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> i
     if v < 0:
         raise InputError(f"{name} must be >= 0, got {v}; pass a non-negative integer seed")
     return v
+
+
+#: Most float64 entries a statistic of ``K x d`` (class means, sums) may hold: 2**30 (8 GiB).
+MAX_STAT_ENTRIES = 2**30
+
+
+def check_stat_size(K: int, d: int = 1, what: str = "the statistics") -> None:
+    """Refuse ``K x d`` statistics beyond :data:`MAX_STAT_ENTRIES` with a clear message
+    (``K=10**12`` was a raw MemoryError or torch allocator error)."""
+    if K * max(d, 1) > MAX_STAT_ENTRIES:
+        raise InputError(
+            f"K={K:,} classes x d={d:,} features would need {K * max(d, 1):,} float64 entries "
+            f"for {what}, above the limit of {MAX_STAT_ENTRIES:,} (8 GiB); check K (the number "
+            "of classes) and the feature dimension"
+        )
 
 
 def check_merge_partner(this: Any, other: Any, size: str = "K") -> bool:

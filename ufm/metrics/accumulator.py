@@ -22,6 +22,7 @@ from ..validate import (
     check_int,
     check_merge_partner,
     check_scalar,
+    check_stat_size,
     describe,
 )
 from . import kernels
@@ -128,6 +129,7 @@ class CollapseAccumulator:
 
     def __init__(self, K: int, *, W: Any = None, b: Any = None, rank_tol: float = DEFAULT_RANK_TOL):
         self.K = check_int(K, "K", low=2)
+        check_stat_size(self.K, 1, "the class counts")
         self.rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
         self._W_in, self._b_in = W, b
         self.W: torch.Tensor | None = None
@@ -163,6 +165,7 @@ class CollapseAccumulator:
 
     # -- state --------------------------------------------------------------------------------
     def _init_state(self, d: int, device: torch.device) -> None:
+        check_stat_size(self.K, d, "the class means")
         self.d, self.device = d, device
         self.counts = torch.zeros(self.K, dtype=torch.int64, device=device)
         self.means = torch.zeros(self.K, d, dtype=F64, device=device)
