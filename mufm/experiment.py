@@ -26,7 +26,7 @@ from ufm.io import save_png, write_csv
 from ufm.metrics import alignment, collapse_metrics
 from ufm.registry import CORE
 from ufm.solve import solve as ufm_solve
-from ufm.validate import check_int, check_scalar, describe
+from ufm.validate import check_int, check_scalar, check_seed, describe
 
 from .solve import solve as mufm_solve
 
@@ -78,7 +78,7 @@ def make_data(
     n = check_int(n, "n", low=1)
     d = check_int(d, "d", low=1)
     noise = check_scalar(noise, "noise", low=0.0)
-    seed = check_int(seed, "seed", low=0)
+    seed = check_seed(seed)
     if K * n * d > 2**30:
         raise InputError(
             f"make_data(K={K}, n={n}, d={d}) would build {K * n * d:.3g} float64 entries "
@@ -88,7 +88,14 @@ def make_data(
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((K, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    X = centres[:, None, :] + noise * rng.standard_normal((K, n, d))
+    with np.errstate(over="ignore"):
+        X = centres[:, None, :] + noise * rng.standard_normal((K, n, d))
+    if not np.isfinite(X).all():
+        # noise near float64's limit overflowed to inf (noise=1e308 returned -inf data)
+        raise InputError(
+            f"noise={noise:g} overflows float64 in the samples; use noise <= 1e300 "
+            "(the classes are then indistinguishable long before that)"
+        )
     return X.reshape(K * n, d), np.repeat(np.arange(K), n)
 
 

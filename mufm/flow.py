@@ -17,12 +17,23 @@ import torch
 
 from ufm.engine.core import NP, Params, Problem
 from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, check_params
-from ufm.errors import SolverError
-from ufm.validate import check_int, check_scalar, is_torch
+from ufm.errors import InputError, SolverError
+from ufm.validate import check_int, check_scalar, check_seed, is_torch
 
 from .solve import prepare_data
 
-__all__ = ["FlowResult", "gradient_flow"]
+__all__ = ["FlowResult", "gradient_flow", "MAX_EVAL", "MAX_RTOL", "MAX_TRAJECTORY"]
+
+#: Most output times of :func:`gradient_flow` (``n_eval=1e8`` ran out of memory).
+MAX_EVAL = 100_000
+#: Most float64 values the trajectory (``Hs``, ``Ws``, ``bs``) may hold: 2**27 (1 GiB).
+MAX_TRAJECTORY = 2**27
+#: Loosest integrator tolerance: at ``rtol=1e-3`` the objective already rose by 2e-2
+#: (relative) on ``t_max=1000``; at 1e-6 no rise was seen up to ``t_max=1e8``.
+MAX_RTOL = 1e-6
+MIN_RTOL = 1e-13
+#: A rise of the objective between output times above ``RISE_TOL * F(0)`` is refused.
+RISE_TOL = 1e-7
 
 
 @dataclass(frozen=True, repr=False)
@@ -122,9 +133,11 @@ def gradient_flow(
     t_max : float
         End time (> 0, at most 1e8: the flow has long settled by then).
     n_eval : int
-        Number of equally spaced output times in ``[0, t_max]`` (>= 2).
+        Number of equally spaced output times in ``[0, t_max]``: ``2 <= n_eval <= MAX_EVAL``
+        (100,000), and the trajectory at most ``MAX_TRAJECTORY`` float64 values.
     rtol : float
-        Relative tolerance of the integrator (DOP853); ``atol = 1e-3 * rtol``.
+        Relative tolerance of the integrator (DOP853), in ``[1e-13, 1e-6]``;
+        ``atol = 1e-3 * rtol``. Looser tolerances let the objective rise.
     seed : int
         Unused (the flow is deterministic); accepted for a uniform signature.
 
@@ -135,9 +148,10 @@ def gradient_flow(
     Raises
     ------
     InputError
-        Bad data, labels or coefficients.
+        Bad data, labels, coefficients or options (``n_eval``, ``rtol``, ``t_max`` out of range).
     SolverError
-        The integrator failed.
+        The integrator failed, or the computed objective rose between output times (by more
+        than ``1e-7 F(0)``): the exact flow decreases it, so the trajectory is not trusted.
 
     References
     ----------
@@ -151,11 +165,29 @@ def gradient_flow(
     # integrator only grinds through the stationary tail (t_max=1e300 ran for minutes)
     t_max = check_scalar(t_max, "t_max", low=0.0, low_inclusive=False, high=1e8)
     n_eval = check_int(n_eval, "n_eval", low=2)
-    rtol = check_scalar(rtol, "rtol", low=0.0, low_inclusive=False)
-    check_int(seed, "seed", low=0)
+    if n_eval > MAX_EVAL:
+        raise InputError(
+            f"n_eval must be <= {MAX_EVAL:,}, got {n_eval:,}; the trajectory keeps n_eval "
+            "copies of H (use fewer output times, e.g. n_eval=1001)"
+        )
+    # a loose tolerance lets the integrator's error make F rise (rtol=1.0 did), and F must
+    # decrease along the flow: tolerances above MAX_RTOL are refused, and a rise is detected
+    rtol = check_scalar(rtol, "rtol", low=0.0, low_inclusive=False, high=MAX_RTOL)
+    if rtol < MIN_RTOL:
+        raise InputError(
+            f"rtol must be >= {MIN_RTOL:g} (float64 round-off; smaller stalls the integrator), "
+            f"got {rtol:g}"
+        )
+    check_seed(seed)
     Xn = Xt.detach().cpu().numpy().astype(np.float64)
     yn = yt.cpu().numpy()
     N, d = Xn.shape
+    if n_eval * (N * d + K * d + K) > MAX_TRAJECTORY:
+        raise InputError(
+            f"n_eval={n_eval:,} output times of H ({N} x {d}) would hold "
+            f"{n_eval * (N * d + K * d + K):,} float64 values (limit {MAX_TRAJECTORY:,}, 1 GiB); "
+            f"use n_eval <= {max(2, MAX_TRAJECTORY // (N * d + K * d + K)):,}"
+        )
     pb = Problem(NP, yn, K, d, None, params, Xn)
     n_rhs = 0
 
@@ -166,15 +198,24 @@ def gradient_flow(
         return (-N * gH).reshape(-1)
 
     ts = np.linspace(0.0, t_max, n_eval)
-    sol = scipy.integrate.solve_ivp(
-        rhs,
-        (0.0, t_max),
-        Xn.reshape(-1),
-        method="DOP853",
-        t_eval=ts,
-        rtol=rtol,
-        atol=1e-3 * rtol,
-    )
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            sol = scipy.integrate.solve_ivp(
+                rhs,
+                (0.0, t_max),
+                Xn.reshape(-1),
+                method="DOP853",
+                t_eval=ts,
+                rtol=rtol,
+                atol=1e-3 * rtol,
+            )
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        # data near float64's limit (|X| ~ 1e300) overflow in the ridge solve of the flow
+        raise SolverError(
+            f"the gradient flow could not be integrated ({exc}); max |X| = "
+            f"{float(np.abs(Xn).max()):.3g}: rescale the data (the flow of X / s is that of X "
+            "with time and penalties rescaled) or check it"
+        ) from exc
     if sol.status != 0:
         raise SolverError(f"the ODE integrator failed: {sol.message}")
     Hs = sol.y.T.reshape(len(ts), N, d)
@@ -189,6 +230,13 @@ def gradient_flow(
         tb.append(b_)
     if not all(math.isfinite(f) for f in objs):
         raise SolverError("the gradient flow produced non-finite values")
+    rise = float(np.max(np.diff(objs))) if len(objs) > 1 else 0.0
+    if rise > RISE_TOL * abs(objs[0]):
+        raise SolverError(
+            f"the objective rose by {rise:.3g} along the computed trajectory (rtol={rtol:g}), "
+            "but it decreases along the exact gradient flow: the integrator's error dominates; "
+            "pass a smaller rtol (the default 1e-8) or a smaller t_max"
+        )
     Hs_out: Any = Hs
     Ws_out: Any = np.stack(Ws)
     bs_out: Any = np.stack(bs)

@@ -26,6 +26,7 @@ from resnet_pfc.data import canonical_name
 from resnet_pfc.options import check_fields, documented, option
 from ufm.errors import InputError
 from ufm.losses import LOSSES
+from ufm.threads import MAX_THREADS
 
 __all__ = [
     "StudyConfig",
@@ -207,6 +208,7 @@ class StudyConfig:
         "torch and BLAS threads; 1 is the fastest for these small problems",
         default=1,
         low=1,
+        high=MAX_THREADS,
         doc="Set during the study and restored afterwards.",
     )
     progress: bool = option("no", "no progress bars or status lines", default=True)

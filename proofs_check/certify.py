@@ -70,7 +70,19 @@ def to_fraction(x: object) -> Fraction:
 
 
 def poly_trim(p: Sequence[object]) -> Poly:
-    """Exact coefficients with trailing (highest-degree) zeros removed; ``()`` is the zero poly."""
+    """Exact coefficients with trailing (highest-degree) zeros removed; ``()`` is the zero poly.
+
+    Raises
+    ------
+    InputError
+        ``p`` is not a 1-d sequence of real coefficients (``None``, a scalar, a 2-d array).
+    """
+    if isinstance(p, str | bytes) or not hasattr(p, "__iter__"):
+        raise InputError(
+            f"p must be a sequence of polynomial coefficients (constant term first), got {p!r}"
+        )
+    if isinstance(p, np.ndarray) and p.ndim != 1:
+        raise InputError(f"p must be a 1-d sequence of coefficients, got shape {p.shape}")
     q = [to_fraction(c) for c in p]
     while q and q[-1] == 0:
         q.pop()

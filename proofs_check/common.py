@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ufm.errors import InputError
 from ufm.io import atomic_write_text, jsonable
 from ufm.status import Status
+from ufm.validate import check_seed
 
 from .instances import DEGENERATE_KINDS
 
@@ -124,6 +125,8 @@ class Tally:
     """Mutable bookkeeping while a check runs; ``result()`` freezes it."""
 
     def __init__(self, name: str, claim: str, margin_meaning: str, seed: int | None) -> None:
+        # every check makes its Tally first: one place refuses a bad seed clearly
+        seed = check_seed(seed, allow_none=True)
         self.name, self.claim, self.seed = name, claim, seed
         self.n_tried = self.n_met = self.n_confirmed = self.n_violations = self.n_inconclusive = 0
         self.worst: float | None = None
@@ -195,9 +198,10 @@ class Tally:
 
 def instance_rng(seed: int | None, theorem: int, index: int) -> np.random.Generator:
     """Independent generator of instance ``index`` of theorem ``theorem`` (reproducible)."""
+    seed = check_seed(seed, allow_none=True)
     if seed is None:
         return np.random.default_rng()
-    return np.random.default_rng([int(seed), theorem, index])
+    return np.random.default_rng([seed, theorem, index])
 
 
 def draw_instances(

@@ -201,8 +201,19 @@ def pfc1_closed_form(t: Any, a: float, b: float, c: float, e: float) -> np.ndarr
     r"""PFC1 along eq. 10 from its coefficients (vectorised over ``t``).
 
     .. math:: \mathrm{PFC1}(t) = \frac{(1-t)^2 a}{(1-t)^2 b + 2t(1-t)c + t^2 e}
+
+    Raises
+    ------
+    InputError
+        A coefficient that is not a finite real number, or ``t`` not a finite real array.
     """
-    t = np.asarray(t, dtype=float)
+    a, b, c, e = (check_scalar(v, n, low=None) for v, n in zip((a, b, c, e), "abce", strict=True))
+    try:
+        t = np.asarray(t, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"t must be a real array of times in [0, 1], got {t!r:.60}") from exc
+    if not np.isfinite(t).all():
+        raise InputError("t must hold finite times (NaN or inf given)")
     u = 1.0 - t
     with np.errstate(divide="ignore", invalid="ignore"):
         return (u * u * a) / (u * u * b + 2 * t * u * c + t * t * e)

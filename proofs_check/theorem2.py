@@ -304,6 +304,29 @@ def rho_crit_distribution(
     return out
 
 
+def _check_rho_grid(rho_grid: Any, rho_max: float) -> tuple[float, ...]:
+    """The relative costs of the cost map: a non-empty sequence of finite ``0 < rho <= rho_max``.
+
+    A cost ``rho <= 0`` made ``min(1, rho_c / rho)`` negative, reported as a negative
+    "certified interval"; a cost above ``rho_max`` compares with ``rho_c`` censored at
+    ``rho_max``, so its fraction would be wrong.
+    """
+    if isinstance(rho_grid, str | bytes) or not hasattr(rho_grid, "__iter__"):
+        raise InputError(
+            f"rho_grid must be a sequence of relative costs 0 < rho <= rho_max, got "
+            f"{rho_grid!r}; e.g. rho_grid=(0.1, 1.0, 10.0)"
+        )
+    out = tuple(
+        check_scalar(r, f"rho_grid[{i}]", low=0.0, low_inclusive=False, high=rho_max)
+        for i, r in enumerate(rho_grid)
+    )
+    if not out:
+        raise InputError("rho_grid is empty; pass at least one relative cost, e.g. (1.0,)")
+    if len(out) > 10_000:
+        raise InputError(f"rho_grid has {len(out):,} costs; at most 10,000 are reported")
+    return out
+
+
 def check_theorem2(
     instances: int | Iterable[MeansInstance] = 100,
     *,
@@ -350,7 +373,7 @@ def check_theorem2(
     etf_tol, end_tol, rho_max : float
         See :func:`analyze_means_line`.
     rho_grid : tuple of float
-        Relative transport costs of the map.
+        Relative transport costs of the map: finite, ``0 < rho <= rho_max``, at least one.
     crosscheck : bool
         Compare the closed form with :func:`ufm.metrics.pfc2`.
     progress : bool
@@ -363,6 +386,8 @@ def check_theorem2(
     """
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
     near_etf_rate = check_scalar(near_etf_rate, "near_etf_rate", high=1.0)
+    rho_max = check_scalar(rho_max, "rho_max", low=0.0, low_inclusive=False)
+    rho_grid = _check_rho_grid(rho_grid, rho_max)
     tally = Tally("theorem2", CLAIM, "length 1 - t0 of the certified monotone interval", seed)
     items = draw(instances, seed, degenerate_rate, near_etf_rate)
     crits: list[float] = []

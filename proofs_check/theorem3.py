@@ -36,7 +36,7 @@ from ufm.losses import check_loss
 from ufm.objective import objective as f_reduced
 from ufm.status import Status
 from ufm.threads import threads
-from ufm.validate import check_int, check_scalar
+from ufm.validate import check_int, check_scalar, check_seed
 
 from .common import CheckResult, Tally, draw_instances
 from .instances import MUFMInstance, random_mufm_instance
@@ -156,7 +156,7 @@ def solve_multilayer_joint(
     X, y = inst.flat()
     N, d = X.shape
     K, L = inst.K, check_int(inst.L, "L", low=1)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     nH, nW, nb = L * N * d, K * d, (K if inst.bias else 0)
 
     def unpack(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -226,6 +226,8 @@ def analyze_multilayer(
     theorem's content (spacing, identity, Cauchy-Schwarz) must hold regardless.
     """
 
+    seed = check_seed(seed)
+    n_restarts = check_int(n_restarts, "n_restarts", low=1)
     lam = check_scalar(inst.lam, "lam")
     X, y = inst.flat()
     N, d = X.shape
@@ -373,6 +375,7 @@ def check_theorem3(
         zero is best).
     """
     degenerate_rate = check_scalar(degenerate_rate, "degenerate_rate", high=1.0)
+    n_restarts = check_int(n_restarts, "n_restarts", low=1)
     tally = Tally("theorem3", CLAIM, "-max(spacing_err, |value_gap|) (0 is exact agreement)", seed)
     items = draw(instances, seed, degenerate_rate, 3)
     worst_spacing = worst_gap = 0.0

@@ -41,7 +41,7 @@ from ufm.metrics import collapse_metrics
 from ufm.registry import PFC
 from ufm.status import Status
 from ufm.threads import threads
-from ufm.validate import check_scalar
+from ufm.validate import check_features, check_int, check_labels, check_scalar
 
 from .common import CheckResult, Tally
 from .instances import MUFMInstance
@@ -108,11 +108,24 @@ def reduced_mse_flow(
     dict
         ``ts (T,)``, ``Hs (T, N, d)``, ``tr_sigma_w (T,)``, ``tr_sigma_b (T,)``.
     """
+    Xt = check_features(X, "X")
+    yt, K = check_labels(y, Xt.shape[0])
+    X, y = Xt.cpu().numpy().astype(np.float64), yt.cpu().numpy()
     N, d = X.shape
-    K = int(y.max()) + 1
+    lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
+    lam_b = check_scalar(lam_b, "lam_b")
+    rtol = check_scalar(rtol, "rtol", low=1e-14, high=1e-3)
+    n_eval = check_int(n_eval, "n_eval", low=2)
+    if n_eval * N * d > 2**27 or n_eval > 100_000:
+        raise InputError(
+            f"n_eval={n_eval:,} output times of H ({N} x {d}) are too many (at most 100,000 "
+            "and 2**27 values in all); use fewer"
+        )
     Y = np.zeros((N, K))
     Y[np.arange(N), y] = 1.0
-    t_max = float(10.0 if t_max is None else t_max)
+    t_max = check_scalar(
+        10.0 if t_max is None else t_max, "t_max", low=0.0, low_inclusive=False, high=1e8
+    )
 
     def rhs(_t: float, z: np.ndarray) -> np.ndarray:
         H = z.reshape(N, d)
@@ -144,6 +157,10 @@ def _solve_metrics(inst: MUFMInstance, lam: float, tol: float, max_iter: int) ->
     return m
 
 
+#: Most points of the ``lam_0`` grid (the default has 37).
+MAX_GRID = 1_000
+
+
 def lam_grid(lam_min: float = 1e-5, lam_max: float = 1e4, per_decade: int = 4) -> np.ndarray:
     """The log grid of the ``lam_0`` search: ``per_decade`` points per decade, both ends included.
 
@@ -154,9 +171,22 @@ def lam_grid(lam_min: float = 1e-5, lam_max: float = 1e4, per_decade: int = 4) -
     """
     lam_min = check_scalar(lam_min, "lam_min", low=0.0, low_inclusive=False)
     lam_max = check_scalar(lam_max, "lam_max", low=lam_min, low_inclusive=False)
-    if int(per_decade) != per_decade or per_decade < 1:
+    if (
+        isinstance(per_decade, bool)
+        or not isinstance(per_decade, int | float | np.integer | np.floating)
+        or not math.isfinite(per_decade)
+        or int(per_decade) != per_decade
+        or per_decade < 1
+    ):
         raise InputError(f"per_decade must be an integer >= 1, got {per_decade!r}")
-    n = int(math.ceil(round(math.log10(lam_max / lam_min) * per_decade, 9))) + 1
+    # the difference of the logarithms: the ratio lam_max / lam_min may overflow
+    n = int(math.ceil(round((math.log10(lam_max) - math.log10(lam_min)) * per_decade, 9))) + 1
+    if n > MAX_GRID:
+        # one MUFM solve per grid point and instance: a huge grid runs for days
+        raise InputError(
+            f"the lam grid [{lam_min:g}, {lam_max:g}] at {per_decade} per decade has {n:,} "
+            f"points, above {MAX_GRID:,} (one solve each); narrow the range or lower per_decade"
+        )
     return np.logspace(math.log10(lam_min), math.log10(lam_max), n)
 
 

@@ -28,6 +28,7 @@ import torch
 
 from ufm.errors import CheckpointError, InputError
 from ufm.losses import LOSSES
+from ufm.threads import MAX_THREADS
 from ufm.validate import check_int
 
 from .models import (
@@ -274,16 +275,18 @@ class TrainConfig:
         "torch threads (1 is fastest for small models on a busy machine)",
         default=None,
         low=1,
+        high=MAX_THREADS,
         shown="torch's",
     )
     position: str = _choice(
         "relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||", POSITIONS
     )
+    # upper bounds: each grid point is a metric pass over the features (1e8 points hung)
     geodesic_points: int = option(
-        int, "grid of the line prediction (pass-1 metrics)", default=101, low=2
+        int, "grid of the line prediction (pass-1 metrics)", default=101, low=2, high=10_000
     )
     geodesic_pass2_points: int = option(
-        int, "grid of the line prediction (NCC accuracy, NC1)", default=11, low=2
+        int, "grid of the line prediction (NCC accuracy, NC1)", default=11, low=2, high=1_000
     )
     epsilon: float = option(
         float, "effective-depth threshold of the report", default=0.01, low=0, high=1

@@ -329,6 +329,8 @@ _GOOD_OR_BAD = st.one_of(st.sampled_from([0.5, 1.0, 0.0]), _BAD_NUMBERS)
 @given(K=_INTS, d=_INTS, seed=st.one_of(st.none(), st.integers(-5, 5)), scale=_GOOD_OR_BAD)
 def test_fuzz_simplex_etf(K, d, seed, scale):
     ok, M = _call(ufm.simplex_etf, K, d, seed=seed, scale=scale)
+    if seed is not None and seed < 0:
+        assert not ok, f"seed={seed} must be refused"
     if ok:
         M = np.asarray(M, dtype=np.float64)
         assert np.all(np.isfinite(M))
@@ -360,12 +362,21 @@ def test_fuzz_layer_functions(data, n_layers, eps, mode, bad, s):
     elif bad == "scaled":
         layers = [h * 10.0**s for h in layers]
     if bad == "generator":
-        ok, depth = _call(ufm.effective_depth, (h for h in layers), y, epsilon=eps)
-        ok, pos = _call(ufm.relative_position, (h for h in layers), mode=mode)
+        # a generator is consumed once: either refused clearly or measured like the list
+        ok_g, depth_g = _call(ufm.effective_depth, (h for h in layers), y, epsilon=eps)
+        ok_l, depth_l = _call(ufm.effective_depth, layers, y, epsilon=eps)
+        assert not ok_g or (ok_l and depth_g == depth_l)
+        ok_g, pos_g = _call(ufm.relative_position, (h for h in layers), mode=mode)
+        ok_l, pos_l = _call(ufm.relative_position, layers, mode=mode)
+        assert not ok_g or (ok_l and np.allclose(pos_g, pos_l, equal_nan=False))
     ok, depth = _call(ufm.effective_depth, layers, y, epsilon=eps)
+    if bad in ("str", "int") or (bad == "nan" and layers):
+        assert not ok, f"effective_depth must refuse layers={bad!r}"
     if ok:
         assert depth is None or (isinstance(depth, int) and 0 <= depth <= len(layers))
     ok, pos = _call(ufm.relative_position, layers, mode=mode)
+    if mode not in ("index", "distance") or bad in ("str", "int"):
+        assert not ok, f"relative_position must refuse mode={mode!r}, layers={bad!r}"
     if ok:
         pos = np.asarray(pos, dtype=np.float64)
         assert np.all(np.isfinite(pos))
@@ -403,6 +414,7 @@ def test_fuzz_accumulator(data, K_arg, batches, misuse):
     H, y, K = data
     K_use = K if K_arg == "K" else K_arg
     ok, acc = _call(ufm.CollapseAccumulator, K_use)
+    assert ok == (K_arg == "K"), f"K={K_arg!r} must be refused (an integer >= 2 is needed)"
     if not ok:
         return
     parts = np.array_split(np.arange(len(y)), batches)
@@ -415,18 +427,20 @@ def test_fuzz_accumulator(data, K_arg, batches, misuse):
         return True
 
     if misuse == "compute_early":
-        _call(acc.compute)
+        assert not _call(acc.compute)[0], "compute() before any data must be refused"
         return
     if misuse == "nan_batch":
         H = H.copy()
         H[0, 0] = np.nan
     if misuse == "bad_labels":
         y = y + K
-    if not feed(H, y):
+    fed = feed(H, y)
+    if misuse in ("nan_batch", "bad_labels"):
+        assert not fed, f"{misuse}: the batch must be refused"
         return
+    assert fed, "valid batches must be accepted"
     if misuse != "skip_end":
-        if not _call(acc.end_first_pass)[0]:
-            return
+        assert _call(acc.end_first_pass)[0]
     if misuse == "other_pass2":
         H2 = np.random.default_rng(5).standard_normal(H.shape) * 40
         if not feed(H2, y):
@@ -434,21 +448,22 @@ def test_fuzz_accumulator(data, K_arg, batches, misuse):
         ok, out = _call(acc.compute)
         assert not ok, "a second pass over different data must be refused"
         return
-    if not feed(H, y):
-        return
+    assert feed(H, y)
     if misuse == "merge_other_K":
         ok, other = _call(ufm.CollapseAccumulator, K + 1)
-        if ok:
-            _call(acc.merge, other)
+        assert ok
+        assert not _call(acc.merge, other)[0], "merging another K must be refused"
+        assert not _call(acc.merge, "acc")[0], "merging a non-accumulator must be refused"
         return
     if misuse == "state_bad":
         ok, sd = _call(acc.state_dict)
-        if ok:
-            sd = dict(sd)
-            sd.pop(next(iter(sd)))
-            _call(ufm.CollapseAccumulator.from_state_dict, sd)
-        _call(ufm.CollapseAccumulator.from_state_dict, {"junk": 1})
-        _call(ufm.CollapseAccumulator.from_state_dict, "junk")
+        assert ok
+        short = dict(sd)
+        short.pop(next(iter(short)))
+        negative = {**sd, "counts": -sd["counts"]}  # a tampered state dict
+        for bad in (short, negative, {"junk": 1}, "junk"):
+            ok, _ = _call(ufm.CollapseAccumulator.from_state_dict, bad)
+            assert not ok, "a damaged state dict must be refused"
         return
     if misuse == "state_roundtrip":
         ok, sd = _call(acc.state_dict)
@@ -457,7 +472,8 @@ def test_fuzz_accumulator(data, K_arg, batches, misuse):
         assert ok
     ok, out = _call(acc.compute)
     if misuse == "update_after_compute":
-        _call(acc.update, H[:2], y[:2])
+        # compute() is a snapshot: more data may follow (the state keeps accumulating)
+        assert _call(acc.update, H[:2], y[:2])[0]
     if ok:
         assert misuse in ("none", "state_roundtrip", "update_after_compute", "skip_end"), misuse
         ref = _reference(H, y, K)
@@ -475,27 +491,37 @@ def test_fuzz_accumulator(data, K_arg, batches, misuse):
 def test_fuzz_sufficient_statistics(data, K_arg, gram, misuse):
     H, y, K = data
     ok, S = _call(ufm.SufficientStatistics, K if K_arg == "K" else K_arg, gram=gram)
+    assert ok == (K_arg == "K" and gram in ("auto", "dense")), (K_arg, gram)
     if not ok:
         return
     if misuse == "nan":
         H = H.copy()
         H[1, 1] = np.inf
     if misuse == "labels":
-        y = -y
-    if not _call(S.update, H, y)[0]:
+        y = -y  # some labels negative (every class is present)
+    fed = _call(S.update, H, y)[0]
+    assert fed == (misuse not in ("nan", "labels")), misuse
+    if not fed:
         return
     if misuse == "merge":
         ok, T = _call(ufm.SufficientStatistics, K + 1)
-        if ok:
-            _call(S.merge, T)
-            _call(S.merge, "S")
+        assert ok
+        assert not _call(S.merge, T)[0], "merging another K must be refused"
+        assert not _call(S.merge, "S")[0], "merging a non-statistics must be refused"
     if misuse in ("state", "state_bad"):
         ok, sd = _call(S.state_dict)
-        if ok:
-            if misuse == "state_bad":
-                sd = {k: v for i, (k, v) in enumerate(sd.items()) if i}
-            _call(ufm.SufficientStatistics.from_state_dict, sd)
-    _call(S.check_ready)
+        assert ok
+        if misuse == "state_bad":
+            for bad in (
+                {k: v for i, (k, v) in enumerate(sd.items()) if i},
+                {**sd, "counts": -sd["counts"]},
+                {**sd, "sq": -1.0},
+            ):
+                assert not _call(ufm.SufficientStatistics.from_state_dict, bad)[0]
+        else:
+            ok, back = _call(ufm.SufficientStatistics.from_state_dict, sd)
+            assert ok and np.array_equal(back.counts, S.counts)
+    assert _call(S.check_ready)[0], "every class is present"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -605,6 +631,8 @@ def mufm_args(draw):
 def test_fuzz_mufm_solve(data, lam, loss, method, seed):
     X, y = data
     ok, res = _call(mufm.solve, X, y, lam=lam, loss=loss, method=method, seed=seed, max_iter=500)
+    if seed < 0 or loss == "bogus" or method == "bogus":
+        assert not ok, f"seed={seed}, loss={loss!r}, method={method!r} must be refused"
     if ok:
         assert math.isfinite(res.objective) and res.objective >= 0, res.objective
 
@@ -636,6 +664,8 @@ def test_fuzz_ufm_certify(args, reduce, solver):
         solver=solver,
         reduce=reduce,
     )
+    if solver == "bogus":
+        assert not ok, "an unknown solver must be refused"
     if ok:
         _check_certificate(cert)
 
@@ -645,6 +675,8 @@ def test_fuzz_ufm_certify(args, reduce, solver):
 def test_fuzz_mufm_certify(data, lam, max_n):
     X, y = data
     ok, cert = _call(mufm.certify, X, y, lam=lam, max_n=max_n)
+    if max_n in (-1, "9"):
+        assert not ok, f"max_n={max_n!r} must be refused"
     if ok:
         _check_certificate(cert)
 
@@ -658,7 +690,12 @@ def test_fuzz_mufm_certify(data, lam, max_n):
 )
 def test_fuzz_gradient_flow(data, lam_w, t_max, n_eval):
     X, y = data
-    _call(mufm.gradient_flow, X, y, lam_w=lam_w, t_max=t_max, n_eval=n_eval)
+    ok, flow = _call(mufm.gradient_flow, X, y, lam_w=lam_w, t_max=t_max, n_eval=n_eval)
+    if t_max != 1.0 or n_eval != 5:
+        assert not ok, f"t_max={t_max!r}, n_eval={n_eval!r} must be refused"
+    if ok:
+        assert flow.objective.shape == (5,) and np.all(np.isfinite(flow.objective))
+        assert np.all(np.diff(flow.objective) <= 1e-7 * abs(flow.objective[0]))
 
 
 @_profile(60)
@@ -671,6 +708,8 @@ def test_fuzz_gradient_flow(data, lam_w, t_max, n_eval):
 )
 def test_fuzz_make_data(K, n, d, noise, seed):
     ok, out = _call(mufm.make_data, K, n, d, noise=noise, seed=seed)
+    if seed != 0:
+        assert not ok, f"seed={seed!r} must be refused"
     if ok:
         X, y = out
         assert np.all(np.isfinite(X)) and X.shape[0] == y.shape[0]
@@ -699,7 +738,14 @@ def test_fuzz_check_theorems(which, instances, seed, rate):
     kwargs = {"seed": seed, "degenerate_rate": rate}
     if which == 3:
         kwargs.update(flow=False, per_decade=1)
-    _call(fn, instances, **kwargs)
+    ok, res = _call(fn, instances, **kwargs)
+    valid = instances in (1, 0) and seed in (0, None) and rate == 0.1
+    if not (instances in (1, 0) and seed in (0, None) and type(instances) is int):
+        assert not ok, f"instances={instances!r}, seed={seed!r} must be refused"
+    if isinstance(rate, str) or not 0 <= float(rate) <= 1:
+        assert not ok, f"degenerate_rate={rate!r} must be refused"
+    if ok:
+        assert valid and res.n_tried == instances
 
 
 @_profile(20)

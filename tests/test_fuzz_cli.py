@@ -105,8 +105,14 @@ def _opt(flag: str, valid: list[str], invalid: list[str]) -> Spec:
     return (flag, valid, invalid)
 
 
+class Argv(list):
+    """An argument vector that knows which options were given an invalid value (or none)."""
+
+    bad: tuple[str, ...] = ()
+
+
 @st.composite
-def _argv_of(draw, specs: tuple[Spec | list[str], ...]) -> list[str]:
+def _argv_of(draw, specs: tuple[Spec | list[str], ...]) -> Argv:
     """Every option left out or given a valid value; then none (half of the examples), one or
     two options given an invalid value or no value at all; sometimes a junk token."""
     opts = [sp for sp in specs if isinstance(sp, tuple)]
@@ -116,16 +122,20 @@ def _argv_of(draw, specs: tuple[Spec | list[str], ...]) -> list[str]:
         if draw(st.booleans()):
             chosen[flag] = [flag, draw(st.sampled_from(valid))]
     n_bad = draw(st.sampled_from([0, 0, 1, 2]))
+    bad = set()
     for _ in range(n_bad):
         flag, _, invalid = draw(st.sampled_from(opts))
         chosen[flag] = draw(
             st.one_of(st.sampled_from(invalid).map(lambda v, f=flag: [f, v]), st.just([flag]))
         )
+        bad.add(flag)
     order = draw(st.permutations(sorted(chosen)))
     junk = draw(st.lists(st.sampled_from(["--bogus", "-x", "extra", "--help"]), max_size=1))
     if draw(st.integers(0, 9)) > 0:
         junk = []
-    return [tok for f in order for tok in chosen[f]] + fixed + junk
+    argv = Argv([tok for f in order for tok in chosen[f]] + fixed + junk)
+    argv.bad = tuple(sorted(bad - {"--resume"}))  # a repeated switch is not a usage error
+    return argv
 
 
 def _argv(*specs: Spec | list[str]) -> st.SearchStrategy[list[str]]:
@@ -253,12 +263,31 @@ def _small_default(argv: list[str]) -> list[str]:
     return argv
 
 
-def _check_pfc_check(argv: list[str]) -> None:
-    invoke(pfc_main, ["check", *_small_default(argv)], (0, 1, 2))
+def _must_refuse(argv: Argv) -> bool:
+    """A usage error is certain: an option was given an invalid value or none (``--help``
+    first wins; ``--instances 0`` is only invalid when Theorem 1 or 2 is checked)."""
+    if "--help" in argv:
+        return False
+    bad = set(getattr(argv, "bad", ()))
+    if bad == {"--instances"}:
+        i = argv.index("--instances")
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if value == "0" and "--theorems" in argv:
+            t = argv[argv.index("--theorems") + 1]
+            return not set(t.split(",")) <= {"3", "4"}
+    return bool(bad)
 
 
-def _check_proofs_check(argv: list[str]) -> None:
-    invoke(proofs_main, _small_default(argv), (0, 1, 2))
+def _check_pfc_check(argv: Argv) -> None:
+    rc, _, err = invoke(pfc_main, ["check", *_small_default(argv)], (0, 1, 2))
+    if _must_refuse(argv):
+        assert rc == 2, (argv, argv.bad, rc, err)
+
+
+def _check_proofs_check(argv: Argv) -> None:
+    rc, _, err = invoke(proofs_main, _small_default(argv), (0, 1, 2))
+    if _must_refuse(argv):
+        assert rc == 2, (argv, argv.bad, rc, err)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -347,6 +376,13 @@ def train_argv() -> st.SearchStrategy[list[str]]:
     ).map(lambda t: (t[0], t[1], t[2], t[3]))
 
 
+def opts_bad(opts: list[str], example) -> Argv:
+    """``opts`` (the ``__flag__`` placeholders removed) with the invalid options of the example."""
+    out = Argv(opts)
+    out.bad = getattr(example[2], "bad", ())
+    return out
+
+
 def _check_train(example) -> None:
     state, i, opts, cli = example
     out = _out_folder(state, i)
@@ -358,6 +394,8 @@ def _check_train(example) -> None:
     rc, _, err = invoke(pfc_main if cli == "pfc" else resnet_main, argv, (0, 2))
     if state in ("file", "under_file", "dir_last") and "--help" not in argv:
         assert rc == 2, (argv, err)
+    if _must_refuse(opts_bad(opts, example)):
+        assert rc == 2, (argv, opts_bad(opts, example).bad, err)
 
 
 @pytest.mark.parametrize("profile", PROFILES)

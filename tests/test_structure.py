@@ -58,3 +58,11 @@ def test_core_metric_lists_come_from_the_registry():
         if pattern.search(line)
     ]
     assert not hits, hits
+
+
+def test_hypothesis_profile_is_loaded():
+    """The suite's profiles are registered and loaded (they were registered and never used)."""
+    from hypothesis import settings
+
+    assert settings.default.deadline is None
+    assert settings.default.derandomize

@@ -64,7 +64,15 @@ from .metrics import collapse_metrics
 from .objective import objective
 from .result import SolveResult
 from .status import Status
-from .validate import check_features, check_int, check_labels, check_scalar, describe, to_tensor
+from .validate import (
+    check_features,
+    check_int,
+    check_labels,
+    check_scalar,
+    check_seed,
+    describe,
+    to_tensor,
+)
 
 __all__ = [
     "LayerNormOptimum",
@@ -97,22 +105,39 @@ def layernorm_normalize(Z: Any) -> np.ndarray:
     Returns
     -------
     numpy.ndarray of shape (N, d)
-        Rows with zero mean and norm ``sqrt(d)`` (float64).
+        Rows with zero mean and norm ``sqrt(d)`` (float64), for rows at any scale of float64
+        (``1e300`` and subnormal rows included).
 
     Raises
     ------
     InputError
-        Non-finite values, ``d < 2``, or a constant row (no direction to normalise).
+        Non-finite values, ``d < 2``, or a constant row. A constant row has no direction:
+        LayerNorm without ``eps`` is undefined there (0/0) and with ``eps`` maps it to ``0``,
+        which is not on the sphere, so it is refused rather than mapped. A row that is not
+        constant in float64 (``[1, 1, 1, 1 + 2**-52]``) keeps its direction.
+
+    Notes
+    -----
+    Each row is first divided by its largest absolute entry (no overflow of the mean or the
+    norm: rows like ``1e300`` were mapped to 0), then centred twice: the second pass removes
+    the round-off of the first mean, which dominates rows whose entries differ in their last
+    bits (those were left off the sphere).
     """
     Z = check_features(Z, "Z").cpu().numpy().astype(np.float64)
     if Z.shape[1] < 2:
         raise InputError(f"Z must have d >= 2 columns to be mean-centred, got {describe(Z)}")
-    C = Z - Z.mean(axis=1, keepdims=True)
+    scale = np.abs(Z).max(axis=1, keepdims=True)
+    C = Z / np.where(scale > 0, scale, 1.0)
+    C = C - C.mean(axis=1, keepdims=True)
+    C -= C.mean(axis=1, keepdims=True)
     nrm = np.linalg.norm(C, axis=1, keepdims=True)
     if np.any(nrm == 0):
         bad = np.flatnonzero(nrm[:, 0] == 0)[:5].tolist()
-        raise InputError(f"rows {bad} of Z are constant: LayerNorm maps them to 0, not the sphere")
-    return math.sqrt(Z.shape[1]) * C / nrm
+        raise InputError(
+            f"rows {bad} of Z are constant: a constant row has no direction (LayerNorm maps it "
+            "to 0, not onto the sphere); drop those rows or add variation to them"
+        )
+    return math.sqrt(Z.shape[1]) * (C / nrm)
 
 
 def _tangent(Nm: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -498,7 +523,7 @@ def solve_layernorm(
             f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
             f"and a simplex ETF of K classes needs K-1 of its dimensions; use d >= {K}"
         )
-    seed = check_int(seed, "seed", low=0)
+    seed = check_seed(seed)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else check_int(max_iter, "max_iter", low=1)
     tol = DEFAULT_TOL if tol is None else check_scalar(tol, "tol", low=0.0, low_inclusive=False)
     yn = yt.cpu().numpy()
@@ -856,6 +881,13 @@ def layernorm_etf_optimum(
     if d < K:
         raise InputError(f"d={d} < K={K}: the LayerNorm simplex ETF needs d >= K; use d >= {K}")
     lam_w, lam_b, _, bias, _ = _check_common(lam_w, lam_b, None, loss, bias, False)
+    if K * max(K, d) > 2**27:
+        # the optimum is built as dense (K, d) arrays: refuse sizes that cannot be allocated
+        raise InputError(
+            f"layernorm_etf_optimum(K={K}, d={d}) would build arrays of {K * max(K, d):,} "
+            "float64 entries, above the limit of 2**27 (1 GiB); use a smaller K or d (the "
+            "optimal value depends on d only through the formula in the docstring)"
+        )
     V, u, C = _class_frame(K, d, extra=d >= K + 1)
 
     def features(p):
@@ -872,7 +904,13 @@ def layernorm_etf_optimum(
 
     if loss == "ce":
         g1, Hc = features(0.0)
-        t, val = _ce_beta(K, g1, lam_w)
+        try:
+            t, val = _ce_beta(K, g1, lam_w)
+        except (ValueError, OverflowError, FloatingPointError) as exc:
+            raise InputError(
+                f"lam_w={lam_w:g} is too large for the cross-entropy optimum to be computed in "
+                f"float64 ({exc}); use lam_w <= 1e100 (the optimum is W = 0 long before that)"
+            ) from exc
         W, b = (t / g1) * Hc, np.zeros(K)
         lb = val
         p_star = 0.0

@@ -86,7 +86,15 @@ from .errors import DegenerateInputError, InputError
 from .metrics.inputs import CHUNK_ELEMS
 from .status import Status
 from .threads import map_row_blocks, thread_policy
-from .validate import check_int, check_merge_partner, check_scalar, describe, to_tensor
+from .validate import (
+    check_int,
+    check_merge_partner,
+    check_scalar,
+    check_seed,
+    check_stat_size,
+    describe,
+    to_tensor,
+)
 
 __all__ = ["SufficientStatistics", "StatsSolution", "ReducedObjective", "solve_statistics"]
 
@@ -100,6 +108,99 @@ def _np64(a: Any) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         return a.detach().to(torch.float64).cpu().numpy()
     return np.asarray(a, dtype=np.float64)
+
+
+def _start_array(v: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An explicit start ``W0``/``b0``: finite, real, exactly ``shape`` (no silent reshape)."""
+    t = to_tensor(v, name)
+    if t.dtype == torch.bool or t.is_complex():
+        raise InputError(f"{name} must be a real array of shape {shape}, got {describe(v)}")
+    if tuple(t.shape) != shape:
+        raise InputError(
+            f"{name} must have shape {shape} (K classes x d features of the statistics), got "
+            f"{describe(v)}"
+        )
+    a = t.detach().to(torch.float64).cpu().numpy().copy()
+    if not np.isfinite(a).all():
+        raise InputError(f"{name} contains NaN or inf; pass a finite start")
+    return a
+
+
+def _tampered(key: str, what: str) -> InputError:
+    return InputError(
+        f"state dict key {key!r} {what}; the state dict was altered or corrupted: rebuild the "
+        "statistics from the data (SufficientStatistics.update) or restore a good copy"
+    )
+
+
+def _state_counts(v: Any, K: int) -> np.ndarray:
+    """Class counts of a state dict: ``(K,)`` non-negative integers (no silent truncation)."""
+    try:
+        a = np.asarray(v)
+    except Exception as exc:
+        raise _tampered("counts", f"must be an array of shape ({K},)") from exc
+    if a.shape != (K,) or a.dtype.kind not in "iuf":
+        raise _tampered("counts", f"must be {K} integer counts, got {describe(v)}")
+    if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+        raise _tampered("counts", "must hold integer counts, got non-integer values")
+    if a.size and a.min() < 0:
+        raise _tampered("counts", f"must hold counts >= 0, got {a.min()}")
+    return a.astype(np.int64, copy=True)
+
+
+def _state_floats(
+    v: Any, key: str, shape: tuple[int | None, ...], *, nonneg: bool = False
+) -> np.ndarray:
+    """A finite float64 copy of a state dict array of the given shape (``None``: any length)."""
+    try:
+        a = np.array(v, dtype=np.float64, copy=True)
+    except Exception as exc:
+        raise _tampered(key, f"must be a real array, got {describe(v)}") from exc
+    if a.ndim != len(shape) or any(
+        n is not None and m != n for m, n in zip(a.shape, shape, strict=True)
+    ):
+        want = "(" + ", ".join("B" if n is None else str(n) for n in shape) + ")"
+        raise _tampered(key, f"must have shape {want}, got {describe(v)}")
+    if not np.isfinite(a).all():
+        raise _tampered(key, "holds NaN or inf")
+    if nonneg and a.size and a.min() < 0:
+        raise _tampered(key, f"is a sum of squares and must be >= 0, got {a.min():.6g}")
+    return a
+
+
+def _check_second(C: np.ndarray, sq: float) -> None:
+    """``sum_i x_i x_i^T``: symmetric, non-negative diagonal, trace ``sq``."""
+    scale = max(float(np.abs(C).max()), 1e-300)
+    if not np.allclose(C, C.T, rtol=0.0, atol=1e-10 * scale):
+        raise _tampered("second", "must be symmetric (it is sum_i x_i x_i^T)")
+    if np.diag(C).min() < 0:
+        raise _tampered("second", "has a negative diagonal entry (a scatter, must be >= 0)")
+    if abs(float(np.trace(C)) - sq) > 1e-8 * max(abs(sq), 1e-300) + 1e-300:
+        raise _tampered("sq", f"= {sq:.17g} differs from the trace of 'second'")
+
+
+def _check_consistent(st: SufficientStatistics) -> None:
+    """Cross-checks between counts, sums, the second moment and the kept rows."""
+    N = int(st.counts.sum())
+    if st.second is not None and st.rows:
+        raise _tampered("rows", "must be empty when 'second' holds the second moment")
+    if st.second is None:
+        n_rows = sum(len(r) for r in st.rows)
+        if n_rows != N:
+            raise _tampered("rows", f"hold {n_rows} rows but the counts sum to {N}")
+        sq = sum(float(np.einsum("ij,ij->", r, r)) for r in st.rows)
+        if abs(sq - st.sq) > 1e-8 * max(abs(st.sq), 1e-300) + 1e-300:
+            raise _tampered("sq", f"= {st.sq:.17g} differs from the rows' {sq:.17g}")
+    empty = st.counts == 0
+    if np.any(st.sums[empty] != 0):
+        raise _tampered("sums", "is non-zero for a class whose count is 0")
+    # Cauchy-Schwarz: sum_k ||s_k||^2 / n_k <= sum_i ||x_i||^2 (the between part of sq)
+    n = np.where(empty, 1, st.counts)
+    between = float((np.einsum("kd,kd->k", st.sums, st.sums) / n).sum())
+    if between > st.sq * (1 + 1e-8) + 1e-300:
+        raise _tampered(
+            "sq", f"= {st.sq:.6g} is below sum_k ||sums_k||^2 / counts_k = {between:.6g}"
+        )
 
 
 class SufficientStatistics:
@@ -133,6 +234,7 @@ class SufficientStatistics:
 
     def __init__(self, K: int, *, gram: str = "auto"):
         self.K = check_int(K, "K", low=2)
+        check_stat_size(self.K, 1, "the class counts")
         if gram not in ("auto", "dense"):
             raise InputError(f"gram must be 'auto' or 'dense', got {describe(gram)}")
         self.gram = gram
@@ -155,6 +257,9 @@ class SufficientStatistics:
         return self.second is not None
 
     def _init(self, d: int) -> None:
+        check_stat_size(self.K, d, "the class sums")
+        if self.gram == "dense":
+            check_stat_size(d, d, "the dense second moment (gram='dense')")
         self.d = d
         self.sums = np.zeros((self.K, d))
         if self.gram == "dense":
@@ -171,8 +276,10 @@ class SufficientStatistics:
             the second moment overflows float64 (rescale the data).
         """
         Xt = to_tensor(X, "X")
-        if Xt.ndim != 2 or not (Xt.is_floating_point() or Xt.dtype in (torch.int32, torch.int64)):
-            raise InputError(f"X must be a real array of shape (B, d), got {describe(X)}")
+        if Xt.ndim != 2 or Xt.dtype == torch.bool or Xt.is_complex():
+            raise InputError(
+                f"X must be a real array of shape (B, d) (float or integer), got {describe(X)}"
+            )
         yt = to_tensor(y, "y")
         if yt.ndim != 1 or yt.shape[0] != Xt.shape[0]:
             raise InputError(
@@ -300,15 +407,21 @@ class SufficientStatistics:
             )
         st = cls(sd["K"], gram=sd["gram"])
         if sd["d"] is not None:
-            st._init(check_int(sd["d"], "d", low=1))
-            st.counts = np.asarray(sd["counts"], dtype=np.int64).copy()
-            st.sums = np.asarray(sd["sums"], dtype=np.float64).copy()
-            st.sq = float(sd["sq"])
+            st._init(check_int(sd["d"], "state dict key 'd'", low=1))
+            K, d = st.K, st.d
+            st.counts = _state_counts(sd["counts"], K)
+            st.sums = _state_floats(sd["sums"], "sums", (K, d))
+            st.sq = float(_state_floats(sd["sq"], "sq", (), nonneg=True))
             if sd["second"] is not None:
-                st.second = np.asarray(sd["second"], dtype=np.float64).copy()
-            st.rows = [np.asarray(r, dtype=np.float64).copy() for r in sd["rows"]]
-            if st.counts.shape != (st.K,) or st.sums.shape != (st.K, st.d):
-                raise InputError("state dict arrays have inconsistent shapes")
+                st.second = _state_floats(sd["second"], "second", (d, d))
+                _check_second(st.second, st.sq)
+            elif st.gram == "dense":
+                raise _tampered("second", "is None, but gram='dense' keeps the d x d moment")
+            rows = sd["rows"]
+            if not isinstance(rows, list | tuple):
+                raise _tampered("rows", f"must be a list of (B, {d}) arrays, got {describe(rows)}")
+            st.rows = [_state_floats(r, f"rows[{i}]", (None, d)) for i, r in enumerate(rows)]
+            _check_consistent(st)
         return st
 
     def all_reduce(self, group: Any = None) -> SufficientStatistics:
@@ -967,8 +1080,8 @@ def solve_statistics(
         start ``H = X``); ``"normal"``: seeded standard normal (the UFM's start).
     newton : {"trust-ncg", "trust-krylov"}
         The scipy trust-region method.
-    W0, b0 : array, optional
-        Explicit start (overrides ``init``).
+    W0, b0 : array of shape (K, d) and (K,), optional
+        Explicit start (overrides ``init``); ``b0`` only with ``W0`` (default zeros).
 
     Returns
     -------
@@ -977,7 +1090,8 @@ def solve_statistics(
     Raises
     ------
     InputError
-        Invalid coefficients or options.
+        Invalid coefficients or options, or a start ``W0``/``b0`` of the wrong shape or with
+        non-finite values.
     DegenerateInputError
         Statistics without data or with an empty class.
     """
@@ -995,15 +1109,18 @@ def solve_statistics(
         raise InputError(f"init must be 'ridge' or 'normal', got {describe(init)}")
     tol = check_scalar(tol, "tol", low=0.0, low_inclusive=False)
     max_iter = check_int(max_iter, "max_iter", low=1)
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     st.check_ready()
     alpha = data_scale(st) if lam > 0 else 1.0
     red = ReducedObjective(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
     K, d = red.K, red.d
     rng = np.random.default_rng(seed)
+    if W0 is None and b0 is not None:
+        raise InputError("b0 was given without W0; pass both (or neither) to set the start")
     if W0 is not None:
-        W = _np64(W0).reshape(K, d) * alpha
-        b = np.zeros(K) if b0 is None else _np64(b0).reshape(K)
+        W = _start_array(W0, "W0", (K, d)) * alpha
+        b = np.zeros(K) if b0 is None else _start_array(b0, "b0", (K,))
     elif init == "normal" or lam == 0.0 or st.second is None:
         W = rng.standard_normal((K, d))
         b = rng.standard_normal(K)

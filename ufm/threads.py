@@ -80,6 +80,8 @@ __all__ = [
     "BLOCKS_PER_THREAD",
     "SMALL_WORK",
     "ENV_VAR",
+    "MAX_THREADS",
+    "check_thread_count",
 ]
 
 #: Environment variable read at each call: a positive integer, ``auto`` or ``inherit``.
@@ -117,11 +119,42 @@ def _check_setting(n: Any, name: str) -> int | str | None:
             ) from None
     if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
         raise InputError(f"{name} must be a positive integer, 'auto' or 'inherit', got {n!r}")
+    return check_thread_count(n, name)
+
+
+def check_thread_count(n: Any, name: str = "threads") -> int:
+    """A thread count ``1 <= n <= MAX_THREADS`` (4 x the usable cores), as ``int``.
+
+    The one bound of every thread count the toolkit takes (``ufm.set_threads``,
+    ``ufm.threads``, ``PFC_THREADS``, the ``--threads`` options of the command lines): far more
+    threads than cores only slow a call down, and thousands crash OpenBLAS and OpenMP (2048
+    segfaulted).
+
+    Parameters
+    ----------
+    n : int
+        The requested count.
+    name : str
+        The argument's name, for the message.
+
+    Raises
+    ------
+    InputError
+        ``n`` not an integer, below 1 or above :data:`MAX_THREADS`.
+    """
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise InputError(f"{name} must be a positive integer, got {n!r}")
     n = int(n)
     if n < 1:
         raise InputError(
             f"{name} must be >= 1, got {n}; use 'auto' for the size-based default or "
             "'inherit' to leave thread settings alone"
+        )
+    if n > MAX_THREADS:
+        raise InputError(
+            f"{name} must be <= {MAX_THREADS} (4 x the {_CORES} usable core(s)), got {n}; "
+            "more threads than cores only slow the work down (thousands crash BLAS): pass at "
+            f"most {_CORES}, or 'auto'"
         )
     return n
 
@@ -185,6 +218,8 @@ def _usable_cores() -> int:
 
 
 _CORES = _usable_cores()
+#: Most threads any toolkit setting accepts: 4 x the usable cores (see :func:`check_thread_count`).
+MAX_THREADS = 4 * _CORES
 _LOAD_TAU = 60.0  # seconds: the kernel's 1-minute load average time constant
 
 
@@ -514,7 +549,7 @@ def map_row_blocks(
     width = _check_count(width, "width", 1)
     if n_threads is None:
         n_threads = _torch_threads() or 1
-    n_threads = _check_count(n_threads, "n_threads", 1)
+    n_threads = check_thread_count(n_threads, "n_threads")
     if min_rows is None:
         min_rows = max(64, MIN_BLOCK_ELEMS // width)
     min_rows = _check_count(min_rows, "min_rows", 1)

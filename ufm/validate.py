@@ -26,6 +26,9 @@ __all__ = [
     "check_labels",
     "check_scalar",
     "check_int",
+    "check_seed",
+    "check_stat_size",
+    "MAX_STAT_ENTRIES",
     "describe",
     "all_finite",
     "finite_maxabs",
@@ -67,6 +70,11 @@ def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) ->
             )
         if arr.dtype.byteorder not in "=|" and arr.dtype.byteorder != _NATIVE:
             arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.dtype.kind == "u" and arr.dtype.itemsize >= 4:
+            # torch's uint32/uint64 lack most operations (min, max, bincount): int64 holds
+            # every value below 2**63, float64 the rest (so a huge label is reported as such)
+            big = arr.size and arr.dtype.itemsize == 8 and int(arr.max()) >= 2**63
+            arr = arr.astype(np.float64 if big else np.int64)
         try:
             t = torch.from_numpy(np.ascontiguousarray(arr))
         except TypeError as exc:
@@ -149,6 +157,7 @@ def check_labels(
             "pass one label per sample (samples first)"
         )
     if t.is_floating_point():
+        _check_label_range(t, name, n if K is None else K)  # inf, nan and huge, as given
         if not bool(torch.isfinite(t).all()) or not bool((t == torch.round(t)).all()):
             raise InputError(
                 f"{name} must hold integer class labels 0..K-1, got non-integer values "
@@ -158,6 +167,7 @@ def check_labels(
         raise InputError(f"{name} must hold integer class labels 0..K-1, got {describe(y)}")
     if t.shape[0] == 0:
         raise InputError(f"{name} is empty; pass at least one label per class (K >= 2 classes)")
+    _check_label_range(t, name, n if K is None else K)
     t = t.to(torch.int64)
     if device is not None:
         t = t.to(device)
@@ -193,6 +203,37 @@ def check_labels(
     return t, K
 
 
+def _label_str(v: Any) -> str:
+    """A label as the caller gave it (``1e+20``, ``inf``, ``18446744073709551615``)."""
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return str(v)
+
+
+def _check_label_range(t: torch.Tensor, name: str, limit: int) -> None:
+    """Refuse labels outside ``0..limit-1`` *before* the cast to int64, which wraps huge
+    values (``1e20`` was reported as ``-9223372036854775808``); the message shows the value
+    as given."""
+    if t.numel() == 0 or t.dtype == torch.int64:
+        return
+    lo, hi = t.min(), t.max()
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            bad = t[~torch.isfinite(t)][0]
+            raise InputError(
+                f"{name} has label {_label_str(bad)}; labels must be finite integers 0..K-1"
+            )
+    # only values the cast would mangle; the usual checks after the cast report the rest
+    if float(lo) <= -(2**53):
+        raise InputError(f"{name} has label {_label_str(lo)} < 0; labels must be 0..K-1")
+    if float(hi) >= 2**53:
+        raise InputError(
+            f"{name} has label {_label_str(hi)}, outside 0..{limit - 1}; labels must be "
+            "0..K-1 (every class present)"
+        )
+
+
 def check_batch_labels(y: Any, n: int, K: int, name: str = "y") -> torch.Tensor:
     """Labels of one batch of a streaming accumulator: ``(n,)`` integers in ``0..K-1``.
 
@@ -207,6 +248,7 @@ def check_batch_labels(y: Any, n: int, K: int, name: str = "y") -> torch.Tensor:
         raise InputError(
             f"{name} must hold integer class labels 0..K-1, got non-integer values ({describe(y)})"
         )
+    _check_label_range(t, name, K)
     t = t.to(torch.int64)
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= K):
         raise InputError(
@@ -252,6 +294,62 @@ def check_int(value: Any, name: str, *, low: int | None = None) -> int:
     if low is not None and v < low:
         raise InputError(f"{name} must be >= {low}, got {v}")
     return v
+
+
+def check_seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> int | None:
+    """A random seed: a non-negative integer of any size (or ``None`` where allowed).
+
+    Every seed of the toolkit goes to :func:`numpy.random.default_rng` (a
+    :class:`numpy.random.SeedSequence`), which takes integers of any size, so ``2**32`` and
+    ``2**200`` are valid seeds; negative, fractional, string and boolean seeds are refused the
+    same way everywhere (``default_rng(-1)`` raised a bare ``ValueError``, ``"3"`` a
+    ``TypeError``, and ``1.5`` was silently truncated by ``int``).
+
+    Parameters
+    ----------
+    value : int or None
+        The seed.
+    name : str
+        The argument's name, for the message.
+    allow_none : bool
+        Whether ``None`` (fresh entropy from the operating system) is accepted.
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    InputError
+        Anything else.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        what = "a non-negative integer" + (" or None" if allow_none else "")
+        raise InputError(
+            f"{name} must be {what}, got {describe(value)}; pass e.g. {name}=0 "
+            "(any integer >= 0 works, 2**32 and beyond included)"
+        )
+    v = int(value)
+    if v < 0:
+        raise InputError(f"{name} must be >= 0, got {v}; pass a non-negative integer seed")
+    return v
+
+
+#: Most float64 entries a statistic of ``K x d`` (class means, sums) may hold: 2**30 (8 GiB).
+MAX_STAT_ENTRIES = 2**30
+
+
+def check_stat_size(K: int, d: int = 1, what: str = "the statistics") -> None:
+    """Refuse ``K x d`` statistics beyond :data:`MAX_STAT_ENTRIES` with a clear message
+    (``K=10**12`` was a raw MemoryError or torch allocator error)."""
+    if K * max(d, 1) > MAX_STAT_ENTRIES:
+        raise InputError(
+            f"K={K:,} classes x d={d:,} features would need {K * max(d, 1):,} float64 entries "
+            f"for {what}, above the limit of {MAX_STAT_ENTRIES:,} (8 GiB); check K (the number "
+            "of classes) and the feature dimension"
+        )
 
 
 def check_merge_partner(this: Any, other: Any, size: str = "K") -> bool:

@@ -8,7 +8,7 @@ import torch
 
 import mufm
 from mufm import gradient_flow
-from ufm import InputError
+from ufm import InputError, SolverError
 from ufm.metrics import collapse_metrics
 
 RNG = np.random.default_rng(2)
@@ -66,6 +66,11 @@ def test_gradient_flow_is_the_one_flow_api():
         (dict(t_max=0.0), "t_max"),
         (dict(n_eval=1), "n_eval"),
         (dict(rtol=-1.0), "rtol"),
+        (dict(rtol=1.0), "rtol must be <= 1e-06"),  # let the objective rise
+        (dict(rtol=1e-3), "rtol must be <="),
+        (dict(rtol=1e-20), "rtol must be >="),
+        (dict(n_eval=10**8), "n_eval must be <= 100,000"),  # was a MemoryError
+        (dict(n_eval=1e3), "n_eval must be an integer"),
         (dict(lam_w=0.0), "lam_w"),
         (dict(lam_b=float("nan")), "lam_b"),
     ],
@@ -79,3 +84,23 @@ def test_gradient_flow_refuses_an_endless_horizon():
     X = np.random.default_rng(0).standard_normal((3, 4, 5))
     with pytest.raises(InputError, match="t_max"):
         mufm.gradient_flow(X, t_max=1e300, n_eval=3)
+
+
+def test_gradient_flow_bounds_the_trajectory_memory():
+    X = np.random.default_rng(0).standard_normal((4, 100, 400))  # N d = 160,000
+    with pytest.raises(InputError, match=r"n_eval=100,000 .* float64 values.*use n_eval <= 83"):
+        mufm.gradient_flow(X, n_eval=100_000)
+
+
+def test_gradient_flow_refuses_a_rising_objective(monkeypatch):
+    """F decreases along the exact flow; a trajectory on which it rises (a loose integrator,
+    as rtol=1.0 gave) is refused, not returned."""
+    import mufm.flow as flow
+
+    X = np.random.default_rng(0).standard_normal((3, 5, 4))
+    monkeypatch.setattr(flow, "MAX_RTOL", 1.0)
+    with pytest.raises(SolverError, match="objective rose"):
+        flow.gradient_flow(X, rtol=1.0, t_max=1000.0)
+    monkeypatch.undo()
+    fl = flow.gradient_flow(X, rtol=flow.MAX_RTOL, t_max=1000.0)
+    assert np.all(np.diff(fl.objective) <= 0)

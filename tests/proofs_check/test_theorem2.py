@@ -208,3 +208,26 @@ def test_bad_input():
         check_theorem2([object()])
     inst = MeansInstance(Ms + 0.1, Ms)
     assert check_theorem2([inst]).n_tried == 1
+
+
+@pytest.mark.parametrize(
+    "grid, match",
+    [
+        ((-1,), r"rho_grid\[0\] must be > 0"),  # reported a negative certified interval
+        ((0.0,), r"rho_grid\[0\] must be > 0"),
+        ((1.0, float("nan")), r"rho_grid\[1\] must be finite"),
+        ((1e9,), r"rho_grid\[0\] must be <= 100"),
+        ((), "rho_grid is empty"),
+        ("0.1", "rho_grid must be a sequence"),
+        (5.0, "rho_grid must be a sequence"),
+    ],
+)
+def test_check_theorem2_refuses_bad_rho_grids(grid, match):
+    with pytest.raises(InputError, match=match):
+        check_theorem2(2, seed=0, rho_grid=grid)
+
+
+def test_check_theorem2_cost_map_intervals_lie_in_0_1():
+    r = check_theorem2(4, seed=0, rho_grid=(0.5, 100.0))
+    for row in r.details["cost_map"]:
+        assert 0.0 <= row["min_interval"] <= row["median_interval"] <= 1.0

@@ -118,3 +118,18 @@ def test_check_theorem4_and_degenerate():
     assert analyze_mufm(inst, flow=False)["reason"].startswith("collapsed data")
     with pytest.raises(InputError):
         analyze_mufm(MUFMInstance(X=inst.X, lam=1.0, lam_w=0.01, loss="ce"))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(per_decade=10**9), "points, above 1,000"),
+        (dict(lam_min=1e-300, lam_max=1e300), "points, above 1,000"),
+        (dict(per_decade="4"), "per_decade must be an integer"),
+        (dict(per_decade=float("nan")), "per_decade must be an integer"),
+        (dict(per_decade=2.5), "per_decade must be an integer"),
+    ],
+)
+def test_lam_grid_bounds(kw, match):
+    with pytest.raises(InputError, match=match):
+        lam_grid(**kw)

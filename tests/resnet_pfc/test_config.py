@@ -122,11 +122,25 @@ def test_parse_time_and_resolve_time_bounds_agree(name, spec):
         ("--dtype", "float16"),
         ("--lr", "nan"),
         ("--epochs", "x"),
+        ("--threads", "4096"),  # segfaulted OpenBLAS (rc 139)
+        ("--geodesic-points", "100000000"),  # hung
+        ("--geodesic-pass2-points", "100000000"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_option(flag, value):
     with pytest.raises(argparse.ArgumentError, match=flag):
         _parser().parse_args(["--out", "r", flag, value])
+
+
+def test_thread_options_share_the_toolkit_bound():
+    """--threads of both command lines and the study use ufm's one bound (4 x cores)."""
+    from pfc.config import StudyConfig
+    from ufm.threads import MAX_THREADS
+
+    spec = next(f for f in fields(TrainConfig) if f.name == "threads").metadata["cli"]
+    assert spec["high"] == MAX_THREADS
+    spec = next(f for f in fields(StudyConfig) if f.name == "threads").metadata["cli"]
+    assert spec["high"] == MAX_THREADS
 
 
 def test_only_the_training_loop_imports_train():

@@ -383,3 +383,36 @@ def test_budget_spent_warns():
     with pytest.warns(ConvergenceWarning):
         res = ufm.solve(Y6, d=4, features="layernorm", loss="mse", max_iter=2)
     assert res.status == "max_iter" and not res.converged
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [1e300, -1e300, 0.0, 5e299, 3.0],  # the norm overflowed: mapped to 0
+        [1.7e308, 1.7e308, -1.7e308, 0.0, 1.0],  # the mean overflowed
+        [1.0, 1.0, 1.0, 1.0, 1.0 + 2**-52],  # differences in the last bit
+        [3.0, 3.0, 3.0, 3.0, 3.0000000000000004],
+        [1e16, 1e16 + 2, 1e16, 1e16, 1e16],
+        [5e-324, 0.0, 0.0, 0.0, 0.0],  # subnormal
+        [1e-310, 2e-310, 3e-310, 0.0, 1e-320],
+    ],
+)
+def test_layernorm_normalize_puts_extreme_rows_on_the_sphere(row):
+    """Rows at the edges of float64 land on the sphere (mean 0, norm sqrt(d)) with the
+    direction of the exact centred row."""
+    from fractions import Fraction
+
+    n = LN.layernorm_normalize(np.array([row]))[0]
+    assert abs(np.linalg.norm(n) - math.sqrt(5)) < 1e-14
+    assert abs(n.mean()) < 1e-15
+    exact = [Fraction(v) for v in row]
+    m = sum(exact) / 5
+    c = np.array([float((v - m) / max(abs(w - m) for w in exact)) for v in exact])
+    np.testing.assert_allclose(n / np.abs(n).max(), c, atol=1e-12)
+
+
+def test_layernorm_normalize_refuses_constant_rows_clearly():
+    with pytest.raises(InputError, match=r"rows \[1\] of Z are constant: .*no direction"):
+        LN.layernorm_normalize(np.array([[1.0, 2.0], [1e300, 1e300]]))
+    with pytest.raises(InputError, match="constant"):
+        LN.layernorm_normalize(np.zeros((1, 4)))

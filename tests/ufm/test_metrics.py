@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -710,3 +711,97 @@ def test_chan_merge_equals_direct_class_means_and_scatter():
     np.testing.assert_array_equal(n.numpy(), n_ref.numpy())
     np.testing.assert_allclose(m.numpy(), m_ref.numpy(), rtol=1e-14)
     np.testing.assert_allclose(ss.numpy(), ss_ref.numpy(), rtol=1e-10)
+
+
+def _tampered_states():
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((40, 6)), np.arange(40) % 4
+    acc = CollapseAccumulator(4).update(H, y)
+    sd1 = acc.state_dict()
+    acc.end_first_pass()
+    sd2 = acc.update(H, y).state_dict()
+    return sd1, sd2
+
+
+@pytest.mark.parametrize(
+    "phase, key, change, match",
+    [
+        (1, "counts", lambda c: -c, "'counts' must hold counts >= 0"),
+        (1, "counts", lambda c: c.double() + 0.5, "non-integer"),
+        (1, "ss", lambda c: -c, "'ss' is a sum of squares and must be >= 0"),
+        (1, "means", lambda c: c * np.nan, "'means' holds NaN"),
+        (1, "maxabs", lambda c: -1.0, "'maxabs' must be >= 0"),
+        (1, "scale_exp", lambda c: 1.5, "'scale_exp' must be an integer"),
+        (2, "ss2", lambda c: -c, "'ss2' is a sum of squares"),
+        (2, "S", lambda c: c * np.inf, "'S' holds NaN or inf"),
+        (2, "correct", lambda c: 10**6, "'correct' = 1000000 exceeds n2"),
+        (2, "fp_sq", lambda c: -c, "'fp_sq' is a sum of squares"),
+        (2, "counts2", lambda c: -c, "'counts2' must hold counts >= 0"),
+        (2, "fp_sum", lambda c: c[:, :2], "fp_sum/fp_sq. must be tensors of shapes"),
+    ],
+)
+def test_from_state_dict_refuses_tampered_values(phase, key, change, match):
+    """Negative counts or scatters, NaN, inconsistent fingerprints: impossible statistics were
+    accepted and gave metrics; now a clear InputError naming the key."""
+    sd = _tampered_states()[phase - 1]
+    CollapseAccumulator.from_state_dict(sd)  # the untouched one loads
+    with pytest.raises(InputError, match=match):
+        CollapseAccumulator.from_state_dict({**sd, key: change(sd[key])})
+
+
+def test_classifier_metrics_without_W_are_refused_clearly():
+    """nc3(H, y, None) raised KeyError('nc3')."""
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((12, 4)), np.arange(12) % 3
+    for f in (nc3, nc4):
+        with pytest.raises(InputError, match=f"{f.__name__} needs the classifier weights W"):
+            f(H, y, None)
+
+
+@pytest.mark.parametrize(
+    "bad, shown",
+    [(1e20, "1e+20"), (-1e20, "-1e+20"), (np.inf, "inf"), (-np.inf, "-inf"), (2.0**70, "1.18")],
+)
+def test_huge_labels_are_reported_as_given(bad, shown):
+    """Float labels beyond int64 were cast first and reported as -9223372036854775808."""
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((12, 4)), (np.arange(12) % 3).astype(float)
+    y[5] = bad
+    for f in (
+        lambda: collapse_metrics(H, y),
+        lambda: CollapseAccumulator(3).update(H, y),
+        lambda: nc1(torch.as_tensor(H), torch.as_tensor(y)),
+    ):
+        with pytest.raises(InputError, match="label " + re.escape(shown)) as e:
+            f()
+        assert "9223372036854775808" not in str(e.value)
+
+
+def test_uint64_labels_and_integer_features():
+    rng = np.random.default_rng(0)
+    H, y = rng.integers(0, 50, (12, 4)), np.arange(12) % 3
+    ref = collapse_metrics(H.astype(float), y)
+    for Hc in (H.astype(np.uint8), H.astype(np.int16), H.astype(np.uint32), H.astype(np.uint64)):
+        got = collapse_metrics(Hc, y.astype(np.uint64))
+        for k in ref:
+            assert got[k] == pytest.approx(ref[k], rel=1e-12), k
+    y_bad = y.astype(np.uint64)
+    y_bad[3] = np.uint64(2**64 - 1)
+    with pytest.raises(InputError, match="label 1.8446744073709552e"):
+        collapse_metrics(H, y_bad)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("e", [-520, -1000, -1030, -1050, -1060])
+def test_subnormal_features_are_measured(e):
+    """max |H| < 2**-1022 (subnormal) raised OverflowError from math.ldexp, and the streaming
+    accumulator gave a NaN scatter below 2**-511 (0 * inf in its rescale); the scale-free
+    metrics of the (exactly representable) scaled data equal those of the data."""
+    rng = np.random.default_rng(0)
+    H0, y = np.round(rng.standard_normal((12, 4)) * 8) / 8, np.arange(12) % 3  # few bits
+    ref = collapse_metrics(H0, y)
+    got = collapse_metrics(H0 * 2.0**e, y)
+    for k in ("pfc1", "pfc2", "nc1", "pfc3"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-9), k
+    acc = CollapseAccumulator(3).update(H0 * 2.0**e, y)
+    assert acc.compute()["pfc1"] == pytest.approx(ref["pfc1"], rel=1e-9)

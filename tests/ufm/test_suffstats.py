@@ -434,3 +434,75 @@ def test_moments_of_device_tensors_are_taken_on_the_device(monkeypatch):
     assert small.second is None and len(small.rows) == 1
     with pytest.raises(InputError, match="non-finite"):
         SufficientStatistics(3).update(torch.full((10, 5), 1e200, dtype=torch.float64), y[:10])
+
+
+@pytest.mark.parametrize("d, gram", [(6, "auto"), (100, "auto"), (6, "dense")])
+def test_from_state_dict_refuses_tampered_values(d, gram):
+    """Negative counts or scatter, inconsistent shapes or sums: refused with the key named
+    (they were accepted and solved as if they were data), for the dense second moment and for
+    kept rows."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, d)), np.arange(40) % 4
+    st_ = SufficientStatistics(4, gram=gram).update(X[:20], y[:20]).update(X[20:], y[20:])
+    sd = st_.state_dict()
+    back = SufficientStatistics.from_state_dict(sd)
+    np.testing.assert_array_equal(back.counts, st_.counts)
+    cases = [
+        ("counts", -sd["counts"], "'counts' must hold counts >= 0"),
+        ("counts", sd["counts"] + 0.5, "non-integer"),
+        ("counts", sd["counts"][:2], "must be 4 integer counts"),
+        ("sums", sd["sums"] * np.nan, "'sums' holds NaN"),
+        ("sums", sd["sums"][:, :2], rf"'sums' must have shape \(4, {d}\)"),
+        ("sums", sd["sums"] * 100, "is below sum_k"),
+        ("sq", -sd["sq"], "'sq' is a sum of squares"),
+        ("sq", sd["sq"] / 2, "'sq' = .* differs"),
+        ("rows", "x", "'rows' must be a list"),
+        ("d", -1, "'d' must be >= 1"),
+    ]
+    if sd["second"] is not None:
+        cases += [
+            ("second", -sd["second"], "negative diagonal"),
+            ("second", np.eye(3), rf"'second' must have shape \({d}, {d}\)"),
+            ("second", sd["second"] + np.triu(np.ones((d, d)), 1), "symmetric"),
+        ]
+    else:
+        cases += [("rows", sd["rows"][:1], "hold 20 rows but the counts sum to 40")]
+    for key, value, match in cases:
+        with pytest.raises(InputError, match=match):
+            SufficientStatistics.from_state_dict({**sd, key: value})
+
+
+def test_integer_and_unsigned_data_are_accepted():
+    """uint8 images (and every integer dtype) were refused as "must be a real array"."""
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 255, (30, 5)), np.arange(30) % 3
+    ref = SufficientStatistics(3).update(X.astype(np.float64), y)
+    for dt in (np.uint8, np.int8, np.int16, np.uint16, np.uint32, np.uint64):
+        Xc = X.astype(dt) if np.iinfo(dt).max >= 255 else (X % 100).astype(dt)
+        st_ = SufficientStatistics(3).update(Xc, y)
+        want = ref if Xc.max() == X.max() else SufficientStatistics(3).update(Xc * 1.0, y)
+        np.testing.assert_array_equal(st_.sums, want.sums)
+    for bad in (X > 5, X + 0j):
+        with pytest.raises(InputError, match="real array"):
+            SufficientStatistics(3).update(bad, y)
+
+
+def test_explicit_start_is_shape_checked():
+    """A wrong-shape W0/b0 raised numpy's raw reshape error (or was silently reshaped)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 5)), np.arange(30) % 3
+    stats = SufficientStatistics(3).update(X, y)
+    good = solve_statistics(stats, W0=np.zeros((3, 5)), b0=np.zeros(3), max_iter=50)
+    assert np.isfinite(good.objective if hasattr(good, "objective") else 0.0)
+    cases = [
+        (dict(W0=np.zeros((5, 3))), r"W0 must have shape \(3, 5\)"),
+        (dict(W0=np.zeros(15)), r"W0 must have shape \(3, 5\)"),
+        (dict(W0=np.zeros((3, 5)), b0=np.zeros(4)), r"b0 must have shape \(3,\)"),
+        (dict(W0=np.full((3, 5), np.nan)), "W0 contains NaN"),
+        (dict(W0=np.zeros((3, 5), dtype=bool)), "W0 must be a real array"),
+        (dict(W0="abc"), "W0 must be a numeric array"),
+        (dict(b0=np.zeros(3)), "b0 was given without W0"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(InputError, match=match):
+            solve_statistics(stats, **kw)

@@ -238,22 +238,32 @@ def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
 
 
 def test_map_row_blocks_balances_a_slow_thread():
-    """The blocks go to whichever thread is free: a thread slowed down takes fewer blocks, and
-    the results still come back in row order."""
+    """The blocks go to whichever thread is free: a thread held up takes fewer blocks, and
+    the results still come back in row order.
+
+    Deterministic (no sleeps): the calling thread's first block waits until the pool thread
+    has taken every other block, so the split is 1 + 7 whatever the machine's load.
+    """
     import threading
 
     who = {}
+    others_done = threading.Event()
+    lock = threading.Lock()
 
     def fn(a, b):
         name = threading.current_thread().name
         if not name.startswith("pfc-rows"):
-            time.sleep(0.05)  # the calling thread is slow
-        who[a] = name
+            # generous guard only against a deadlock; never reached when the pool works
+            assert others_done.wait(timeout=120), "the pool thread took no blocks"
+        with lock:
+            who[a] = name
+            if sum(n.startswith("pfc-rows") for n in who.values()) == 7:
+                others_done.set()
         return a
 
     out = T.map_row_blocks(800, fn, n_threads=2, min_rows=100)
     assert out == sorted(out) and len(out) == 8
-    assert sum(not n.startswith("pfc-rows") for n in who.values()) < 4
+    assert sum(not n.startswith("pfc-rows") for n in who.values()) == 1
 
 
 def test_free_cores_uses_the_smaller_of_lagging_average_and_runnable_now(monkeypatch):
@@ -322,3 +332,27 @@ def test_map_row_blocks_works_in_a_forked_child():
     )
     res = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
     assert res.returncode == 0, res.stderr.decode()
+
+
+@pytest.mark.parametrize("excess", [1, 2048, 10**6])
+def test_thread_counts_are_bounded(excess, monkeypatch):
+    """Thousands of threads segfaulted OpenBLAS (rc 139): every setting is capped at 4 x the
+    usable cores with a clear error, and the cap itself is accepted."""
+    assert T.MAX_THREADS == 4 * T._CORES
+    too_many = T.MAX_THREADS + excess
+    with pytest.raises(InputError, match=rf"n must be <= {T.MAX_THREADS}.*got {too_many}"):
+        ufm.set_threads(too_many)
+    with pytest.raises(InputError, match="<= "):
+        with ufm.threads(too_many):
+            pass
+    with pytest.raises(InputError, match="n_threads must be <="):
+        T.map_row_blocks(10, lambda a, b: a, n_threads=too_many)
+    monkeypatch.setenv(T.ENV_VAR, str(too_many))
+    with pytest.raises(InputError, match=f"PFC_THREADS must be <= {T.MAX_THREADS}"):
+        ufm.get_threads()
+    monkeypatch.setenv(T.ENV_VAR, str(T.MAX_THREADS))
+    assert ufm.get_threads() == T.MAX_THREADS
+    ufm.set_threads(T.MAX_THREADS)
+    assert ufm.get_threads() == T.MAX_THREADS
+    ufm.set_threads(None)
+    assert T.check_thread_count(np.int64(1)) == 1

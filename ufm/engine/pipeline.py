@@ -18,7 +18,7 @@ from ..errors import ConvergenceWarning, DegenerateInputError, InputError, RankW
 from ..metrics import collapse_metrics
 from ..result import SolveResult
 from ..status import Status
-from ..validate import check_int, describe
+from ..validate import check_seed, describe
 from .core import Params, Problem
 from .methods import Raw, initial_point, run_method
 from .options import (
@@ -116,7 +116,7 @@ def solve_problem(
     check_first_order_scale(method, params, X)
     tol_v = resolve_tol(tol, be)
     max_iter_v = resolve_max_iter(max_iter, method, params.loss)
-    seed = check_int(seed, "seed", low=0)
+    seed = check_seed(seed)
     if init is None:
         init = "data" if X is not None and method in ("suffstats", "lbfgs", "lbfgs-h") else "normal"
     if init not in INITS or (init == "data" and X is None):

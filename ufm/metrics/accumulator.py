@@ -22,6 +22,7 @@ from ..validate import (
     check_int,
     check_merge_partner,
     check_scalar,
+    check_stat_size,
     describe,
 )
 from . import kernels
@@ -86,6 +87,10 @@ def _pad_rows(A: torch.Tensor, m: int) -> np.ndarray:
     return out
 
 
+#: Smallest internal scale exponent (:meth:`CollapseAccumulator._scale_for`).
+_MIN_SCALE_EXP = -1020
+
+
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
 
@@ -124,6 +129,7 @@ class CollapseAccumulator:
 
     def __init__(self, K: int, *, W: Any = None, b: Any = None, rank_tol: float = DEFAULT_RANK_TOL):
         self.K = check_int(K, "K", low=2)
+        check_stat_size(self.K, 1, "the class counts")
         self.rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
         self._W_in, self._b_in = W, b
         self.W: torch.Tensor | None = None
@@ -159,6 +165,7 @@ class CollapseAccumulator:
 
     # -- state --------------------------------------------------------------------------------
     def _init_state(self, d: int, device: torch.device) -> None:
+        check_stat_size(self.K, d, "the class means")
         self.d, self.device = d, device
         self.counts = torch.zeros(self.K, dtype=torch.int64, device=device)
         self.means = torch.zeros(self.K, d, dtype=F64, device=device)
@@ -175,7 +182,9 @@ class CollapseAccumulator:
             return
         f = math.ldexp(1.0, self.scale_exp - e)
         self.means = self.means * f
-        self.ss = self.ss * (f * f)
+        # (ss * f) * f, not ss * (f * f): f * f overflows to inf for scales below 2**-511 (the
+        # first batch rescales from 2**0), and 0 * inf made the scatter NaN
+        self.ss = self.ss * f * f
         self.scale_exp = e
 
     def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +204,10 @@ class CollapseAccumulator:
         """Track ``max |h|``; rescale the state in pass 1, check the range in pass 2."""
         if self.phase == 1:
             if self._auto_scale and mx > self.maxabs:
-                self._rescale_to(math.frexp(mx)[1])
+                # subnormal features (max |h| < 2**-1022) would need a scale 2**-e beyond
+                # float64's range (math.ldexp overflowed): their exponent is clamped, so that
+                # they are scaled up by 2**1020 at most (exact, and far from overflow)
+                self._rescale_to(max(math.frexp(mx)[1], _MIN_SCALE_EXP))
             self.maxabs = max(self.maxabs, mx)
         elif self._auto_scale and mx > self.maxabs * (1.0 + 1e-6):
             raise InputError(
@@ -624,12 +636,13 @@ class CollapseAccumulator:
                 f"state dict key(s) {bad} must be tensors of shape "
                 f"{[shapes[k] for k in bad]} for K={K}, d={d}"
             )
+        _check_state_values(sd, K)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         acc._init_state(d, dev)
         acc.counts = sd["counts"].to(dev, torch.int64)
         acc.means, acc.ss = (sd[k].to(dev, F64) for k in ("means", "ss"))
-        acc.scale_exp = int(sd.get("scale_exp", 0))
-        acc.maxabs = float(sd.get("maxabs", math.inf))
+        acc.scale_exp = check_int(sd.get("scale_exp", 0), "state dict key 'scale_exp'")
+        acc.maxabs = _check_maxabs(sd.get("maxabs", math.inf))
         if sd["phase"] == 2:
             acc.end_first_pass()
             acc.S, acc.ss2 = sd["S"].to(dev, F64), sd["ss2"].to(dev, F64)
@@ -637,6 +650,12 @@ class CollapseAccumulator:
                 check_int(sd[k], f"state dict key {k!r}", low=0)
                 for k in ("n2", "correct", "mismatch")
             )
+            for k in ("correct", "mismatch"):
+                if sd[k] > acc.n2:
+                    raise InputError(
+                        f"state dict key {k!r} = {sd[k]} exceeds n2 = {acc.n2} (the pass-2 "
+                        "samples it counts among): the state dict was altered or corrupted"
+                    )
             if sd.get("counts2") is not None:
                 acc.counts2 = sd["counts2"].to(dev, torch.int64)
                 acc.fp_sum = sd["fp_sum"].to(dev, F64)
@@ -777,3 +796,76 @@ class CollapseAccumulator:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _check_maxabs(v: Any) -> float:
+    """``maxabs`` of a state dict: a non-negative float (``inf`` in old state dicts)."""
+    if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
+        raise InputError(f"state dict key 'maxabs' must be a number, got {describe(v)}")
+    v = float(v)
+    if not v >= 0:  # NaN too
+        raise InputError(f"state dict key 'maxabs' must be >= 0, got {v}")
+    return v
+
+
+def _check_state_values(sd: dict[str, Any], K: int) -> None:
+    """Values of a state dict whose shapes were checked: what the statistics can hold.
+
+    Counts are non-negative integers, sums of squares (scatters) non-negative, every float
+    finite, and a pass-2 fingerprint (``counts2``, ``fp_sum``, ``fp_sq``) complete and of
+    consistent shapes. A tampered state dict (negative counts or scatter) was accepted and
+    gave metrics from impossible statistics.
+
+    Raises
+    ------
+    InputError
+        The first value that no accumulator can hold, by key.
+    """
+
+    def bad(key: str, what: str) -> InputError:
+        return InputError(
+            f"state dict key {key!r} {what}; the state dict was altered or corrupted: "
+            "rebuild it from the data (CollapseAccumulator.update) or restore a good copy"
+        )
+
+    def counts(key: str) -> None:
+        t = sd[key]
+        if t.dtype == torch.bool or t.is_complex():
+            raise bad(key, f"must hold integer counts, got dtype {t.dtype}")
+        if t.is_floating_point():
+            if not bool(torch.isfinite(t).all()) or not bool((t == torch.round(t)).all()):
+                raise bad(key, "must hold integer counts, got non-integer values")
+        if t.numel() and int(t.min()) < 0:
+            raise bad(key, f"must hold counts >= 0, got {int(t.min())}")
+
+    def floats(key: str, nonneg: bool = False) -> None:
+        t = sd[key]
+        if t.dtype == torch.bool or t.is_complex():
+            raise bad(key, f"must hold real values, got dtype {t.dtype}")
+        tf = t.to(F64)
+        if not bool(torch.isfinite(tf).all()):
+            raise bad(key, "holds NaN or inf")
+        if nonneg and tf.numel() and float(tf.min()) < 0:
+            raise bad(key, f"is a sum of squares and must be >= 0, got {float(tf.min()):.6g}")
+
+    counts("counts")
+    floats("means")
+    floats("ss", nonneg=True)
+    if sd["phase"] == 2:
+        floats("S")
+        floats("ss2", nonneg=True)
+        fp = [sd.get(k) for k in ("counts2", "fp_sum", "fp_sq")]
+        if any(v is not None for v in fp):
+            c2, fs, fq = fp
+            ok = all(isinstance(v, torch.Tensor) for v in fp)
+            ok = ok and tuple(c2.shape) == (K,) and fs.ndim == 2 and fs.shape[0] == K
+            ok = ok and tuple(fq.shape) == tuple(fs.shape) and fs.shape[1] in (K + 1, 2 * K + 1)
+            if not ok:
+                raise bad(
+                    "counts2/fp_sum/fp_sq",
+                    f"must be tensors of shapes ({K},), (K, m) and (K, m) with m = K+1 or 2K+1, "
+                    f"got {[describe(v) for v in fp]}",
+                )
+            counts("counts2")
+            floats("fp_sum")
+            floats("fp_sq", nonneg=True)

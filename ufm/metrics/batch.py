@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InputError
 from ..threads import thread_policy
 from .accumulator import CollapseAccumulator
 from .inputs import (
@@ -33,6 +34,15 @@ def _accumulate(
         acc.end_first_pass()
         acc._feed(Ht, yt)
     return acc
+
+
+def _need_W(W: Any, metric: str) -> None:
+    if W is None:
+        raise InputError(
+            f"{metric} needs the classifier weights W of shape (K, d), got None; pass the "
+            "trained classifier's weights (e.g. model.fc.weight), or use collapse_metrics(H, y) "
+            "for the metrics without a classifier"
+        )
 
 
 @thread_policy("H")
@@ -151,7 +161,15 @@ def nc3(H: Any, y: Any, W: Any, *, K: int | None = None) -> float:
 
     Arguments in the order of every metric: features ``H``, labels ``y`` (``None`` for a
     balanced ``(K, n, d)`` array), then the classifier weights ``W`` of shape ``(K, d)``.
+
+    Raises
+    ------
+    InputError
+        ``W`` is ``None`` or of the wrong shape, or bad ``H``/``y``.
+    DegenerateInputError
+        ``W`` is zero or all class means coincide (NC3 undefined).
     """
+    _need_W(W, "nc3")
     return _accumulate(H, y, K, W, second=False).compute()["nc3"]
 
 
@@ -160,5 +178,11 @@ def nc4(H: Any, y: Any, W: Any, b: Any = None, *, K: int | None = None) -> float
     r"""Fraction of samples where :math:`\arg\max_k (W h_i + b)_k` differs from the NCC prediction.
 
     Arguments: features ``H``, labels ``y``, then the classifier ``W`` (``(K, d)``) and bias ``b``.
+
+    Raises
+    ------
+    InputError
+        ``W`` is ``None`` or of the wrong shape, or bad ``H``/``y``/``b``.
     """
+    _need_W(W, "nc4")
     return _accumulate(H, y, K, W, b).compute()["nc4"]

@@ -16,6 +16,7 @@ from ..validate import (
     check_features,
     check_int,
     check_scalar,
+    check_seed,
 )
 from .batch import pfc3
 from .inputs import (
@@ -88,7 +89,7 @@ def simplex_etf(K: int, d: int, *, seed: int | None = None, scale: float = 1.0) 
             f"a simplex ETF of K={K} vectors needs d >= K-1 = {K - 1} dimensions, got d={d}"
         )
     if seed is not None:
-        seed = check_int(seed, "seed", low=0)
+        seed = check_seed(seed)
     if K * max(K, d) > _MAX_ENTRIES:
         raise InputError(
             f"simplex_etf(K={K}, d={d}) would build arrays of {K * max(K, d):.3g} float64 entries "

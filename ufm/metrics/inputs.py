@@ -65,7 +65,14 @@ def features_labels(
 
 
 def array_ndim(x: Any) -> int:
-    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+    """``x.ndim``, or numpy's ``ndim`` of a nested sequence (``-1`` for a ragged one, which the
+    feature check then refuses with its message)."""
+    if hasattr(x, "ndim"):
+        return x.ndim
+    try:
+        return np.ndim(x)
+    except ValueError:  # ragged nested lists
+        return -1
 
 
 def chunk_rows(n_rows: int, d: int, K: int) -> int:
