@@ -17,6 +17,7 @@ problem (MATH.md section 6) whose value bounds the MUFM optimum from below.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,26 @@ def _procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Orthogonal ``Q`` minimising ``||A Q - B||_F`` (A, B of shape (r, d))."""
     U, _, Vt = np.linalg.svd(A.T @ B)
     return U @ Vt
+
+
+def _reference_value(Xn, yn, sol, kw) -> float:
+    """A feasible objective value (upper bound on the optimum) to normalise the SDP's objective."""
+    from ufm import objective as f_obj
+
+    from .solve import solve
+
+    kw = dict(kw)
+    bias = kw.pop("bias")
+    if sol is not None:
+        v = float(f_obj(*sol, yn, **kw))
+    else:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = solve(Xn, yn, **kw, bias=bias)
+        v = float(r.objective)
+    return v if math.isfinite(v) and v > 0 else 1.0
 
 
 @thread_policy("X")
@@ -275,6 +296,8 @@ def certify(
     # Solve the exactly equivalent, well-scaled problem X / a, lam a^2, lam_h a^2, lam_w / a^2
     # (unit RMS sample norm); the feasible point is mapped back and checked in the original scale.
     a = certify_scale(Xn, lam, lam_w, lam_h)
+    kw0 = {"X": Xn, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
+    kw0 |= {"bias": bias}
     Xs = Xn / a
     lam_s, lam_hs, lam_ws = lam * a * a, lam_h * a * a, lam_w / (a * a)
     prog = CertifyProgress(verbose, f"mufm.certify (K={K}, N={N}, d={d})", sec)
@@ -318,7 +341,10 @@ def certify(
         objective = data_term + pen / N + (lam_ws / 2) * cp.trace(Gww)
         if bias and lam_b > 0:
             objective = objective + (lam_b / 2) * cp.sum_squares(b_var)
-        problem = cp.Problem(cp.Minimize(objective), constraints)
+        # the conic solver's absolute tolerances: give its objective unit size (an upper
+        # bound on the optimum, from the solution or a local solve, fixes the unit)
+        fscale = 1.0 / _reference_value(Xn, yn, sol, kw0)
+        problem = cp.Problem(cp.Minimize(fscale * objective), constraints)
         prog.stage(f"conic solve ({solver or 'CLARABEL'})")
         solved = solve_cvx(problem, solver)
 
@@ -357,7 +383,7 @@ def certify(
         params |= {k: v for k, v in kw.items() if k != "X"} | {"bias": bias}
         params |= {"max_n": max_n, "rank_tol": rank_tol}
         return conclude(
-            family="mufm", bound=float(problem.value), theory_exact=r + K <= d, rank=rank, d=d,
+            family="mufm", bound=float(problem.value) / fscale, theory_exact=r + K <= d, rank=rank, d=d,
             spectrum=spectrum, recon=(W_r, b_val, H_r), y=yn, kw=kw, solution=sol, solved=solved,
             params=params, rtol=rtol, scale=a,
         )  # fmt: skip
