@@ -119,9 +119,9 @@ def solve_problem(
     X_user = X
     if a != 1.0:
         # the exactly equivalent, well-scaled problem: solved there, mapped back below
-        X = X / a
+        X = None if X is None else X / a
         params = Params(
-            params.lam * a * a, params.lam_w / (a * a), params.lam_h * a * a, params.lam_b,
+            params.lam * a * a, params.lam_w / a / a, params.lam_h * a * a, params.lam_b,
             params.loss, params.bias,
         )  # fmt: skip
     check_first_order_scale(method, params, X)
@@ -146,13 +146,13 @@ def solve_problem(
     )  # fmt: skip
     if a != 1.0:
         raw = unscale_raw(pb, raw, a)
-        Xb = be.asarray(X_user)
+        Xb = None if X_user is None else be.asarray(X_user)
     opts: dict[str, Any] = {"model": model, "K": K}
     if X is not None:
         opts["N"] = int(y.shape[0])
     opts |= {
         "d": d,
-        "lam": lam if X_user is not None else params.lam,
+        "lam": check_scalar(lam, "lam"),
         "lam_w": check_scalar(lam_w, "lam_w"),
         "lam_h": check_scalar(lam_h, "lam_h"),
         "lam_b": params.lam_b,
@@ -216,14 +216,13 @@ def problem_scale(X: Any, params: Params) -> float:
     e = round(max(exps))
     if abs(e) <= SCALE_SLACK:
         return 1.0
-    a2 = math.ldexp(1.0, 2 * e) if abs(2 * e) < 1000 else None
-    tiny = 2.0**-1022
-    if a2 is None:
+    if abs(e) > 1000:
         return 1.0
-    for v, f in ((params.lam, a2), (params.lam_h, a2), (params.lam_w, 1 / a2)):
-        w = v * f
-        if v != 0 and not (tiny <= w < math.inf):
-            return 1.0
+    a = math.ldexp(1.0, e)
+    scaled = ((params.lam, params.lam * a * a), (params.lam_h, params.lam_h * a * a))
+    scaled += ((params.lam_w, params.lam_w / a / a),)
+    if any(v != 0 and not (2.0**-1022 <= w < math.inf) for v, w in scaled):
+        return 1.0
     return math.ldexp(1.0, e)
 
 

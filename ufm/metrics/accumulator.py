@@ -86,6 +86,10 @@ def _pad_rows(A: torch.Tensor, m: int) -> np.ndarray:
     return out
 
 
+#: Smallest internal scale exponent: features below 2^-1000 (subnormal ones included) are
+#: accumulated in units of 2^-1000, where their statistics are still representable.
+_MIN_SCALE_EXP = -1000
+
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
 
@@ -175,7 +179,7 @@ class CollapseAccumulator:
             return
         f = math.ldexp(1.0, self.scale_exp - e)
         self.means = self.means * f
-        self.ss = self.ss * (f * f)
+        self.ss = self.ss * f * f  # two products: f * f may leave float64's range
         self.scale_exp = e
 
     def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +199,9 @@ class CollapseAccumulator:
         """Track ``max |h|``; rescale the state in pass 1, check the range in pass 2."""
         if self.phase == 1:
             if self._auto_scale and mx > self.maxabs:
-                self._rescale_to(math.frexp(mx)[1])
+                # floor at 2^-1000: the factor 2^-scale_exp that the kernels multiply by must
+                # stay finite for subnormal features (max |h| < 2^-1022)
+                self._rescale_to(max(math.frexp(mx)[1], _MIN_SCALE_EXP))
             self.maxabs = max(self.maxabs, mx)
         elif self._auto_scale and mx > self.maxabs * (1.0 + 1e-6):
             raise InputError(
