@@ -128,3 +128,26 @@ def test_subnormal_features_give_metrics_not_overflow():
         # subnormals keep 2^-1074 / c of relative precision
         np.testing.assert_allclose(m["nc1"], ref["nc1"], rtol=1e-3)
         np.testing.assert_allclose(m["pfc1"], ref["pfc1"], rtol=1e-3)
+
+
+@_SETTINGS
+@given(e=_exp, f=_frac, loss=st.sampled_from(["ce", "mse"]))
+def test_layernorm_affine_is_scale_equivariant(e, f, loss):
+    # affine=True: W / a, (gamma, beta) a with lam_w a^2, lam_affine / a^2 is the same problem
+    from ufm.layernorm import solve_layernorm
+
+    a = 2.0 ** (e + f)
+    lam_w = lam_a = 5e-3
+    assume(_normal(lam_w * a * a, lam_a / a / a))
+    y = np.arange(12) % 3
+    kw = {"d": 4, "affine": True, "loss": loss, "lam_b": 5e-3}
+    r0 = _quiet(solve_layernorm, y, lam_w=lam_w, lam_affine=lam_a, **kw)
+    r = _quiet(solve_layernorm, y, lam_w=lam_w * a * a, lam_affine=lam_a / a / a, **kw)
+    assert r.status == r0.status
+    np.testing.assert_allclose(r.objective, r0.objective, rtol=1e-9)
+    H, H0 = np.asarray(r.H) / a, np.asarray(r0.H)
+    G, G0 = H @ H.T, H0 @ H0.T  # unique up to a rotation unless a is a power of two
+    np.testing.assert_allclose(G, G0, rtol=1e-4, atol=1e-4 * np.abs(G0).max())
+    if f == 0.0 and abs(e) > 8:  # rescaled to exactly the reference problem
+        np.testing.assert_array_equal(H, H0)
+        np.testing.assert_array_equal(np.asarray(r.W) * a, np.asarray(r0.W))
