@@ -40,7 +40,7 @@ from ufm.engine.convex import (
     solve_cvx,
     unpack_solution,
 )
-from ufm.errors import InputError
+from ufm.errors import InputError, SolverError
 from ufm.threads import thread_policy
 from ufm.validate import check_features, check_int, check_labels, check_scalar
 
@@ -100,10 +100,13 @@ def _reference_value(Xn, yn, sol, kw) -> float:
     else:
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = solve(Xn, yn, **kw, bias=bias)
-        v = float(r.objective)
+        kw.pop("X")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                v = float(solve(Xn, yn, **kw, bias=bias).objective)
+        except (InputError, SolverError):  # only a normalisation: any positive value is valid
+            v = 1.0
     return v if math.isfinite(v) and v > 0 else 1.0
 
 
