@@ -428,7 +428,11 @@ def solve_layernorm(
         and ``result.params["n"]`` the normalised features ``n_i``.
     lam_affine : float, optional
         Weight decay of ``gamma`` and ``beta``, default ``lam_w`` (weight decay on every
-        parameter, as in the seed paper's training).
+        parameter, as in the seed paper's training). ``W / a``, ``(gamma, beta) a`` with
+        ``lam_w a^2``, ``lam_affine / a^2`` is the same problem: when ``(lam_w /
+        lam_affine)^(1/4)`` is outside ``[2^-8, 2^8]`` it is solved at that power of two ``a``
+        (``result.params["scale"]``) and mapped back, so results are scale-equivariant
+        (``tol`` then applies to the rescaled problem).
     method : {"lbfgs"}
         Riemannian L-BFGS (the only method).
     backend, device, dtype
