@@ -90,6 +90,7 @@ def _pad_rows(A: torch.Tensor, m: int) -> np.ndarray:
 #: accumulated in units of 2^-1000, where their statistics are still representable.
 _MIN_SCALE_EXP = -1000
 
+
 class CollapseAccumulator:
     r"""Streaming, mergeable collapse statistics of one layer.
 
