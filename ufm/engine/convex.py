@@ -166,6 +166,11 @@ def solve_cvx(problem: Any, solver: str | None) -> tuple[str, str, float]:
             except (cp.error.SolverError, ValueError, ArithmeticError) as exc:
                 failures.append(f"{name}: {exc}")
                 continue
+            except BaseException as exc:  # CLARABEL's Rust panics are BaseExceptions (pyo3)
+                if type(exc).__name__ != "PanicException":
+                    raise
+                failures.append(f"{name}: internal error {exc}")
+                continue
             status = str(problem.status)
             if status == cp.OPTIMAL and problem.value is not None:
                 return name, status, time.perf_counter() - t0
