@@ -56,7 +56,8 @@ class Certificate:
     value : float or None
         Objective of the solution passed in (``solution=``), if any.
     gap, rel_gap : float or None
-        ``value - optimum`` (``value - bound`` when not exact) and ``gap / |reference|``. The
+        ``value - optimum`` (``value - bound`` when not exact: then only an upper bound on
+        the solution's suboptimality, not its suboptimality) and ``gap / |reference|``. The
         gap is ``>= 0`` up to solver accuracy; a small ``rel_gap`` with ``exact`` true
         certifies that the solution is globally optimal.
     W, b, H : numpy.ndarray
@@ -129,8 +130,10 @@ class Certificate:
         if self.message:
             lines.append(self.message)
         if self.value is not None:
+            what = "gap" if self.exact else "gap to the lower bound (at most its suboptimality)"
             lines.append(
-                f"given solution: {self.value:.12g}, gap {self.gap:.3g} (relative {self.rel_gap:.3g})"
+                f"given solution: {self.value:.12g}, {what} {self.gap:.3g} "
+                f"(relative {self.rel_gap:.3g})"
             )
         return "\n".join(lines)
 
