@@ -308,7 +308,7 @@ def _check_scaled(a, seed):
     r0, c0 = _certify_scaled(X, 1.0)
     r, c = _certify_scaled(X, a)
     np.testing.assert_allclose(r.objective, r0.objective, rtol=1e-9)
-    np.testing.assert_allclose(np.asarray(r.H) / a, np.asarray(r0.H), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(r.H) / a, np.asarray(r0.H), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(c.bound, c0.bound, rtol=1e-6)
     np.testing.assert_allclose(c.reconstruction_value, c0.reconstruction_value, rtol=1e-9)
     assert c.exact == c0.exact and c.tight == c0.tight
