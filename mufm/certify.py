@@ -18,10 +18,12 @@ problem (MATH.md section 6) whose value bounds the MUFM optimum from below.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
+from ufm import objective as f_obj
 from ufm.engine.convex import (
     EXACT_RTOL,
     Certificate,
@@ -44,7 +46,7 @@ from ufm.errors import InputError, SolverError
 from ufm.threads import thread_policy
 from ufm.validate import check_features, check_int, check_labels, check_scalar
 
-from .solve import DEFAULT_LAM
+from .solve import DEFAULT_LAM, solve
 
 __all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
 
@@ -89,17 +91,11 @@ def _procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 def _reference_value(Xn, yn, sol, kw) -> float:
     """A feasible objective value (upper bound on the optimum) to normalise the SDP's objective."""
-    from ufm import objective as f_obj
-
-    from .solve import solve
-
     kw = dict(kw)
     bias = kw.pop("bias")
     if sol is not None:
         v = float(f_obj(*sol, yn, **kw))
     else:
-        import warnings
-
         kw.pop("X")
         try:
             with warnings.catch_warnings():
