@@ -18,13 +18,18 @@ problem (MATH.md section 6) whose value bounds the MUFM optimum from below.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
+from ufm import objective as f_obj
 from ufm.engine.convex import (
+    EXACT_RTOL,
     Certificate,
+    CertifyProgress,
     certify_constants,
+    certify_scale,
     check_solver,
     conclude,
     is_result,
@@ -37,11 +42,11 @@ from ufm.engine.convex import (
     solve_cvx,
     unpack_solution,
 )
-from ufm.errors import InputError
+from ufm.errors import InputError, SolverError
 from ufm.threads import thread_policy
 from ufm.validate import check_features, check_int, check_labels, check_scalar
 
-from .solve import DEFAULT_LAM
+from .solve import DEFAULT_LAM, solve
 
 __all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
 
@@ -84,6 +89,23 @@ def _procrustes(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return U @ Vt
 
 
+def _reference_value(Xn, yn, sol, kw) -> float:
+    """A feasible objective value (upper bound on the optimum) to normalise the SDP's objective."""
+    kw = dict(kw)
+    bias = kw.pop("bias")
+    if sol is not None:
+        v = float(f_obj(*sol, yn, **kw))
+    else:
+        kw.pop("X")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                v = float(solve(Xn, yn, **kw, bias=bias).objective)
+        except (InputError, SolverError):  # only a normalisation: any positive value is valid
+            v = 1.0
+    return v if math.isfinite(v) and v > 0 else 1.0
+
+
 @thread_policy("X")
 def certify(
     X: Any,
@@ -99,6 +121,8 @@ def certify(
     solver: str | None = None,
     max_n: int = DEFAULT_MAX_N,
     rank_tol: float = 1e-6,
+    rtol: float = EXACT_RTOL,
+    verbose: bool | None = None,
 ) -> Certificate:
     """Lower-bound the MUFM optimum by an SDP, and certify it when the relaxation is tight.
 
@@ -116,13 +140,26 @@ def certify(
             + \\frac{\\lambda}{2}\\big((G_{hh})_{ii} - 2 (G_{he} C^T)_{ii} + \\|x_i\\|^2\\big)\\Big]
             + \\frac{\\lambda_W}{2} \\operatorname{tr} G_{ww} + \\frac{\\lambda_b}{2}\\|b\\|^2 .
 
+    (The solve uses the Gram matrix of ``(w, u, e)`` with ``u_i = h_i - x_i``, a linear change
+    of the vectors that gives the same value and keeps ``lam/2 ||h_i - x_i||^2 = lam/2
+    ||u_i||^2`` free of cancellation; and it runs on the exactly rescaled problem ``X / a``,
+    ``lam a^2``, ``lam_h a^2``, ``lam_w / a^2`` with ``a`` the power of two nearest the RMS
+    sample norm, see :func:`ufm.engine.convex.certify_scale`.)
+
     Every feasible ``(W, b, H)`` gives a feasible ``G`` of equal value, so ``p* <= f*``. If the
     relaxed ``G`` has rank ``<= d`` it factors as vectors in ``R^d``; an orthogonal Procrustes
     rotation maps its ``e``-vectors onto ``E`` and yields a feasible ``(W, b, H)`` of value
-    ``p*``: the bound is the optimum (``tight``/``exact``). MSE makes the SDP a convex quadratic
-    one; cross entropy adds exponential cones (log-sum-exp).
+    ``p*``. MSE makes the SDP a convex quadratic one; cross entropy adds exponential cones
+    (log-sum-exp).
 
-    *Exact by theory when* ``rank(X) + K <= d``: the SDP optimum is a global, hence stationary,
+    *Verification.* The certificate is ``exact`` (and ``tight``) only when that feasible point,
+    polished and evaluated in the original scale, has objective within ``rtol`` relative of the
+    bound: then both numbers pin the global optimum. Otherwise it is inexact: ``bound`` and
+    ``reconstruction_value`` bracket the optimum and ``message`` says why. The theory below
+    says when tightness is expected, but a conic solver's inaccurate bound is never reported
+    as attained on its strength (``params["theory_exact"]`` records it).
+
+    *Tight by theory when* ``rank(X) + K <= d``: the SDP optimum is a global, hence stationary,
     point of the MUFM in dimension ``m``, where stationarity gives ``lam_w W = -(1/N) sum_i g_i
     h_i^T`` and ``(lam + lam_h) h_i = lam x_i - W^T g_i`` (``g_i`` the loss gradient in the
     logits): all vectors lie in ``span(x) + span(w)``, of dimension ``<= rank(X) + K``.
@@ -141,11 +178,11 @@ def certify(
     Validity checks: the bound is compared with what is provable (the objective is
     non-negative; the bound cannot exceed the objective of the reconstructed feasible point or
     of the given solution); a violation raises :class:`~ufm.errors.SolverError` instead of
-    returning an invalid certificate. Problems whose transport energy
-    ``(lam + lam_h) mean ||x||^2`` exceeds 1e6 are refused up front (the relaxation cancels
-    terms of that size, beyond conic-solver accuracy; the product is invariant under the exact
-    rescaling ``X / a``, ``lam a^2``, ``lam_w / a^2``), and so are sizes whose estimated memory
-    or time is too large (the message gives both estimates).
+    returning an invalid certificate. Problems whose feature-decay energy
+    ``lam_h mean ||x||^2`` exceeds 1e6 are refused up front (with ``lam_h > 0`` the relaxation
+    still cancels ``||x||^2`` terms of that size, beyond conic-solver accuracy; the product is
+    invariant under the exact rescaling), and so are sizes whose estimated memory or time is
+    too large (the message gives both estimates).
 
     Parameters
     ----------
@@ -174,6 +211,13 @@ def certify(
         Largest ``N`` accepted (the SDP grows like ``(K + 2N)^2`` variables).
     rank_tol : float, default 1e-6
         Relative eigenvalue threshold for the numerical rank of ``G``.
+    rtol : float, default 1e-6
+        Relative tolerance of the verification: ``exact`` needs ``(reconstruction_value -
+        bound) <= rtol * reconstruction_value``. SCS (first-order) rarely reaches 1e-6; raise
+        ``rtol`` to accept its accuracy knowingly.
+    verbose : bool, optional
+        Progress on stderr (stage and elapsed time). Default: shown when the estimated solve
+        time exceeds :data:`ufm.engine.convex.PROGRESS_SECONDS` (2 s).
 
     Returns
     -------
@@ -187,7 +231,7 @@ def certify(
     InputError
         ``N > max_n`` or an estimated cost too large (with estimates of memory and time and
         advice to subsample), transport energy above 1e6, bad shapes or labels, non-finite data,
-        ``lam <= 0`` or ``lam_w <= 0``, negative ``lam_h``/``lam_b``, unknown loss or solver,
+        ``lam <= 0`` or ``lam_w <= 0``, ``rtol`` outside (0, 1), negative ``lam_h``/``lam_b``, unknown loss or solver,
         a solution of the wrong shape, problem keywords together with a SolveResult.
     SolverError
         No cvxpy solver solved the SDP, or its value contradicts a provable fact.
@@ -213,6 +257,9 @@ def certify(
     solver = check_solver(solver)
     max_n = check_int(max_n, "max_n", low=1)
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
+    rtol = check_scalar(rtol, "rtol", low=0.0, low_inclusive=False, high=1.0)
+    if verbose is not None and not isinstance(verbose, bool | np.bool_):
+        raise InputError(f"verbose must be True, False or None, got {verbose!r}")
     Xn, yn, K = _as_samples(X, y)
     N, d = Xn.shape
     blk = K + min(N, d) + 1
@@ -227,90 +274,117 @@ def certify(
             f"the K x K relaxation of the reduced form is loose (see the docstring)"
         )
     size_guard(blk, N, f"mufm.certify with K={K}, N={N}, d={d}", "Certify a subsample")
-    # The relaxation carries ||x_i||^2 and cancels it against <h_i, x_i> terms: with
-    # lam * mean ||x||^2 far above the O(1) loss, the conic solver's ~1e-8 relative accuracy
-    # no longer resolves the objective (lam = 1e12 once gave a negative "optimal" bound).
-    # The exact rescaling X / a, lam a^2, lam_w / a^2 leaves this product unchanged, so refuse.
-    energy = (lam + lam_h) * float(np.einsum("ij,ij->", Xn, Xn)) / N
+    # With lam_h > 0 the relaxation still carries lam_h ||x_i||^2 and cancels it against
+    # <u_i, x_i> terms: far above the O(1) loss, the conic solver's ~1e-8 relative accuracy no
+    # longer resolves the objective. The exact rescaling leaves this product unchanged: refuse.
+    # (The transport term lam ||h_i - x_i||^2 has no such cancellation: see below.)
+    amax = max(float(np.max(np.abs(Xn))), 1e-300)
+    energy = 0.0
+    if lam_h > 0:
+        with np.errstate(over="ignore"):
+            energy = lam_h * amax**2 * float(np.mean(np.sum((Xn / amax) ** 2, axis=1)))
     if not energy <= 1e6:
         raise InputError(
-            f"mufm.certify: (lam + lam_h) * mean ||x_i||^2 = {energy:.3g} > 1e6 (lam={lam:g}, "
-            f"lam_h={lam_h:g}, data scale {math.sqrt(float(np.mean(Xn * Xn))):.3g}): the "
-            "relaxation cancels terms of that size against each other, beyond the conic "
-            "solver's accuracy, so no valid certificate can be computed. The problem is not "
-            "rescalable (that product is scale invariant); use smaller lam or data, where the "
-            "optimum is close to H = X anyway"
+            f"mufm.certify: lam_h * mean ||x_i||^2 = {energy:.3g} > 1e6 (lam_h={lam_h:g}, "
+            f"data scale {float(np.max(np.abs(Xn))):.3g}): the relaxation cancels terms of that "
+            "size against each other, beyond the conic solver's accuracy, so no valid "
+            "certificate can be computed. The product is scale invariant; use a smaller lam_h "
+            "(lam_h = 0 has no such limit)"
         )
     sol = None if solution is None else unpack_solution(solution, K, N, d, bias)
+    # Solve the exactly equivalent, well-scaled problem X / a, lam a^2, lam_h a^2, lam_w / a^2
+    # (unit RMS sample norm); the feasible point is mapped back and checked in the original scale.
+    a = certify_scale(Xn, lam, lam_w, lam_h)
+    kw0 = {"X": Xn, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
+    kw0 |= {"bias": bias}
+    Xs = Xn / a
+    lam_s, lam_hs, lam_ws = lam * a * a, lam_h * a * a, lam_w / (a * a)
+    prog = CertifyProgress(verbose, f"mufm.certify (K={K}, N={N}, d={d})", sec)
+    try:
+        prog.stage("building the SDP")
+        import cvxpy as cp
 
-    import cvxpy as cp
+        # Orthonormal basis of the data's row space: x_i = sum_j C_ij e_j.
+        U, s, Vt = np.linalg.svd(Xs, full_matrices=False)
+        r = int(np.count_nonzero(s > 1e-12 * max(float(s.max()) if s.size else 0.0, 1e-300)))
+        C = U[:, :r] * s[:r]
+        E = Vt[:r]
+        c = K + r  # size of the core block (w, e)
+        # Variables: the Gram matrix of (w_k, u_i = h_i - x_i, e_j). Writing the features as
+        # displacements keeps the transport term lam/2 ||u_i||^2 free of the cancellation
+        # ||h||^2 - 2<h, x> + ||x||^2 (which cost the conic solver its accuracy); the logits
+        # are <w_k, u_i> + <w_k, x_i>, linear in the Gram entries as before.
+        # Chordal form of the PSD constraint: one (c+1)-block per sample sharing the core.
+        Gww = cp.Variable((K, K), symmetric=True)
+        Gwe = cp.Variable((K, r)) if r > 0 else None
+        core = Gww if r == 0 else cp.bmat([[Gww, Gwe], [Gwe.T, np.eye(r)]])
+        Z = cp.Variable((K, N))  # <w_k, u_i>
+        Gue = cp.Variable((r, N)) if r > 0 else None  # <e_j, u_i>
+        uu = cp.Variable(N)  # ||u_i||^2
+        cross = Z if r == 0 else cp.vstack([Z, Gue])
+        constraints = []
+        for i in range(N):
+            col = cp.reshape(cross[:, i], (c, 1), order="F")
+            block = cp.bmat([[core, col], [col.T, cp.reshape(uu[i], (1, 1), order="F")]])
+            constraints.append(block >> 0)
+        if N == 0 or not constraints:  # pragma: no cover - N >= K >= 2 always
+            constraints.append(core >> 0)
+        b_var = cp.Variable(K) if bias else None
+        xx = np.einsum("ij,ij->i", Xs, Xs)
+        logits = Z if r == 0 else Z + Gwe @ C.T
+        data_term = loss_expr(logits, b_var, one_hot(yn, K), np.full(N, 1.0 / N), loss)
+        pen = (lam_s / 2) * cp.sum(uu)
+        if lam_hs > 0:
+            ux = cp.sum(cp.multiply(Gue, C.T), axis=0) if r > 0 else np.zeros(N)
+            pen = pen + (lam_hs / 2) * cp.sum(uu + 2 * ux + xx)
+        objective = data_term + pen / N + (lam_ws / 2) * cp.trace(Gww)
+        if bias and lam_b > 0:
+            objective = objective + (lam_b / 2) * cp.sum_squares(b_var)
+        # the conic solver's absolute tolerances: give its objective unit size (an upper
+        # bound on the optimum, from the solution or a local solve, fixes the unit)
+        fscale = 1.0 / _reference_value(Xn, yn, sol, kw0)
+        problem = cp.Problem(cp.Minimize(fscale * objective), constraints)
+        prog.stage(f"conic solve ({solver or 'CLARABEL'})")
+        solved = solve_cvx(problem, solver)
 
-    # Orthonormal basis of the data's row space: x_i = sum_j C_ij e_j.
-    U, s, Vt = np.linalg.svd(Xn, full_matrices=False)
-    r = int(np.count_nonzero(s > 1e-12 * max(float(s.max()) if s.size else 0.0, 1e-300)))
-    C = U[:, :r] * s[:r]
-    E = Vt[:r]
-    c = K + r  # size of the core block (w, e)
-    # Chordal form of the PSD constraint: one (c+1)-block per sample sharing the core.
-    Gww = cp.Variable((K, K), symmetric=True)
-    Gwe = cp.Variable((K, r)) if r > 0 else None
-    core = Gww if r == 0 else cp.bmat([[Gww, Gwe], [Gwe.T, np.eye(r)]])
-    Z = cp.Variable((K, N))  # <w_k, h_i>: the logits without bias
-    Ghe = cp.Variable((r, N)) if r > 0 else None  # <e_j, h_i>
-    hh = cp.Variable(N)  # ||h_i||^2
-    cross = Z if r == 0 else cp.vstack([Z, Ghe])
-    constraints = []
-    for i in range(N):
-        col = cp.reshape(cross[:, i], (c, 1), order="F")
-        block = cp.bmat([[core, col], [col.T, cp.reshape(hh[i], (1, 1), order="F")]])
-        constraints.append(block >> 0)
-    if N == 0 or not constraints:  # pragma: no cover - N >= K >= 2 always
-        constraints.append(core >> 0)
-    b_var = cp.Variable(K) if bias else None
-    xx = np.einsum("ij,ij->i", Xn, Xn)
-    data_term = loss_expr(Z, b_var, one_hot(yn, K), np.full(N, 1.0 / N), loss)
-    hx = cp.sum(cp.multiply(Ghe, C.T), axis=0) if r > 0 else np.zeros(N)
-    pen = (lam_h / 2) * cp.sum(hh) + (lam / 2) * cp.sum(hh - 2 * hx + xx)
-    objective = data_term + pen / N + (lam_w / 2) * cp.trace(Gww)
-    if bias and lam_b > 0:
-        objective = objective + (lam_b / 2) * cp.sum_squares(b_var)
-    problem = cp.Problem(cp.Minimize(objective), constraints)
-    solved = solve_cvx(problem, solver)
+        prog.stage("feasible point and verification")
+        # Minimum-rank completion: realise the core, then each u_i as its projection on the
+        # core's span plus a residual along one extra direction shared by all samples.
+        core_v = np.asarray(core.value, dtype=np.float64)
+        core_v = (core_v + core_v.T) / 2
+        lam_c, U_c = np.linalg.eigh(core_v)
+        top = max(float(lam_c.max()), 1.0)
+        keep = lam_c > 1e-10 * top
+        F_core = U_c[:, keep] * np.sqrt(lam_c[keep])  # (c, rho)
+        cross_v = np.asarray(cross.value, dtype=np.float64)  # (c, N)
+        A = (U_c[:, keep].T @ cross_v) / np.sqrt(lam_c[keep])[:, None]  # u_i coords (rho, N)
+        resid = np.clip(np.asarray(uu.value, dtype=np.float64) - np.sum(A * A, axis=0), 0.0, None)
+        V = np.zeros((K + N + r, F_core.shape[1] + 1))  # rows: w, u, e
+        V[:K, :-1] = F_core[:K]
+        V[K + N :, :-1] = F_core[K:]
+        V[K : K + N, :-1] = A.T
+        V[K : K + N, -1] = np.sqrt(resid)
+        # the Gram matrix of (w, h, e) has the same rank as that of (w, u, e) (h = u + C e)
+        Uv, sv, Vvt = np.linalg.svd(V, full_matrices=False)
+        spectrum = sv**2  # nonzero eigenvalues of the completed Gram matrix
+        rank = numerical_rank(spectrum, rank_tol)
+        q = min(d, sv.size)
+        F = np.zeros((K + N + r, d))
+        F[:, :q] = Uv[:, :q] * sv[:q]
+        Q = _procrustes(F[K + N :], E) if r > 0 else np.eye(d)
+        W_r = F[:K] @ Q
+        H_r = F[K : K + N] @ Q + Xs  # h_i = u_i + x_i, in the rescaled problem
+        b_val = np.asarray(b_var.value, dtype=np.float64).reshape(K) if bias else None
+        m = K + N + r
 
-    # Minimum-rank completion: realise the core, then each h_i as its projection on the core's
-    # span plus a residual along one extra direction shared by all samples.
-    core_v = np.asarray(core.value, dtype=np.float64)
-    core_v = (core_v + core_v.T) / 2
-    lam_c, U_c = np.linalg.eigh(core_v)
-    top = max(float(lam_c.max()), 1.0)
-    keep = lam_c > 1e-10 * top
-    F_core = U_c[:, keep] * np.sqrt(lam_c[keep])  # (c, rho)
-    cross_v = np.asarray(cross.value, dtype=np.float64)  # (c, N)
-    A = (U_c[:, keep].T @ cross_v) / np.sqrt(lam_c[keep])[:, None]  # h_i coordinates (rho, N)
-    resid = np.clip(np.asarray(hh.value, dtype=np.float64) - np.sum(A * A, axis=0), 0.0, None)
-    V = np.zeros((K + N + r, F_core.shape[1] + 1))  # rows: w, h, e
-    V[:K, :-1] = F_core[:K]
-    V[K + N :, :-1] = F_core[K:]
-    V[K : K + N, :-1] = A.T
-    V[K : K + N, -1] = np.sqrt(resid)
-    Uv, sv, Vvt = np.linalg.svd(V, full_matrices=False)
-    spectrum = sv**2  # nonzero eigenvalues of the completed Gram matrix
-    rank = numerical_rank(spectrum, rank_tol)
-    q = min(d, sv.size)
-    F = np.zeros((K + N + r, d))
-    F[:, :q] = Uv[:, :q] * sv[:q]
-    Q = _procrustes(F[K + N :], E) if r > 0 else np.eye(d)
-    W_r = F[:K] @ Q
-    H_r = F[K : K + N] @ Q
-    b_val = np.asarray(b_var.value, dtype=np.float64).reshape(K) if bias else None
-    m = K + N + r
-
-    kw = {"X": Xn, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
-    params = {"K": K, "N": N, "d": d, "rank_X": r, "gram_size": m, "block_size": c + 1}
-    params |= {k: v for k, v in kw.items() if k != "X"} | {"bias": bias}
-    params |= {"max_n": max_n, "rank_tol": rank_tol}
-    return conclude(
-        family="mufm", bound=float(problem.value), theory_exact=r + K <= d, rank=rank, d=d,
-        spectrum=spectrum, recon=(W_r, b_val, H_r), y=yn, kw=kw, solution=sol, solved=solved,
-        params=params,
-    )  # fmt: skip
+        kw = {"X": Xn, "lam": lam, "lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
+        params = {"K": K, "N": N, "d": d, "rank_X": r, "gram_size": m, "block_size": c + 1}
+        params |= {k: v for k, v in kw.items() if k != "X"} | {"bias": bias}
+        params |= {"max_n": max_n, "rank_tol": rank_tol}
+        return conclude(
+            family="mufm", bound=float(problem.value) / fscale, theory_exact=r + K <= d, rank=rank, d=d,
+            spectrum=spectrum, recon=(W_r, b_val, H_r), y=yn, kw=kw, solution=sol, solved=solved,
+            params=params, rtol=rtol, scale=a,
+        )  # fmt: skip
+    finally:
+        prog.close()

@@ -115,12 +115,19 @@ def solve(
         moment of ``X`` (:class:`ufm.suffstats.SufficientStatistics`); trust-region Newton-CG
         on the reduced objective in ``(W, b)`` (cost independent of ``N``) from the ridge fit
         at ``H = X``, a second-order check that escapes saddles, and one more pass for ``H``.
-        Data with RMS norm above ``2^10`` are rescaled exactly by a power of two.
+        Every method solves the exactly equivalent problem ``X / a``, ``lam a^2``,
+        ``lam_h a^2``, ``lam_w / a^2`` at the problem's natural scale ``a`` (a power of two,
+        see :func:`ufm.engine.pipeline.problem_scale`; ``result.params["scale"]``) and maps
+        the solution back (``H a``, ``W / a``), so ``solve(X c, lam / c^2, lam_w c^2)`` gives
+        the rescaled solution of ``solve(X)`` for every ``c``; ``grad_norm`` and ``tol`` refer
+        to the rescaled problem.
         ``"lbfgs-h"`` (also ``"lbfgs"`` for MSE): ``(W, b)`` eliminated in closed form and
         L-BFGS on ``H`` started at ``H = X``; ``"lbfgs"`` for CE: joint L-BFGS from ``H = X``,
         ``W = 0``, ``b = 0``. ``"gd"``: the paper's plain fixed-step gradient descent on all
         variables from a seeded standard-normal ``(W, b, H)``. The first-order methods refuse
-        coefficients above 1e50 or data scales outside ``[1e-50, 1e50]`` up front, restart once
+        coefficients above 1e50 or data scales outside ``[1e-50, 1e50]`` *after* the rescaling
+        described above (so only problems extreme in their scale-free combinations) up
+        front, restart once
         from a seeded perturbation when their start is stationary, and report ``"saddle"`` when
         an MSE result fails the second-order check. The trajectory of the gradient flow is
         :func:`mufm.gradient_flow`.

@@ -72,6 +72,7 @@ def cert_record(name: str, cert: Any, **extra: Any) -> dict[str, Any]:
         "reconstruction_value": cert.reconstruction_value,
         "solver": cert.solver,
         "status": cert.status,
+        "message": cert.message,
         **extra,
     }
 

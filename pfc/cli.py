@@ -269,10 +269,14 @@ def cmd_solve(args: argparse.Namespace) -> int:
         print(f"certificate on {where}:")
         print(f"  lower bound      {cert.bound:.12g}")
         print(f"  gap              {cert.gap:.3g} (relative {cert.rel_gap:.3g})")
+        print(f"  feasible value   {cert.reconstruction_value:.12g}")
         print(f"  exact            {cert.exact} (rank {cert.rank}, tight {cert.tight})")
+        print(f"  {cert.message}")
         out["certificate"] = {
             "on": where,
             "bound": cert.bound,
+            "feasible_value": cert.reconstruction_value,
+            "message": cert.message,
             "gap": cert.gap,
             "rel_gap": cert.rel_gap,
             "exact": cert.exact,

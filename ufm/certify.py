@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from .engine.convex import (
+    EXACT_RTOL,
     Certificate,
+    CertifyProgress,
     certify_constants,
+    certify_scale,
     check_solver,
     conclude,
     is_result,
@@ -31,6 +34,7 @@ from .engine.convex import (
     numerical_rank,
     one_hot,
     problem_from_result,
+    psd_cost,
     size_guard,
     solve_cvx,
     unpack_solution,
@@ -99,6 +103,8 @@ def certify(
     solver: str | None = None,
     reduce: bool = True,
     rank_tol: float = 1e-6,
+    rtol: float = EXACT_RTOL,
+    verbose: bool | None = None,
 ) -> Certificate:
     """Certify the global optimum of the UFM with a convex (nuclear-norm) reformulation.
 
@@ -121,9 +127,13 @@ def certify(
             + \\sqrt{\\lambda_W \\lambda_H / N}\\, \\|Z\\|_* + \\frac{\\lambda_b}{2}\\|b\\|^2,
 
     and equal to it when the minimiser has rank ``<= d``, in particular whenever ``d >= K``
-    (``Z`` has ``K`` rows). When ``d < K`` the value is a lower bound unless the relaxed
-    minimiser happens to have rank ``<= d`` (then ``exact`` is set because the reconstructed
-    point attains it).
+    (``Z`` has ``K`` rows). Whatever the theory says, ``exact`` (and ``tight``) is set only
+    when verified: the balanced factors of the relaxed minimiser, polished and evaluated in the
+    original scale, attain the bound within ``rtol`` relative; otherwise the certificate is
+    inexact, ``bound`` and ``reconstruction_value`` bracket the optimum and ``message`` says
+    why. The relaxation is invariant under the exact rescaling ``lam_w / a^2``, ``lam_h a^2``;
+    the factors are built and polished at the ``a`` that equalises the two penalties
+    (:func:`ufm.engine.convex.certify_scale`) and mapped back.
 
     *Class reduction* (``reduce=True``, the default): averaging the columns of ``Z`` within each
     class lowers the loss (Jensen) and the nuclear norm (a projection), so the minimiser has
@@ -159,6 +169,12 @@ def certify(
         Use the class reduction described above.
     rank_tol : float, default 1e-6
         Relative threshold for the numerical rank of the relaxed ``Z``.
+    rtol : float, default 1e-6
+        Relative tolerance of the verification: ``exact`` needs ``(reconstruction_value -
+        bound) <= rtol * reconstruction_value``.
+    verbose : bool, optional
+        Progress on stderr (stage and elapsed time). Default: shown when the estimated solve
+        time exceeds 2 s.
 
     Returns
     -------
@@ -169,7 +185,7 @@ def certify(
     Raises
     ------
     InputError
-        Bad labels, ``d < 1``, non-positive ``lam_w`` or ``lam_h``, negative ``lam_b``, unknown
+        Bad labels, ``d < 1``, non-positive ``lam_w`` or ``lam_h``, ``rtol`` outside (0, 1), negative ``lam_b``, unknown
         loss or solver, a solution of the wrong shape, or problem keywords given together with
         a SolveResult.
     SolverError
@@ -208,6 +224,9 @@ def certify(
     )
     solver = check_solver(solver)
     rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
+    rtol = check_scalar(rtol, "rtol", low=0.0, low_inclusive=False, high=1.0)
+    if verbose is not None and not isinstance(verbose, bool | np.bool_):
+        raise InputError(f"verbose must be True, False or None, got {verbose!r}")
     sol = None if solution is None else unpack_solution(solution, K, N, d, bias)
     m = K + K if reduce else K + N
     size_guard(
@@ -219,6 +238,21 @@ def certify(
         else "Certify fewer classes",
     )
 
+    prog = CertifyProgress(verbose, f"ufm.certify (K={K}, N={N})", psd_cost(m, 1)[1])
+    with prog:
+        prog.stage("conic solve")
+        bound, Cv, b_val, solved = _solve_relaxation(
+            y_np, K, N, lam_w, lam_h, lam_b, loss, bias, reduce, solver
+        )
+        prog.stage("feasible point and verification")
+        return _finish(
+            Cv, b_val, bound, solved, y_np, K, N, d, lam_w, lam_h, lam_b, loss, bias, reduce,
+            rank_tol, rtol, sol,
+        )  # fmt: skip
+
+
+def _solve_relaxation(y_np, K, N, lam_w, lam_h, lam_b, loss, bias, reduce, solver):
+    """The nuclear-norm problem of :func:`certify`: ``(bound, C, b, solved)``."""
     import cvxpy as cp
 
     coef = math.sqrt(lam_w * lam_h / N)
@@ -240,16 +274,23 @@ def certify(
     solved = solve_cvx(problem, solver)
 
     Cv = np.asarray(C.value, dtype=np.float64)
-    Z = Cv[:, y_np] if reduce else Cv
     b_val = np.asarray(b_var.value, dtype=np.float64).reshape(K) if bias else None
+    return float(problem.value), Cv, b_val, solved
+
+
+def _finish(Cv, b_val, bound, solved, y_np, K, N, d, lam_w, lam_h, lam_b, loss, bias, reduce,
+            rank_tol, rtol, sol):  # fmt: skip
+    """Feasible point (balanced factors at the well-scaled ``a``) and :func:`conclude`."""
+    Z = Cv[:, y_np] if reduce else Cv
     spectrum = np.linalg.svd(Z, compute_uv=False)
     rank = numerical_rank(spectrum, rank_tol)
-    W_r, H_r = balanced_factors(Z, d, lam_w=lam_w, lam_h=lam_h)
+    a = certify_scale(None, 0.0, lam_w, lam_h)
+    W_r, H_r = balanced_factors(Z, d, lam_w=lam_w / (a * a), lam_h=lam_h * a * a)
     kw = {"lam_w": lam_w, "lam_h": lam_h, "lam_b": lam_b, "loss": loss}
     params = {"K": K, "N": N, "d": d, "lam": 0.0, **kw, "bias": bias}
     params |= {"reduce": bool(reduce), "rank_tol": rank_tol}
     return conclude(
-        family="ufm", bound=float(problem.value), theory_exact=d >= K, rank=rank, d=d,
+        family="ufm", bound=bound, theory_exact=d >= K, rank=rank, d=d,
         spectrum=spectrum, recon=(W_r, b_val, H_r), y=y_np, kw=kw, solution=sol, solved=solved,
-        params=params,
+        params=params, rtol=rtol, scale=a,
     )  # fmt: skip

@@ -384,6 +384,20 @@ def _check_common(lam_w, lam_b, lam_affine, loss, bias, affine):
     return lam_w, lam_b, lam_a, bool(bias), bool(affine)
 
 
+def _affine_scale(lam_w: float, lam_a: float) -> float:
+    """Power of two nearest ``(lam_w / lam_affine)^(1/4)`` when outside ``[2^-8, 2^8]``, else 1.
+
+    1.0 also where the rescaled penalties would leave float64's normal range.
+    """
+    e = round((math.log2(lam_w) - math.log2(lam_a)) / 4)
+    if abs(e) <= 8 or abs(e) > 1000:
+        return 1.0
+    a = math.ldexp(1.0, e)
+    if not (2.0**-1022 <= lam_w / a / a < math.inf and 2.0**-1022 <= lam_a * a * a < math.inf):
+        return 1.0
+    return a
+
+
 def solve_layernorm(
     y: Any,
     *,
@@ -439,7 +453,11 @@ def solve_layernorm(
         and ``result.params["n"]`` the normalised features ``n_i``.
     lam_affine : float, optional
         Weight decay of ``gamma`` and ``beta``, default ``lam_w`` (weight decay on every
-        parameter, as in the seed paper's training).
+        parameter, as in the seed paper's training). ``W / a``, ``(gamma, beta) a`` with
+        ``lam_w a^2``, ``lam_affine / a^2`` is the same problem: when ``(lam_w /
+        lam_affine)^(1/4)`` is outside ``[2^-8, 2^8]`` it is solved at that power of two ``a``
+        (``result.params["scale"]``) and mapped back, so results are scale-equivariant
+        (``tol`` then applies to the rescaled problem).
     method : {"lbfgs"}
         Riemannian L-BFGS (the only method).
     backend, device, dtype
@@ -530,6 +548,12 @@ def solve_layernorm(
     N = yn.shape[0]
     Y = np.zeros((N, K))
     Y[np.arange(N), yn] = 1.0
+    # With affine=True, W -> W / a, (gamma, beta) -> a (gamma, beta) with lam_w a^2 and
+    # lam_affine / a^2 is the same problem: solve it at the power of two a where the two
+    # penalties are about equal, and map back (scale-equivariance; issue 20).
+    lam_w_user, lam_a_user = lam_w, lam_a
+    a = _affine_scale(lam_w, lam_a) if affine else 1.0
+    lam_w, lam_a = lam_w / a / a, lam_a * a * a
     model = _Model(Y, K, d, loss, bias, affine, lam_w, lam_b, lam_a)
     counts = np.bincount(yn, minlength=K).astype(np.float64)
 
@@ -571,7 +595,11 @@ def solve_layernorm(
     sq += N * float(np.sum(_tangent(Nm, gN) ** 2))
     if affine:
         sq += float(gg @ gg + gbe @ gbe)
-    gn = math.sqrt(sq)
+    gn = math.sqrt(sq)  # of the rescaled problem, where tol is meaningful
+    if a != 1.0:
+        W, H = W / a, H * a
+        x["gamma"], x["beta"] = x["gamma"] * a, x["beta"] * a
+        lam_w, lam_a = lam_w_user, lam_a_user
     if not math.isfinite(f):
         raise SolverError("the LayerNorm UFM solver produced a non-finite objective")
     if status is Status.CONVERGED and gn > tol * (1 + 1e-3) + 1e-14:
@@ -612,6 +640,7 @@ def solve_layernorm(
         "n": Nm,
         "gamma": x.get("gamma"),
         "beta": x.get("beta"),
+        "scale": a,
     }
     return SolveResult(
         W=W,

@@ -92,7 +92,10 @@ def solve(
         Tolerance on the gradient norm in balanced coordinates,
         :math:`\\sqrt{\\|\\nabla_W f\\|_F^2 + \\|\\nabla_b f\\|^2 + N\\|\\nabla_H f\\|_F^2}`
         (each ``h_i`` counted with its per-sample scale, so the value does not drift with ``N``).
-        Default ``1e-8`` in float64, ``1e-4`` in float32.
+        Default ``1e-8`` in float64, ``1e-4`` in float32. When ``(lam_w / lam_h)^(1/4)`` is
+        outside ``[2^-8, 2^8]`` the exactly equivalent problem ``lam_w / a^2``, ``lam_h a^2``
+        (``a`` that power of two, ``result.params["scale"]``) is solved and mapped back
+        (``H a``, ``W / a``; scale-equivariance); ``tol`` then applies to it.
     seed : int
         Seed of the standard-normal initialisation.
     verbose : bool

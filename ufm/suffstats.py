@@ -837,7 +837,11 @@ class StatsSolution:
             got = (colsum + st.N * self.b) / -s
             want = st.sums.sum(axis=0) @ self.W.T
             scale = np.linalg.norm(self.W, axis=1) * math.sqrt(st.N * st.sq)
-            tol = max(1e-9, 64 * st.N * np.finfo(np.float64).eps) * scale + 1e-300
+            eps = np.finfo(np.float64).eps
+            tol = max(1e-9, 64 * st.N * eps) * scale + 1e-300
+            # colsum also sums -b over N rows: its round-off, N eps N |b|, divided by s, is
+            # what remains of it after adding N b back (it dominated for tiny data, X * 1e-10)
+            tol = tol + 64 * st.N * eps * st.N * np.abs(self.b) / abs(s)
             changed = bool(np.any(np.abs(got - want) > tol))
         if changed:
             raise InputError(

@@ -38,8 +38,10 @@ print("PFC1 across the 5 layers:", np.round([ufm.pfc1(H, y) for H in layers], 3)
 
 # --- 3. Certify it on a small problem --------------------------------------------------------
 # mufm.certify lifts the problem to the Gram matrix of (w_k, h_i, x_i) and solves the convex
-# relaxation (an SDP, with cvxpy): a lower bound on the global optimum, exact when the relaxed
-# solution has rank <= d. Keep N small (the default limit is 60 samples).
+# relaxation (an SDP, with cvxpy): a lower bound on the global optimum. It is exact only when a
+# feasible point built from the relaxed solution attains the bound within rtol (default 1e-6),
+# checked in the original scale; otherwise cert.message gives both numbers. Keep N small (the
+# default limit is 60 samples).
 Xs, ys = mufm.make_data(K=3, n=4, d=6, noise=0.3, seed=1)
 small = mufm.solve(Xs, ys, lam=10.0, lam_w=1e-2)
 cert = mufm.certify(small)

@@ -357,3 +357,47 @@ def test_certify_constants_defaults_and_ranges():
     # lam_h = 0 is refused only where the default is positive (the UFM)
     with pytest.raises(InputError, match="lam_h"):
         certify_constants(1.0, 0.0, 0.0, "mse", True, lam_h_default=DEFAULT_LAM_H)
+
+
+# ------------------------------------------- issue 20: exact only when verified; rescaling
+def _ufm_scaled(a, seed):
+    y = np.random.default_rng(seed).integers(0, 3, 9)
+    y[:3] = [0, 1, 2]
+    return ufm.certify(y, d=4, lam_w=5e-3 * a * a, lam_h=5e-3 / a / a)
+
+
+try:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    @settings(
+        max_examples=5, deadline=None, phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=[HealthCheck.too_slow],
+    )  # fmt: skip
+    @given(u=st.floats(-60.0, 60.0), seed=st.integers(0, 5))
+    def test_ufm_certify_is_scale_equivariant(u, seed):
+        a = 2.0**u
+        c0, c = _ufm_scaled(1.0, seed), _ufm_scaled(a, seed)
+        assert c.exact and c0.exact and c.tight == c0.tight
+        np.testing.assert_allclose(c.bound, c0.bound, rtol=1e-7)
+        np.testing.assert_allclose(c.reconstruction_value, c0.reconstruction_value, rtol=1e-7)
+        Z, Z0 = c.W @ c.H.T, c0.W @ c0.H.T  # logits: scale-free
+        np.testing.assert_allclose(Z, Z0, atol=1e-5 * np.abs(Z0).max())
+        assert c.params["scale"] == pytest.approx(a, rel=0.42)  # power of two nearest a
+
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+
+
+def test_ufm_certificate_not_exact_when_bound_is_below_the_feasible_point():
+    from ufm.engine.convex import conclude
+
+    y = np.repeat(np.arange(3), 3)
+    c0 = ufm.certify(y, d=4, lam_w=5e-3, lam_h=5e-3)
+    kw = {"lam_w": 5e-3, "lam_h": 5e-3, "lam_b": c0.params["lam_b"], "loss": "mse"}
+    c = conclude(
+        family="ufm", bound=0.9 * c0.bound, theory_exact=True, rank=2, d=4,
+        spectrum=np.ones(2), recon=(c0.W, c0.b, c0.H), y=y, kw=kw, solution=None,
+        solved=("CLARABEL", "optimal", 0.0), params={},
+    )  # fmt: skip
+    assert not c.exact and not c.tight and c.optimum is None and "inexact" in c.message

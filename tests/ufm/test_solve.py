@@ -237,11 +237,21 @@ def test_cuda_matches_cpu():
 
 
 @pytest.mark.parametrize("name", ["lam_w", "lam_h", "lam_b"])
-@pytest.mark.parametrize("value", [1e11, 1e300])
+@pytest.mark.parametrize("value", [1e25, 1e300])
 def test_penalties_beyond_the_limit_are_refused(name, value):
+    # lam_w and lam_h are limited through sqrt(lam_w lam_h) (scale-free), lam_b as it is
     y = np.repeat(np.arange(3), 5)
     with pytest.raises(InputError, match=name):
         ufm.solve(y, d=4, **{name: value})
+
+
+def test_ufm_penalty_limit_is_scale_free():
+    # lam_w a^2, lam_h / a^2 is the same UFM: accepted and equal whatever a (issue 20)
+    y = np.repeat(np.arange(3), 5)
+    r0 = ufm.solve(y, d=4, lam_w=5e-3, lam_h=5e-3)
+    r = ufm.solve(y, d=4, lam_w=5e-3 * 2.0**60, lam_h=5e-3 * 2.0**-60)
+    assert r.converged and r.params["scale"] == 2.0**30
+    np.testing.assert_allclose(r.objective, r0.objective, rtol=1e-10)
 
 
 def test_penalty_at_the_limit_gives_the_zero_classifier_limit():

@@ -14,8 +14,10 @@ from ..status import Status
 
 __all__ = ["Certificate", "EXACT_RTOL", "check_bound"]
 
-#: Relative tolerance under which a feasible point built from the relaxed solution is taken to
-#: attain the bound (so the bound is the global optimum up to the solver's accuracy).
+#: Default relative tolerance (the ``rtol`` of :func:`ufm.certify` and :func:`mufm.certify`)
+#: under which a feasible point built from the relaxed solution is taken to attain the bound:
+#: ``exact`` needs ``(feasible value - bound) <= rtol * |feasible value|``, checked in the
+#: problem's original scale. Nothing else (no rank argument) makes a certificate exact.
 EXACT_RTOL = 1e-6
 
 
@@ -32,16 +34,20 @@ class Certificate:
         the global optimum of the non-convex problem (up to the solver's accuracy, about 1e-7
         relative), and equal to it when ``exact`` is true.
     optimum : float or None
-        The certified global optimum when ``exact``, else None: the objective of the feasible
-        point ``(W, b, H)`` when that lies within ``EXACT_RTOL`` of ``bound`` (the more accurate
-        number, being a true objective value), otherwise ``bound``.
+        The certified global optimum when ``exact`` (the objective of the feasible point
+        ``(W, b, H)``, a true objective value within ``rtol`` of ``bound``), else None.
     exact : bool
-        True when the global optimum is pinned down: either guaranteed by theory (UFM with
-        ``d >= K``; MUFM with ``rank(X) + K <= d``) or verified, because the feasible point
-        built from the relaxed solution attains the bound within ``EXACT_RTOL`` relative. When
-        false, ``bound`` is only a lower bound and ``reconstruction_value`` an upper bound.
+        True only when verified: the feasible point built from the relaxed solution (evaluated
+        in the problem's original scale) attains the bound within the relative tolerance
+        ``params["rtol"]`` (default :data:`EXACT_RTOL`). A theoretical tightness guarantee (UFM
+        with ``d >= K``; MUFM with ``rank(X) + K <= d``, recorded in
+        ``params["theory_exact"]``) is not enough: the conic solver's bound can be inaccurate.
+        When false the certificate is *inexact*: ``bound`` is only a lower bound (up to the
+        solver's accuracy) and ``reconstruction_value`` an upper bound on the global optimum;
+        ``message`` says so with both numbers.
     tight : bool
-        The relaxed solution has numerical rank ``<= d`` (so it is realisable in dimension d).
+        ``exact`` and the relaxed solution has numerical rank ``<= d`` (so it is realisable in
+        dimension d).
     rank : int
         Numerical rank of the relaxed solution (``Z`` for the UFM, the Gram matrix for MUFM),
         counting entries of ``spectrum`` above ``rank_tol * max(spectrum.max(), 1)``.
@@ -50,7 +56,8 @@ class Certificate:
     value : float or None
         Objective of the solution passed in (``solution=``), if any.
     gap, rel_gap : float or None
-        ``value - optimum`` (``value - bound`` when not exact) and ``gap / |reference|``. The
+        ``value - optimum`` (``value - bound`` when not exact: then only an upper bound on
+        the solution's suboptimality, not its suboptimality) and ``gap / |reference|``. The
         gap is ``>= 0`` up to solver accuracy; a small ``rel_gap`` with ``exact`` true
         certifies that the solution is globally optimal.
     W, b, H : numpy.ndarray
@@ -68,7 +75,13 @@ class Certificate:
         Wall-clock seconds of the cvxpy solve (canonicalisation included).
     params : dict
         The problem (``d``, ``lam``, ``lam_w``, ``lam_h``, ``lam_b``, ``loss``, ``bias``, ``K``,
-        ``N``) and the certificate options.
+        ``N``), the certificate options (``rtol``, ...), ``scale`` (the power of two the data
+        and penalties were rescaled by before the conic solve), ``theory_exact``,
+        ``verified_rel_gap`` (``(reconstruction_value - bound) / |reconstruction_value|``) and
+        ``kkt_grad_norm`` (gradient norm of ``(W, b, H)`` in the original scale).
+    message : str
+        One sentence: the verified optimum, or why the certificate is inexact (with the bound,
+        the feasible value and their relative gap against ``rtol``).
     """
 
     family: str
@@ -89,6 +102,7 @@ class Certificate:
     status: Status
     solve_time: float
     params: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
 
     def certifies(self, rtol: float = 1e-6) -> bool:
         """True when a solution was given, the bound is exact and ``rel_gap <= rtol``.
@@ -103,16 +117,23 @@ class Certificate:
         if self.exact:
             head = f"global optimum = {self.optimum:.12g} (convex bound {self.bound:.12g})"
         else:
-            head = f"lower bound (not proven exact) = {self.bound:.12g}"
+            head = (
+                f"INEXACT: lower bound {self.bound:.12g} <= optimum <= feasible value "
+                f"{self.reconstruction_value:.12g}"
+            )
         lines = [
             f"{self.family.upper()} certificate: {head} "
             f"[{self.solver}, {self.status}, {self.solve_time:.2f} s]",
             f"relaxed solution rank {self.rank} (d = {self.params.get('d')}), tight = {self.tight}",
         ]
         lines.append(f"feasible point from the relaxation: {self.reconstruction_value:.12g}")
+        if self.message:
+            lines.append(self.message)
         if self.value is not None:
+            what = "gap" if self.exact else "gap to the lower bound (at most its suboptimality)"
             lines.append(
-                f"given solution: {self.value:.12g}, gap {self.gap:.3g} (relative {self.rel_gap:.3g})"
+                f"given solution: {self.value:.12g}, {what} {self.gap:.3g} "
+                f"(relative {self.rel_gap:.3g})"
             )
         return "\n".join(lines)
 

@@ -205,7 +205,8 @@ def check_params(
     penalty exceeds the limit; ``None`` without data). ``X * a`` with ``lam_w * a^2``
     and ``lam_h / a^2`` is the same problem as ``X`` (``H = a H'``, ``W = W' / a``), so the
     penalty limit :data:`PENALTY_LIMIT` applies to ``lam_w / scale^2`` and ``lam_b`` (which does
-    not scale), and without data (the UFM) to ``lam_h`` too, whose features then underflow; with
+    not scale), and without data (the UFM) to ``sqrt(lam_w lam_h)`` (the penalty of both at the
+    scale where they are equal, where the UFM is solved; the geometric mean is invariant); with
     data, ``lam`` and ``lam_h`` need no limit (the statistics solver rescales them exactly).
     """
     lam = check_scalar(raw.lam, "lam")
@@ -219,7 +220,17 @@ def check_params(
     s2 = max(float(scale), 1.0) ** 2 if scale is not None and scale < math.inf else 1.0
     limited = [("lam_w", lam_w, lam_w / s2), ("lam_b", lam_b, lam_b)]
     if scale is None:
-        limited.append(("lam_h", lam_h, lam_h))
+        # the UFM is solved at the scale where lam_w and lam_h are equal (ufm.engine.pipeline.
+        # problem_scale): both become sqrt(lam_w lam_h), the scale-free penalty that is limited
+        g = math.sqrt(lam_w) * math.sqrt(max(lam_h, 0.0))
+        limited = [("lam_b", lam_b, lam_b)]
+        if g > PENALTY_LIMIT:
+            raise InputError(
+                f"lam_w={lam_w:g} with lam_h={lam_h:g} is too strong: the UFM depends on them "
+                f"through sqrt(lam_w * lam_h) = {g:g} > {PENALTY_LIMIT:g} (lam_w a^2, lam_h / a^2 "
+                "is the same problem), where W and H are zero to float64 precision; use smaller "
+                "lam_w or lam_h (at that limit the solution is already the zero limit)"
+            )
     for name, v, eff in limited:
         if eff > PENALTY_LIMIT:
             # measured: lam_w or lam_b of 1e12-1e16 stall or end at a saddle, 1e300 overflows

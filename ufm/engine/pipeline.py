@@ -13,12 +13,14 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import ConvergenceWarning, DegenerateInputError, InputError, RankWarning, SolverError
 from ..metrics import collapse_metrics
-from ..result import SolveResult
+from ..metrics.gram import unscale
+from ..result import Deferred, SolveResult
 from ..status import Status
-from ..validate import check_seed, describe
+from ..validate import check_int, check_scalar, check_seed, describe
 from .core import Params, Problem
 from .methods import Raw, initial_point, run_method
 from .options import (
@@ -113,6 +115,15 @@ def solve_problem(
             f"{(n_samples + K) * d:.3g} free variables ({gib:.3g} GiB in float64); its optimum "
             f"does not depend on d once d >= K, so solve with d={K} (or embed that solution)"
         )
+    a = problem_scale(X, params)
+    X_user = X
+    if a != 1.0:
+        # the exactly equivalent, well-scaled problem: solved there, mapped back below
+        X = None if X is None else X / a
+        params = Params(
+            params.lam * a * a, params.lam_w / a / a, params.lam_h * a * a, params.lam_b,
+            params.loss, params.bias,
+        )  # fmt: skip
     check_first_order_scale(method, params, X)
     tol_v = resolve_tol(tol, be)
     max_iter_v = resolve_max_iter(max_iter, method, params.loss)
@@ -133,14 +144,17 @@ def solve_problem(
         pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step,
         seed=seed, init=init,
     )  # fmt: skip
+    if a != 1.0:
+        raw = unscale_raw(pb, raw, a)
+        Xb = None if X_user is None else be.asarray(X_user)
     opts: dict[str, Any] = {"model": model, "K": K}
     if X is not None:
         opts["N"] = int(y.shape[0])
     opts |= {
         "d": d,
-        "lam": params.lam,
-        "lam_w": params.lam_w,
-        "lam_h": params.lam_h,
+        "lam": check_scalar(lam, "lam"),
+        "lam_w": check_scalar(lam_w, "lam_w"),
+        "lam_h": check_scalar(lam_h, "lam_h"),
         "lam_b": params.lam_b,
         "loss": loss,
         "bias": params.bias,
@@ -152,11 +166,87 @@ def solve_problem(
         "tol": tol_v,
         "seed": seed,
         "init": _NORMAL if init == "normal" else init,
+        "scale": a,
     }
     return build_result(
         pb, raw, y_out=y_b, X_out=Xb, method=method, be=be, params=opts, tol=tol_v,
         stacklevel=stacklevel + 1,
     )  # fmt: skip
+
+
+#: Problems whose natural scale (:func:`problem_scale`) lies outside ``[2^-SCALE_SLACK,
+#: 2^SCALE_SLACK]`` are solved rescaled; closer to 1 they are solved as given.
+SCALE_SLACK = 8
+
+
+def problem_scale(X: Any, params: Params) -> float:
+    r"""The power of two ``a`` by which a solve divides its data (1.0: solved as given).
+
+    The (M)UFM is scale-equivariant: ``X / a`` with ``lam a^2``, ``lam_h a^2``, ``lam_w / a^2``
+    (``lam_b`` unchanged) is the same problem, ``H = a H'``, ``W = W' / a``, equal objective.
+    Every method solves the problem at its natural scale
+
+    .. math::
+
+        s = \max\Big(\sqrt{\operatorname{mean}_i \|x_i\|^2},\;
+            \big(\lambda_W / (\lambda + \lambda_H)\big)^{1/4}\Big)
+
+    (the data's RMS sample norm, or the scale at which the weight and feature penalties are
+    equal when that is larger, as for the UFM without data), rounded to a power of two so the
+    rescaling is exact; problems with ``s`` in ``[2^-8, 2^8]`` are solved as given. So
+    ``solve(X a, lam / a^2, lam_w a^2)`` runs the same arithmetic as ``solve(X, lam, lam_w)``
+    for every power of two ``a`` whose rescaled coefficients are representable, and gives
+    ``H a``, ``W / a``. No rescaling (1.0) where the rescaled coefficients would leave
+    float64's normal range.
+    """
+    exps = []
+    if X is not None:
+        Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
+        if amax > 0 and math.isfinite(amax):
+            with np.errstate(under="ignore"):
+                ms = float(np.mean(np.sum(np.square(Xn.astype(np.float64) / amax), axis=1)))
+            if ms > 0:
+                exps.append(math.log2(amax) + 0.5 * math.log2(ms))
+    mu = params.lam + params.lam_h
+    if mu > 0 and params.lam_w > 0:
+        exps.append((math.log2(params.lam_w) - math.log2(mu)) / 4)
+    if not exps:
+        return 1.0
+    e = round(max(exps))
+    if abs(e) <= SCALE_SLACK:
+        return 1.0
+    if abs(e) > 1000:
+        return 1.0
+    a = math.ldexp(1.0, e)
+    scaled = ((params.lam, params.lam * a * a), (params.lam_h, params.lam_h * a * a))
+    scaled += ((params.lam_w, params.lam_w / a / a),)
+    if any(v != 0 and not (2.0**-1022 <= w < math.inf) for v, w in scaled):
+        return 1.0
+    return math.ldexp(1.0, e)
+
+
+def unscale_raw(pb: Problem, raw: Raw, a: float) -> Raw:
+    """Map a solution of the problem rescaled by ``a`` back (``W / a``, ``H a``).
+
+    The objective and gradient norm are those of the rescaled problem (the objective is
+    invariant; the gradient norm, compared with ``tol``, is measured where the problem is well
+    scaled); the two scale-dependent metrics ``tr_sigma_w`` and ``tr_sigma_b`` are multiplied
+    by ``a^2``.
+    """
+    if raw.reduced is None:
+        f, gW, gb, gH = pb.full(raw.W, raw.b, raw.H)
+        raw.reduced = (float(f), float(pb.grad_norm(gW, gb if pb.p.bias else None, gH)))
+    raw.W = raw.W / a
+    H = raw.H
+    raw.H = Deferred(lambda: H.fn() * a) if isinstance(H, Deferred) else H * a
+    if raw.metrics is not None:
+        m = dict(raw.metrics)
+        for k in ("tr_sigma_w", "tr_sigma_b"):
+            if k in m:
+                m[k] = unscale(m[k], round(2 * math.log2(a)), k)
+        raw.metrics = m
+    return raw
 
 
 def warn_if_not_converged(
