@@ -143,7 +143,7 @@ def cdnv_from_stats(counts: torch.Tensor, ss: torch.Tensor, G: torch.Tensor) -> 
 
 
 def gram_eig_ratio(G: torch.Tensor, rank_tol: float) -> float:
-    """Largest over smallest nonzero eigenvalue of the centred class-mean Gram ``G (K, K)``.
+    r"""Largest over smallest nonzero eigenvalue of the centred class-mean Gram ``G (K, K)``.
 
     Nonzero: above ``rank_tol * max`` (NC1's cut-off). 1 for a simplex ETF (``K - 1`` equal
     eigenvalues); large when the class means are anisotropic (some directions of
