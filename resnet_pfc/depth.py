@@ -121,7 +121,7 @@ DEPTH_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "dataset": "digits",
         "depths": (2, 4, 8),
-        "seeds": (0, 1),
+        "seeds": (0, 1, 2),
         "width": 64,
         "epochs": 100,
         "max_epochs": 300,
@@ -740,7 +740,7 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
     """The LN-UFM optimum at ``lam_w = lam_b = weight_decay`` (cached in the output folder)."""
     path = Path(cfg.out) / "lnufm_optimum.json"
     counts = np.bincount(y).tolist()
-    key = {"counts": counts, "d": d, "lam": cfg.weight_decay}
+    key = {"counts": counts, "d": d, "lam": cfg.weight_decay, "loss": cfg.loss}
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -752,13 +752,15 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         d=d,
         features="layernorm",
         method="lbfgs",
-        loss="ce",
+        loss=cfg.loss,
         lam_w=cfg.weight_decay,
         lam_b=cfg.weight_decay,
         seed=cfg.seed,
     )
     K = len(counts)
-    etf = ufm.layernorm_etf_optimum(K, d, loss="ce", lam_w=cfg.weight_decay, lam_b=cfg.weight_decay)
+    etf = ufm.layernorm_etf_optimum(
+        K, d, loss=cfg.loss, lam_w=cfg.weight_decay, lam_b=cfg.weight_decay
+    )
     out = {
         "key": key,
         "objective": float(res.objective),
@@ -849,6 +851,7 @@ _TRAJ_COLUMNS = (
     "efolds",
     "rel_objective",
     "rel_norm2",
+    *(f"norm2_{p}" for p in _PARTS),
 )
 _SLOPE_COLUMNS = (
     "family",
@@ -989,8 +992,11 @@ def summarise(config: DepthConfig) -> DepthResult:
         for lab, m in c["layers"].items():
             layer_rows.append({**key3, "layer": lab, **m})
         tr = c.get("trajectory") or {}
-        for i in range(len(tr.get("epoch", []))):
-            traj_rows.append({**key3, **{k: v[i] for k, v in tr.items()}})
+        n_ep = len(tr.get("epoch", []))
+        for i in range(n_ep):
+            # every TRAJECTORY_EVERY-th epoch and the last (cell.json keeps every epoch)
+            if tr["epoch"][i] % TRAJECTORY_EVERY == 0 or i == n_ep - 1 or i == 0:
+                traj_rows.append({**key3, **{k: v[i] for k, v in tr.items()}})
         row = {k: c.get(k) for k in _CELL_COLUMNS if k in c}
         row.update(c["layers"][c["last_layer"]])
         key = (c["seed"], c["feature_dim"])
@@ -1061,6 +1067,10 @@ def summarise(config: DepthConfig) -> DepthResult:
     ufm_io.atomic_write_text(out / "report.md", report)
     return DepthResult(out_dir=out, cells=cell_rows, slopes=slopes, missing=missing, report=report)
 
+
+#: ``depth_trajectories.csv`` keeps the first epoch, every this-many-th and the last of each
+#: cell (each cell's ``cell.json`` has every epoch).
+TRAJECTORY_EVERY = 5
 
 #: A cell is "not at its optimum" when its full objective exceeds the lowest full objective of
 #: a shallower cell of its family, seed and chain by more than this relative tolerance (float32

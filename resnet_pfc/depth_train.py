@@ -274,7 +274,9 @@ class CellTraining:
     trajectory : dict of str to list
         Per epoch: ``epoch, lr, phase`` (``"main"``/``"anneal"``), ``train_loss`` (mean
         minibatch loss), ``train_acc``, ``norm2``, ``objective`` (the epoch objective),
-        ``efolds`` (cumulative decay e-folds), ``rel_objective``, ``rel_norm2``.
+        ``efolds`` (cumulative decay e-folds), ``rel_objective``, ``rel_norm2`` (the
+        stationarity measures, None before ``2 * window`` main-phase epochs) and
+        ``norm2_<part>`` for each of :data:`PARTS`.
     efolds : float
         Total decay e-folds.
     elapsed_s : float
@@ -289,7 +291,7 @@ class CellTraining:
 
 
 _TRAJ = ("epoch", "lr", "phase", "train_loss", "train_acc", "norm2", "objective", "efolds")
-_TRAJ += ("rel_objective", "rel_norm2")
+_TRAJ += ("rel_objective", "rel_norm2", *(f"norm2_{p}" for p in PARTS))
 
 
 def train_cell(
@@ -385,7 +387,7 @@ def train_cell(
                     f"training diverged: non-finite loss at epoch {epoch} (lr={lr_now:g}); "
                     "lower the learning rate"
                 )
-            tot += float(lb) * len(idx)
+            tot += float(lb.detach()) * len(idx)
             correct += float((z.detach().argmax(1) == yb).sum())
             opt.zero_grad(set_to_none=True)
             lb.backward()
@@ -395,7 +397,8 @@ def train_cell(
             raise DivergenceError(
                 f"training diverged: non-finite parameters after epoch {epoch} (lr={lr_now:g})"
             )
-        n2 = sum(norm2_parts(model).values())
+        parts = norm2_parts(model)
+        n2 = sum(parts.values())
         res.efolds += steps * lr_now * weight_decay / (1.0 - momentum)
         tr = res.trajectory
         tr["epoch"].append(epoch)
@@ -404,6 +407,8 @@ def train_cell(
         tr["train_loss"].append(tot / N)
         tr["train_acc"].append(correct / N)
         tr["norm2"].append(n2)
+        for p in PARTS:
+            tr[f"norm2_{p}"].append(parts[p])
         tr["objective"].append(tot / N + 0.5 * weight_decay * n2)
         tr["efolds"].append(res.efolds)
         main_obj = [v for v, ph in zip(tr["objective"], tr["phase"], strict=True) if ph == "main"]
