@@ -1,59 +1,69 @@
-r"""Collapse against depth: LayerNorm ResNets and transformers, and the sphere-constrained UFM.
+r"""Collapse against depth: LayerNorm ResNets and transformers, at (or near) the regularised optimum.
 
 The claim under test (Sukenik, Lampert, Mondelli 2025, "Neural Collapse is Globally Optimal in
-Deep Regularized ResNets and Transformers"): global optima of deep regularised ResNets and
-transformers with LayerNorm are approximately collapsed, the approximation tightens as depth
-grows, and large-depth training reduces to an unconstrained features model whose features lie
-where LayerNorm puts them (zero mean across coordinates, norm :math:`\sqrt d`). Their
-experiments show NC1-NC3 falling with depth, a log-log slope of about -0.3.
+Deep Regularized ResNets and Transformers"): *global optima* of deep regularised ResNets and
+transformers with LayerNorm, trained with cross entropy or MSE, are approximately collapsed,
+the approximation tightens as depth grows, and large-depth training reduces to an
+unconstrained features model whose features lie where LayerNorm puts them (zero mean across
+coordinates, norm :math:`\sqrt d`). The paper's abstract states no slope, and none is compared
+here.
 
-:func:`depth_study` trains every family of :data:`resnet_pfc.models.DEPTH_FAMILIES` at every depth
-and seed with :func:`resnet_pfc.train.train` (cross entropy, SGD with momentum, weight decay on
-every parameter, lr divided by 10 at 1/3 and 2/3 of the epochs) and measures every block's
-output with the streaming accumulators (:func:`resnet_pfc.measure.measure`). Per cell
-(family, depth, seed) it keeps the final metrics of every layer and the last layer's features
-``H (N, d)``, classifier ``W (K, d)`` and bias ``b (K,)`` on the training set. Then
+A trained network is an upper bound on its optimum, so the study records how far each cell is
+from one. :func:`depth_study` trains every family of :data:`resnet_pfc.models.DEPTH_FAMILIES`
+(``ln_resnet1``, ``ln_resnet2``, ``transformer`` with pre-LN blocks, ``transformer_post``,
+``transformer_noaffine``) at every depth and seed with :func:`resnet_pfc.depth_train.train_cell`
+(SGD with momentum and weight decay on every parameter, cross entropy or MSE, a constant
+learning rate until a stationarity criterion holds or a cap, then a short anneal) and, per
+cell (family, depth, seed, and initialisation: independent, or the warm start from the
+shallower depth plus identity blocks):
 
-* **slopes**: for each family and last-layer metric ``m`` (NC1, NC2 equinorm, NC2
-  equiangularity, NC3, PFC1-3) the least-squares fit
-  :math:`\log m = a + s \log L` over all cells, with a percentile bootstrap interval for
-  ``s`` that resamples the seeds of each depth with replacement (stratified by depth);
-* **the reduction**: the network's last-layer ``(H, W, b)`` evaluated in the objective of the
-  sphere-constrained (LayerNorm) UFM at the matching regularisation,
+* the **full regularised objective**
+  :math:`F = \frac1N\sum_i \ell(f_\theta(x_i), y_i) + \frac{wd}{2}\|\theta\|^2` over every
+  parameter, split into classifier, blocks, LayerNorm gains and shifts, and embedding
+  (:func:`resnet_pfc.depth_train.full_objective`; :func:`recompute_objective` redoes it from the
+  cell's saved ``weights.pt``), its trajectory, the weight-norm trajectories, the decay e-folds,
+  and whether the stationarity criterion held;
+* the **not-at-optimum flag**: zeroing a block makes it an identity at zero penalty, so the
+  optimum of :math:`F` cannot rise with depth; a cell whose :math:`F` exceeds that of a
+  shallower cell of the same family, seed and chain is flagged (:func:`_flag_not_at_optimum`),
+  in the CSV, the report, the figures and the slope verdicts;
+* the final metrics of every measured layer (streaming accumulators of :mod:`ufm.metrics`:
+  NC1-NC4, PFC1-3, CDNV, the class-mean Gram eigenvalue ratio) and the law of data
+  separation's per-layer rate of NC1 (:func:`ufm.separation_rate`);
+* the last layer's features ``H (N, d)``, classifier ``W (K, d)`` and bias ``b (K,)`` in the
+  LN-UFM objective (:func:`lnufm_objective`) against its optimum :math:`F^*`
+  (:func:`ufm.solve` with ``features="layernorm"``): the relative gap counts the classifier's
+  penalty only.
 
-  .. math:: F(W, b, H) = \frac1N \sum_i \ell_{CE}(W h_i + b, y_i)
-            + \frac{\lambda_W}{2}\|W\|_F^2 + \frac{\lambda_b}{2}\|b\|^2,
-            \qquad h_i \in \{h: \textstyle\sum_j h_j = 0,\ \|h\| = \sqrt d\},
-
-  with :math:`\lambda_W = \lambda_b` = the training weight decay (SGD's weight decay ``wd``
-  minimises the loss plus :math:`(wd/2)\|\theta\|^2` over every parameter ``theta``, of which
-  the UFM keeps the classifier's; the other parameters' penalty is what the reduction says
-  vanishes with depth). The relative gap :math:`(F_{net} - F^*) / |F^*|` against
-  :math:`F^*`, the LN-UFM optimum of :func:`ufm.solve` with ``features="layernorm"``, and the
-  metrics of both side by side.
+Then, per family, chain and last-layer metric, the least-squares slope of
+:math:`\log m = a + s \log L` with a percentile bootstrap interval over seeds
+(:func:`fit_slope`).
 
 Output folder (every file written atomically; a cell is finished when its ``cell.json`` exists,
 and a rerun skips it, so an interrupted study resumes cell by cell; an interrupted cell resumes
-from its last epoch checkpoint)::
+from its ``train_state.pt``)::
 
     config.json                       options and versions
-    cells/<family>/L<depth>_s<seed>/  run/ (the training run directory), cell.json, last_layer.npz
-    depth_layers.csv                  one row per (family, depth, seed, layer): final metrics
-    depth_cells.csv                   one row per cell: last-layer metrics and the reduction
-    depth_slopes.csv                  one row per (family, metric): slope, bootstrap interval
-    figures/depth_metrics.png         last-layer metrics against depth (log-log), one column per family
+    cells/<family>/L<depth>_s<seed>[_warm]/  cell.json, weights.pt, train_state.pt, last_layer.npz
+    depth_cells.csv                   one row per cell: objective, flag, stationarity, metrics
+    depth_layers.csv                  one row per (cell, layer): final metrics
+    depth_trajectories.csv            per cell, every TRAJECTORY_EVERY-th epoch
+    depth_slopes.csv                  one row per (family, chain, metric): slope, interval, verdict
+    figures/depth_metrics.png         last-layer metrics against depth, flagged cells crossed
+    figures/depth_objective.png       the full objective against depth, both chains
+    figures/depth_trajectories.png    epoch objective and ||theta||^2 against the epoch
     figures/depth_layers_<family>.png per-layer curves coloured by depth
     figures/depth_reduction.png       objective gap to the LN-UFM optimum against depth
-    report.md                         "claim vs this run"
+    report.md                         what was measured, the flags, the warm-start comparison
 
-Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, reduced epochs, about 12 minutes on two
-idle cores with ``jobs=2``; see :data:`DEPTH_PRESETS` for the measured estimate), ``"paper"``
-(the seed paper's settings as far as they are known: width 64, depths 2-34, weight decay 5e-3,
-350 epochs, on a GPU) and ``"tiny"`` (the tutorial and the tests).
+Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, depths 2, 4, 8, three seeds, both
+initialisations; see :data:`DEPTH_PRESETS` for the measured cost), ``"paper"`` (MNIST, the
+paper's depths, long caps, on a GPU) and ``"tiny"`` (the tutorial and the tests).
 
 Size (over 500 lines): one study with one resumable pipeline -- its config and presets,
-the cell runner, the LN-UFM comparison and the slope fits share the study's config and files;
-its figures are in :mod:`resnet_pfc.depth_figures`.
+the cell runner, the flags, the LN-UFM comparison, the slope fits and the report share the
+study's config and files; the training loop is in :mod:`resnet_pfc.depth_train`, the figures
+in :mod:`resnet_pfc.depth_figures`.
 """
 
 from __future__ import annotations
