@@ -121,12 +121,12 @@ _STOP = (
 INITS: tuple[str, ...] = ("independent", "warm", "both")
 
 #: Named settings (``DepthConfig`` fields). ``cpu``: measured on this project's 2-core machine
-#: with one thread at low load, one digits epoch (1347 samples, batch 128) costs about
-#: 0.02 s + 0.005 s per block (``ln_resnet1``), 0.05 s + 0.006 s per block (``ln_resnet2``) and
-#: 0.09 s per block (transformer, 4 tokens of 4x4 patches, width 64), plus tens of ms of
-#: checkpointing. 3 seeds x depths (2, 3, 5, 8, 13, 21, 34) (86 blocks per sweep) x 60 / 40 epochs:
-#: about 22 minutes of one core, 11-13 minutes with ``jobs=2`` on two idle cores (40 minutes were
-#: measured with six other jobs on the machine; docs/depth.md).
+#: with one thread (load average about 3), one digits epoch (1347 samples, 11 steps of 128)
+#: costs about 0.035 s for ``ln_resnet2`` at depth 8 and 0.42 s for the transformer at depth 8
+#: (4 tokens of 4x4 patches, width 64). The transformers dominate: 3 variants x 3 seeds x
+#: depths (2, 4, 8) at the 150 + 20 epoch cap, plus the warm chains of two of them (depths 4 and
+#: 8), about 35 minutes of one core at that speed, so 18-20 minutes with ``jobs=2`` on two idle
+#: cores (docs/depth.md has the wall time of the committed run, under load).
 DEPTH_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "dataset": "digits",
