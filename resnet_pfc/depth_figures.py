@@ -216,14 +216,18 @@ def _objective_figures(
     )
     for j, f in enumerate(fams):
         ax = axes[0, j]
+        fam = [c for c in cells if c["family"] == f and _num(c.get("full_objective"))]
+        first = min((c["depth"] for c in fam), default=0)
         for init, color in (("independent", "tab:blue"), ("warm", "tab:orange")):
+            # the warm chain starts at the shallowest independent cell
             fc = [
                 c
-                for c in cells
-                if c["family"] == f
-                and (c.get("init") or "independent") == init
-                and _num(c.get("full_objective"))
+                for c in fam
+                if (c.get("init") or "independent") == init
+                or (init == "warm" and c["depth"] == first)
             ]
+            if init == "warm" and not any(c.get("init") == "warm" for c in fc):
+                continue
             if not fc:
                 continue
             xs = [c["depth"] for c in fc]
@@ -244,8 +248,9 @@ def _objective_figures(
                     ms=8,
                     label=f"not at its optimum ({init})",
                 )
+        if fam:
             ax.set_xscale("log")
-            _depth_ticks(ax, ds)
+            _depth_ticks(ax, sorted({c["depth"] for c in fam}))
         ax.set_title(f, fontsize=10)
         ax.set_xlabel("depth (blocks)")
         ax.grid(alpha=0.3)
