@@ -1,7 +1,7 @@
 r"""The study (``pfc demo``): stage order, resume protocol, ``config.json``/``results.json``.
 
 :func:`run_study` runs the stages of :data:`pfc.config.STAGES` in order (each in
-:mod:`pfc.stages`: ``train``, ``sec4b``, ``network``, ``proofs``). Each stage writes its own
+:mod:`pfc.stages`: ``train``, ``deep``, ``sec4b``, ``network``, ``proofs``). Each stage writes its own
 folder under the study directory ``out`` and its ``stage.json`` last (atomically), so that an
 interrupted study keeps every finished stage and ``resume=True`` skips them (a resumed study
 must have the same options, except those of :data:`RESUME_FREE`). Then ``report.html`` (one
@@ -31,13 +31,14 @@ from ufm.registry import CORE
 
 from .config import STAGES, StudyConfig, config_doc, resolve_study_config
 from .html_report import write_html
-from .stages import network, proofs, sec4b, train
+from .stages import deep, network, proofs, sec4b, train
 
 __all__ = ["run_study", "headline", "STAGE_RUNS", "RESUME_FREE"]
 
 #: The function of each stage, ``run(cfg, out, say) -> dict`` (its ``stage.json``).
 STAGE_RUNS: dict[str, Callable[[StudyConfig, Path, Callable[[str], None]], dict[str, Any]]] = {
     "train": train.run,
+    "deep": deep.run,
     "sec4b": sec4b.run,
     "network": network.run,
     "proofs": proofs.run,
@@ -174,9 +175,59 @@ def _cert_summary(certs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: c[k] for k in ("problem", "bound", "gap", "exact")} for c in certs]
 
 
+def _trained(doc: Any) -> bool:
+    return isinstance(doc, dict) and not doc.get("skipped") and "summary" in doc
+
+
+def network_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``results.json`` entry of one trained network (a ``train`` or ``deep`` stage document).
+
+    ``split`` is the split of ``last_layer``, ``strictly_decreasing`` and the goals (the
+    training split, final epoch); ``test_last_layer`` is the test split's last layer.
+    ``collapse_goals_met``: every value goal of the last layer
+    (:data:`resnet_pfc.analysis.COLLAPSE_GOALS`) and every order goal across the layers
+    (:data:`resnet_pfc.analysis.ORDER_GOALS`) holds.
+    """
+    net = doc.get("network") or {"name": "fc", "model": "fc"}
+    col = doc.get("collapse") or collapse_check(doc["summary"])
+    test = (doc.get("test") or {}).get("collapse")
+    layers = doc["summary"]["layers"]
+    return {
+        "name": net.get("name"),
+        "title": net.get("title"),
+        "model": net.get("model"),
+        "dataset": doc.get("dataset"),
+        "blocks": net.get("blocks", len(layers) - 1),
+        "width": net.get("width"),
+        "split": "train",
+        "final_epoch": doc["summary"].get("final_epoch"),
+        "train_accuracy": doc["tpt"].get("train_accuracy_final"),
+        "in_tpt": doc["tpt"].get("in_tpt"),
+        "last_layer": {k: col["last_layer"].get(k) for k in _METRICS},
+        "first_layer": {k: col["per_layer"][k][0] for k in _METRICS},
+        "strictly_decreasing": dict(col["strictly_decreasing"]),
+        "non_increasing": dict(col.get("non_increasing", {})),
+        "goals": col["goals"],
+        "order_goals": col.get("order_goals", {}),
+        "collapse_goals_met": bool(col.get("collapse_goals_met", col["all_goals_met"])),
+        "rising_during_training": [r["metric"] for r in doc.get("rising") or []],
+        "test_last_layer": None
+        if test is None
+        else {k: test["last_layer"].get(k) for k in _METRICS},
+        "test_accuracy": None if test is None else _test_accuracy(doc),
+    }
+
+
+def _test_accuracy(doc: dict[str, Any]) -> float | None:
+    return (doc.get("test") or {}).get("accuracy")
+
+
 def headline(stages: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a study from its stage documents (deterministic)."""
     res: dict[str, Any] = {}
+    nets = [network_entry(stages[k]) for k in ("train", "deep") if _trained(stages.get(k))]
+    if nets:
+        res["networks"] = nets
     tr = stages.get("train")
     if tr:
         s = tr["summary"]

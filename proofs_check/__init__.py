@@ -26,7 +26,7 @@ The hypothesis strategies live in :mod:`proofs_check.strategies` (needs ``hypoth
 from __future__ import annotations
 
 from .certify import SignCertificate, certify_sign, count_roots, isolate_roots
-from .common import CheckResult
+from .common import COUNTEREXAMPLE_KINDS, CheckResult
 from .instances import LineInstance, MeansInstance, MUFMInstance
 from .theorem1 import analyze_line, check_theorem1, line_coefficients, pfc1_closed_form
 from .theorem2 import analyze_means_line, check_theorem2, pfc2_line_polynomials
@@ -35,6 +35,7 @@ from .theorem4 import analyze_mufm, check_theorem4, reduced_mse_flow
 
 __all__ = [
     "CheckResult",
+    "COUNTEREXAMPLE_KINDS",
     "SignCertificate",
     "certify_sign",
     "count_roots",

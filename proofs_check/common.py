@@ -28,6 +28,7 @@ from .instances import DEGENERATE_KINDS
 
 __all__ = [
     "CheckResult",
+    "COUNTEREXAMPLE_KINDS",
     "Tally",
     "draw_instances",
     "instance_rng",
@@ -39,6 +40,20 @@ T = TypeVar("T")
 
 #: Maximum number of counterexamples kept per kind in a result (the counts are complete).
 MAX_EXAMPLES_PER_KIND = 5
+
+#: What each kind of counterexample means (reports print this legend beside the counts).
+#: Only ``violation`` is a failure of a claim; the others are expected outcomes that show
+#: where a theorem's assumption or scope ends.
+COUNTEREXAMPLE_KINDS: dict[str, str] = {
+    "violation": "a claim failed inside its assumptions (a real failure)",
+    "inconclusive": "the numerical check could not decide within its tolerance",
+    "assumption_needed": "Theorem 1 with c < 0 (outside its assumption): PFC1 rises before "
+    "it falls, so the assumption c > 0 is needed (expected, certified)",
+    "global_monotonicity_fails": "Theorem 2: PFC2 is not monotone on all of [0, 1] for a "
+    "large transport cost; the theorem claims monotonicity near t = 1 only (expected)",
+    "empirical_failure": "Theorem 4: a property beyond the theorem's claim (monotone in lam "
+    "beyond lam_0, or along the flow) failed; not a claim of the theorem",
+}
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,7 @@ class Tally:
     def over(self, items: Sequence[T], progress: bool = False) -> Iterator[T]:
         """Iterate over the instances, counting each as tried (tqdm bar when ``progress``)."""
         desc = self.name.replace("theorem", "theorem ")
-        for item in tqdm(items, desc=desc, disable=not progress, leave=False):
+        for item in tqdm(items, desc=desc, disable=None if progress else True, leave=False):
             self.n_tried += 1
             yield item
 

@@ -31,7 +31,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 import mufm
-from ufm.errors import ConvergenceWarning, InputError
+from ufm.errors import ConvergenceWarning
+from ufm.losses import check_loss
 from ufm.objective import objective as f_reduced
 from ufm.status import Status
 from ufm.threads import threads
@@ -111,7 +112,8 @@ def multilayer_value_and_grad(
         lval = float((np.log(s) + zmax).sum() - (Z * Y).sum())
         R = ez / s - Y
     else:
-        raise InputError(f"loss must be 'mse' or 'ce', got {loss!r}")
+        check_loss(loss)  # raises: the one message for an unknown loss
+        raise AssertionError("unreachable")
     R = R / N
     prev = np.concatenate([X[None], Hs[:-1]], axis=0)
     steps = Hs - prev  # (L, N, d): h^l - h^{l-1}

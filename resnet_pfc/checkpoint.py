@@ -22,7 +22,6 @@ import contextlib
 import io
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -185,7 +184,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = ufm_io.open_temp(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

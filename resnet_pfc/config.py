@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ufm.errors import CheckpointError, InputError
+from ufm.losses import LOSSES
 from ufm.validate import check_int
 
 from .models import (
@@ -66,7 +67,6 @@ TRAIN_DESCRIPTION = (
 #: Accepted values of ``TrainConfig.model``.
 MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
 #: Training losses (the first, the paper's cross entropy, is the default).
-LOSSES: tuple[str, ...] = ("ce", "mse")
 #: Relative positions of the layers (see :func:`resnet_pfc.measure.measure`).
 POSITIONS: tuple[str, ...] = ("index", "distance")
 
@@ -229,8 +229,11 @@ class TrainConfig:
     lr: float | None = option(
         float, "initial learning rate", default=None, low=0, positive=True, shown="the preset"
     )
-    loss: str = _choice(
-        "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample", LOSSES
+    loss: str = option(
+        str,
+        "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample",
+        default="ce",
+        choices=LOSSES,
     )
     momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1)
     weight_decay: float = option(float, "SGD weight decay", default=5e-4, low=0)

@@ -80,6 +80,7 @@ import numpy as np
 
 from ufm import io as ufm_io
 from ufm.errors import InputError
+from ufm.losses import LOSSES, check_loss
 from ufm.registry import NC2, PFC, SEPARATION
 
 from .config import dataset_arg
@@ -247,7 +248,7 @@ class DepthConfig:
         5e-3,
         doc="Also the LN-UFM's ``lam_w = lam_b``.",
     )
-    loss: str = option(str, "training loss", default="ce", choices=("ce", "mse"))
+    loss: str = option(str, "training loss", default="ce", choices=LOSSES)
     init: str = option(
         str,
         "independent training, the warm start, or both",
@@ -424,14 +425,13 @@ def lnufm_objective(
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
+    loss = check_loss(loss)
     Z = H @ W.T + b
     pen = 0.5 * lam_w * float(np.sum(W * W)) + 0.5 * lam_b * float(np.sum(b * b))
     if loss == "mse":
         T = np.zeros_like(Z)
         T[np.arange(len(y)), y] = 1.0
         return 0.5 * float(np.mean(np.sum((Z - T) ** 2, axis=1))) + pen
-    if loss != "ce":
-        raise InputError(f"loss must be 'ce' or 'mse', got {loss!r}")
     Zmax = Z.max(axis=1, keepdims=True)
     lse = np.log(np.exp(Z - Zmax).sum(axis=1)) + Zmax[:, 0]
     ce = float(np.mean(lse - Z[np.arange(len(y)), y]))

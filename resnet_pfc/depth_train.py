@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ufm.errors import DivergenceError, InputError
+from ufm.losses import check_loss
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .models import TRANSFORMER_VARIANTS, build_depth_model
@@ -172,8 +173,7 @@ def full_objective(
     InputError
         Unknown loss, or ``x`` and ``y`` of different lengths.
     """
-    if loss not in ("ce", "mse"):
-        raise InputError(f"loss must be 'ce' or 'mse', got {loss!r}")
+    loss = check_loss(loss)
     if len(x) != len(y):
         raise InputError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     K = int(num_classes if num_classes is not None else model.num_classes)
@@ -324,7 +324,7 @@ def train_cell(
     Raises
     ------
     InputError
-        Inconsistent epoch counts.
+        Inconsistent epoch counts, an unknown loss.
     DivergenceError
         A non-finite loss or parameters.
     """
@@ -333,6 +333,7 @@ def train_cell(
             f"need 1 <= min_epochs <= max_epochs, got min_epochs={min_epochs}, "
             f"max_epochs={max_epochs}"
         )
+    loss = check_loss(loss)
     if window < 1 or not tol > 0:
         raise InputError(f"window must be >= 1 and tol > 0, got window={window}, tol={tol}")
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)

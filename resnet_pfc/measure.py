@@ -396,7 +396,8 @@ def measure(
                 if progress:
                     from tqdm.auto import tqdm
 
-                    it = tqdm(loader, desc=f"measure pass {p}/{passes}", leave=False)
+                    # disable=None: no carriage-return redraws when the output is not a terminal (a log)
+                    it = tqdm(loader, desc=f"measure pass {p}/{passes}", leave=False, disable=None)
                 for batch in it:
                     x, y = batch[0], batch[1]
                     x = x.to(device=device, dtype=dtype)

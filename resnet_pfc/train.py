@@ -475,6 +475,7 @@ def _train(cfg: TrainConfig, ctx: dist_mod.DistContext) -> RunResult:
             desc=f"train {cfg.dataset}",
             unit="epoch",
             dynamic_ncols=True,
+            disable=None,  # no carriage-return redraws when the output is not a terminal
         )
     epochs_run = 0
     try:

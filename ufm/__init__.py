@@ -33,6 +33,7 @@ from .layernorm import (
     layernorm_normalize,
     layernorm_objective,
 )
+from .losses import LOSSES, check_loss
 from .metrics import *  # noqa: F403 - the metric functions and accumulators, listed there
 from .objective import objective
 from .registry import METRICS, MetricSpec
@@ -51,6 +52,8 @@ __all__ = [
     "Status",
     "errors",
     "objective",
+    "LOSSES",
+    "check_loss",
     "solve",
     "certify",
     "Certificate",

@@ -38,6 +38,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "csv_text",
+    "new_file_mode",
+    "open_temp",
     "write_csv",
     "save_png",
     "jsonable",
@@ -45,6 +47,29 @@ __all__ = [
     "read_json",
     "versions",
 ]
+
+
+def new_file_mode() -> int:
+    """The permission bits a new file gets under this process's umask (``0o666 & ~umask``).
+
+    :func:`tempfile.mkstemp` creates files readable by their owner only (``0o600``); files the
+    toolkit writes get these bits instead, like any file created with ``open(path, "w")``, so
+    that a shared group can read a run's results.
+    """
+    mask = os.umask(0)  # os has no read-only query; set it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def open_temp(path: Path) -> tuple[int, str]:
+    """A temporary file next to ``path`` (``(fd, name)``, as :func:`tempfile.mkstemp`), with
+    the permissions of :func:`new_file_mode`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, new_file_mode())
+    except OSError:  # a file system without modes: keep mkstemp's
+        pass
+    return fd, tmp
 
 
 def atomic_write(
@@ -56,7 +81,7 @@ def atomic_write(
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = open_temp(path)
     try:
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"newline": ""})) as f:
             write(f)

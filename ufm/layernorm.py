@@ -59,6 +59,7 @@ import numpy as np
 import scipy.optimize
 
 from .errors import BackendError, ConvergenceWarning, DegenerateInputError, InputError, SolverError
+from .losses import check_loss
 from .metrics import collapse_metrics
 from .objective import objective
 from .result import SolveResult
@@ -345,8 +346,7 @@ def _check_common(lam_w, lam_b, lam_affine, loss, bias, affine):
     lam_w = check_scalar(lam_w, "lam_w", low=0.0, low_inclusive=False)
     lam_b = check_scalar(lam_b, "lam_b")
     lam_a = lam_w if lam_affine is None else check_scalar(lam_affine, "lam_affine")
-    if loss not in ("mse", "ce"):
-        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
+    check_loss(loss)
     if not isinstance(bias, bool | np.bool_):
         raise InputError(f"bias must be True or False, got {describe(bias)}")
     if not isinstance(affine, bool | np.bool_):

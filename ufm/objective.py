@@ -9,6 +9,7 @@ import torch
 
 from .engine.core import NP, TORCH, Params, Problem
 from .errors import InputError
+from .losses import check_loss
 from .validate import check_features, check_scalar, describe, is_torch, to_tensor
 
 __all__ = ["objective"]
@@ -97,8 +98,7 @@ def objective(
     lam_w = check_scalar(lam_w, "lam_w")
     lam_h = check_scalar(lam_h, "lam_h")
     lam_b = check_scalar(lam_b, "lam_b")
-    if loss not in ("mse", "ce"):
-        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
+    loss = check_loss(loss)
     use_torch = any(is_torch(a) for a in (W, b, H, X))
     Wt = check_features(W, "W")
     Ht = check_features(H, "H")

@@ -3,7 +3,8 @@
 Each module exposes ``run(cfg, out, say) -> dict``: it writes its folder ``out/<stage>/`` and
 returns the stage document that :mod:`pfc.runner` saves as ``out/<stage>/stage.json``.
 
-- :mod:`pfc.stages.train`: train a fully connected ResNet and measure every layer (``train/``).
+- :mod:`pfc.stages.train`: train the paper's fully connected ResNet (``train/``) and the deep
+  LayerNorm ResNet (stage ``deep``, ``deep/``), measuring every layer of both.
 - :mod:`pfc.stages.sec4b`: the paper's Sec. IV-B experiment and certificates (``sec4b/``).
 - :mod:`pfc.stages.network`: MUFM and UFM on the trained network's features (``network/``).
 - :mod:`pfc.stages.proofs`: the theorem checks (``proofs/``).

@@ -51,7 +51,7 @@ _METRICS = CORE
 
 
 def _bar(it: Any, enabled: bool, desc: str) -> Any:
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True) if enabled else it
+    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True, disable=None) if enabled else it
 
 
 def _metrics(H: np.ndarray, y: np.ndarray) -> dict[str, float]:

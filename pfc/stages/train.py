@@ -1,13 +1,18 @@
-"""Stage 1, ``train/``: a fully connected ResNet trained on real images, every layer measured.
+"""Stage ``train``: a network trained on real images, every layer measured.
 
-The run directory of :func:`resnet_pfc.train` (``metrics.csv``, ``geodesic.csv``,
-``figures/fig2_train.png``, ``figures/fig3_train.png``, ``report.md``), trained with the study's
-recipe (:data:`pfc.config.FULL`, chosen and measured in ``docs/demo_recipe.md``) and resumed
-from its checkpoint when the study is. The stage document states whether the run reached the
-terminal phase of training (TPT: 100% training accuracy, and a training loss that kept falling
-after it got there), the final per-layer PFC1-3 and NC1 on the training split, whether each
-decreases strictly through every block, whether the last layer meets the collapse goals
-(:func:`resnet_pfc.analysis.collapse_check`), and the recipe next to the paper's
+:func:`train_network` also serves the ``deep`` stage (:mod:`pfc.stages.deep`).
+
+Each writes the run directory of :func:`resnet_pfc.train` (``metrics.csv``, ``geodesic.csv``,
+``figures/``, ``report.md``) under its folder, trained with the recipe of its
+:class:`pfc.config.Network` (:func:`pfc.config.networks`: ``train/`` is the paper's fully
+connected ResNet, ``deep/`` the deep LayerNorm ResNet; the recipes are chosen and measured in
+``docs/demo_recipe.md``), and is resumed from its checkpoint when the study is. Both splits are
+measured (the test split beside the training split). The stage document states whether the run
+reached the terminal phase of training (TPT: 100% training accuracy, and a training loss that
+kept falling after it got there), the final per-layer PFC1-3 and NC1 of both splits, whether
+each decreases through every block, whether the last layer meets the collapse goals
+(:func:`resnet_pfc.analysis.collapse_check`), the metrics that rose during training
+(:func:`resnet_pfc.analysis.rising_metrics`), and the recipe next to the paper's
 (:func:`pfc.config.recipe_vs_paper`).
 """
 
@@ -17,56 +22,95 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from resnet_pfc.analysis import collapse_check, layer_summary, tpt_check
+from resnet_pfc.analysis import collapse_check, layer_summary, rising_metrics, tpt_check
 from resnet_pfc.checkpoint import checkpoint_exists
 from resnet_pfc.config import TrainConfig
 from resnet_pfc.runs import CHECKPOINT, read_csv
 from resnet_pfc.train import train
 
-from ..config import StudyConfig, milestones, recipe_vs_paper
+from ..config import Network, StudyConfig, networks, recipe_vs_paper
 
-__all__ = ["run"]
+__all__ = ["run", "train_network"]
 
 
-def run(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    """Train and measure into ``out/train``; return the stage document (see the module)."""
-    run = out / "train"
-    # options the study shares with the trainer under the same name, then the renamed ones
-    same = ("dataset", "blocks", "width", "epochs", "lr", "loss", "weight_decay", "batch_size")
-    same += ("eval_every", "seed", "threads", "progress")
+def train_network(
+    cfg: StudyConfig, net: Network, out: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Train and measure ``net`` into ``out/<net.stage>``; return its stage document."""
+    run_dir = out / net.stage
     tc = TrainConfig(
-        **{k: getattr(cfg, k) for k in same},
-        out=str(run),
-        model="fc",
-        milestones=milestones(cfg),
-        per_class=cfg.train_per_class,
-        resume=checkpoint_exists(run / CHECKPOINT),
+        dataset=cfg.dataset,
+        model=net.model,
+        blocks=net.blocks,
+        width=net.width,
+        epochs=net.epochs,
+        lr=net.lr,
+        loss=net.loss,
+        weight_decay=net.weight_decay,
+        batch_size=net.batch_size,
+        eval_every=net.eval_every,
+        eval_test=True,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        progress=cfg.progress,
+        out=str(run_dir),
+        milestones=net.milestones,
+        per_class=net.per_class,
+        resume=checkpoint_exists(run_dir / CHECKPOINT),
         figures=True,
     )
     say(
-        f"training a fully connected ResNet ({cfg.blocks} blocks, width {cfg.width}) on "
-        f"{cfg.dataset} for {cfg.epochs} epochs ({cfg.loss} loss, weight decay "
-        f"{cfg.weight_decay:g}, batch {cfg.batch_size}), measuring every block every "
-        f"{cfg.eval_every} epochs"
+        f"training {net.title}: {net.architecture}, on {cfg.dataset} for {net.epochs} epochs "
+        f"({net.loss} loss, lr {net.lr:g}, weight decay {net.weight_decay:g}, batch "
+        f"{net.batch_size}, lr / 10 after epochs {', '.join(map(str, net.milestones))}), "
+        f"measuring every block every {net.eval_every} epochs"
     )
     res = train(tc)
-    rows = read_csv(run / "metrics.csv")
+    rows = read_csv(run_dir / "metrics.csv")
     tpt = tpt_check(rows)
     summary = layer_summary(rows)
     collapse = collapse_check(summary)
+    test = None
+    if any(r["split"] == "test" for r in rows):
+        test_summary = layer_summary(rows, split="test")
+        final = [
+            r for r in rows if r["split"] == "test" and r["epoch"] == test_summary["final_epoch"]
+        ]
+        test = {
+            "summary": test_summary,
+            "collapse": collapse_check(test_summary),
+            "accuracy": min(final, key=lambda r: r["layer_index"]).get("accuracy"),
+        }
     say(
-        f"trained: training accuracy {tpt['train_accuracy_final']:.4f}, training loss "
-        f"{tpt['train_loss_final']:.3g} (in TPT: {tpt['in_tpt']}); last layer "
+        f"trained: training accuracy {tpt['train_accuracy_final']:.4f} (in TPT: "
+        f"{'yes' if tpt['in_tpt'] else 'no'}); last layer "
         + ", ".join(f"{k.upper()} {v:.3g}" for k, v in collapse["last_layer"].items())
-        + "; strictly decreasing: "
-        + ", ".join(f"{k.upper()} {v}" for k, v in collapse["strictly_decreasing"].items())
+        + "; collapse goals met: "
+        + ("yes" if collapse["collapse_goals_met"] else "no")
     )
     return {
-        "stage": "train",
-        "run_dir": "train",
+        "stage": net.stage,
+        "run_dir": net.stage,
+        "dataset": cfg.dataset,
+        "network": {
+            "name": net.name,
+            "title": net.title,
+            "model": net.model,
+            "architecture": net.architecture,
+            "blocks": net.blocks,
+            "width": net.width,
+            "milestones": list(net.milestones),
+        },
         "tpt": tpt,
         "summary": summary,
         "collapse": collapse,
-        "recipe": recipe_vs_paper(cfg),
+        "test": test,
+        "rising": rising_metrics(rows),
+        "recipe": recipe_vs_paper(cfg, net),
         "elapsed_s": res.elapsed_s,
     }
+
+
+def run(cfg: StudyConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Stage ``train``: the paper's fully connected ResNet (see the module)."""
+    return train_network(cfg, networks(cfg)[0], out, say)

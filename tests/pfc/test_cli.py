@@ -361,10 +361,62 @@ def test_report_and_figures_of_a_run_directory(quick_study, tmp_path, capsys):
     html = (run_dir / "report.html").read_text()
     assert "Fig. 2" in html and "data:image/png;base64," in html
     assert "Terminal phase of training" in html
+    # a plain training run's report does not talk about the demo
+    assert "demo's budget" not in html and "demo_recipe" not in html
+    assert "heat maps" in html
     rc, out, _ = run(capsys, "figures", str(quick_study))
     assert rc == 0 and "fig2_train.png" in out
     rc, _, err = run(capsys, "report", str(tmp_path / "nowhere"))
     assert rc == 2 and "study directory" in err
+
+
+def test_quick_demo_networks_entry(quick_study):
+    """results.json["networks"]: one entry per trained network, recomputed from metrics.csv."""
+    from resnet_pfc.runs import read_csv
+
+    res = json.loads((quick_study / "results.json").read_text())
+    nets = res["networks"]
+    assert [n["name"] for n in nets] == ["fc", "deep"]
+    assert [n["model"] for n in nets] == ["fc", "ln_resnet1"]
+    for n, folder in zip(nets, ("train", "deep"), strict=True):
+        assert n["split"] == "train" and n["dataset"] == "digits"
+        rows = read_csv(quick_study / folder / "metrics.csv")
+        final = max(r["epoch"] for r in rows)
+        tr = sorted((r for r in rows if r["epoch"] == final and r["split"] == "train"),
+                    key=lambda r: r["layer_index"])  # fmt: skip
+        te = sorted((r for r in rows if r["epoch"] == final and r["split"] == "test"),
+                    key=lambda r: r["layer_index"])  # fmt: skip
+        assert n["blocks"] == len(tr) - 1
+        for k in ("pfc1", "pfc2", "pfc3", "nc1"):
+            vals = [r[k] for r in tr]
+            np.testing.assert_allclose(n["last_layer"][k], vals[-1], rtol=1e-12)
+            np.testing.assert_allclose(n["test_last_layer"][k], te[-1][k], rtol=1e-12)
+            assert n["strictly_decreasing"][k] == all(b < a for a, b in zip(vals, vals[1:]))
+        goals_met = (
+            n["last_layer"]["pfc1"] <= 0.1
+            and n["last_layer"]["pfc2"] <= 0.1
+            and n["last_layer"]["nc1"] <= 0.05
+            and all(n["strictly_decreasing"][k] for k in ("pfc1", "pfc2", "nc1"))
+            and n["non_increasing"]["pfc3"]
+        )
+        assert n["collapse_goals_met"] == goals_met
+        assert isinstance(n["rising_during_training"], list)
+    html = (quick_study / "report.html").read_text()
+    summary = html.split("<h2>Summary</h2>", 1)[1].split("<h2>", 1)[0]
+    for n in nets:
+        if not n["collapse_goals_met"]:  # every unmet goal is named in the Summary
+            assert "did not hold" in summary
+            for k, g in n["goals"].items():
+                if not g["met"]:
+                    assert f"{k.upper()} = " in summary
+    assert "heat maps" in html and "1b. The deep LayerNorm ResNet" in html
+    for rel in ("deep/figures/heatmap_train.png", "deep/figures/fig2_test.png",
+                "deep/networks.png", "train/figures/heatmap_train.png"):  # fmt: skip
+        assert (quick_study / rel).is_file(), rel
+    # the recipe table of --quick names the preset instead of the full demo's reasons
+    deep = json.loads((quick_study / "deep" / "stage.json").read_text())
+    why = {r["option"]: r["why"] for r in deep["recipe"]}
+    assert why["epochs"].startswith("set by --quick")
 
 
 @pytest.mark.slow
@@ -372,8 +424,12 @@ def test_full_demo(tmp_path, capsys):
     rc, out, _ = run(capsys, "demo", "--out", str(tmp_path / "full"), "--no-progress")
     assert rc == 0
     res = json.loads((tmp_path / "full" / "results.json").read_text())
-    assert res["training"]["train_accuracy_final"] == 1.0
     assert res["theorems_ok"] is True
+    deep = res["networks"][1]
+    assert deep["dataset"] == "mnist_5k" and deep["blocks"] >= 34
+    assert deep["collapse_goals_met"] is True, deep
+    assert deep["last_layer"]["nc1"] <= 0.05 and deep["last_layer"]["pfc1"] <= 0.1
+    assert "Summary" in out or "collapse goals" in out
 
 
 # ------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_docstring_lists_every_field():
     doc = StudyConfig.__doc__
     for f in fields(StudyConfig):
         assert doc.count(f"\n{f.name} : ") == 1, f.name
-    assert '\nloss : {"ce", "mse"}, optional\n' in doc
+    assert '\nloss : {"mse", "ce"}, optional\n' in doc
     assert "\nprogress : bool\n    ``--no-progress``: no progress bars or status lines.\n" in doc
 
 
@@ -37,7 +37,7 @@ def test_pfc_demo_has_one_option_per_command_line_field():
     assert dests == want
     assert want == {
         "out", "seed", "quick", "resume", "force", "threads", "progress", "dataset", "loss",
-        "epochs", "lams", "instances",
+        "epochs", "lams", "instances", "deep", "deep_blocks", "deep_epochs",
     }  # fmt: skip
 
 

@@ -163,3 +163,10 @@ def test_load_run_gives_the_trained_model(tmp_path, tiny_run):
     (out / "checkpoints" / "last.prev.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError):
         load_run(out)
+
+
+def test_trainer_default_loss_is_the_papers_cross_entropy():
+    # the default does not follow the order of ufm.losses.LOSSES (a regression caught once)
+    from resnet_pfc.config import TrainConfig
+
+    assert TrainConfig(out="x").loss == "ce"

@@ -339,9 +339,12 @@ def test_certificate_to_dict_is_json_ready_and_status_is_the_enum():
 def test_certify_constants_defaults_and_ranges():
     got = certify_constants(None, None, None, None, None, lam_h_default=DEFAULT_LAM_H)
     assert got == (DEFAULT_LAM_W, DEFAULT_LAM_H, DEFAULT_LAM_B, "mse", True)
-    assert certify_constants(1.0, 0.0, 0.0, "CE", False, lam_h_default=0.0) == (
+    assert certify_constants(1.0, 0.0, 0.0, "ce", False, lam_h_default=0.0) == (
         1.0, 0.0, 0.0, "ce", False,
     )  # fmt: skip
+    # loss names are spelled exactly everywhere (ufm.losses.check_loss), with the spelling to use
+    with pytest.raises(InputError, match="write 'ce'"):
+        certify_constants(1.0, 0.0, 0.0, "CE", False, lam_h_default=0.0)
     bad = [
         dict(lam_w=0.0), dict(lam_w=float("nan")), dict(lam_b=-1.0), dict(loss="hinge"),
         dict(bias="yes"), dict(lam_h=-1.0),

@@ -128,3 +128,27 @@ def test_versions_lists_python_toolkit_and_importable_packages():
     assert list(v) == ["python", "platform", "pfc_toolkit", "numpy"]
     assert v["python"] == sys.version.split()[0]
     assert v["numpy"] == np.__version__ and v["pfc_toolkit"] == ufm.__version__
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_honour_the_umask(tmp_path, umask):
+    """Every file written atomically gets 0o666 & ~umask (mkstemp alone gives 0o600)."""
+    import os
+    import stat
+
+    from resnet_pfc.checkpoint import save_checkpoint
+    from ufm.io import atomic_write_text, new_file_mode, write_json
+
+    old = os.umask(umask)
+    try:
+        assert new_file_mode() == 0o666 & ~umask
+        paths = [
+            atomic_write_text(tmp_path / "a.txt", "x"),
+            write_json(tmp_path / "b.json", {"a": 1}),
+        ]
+        save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
+        paths.append(tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p

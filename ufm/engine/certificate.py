@@ -18,8 +18,6 @@ __all__ = ["Certificate", "EXACT_RTOL", "check_bound"]
 #: attain the bound (so the bound is the global optimum up to the solver's accuracy).
 EXACT_RTOL = 1e-6
 
-LOSSES = ("mse", "ce")
-
 
 @dataclass(frozen=True, eq=False)
 class Certificate:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConvergenceWarning, InputError, SolverError
+from ..losses import check_loss
 from ..objective import objective
 from ..status import Status
 from ..validate import check_features, check_scalar, describe
@@ -31,13 +32,11 @@ from .options import DEFAULT_LAM_B, DEFAULT_LAM_W
 __all__ = [
     "Certificate",
     "EXACT_RTOL",
-    "LOSSES",
     "MAX_CERTIFY_BYTES",
     "MAX_CERTIFY_SECONDS",
     "certify_constants",
     "check_bias",
     "check_bound",
-    "check_loss",
     "check_solver",
     "conclude",
     "is_result",
@@ -53,14 +52,6 @@ __all__ = [
     "unpack_solution",
     "value_and_grad",
 ]
-
-LOSSES = ("mse", "ce")
-
-
-def check_loss(loss: Any) -> str:
-    if not isinstance(loss, str) or loss.lower() not in LOSSES:
-        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
-    return loss.lower()
 
 
 def check_bias(bias: Any) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import BackendError, InputError
+from ..losses import check_loss
 from ..validate import check_int, check_scalar, describe
 from .core import NP, TORCH, Ops, Params
 
@@ -33,7 +34,6 @@ __all__ = [
     "DEFAULT_MAX_ITER_GD_CE",
     "METHODS",
     "MSE_ONLY",
-    "LOSSES",
     "FIRST_ORDER_LIMIT",
     "Backend",
     "resolve_backend",
@@ -61,7 +61,6 @@ DEFAULT_MAX_ITER = {
 DEFAULT_MAX_ITER_GD_CE = 1_000_000
 METHODS = ("suffstats", "lbfgs", "lbfgs-h", "gd")
 MSE_ONLY = ("suffstats", "lbfgs-h")
-LOSSES = ("mse", "ce")
 
 
 @dataclass(frozen=True)
@@ -230,8 +229,7 @@ def check_params(
                 "float64 precision and the solvers can no longer resolve the other terms; use "
                 f"a smaller {name} (at {PENALTY_LIMIT:g} the solution is already the zero limit)"
             )
-    if loss not in LOSSES:
-        raise InputError(f"loss must be 'mse' or 'ce', got {describe(loss)}")
+    loss = check_loss(loss)
     if not isinstance(bias, bool | np.bool_):
         raise InputError(f"bias must be True or False, got {describe(bias)}")
     if not isinstance(method, str) or method not in METHODS:
