@@ -480,7 +480,7 @@ def _add_depth_parser(sub: Any) -> None:
         "rate), fit log-log slopes against depth with a bootstrap interval over seeds, compare "
         "the last layer with the LayerNorm UFM optimum, and write CSV files, figures and "
         "report.md. Resumable: a rerun skips finished cells. --preset cpu (default): digits, "
-        "depths 2 4 8, 2 seeds, both initialisations; --preset paper: MNIST on a GPU.",
+        "depths 2 4 8, 3 seeds, both initialisations; --preset paper: MNIST on a GPU.",
     )
     p.add_argument(
         "--preset",
