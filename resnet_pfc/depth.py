@@ -106,7 +106,7 @@ __all__ = [
 ]
 
 #: Last-layer metrics whose log-log slope against depth is fitted.
-SLOPE_METRICS: tuple[str, ...] = ("nc1", *NC2, "nc3", *PFC)
+SLOPE_METRICS: tuple[str, ...] = ("nc1", *SEPARATION, *NC2, "nc3", *PFC)
 _METRICS = MEASURED_METRICS
 
 _CELLS = "Every (family, depth, seed) is a cell."
