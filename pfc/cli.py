@@ -450,11 +450,17 @@ def cmd_depth(args: argparse.Namespace) -> int:
     opts = options_from_args(DepthConfig, args)
     res = depth_study(depth_config(args.preset, **opts))
     for s in res.slopes:
-        if s["metric"] in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3"):
+        if s["metric"] in ("nc1", "cdnv", "nc2_equinorm", "nc2_equiangular", "nc3"):
             print(
-                f"{s['family']:12s} {s['metric']:16s} slope {s['slope']:+.3f} "
+                f"{s['family']:20s} {s['init']:11s} {s['metric']:16s} slope {s['slope']:+.3f} "
                 f"[{s['lo']:+.3f}, {s['hi']:+.3f}] {s['verdict']}"
             )
+    flagged = [c for c in res.cells if c.get("not_at_optimum")]
+    if flagged:
+        print(
+            f"{len(flagged)} of {len(res.cells)} cells are not at their optimum (full objective "
+            "above a shallower cell's); see report.md"
+        )
     if res.missing:
         print(f"{len(res.missing)} cells missing; rerun the same command to finish them")
     print(f"report: {(res.out_dir / 'report.md').resolve()}")
@@ -466,14 +472,19 @@ def _add_depth_parser(sub: Any) -> None:
 
     p = sub.add_parser(
         "depth",
-        help="collapse against depth: LayerNorm ResNets and a transformer, log-log slopes",
+        help="collapse against depth at the regularised optimum: LayerNorm ResNets and "
+        "transformers",
         description="Train each family (LayerNorm ResNets with one or two linear layers per "
-        "block, a pre-LN transformer) at several depths and seeds, measure every block, fit the "
-        "log-log slope of the last layer's NC1, NC2, NC3 (and PFC1-3) against depth with a "
-        "bootstrap interval over seeds, compare the last layer with the sphere-constrained "
-        "(LayerNorm) UFM optimum, and write CSV files, figures and report.md. Resumable: a "
-        "rerun skips finished cells. --preset cpu (default): digits, reduced epochs, about "
-        "12 minutes on 2 idle cores (40 under heavy load); --preset paper: the seed paper's settings (GPU).",
+        "block; transformers with pre-LN, post-LN or affine-free LayerNorm blocks) at several "
+        "depths and seeds, with cross entropy or MSE, until a stationarity criterion holds or "
+        "a cap; record the full regularised objective (loss + wd/2 ||theta||^2, by part) and "
+        "flag cells not at their optimum (objective above a shallower cell's); optionally "
+        "warm-start each depth from the shallower one plus identity blocks; measure every "
+        "block (NC1-NC3, CDNV, the class-mean Gram eigenvalue ratio, the data-separation "
+        "rate), fit log-log slopes against depth with a bootstrap interval over seeds, compare "
+        "the last layer with the LayerNorm UFM optimum, and write CSV files, figures and "
+        "report.md. Resumable: a rerun skips finished cells. --preset cpu (default): digits, "
+        "depths 2 4 8, 3 seeds, both initialisations; --preset paper: MNIST on a GPU.",
     )
     p.add_argument(
         "--preset",

@@ -1,9 +1,13 @@
 """Figures of the depth study (PNG, written atomically) from its cell and layer rows.
 
-* ``figures/depth_metrics.png``: each last-layer metric (rows: NC1, NC2 equinorm, NC2
+* ``figures/depth_metrics.png``: each last-layer metric (rows: NC1, CDNV, NC2 equinorm, NC2
   equiangularity, NC3, PFC1) against depth on log-log axes, one column per family; one marker
-  per (depth, seed), the median over seeds as a line, and a reference line of slope -0.3
-  through the median at the smallest depth.
+  per independent (depth, seed) cell, the median over seeds as a line, and a red cross on each
+  cell that is *not at its optimum* (its full objective exceeds a shallower cell's).
+* ``figures/depth_objective.png``: the full regularised objective against depth, one column per
+  family, independent cells (blue) and the warm-start chain (orange), flagged cells crossed.
+* ``figures/depth_trajectories.png``: the epoch objective and ``||theta||^2`` of every cell
+  against the epoch, one column per family, coloured by depth.
 * ``figures/depth_layers_<family>.png``: final metrics of every measured layer against its
   relative position, one curve per depth (median over seeds), coloured by depth.
 * ``figures/depth_reduction.png``: relative objective gap of the network's last layer to the
@@ -24,10 +28,11 @@ from ufm.registry import CORE, NC2
 
 __all__ = ["draw_depth_figures", "DEPTH_FIG_METRICS", "LAYER_FIG_METRICS"]
 
-DEPTH_FIG_METRICS = ("nc1", *NC2, "nc3", "pfc1")
+DEPTH_FIG_METRICS = ("nc1", "cdnv", *NC2, "nc3", "pfc1")
 LAYER_FIG_METRICS = CORE
 _TITLES = {
     "nc1": "NC1",
+    "cdnv": "CDNV",
     "nc2_equinorm": "NC2 equinorm",
     "nc2_equiangular": "NC2 equiangularity",
     "nc3": "NC3",
@@ -55,6 +60,8 @@ def draw_depth_figures(
     cells: list[dict[str, Any]],
     layers: list[dict[str, Any]],
     families: Sequence[str],
+    *,
+    trajectories: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Draw the depth study's figures under ``out/figures`` (see the module docstring).
 
@@ -67,6 +74,8 @@ def draw_depth_figures(
     layers : list of dict
         Rows of ``depth_layers.csv``.
     families : sequence of str
+    trajectories : list of dict, optional
+        Rows of ``depth_trajectories.csv`` (adds ``depth_trajectories.png``).
 
     Returns
     -------
@@ -89,7 +98,7 @@ def draw_depth_figures(
         nr, nc, figsize=(3.6 * nc, 2.6 * nr), layout="constrained", squeeze=False
     )
     for j, f in enumerate(fams):
-        fc = [c for c in cells if c["family"] == f]
+        fc = [c for c in cells if c["family"] == f and c.get("init", "independent") != "warm"]
         for i, m in enumerate(DEPTH_FIG_METRICS):
             ax = axes[i, j]
             pts = [(c["depth"], c.get(m)) for c in fc if _num(c.get(m)) and c.get(m) > 0]
@@ -99,8 +108,14 @@ def draw_depth_figures(
                 ds = sorted(set(xs))
                 med = [float(np.median([y for x, y in pts if x == d])) for d in ds]
                 ax.plot(ds, med, "-", color="tab:blue", label="median")
-                ref = [med[0] * (d / ds[0]) ** -0.3 for d in ds]
-                ax.plot(ds, ref, "--", color="grey", lw=1, label="slope -0.3")
+                bad = [
+                    (c["depth"], c[m])
+                    for c in fc
+                    if c.get("not_at_optimum") and (c["depth"], c.get(m)) in pts
+                ]
+                if bad:
+                    bx, by = zip(*bad, strict=True)
+                    ax.plot(bx, by, "x", color="red", ms=7, label="not at its optimum")
                 ax.set_xscale("log")
                 ax.set_yscale("log")
                 _depth_ticks(ax, ds)
@@ -115,10 +130,11 @@ def draw_depth_figures(
     fig.suptitle("last-layer collapse against depth (log-log)")
     written.append(ufm_io.save_png(fig, out / "figures" / "depth_metrics.png", dpi=100))
     plt.close(fig)
+    written += _objective_figures(out, cells, fams, trajectories or [])
     # 2. per-layer curves coloured by depth
     cmap = plt.get_cmap("viridis")
     for f in fams:
-        fl = [r for r in layers if r["family"] == f]
+        fl = [r for r in layers if r["family"] == f and r.get("init", "independent") != "warm"]
         depths = sorted({r["depth"] for r in fl})
         fig, axes = plt.subplots(
             1,
@@ -158,7 +174,11 @@ def draw_depth_figures(
         written.append(ufm_io.save_png(fig, out / "figures" / f"depth_layers_{f}.png", dpi=100))
         plt.close(fig)
     # 3. the reduction
-    gaps = [c for c in cells if _num(c.get("objective_gap_rel"))]
+    gaps = [
+        c
+        for c in cells
+        if _num(c.get("objective_gap_rel")) and c.get("init", "independent") != "warm"
+    ]
     if gaps:
         fig, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
         for k, f in enumerate(fams):
@@ -181,4 +201,108 @@ def draw_depth_figures(
         ax.legend(fontsize=8)
         written.append(ufm_io.save_png(fig, out / "figures" / "depth_reduction.png", dpi=100))
         plt.close(fig)
+    return written
+
+
+def _objective_figures(
+    out: Path, cells: list[dict[str, Any]], fams: list[str], traj: list[dict[str, Any]]
+) -> list[Path]:
+    """``depth_objective.png`` and (with trajectories) ``depth_trajectories.png``."""
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    fig, axes = plt.subplots(
+        1, len(fams), figsize=(3.8 * len(fams), 3.4), layout="constrained", squeeze=False
+    )
+    for j, f in enumerate(fams):
+        ax = axes[0, j]
+        fam = [c for c in cells if c["family"] == f and _num(c.get("full_objective"))]
+        first = min((c["depth"] for c in fam), default=0)
+        for init, color in (("independent", "tab:blue"), ("warm", "tab:orange")):
+            # the warm chain starts at the shallowest independent cell
+            fc = [
+                c
+                for c in fam
+                if (c.get("init") or "independent") == init
+                or (init == "warm" and c["depth"] == first)
+            ]
+            if init == "warm" and not any(c.get("init") == "warm" for c in fc):
+                continue
+            if not fc:
+                continue
+            xs = [c["depth"] for c in fc]
+            ys = [c["full_objective"] for c in fc]
+            ax.plot(xs, ys, "o", color=color, alpha=0.5, ms=4)
+            ds = sorted(set(xs))
+            med = [
+                float(np.median([c["full_objective"] for c in fc if c["depth"] == d])) for d in ds
+            ]
+            ax.plot(ds, med, "-", color=color, label=init)
+            bad = [c for c in fc if c.get("not_at_optimum")]
+            if bad:
+                ax.plot(
+                    [c["depth"] for c in bad],
+                    [c["full_objective"] for c in bad],
+                    "x",
+                    color="red",
+                    ms=8,
+                    label=f"not at its optimum ({init})",
+                )
+        if fam:
+            ax.set_xscale("log")
+            _depth_ticks(ax, sorted({c["depth"] for c in fam}))
+        ax.set_title(f, fontsize=10)
+        ax.set_xlabel("depth (blocks)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("loss + wd/2 ||theta||^2")
+    fig.suptitle(
+        "full regularised objective after training (cannot rise with depth at the optimum)"
+    )
+    written.append(ufm_io.save_png(fig, out / "figures" / "depth_objective.png", dpi=100))
+    plt.close(fig)
+    if not traj:
+        return written
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(
+        2, len(fams), figsize=(3.8 * len(fams), 5.6), layout="constrained", squeeze=False
+    )
+    for j, f in enumerate(fams):
+        ft = [r for r in traj if r["family"] == f]
+        depths = sorted({r["depth"] for r in ft})
+        for k, d in enumerate(depths):
+            for init, ls in (("independent", "-"), ("warm", ":")):
+                for s in sorted({r["seed"] for r in ft}):
+                    rs = [
+                        r
+                        for r in ft
+                        if r["depth"] == d
+                        and r["seed"] == s
+                        and (r.get("init") or "independent") == init
+                    ]
+                    if not rs:
+                        continue
+                    color = cmap(k / max(len(depths) - 1, 1))
+                    lab = (
+                        f"L={d}" + (" warm" if init == "warm" else "")
+                        if s == min(r["seed"] for r in ft)
+                        else None
+                    )
+                    ep = [r["epoch"] for r in rs]
+                    axes[0, j].plot(
+                        ep, [r["objective"] for r in rs], ls, color=color, lw=0.8, label=lab
+                    )
+                    axes[1, j].plot(ep, [r["norm2"] for r in rs], ls, color=color, lw=0.8)
+        axes[0, j].set_title(f, fontsize=10)
+        axes[0, j].set_yscale("log")
+        axes[1, j].set_yscale("log")
+        axes[1, j].set_xlabel("epoch")
+        axes[0, j].grid(alpha=0.3)
+        axes[1, j].grid(alpha=0.3)
+        axes[0, j].legend(fontsize=6, ncol=2)
+    axes[0, 0].set_ylabel("epoch objective")
+    axes[1, 0].set_ylabel("||theta||^2")
+    fig.suptitle("training trajectories (solid: independent, dotted: warm start)")
+    written.append(ufm_io.save_png(fig, out / "figures" / "depth_trajectories.png", dpi=100))
+    plt.close(fig)
     return written

@@ -69,6 +69,7 @@ __all__ = [
     "TransformerBlock",
     "TransformerClassifier",
     "DEPTH_FAMILIES",
+    "TRANSFORMER_VARIANTS",
     "build_depth_model",
 ]
 
@@ -554,13 +555,29 @@ class _TokenMean(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm encoder block: ``x + MHA(LN(x))`` then ``x + MLP(LN(x))``."""
+    """Encoder block, pre-LayerNorm (default) ``x + MHA(LN(x))`` then ``x + MLP(LN(x))``, or
+    post-LayerNorm (``norm="post"``) ``LN(x + MHA(x))`` then ``LN(x + MLP(x))``.
 
-    def __init__(self, width: int, heads: int, *, mlp_ratio: int = 2, residual_scale: float = 1.0):
+    ``affine=False`` drops the two LayerNorms' learnable scale and shift.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        *,
+        mlp_ratio: int = 2,
+        residual_scale: float = 1.0,
+        norm: str = "pre",
+        affine: bool = True,
+    ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(width)
+        if norm not in ("pre", "post"):
+            raise InputError(f"norm must be 'pre' or 'post', got {norm!r}")
+        self.norm_position = norm
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=affine)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=affine)
         self.fc1 = nn.Linear(width, mlp_ratio * width)
         self.fc2 = nn.Linear(mlp_ratio * width, width)
         with torch.no_grad():
@@ -569,6 +586,9 @@ class TransformerBlock(nn.Module):
             self.fc2.bias.mul_(residual_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_position == "post":
+            x = self.norm1(x + self.attn(x, x, x, need_weights=False)[0])
+            return self.norm2(x + self.fc2(torch.relu(self.fc1(x))))
         a = self.norm1(x)
         x = x + self.attn(a, a, a, need_weights=False)[0]
         return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
@@ -598,6 +618,10 @@ class TransformerClassifier(MeasuredModel):
     affine : bool
         Learnable scale and shift of the *final* LayerNorm (default ``False``, so that the
         classifier's input lies on LayerNorm's sphere; the blocks' LayerNorms are affine).
+    norm : {"pre", "post"}
+        Where the blocks' LayerNorms sit (:class:`TransformerBlock`; default ``"pre"``).
+    block_affine : bool
+        Learnable scale and shift of the blocks' LayerNorms (default ``True``).
 
     Notes
     -----
@@ -622,6 +646,8 @@ class TransformerClassifier(MeasuredModel):
         patch: int | None = None,
         mlp_ratio: int = 2,
         affine: bool = False,
+        norm: str = "pre",
+        block_affine: bool = True,
     ):
         super().__init__()
         shape = tuple(int(v) for v in input_shape)
@@ -653,7 +679,14 @@ class TransformerClassifier(MeasuredModel):
         self.pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
         scale = 1.0 / math.sqrt(blocks)
         self.blocks = nn.ModuleList(
-            TransformerBlock(width, heads, mlp_ratio=mlp_ratio, residual_scale=scale)
+            TransformerBlock(
+                width,
+                heads,
+                mlp_ratio=mlp_ratio,
+                residual_scale=scale,
+                norm=norm,
+                affine=block_affine,
+            )
             for _ in range(blocks)
         )
         # One tap per measured residual-stream state: its output (the token mean) is measured.
@@ -689,7 +722,21 @@ class TransformerClassifier(MeasuredModel):
 
 
 #: Model families of the depth study (``TrainConfig.model`` names).
-DEPTH_FAMILIES: tuple[str, ...] = ("ln_resnet1", "ln_resnet2", "transformer")
+#: ``transformer_post``: post-LayerNorm blocks; ``transformer_noaffine``: pre-LayerNorm blocks
+#: whose LayerNorms have no learnable scale and shift.
+DEPTH_FAMILIES: tuple[str, ...] = (
+    "ln_resnet1",
+    "ln_resnet2",
+    "transformer",
+    "transformer_post",
+    "transformer_noaffine",
+)
+#: The transformer families of :data:`DEPTH_FAMILIES`: ``(norm, block_affine)`` of each.
+TRANSFORMER_VARIANTS: dict[str, tuple[str, bool]] = {
+    "transformer": ("pre", True),
+    "transformer_post": ("post", True),
+    "transformer_noaffine": ("pre", False),
+}
 
 
 def build_depth_model(
@@ -706,7 +753,9 @@ def build_depth_model(
     """Build one of :data:`DEPTH_FAMILIES` at depth ``blocks`` and width ``width``.
 
     ``"ln_resnet1"`` / ``"ln_resnet2"``: :class:`LNResNet` with one / two linear layers per
-    block; ``"transformer"``: :class:`TransformerClassifier` (``heads``, ``patch``).
+    block; ``"transformer"``: :class:`TransformerClassifier` (``heads``, ``patch``), pre-LN
+    blocks with affine LayerNorms; ``"transformer_post"``: post-LN blocks;
+    ``"transformer_noaffine"``: pre-LN blocks whose LayerNorms have no scale and shift.
 
     Raises
     ------
@@ -722,7 +771,8 @@ def build_depth_model(
             linears=1 if family == "ln_resnet1" else 2,
             affine=affine,
         )
-    if family == "transformer":
+    if family in TRANSFORMER_VARIANTS:
+        norm, block_affine = TRANSFORMER_VARIANTS[family]
         return TransformerClassifier(
             input_shape,
             num_classes,
@@ -731,5 +781,7 @@ def build_depth_model(
             heads=heads,
             patch=patch,
             affine=affine,
+            norm=norm,
+            block_affine=block_affine,
         )
     raise InputError(f"family must be one of {DEPTH_FAMILIES}, got {family!r}")

@@ -22,6 +22,7 @@ __all__ = [
     "CORE",
     "NC2",
     "LAYER",
+    "SEPARATION",
     "TRACES",
     "CLASSIFIER",
     "SECOND_PASS",
@@ -71,6 +72,17 @@ _SPECS = (
     MetricSpec(
         "nc4", "NC4", "disagreement of the classifier with the NCC rule", needs="classifier"
     ),
+    MetricSpec(
+        "cdnv",
+        "CDNV",
+        "Galanti's mean over class pairs of (V_k + V_k') / (2 ||mu_k - mu_k'||^2)",
+    ),
+    MetricSpec(
+        "gram_eig_ratio",
+        "Gram eigenvalue ratio",
+        "largest / smallest nonzero eigenvalue of the centred class-mean Gram (1 at an ETF)",
+        direction="none",
+    ),
     MetricSpec("ncc_accuracy", "NCC accuracy", "nearest-class-centre accuracy", direction="up"),
     MetricSpec("tr_sigma_w", "tr Sigma_W", "within-class variability", direction="none"),
     MetricSpec("tr_sigma_b", "tr Sigma_B", "between-class variability", direction="none"),
@@ -87,6 +99,9 @@ CORE = (*PFC, "nc1")
 NC2 = ("nc2_equinorm", "nc2_equiangular")
 #: What a layer's features give without a classifier, in report order.
 LAYER = (*CORE, *NC2)
+#: Class separation beside NC1: CDNV (Galanti et al. 2022) and the class-mean Gram's
+#: eigenvalue ratio (anisotropy of the class means, which inflates NC1 through Sigma_B^+).
+SEPARATION = ("cdnv", "gram_eig_ratio")
 #: Raw traces behind PFC1.
 TRACES = ("tr_sigma_w", "tr_sigma_b")
 #: The metrics that need a classifier ``(W, b)``.

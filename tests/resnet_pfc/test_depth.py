@@ -177,7 +177,19 @@ def test_tiny_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert {(s["family"], s["metric"]) for s in slopes} >= {
         (f, m) for f in cfg.families for m in ("nc1", "nc2_equinorm", "nc2_equiangular", "nc3")
     }
-    assert "Claim vs this run" in res.report and "8 of 8 cells finished" in res.report
+    assert "Are the cells at their optimum?" in res.report and "8 of 8 cells finished" in res.report
+    assert "published" not in res.report  # no unsourced published slope
+    # every flagged cell is named in the report
+    for c in cells:
+        assert c["not_at_optimum"] in ("True", "False")
+        assert float(c["full_objective"]) > 0
+        if c["not_at_optimum"] == "True":
+            assert f"{c['family']} L={c['depth']} s={c['seed']}" in res.report
+    # the full objective is reproducible from the saved weights
+    for c in cells:
+        cdir = out / "cells" / c["family"] / f"L{int(c['depth']):03d}_s{c['seed']}"
+        again = depth_mod.recompute_objective(cdir)
+        assert again["objective"] == pytest.approx(float(c["full_objective"]), rel=1e-12)
     # the network's last layer, as saved, reproduces its cell's objective
     cell = json.loads((out / "cells" / "ln_resnet1" / "L002_s1" / "cell.json").read_text())
     z = np.load(out / "cells" / "ln_resnet1" / "L002_s1" / "last_layer.npz")
@@ -197,7 +209,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished cell was retrained")
 
-    monkeypatch.setattr(importlib.import_module("resnet_pfc.train"), "train", boom)
+    monkeypatch.setattr(importlib.import_module("resnet_pfc.depth_train"), "train_cell", boom)
     again = depth_study(cfg)
     assert [c["net_objective"] for c in again.cells] == [c["net_objective"] for c in res.cells]
 
@@ -211,8 +223,9 @@ def test_partial_study_lists_missing_cells(tmp_path):
 
 
 def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    train_mod = importlib.import_module("resnet_pfc.train")  # the module, not the function
-    one = dict(families=("ln_resnet1",), depths=(1,), seeds=(0,), epochs=3)
+    train_mod = importlib.import_module("resnet_pfc.depth_train")  # the module
+    one = dict(families=("ln_resnet1",), depths=(1,), seeds=(0,), epochs=3, max_epochs=3)
+    one |= dict(anneal_epochs=0)
     whole = depth_mod.run_cell(_tiny(tmp_path / "a", **one), "ln_resnet1", 1, 0)
     cfg = _tiny(tmp_path / "b", **one)
     real, calls = train_mod.save_checkpoint, []
@@ -220,8 +233,10 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     def save_then_die(*a, **k):
         real(*a, **k)
         calls.append(1)
-        if len(calls) == 2:  # epochs 0 and 1 saved, then killed
+        if len(calls) == 1:  # epoch 1 saved, then killed
             raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "train_cell", _every_epoch(train_mod.train_cell))
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
@@ -233,9 +248,17 @@ def test_an_interrupted_cell_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert resumed["epochs"] == 3
     # deterministic training: the resumed cell equals the uninterrupted one
     assert resumed["net_objective"] == pytest.approx(whole["net_objective"], rel=1e-9)
+    assert resumed["full_objective"] == pytest.approx(whole["full_objective"], rel=1e-9)
     assert resumed["layers"]["block1"]["nc1"] == pytest.approx(
         whole["layers"]["block1"]["nc1"], rel=1e-9
     )
+
+
+def _every_epoch(fn):
+    def wrapped(*a, **k):
+        return fn(*a, **{**k, "checkpoint_every": 1})
+
+    return wrapped
 
 
 def test_cli_depth_tiny_and_bad_option(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 import ufm
 from ufm.errors import InputError
-from ufm.registry import CORE, LAYER, METRICS, PFC, TRACES, label, names
+from ufm.registry import CORE, LAYER, METRICS, PFC, SEPARATION, TRACES, label, names
 
 
 def test_registry_covers_what_collapse_metrics_returns():
@@ -18,7 +18,7 @@ def test_registry_covers_what_collapse_metrics_returns():
     y = np.repeat(np.arange(3), 20)
     keys = set(ufm.collapse_metrics(H, y))
     assert keys <= set(METRICS), keys - set(METRICS)
-    assert set(LAYER) | set(TRACES) | {"ncc_accuracy"} == keys
+    assert set(LAYER) | set(TRACES) | set(SEPARATION) | {"ncc_accuracy"} == keys
 
 
 def test_groups_and_directions():

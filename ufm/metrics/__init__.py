@@ -36,16 +36,30 @@ Layout
 ``inputs`` (validation, chunking), ``gram`` (metrics from the ``K x K`` Gram of the class means),
 ``accumulator`` (:class:`CollapseAccumulator`), ``batch`` (:func:`collapse_metrics` and one
 function per metric), ``line`` (:class:`LineAccumulator`), ``geometry`` (simplex ETF, alignment,
-effective depth, relative position). Metric names and groups: :mod:`ufm.registry`.
+effective depth, relative position), ``separation`` (the law of data separation's
+per-layer rate fit, :func:`separation_rate`). Metric names and groups: :mod:`ufm.registry`.
 """
 
 from __future__ import annotations
 
 from .accumulator import CollapseAccumulator
-from .batch import collapse_metrics, nc1, nc2, nc3, nc4, ncc_accuracy, pfc1, pfc2, pfc3
+from .batch import (
+    cdnv,
+    collapse_metrics,
+    gram_eig_ratio,
+    nc1,
+    nc2,
+    nc3,
+    nc4,
+    ncc_accuracy,
+    pfc1,
+    pfc2,
+    pfc3,
+)
 from .geometry import alignment, effective_depth, relative_position, simplex_etf
 from .inputs import DEFAULT_RANK_TOL
 from .line import LineAccumulator
+from .separation import SeparationFit, separation_rate
 
 __all__ = [
     "collapse_metrics",
@@ -57,6 +71,10 @@ __all__ = [
     "nc2",
     "nc3",
     "nc4",
+    "cdnv",
+    "gram_eig_ratio",
+    "separation_rate",
+    "SeparationFit",
     "simplex_etf",
     "effective_depth",
     "alignment",

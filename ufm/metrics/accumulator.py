@@ -28,7 +28,9 @@ from ..validate import (
 from . import kernels
 from .gram import (
     between,
+    cdnv_from_stats,
     check_tr_sb,
+    gram_eig_ratio,
     gram_pinv_sq,
     nc2_from_gram,
     nc3_from_means,
@@ -744,8 +746,8 @@ class CollapseAccumulator:
         Returns
         -------
         dict
-            ``tr_sigma_w, tr_sigma_b, pfc1, pfc2, nc2_equinorm, nc2_equiangular`` (+ ``nc3``
-            with a classifier) after pass 1; ``ncc_accuracy, pfc3, nc1`` (+ ``nc4``) after pass 2.
+            ``tr_sigma_w, tr_sigma_b, pfc1, pfc2, nc2_equinorm, nc2_equiangular, cdnv,
+            gram_eig_ratio`` (+ ``nc3`` with a classifier) after pass 1; ``ncc_accuracy, pfc3, nc1`` (+ ``nc4``) after pass 2.
             ``tr_sigma_w`` and ``tr_sigma_b`` are in the features' units (``inf`` or ``0`` with
             a warning where they leave float64's range); the other metrics are scale-free and
             computed on internally rescaled statistics.
@@ -782,6 +784,8 @@ class CollapseAccumulator:
             "pfc2": pfc2_from_gram(G),
         }
         out["nc2_equinorm"], out["nc2_equiangular"] = nc2_from_gram(G)
+        out["cdnv"] = cdnv_from_stats(self.counts, self.ss2 if second else self.ss, G)
+        out["gram_eig_ratio"] = gram_eig_ratio(G, self.rank_tol)
         if self.W is not None:
             out["nc3"] = nc3_from_means(self.W, C)
         if second:

@@ -186,3 +186,33 @@ def nc4(H: Any, y: Any, W: Any, b: Any = None, *, K: int | None = None) -> float
     """
     _need_W(W, "nc4")
     return _accumulate(H, y, K, W, b).compute()["nc4"]
+
+
+@thread_policy("H")
+def cdnv(H: Any, y: Any = None, *, K: int | None = None) -> float:
+    r"""Class-distance normalised variance (Galanti, Gyorgy, Hutter, ICLR 2022).
+
+    .. math:: \mathrm{CDNV} = \binom{K}{2}^{-1} \sum_{k < k'}
+              \frac{V_k + V_{k'}}{2 \|\mu_k - \mu_{k'}\|^2},\qquad
+              V_k = \frac{1}{n_k} \sum_{i: y_i = k} \|h_i - \mu_k\|^2.
+
+    Computed from the per-class counts, scatter and the ``K x K`` class-mean Gram (``O(K d)``
+    memory). Falls to 0 under variability collapse; unlike NC1 it does not invert
+    :math:`\Sigma_B`, so anisotropic class means do not inflate it.
+    """
+    return _accumulate(H, y, K, second=False).compute()["cdnv"]
+
+
+@thread_policy("H")
+def gram_eig_ratio(
+    H: Any, y: Any = None, *, K: int | None = None, rank_tol: float = DEFAULT_RANK_TOL
+) -> float:
+    r"""Largest over smallest nonzero eigenvalue of the centred class-mean Gram ``G (K, K)``.
+
+    .. math:: \kappa = \lambda_{\max}(G) / \lambda_{\min}^{+}(G),\qquad
+              G_{kk'} = (\mu_k - \mu_G)^\top (\mu_{k'} - \mu_G),
+
+    nonzero meaning above ``rank_tol * lambda_max`` (NC1's cut-off). 1 for a simplex ETF; large
+    when the class means are anisotropic.
+    """
+    return _accumulate(H, y, K, second=False, rank_tol=rank_tol).compute()["gram_eig_ratio"]

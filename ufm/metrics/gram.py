@@ -117,3 +117,38 @@ def nc3_from_means(W: torch.Tensor, C: torch.Tensor) -> float:
         raise DegenerateInputError("all class means coincide, so NC3 is undefined")
     W, C = W / w_max, C / c_max
     return float(((W / torch.linalg.norm(W) - C / torch.linalg.norm(C)) ** 2).sum())
+
+
+def cdnv_from_stats(counts: torch.Tensor, ss: torch.Tensor, G: torch.Tensor) -> float:
+    r"""Class-distance normalised variance (Galanti et al. 2022) from per-class statistics.
+
+    .. math:: \mathrm{CDNV} = \binom{K}{2}^{-1} \sum_{k < k'}
+              \frac{V_k + V_{k'}}{2 \|\mu_k - \mu_{k'}\|^2},\qquad
+              V_k = \frac{1}{n_k} \sum_{i: y_i = k} \|h_i - \mu_k\|^2,
+
+    with :math:`\|\mu_k - \mu_{k'}\|^2 = G_{kk} + G_{k'k'} - 2 G_{kk'}` read from the Gram of
+    the centred class means (centring cancels in a difference). ``counts (K,)``, ``ss (K,)`` the
+    per-class sums of squared deviations and ``G (K, K)`` in the same (rescaled) units: the
+    ratio is scale-free. A pair of coinciding class means gives ``inf``.
+    """
+    K = G.shape[0]
+    var = ss / counts.to(F64)
+    dg = torch.diagonal(G)
+    dist2 = dg[:, None] + dg[None, :] - 2.0 * G
+    iu = torch.triu_indices(K, K, offset=1, device=G.device)
+    num = (var[:, None] + var[None, :])[iu[0], iu[1]]
+    den = 2.0 * torch.clamp(dist2[iu[0], iu[1]], min=0.0)
+    ratio = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), math.inf)
+    return float(ratio.mean())
+
+
+def gram_eig_ratio(G: torch.Tensor, rank_tol: float) -> float:
+    r"""Largest over smallest nonzero eigenvalue of the centred class-mean Gram ``G (K, K)``.
+
+    Nonzero: above ``rank_tol * max`` (NC1's cut-off). 1 for a simplex ETF (``K - 1`` equal
+    eigenvalues); large when the class means are anisotropic (some directions of
+    :math:`\Sigma_B` small), which inflates NC1 through :math:`\Sigma_B^+`.
+    """
+    g = torch.linalg.eigvalsh(G)
+    keep = g[g > rank_tol * g.max()]
+    return float(keep.max() / keep.min())
