@@ -1,0 +1,590 @@
+"""The deep unconstrained feature model (deep UFM): ``L`` linear or ReLU layers on free features.
+
+.. math::
+
+    \\min_{W_1, \\dots, W_L, H}\\ \\frac1N \\sum_{i=1}^N \\Big[\\ell\\big(W_L\\,
+    \\sigma(W_{L-1} \\cdots \\sigma(W_1 h_i)), y_i\\big) + \\frac{\\lambda_H}{2}\\|h_i\\|^2\\Big]
+    + \\sum_{l=1}^L \\frac{\\lambda_l}{2}\\|W_l\\|_F^2
+
+with ``sigma`` the identity (deep linear UFM: Tirer and Bruna 2022; Dang et al. 2023) or the
+ReLU (Sukenik, Mondelli, Lampert 2023, 2024), no bias, and the per-sample averaging of MATH.md
+section 5 (``L = 1`` is the bias-free :func:`ufm.solve`). One public solve
+(:func:`solve_deep`), its frozen result (:class:`DeepSolveResult`), the objective
+(:func:`deep_objective`) and the closed-form optimum of the bias-free MSE deep linear model
+(:func:`deep_linear_optimum`), which is also the value of the deep-neural-collapse (DNC)
+candidate of the ReLU model.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import torch
+
+from .engine.core import TORCH
+from .engine.lbfgs import lbfgs
+from .engine.options import DEFAULT_LAM_H, DEFAULT_LAM_W, LBFGS_MEMORY
+from .engine.pipeline import warn_if_not_converged
+from .errors import BackendError, DegenerateInputError, InputError
+from .metrics import collapse_metrics
+from .status import Status
+from .validate import check_int, check_scalar, describe, encode_labels
+
+__all__ = [
+    "ACTIVATIONS",
+    "DeepSolveResult",
+    "DeepLinearOptimum",
+    "solve_deep",
+    "deep_objective",
+    "deep_linear_optimum",
+]
+
+#: Activations between layers: ``"linear"`` (identity) or ``"relu"``.
+ACTIVATIONS = ("linear", "relu")
+_LOSSES = ("mse", "ce")
+DEFAULT_MAX_ITER = 20_000
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class DeepSolveResult:
+    """Solution of a deep UFM (:func:`solve_deep`); arrays are numpy float64.
+
+    Attributes
+    ----------
+    W : tuple of L arrays
+        ``W[l-1]`` is layer ``l``'s matrix, shape ``(d_l, d_{l-1})`` with ``d_L = K``.
+    H : array of shape (N, d_0)
+        The free features.
+    features : tuple of L arrays
+        ``features[0] = H`` and ``features[l] = sigma(features[l-1] @ W[l-1].T)``: the input of
+        layer ``l + 1`` (``features[L-1]`` feeds the classifier ``W[L-1]``).
+    logits : array of shape (N, K)
+        ``features[L-1] @ W[L-1].T``.
+    y : array of shape (N,)
+        Labels ``0..K-1``; ``classes[y]`` are the caller's labels.
+    classes : numpy.ndarray of shape (K,)
+        The caller's label of each class.
+    objective, grad_norm : float
+        Objective at the solution; gradient norm in balanced coordinates
+        :math:`\\sqrt{\\sum_l \\|\\nabla_{W_l} f\\|^2 + N \\|\\nabla_H f\\|^2}`.
+    status : Status
+        ``CONVERGED``, ``MAX_ITER`` or ``STALLED``; ``converged`` is ``status == CONVERGED``.
+    n_iter : int
+        L-BFGS iterations of the best start.
+    history : dict of str to numpy.ndarray
+        ``"objective"`` and ``"grad_norm"`` per iteration of the best start.
+    metrics : tuple of L dicts
+        :func:`ufm.metrics.collapse_metrics` of each ``features[l]`` (the last one with the
+        classifier ``W[L-1]``); an empty dict where they are undefined (all-zero features).
+    objectives : tuple of float
+        Final objective of every start (the best is ``objective``).
+    params : dict
+        Every option used.
+    """
+
+    W: tuple[np.ndarray, ...]
+    H: np.ndarray
+    features: tuple[np.ndarray, ...]
+    logits: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray
+    objective: float
+    grad_norm: float
+    status: Status
+    converged: bool
+    n_iter: int
+    history: dict[str, np.ndarray]
+    metrics: tuple[dict[str, float], ...]
+    objectives: tuple[float, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def L(self) -> int:
+        """Number of layers."""
+        return len(self.W)
+
+    @property
+    def K(self) -> int:
+        """Number of classes."""
+        return int(self.W[-1].shape[0])
+
+    @property
+    def N(self) -> int:
+        """Number of samples."""
+        return int(self.H.shape[0])
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (
+            f"DeepSolveResult(L={self.L}, K={self.K}, N={self.N}, widths={p.get('widths')}, "
+            f"activation={p.get('activation')!r}, loss={p.get('loss')!r}, "
+            f"objective={self.objective:.12g}, grad_norm={self.grad_norm:.2e}, "
+            f"status={self.status!r}, n_iter={self.n_iter})"
+        )
+
+
+@dataclass(frozen=True)
+class DeepLinearOptimum:
+    """Closed-form optimum of the bias-free MSE deep linear UFM (:func:`deep_linear_optimum`).
+
+    Attributes
+    ----------
+    objective : float
+        The global minimum.
+    logit_scale : numpy.ndarray of shape (K,)
+        ``s_k``: at the optimum every sample of class ``k`` has logits ``s_k e_k`` (0 for a
+        class whose logits collapsed to zero, e.g. a minority class at large penalties).
+    singular_values : numpy.ndarray of shape (K,)
+        ``a_k = s_k sqrt(n_k)``, the singular values of the optimal logit matrix ``Z (K, N)``.
+    """
+
+    objective: float
+    logit_scale: np.ndarray
+    singular_values: np.ndarray
+
+
+# ------------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------------
+def _per_layer(value: Any, L: int, name: str, *, positive: bool) -> tuple[float, ...]:
+    if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str | bytes):
+        vals = list(value)
+        if len(vals) != L:
+            raise InputError(
+                f"{name} has {len(vals)} entries but L={L}; pass one value per layer or one scalar"
+            )
+    else:
+        vals = [value] * L
+    low_incl = not positive
+    return tuple(check_scalar(v, name, low=0.0, low_inclusive=low_incl) for v in vals)
+
+
+def _widths(d: Any, L: int) -> tuple[int, ...]:
+    if isinstance(d, Sequence | np.ndarray) and not isinstance(d, str | bytes):
+        ds = list(d)
+        if len(ds) != L:
+            raise InputError(
+                f"d has {len(ds)} widths but L={L}; pass d_0..d_(L-1) (the free features' "
+                "dimension and each hidden width) or one int for all"
+            )
+    else:
+        ds = [d] * L
+    return tuple(check_int(v, "d", low=1) for v in ds)
+
+
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise InputError(f"{name} must be one of {allowed}, got {describe(value)}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# objective
+# ------------------------------------------------------------------------------------------------
+def _forward(Ws, H, activation):
+    feats = [H]
+    A = H
+    for W in Ws[:-1]:
+        A = A @ W.T
+        if activation == "relu":
+            A = torch.relu(A)
+        feats.append(A)
+    return feats, A @ Ws[-1].T
+
+
+def _objective_t(Ws, H, y, Y, lam_w, lam_h, loss, activation):
+    N = H.shape[0]
+    _, Z = _forward(Ws, H, activation)
+    if loss == "mse":
+        data = 0.5 * ((Z - Y) ** 2).sum() / N
+    else:
+        data = (torch.logsumexp(Z, dim=1) - Z.gather(1, y[:, None])[:, 0]).sum() / N
+    pen = 0.5 * lam_h * (H**2).sum() / N
+    for lam, W in zip(lam_w, Ws, strict=True):
+        pen = pen + 0.5 * lam * (W**2).sum()
+    return data + pen
+
+
+def deep_objective(
+    W: Sequence[Any],
+    H: Any,
+    y: Any,
+    *,
+    lam_w: float | Sequence[float] = DEFAULT_LAM_W,
+    lam_h: float = DEFAULT_LAM_H,
+    loss: str = "mse",
+    activation: str = "linear",
+) -> float:
+    """The deep UFM objective at ``(W_1, ..., W_L, H)`` (module docstring).
+
+    .. math::
+
+        f = \\frac1N \\sum_i \\Big[\\ell(z_i, y_i) + \\frac{\\lambda_H}{2}\\|h_i\\|^2\\Big]
+        + \\sum_l \\frac{\\lambda_l}{2}\\|W_l\\|_F^2, \\qquad
+        z_i = W_L \\sigma(W_{L-1} \\cdots \\sigma(W_1 h_i)).
+
+    Parameters
+    ----------
+    W : sequence of L arrays
+        ``W[l-1]`` of shape ``(d_l, d_{l-1})``, the last one ``(K, d_{L-1})``.
+    H : array of shape (N, d_0)
+    y : array of shape (N,)
+        Labels ``0..K-1``.
+    lam_w : float or sequence of L floats
+        Weight decay of each layer (>= 0).
+    lam_h : float
+        Feature penalty (>= 0).
+    loss : {"mse", "ce"}
+    activation : {"linear", "relu"}
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Shapes that do not chain, labels outside ``0..K-1``, bad coefficients or options.
+    """
+    if not isinstance(W, Sequence) or len(W) == 0:
+        raise InputError(f"W must be a non-empty sequence of layer matrices, got {describe(W)}")
+    L = len(W)
+    lam = _per_layer(lam_w, L, "lam_w", positive=False)
+    lam_h = check_scalar(lam_h, "lam_h", low=0.0)
+    loss = _choice(loss, "loss", _LOSSES)
+    activation = _choice(activation, "activation", ACTIVATIONS)
+    Ws = [torch.as_tensor(np.asarray(w, dtype=np.float64)) for w in W]
+    Ht = torch.as_tensor(np.asarray(H, dtype=np.float64))
+    if Ht.ndim != 2 or any(w.ndim != 2 for w in Ws):
+        raise InputError("H and every W[l] must be 2-d arrays")
+    dims = [Ht.shape[1]] + [w.shape[0] for w in Ws]
+    for l, w in enumerate(Ws):
+        if w.shape[1] != dims[l]:
+            raise InputError(
+                f"W[{l}] has shape {tuple(w.shape)} but its input has dimension {dims[l]}; "
+                "W[l] must be (d_(l+1), d_l) with d_0 = H.shape[1]"
+            )
+    yt = torch.as_tensor(np.asarray(y)).to(torch.int64)
+    K = dims[-1]
+    if yt.ndim != 1 or yt.shape[0] != Ht.shape[0]:
+        raise InputError(f"y must hold one label per row of H ({Ht.shape[0]}), got {describe(y)}")
+    if int(yt.min()) < 0 or int(yt.max()) >= K:
+        raise InputError(f"y must hold labels 0..K-1 with K={K} (rows of the last W)")
+    Y = torch.nn.functional.one_hot(yt, K).to(torch.float64)
+    with torch.no_grad():
+        return float(_objective_t(Ws, Ht, yt, Y, lam, lam_h, loss, activation))
+
+
+# ------------------------------------------------------------------------------------------------
+# closed form
+# ------------------------------------------------------------------------------------------------
+def _scalar_min(t: float, m: int, Nc: float) -> float:
+    """argmin over a >= 0 of (a - t)^2 / 2 + (m/2) Nc a^(2/m) (the per-class problem times N)."""
+    if m == 2:
+        return max(t - Nc, 0.0)
+    p = 1.0 - 2.0 / m
+
+    def g(a: float) -> float:
+        return 0.5 * (a - t) ** 2 + 0.5 * m * Nc * a ** (2.0 / m)
+
+    # stationary points solve q(a) = a^p (t - a) = Nc on (0, t); q peaks at a_max
+    a_max = t * p / (1.0 + p)
+    if a_max**p * (t - a_max) <= Nc:
+        return 0.0
+    a = scipy.optimize.brentq(lambda a: a**p * (t - a) - Nc, a_max, t, xtol=1e-15, rtol=1e-15)
+    return a if g(a) < g(0.0) else 0.0
+
+
+def deep_linear_optimum(
+    counts: Any,
+    *,
+    L: int,
+    lam_w: float | Sequence[float] = DEFAULT_LAM_W,
+    lam_h: float = DEFAULT_LAM_H,
+) -> DeepLinearOptimum:
+    """Global optimum of the bias-free MSE deep linear UFM, balanced or imbalanced.
+
+    With ``m = L + 1`` factors and :math:`c = (\\lambda_H / N \\cdot \\prod_l \\lambda_l)^{1/m}`,
+    the least penalty of any factorisation ``Z = W_L \\cdots W_1 H^T`` is
+    :math:`\\frac m2 c \\sum_i \\sigma_i(Z)^{2/m}` (AM-GM on balanced factors; needs every width
+    ``>= K``). Averaging the columns of ``Z`` within each class lowers both the loss (Jensen)
+    and every singular value (a projection), so ``Z = C E`` with one column per class, and with
+    ``A = C D^{1/2}``, ``D = diag(n_k)``, the problem is
+    :math:`\\min_A \\frac1{2N}\\|A - D^{1/2}\\|_F^2 + \\frac m2 c \\sum_i \\sigma_i(A)^{2/m}`. By von
+    Neumann's trace inequality ``A`` is diagonal, and each class solves the scalar problem
+
+    .. math::
+
+        a_k = \\arg\\min_{a \\ge 0}\\ \\frac{1}{2N}(a - \\sqrt{n_k})^2 + \\frac m2 c\\, a^{2/m},
+
+    whose stationary points satisfy :math:`a^{1 - 2/m}(\\sqrt{n_k} - a) = N c` (``L = 1``:
+    :math:`a_k = (\\sqrt{n_k} - \\sqrt{N \\lambda_W \\lambda_H})_+`, singular-value
+    thresholding). Every sample of class ``k`` then has logits ``(a_k/\\sqrt{n_k}) e_k``: the
+    class means of every layer form an orthogonal frame (an ETF once centred, for balanced
+    classes); a class with ``a_k = 0`` is collapsed to zero (minority collapse). The same value
+    is attained by the ReLU model with non-negative orthogonal frames in every layer (the deep
+    neural collapse candidate of Sukenik et al.).
+
+    Parameters
+    ----------
+    counts : sequence of K ints
+        Samples per class (``>= 1`` each, ``K >= 2``).
+    L : int
+        Number of layers (weight matrices), ``>= 1``.
+    lam_w : float or sequence of L floats
+        Weight decay of each layer (> 0).
+    lam_h : float
+        Feature penalty (> 0).
+
+    Returns
+    -------
+    DeepLinearOptimum
+
+    Raises
+    ------
+    InputError
+        Bad counts, ``L`` or coefficients.
+
+    References
+    ----------
+    Tirer and Bruna, "Extended unconstrained features model for exploring deep neural
+    collapse", ICML 2022; Dang et al., "Neural collapse in deep linear networks: from balanced
+    to imbalanced data", ICML 2023; Sukenik, Mondelli, Lampert, "Deep neural collapse is
+    provably optimal for the deep unconstrained features model", NeurIPS 2023.
+    """
+    L = check_int(L, "L", low=1)
+    n = np.asarray(counts)
+    if n.ndim != 1 or n.size < 2 or n.dtype.kind not in "iu" or (n < 1).any():
+        raise InputError(f"counts must be >= 2 positive integers (one per class), got {counts!r}")
+    lam = _per_layer(lam_w, L, "lam_w", positive=True)
+    lam_h = check_scalar(lam_h, "lam_h", low=0.0, low_inclusive=False)
+    N, m = int(n.sum()), L + 1
+    c = math.exp((math.log(lam_h / N) + sum(math.log(v) for v in lam)) / m)
+    a = np.array([_scalar_min(math.sqrt(k), m, N * c) for k in n])
+    f = float(np.sum((a - np.sqrt(n)) ** 2) / (2 * N) + 0.5 * m * c * np.sum(a ** (2.0 / m)))
+    return DeepLinearOptimum(objective=f, logit_scale=a / np.sqrt(n), singular_values=a)
+
+
+# ------------------------------------------------------------------------------------------------
+# solve
+# ------------------------------------------------------------------------------------------------
+def solve_deep(
+    y: Any,
+    *,
+    L: int,
+    d: int | Sequence[int],
+    lam_w: float | Sequence[float] = DEFAULT_LAM_W,
+    lam_h: float = DEFAULT_LAM_H,
+    loss: str = "mse",
+    activation: str = "linear",
+    starts: int = 1,
+    max_iter: int | None = None,
+    tol: float = 1e-8,
+    seed: int = 0,
+    device: Any = None,
+    verbose: bool = False,
+) -> DeepSolveResult:
+    """Minimise the deep UFM objective over ``W_1, ..., W_L`` and free features ``H``.
+
+    .. math::
+
+        \\min_{W_1, \\dots, W_L, H}\\ \\frac1N \\sum_{i=1}^N \\Big[\\ell\\big(W_L\\,
+        \\sigma(W_{L-1} \\cdots \\sigma(W_1 h_i)), y_i\\big) + \\frac{\\lambda_H}{2}\\|h_i\\|^2\\Big]
+        + \\sum_{l=1}^L \\frac{\\lambda_l}{2}\\|W_l\\|_F^2
+
+    (no bias, as in the papers below; ``L = 1`` is ``ufm.solve(..., bias=False)``). Solved by
+    the engine's L-BFGS (:func:`ufm.engine.lbfgs.lbfgs`) in float64 on balanced coordinates
+    ``(W_1, ..., W_L, H / sqrt(N))`` with torch autograd gradients. The problem is non-convex
+    for ``L >= 2`` (the origin is a local minimum): each start draws ``H`` standard normal and
+    ``W_l`` normal with variance ``1 / d_{l-1}`` (variance-preserving), and the best of
+    ``starts`` starts is returned. No second-order check: a saddle can be reported as converged.
+
+    Parameters
+    ----------
+    y : array of shape (N,)
+        Class labels, any hashable values (mapped to ``0..K-1`` as in :func:`ufm.solve`);
+        classes may be imbalanced.
+    L : int
+        Number of layers (weight matrices), ``>= 1``.
+    d : int or sequence of L ints
+        ``d_0`` (the free features' dimension) and the hidden widths ``d_1..d_{L-1}``; one int
+        for all. The known optima need every width ``>= K``.
+    lam_w : float or sequence of L floats
+        Weight decay of each layer (> 0); default ``5e-4``.
+    lam_h : float
+        Feature penalty (> 0); default ``5e-4``.
+    loss : {"mse", "ce"}
+        ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
+    activation : {"linear", "relu"}
+        ``sigma`` between layers (never after the last).
+    starts : int
+        Number of seeded random starts (``>= 1``); the lowest objective wins.
+    max_iter : int, optional
+        L-BFGS iterations per start (default 20,000).
+    tol : float
+        Tolerance on the gradient norm in balanced coordinates (default ``1e-8``).
+    seed : int
+        Seed of the starts (start ``j`` uses ``numpy.random.default_rng([seed, j])``).
+    device : str or torch.device, optional
+        Torch device (default CPU).
+    verbose : bool
+        Print one line per start.
+
+    Returns
+    -------
+    DeepSolveResult
+
+    Raises
+    ------
+    InputError
+        Bad labels, widths, coefficients or options.
+    BackendError
+        ``device="cuda"`` without a CUDA device.
+
+    Warns
+    -----
+    ConvergenceWarning
+        The best start stopped before reaching ``tol`` (see ``result.status``).
+
+    References
+    ----------
+    Tirer and Bruna (ICML 2022); Dang et al. (ICML 2023); Sukenik, Mondelli, Lampert (NeurIPS
+    2023: deep neural collapse is optimal for K = 2 with ReLU; NeurIPS 2024: low-rank solutions
+    beat it for K > 2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> res = solve_deep(np.repeat(np.arange(3), 4), L=3, d=4, lam_w=1e-3, lam_h=1e-3)
+    >>> opt = deep_linear_optimum([4, 4, 4], L=3, lam_w=1e-3, lam_h=1e-3)
+    >>> bool(abs(res.objective - opt.objective) < 1e-8)
+    True
+    """
+    yt, classes = encode_labels(y, "y")
+    L = check_int(L, "L", low=1)
+    widths = _widths(d, L)
+    lam = _per_layer(lam_w, L, "lam_w", positive=True)
+    lam_h = check_scalar(lam_h, "lam_h", low=0.0, low_inclusive=False)
+    loss = _choice(loss, "loss", _LOSSES)
+    activation = _choice(activation, "activation", ACTIVATIONS)
+    starts = check_int(starts, "starts", low=1)
+    max_iter = DEFAULT_MAX_ITER if max_iter is None else check_int(max_iter, "max_iter", low=1)
+    tol = check_scalar(tol, "tol", low=0.0, low_inclusive=False)
+    seed = check_int(seed, "seed", low=0)
+    if not isinstance(verbose, bool):
+        raise InputError(f"verbose must be True or False, got {describe(verbose)}")
+    dev = _device(device)
+    K, N = len(classes), int(yt.shape[0])
+    dims = (*widths, K)
+    yd = yt.to(dev)
+    Y = torch.nn.functional.one_hot(yd, K).to(torch.float64)
+    sqrtN = math.sqrt(N)
+    shapes = [(dims[l + 1], dims[l]) for l in range(L)]
+    sizes = [a * b for a, b in shapes]
+
+    def unpack(x):
+        Ws, i = [], 0
+        for shp, sz in zip(shapes, sizes, strict=True):
+            Ws.append(x[i : i + sz].reshape(shp))
+            i += sz
+        return Ws, x[i:].reshape(N, dims[0]) * sqrtN
+
+    def fg(x):
+        x = x.detach().requires_grad_(True)
+        Ws, H = unpack(x)
+        f = _objective_t(Ws, H, yd, Y, lam, lam_h, loss, activation)
+        (g,) = torch.autograd.grad(f, x)
+        return float(f.detach()), g
+
+    best = None
+    finals = []
+    eps = float(np.finfo(np.float64).eps)
+    for j in range(starts):
+        rng = np.random.default_rng([seed, j])
+        parts = [rng.standard_normal(s) / math.sqrt(s[1]) for s in shapes]
+        parts.append(rng.standard_normal((N, dims[0])) / sqrtN)
+        x0 = torch.as_tensor(np.concatenate([p.ravel() for p in parts]), device=dev)
+        out = lbfgs(fg, x0, TORCH, max_iter=max_iter, tol=tol, memory=LBFGS_MEMORY, eps_f=8 * eps)
+        finals.append(float(out.f))
+        if verbose:
+            print(f"solve_deep start {j}: objective {out.f:.12g}, grad {out.grad_norm:.2e}, "
+                  f"{out.status.value} after {out.n_iter} iterations")  # fmt: skip
+        if best is None or out.f < best.f:
+            best = out
+    assert best is not None
+    status = Status(best.status)
+    warn_if_not_converged(status, "lbfgs", best.grad_norm, tol, best.n_iter, stacklevel=3)
+    with torch.no_grad():
+        Ws, H = unpack(best.x)
+        feats, Z = _forward(Ws, H, activation)
+    y_np = yt.cpu().numpy()
+    Wn = tuple(w.detach().cpu().numpy().copy() for w in Ws)
+    Fn = tuple(f.detach().cpu().numpy().copy() for f in feats)
+    metrics = tuple(_metrics(F, y_np, K, Wn[-1] if l == L - 1 else None) for l, F in enumerate(Fn))
+    params = {
+        "model": "deep_ufm",
+        "K": K,
+        "L": L,
+        "widths": widths,
+        "lam_w": lam,
+        "lam_h": lam_h,
+        "loss": loss,
+        "activation": activation,
+        "starts": starts,
+        "max_iter": max_iter,
+        "tol": tol,
+        "seed": seed,
+        "device": str(dev),
+        "dtype": "float64",
+        "method": "lbfgs",
+        "init": "H standard normal, W_l normal with variance 1/d_(l-1); rng [seed, start]",
+    }
+    return DeepSolveResult(
+        W=Wn,
+        H=Fn[0],
+        features=Fn,
+        logits=Z.detach().cpu().numpy(),
+        y=y_np,
+        classes=classes,
+        objective=float(best.f),
+        grad_norm=float(best.grad_norm),
+        status=status,
+        converged=status is Status.CONVERGED,
+        n_iter=int(best.n_iter),
+        history={
+            "objective": np.asarray(best.history_f, dtype=np.float64),
+            "grad_norm": np.asarray(best.history_g, dtype=np.float64),
+        },
+        metrics=metrics,
+        objectives=tuple(finals),
+        params=params,
+    )
+
+
+def _device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(
+            f"device must be 'cpu', 'cuda' or a torch.device, got {describe(device)}"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
+    return dev
+
+
+def _metrics(F: np.ndarray, y: np.ndarray, K: int, W: Any) -> dict[str, float]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank warnings of a collapsed layer are expected
+            return dict(collapse_metrics(F, y, W, None, K=K))
+    except DegenerateInputError:
+        return {}
