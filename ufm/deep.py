@@ -29,9 +29,14 @@ import torch
 
 from .engine.core import TORCH
 from .engine.lbfgs import lbfgs
-from .engine.options import DEFAULT_LAM_H, DEFAULT_LAM_W, LBFGS_MEMORY
-from .engine.pipeline import warn_if_not_converged
-from .errors import BackendError, DegenerateInputError, InputError
+from .engine.options import DEFAULT_LAM_H, DEFAULT_LAM_W, LBFGS_MEMORY, PENALTY_LIMIT
+from .errors import (
+    BackendError,
+    ConvergenceWarning,
+    DegenerateInputError,
+    InputError,
+    SolverError,
+)
 from .metrics import collapse_metrics
 from .status import Status
 from .validate import check_int, check_scalar, describe, encode_labels
@@ -152,7 +157,9 @@ class DeepLinearOptimum:
 # ------------------------------------------------------------------------------------------------
 # validation
 # ------------------------------------------------------------------------------------------------
-def _per_layer(value: Any, L: int, name: str, *, positive: bool) -> tuple[float, ...]:
+def _per_layer(
+    value: Any, L: int, name: str, *, positive: bool, high: float | None = None
+) -> tuple[float, ...]:
     if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str | bytes):
         vals = list(value)
         if len(vals) != L:
@@ -162,7 +169,7 @@ def _per_layer(value: Any, L: int, name: str, *, positive: bool) -> tuple[float,
     else:
         vals = [value] * L
     low_incl = not positive
-    return tuple(check_scalar(v, name, low=0.0, low_inclusive=low_incl) for v in vals)
+    return tuple(check_scalar(v, name, low=0.0, low_inclusive=low_incl, high=high) for v in vals)
 
 
 def _widths(d: Any, L: int) -> tuple[int, ...]:
@@ -416,9 +423,9 @@ def solve_deep(
         ``d_0`` (the free features' dimension) and the hidden widths ``d_1..d_{L-1}``; one int
         for all. The known optima need every width ``>= K``.
     lam_w : float or sequence of L floats
-        Weight decay of each layer (> 0); default ``5e-4``.
+        Weight decay of each layer (> 0, at most ``1e10``); default ``5e-4``.
     lam_h : float
-        Feature penalty (> 0); default ``5e-4``.
+        Feature penalty (> 0, at most ``1e10``); default ``5e-4``.
     loss : {"mse", "ce"}
         ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
     activation : {"linear", "relu"}
@@ -446,6 +453,8 @@ def solve_deep(
         Bad labels, widths, coefficients or options.
     BackendError
         ``device="cuda"`` without a CUDA device.
+    SolverError
+        Every start ended at a non-finite objective (coefficients beyond float64's range).
 
     Warns
     -----
@@ -469,8 +478,9 @@ def solve_deep(
     yt, classes = encode_labels(y, "y")
     L = check_int(L, "L", low=1)
     widths = _widths(d, L)
-    lam = _per_layer(lam_w, L, "lam_w", positive=True)
-    lam_h = check_scalar(lam_h, "lam_h", low=0.0, low_inclusive=False)
+    # beyond PENALTY_LIMIT the optimum is the origin and the start is 1e10 times above it
+    lam = _per_layer(lam_w, L, "lam_w", positive=True, high=PENALTY_LIMIT)
+    lam_h = check_scalar(lam_h, "lam_h", low=0.0, low_inclusive=False, high=PENALTY_LIMIT)
     loss = _choice(loss, "loss", _LOSSES)
     activation = _choice(activation, "activation", ACTIVATIONS)
     starts = check_int(starts, "starts", low=1)
@@ -518,8 +528,24 @@ def solve_deep(
         if best is None or out.f < best.f:
             best = out
     assert best is not None
+    if not math.isfinite(best.f):
+        raise SolverError(
+            f"solve_deep produced a non-finite objective ({best.f}) in every start; the "
+            f"coefficients lam_w={lam}, lam_h={lam_h} may be too large for float64"
+        )
     status = Status(best.status)
-    warn_if_not_converged(status, "lbfgs", best.grad_norm, tol, best.n_iter, stacklevel=3)
+    if status is not Status.CONVERGED:
+        hint = {
+            Status.MAX_ITER: "raise max_iter or starts",
+            Status.STALLED: "the precision limit (or a ReLU kink) stopped the line search; "
+            "raise tol, or try more starts",
+        }.get(status, "try more starts")
+        warnings.warn(
+            f"solve_deep stopped with status {status.value!r} after {best.n_iter} iterations: "
+            f"gradient norm {best.grad_norm:.3e} > tol={tol:.3e}; {hint}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     with torch.no_grad():
         Ws, H = unpack(best.x)
         feats, Z = _forward(Ws, H, activation)

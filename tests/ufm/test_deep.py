@@ -195,8 +195,9 @@ def test_ce_and_string_labels_and_result_fields():
     assert len(r.features) == 2 and r.features[1].shape == (6, 3)
     f = ref_objective(r.W, r.H, r.y, [1e-2, 1e-2], 1e-2, loss="ce")
     assert r.objective == pytest.approx(f, rel=1e-12)
-    assert r.history["objective"][0] >= r.objective and "deep_ufm" in repr(r) or "L=2" in repr(r)
-    with pytest.raises(Exception):
+    assert r.history["objective"][0] >= r.objective and r.history["objective"][-1] == r.objective
+    assert "L=2" in repr(r) and r.params["model"] == "deep_ufm"
+    with pytest.raises(AttributeError):
         r.objective = 0.0  # frozen
 
 
@@ -215,6 +216,12 @@ def test_nonconvergence_is_a_status_and_a_warning():
         (dict(L=2, lam_w=[1e-2]), "lam_w has 1"),
         (dict(L=2, lam_w=0.0), "lam_w"),
         (dict(L=2, lam_h=-1.0), "lam_h"),
+        (dict(L=2, lam_h=1e300), "lam_h"),
+        (dict(L=2, lam_w=[1e-2, float("nan")]), "lam_w"),
+        (dict(L=2, lam_w=[1e-2, 1e11]), "lam_w"),
+        (dict(L=2, seed=-1), "seed"),
+        (dict(L=2, max_iter=0), "max_iter"),
+        (dict(L=2, d=2.5), "d"),
         (dict(L=2, activation="tanh"), "activation"),
         (dict(L=2, loss="hinge"), "loss"),
         (dict(L=2, starts=0), "starts"),
@@ -226,6 +233,14 @@ def test_bad_input(kw, match):
     kw.setdefault("d", 3)
     with pytest.raises(InputError, match=match):
         solve_deep([0, 1, 0, 1], **kw)
+
+
+@pytest.mark.parametrize(
+    "y, match", [([0, 0], "K=2"), ([], "empty"), ([[0, 1]], "1-d"), ([0.5, 1.0], "integer")]
+)
+def test_bad_labels(y, match):
+    with pytest.raises(InputError, match=match):
+        solve_deep(y, L=2, d=2)
 
 
 def test_bad_objective_input():
