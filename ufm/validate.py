@@ -317,6 +317,10 @@ def encode_labels(y: Any, name: str = "y") -> tuple[torch.Tensor, np.ndarray]:
                 f"{name} must hold integer class labels, got non-integer values "
                 f"({describe(y)}); convert with y.long() after checking them"
             )
+        if not t.is_floating_point() and t.dtype != torch.bool:
+            fast = _already_encoded(t.to(torch.int64))
+            if fast is not None:
+                return _check_classes(fast[0], fast[1], name, y)
         classes_t, codes = torch.unique(t, sorted=True, return_inverse=True)
         classes = classes_t.cpu().numpy()
         if t.is_floating_point():
@@ -342,6 +346,10 @@ def encode_labels(y: Any, name: str = "y") -> tuple[torch.Tensor, np.ndarray]:
                 f"({describe(y)}); convert with y.astype(int) after checking them"
             )
         a = a.astype(np.int64)
+    if a.dtype.kind in "iu":
+        fast = _already_encoded(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)))
+        if fast is not None:
+            return _check_classes(fast[0], fast[1], name, y)
     if a.dtype.kind in "biuUSM":
         classes, codes = np.unique(a, return_inverse=True)
     else:  # object (or another exotic dtype): sort when comparable, else first appearance
@@ -367,6 +375,17 @@ def encode_labels(y: Any, name: str = "y") -> tuple[torch.Tensor, np.ndarray]:
     return _check_classes(
         torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64)), classes, name, y
     )
+
+
+def _already_encoded(t: torch.Tensor) -> tuple[torch.Tensor, np.ndarray] | None:
+    """``(t, arange(K))`` when the integer labels already are ``0..K-1`` without gaps (the
+    common case: one O(N) count instead of a sort), else None."""
+    lo, hi = int(t.min()), int(t.max())
+    if lo != 0 or hi >= t.shape[0]:
+        return None
+    if bool((torch.bincount(t, minlength=hi + 1) > 0).all()):
+        return t, np.arange(hi + 1)
+    return None
 
 
 def _check_classes(

@@ -21,6 +21,9 @@ KW = dict(d=4, lam_w=1e-2, lam_h=1e-2)
     "y, classes",
     [
         (["cat", "dog", "dog", "bird"], ["bird", "cat", "dog"]),
+        (np.array([1, 0, 2, 0]), [0, 1, 2]),  # already 0..K-1: the counting fast path
+        (torch.tensor([1, 0, 1]), [0, 1]),
+        (np.array([0, 2, 2]), [0, 2]),  # a gap: the sorting path
         ([3, 3, 7, 9], [3, 7, 9]),
         ([-1, 5, -1], [-1, 5]),
         ([2.0, 0.0, 2.0], [0, 2]),
