@@ -46,10 +46,14 @@ print(f"K = 2, ReLU: best start {r2.objective:.10f}, DNC value {dnc:.10f}; all s
       np.round(r2.objectives, 6))  # fmt: skip
 
 # --- 3. K = 4, four ReLU layers: a solution below the deep-collapse value ----------------------
+# The default start (init="balanced") is the deep-collapse candidate itself, a stationary point;
+# a random start finds a lower solution whose class means lose rank in a middle layer.
 y4 = np.repeat(np.arange(4), 2)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ufm.ConvergenceWarning)  # ReLU kinks slow L-BFGS down
-    r4 = ufm.solve_deep(y4, L=4, d=4, lam_w=3e-3, lam_h=3e-3, activation="relu", max_iter=2000)
+    r4 = ufm.solve_deep(
+        y4, L=4, d=4, lam_w=3e-3, lam_h=3e-3, activation="relu", max_iter=2000, init="random"
+    )
 dnc4 = ufm.deep_linear_optimum([2] * 4, L=4, lam_w=3e-3, lam_h=3e-3).objective
 ranks = [int(np.linalg.matrix_rank(np.stack([F[y4 == k].mean(0) for k in range(4)]), tol=1e-3))
          for F in r4.features]  # fmt: skip
