@@ -161,6 +161,17 @@ def test_deep_linear_solver_reaches_closed_form_with_deep_collapse(counts, L, la
             assert m["pfc2"] < 1e-5  # balanced: centred means form a simplex ETF
 
 
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_one_layer_is_the_certified_bias_free_ufm(loss):
+    """L = 1 is the bias-free UFM: solve_deep reaches ufm.certify's optimum (cvxpy), cross
+    entropy included, on imbalanced string labels."""
+    y = np.array(["p"] * 7 + ["q"] * 3 + ["r"] * 1)
+    kw = dict(lam_w=1e-2, lam_h=1e-2)
+    r = solve_deep(y, L=1, d=3, loss=loss, **kw)
+    cert = ufm.certify(r.y, d=3, loss=loss, bias=False, **kw)
+    assert cert.exact and r.objective == pytest.approx(cert.optimum, rel=1e-7)
+
+
 def test_binary_relu_reaches_deep_collapse_optimum():
     """Sukenik et al. (2023): for K = 2 deep neural collapse is optimal with ReLU, so the best
     start reaches the DNC value and no start goes below it."""
