@@ -72,6 +72,8 @@ class ReferenceProblem:
         Standard deviation of the MUFM data around the class centres.
     etf : bool
         Whether the optimum is a simplex ETF (balanced UFM).
+    counts : tuple of int or None
+        Samples per class of an imbalanced UFM (then ``n`` is unused); ``None``: ``n`` each.
     """
 
     name: str
@@ -82,14 +84,15 @@ class ReferenceProblem:
     kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     noise: float = 0.3
+    counts: tuple[int, ...] | None = None
 
     @property
     def etf(self) -> bool:
-        return self.family == "ufm"
+        return self.family == "ufm" and self.counts is None
 
     @property
     def y(self) -> np.ndarray:
-        return np.repeat(np.arange(self.K), self.n)
+        return np.repeat(np.arange(self.K), self.n if self.counts is None else self.counts)
 
     @property
     def X(self) -> np.ndarray | None:
@@ -125,6 +128,10 @@ def _ufm(name: str, K: int, n: int, d: int, **kw: Any) -> ReferenceProblem:
     return ReferenceProblem(name, "ufm", K, n, d, kw)
 
 
+def _imbalanced(name: str, counts: tuple[int, ...], d: int, **kw: Any) -> ReferenceProblem:
+    return ReferenceProblem(name, "ufm", len(counts), 0, d, kw, counts=tuple(counts))
+
+
 def _mufm(name: str, K: int, n: int, d: int, seed: int = 0, **kw: Any) -> ReferenceProblem:
     return ReferenceProblem(name, "mufm", K, n, d, kw, seed=seed)
 
@@ -136,6 +143,22 @@ CATALOGUE: list[ReferenceProblem] = [
     _ufm("ufm_mse_bias_K5", 5, 3, 6, lam_w=1e-3, lam_h=1e-3, lam_b=0.0, loss="mse", bias=True),
     _ufm("ufm_ce_bias_K4", 4, 5, 4, lam_w=1e-2, lam_h=1e-2, lam_b=1e-3, loss="ce", bias=True),
     _ufm("ufm_ce_nobias_K3", 3, 4, 3, lam_w=5e-3, lam_h=5e-3, loss="ce", bias=False),
+    # Imbalanced UFM (minority classes): still d >= K, so the certificate is exact; the
+    # bias-free MSE ones also have the closed form ufm.deep_linear_optimum(counts, L=1) (singular-
+    # value thresholding; the last one thresholds its minority class to zero logits).
+    _imbalanced(
+        "ufm_imb_mse_nobias_K3", (20, 5, 2), 3, lam_w=1e-2, lam_h=1e-2, loss="mse", bias=False
+    ),
+    _imbalanced(
+        "ufm_imb_mse_nobias_zero_K3", (30, 6, 1), 4, lam_w=0.2, lam_h=0.2, loss="mse", bias=False
+    ),
+    _imbalanced(
+        "ufm_imb_mse_bias_K3", (12, 4, 1), 3, lam_w=1e-2, lam_h=1e-2, lam_b=0.0, loss="mse"
+    ),
+    _imbalanced("ufm_imb_ce_bias_K3", (12, 4, 1), 3, lam_w=1e-2, lam_h=1e-2, lam_b=1e-3, loss="ce"),
+    _imbalanced(
+        "ufm_imb_ce_nobias_K4", (8, 8, 2, 1), 4, lam_w=5e-3, lam_h=5e-3, loss="ce", bias=False
+    ),
     # MUFM: small sizes where the Gram relaxation is tight (checked by the catalogue test).
     _mufm("mufm_mse_K3n4d6_lam0.01", 3, 4, 6, lam=0.01, lam_w=1e-2, lam_b=5e-4, loss="mse"),
     _mufm("mufm_mse_K3n4d6_lam10", 3, 4, 6, lam=10.0, lam_w=1e-2, lam_b=5e-4, loss="mse"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import reference_problems as REF
 
@@ -32,6 +33,8 @@ FAST = {
     ("mufm_mse_K3n4d6_lam10", "gd"),
     ("mufm_mse_K3n4d6_lam10", "torch"),
     ("mufm_mse_K2n3d8_lam1", "torch"),
+    ("ufm_imb_mse_nobias_K3", "torch"),
+    ("ufm_imb_ce_nobias_K4", "torch"),
 }
 GD_WITHIN_DEFAULT_BUDGET = {
     "mufm_mse_K2n3d8_lam1",
@@ -128,3 +131,36 @@ def test_ufm_optimum_is_collapsed(prob):
     assert pfc1(cert.H, prob.y) < 1e-6 and pfc2(cert.H, prob.y) < 1e-6
     res = prob.solve(method="lbfgs", tol=1e-10)
     assert res.metrics["pfc1"] < 1e-6 and res.metrics["pfc2"] < 1e-6, res.metrics
+
+
+IMBALANCED = [p for p in CATALOGUE if p.counts is not None]
+
+
+def test_catalogue_has_imbalanced_problems_of_every_kind():
+    kinds = {(p.kwargs["loss"], p.kwargs.get("bias", True)) for p in IMBALANCED}
+    assert kinds == {("mse", True), ("mse", False), ("ce", True), ("ce", False)}
+    assert all(len(set(p.counts)) > 1 for p in IMBALANCED)
+
+
+@pytest.mark.parametrize(
+    "prob",
+    [p for p in IMBALANCED if p.kwargs == {**p.kwargs, "loss": "mse", "bias": False}],
+    ids=lambda p: p.name,
+)
+def test_imbalanced_mse_closed_form_equals_certificate(prob):
+    """Bias-free MSE: the certified optimum (cvxpy) equals the closed form of singular-value
+    thresholding, a_k = (sqrt(n_k) - sqrt(N lam_w lam_h))_+ (ufm.deep_linear_optimum, L = 1)."""
+    import ufm
+
+    kw = prob.kwargs
+    opt = ufm.deep_linear_optimum(prob.counts, L=1, lam_w=kw["lam_w"], lam_h=kw["lam_h"])
+    N = sum(prob.counts)
+    a = np.maximum(np.sqrt(prob.counts) - np.sqrt(N * kw["lam_w"] * kw["lam_h"]), 0.0)
+    np.testing.assert_allclose(opt.singular_values, a, rtol=1e-12)
+    assert abs(opt.objective - prob.optimum) <= 1e-7 * prob.optimum
+    res = prob.solve(tol=1e-10)
+    # the logits of class k are a_k / sqrt(n_k) e_k: zero for a thresholded minority class
+    Z = res.H @ res.W.T
+    for k, n in enumerate(prob.counts):
+        want = np.broadcast_to(np.eye(prob.K)[k] * a[k] / np.sqrt(n), (n, prob.K))
+        np.testing.assert_allclose(Z[res.y == k], want, atol=1e-6)

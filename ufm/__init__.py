@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 # eagerly binds the package attributes to the functions for good (a later `import ufm.solve`
 # finds the module in sys.modules and leaves the attribute alone).
 from .certify import Certificate, certify
+from .deep import DeepLinearOptimum, DeepSolveResult, deep_linear_optimum, solve_deep
 from .layernorm import (
     LayerNormOptimum,
     layernorm_etf_optimum,
@@ -69,6 +70,10 @@ __all__ = [
     "ConvergenceWarning",
     "RankWarning",
     "SolveResult",
+    "solve_deep",
+    "DeepSolveResult",
+    "DeepLinearOptimum",
+    "deep_linear_optimum",
     "LayerNormOptimum",
     "layernorm_etf_optimum",
     "layernorm_normalize",

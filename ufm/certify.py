@@ -42,7 +42,7 @@ from .engine.convex import (
 from .engine.options import DEFAULT_LAM_H
 from .errors import InputError
 from .threads import thread_policy
-from .validate import check_int, check_labels, check_scalar, to_tensor
+from .validate import check_int, check_labels, check_scalar, encode_labels
 
 __all__ = ["Certificate", "certify", "balanced_factors"]
 
@@ -145,7 +145,8 @@ def certify(
     Parameters
     ----------
     y : array-like of shape (N,) or SolveResult
-        Integer labels ``0..K-1``. A ``SolveResult`` of :func:`ufm.solve` may be passed instead:
+        Class labels, any hashable values (mapped to ``0..K-1`` in sorted order, as in
+        :func:`ufm.solve`). A ``SolveResult`` of :func:`ufm.solve` may be passed instead:
         its problem (``y``, ``d`` and the constants in ``result.params``) is certified and the
         result itself is the solution checked; the problem keywords must then be left unset.
     d : int
@@ -214,8 +215,8 @@ def certify(
         d = int(result.H.shape[1])
     if d is None:
         raise InputError("certify(y, ...) needs the feature dimension d (keyword)")
-    y_t = to_tensor(y, "y")
-    yt, K = check_labels(y_t, int(y_t.shape[0]) if y_t.ndim >= 1 else 0)
+    y_t, _ = encode_labels(y, "y")  # any hashable labels, sorted classes as in ufm.solve
+    yt, K = check_labels(y_t, int(y_t.shape[0]))
     y_np = yt.cpu().numpy()
     N = int(y_np.size)
     d = check_int(d, "d", low=1)

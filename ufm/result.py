@@ -109,6 +109,10 @@ class SolveResult:
         Method and backend used.
     params : dict
         Every option used (coefficients, loss, bias, tol, max_iter, seed, dtype, device, ...).
+    classes : numpy.ndarray of shape (K,) or None
+        The caller's label of each class (:func:`ufm.solve`: any hashable labels are mapped to
+        ``0..K-1`` like scikit-learn's ``LabelEncoder``, so ``classes[y]`` gives the original
+        labels back); ``None`` where the front end takes labels ``0..K-1`` only.
     """
 
     W: Any
@@ -126,6 +130,7 @@ class SolveResult:
     method: str
     backend: str
     params: dict[str, Any] = field(default_factory=dict)
+    classes: Any = None
 
     def formed(self, name: str = "H") -> bool:
         """Whether the field ``name`` holds its array (``False``: formed on first access).

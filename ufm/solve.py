@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .engine.options import DEFAULT_LAM_B, DEFAULT_LAM_H, DEFAULT_LAM_W, resolve_backend
@@ -10,7 +11,7 @@ from .errors import InputError
 from .layernorm import solve_layernorm
 from .result import SolveResult
 from .threads import thread_policy
-from .validate import check_int, check_labels, describe, is_torch, to_tensor
+from .validate import check_int, check_labels, describe, encode_labels, is_torch
 
 __all__ = ["solve", "SolveResult"]
 
@@ -53,8 +54,11 @@ def solve(
     Parameters
     ----------
     y : array of shape (N,)
-        Integer labels ``0..K-1`` (every class present, ``K >= 2``); class sizes follow from them.
-        A torch tensor selects the torch backend.
+        Class labels, any hashable values (integers with gaps, strings, booleans, ...; ``K >= 2``
+        distinct ones). They are mapped to ``0..K-1`` in sorted order like scikit-learn's
+        ``LabelEncoder`` (order of first appearance when they cannot be compared); the result
+        holds the codes in ``result.y`` and the labels in ``result.classes``. Class sizes follow
+        from them and may differ (imbalanced UFM). A torch tensor selects the torch backend.
     d : int
         Feature dimension, ``d >= K - 1``.
     lam_w, lam_h, lam_b : float
@@ -118,7 +122,8 @@ def solve(
     Returns
     -------
     SolveResult
-        With ``X = None``; arrays numpy or torch according to the backend.
+        With ``X = None``; arrays numpy or torch according to the backend; ``classes`` the
+        label of each class (``classes[result.y]`` is the input ``y``).
 
     Raises
     ------
@@ -152,6 +157,7 @@ def solve(
     >>> res.converged, res.metrics["pfc1"] < 1e-8, res.metrics["pfc2"] < 1e-4
     (True, True, True)
     """
+    y_codes, classes = encode_labels(y, "y")
     if features != "free":
         if features != "layernorm":
             raise InputError(f"features must be 'free' or 'layernorm', got {describe(features)}")
@@ -160,11 +166,12 @@ def solve(
                 "step applies to method='gd' of the free-feature UFM only; "
                 "features='layernorm' chooses its own steps"
             )
-        return solve_layernorm(
-            y, d=d, loss=loss, lam_w=lam_w, lam_b=lam_b, lam_h=lam_h, bias=bias, affine=affine,
+        res = solve_layernorm(
+            y_codes, d=d, loss=loss, lam_w=lam_w, lam_b=lam_b, lam_h=lam_h, bias=bias, affine=affine,
             lam_affine=lam_affine, method="lbfgs" if method is None else method, backend=backend, device=device, dtype=dtype,
             max_iter=max_iter, tol=tol, seed=seed, verbose=verbose,
         )  # fmt: skip
+        return dataclasses.replace(res, classes=classes)
     if affine or lam_affine is not None:
         raise InputError("affine and lam_affine apply to features='layernorm' only")
     lam_h = DEFAULT_LAM_H if lam_h is None else lam_h
@@ -172,20 +179,16 @@ def solve(
     be = resolve_backend(
         backend, device, dtype, input_is_torch=is_torch(y), input_device=getattr(y, "device", None)
     )
-    y0 = to_tensor(y, "y")
-    if y0.ndim != 1 or y0.shape[0] == 0:
-        raise InputError(
-            f"y must be a non-empty 1-d array of integer labels 0..K-1, got {describe(y)}"
-        )
-    yt, K = check_labels(y0, int(y0.shape[0]))
+    yt, K = check_labels(y_codes, int(y_codes.shape[0]))
     if d < K - 1:
         raise InputError(
             f"d={d} < K-1={K - 1}: K class means cannot form a simplex ETF in fewer than K-1 "
             f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
             "the bias-free MSE optimum)"
         )
-    return solve_problem(
+    res = solve_problem(
         model="ufm", y=yt, K=K, d=d, X=None, be=be, lam=0.0, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
         verbose=verbose, step=step, init=None, stacklevel=4,
     )  # fmt: skip
+    return dataclasses.replace(res, classes=classes)

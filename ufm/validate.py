@@ -24,6 +24,7 @@ __all__ = [
     "check_features",
     "check_features_maxabs",
     "check_labels",
+    "encode_labels",
     "check_scalar",
     "check_int",
     "check_seed",
@@ -367,3 +368,130 @@ def check_merge_partner(this: Any, other: Any, size: str = "K") -> bool:
     if not isinstance(other, type(this)) or getattr(other, size) != getattr(this, size):
         raise InputError(f"merge() needs a {cls} with the same {size}, got {describe(other)}")
     return getattr(other, "d", None) is not None
+
+
+def encode_labels(y: Any, name: str = "y") -> tuple[torch.Tensor, np.ndarray]:
+    """Map any hashable class labels to ``0..K-1``, like scikit-learn's ``LabelEncoder``.
+
+    The classes are sorted when they can be compared (numbers, strings), otherwise kept in
+    the order of their first appearance; class ``k`` is ``classes[k]`` and the codes satisfy
+    ``classes[codes] == y``. Integer labels with gaps or negative values, strings, booleans
+    and integral floats are all accepted; class sizes may differ (imbalanced data).
+
+    Parameters
+    ----------
+    y : array-like of shape (N,) or torch.Tensor
+        Class labels, one per sample. A torch tensor keeps its device for the codes.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    codes : torch.Tensor of shape (N,), int64
+        Labels ``0..K-1``.
+    classes : numpy.ndarray of shape (K,)
+        The original label of each class.
+
+    Raises
+    ------
+    InputError
+        ``y`` not 1-d, empty, complex, holding non-integral or non-finite floats (a regression
+        output passed by mistake) or unhashable entries.
+    DegenerateInputError
+        Fewer than two distinct classes.
+    """
+    if isinstance(y, torch.Tensor):
+        t = y.detach()
+        if t.ndim != 1:
+            raise InputError(f"{name} must be a 1-d array of class labels, got {describe(y)}")
+        if t.shape[0] == 0:
+            raise InputError(f"{name} is empty; pass one label per sample (K >= 2 classes)")
+        if t.is_complex():
+            raise InputError(f"{name} must hold class labels, got complex values ({describe(y)})")
+        if t.is_floating_point() and not (
+            bool(torch.isfinite(t).all()) and bool((t == torch.round(t)).all())
+        ):
+            raise InputError(
+                f"{name} must hold integer class labels, got non-integer values "
+                f"({describe(y)}); convert with y.long() after checking them"
+            )
+        if not t.is_floating_point() and t.dtype != torch.bool:
+            fast = _already_encoded(t.to(torch.int64))
+            if fast is not None:
+                return _check_classes(fast[0], fast[1], name, y)
+        classes_t, codes = torch.unique(t, sorted=True, return_inverse=True)
+        classes = classes_t.cpu().numpy()
+        if t.is_floating_point():
+            classes = classes.astype(np.int64)
+        return _check_classes(codes.to(torch.int64), classes, name, y)
+    try:
+        a = np.asarray(y)
+    except Exception as exc:
+        raise InputError(f"{name} must be a 1-d array of class labels, got {describe(y)}") from exc
+    if a.dtype.kind in "US" and not isinstance(y, np.ndarray):
+        # np.asarray turns a list mixing numbers and strings into strings: keep the objects
+        a = np.asarray(list(y), dtype=object) if a.ndim == 1 else a
+    if a.ndim != 1:
+        raise InputError(f"{name} must be a 1-d array of class labels, got {describe(y)}")
+    if a.shape[0] == 0:
+        raise InputError(f"{name} is empty; pass one label per sample (K >= 2 classes)")
+    if a.dtype.kind == "c":
+        raise InputError(f"{name} must hold class labels, got complex values ({describe(y)})")
+    if a.dtype.kind == "f":
+        if not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise InputError(
+                f"{name} must hold integer class labels, got non-integer values "
+                f"({describe(y)}); convert with y.astype(int) after checking them"
+            )
+        a = a.astype(np.int64)
+    if a.dtype.kind in "iu":
+        fast = _already_encoded(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)))
+        if fast is not None:
+            return _check_classes(fast[0], fast[1], name, y)
+    if a.dtype.kind in "biuUSM":
+        classes, codes = np.unique(a, return_inverse=True)
+    else:  # object (or another exotic dtype): sort when comparable, else first appearance
+        try:
+            index = {}
+            for v in a:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise InputError(f"{name} has the label {v!r}; labels must be finite")
+                index.setdefault(v, len(index))
+        except TypeError as exc:
+            raise InputError(
+                f"{name} holds an unhashable label ({exc}); pass numbers or strings"
+            ) from exc
+        keys = list(index)
+        try:
+            keys = sorted(keys)
+        except TypeError:
+            pass  # mixed, incomparable types: order of first appearance
+        classes = np.empty(len(keys), dtype=object)
+        classes[:] = keys
+        pos = {k: i for i, k in enumerate(keys)}
+        codes = np.fromiter((pos[v] for v in a), dtype=np.int64, count=a.shape[0])
+    return _check_classes(
+        torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64)), classes, name, y
+    )
+
+
+def _already_encoded(t: torch.Tensor) -> tuple[torch.Tensor, np.ndarray] | None:
+    """``(t, arange(K))`` when the integer labels already are ``0..K-1`` without gaps (the
+    common case: one O(N) count instead of a sort), else None."""
+    lo, hi = int(t.min()), int(t.max())
+    if lo != 0 or hi >= t.shape[0]:
+        return None
+    if bool((torch.bincount(t, minlength=hi + 1) > 0).all()):
+        return t, np.arange(hi + 1)
+    return None
+
+
+def _check_classes(
+    codes: torch.Tensor, classes: np.ndarray, name: str, y: Any
+) -> tuple[torch.Tensor, np.ndarray]:
+    if classes.shape[0] < 2:
+        raise DegenerateInputError(
+            f"collapse needs at least K=2 classes, got K={classes.shape[0]} "
+            f"(every label of {name} is {classes[0]!r})"
+        )
+    return codes, classes

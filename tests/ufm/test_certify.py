@@ -272,15 +272,24 @@ def test_bad_arguments(kwargs, match):
     "y,match",
     [
         (np.zeros(4, dtype=int), "at least K=2"),
-        (np.array([0, 0, 2, 2]), "no sample"),
+        (np.array(["a", "a"]), "at least K=2"),  # labels with gaps are classes now
         (np.array([0.5, 1.0]), "integer"),
         (np.array([[0, 1]]), "1-d array"),
-        (np.array([-1, 0, 1]), "< 0"),
+        (np.array([1j, 2j]), "complex"),
     ],
 )
 def test_bad_labels(y, match):
     with pytest.raises(InputError, match=match):
         certify(y, d=2)
+
+
+def test_any_labels_certify_the_same_problem():
+    """String labels and integer labels with gaps are mapped to 0..K-1 as in ufm.solve."""
+    a = certify(np.array(["x", "x", "z", "z", "y", "y"]), d=3, lam_w=1e-2, lam_h=1e-2)
+    b = certify(np.array([0, 0, 7, 7, -2, -2]), d=3, lam_w=1e-2, lam_h=1e-2)
+    c = certify(np.array([0, 0, 2, 2, 1, 1]), d=3, lam_w=1e-2, lam_h=1e-2)
+    assert a.optimum == pytest.approx(c.optimum, rel=1e-8)
+    assert b.optimum == pytest.approx(c.optimum, rel=1e-8)
 
 
 def test_bad_solutions():

@@ -209,11 +209,14 @@ def test_bad_options(kw, match):
     "y, err, match",
     [
         (np.zeros(4, dtype=int), DegenerateInputError, "K=2"),
-        (np.array([0, 2, 2]), DegenerateInputError, "no sample"),
-        (np.array([0, 1, -1]), InputError, "< 0"),
+        (np.array(["a", "a"]), DegenerateInputError, "K=1"),
         (np.array([0.0, 1.5]), InputError, "integer"),
+        (np.array([0.0, np.nan]), InputError, "integer"),
+        (np.array([1j, 2j]), InputError, "complex"),
         (np.zeros((2, 2), dtype=int), InputError, "1-d"),
-        (np.array([], dtype=int), InputError, "non-empty"),
+        (np.array([], dtype=int), InputError, "empty"),
+        ([[1], [2], [1]], InputError, "1-d"),
+        (np.array([{}, {}], dtype=object), InputError, "unhashable"),
     ],
 )
 def test_bad_labels(y, err, match):
