@@ -20,7 +20,7 @@ from ..metrics import collapse_metrics
 from ..metrics.gram import unscale
 from ..result import Deferred, SolveResult
 from ..status import Status
-from ..validate import check_int, check_scalar, check_seed, describe
+from ..validate import check_scalar, check_seed, describe
 from .core import Params, Problem
 from .methods import Raw, initial_point, run_method
 from .options import (
