@@ -294,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = [out / "claims_part.md", out / "deep" / "claims_part.md"]
     text = "\n\n".join(p.read_text() for p in parts if p.is_file())
     atomic_write_text(out / "claims.md", text)
+    # the parts are kept only until the next run assembles them (their links are relative to out)
+    for p in parts:
+        if p.is_file() and (p.parent / "metrics.csv").is_file() and args.network == "both":
+            p.unlink()
     print(text)
     print(f"results in {out} ({time.perf_counter() - t0:.0f} s)")
     return 0
