@@ -17,6 +17,7 @@ import torch
 
 from ..engine.options import DEFAULT_LAM_H, DEFAULT_LAM_W
 from ..errors import InputError
+from ..losses import LOSSES
 from ..validate import check_int, check_scalar, describe
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
 
 #: Activations between layers: ``"linear"`` (identity) or ``"relu"``.
 ACTIVATIONS = ("linear", "relu")
-#: Losses: ``"mse"`` (``(1/2)||z - e_y||^2``) or ``"ce"`` (cross entropy).
-LOSSES = ("mse", "ce")
 
 
 @dataclass(frozen=True)
