@@ -394,47 +394,29 @@ class Network:
         return f"{kind}, {self.blocks} blocks, width {self.width}"
 
 
+#: The networks of the study: name, stage (folder), how the report names it, and the prefix of
+#: its recipe fields in :class:`StudyConfig` (``deep_`` for the deep network's).
+_NETWORKS = (
+    ("fc", "train", "the paper's fully connected ResNet (Table I)", ""),
+    ("deep", "deep", "the deep LayerNorm ResNet (Súkeník, Lampert, Mondelli 2025)", "deep_"),
+)
+#: The recipe fields that each network reads from :class:`StudyConfig` (with its prefix).
+_RECIPE = ("blocks", "width", "loss", "lr", "weight_decay", "batch_size", "epochs", "lr_drops",
+           "eval_every")  # fmt: skip
+
+
 def networks(cfg: StudyConfig) -> tuple[Network, ...]:
     """The networks of a resolved study: the paper's FC ResNet, then (unless ``--no-deep``) the
     deep LayerNorm ResNet."""
-    common = {"per_class": cfg.train_per_class}
-    nets = [
-        Network(
-            name="fc",
-            stage="train",
-            title="the paper's fully connected ResNet (Table I)",
-            model="fc",
-            blocks=cfg.blocks,
-            width=cfg.width,
-            loss=cfg.loss,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            batch_size=cfg.batch_size,
-            epochs=cfg.epochs,
-            lr_drops=tuple(cfg.lr_drops),
-            eval_every=cfg.eval_every,
-            **common,
-        )
-    ]
-    if cfg.deep:
-        nets.append(
-            Network(
-                name="deep",
-                stage="deep",
-                title="the deep LayerNorm ResNet (Súkeník, Lampert, Mondelli 2025)",
-                model=cfg.deep_model,
-                blocks=cfg.deep_blocks,
-                width=cfg.deep_width,
-                loss=cfg.deep_loss,
-                lr=cfg.deep_lr,
-                weight_decay=cfg.deep_weight_decay,
-                batch_size=cfg.deep_batch_size,
-                epochs=cfg.deep_epochs,
-                lr_drops=tuple(cfg.deep_lr_drops),
-                eval_every=cfg.deep_eval_every,
-                **common,
-            )
-        )
+    nets = []
+    for name, stage, title, prefix in _NETWORKS:
+        if name == "deep" and not cfg.deep:
+            continue
+        recipe = {k: getattr(cfg, prefix + k) for k in _RECIPE}
+        recipe["lr_drops"] = tuple(recipe["lr_drops"])
+        model = "fc" if name == "fc" else cfg.deep_model
+        nets.append(Network(name=name, stage=stage, title=title, model=model,
+                            per_class=cfg.train_per_class, **recipe))  # fmt: skip
     return tuple(nets)
 
 
@@ -448,12 +430,11 @@ def _fraction(f: float) -> str:
     return f"{q.numerator}/{q.denominator}"
 
 
-def _schedule(drops: tuple[float, ...], epochs: int | None = None) -> str:
+def _schedule(drops: tuple[float, ...], milestones: tuple[int, ...] | None = None) -> str:
     fr = " and ".join(_fraction(f) for f in drops)
-    if epochs is None:
+    if milestones is None:
         return f"divided by 10 after {fr} of the epochs"
-    ms = sorted({max(1, round(f * epochs)) for f in drops})
-    return f"divided by 10 after {fr} of the epochs (epochs {', '.join(map(str, ms))})"
+    return f"divided by 10 after {fr} of the epochs (epochs {', '.join(map(str, milestones))})"
 
 
 def recipe_vs_paper(cfg: StudyConfig, net: Network | None = None) -> list[dict[str, Any]]:
@@ -483,7 +464,7 @@ def recipe_vs_paper(cfg: StudyConfig, net: Network | None = None) -> list[dict[s
         ("epochs", PAPER_RECIPE["epochs"], net.epochs, (f"{prefix}epochs",),
          net.epochs != PAPER_RECIPE["epochs"]),
         ("lr schedule", _schedule(PAPER_RECIPE["lr_drops"]),
-         _schedule(net.lr_drops, net.epochs), (f"{prefix}lr_drops",),
+         _schedule(net.lr_drops, net.milestones), (f"{prefix}lr_drops",),
          tuple(round(f, 6) for f in net.lr_drops)
          != tuple(round(f, 6) for f in PAPER_RECIPE["lr_drops"])),
         ("lr", f"{mnist_lr:g} (not in the paper's text; this project's MNIST preset)", net.lr,
