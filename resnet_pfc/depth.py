@@ -71,7 +71,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -1174,6 +1174,20 @@ def _g(v: Any, spec: str = ".3g") -> str:
     return format(v, spec) if _is_num(v) and v == v else "n/a"
 
 
+def _groups(
+    cfg: DepthConfig, cells: list[dict[str, Any]]
+) -> Iterator[tuple[str, str, int, list[dict[str, Any]]]]:
+    """The cells of each (family, initialisation, depth) that has any, in report order."""
+    for f in cfg.families:
+        for init in ("independent", "warm"):
+            for L in cfg.depths:
+                rs = [
+                    c for c in cells if c["family"] == f and c["depth"] == L and c["init"] == init
+                ]
+                if rs:
+                    yield f, init, L, rs
+
+
 def _med(rows: list[dict[str, Any]], k: str) -> float:
     v = [r[k] for r in rows if _is_num(r.get(k)) and r[k] == r[k]]
     return float(np.median(v)) if v else math.nan
@@ -1240,23 +1254,16 @@ def _report(
         "epochs | e-folds | stationary | flagged |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for f in cfg.families:
-        for init in ("independent", "warm"):
-            for L in cfg.depths:
-                rs = [
-                    r for r in cells if r["family"] == f and r["depth"] == L and r["init"] == init
-                ]
-                if not rs:
-                    continue
-                met = sum(bool(r.get("criterion_met")) for r in rs)
-                nfl = sum(bool(r.get("not_at_optimum")) for r in rs)
-                lines.append(
-                    f"| {f} | {init} | {L} | {_g(_med(rs, 'full_objective'), '.4g')} | "
-                    f"{_g(_med(rs, 'full_loss'), '.3g')} | "
-                    + " | ".join(_g(_med(rs, f"full_penalty_{p}"), ".3g") for p in _PARTS)
-                    + f" | {_g(_med(rs, 'epochs'), '.0f')} | {_g(_med(rs, 'efolds'), '.2g')} | "
-                    f"{met}/{len(rs)} | {nfl}/{len(rs)} |"
-                )
+    for f, init, L, rs in _groups(cfg, cells):
+        met = sum(bool(r.get("criterion_met")) for r in rs)
+        nfl = sum(bool(r.get("not_at_optimum")) for r in rs)
+        lines.append(
+            f"| {f} | {init} | {L} | {_g(_med(rs, 'full_objective'), '.4g')} | "
+            f"{_g(_med(rs, 'full_loss'), '.3g')} | "
+            + " | ".join(_g(_med(rs, f"full_penalty_{p}"), ".3g") for p in _PARTS)
+            + f" | {_g(_med(rs, 'epochs'), '.0f')} | {_g(_med(rs, 'efolds'), '.2g')} | "
+            f"{met}/{len(rs)} | {nfl}/{len(rs)} |"
+        )
     warm_rows = [r for r in cells if r["init"] == "warm"]
     if warm_rows:
         lines += [
@@ -1340,20 +1347,13 @@ def _report(
         "sep. R^2 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for f in cfg.families:
-        for init in ("independent", "warm"):
-            for L in cfg.depths:
-                rs = [
-                    r for r in cells if r["family"] == f and r["depth"] == L and r["init"] == init
-                ]
-                if not rs:
-                    continue
-                lines.append(
-                    f"| {f} | {init} | {L} | {_g(_med(rs, 'train_accuracy'), '.4f')} | "
-                    f"{_g(_med(rs, 'nc1'))} | {_g(_med(rs, 'cdnv'))} | "
-                    f"{_g(_med(rs, 'gram_eig_ratio'))} | {_g(_med(rs, 'nc3'))} | "
-                    f"{_g(_med(rs, 'separation_rate'))} | {_g(_med(rs, 'separation_r2'))} |"
-                )
+    for f, init, L, rs in _groups(cfg, cells):
+        lines.append(
+            f"| {f} | {init} | {L} | {_g(_med(rs, 'train_accuracy'), '.4f')} | "
+            f"{_g(_med(rs, 'nc1'))} | {_g(_med(rs, 'cdnv'))} | "
+            f"{_g(_med(rs, 'gram_eig_ratio'))} | {_g(_med(rs, 'nc3'))} | "
+            f"{_g(_med(rs, 'separation_rate'))} | {_g(_med(rs, 'separation_r2'))} |"
+        )
     lines += [
         "",
         "## The last layer against the LN-UFM optimum",
@@ -1366,19 +1366,12 @@ def _report(
         "| family | init | depth | gap | NC1 net | NC1 LN-UFM | NC3 net | sphere dev |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for f in cfg.families:
-        for init in ("independent", "warm"):
-            for L in cfg.depths:
-                rs = [
-                    r for r in cells if r["family"] == f and r["depth"] == L and r["init"] == init
-                ]
-                if not rs:
-                    continue
-                lines.append(
-                    f"| {f} | {init} | {L} | {_g(_med(rs, 'objective_gap_rel'))} | "
-                    f"{_g(_med(rs, 'nc1'))} | {_g(_med(rs, 'lnufm_nc1'))} | "
-                    f"{_g(_med(rs, 'nc3'))} | {_g(_med(rs, 'sphere_dev'))} |"
-                )
+    for f, init, L, rs in _groups(cfg, cells):
+        lines.append(
+            f"| {f} | {init} | {L} | {_g(_med(rs, 'objective_gap_rel'))} | "
+            f"{_g(_med(rs, 'nc1'))} | {_g(_med(rs, 'lnufm_nc1'))} | "
+            f"{_g(_med(rs, 'nc3'))} | {_g(_med(rs, 'sphere_dev'))} |"
+        )
     opt_file = Path(cfg.out) / "lnufm_optimum.json"
     if opt_file.is_file():
         opt = json.loads(opt_file.read_text())
