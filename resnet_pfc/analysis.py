@@ -12,7 +12,8 @@ from typing import Any
 
 from ufm.errors import CheckpointError, InputError
 from ufm.metrics import effective_depth
-from ufm.registry import CORE, LAYER, METRICS
+from ufm.registry import CORE, LAYER, METRICS, names
+from ufm.validate import check_scalar
 
 __all__ = [
     "tpt_check",
@@ -227,6 +228,11 @@ def rising_metrics(
     ``final > best * (1 + rel_tol) + abs_tol`` (collapse metrics fall as training goes on,
     so a final value well above an earlier one means training moved away from collapse).
 
+    Raises
+    ------
+    InputError
+        An unknown metric name or a negative or non-finite tolerance.
+
     Returns
     -------
     list of dict
@@ -234,6 +240,9 @@ def rising_metrics(
         the layers where it rose), ``n_layers`` (measured layers), and for the last layer
         ``best``, ``best_epoch`` and ``final`` (or ``None`` where it did not rise there).
     """
+    rel_tol = check_scalar(rel_tol, "rel_tol")
+    abs_tol = check_scalar(abs_tol, "abs_tol")
+    names(tuple(metrics))  # unknown metric names are refused, with the known ones
     srows = [r for r in rows if r["split"] == split]
     if not srows:
         return []

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ufm.errors import CheckpointError
+from ufm.errors import CheckpointError, InputError
 from ufm.registry import CORE
 
 from .checkpoint import atomic_write_bytes
@@ -268,9 +268,13 @@ def draw_network_comparison(
 
     Raises
     ------
+    InputError
+        ``runs`` is empty.
     CheckpointError
         A run directory without metrics.csv.
     """
+    if not runs:
+        raise InputError("runs must name at least one run directory (label -> folder)")
     import matplotlib
 
     matplotlib.use("Agg", force=False)

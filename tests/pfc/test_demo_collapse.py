@@ -138,3 +138,21 @@ def test_pfc_demo_parser_accepts_dataset_and_loss():
 
     a = build_parser().parse_args(["demo", "--dataset", "mnist-5k", "--loss", "ce"])
     assert a.dataset == "mnist_5k" and a.loss == "ce"
+
+
+def test_rising_metrics_and_network_figure_refuse_bad_input(tmp_path):
+    from resnet_pfc.figures import draw_network_comparison
+    from ufm.errors import CheckpointError
+
+    rows = _rows({0: [0.9, 0.2, 0.5]})
+    with pytest.raises(InputError, match="rel_tol"):
+        rising_metrics(rows, rel_tol=-1.0)
+    with pytest.raises(InputError, match="abs_tol"):
+        rising_metrics(rows, abs_tol=float("nan"))
+    with pytest.raises(InputError, match="unknown metric"):
+        rising_metrics(rows, metrics=("pfc9",))
+    with pytest.raises(InputError, match="at least one run"):
+        draw_network_comparison({}, tmp_path / "x.png")
+    with pytest.raises(CheckpointError, match="metrics.csv"):
+        draw_network_comparison({"a": tmp_path}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
