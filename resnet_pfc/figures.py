@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError, InputError
+from ufm.io import read_json
 from ufm.registry import CORE
 
+from .analysis import tpt_check
 from .checkpoint import atomic_write_bytes
 from .runs import read_csv
 
@@ -78,10 +80,6 @@ def _plot_points(ax: Any, pts: list[tuple[float, float]], key: str, fmt: str, **
 
 def _events(run: Path, rows: list[dict[str, Any]]) -> tuple[list[float], float | None]:
     """The run's lr drops (epochs) and the start of its terminal phase (or None)."""
-    from ufm.io import read_json
-
-    from .analysis import tpt_check
-
     doc = read_json(run / "config.json", remedy="run the training again") or {}
     cfg = doc.get("config") if isinstance(doc, dict) else None
     ms = cfg.get("milestones") if isinstance(cfg, dict) else None
