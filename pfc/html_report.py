@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_pfc.analysis import collapse_check, layer_summary, rising_metrics, tpt_check
-from resnet_pfc.runs import read_csv
+from resnet_pfc.runs import read_csv, read_run_config
 from ufm.errors import CheckpointError
 from ufm.io import atomic_write_text, read_json
 from ufm.registry import CORE, METRICS, PFC, label
@@ -96,7 +96,7 @@ def _training_section(
     rows = read_csv(run / "metrics.csv")
     tpt = stage["tpt"] if stage else tpt_check(rows)
     summ = stage["summary"] if stage else layer_summary(rows)
-    doc = _read_json(run / "config.json") or {}
+    doc = read_run_config(run / "config.json")
     cfg = doc.get("config", {})
     s = [f"<h2>{_e(heading)}</h2>"]
     if cfg:
@@ -631,7 +631,7 @@ def render_html(directory: str | os.PathLike[str]) -> str:
     title = f"PFC study: {d.resolve().name}"
     parts.append(f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>")
     parts.append(f"<h1>{_e(title)}</h1>")
-    cfg = _read_json(d / "config.json") or {}
+    cfg = read_run_config(d / "config.json")
     if "study" in cfg:
         st = cfg["study"]
         parts.append(

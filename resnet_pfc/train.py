@@ -78,6 +78,7 @@ from .runs import (
     GEODESIC_CSV,
     METRIC_COLUMNS,
     METRICS_CSV,
+    check_rows,
     rows_from_measurement,
     torch_dtype,
     versions,
@@ -343,6 +344,9 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
         run.sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         run.rows, run.geo_rows = list(state["rows"]), list(state["geodesic_rows"])
+        # the rows come back into metrics.csv and the figure file names: same checks as a read
+        check_rows(run.rows, where=f"the checkpoint {run.ckpt_path} (metrics rows)")
+        check_rows(run.geo_rows, where=f"the checkpoint {run.ckpt_path} (geodesic rows)")
         run.elapsed = float(state["elapsed_s"])
         run.start_epoch = int(state["epoch"]) + 1
     except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
