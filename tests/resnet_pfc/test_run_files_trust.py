@@ -18,7 +18,6 @@ from resnet_pfc.report import write_report
 from resnet_pfc.runs import SPLITS, check_rows, read_csv, read_run_config
 from ufm.errors import InputError, PFCError
 
-
 #: A tiny run (as conftest's TINY_RUN; fixtures of a module scope cannot use it).
 TINY = dict(
     dataset="digits",
