@@ -902,6 +902,13 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     """
     cfg = _validate(replace(config or depth_config("cpu"), **overrides))
     out = Path(cfg.out)
+    # one writer per study folder: a second depth study into it is refused while this one runs
+    with ufm_io.run_lock(out, option="--out", command="pfc depth"):
+        return _depth_study(cfg, out)
+
+
+def _depth_study(cfg: DepthConfig, out: Path) -> DepthResult:
+    """The body of :func:`depth_study`, run while holding the study folder's lock."""
     doc = {"config": asdict(cfg), "versions": versions()}
     ufm_io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
     warm_only = set(_warm_families(cfg)) if cfg.init == "warm" else set()

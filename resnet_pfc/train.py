@@ -41,6 +41,7 @@ one measurement and the run-file writing, each in its own function.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -56,6 +57,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ufm.cli import check_output_file
 from ufm.errors import CheckpointError, DivergenceError, InputError
+from ufm.io import run_lock
 
 from . import distributed as dist_mod
 from .checkpoint import (
@@ -167,11 +169,25 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> RunResult:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, ctx)
+        with _writer_lock(cfg, ctx):
+            return _train(cfg, ctx)
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
         ctx.cleanup()
+
+
+def _writer_lock(cfg: TrainConfig, ctx: dist_mod.DistContext) -> Any:
+    """The run folder's lock (:func:`ufm.io.run_lock`, held by the main process): a second
+    ``train`` into the same ``out`` is refused while this one runs."""
+    if not ctx.is_main:
+        return contextlib.nullcontext()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {str(out)!r} is a file; choose a folder for the run")
+    # A folder that cannot be created or written fails with a clear message before the lock.
+    check_output_file(out / CONFIG_JSON, "--out")
+    return run_lock(out, option="--out", command="pfc train")
 
 
 @dataclass
