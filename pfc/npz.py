@@ -59,13 +59,14 @@ def load_npz(
         raise InputError(f"{what} {path!r}: cannot read it ({exc.strerror or exc}); {how}") from exc
     if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
         # numpy would try to unpickle anything else and advise allow_pickle: never do that
-        kind = "empty" if not head else "not a NumPy .npz archive (no zip header)"
-        raise InputError(f"{what} {path!r} is {kind}; {how}")
+        kind = "the file is empty" if not head else "not a NumPy .npz archive (no zip header)"
+        raise InputError(f"{what} {path!r}: cannot read it: {kind}; {how}")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(
-            f"{what} {path!r} is damaged or truncated ({_reason(exc)}); write it again; {how}"
+            f"{what} {path!r}: cannot read it: damaged or truncated ({_reason(exc)}); write "
+            f"it again; {how}"
         ) from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise InputError(

@@ -29,7 +29,7 @@ def _npz_files(tmp_path):
     files = {
         "csv": (b"a,b\n1,2\n", "not a NumPy .npz archive"),
         "pkl_bytes": (b"\x80\x04\x95\x10\x00\x00\x00", "not a NumPy .npz archive"),
-        "empty": (b"", "is empty"),
+        "empty": (b"", "the file is empty"),
         "truncated": (raw[: len(raw) // 2], "damaged or truncated"),
         "truncated_end": (raw[:-30], "damaged or truncated"),
         "crc": (raw[:100] + b"\0" * 40 + raw[140:], "damaged or truncated"),
