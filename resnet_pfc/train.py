@@ -55,8 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ufm.cli import check_output_file
-from ufm.errors import CheckpointError, DivergenceError, InputError
+from ufm.cli import check_output_file, one_line
+from ufm.errors import CheckpointError, DegenerateInputError, DivergenceError, InputError
 from ufm.io import run_lock
 
 from . import distributed as dist_mod
@@ -380,15 +380,46 @@ def _measure(run: _Run, epoch: int, extra: dict[str, Any]) -> float | None:
     ctx = run.ctx
     acc_out = None
     for split, loader in run.eval_loaders.items():
-        m = measure_model(
-            run.model, loader, run.cfg, device=ctx.device, dtype=run.dtype, group=ctx.group
-        )
+        try:
+            m = measure_model(
+                run.model, loader, run.cfg, device=ctx.device, dtype=run.dtype, group=ctx.group
+            )
+        except DegenerateInputError:
+            raise
+        except InputError as exc:
+            if epoch == 0:
+                raise
+            # The parameters are finite (checked after the epoch) and so is the data: features
+            # that are not mean the last steps blew the weights up, i.e. the run diverged.
+            what = (
+                "are not finite (NaN or inf: they overflowed)"
+                if "non-finite" in str(exc)
+                else f"cannot be measured ({one_line(exc)[:200]})"
+            )
+            raise DivergenceError(
+                f"training diverged: after epoch {epoch} ({_lr_text(run, extra.get('lr'))}) "
+                f"the features of the {split} split {what}; the learning "
+                f"rate is too large for this model and data; {_last_good(run, epoch)}; lower "
+                "--lr (e.g. by 10x) and start again with a new --out"
+            ) from exc
         r, g = rows_from_measurement(m, epoch, split, extra)
         run.rows.extend(r)
         run.geo_rows.extend(g)
         if split == "train":
             acc_out = m.accuracy
     return acc_out
+
+
+def _lr_text(run: _Run, lr_now: Any) -> str:
+    """``lr=...`` of a divergence message, with the initial --lr when a milestone changed it."""
+    text = f"lr={float(lr_now):g}" if isinstance(lr_now, int | float) else "lr unknown"
+    if not isinstance(lr_now, int | float) or float(lr_now) != float(run.cfg.lr):
+        text += f", initial --lr {float(run.cfg.lr):g}"
+    return text
+
+
+def _last_good(run: _Run, epoch: int) -> str:
+    return f"the last good checkpoint is {run.ckpt_path} (epoch {epoch - 1})"
 
 
 def _write_outputs(run: _Run, epoch: int) -> None:
@@ -432,7 +463,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
     cfg, ctx = run.cfg, run.ctx
     run.sampler.set_epoch(epoch)
     lr_now = run.opt.param_groups[0]["lr"]
-    good = f"the last good checkpoint is {run.ckpt_path} (epoch {epoch - 1})"
+    good = _last_good(run, epoch)
+    lr_text = _lr_text(run, lr_now)
     run.net.train()
     tot = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     for step, (x, y) in enumerate(run.train_loader):
@@ -452,7 +484,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
         if not bool(torch.isfinite(stats).all()):
             raise DivergenceError(
                 f"training diverged: non-finite loss at epoch {epoch}, step {step} "
-                f"(lr={lr_now:g}); {good}; lower --lr and start again with a new --out"
+                f"({lr_text}); {good}; lower --lr (e.g. by 10x) and start again with a new --out"
             )
         tot += stats
         run.opt.zero_grad(set_to_none=True)
@@ -465,14 +497,14 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
             # torch refuses an lr / weight decay that overflows the parameter dtype.
             raise DivergenceError(
                 f"training diverged: the SGD step overflows {cfg.dtype} at epoch {epoch},"
-                f" step {step} (lr={lr_now:g}, weight_decay={cfg.weight_decay:g}); {good}; "
+                f" step {step} ({lr_text}, weight_decay={cfg.weight_decay:g}); {good}; "
                 "lower --lr"
             ) from exc
     run.sched.step()
     if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
         raise DivergenceError(
             f"training diverged: non-finite parameters after epoch {epoch} "
-            f"(lr={lr_now:g}); {good}; lower --lr"
+            f"({lr_text}); {good}; lower --lr (e.g. by 10x) and start again with a new --out"
         )
     return float(tot[0] / tot[2]), float(tot[1] / tot[2])
 
