@@ -42,6 +42,7 @@ from ufm.engine.options import METHODS
 from ufm.io import write_json
 from ufm.losses import LOSSES
 from ufm.registry import METRICS
+from ufm.validate import SEED_MAX
 
 from .config import FULL, QUICK, StudyConfig
 from .npz import load_npz
@@ -55,7 +56,7 @@ METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction !=
 # ------------------------------------------------------------------------------------------
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def conv(s: str) -> int:
         try:
             v = int(s)
@@ -63,9 +64,11 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer, got {s!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {s[:40]!r}")
         return v
 
-    conv.__name__ = f"integer >= {low}"
+    conv.__name__ = f"integer >= {low}" + ("" if high is None else f" and <= {high}")
     return conv
 
 
@@ -107,6 +110,7 @@ def _theorems(s: str) -> str:
 
 POS = _int_at_least(1)
 NONNEG = _int_at_least(0)
+SEED = _int_at_least(0, SEED_MAX)
 TWO = _int_at_least(2)
 
 
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", type=_device, default=None, help="cpu or cuda (torch backend)")
     s.add_argument("--max-iter", type=POS, default=None)
     s.add_argument("--tol", type=_float_pos, default=None)
-    s.add_argument("--seed", type=NONNEG, default=0)
+    s.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
     s.add_argument(
         "--certify",
         action="store_true",
@@ -406,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the theorem checks; exit status 1 when a claim that "
         "should hold is violated.",
     )
-    c.add_argument("--seed", type=NONNEG, default=0, help="default 0")
+    c.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
     c.add_argument("--instances", type=POS, default=100, help="Theorems 1-2 (default 100)")
     c.add_argument(
         "--solver-instances",

@@ -29,7 +29,7 @@ import torch
 from ufm.errors import CheckpointError, InputError
 from ufm.losses import LOSSES
 from ufm.threads import MAX_THREADS
-from ufm.validate import check_int
+from ufm.validate import SEED_MAX, check_int
 
 from .models import (
     DEPTH_FAMILIES,
@@ -265,7 +265,7 @@ class TrainConfig:
         shown="$PFC_DATA_ROOT or ./data",
     )
     download: bool = option(bool, "download missing data with torchvision (network)", default=False)
-    seed: int = option(int, "seed of everything", default=0, low=0)
+    seed: int = option(int, "seed of everything", default=0, low=0, high=SEED_MAX)
     resume: bool = option(bool, "continue from checkpoints/last.pt of --out", default=False)
     device: str = option(_device_arg, "cpu, cuda or cuda:N", default="cpu")
     dtype: str = _choice("parameter and feature dtype", ("float32", "float64"))

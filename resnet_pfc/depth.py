@@ -82,6 +82,7 @@ from ufm import io as ufm_io
 from ufm.errors import InputError
 from ufm.losses import LOSSES, check_loss
 from ufm.registry import NC2, PFC, SEPARATION
+from ufm.validate import SEED_MAX
 
 from .config import dataset_arg
 from .models import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
@@ -222,7 +223,7 @@ class DepthConfig:
         "blocks per network", (2, 3, 5, 8, 13, 21, 34), nargs="+", doc=_CELLS
     )
     seeds: tuple[int, ...] = option(
-        int, "training seeds", default=(0, 1, 2), low=0, nargs="+", doc=_CELLS
+        int, "training seeds", default=(0, 1, 2), low=0, high=SEED_MAX, nargs="+", doc=_CELLS
     )
     width: int = _count("residual-stream / token width d", 64)
     epochs: int = _count("minimum epochs of the ResNets (constant lr)", 100, doc=_STOP)
@@ -280,7 +281,9 @@ class DepthConfig:
     threads: int = _count("torch threads per cell", 1)
     jobs: int = _count("cells trained in parallel, one process each", 1)
     bootstrap: int = option(int, "bootstrap resamples of each slope", default=2000, low=10)
-    seed: int = option(int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0)
+    seed: int = option(
+        int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0, high=SEED_MAX
+    )
     progress: bool = option("no", "no progress bars", default=True)
     preset: str = option(
         str,

@@ -58,3 +58,34 @@ def test_bad_npz_is_one_clear_line_and_never_advises_pickle(capsys, tmp_path, na
     assert words in err and str(path) in err
     assert "pickle" not in err.lower() and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["train", "--out", "{tmp}/r", "--seed", "4294967296"], "--seed"),
+        (["demo", "--out", "{tmp}/s", "--seed", "18446744073709551616"], "--seed"),
+        (["depth", "--out", "{tmp}/d", "--seeds", "0", "4294967296"], "--seeds"),
+        (["depth", "--out", "{tmp}/d", "--seed", "4294967296"], "--seed"),
+        (["solve", "--seed", "4294967296"], "--seed"),
+        (["check", "--seed", "99999999999999999999999"], "--seed"),
+    ],
+)
+def test_seeds_beyond_2_32_are_refused_up_front(capsys, tmp_path, argv, option):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {option}" in err and "4294967295" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_largest_seed_is_accepted_by_the_library():
+    from resnet_pfc.config import TrainConfig, resolve_config
+    from ufm.errors import InputError
+    from ufm.validate import SEED_MAX
+
+    assert resolve_config(TrainConfig(seed=SEED_MAX)).seed == SEED_MAX
+    with pytest.raises(InputError, match="seed must be <= 4294967295"):
+        resolve_config(TrainConfig(seed=SEED_MAX + 1))
