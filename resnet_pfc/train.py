@@ -45,6 +45,7 @@ import contextlib
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -358,6 +359,9 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
         run.sched.load_state_dict(state["scheduler"])
+        # the checkpoint's milestones came back with the schedule's state; an extended run
+        # (more epochs, the same milestones up to the old end: check_resumable) adds later ones
+        run.sched.milestones = Counter(run.cfg.milestones)
         set_rng_state(state["rng"])
         run.rows, run.geo_rows = list(state["rows"]), list(state["geodesic_rows"])
         # the rows come back into metrics.csv and the figure file names: same checks as a read

@@ -10,7 +10,7 @@ from resnet_pfc.__main__ import main as resnet_main
 from resnet_pfc.checkpoint import load_checkpoint
 from resnet_pfc.config import TrainConfig
 from resnet_pfc.runs import read_csv
-from ufm.errors import DivergenceError
+from ufm.errors import CheckpointError, DivergenceError
 
 
 def test_huge_lr_that_overflows_the_features_is_a_divergence(tmp_path, tiny_run):
@@ -34,3 +34,99 @@ def test_huge_lr_on_the_command_line_exit_2(tmp_path, tiny_run, to_argv, capsys)
     assert resnet_main(argv) == 2
     err = capsys.readouterr().err
     assert "training diverged" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------
+# --resume --epochs E' > E: extending a run
+
+
+def test_finished_run_extended_with_the_same_milestones_continues(tmp_path, tiny_run):
+    """Train 3 epochs, resume with --epochs 5 and the same explicit milestones: training
+    continues from epoch 3, the rows are continuous, and the files equal an uninterrupted
+    5-epoch run (eval_every 1, so every epoch is measured either way)."""
+    kw = {**tiny_run, "milestones": (2,)}
+    out = str(tmp_path / "ext")
+    first = train(TrainConfig(**kw, epochs=3, out=out))
+    assert first.epochs_run == 3
+    old_text = (tmp_path / "ext" / "metrics.csv").read_text()
+    again = train(TrainConfig(**kw, epochs=5, out=out, resume=True))
+    assert again.epochs_run == 2
+    rows = read_csv(tmp_path / "ext" / "metrics.csv")
+    assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3, 4, 5]
+    new_text = (tmp_path / "ext" / "metrics.csv").read_text()
+    assert new_text.startswith(old_text)  # the old rows are kept as they were
+    ref = train(TrainConfig(**kw, epochs=5, out=str(tmp_path / "ref")))
+    assert again.metrics == ref.metrics
+    assert [r["lr"] for r in again.metrics if r["layer_index"] == 0][1:] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.01]
+    )
+    assert load_checkpoint(tmp_path / "ext" / "checkpoints" / "last.pt")["config"]["epochs"] == 5
+
+
+def test_interrupted_run_extended_with_a_later_milestone(tmp_path, tiny_run, monkeypatch):
+    """An interrupted 3-epoch run resumed as a 5-epoch run with one more milestone after the
+    old end equals an uninterrupted 5-epoch run with those milestones."""
+    import sys
+
+    T = sys.modules["resnet_pfc.train"]
+    real, calls = T.measure_model, []
+
+    def stop(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # epochs 0, 1 measured; Ctrl-C while measuring epoch 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "measure_model", stop)
+    out = str(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**tiny_run, epochs=3, milestones=(1,), out=out))
+    monkeypatch.setattr(T, "measure_model", real)
+    again = train(TrainConfig(**tiny_run, epochs=5, milestones=(1, 4), out=out, resume=True))
+    ref = train(TrainConfig(**tiny_run, epochs=5, milestones=(1, 4), out=str(tmp_path / "ref")))
+    assert again.epochs_run == 4 and again.metrics == ref.metrics
+    assert [r["lr"] for r in ref.metrics if r["layer_index"] == 0][-1] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    "first,then,match",
+    [
+        # default milestones move with --epochs: (1, 2) for 3 epochs, (2, 3) for 5
+        (
+            {"epochs": 3},
+            {"epochs": 5},
+            r"milestones up to the old last epoch 3: \[1, 2\] -> \[2, 3\]",
+        ),
+        ({"epochs": 3, "milestones": (2,)}, {"epochs": 5, "milestones": (3,)}, "--milestones 2"),
+        # a new milestone at the old end would change the lr the checkpoint already holds
+        (
+            {"epochs": 3, "milestones": (2,)},
+            {"epochs": 5, "milestones": (2, 3)},
+            r"\[2\] -> \[2, 3\]",
+        ),
+        (
+            {"epochs": 3, "milestones": (2,)},
+            {"epochs": 2, "milestones": (2,)},
+            "cannot be shortened",
+        ),
+        (
+            {"epochs": 3, "milestones": (2,)},
+            {"epochs": 5, "milestones": (2,), "lr": 0.05},
+            "lr: 0.1 -> 0.05",
+        ),
+    ],
+)
+def test_extension_that_changes_the_schedule_is_refused(tmp_path, tiny_run, first, then, match):
+    out = tmp_path / "r"
+    train(TrainConfig(**{**tiny_run, **first}, out=str(out)))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match=match):
+        train(TrainConfig(**{**tiny_run, **then}, out=str(out), resume=True))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_the_rule_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        resnet_main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs may only grow" in text and "old --milestones" in text
