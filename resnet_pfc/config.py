@@ -76,6 +76,14 @@ TRAIN_DESCRIPTION = (
     "Resuming: " + EXTEND_RULE + "."
 )
 
+#: Upper bounds of the size options: far beyond any study of this toolkit (the paper's deepest
+#: network has 10 blocks of width 1000, the depth study 34 blocks, 350 epochs), and low enough
+#: that a mistyped value is refused at once instead of hanging or exhausting memory.
+MAX_BLOCKS = 4096
+MAX_WIDTH = 65536
+MAX_EPOCHS = 1_000_000
+MAX_WORKERS = 64
+
 #: Accepted values of ``TrainConfig.model``.
 MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
 #: Training losses (the first, the paper's cross entropy, is the default).
@@ -227,18 +235,28 @@ class TrainConfig:
     out: str = option(str, "run directory", default="runs/digits", required=True)
     model: str = _choice("auto: the data set's Table I model", MODEL_CHOICES)
     blocks: int | None = option(
-        int, "blocks of the measured stage", default=None, low=1, shown="the model's"
+        int,
+        "blocks of the measured stage",
+        default=None,
+        low=1,
+        high=MAX_BLOCKS,
+        shown="the model's",
     )
     width: int | None = option(
-        int, "FC width or conv channels", default=None, low=1, shown="the model's"
+        int, "FC width or conv channels", default=None, low=1, high=MAX_WIDTH, shown="the model's"
     )
     variant: int = option(int, "Table I variant index", default=0, low=0)
-    heads: int = option(int, "attention heads (transformer)", default=4, low=1)
+    heads: int = option(int, "attention heads (transformer)", default=4, low=1, high=MAX_WIDTH)
     patch: int | None = option(
         int, "transformer tokens: p x p patches", default=None, low=1, shown="one per image row"
     )
     epochs: int | None = option(
-        int, "training epochs", default=None, low=1, shown="the data set's preset"
+        int,
+        "training epochs",
+        default=None,
+        low=1,
+        high=MAX_EPOCHS,
+        shown="the data set's preset",
     )
     lr: float | None = option(
         float, "initial learning rate", default=None, low=0, positive=True, shown="the preset"
@@ -287,7 +305,9 @@ class TrainConfig:
     )
     device: str = option(_device_arg, "cpu, cuda or cuda:N", default="cpu")
     dtype: str = _choice("parameter and feature dtype", ("float32", "float64"))
-    num_workers: int = option(int, "DataLoader workers", default=0, low=0)
+    num_workers: int = option(
+        int, "DataLoader workers (processes)", default=0, low=0, high=MAX_WORKERS
+    )
     threads: int | None = option(
         int,
         "torch threads (1 is fastest for small models on a busy machine)",

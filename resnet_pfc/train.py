@@ -57,7 +57,13 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ufm.cli import check_output_file, one_line
-from ufm.errors import CheckpointError, DegenerateInputError, DivergenceError, InputError
+from ufm.errors import (
+    CheckpointError,
+    DegenerateInputError,
+    DivergenceError,
+    InputError,
+    PFCError,
+)
 from ufm.io import run_lock
 
 from . import distributed as dist_mod
@@ -72,6 +78,7 @@ from .checkpoint import (
 from .config import TrainConfig, check_resumable, make_model, resolve_config
 from .figures import draw_figures
 from .measure import measure_model
+from .memory import check_model_fits
 from .models import MeasuredModel
 from .report import write_report
 from .runs import (
@@ -172,10 +179,24 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> RunResult:
     try:
         with _writer_lock(cfg, ctx):
             return _train(cfg, ctx)
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, PFCError) or not _out_of_memory(exc):
+            raise
+        raise InputError(
+            f"out of memory ({one_line(exc)[:160]}): the model or a batch does not fit this "
+            f"machine (width={cfg.width}, blocks={cfg.blocks}, batch_size={cfg.batch_size}, "
+            f"eval_batch_size={cfg.eval_batch_size}); use smaller values"
+        ) from exc
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
         ctx.cleanup()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (torch reports those as RuntimeError)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 def _writer_lock(cfg: TrainConfig, ctx: dist_mod.DistContext) -> Any:
@@ -277,6 +298,13 @@ def _setup(cfg: TrainConfig, ctx: dist_mod.DistContext) -> _Run:
     _set_seeds(cfg.seed)
     train_set, test_set = _load_data(cfg, ctx)
     K = int(train_set.num_classes)
+    if cfg.device == "cpu":  # CUDA reports its own out-of-memory errors (see train())
+        check_model_fits(
+            lambda: make_model(cfg, tuple(train_set.input_shape), K),
+            dtype,
+            sizes=f"model={cfg.model}, width={cfg.width}, blocks={cfg.blocks}",
+            fix="use a smaller --width or --blocks",
+        )
     model = make_model(cfg, tuple(train_set.input_shape), K).to(device=ctx.device, dtype=dtype)
     net: nn.Module = model
     if ctx.distributed:

@@ -10,7 +10,7 @@ from resnet_pfc.__main__ import main as resnet_main
 from resnet_pfc.checkpoint import load_checkpoint
 from resnet_pfc.config import TrainConfig
 from resnet_pfc.runs import read_csv
-from ufm.errors import CheckpointError, DivergenceError
+from ufm.errors import CheckpointError, DivergenceError, InputError
 
 
 def test_huge_lr_that_overflows_the_features_is_a_divergence(tmp_path, tiny_run):
@@ -130,3 +130,85 @@ def test_the_rule_is_in_the_help(capsys):
         resnet_main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--epochs may only grow" in text and "old --milestones" in text
+
+
+# ------------------------------------------------------------------------------------------
+# sizes that would exhaust memory or time
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["--blocks", "100000"], "--blocks"),
+        (["--width", "100000000"], "--width"),
+        (["--epochs", "10000000"], "--epochs"),
+        (["--num-workers", "100000"], "--num-workers"),
+        (["--heads", "10000000", "--model", "transformer"], "--heads"),
+    ],
+)
+def test_size_options_have_upper_bounds(tmp_path, capsys, argv, option):
+    with pytest.raises(SystemExit) as exc:
+        resnet_main(["train", "--out", str(tmp_path / "r"), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {option}" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["--jobs", "100000"], "--jobs"),
+        (["--threads", "100000"], "--threads"),
+        (["--depths", "2", "1000000"], "--depths"),
+        (["--width", "100000000"], "--width"),
+        (["--bootstrap", "1000000000"], "--bootstrap"),
+        (["--max-epochs", "1000000000"], "--max-epochs"),
+    ],
+)
+def test_depth_size_options_have_upper_bounds(tmp_path, capsys, argv, option):
+    from pfc.cli import main as pfc_main
+
+    with pytest.raises(SystemExit) as exc:
+        pfc_main(["depth", "--preset", "tiny", "--out", str(tmp_path / "d"), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {option}" in err and "Traceback" not in err
+
+
+def test_model_too_large_for_memory_is_refused_before_allocating(tmp_path, tiny_run, monkeypatch):
+    """The model is sized on the meta device; with (pretend) 1 MiB available a width-512
+    network is refused with the numbers, before any weight is allocated."""
+    import resnet_pfc.memory as M
+
+    monkeypatch.setattr(M, "available_memory", lambda: 2**20)
+    with pytest.raises(InputError, match=r"parameters: training it needs about .* GiB but "):
+        train(TrainConfig(**{**tiny_run, "width": 512}, epochs=1, out=str(tmp_path / "big")))
+    monkeypatch.setattr(M, "available_memory", lambda: None)  # unknown: no refusal
+    assert train(TrainConfig(**tiny_run, epochs=1, out=str(tmp_path / "ok"))).epochs_run == 1
+
+
+def test_allocation_failure_is_a_clear_error(tmp_path, tiny_run, monkeypatch):
+    import sys
+
+    T = sys.modules["resnet_pfc.train"]
+
+    def fail(*a, **k):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"
+        )
+
+    monkeypatch.setattr(T, "measure_model", fail)
+    with pytest.raises(InputError, match="out of memory.*use smaller values"):
+        train(TrainConfig(**tiny_run, epochs=1, out=str(tmp_path / "oom")))
+
+
+def test_depth_model_too_large_is_refused(tmp_path, monkeypatch):
+    import resnet_pfc.memory as M
+    from resnet_pfc.depth import depth_config, depth_study
+
+    monkeypatch.setattr(M, "available_memory", lambda: 1024)
+    cfg = depth_config(
+        "tiny", out=str(tmp_path / "d"), families=("ln_resnet1",), depths=(2,), seeds=(0,),
+        progress=False, jobs=1,
+    )  # fmt: skip
+    with pytest.raises(InputError, match="family=ln_resnet1, depth=2"):
+        depth_study(cfg)
