@@ -108,6 +108,11 @@ def _theorems(s: str) -> str:
     return ",".join(parts)
 
 
+#: Upper bounds of ``check --instances`` / ``--solver-instances`` (each instance of Theorems
+#: 3-4 is a solve; beyond these a mistyped count runs for days instead of failing at once).
+MAX_INSTANCES = 100_000
+MAX_SOLVER_INSTANCES = 10_000
+
 POS = _int_at_least(1)
 NONNEG = _int_at_least(0)
 SEED = _int_at_least(0, SEED_MAX)
@@ -411,12 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
         "should hold is violated.",
     )
     c.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
-    c.add_argument("--instances", type=POS, default=100, help="Theorems 1-2 (default 100)")
+    c.add_argument(
+        "--instances",
+        type=_int_at_least(1, MAX_INSTANCES),
+        default=100,
+        help=f"Theorems 1-2 (1 .. {MAX_INSTANCES}; default 100)",
+    )
     c.add_argument(
         "--solver-instances",
-        type=NONNEG,
+        type=_int_at_least(0, MAX_SOLVER_INSTANCES),
         default=None,
-        help="Theorems 3-4 (default instances // 10)",
+        help=f"Theorems 3-4 (0 .. {MAX_SOLVER_INSTANCES}; default instances // 10)",
     )
     c.add_argument("--theorems", type=_theorems, default="1,2,3,4", help="subset, e.g. 1,3")
     _output_options(c, "write every result as JSON")

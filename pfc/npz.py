@@ -111,7 +111,18 @@ def load_npz(
                 f"--labels {lkey!r} in {path!r} holds non-integer values; store integer class "
                 "labels 0..K-1"
             )
+        if y.size and float(np.max(np.abs(y))) >= 2.0**62:
+            # beyond int64 the cast would wrap (1e20 became -9223372036854775808)
+            raise InputError(
+                f"--labels {lkey!r} in {path!r} holds the label {float(np.max(np.abs(y))):g}, "
+                "far beyond any class count; store integer class labels 0..K-1"
+            )
         y = y.astype(np.int64)
+    elif y.dtype == np.uint64 and y.size and int(y.max()) >= 2**62:
+        raise InputError(
+            f"--labels {lkey!r} in {path!r} holds the label {int(y.max())}, far beyond any "
+            "class count; store integer class labels 0..K-1"
+        )
     if len(H) != len(y):
         raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
     if len(H) == 0 or H[0].size == 0:

@@ -89,3 +89,26 @@ def test_largest_seed_is_accepted_by_the_library():
     assert resolve_config(TrainConfig(seed=SEED_MAX)).seed == SEED_MAX
     with pytest.raises(InputError, match="seed must be <= 4294967295"):
         resolve_config(TrainConfig(seed=SEED_MAX + 1))
+
+
+@pytest.mark.parametrize("label", [1e20, -1e300, 2.0**62])
+def test_huge_float_labels_are_named_not_wrapped(capsys, tmp_path, label):
+    f = tmp_path / "y.npz"
+    np.savez(f, H=np.random.default_rng(0).standard_normal((6, 2)), y=np.array([0, label] * 3))
+    rc, _, err = run(capsys, "metrics", f)
+    assert rc == 2 and "far beyond any class count" in err
+    assert "-9223372036854775808" not in err and "RuntimeWarning" not in err
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["check", "--instances", "100000000000"], "--instances"),
+        (["check", "--solver-instances", "100000000000"], "--solver-instances"),
+    ],
+)
+def test_check_counts_have_upper_bounds(capsys, argv, option):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {option}: must be <=" in err
