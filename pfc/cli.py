@@ -37,8 +37,9 @@ import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
-from ufm.cli import OneLineParser, check_output_file, guarded
+from ufm.cli import OneLineParser, check_output_file, guarded, one_line
 from ufm.engine.options import METHODS
+from ufm.errors import CheckpointError, PFCError
 from ufm.io import write_json
 from ufm.losses import LOSSES
 from ufm.registry import METRICS
@@ -180,10 +181,30 @@ def _run_dir(path: str) -> Path:
     return p
 
 
+#: What a reader of damaged files raises when a value has the wrong kind or is missing.
+_DAMAGED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def _damaged(directory: str, exc: BaseException) -> CheckpointError:
+    """The error for files of ``directory`` whose content does not have the expected form
+    (read, but with a missing entry or a value of another kind)."""
+    return CheckpointError(
+        f"the files in {directory!r} are damaged or were written by another version "
+        f"({type(exc).__name__}: {one_line(exc)[:200]}); rerun the command that wrote them "
+        "(pfc train, or pfc demo --resume after deleting the damaged stage folder)"
+    )
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from resnet_pfc.figures import draw_figures
 
-    for path in draw_figures(_run_dir(args.run_dir)):
+    try:
+        paths = draw_figures(_run_dir(args.run_dir))
+    except _DAMAGED as exc:
+        if isinstance(exc, PFCError):
+            raise
+        raise _damaged(args.run_dir, exc) from exc
+    for path in paths:
         print(path)
     return 0
 
@@ -191,7 +212,13 @@ def cmd_figures(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .html_report import write_html
 
-    print(write_html(args.run_dir).resolve())
+    try:
+        path = write_html(args.run_dir)
+    except _DAMAGED as exc:
+        if isinstance(exc, PFCError):
+            raise
+        raise _damaged(args.run_dir, exc) from exc
+    print(path.resolve())
     return 0
 
 

@@ -626,6 +626,12 @@ def render_html(directory: str | os.PathLike[str]) -> str:
             "(from `pfc train`, with metrics.csv); pass one of those"
         )
     stages = {s: _read_json(d / s / "stage.json") for s in STAGES}
+    for s, doc in stages.items():
+        if doc is not None and not isinstance(doc, dict):
+            raise CheckpointError(
+                f"{str(d / s / 'stage.json')!r} holds a JSON {type(doc).__name__}, not a stage "
+                "record; it was damaged: delete it and rerun `pfc demo --resume`"
+            )
     stages = {k: v for k, v in stages.items() if v}
     parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">']
     title = f"PFC study: {d.resolve().name}"

@@ -171,3 +171,19 @@ def test_check_rows_kinds():
     ):
         with pytest.raises(InputError, match="where"):
             check_rows(bad, where="where")
+
+
+@pytest.mark.parametrize(
+    "stage,match",
+    [
+        ("[1]", "holds a JSON list, not a stage record"),
+        ('{"tpt": 3, "summary": []}', "are damaged or were written by another version"),
+    ],
+)
+def test_damaged_stage_json_of_a_study(finished, tmp_path, capsys, stage, match):
+    study = tmp_path / "study"
+    shutil.copytree(finished, study / "train")
+    (study / "train" / "stage.json").write_text(stage)
+    assert pfc_main(["report", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
