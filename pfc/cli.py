@@ -37,11 +37,13 @@ import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
-from ufm.cli import OneLineParser, check_output_file, guarded
+from ufm.cli import OneLineParser, check_output_file, guarded, one_line
 from ufm.engine.options import METHODS
+from ufm.errors import CheckpointError, PFCError
 from ufm.io import write_json
 from ufm.losses import LOSSES
 from ufm.registry import METRICS
+from ufm.validate import SEED_MAX
 
 from .config import FULL, QUICK, StudyConfig
 from .npz import load_npz
@@ -55,7 +57,7 @@ METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction !=
 # ------------------------------------------------------------------------------------------
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def conv(s: str) -> int:
         try:
             v = int(s)
@@ -63,9 +65,11 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer, got {s!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {s[:40]!r}")
         return v
 
-    conv.__name__ = f"integer >= {low}"
+    conv.__name__ = f"integer >= {low}" + ("" if high is None else f" and <= {high}")
     return conv
 
 
@@ -105,8 +109,14 @@ def _theorems(s: str) -> str:
     return ",".join(parts)
 
 
+#: Upper bounds of ``check --instances`` / ``--solver-instances`` (each instance of Theorems
+#: 3-4 is a solve; beyond these a mistyped count runs for days instead of failing at once).
+MAX_INSTANCES = 100_000
+MAX_SOLVER_INSTANCES = 10_000
+
 POS = _int_at_least(1)
 NONNEG = _int_at_least(0)
+SEED = _int_at_least(0, SEED_MAX)
 TWO = _int_at_least(2)
 
 
@@ -171,10 +181,30 @@ def _run_dir(path: str) -> Path:
     return p
 
 
+#: What a reader of damaged files raises when a value has the wrong kind or is missing.
+_DAMAGED = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+
+
+def _damaged(directory: str, exc: BaseException) -> CheckpointError:
+    """The error for files of ``directory`` whose content does not have the expected form
+    (read, but with a missing entry or a value of another kind)."""
+    return CheckpointError(
+        f"the files in {directory!r} are damaged or were written by another version "
+        f"({type(exc).__name__}: {one_line(exc)[:200]}); rerun the command that wrote them "
+        "(pfc train, or pfc demo --resume after deleting the damaged stage folder)"
+    )
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from resnet_pfc.figures import draw_figures
 
-    for path in draw_figures(_run_dir(args.run_dir)):
+    try:
+        paths = draw_figures(_run_dir(args.run_dir))
+    except _DAMAGED as exc:
+        if isinstance(exc, PFCError):
+            raise
+        raise _damaged(args.run_dir, exc) from exc
+    for path in paths:
         print(path)
     return 0
 
@@ -182,7 +212,13 @@ def cmd_figures(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .html_report import write_html
 
-    print(write_html(args.run_dir).resolve())
+    try:
+        path = write_html(args.run_dir)
+    except _DAMAGED as exc:
+        if isinstance(exc, PFCError):
+            raise
+        raise _damaged(args.run_dir, exc) from exc
+    print(path.resolve())
     return 0
 
 
@@ -386,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", type=_device, default=None, help="cpu or cuda (torch backend)")
     s.add_argument("--max-iter", type=POS, default=None)
     s.add_argument("--tol", type=_float_pos, default=None)
-    s.add_argument("--seed", type=NONNEG, default=0)
+    s.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
     s.add_argument(
         "--certify",
         action="store_true",
@@ -406,13 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the theorem checks; exit status 1 when a claim that "
         "should hold is violated.",
     )
-    c.add_argument("--seed", type=NONNEG, default=0, help="default 0")
-    c.add_argument("--instances", type=POS, default=100, help="Theorems 1-2 (default 100)")
+    c.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
+    c.add_argument(
+        "--instances",
+        type=_int_at_least(1, MAX_INSTANCES),
+        default=100,
+        help=f"Theorems 1-2 (1 .. {MAX_INSTANCES}; default 100)",
+    )
     c.add_argument(
         "--solver-instances",
-        type=NONNEG,
+        type=_int_at_least(0, MAX_SOLVER_INSTANCES),
         default=None,
-        help="Theorems 3-4 (default instances // 10)",
+        help=f"Theorems 3-4 (0 .. {MAX_SOLVER_INSTANCES}; default instances // 10)",
     )
     c.add_argument("--theorems", type=_theorems, default="1,2,3,4", help="subset, e.g. 1,3")
     _output_options(c, "write every result as JSON")

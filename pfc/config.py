@@ -27,6 +27,7 @@ from resnet_pfc.options import check_fields, documented, option
 from ufm.errors import InputError
 from ufm.losses import LOSSES
 from ufm.threads import MAX_THREADS
+from ufm.validate import SEED_MAX
 
 __all__ = [
     "StudyConfig",
@@ -191,6 +192,7 @@ class StudyConfig:
         "seed of everything",
         default=0,
         low=0,
+        high=SEED_MAX,
         doc="It seeds the training, the synthetic data, the solvers and the theorem checks.",
     )
     quick: bool = option(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_pfc.analysis import collapse_check, layer_summary, rising_metrics, tpt_check
-from resnet_pfc.runs import read_csv
+from resnet_pfc.runs import read_csv, read_run_config
 from ufm.errors import CheckpointError
 from ufm.io import atomic_write_text, read_json
 from ufm.registry import CORE, METRICS, PFC, label
@@ -96,7 +96,7 @@ def _training_section(
     rows = read_csv(run / "metrics.csv")
     tpt = stage["tpt"] if stage else tpt_check(rows)
     summ = stage["summary"] if stage else layer_summary(rows)
-    doc = _read_json(run / "config.json") or {}
+    doc = read_run_config(run / "config.json")
     cfg = doc.get("config", {})
     s = [f"<h2>{_e(heading)}</h2>"]
     if cfg:
@@ -626,12 +626,18 @@ def render_html(directory: str | os.PathLike[str]) -> str:
             "(from `pfc train`, with metrics.csv); pass one of those"
         )
     stages = {s: _read_json(d / s / "stage.json") for s in STAGES}
+    for s, doc in stages.items():
+        if doc is not None and not isinstance(doc, dict):
+            raise CheckpointError(
+                f"{str(d / s / 'stage.json')!r} holds a JSON {type(doc).__name__}, not a stage "
+                "record; it was damaged: delete it and rerun `pfc demo --resume`"
+            )
     stages = {k: v for k, v in stages.items() if v}
     parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">']
     title = f"PFC study: {d.resolve().name}"
     parts.append(f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>")
     parts.append(f"<h1>{_e(title)}</h1>")
-    cfg = _read_json(d / "config.json") or {}
+    cfg = read_run_config(d / "config.json")
     if "study" in cfg:
         st = cfg["study"]
         parts.append(

@@ -8,11 +8,22 @@ to do. Pickled objects are never read.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
+
 import numpy as np
 
 from ufm.errors import InputError
 
 __all__ = ["load_npz"]
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason from a numpy/zipfile error, never numpy's advice to unpickle."""
+    text = " ".join(str(exc).split())
+    if "pickle" in text:
+        return "not an array archive"
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
 
 
 def load_npz(
@@ -40,12 +51,22 @@ def load_npz(
     InputError
         Every way the file can be wrong (the message names the option and what to do).
     """
+    how = "pass an .npz file with a feature array and a label array (np.savez(path, H=H, y=y))"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise InputError(f"{what} {path!r}: cannot read it ({exc.strerror or exc}); {how}") from exc
+    if head[:4] != b"PK\x03\x04" and head != b"\x93NUMPY":
+        # numpy would try to unpickle anything else and advise allow_pickle: never do that
+        kind = "the file is empty" if not head else "not a NumPy .npz archive (no zip header)"
+        raise InputError(f"{what} {path!r}: cannot read it: {kind}; {how}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(
-            f"{what} {path!r}: cannot read it ({exc}); pass an .npz file with a feature array "
-            "and a label array (np.savez(path, H=H, y=y))"
+            f"{what} {path!r}: cannot read it: damaged or truncated ({_reason(exc)}); write "
+            f"it again; {how}"
         ) from exc
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise InputError(
@@ -61,11 +82,16 @@ def load_npz(
                 )
             try:
                 arrays[opt] = np.asarray(data[key])
-            except (OSError, ValueError, EOFError) as exc:
-                # object arrays need pickle, which is never used to read data files
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                if "pickle" in str(exc):
+                    # object arrays need pickle, which is never used to read data files
+                    raise InputError(
+                        f"{opt} {key!r} in {path!r} holds Python objects and cannot be read "
+                        "(loading objects could run code from the file); store numeric arrays"
+                    ) from exc
                 raise InputError(
-                    f"{opt} {key!r} in {path!r} cannot be read ({exc}); store numbers, not "
-                    "Python objects"
+                    f"{opt} {key!r} in {path!r} cannot be read: the archive is damaged or "
+                    f"truncated ({_reason(exc)}); write it again"
                 ) from exc
     H, y = arrays["--features"], arrays["--labels"]
     if H.dtype.kind not in "biuf" or H.ndim < 1:
@@ -85,7 +111,18 @@ def load_npz(
                 f"--labels {lkey!r} in {path!r} holds non-integer values; store integer class "
                 "labels 0..K-1"
             )
+        if y.size and float(np.max(np.abs(y))) >= 2.0**62:
+            # beyond int64 the cast would wrap (1e20 became -9223372036854775808)
+            raise InputError(
+                f"--labels {lkey!r} in {path!r} holds the label {float(np.max(np.abs(y))):g}, "
+                "far beyond any class count; store integer class labels 0..K-1"
+            )
         y = y.astype(np.int64)
+    elif y.dtype == np.uint64 and y.size and int(y.max()) >= 2**62:
+        raise InputError(
+            f"--labels {lkey!r} in {path!r} holds the label {int(y.max())}, far beyond any "
+            "class count; store integer class labels 0..K-1"
+        )
     if len(H) != len(y):
         raise InputError(f"{path!r}: {len(H)} feature rows but {len(y)} labels; they must match")
     if len(H) == 0 or H[0].size == 0:

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from resnet_pfc.analysis import collapse_check
 from ufm.errors import CheckpointError, InputError
-from ufm.io import jsonable, read_json, versions, write_json
+from ufm.io import jsonable, read_json, run_lock, versions, write_json
 from ufm.registry import CORE
 
 from .config import STAGES, StudyConfig, config_doc, resolve_study_config
@@ -133,6 +133,15 @@ def run_study(config: StudyConfig | None = None, **overrides: Any) -> dict[str, 
     """
     cfg = resolve_study_config(replace(config or StudyConfig(), **overrides))
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; choose a folder for the study")
+    # one writer per study folder: a second demo into it is refused while this one runs
+    with run_lock(out, option="--out", command="pfc demo"):
+        return _run_study(cfg, out)
+
+
+def _run_study(cfg: StudyConfig, out: Path) -> dict[str, Any]:
+    """The body of :func:`run_study`, run while holding the study folder's lock."""
     _prepare_out(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     say = _Status(cfg.progress)

@@ -81,7 +81,10 @@ def tpt_check(rows: list[dict[str, Any]], split: str = "train") -> dict[str, Any
     first = [r for r in rows if r["split"] == split and r["layer_index"] == 0]
     first.sort(key=lambda r: r["epoch"])
     if not first:
-        raise CheckpointError(f"metrics.csv has no rows of split {split!r}")
+        raise CheckpointError(
+            f"metrics.csv has no rows of split {split!r}; the run has not measured that split "
+            "(yet): train (or resume) it, or restore the file"
+        )
     accs = [(r["epoch"], r.get("accuracy")) for r in first]
     final_acc = accs[-1][1]
     tpt_epoch = None

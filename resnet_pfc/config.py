@@ -29,7 +29,7 @@ import torch
 from ufm.errors import CheckpointError, InputError
 from ufm.losses import LOSSES
 from ufm.threads import MAX_THREADS
-from ufm.validate import check_int
+from ufm.validate import SEED_MAX, check_int
 
 from .models import (
     DEPTH_FAMILIES,
@@ -54,16 +54,35 @@ __all__ = [
     "config_from_dict",
     "field_defaults",
     "check_resumable",
+    "extends_schedule",
+    "EXTEND_RULE",
     "TRAIN_DESCRIPTION",
 ]
+
+#: How ``--resume`` treats ``--epochs`` (shown in ``--help`` and in refusals).
+EXTEND_RULE = (
+    "--resume continues a run with the same options; --epochs may only grow (extending a "
+    "finished or interrupted run), and only when the lr schedule up to the old last epoch is "
+    "unchanged: pass the old --milestones explicitly (the default E/3, 2E/3 moves with --epochs) "
+    "and add later ones at will"
+)
 
 #: Description of the ``train`` command of both command lines.
 TRAIN_DESCRIPTION = (
     "Train with the paper's recipe (SGD momentum 0.9, weight decay 5e-4, batch 128, lr divided "
     "by 10 at 1/3 and 2/3 of the epochs) and measure the collapse metrics of the input of the "
     "measured stage and of every block. The paper's data sets are read from --data-root (or "
-    "fetched with --download); digits is embedded and mnist_5k ships with the install."
+    "fetched with --download); digits is embedded and mnist_5k ships with the install. "
+    "Resuming: " + EXTEND_RULE + "."
 )
+
+#: Upper bounds of the size options: far beyond any study of this toolkit (the paper's deepest
+#: network has 10 blocks of width 1000, the depth study 34 blocks, 350 epochs), and low enough
+#: that a mistyped value is refused at once instead of hanging or exhausting memory.
+MAX_BLOCKS = 4096
+MAX_WIDTH = 65536
+MAX_EPOCHS = 1_000_000
+MAX_WORKERS = 64
 
 #: Accepted values of ``TrainConfig.model``.
 MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
@@ -182,8 +201,10 @@ class TrainConfig:
     resume : bool
         Continue from ``out/checkpoints/last.pt`` if it exists (or from ``last.prev.pt``, with
         a warning, when ``last.pt`` is unreadable). Every option except those in
-        :data:`RESUME_FREE` must equal the checkpoint's; this is checked before any file is
-        written.
+        :data:`RESUME_FREE` must equal the checkpoint's, except that ``epochs`` may grow
+        (extending a finished or interrupted run) when the lr schedule up to the old last
+        epoch is unchanged (:func:`extends_schedule`: the same milestones up to it); this is
+        checked before any file is written.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     dtype : {"float32", "float64"}
@@ -214,18 +235,28 @@ class TrainConfig:
     out: str = option(str, "run directory", default="runs/digits", required=True)
     model: str = _choice("auto: the data set's Table I model", MODEL_CHOICES)
     blocks: int | None = option(
-        int, "blocks of the measured stage", default=None, low=1, shown="the model's"
+        int,
+        "blocks of the measured stage",
+        default=None,
+        low=1,
+        high=MAX_BLOCKS,
+        shown="the model's",
     )
     width: int | None = option(
-        int, "FC width or conv channels", default=None, low=1, shown="the model's"
+        int, "FC width or conv channels", default=None, low=1, high=MAX_WIDTH, shown="the model's"
     )
     variant: int = option(int, "Table I variant index", default=0, low=0)
-    heads: int = option(int, "attention heads (transformer)", default=4, low=1)
+    heads: int = option(int, "attention heads (transformer)", default=4, low=1, high=MAX_WIDTH)
     patch: int | None = option(
         int, "transformer tokens: p x p patches", default=None, low=1, shown="one per image row"
     )
     epochs: int | None = option(
-        int, "training epochs", default=None, low=1, shown="the data set's preset"
+        int,
+        "training epochs",
+        default=None,
+        low=1,
+        high=MAX_EPOCHS,
+        shown="the data set's preset",
     )
     lr: float | None = option(
         float, "initial learning rate", default=None, low=0, positive=True, shown="the preset"
@@ -265,11 +296,18 @@ class TrainConfig:
         shown="$PFC_DATA_ROOT or ./data",
     )
     download: bool = option(bool, "download missing data with torchvision (network)", default=False)
-    seed: int = option(int, "seed of everything", default=0, low=0)
-    resume: bool = option(bool, "continue from checkpoints/last.pt of --out", default=False)
+    seed: int = option(int, "seed of everything", default=0, low=0, high=SEED_MAX)
+    resume: bool = option(
+        bool,
+        "continue from checkpoints/last.pt of --out (same options; --epochs may grow when the "
+        "lr schedule up to the old last epoch is unchanged: repeat the old --milestones)",
+        default=False,
+    )
     device: str = option(_device_arg, "cpu, cuda or cuda:N", default="cpu")
     dtype: str = _choice("parameter and feature dtype", ("float32", "float64"))
-    num_workers: int = option(int, "DataLoader workers", default=0, low=0)
+    num_workers: int = option(
+        int, "DataLoader workers (processes)", default=0, low=0, high=MAX_WORKERS
+    )
     threads: int | None = option(
         int,
         "torch threads (1 is fastest for small models on a busy machine)",
@@ -380,19 +418,58 @@ def field_defaults() -> dict[str, Any]:
     return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
+def extends_schedule(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why resuming the run of config ``saved`` with ``now`` cannot extend it (``None``: it can).
+
+    A run of ``E`` epochs may be extended to ``E' > E`` epochs when the lr of every epoch up to
+    ``E`` is unchanged: the same ``lr``, ``lr_gamma`` (checked with the other options) and the
+    same milestones ``<= E`` (a milestone ``m`` lowers the lr after epoch ``m``), so that the
+    extended run equals, up to epoch ``E``, the run that is resumed. Milestones after ``E``
+    are free.
+    """
+    old_e, new_e = saved.get("epochs"), now.get("epochs")
+    if not isinstance(old_e, int) or not isinstance(new_e, int):
+        return f"the checkpoint's epochs {old_e!r} cannot be compared with {new_e!r}"
+    if new_e < old_e:
+        return (
+            f"epochs: {old_e} -> {new_e}: a run cannot be shortened (its schedule and last "
+            "measurement depend on the end); resume with --epochs >= the old value or start a "
+            "new --out"
+        )
+    old_ms = saved.get("milestones") or []
+    new_ms = now.get("milestones") or []
+    early_old = sorted(m for m in old_ms if isinstance(m, int) and m <= old_e)
+    early_new = sorted(m for m in new_ms if m <= old_e)
+    if early_old != early_new or len(early_old) != sum(1 for m in old_ms if m <= old_e):
+        return (
+            f"epochs {old_e} -> {new_e} would change the lr schedule of the epochs already "
+            f"trained (milestones up to the old last epoch {old_e}: {early_old} -> "
+            f"{early_new}); to extend the run pass --milestones "
+            f"{' '.join(map(str, early_old)) or '(none)'} followed by any later than {old_e}"
+        )
+    return None
+
+
 def check_resumable(saved: dict[str, Any], now: dict[str, Any], where: Any) -> None:
     """Refuse to resume the checkpoint ``where`` (config ``saved``) with the options ``now``
-    when any option outside :data:`RESUME_FREE` differs.
+    when any option outside :data:`RESUME_FREE` differs, except that a run may be extended
+    (``epochs`` larger, with the milestones of :func:`extends_schedule`; see
+    :data:`EXTEND_RULE`).
 
     Raises
     ------
     CheckpointError
-        The message lists every differing option, old and new value.
+        The message lists every differing option, old and new value, and the rule.
     """
     names = {f.name for f in fields(TrainConfig)} - RESUME_FREE
     # a checkpoint written before an option existed ran with that option's default
     defaults = field_defaults()
     diff = [n for n in sorted(names) if saved.get(n, defaults.get(n)) != now.get(n)]
+    if "epochs" in diff:
+        why = extends_schedule(saved, now)
+        if why is not None:
+            raise CheckpointError(f"cannot resume {where}: {why}")
+        diff = [n for n in diff if n not in ("epochs", "milestones")]
     if diff:
         detail = ", ".join(f"{n}: {saved.get(n)!r} -> {now.get(n)!r}" for n in diff)
         raise CheckpointError(

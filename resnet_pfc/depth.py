@@ -82,8 +82,10 @@ from ufm import io as ufm_io
 from ufm.errors import InputError
 from ufm.losses import LOSSES, check_loss
 from ufm.registry import NC2, PFC, SEPARATION
+from ufm.threads import MAX_THREADS
+from ufm.validate import SEED_MAX
 
-from .config import dataset_arg
+from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, dataset_arg
 from .models import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
 from .options import check_fields, documented, option
 from .runs import MEASURED_METRICS, versions
@@ -219,17 +221,25 @@ class DepthConfig:
         str, "model families", default=DEPTH_FAMILIES, choices=DEPTH_FAMILIES, nargs="+"
     )
     depths: tuple[int, ...] = _count(
-        "blocks per network", (2, 3, 5, 8, 13, 21, 34), nargs="+", doc=_CELLS
+        "blocks per network", (2, 3, 5, 8, 13, 21, 34), nargs="+", doc=_CELLS, high=MAX_BLOCKS
     )
     seeds: tuple[int, ...] = option(
-        int, "training seeds", default=(0, 1, 2), low=0, nargs="+", doc=_CELLS
+        int, "training seeds", default=(0, 1, 2), low=0, high=SEED_MAX, nargs="+", doc=_CELLS
     )
-    width: int = _count("residual-stream / token width d", 64)
-    epochs: int = _count("minimum epochs of the ResNets (constant lr)", 100, doc=_STOP)
-    transformer_epochs: int = _count("minimum epochs of the transformers", 60, doc=_STOP)
-    max_epochs: int = _count("cap on the ResNets' epochs at the constant lr", 300, doc=_STOP)
-    transformer_max_epochs: int = _count("cap on the transformers' epochs", 200, doc=_STOP)
-    window: int = _count("stationarity window N (epochs)", 20, doc=_STOP)
+    width: int = _count("residual-stream / token width d", 64, high=MAX_WIDTH)
+    epochs: int = _count(
+        "minimum epochs of the ResNets (constant lr)", 100, doc=_STOP, high=MAX_EPOCHS
+    )
+    transformer_epochs: int = _count(
+        "minimum epochs of the transformers", 60, doc=_STOP, high=MAX_EPOCHS
+    )
+    max_epochs: int = _count(
+        "cap on the ResNets' epochs at the constant lr", 300, doc=_STOP, high=MAX_EPOCHS
+    )
+    transformer_max_epochs: int = _count(
+        "cap on the transformers' epochs", 200, doc=_STOP, high=MAX_EPOCHS
+    )
+    window: int = _count("stationarity window N (epochs)", 20, doc=_STOP, high=MAX_EPOCHS)
     tol: float = option(
         float,
         "stationarity tolerance on the relative changes",
@@ -239,7 +249,12 @@ class DepthConfig:
         doc=_STOP,
     )
     anneal_epochs: int = option(
-        int, "epochs at lr/10 after the constant-lr phase", default=20, low=0, doc=_STOP
+        int,
+        "epochs at lr/10 after the constant-lr phase",
+        default=20,
+        low=0,
+        high=MAX_EPOCHS,
+        doc=_STOP,
     )
     lr: float = _rate("SGD learning rate of the ResNets", doc=_DROPS)
     transformer_lr: float = _rate("SGD learning rate of the transformers", doc=_DROPS)
@@ -277,10 +292,14 @@ class DepthConfig:
         type="str",
         doc='``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the command line offers the first two).',
     )
-    threads: int = _count("torch threads per cell", 1)
-    jobs: int = _count("cells trained in parallel, one process each", 1)
-    bootstrap: int = option(int, "bootstrap resamples of each slope", default=2000, low=10)
-    seed: int = option(int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0)
+    threads: int = _count("torch threads per cell", 1, high=MAX_THREADS)
+    jobs: int = _count("cells trained in parallel, one process each", 1, high=MAX_THREADS)
+    bootstrap: int = option(
+        int, "bootstrap resamples of each slope", default=2000, low=10, high=1_000_000
+    )
+    seed: int = option(
+        int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0, high=SEED_MAX
+    )
     progress: bool = option("no", "no progress bars", default=True)
     preset: str = option(
         str,
@@ -558,6 +577,7 @@ def run_cell(
     from .checkpoint import save_checkpoint
     from .depth_train import full_objective, train_cell, warm_start
     from .measure import LayerTaps, measure
+    from .memory import check_model_fits
     from .models import build_depth_model
 
     torch.set_num_threads(cfg.threads)
@@ -566,6 +586,12 @@ def run_cell(
     shape = tuple(ds.input_shape)
     kw = _build_kwargs(cfg, family)
     torch.manual_seed(seed)
+    check_model_fits(
+        lambda: build_depth_model(family, shape, K, blocks=depth, **kw),
+        torch.float32,
+        sizes=f"family={family}, depth={depth}, width={cfg.width}",
+        fix="use a smaller --width or --depths",
+    )
     if base is None:
         model = build_depth_model(family, shape, K, blocks=depth, **kw)
     else:
@@ -902,6 +928,13 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     """
     cfg = _validate(replace(config or depth_config("cpu"), **overrides))
     out = Path(cfg.out)
+    # one writer per study folder: a second depth study into it is refused while this one runs
+    with ufm_io.run_lock(out, option="--out", command="pfc depth"):
+        return _depth_study(cfg, out)
+
+
+def _depth_study(cfg: DepthConfig, out: Path) -> DepthResult:
+    """The body of :func:`depth_study`, run while holding the study folder's lock."""
     doc = {"config": asdict(cfg), "versions": versions()}
     ufm_io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
     warm_only = set(_warm_families(cfg)) if cfg.init == "warm" else set()

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError, InputError
-from ufm.io import read_json
 from ufm.registry import CORE
 
 from .analysis import tpt_check
 from .checkpoint import atomic_write_bytes
-from .runs import read_csv
+from .runs import SPLITS, read_csv, read_run_config
 
 __all__ = [
     "draw_figures",
@@ -64,6 +63,17 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _figure_path(run: Path, stem: str, split: str) -> Path:
+    """``run/figures/<stem>_<split>.png``; ``split`` must be one of :data:`SPLITS` (the rows
+    are checked when read; this keeps a crafted value from ever naming a file elsewhere)."""
+    if split not in SPLITS:
+        raise CheckpointError(
+            f"split {split!r} in {run / 'metrics.csv'} is not one of {list(SPLITS)}; rerun the "
+            "training"
+        )
+    return run / "figures" / f"{stem}_{split}.png"
+
+
 def _ok(v: Any) -> bool:
     return isinstance(v, int | float) and v == v
 
@@ -80,8 +90,7 @@ def _plot_points(ax: Any, pts: list[tuple[float, float]], key: str, fmt: str, **
 
 def _events(run: Path, rows: list[dict[str, Any]]) -> tuple[list[float], float | None]:
     """The run's lr drops (epochs) and the start of its terminal phase (or None)."""
-    doc = read_json(run / "config.json", remedy="run the training again") or {}
-    cfg = doc.get("config") if isinstance(doc, dict) else None
+    cfg = read_run_config(run / "config.json").get("config")
     ms = cfg.get("milestones") if isinstance(cfg, dict) else None
     drops = [float(m) for m in ms or () if isinstance(m, int | float)]
     tpt = None
@@ -120,6 +129,10 @@ def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
     if not mpath.is_file():
         raise CheckpointError(f"{run} has no metrics.csv; is it a run directory?")
     rows = read_csv(mpath)
+    if not rows:
+        raise CheckpointError(
+            f"{mpath} has no rows: the run has not measured any epoch yet; train (or resume) it"
+        )
     geo = read_csv(run / "geodesic.csv") if (run / "geodesic.csv").is_file() else []
     drops, tpt = _events(run, rows)
     written: list[Path] = []
@@ -168,7 +181,7 @@ def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
             fig.colorbar(sm, ax=axes, label="layer (0 = stage input)", shrink=0.6)
         axes.flat[-1].legend(fontsize=7)
         fig.suptitle(f"{run.name}: collapse metrics of each layer during training ({split})")
-        written.append(_save(fig, run / "figures" / f"fig2_{split}.png"))
+        written.append(_save(fig, _figure_path(run, "fig2", split)))
         plt.close(fig)
         written.append(_heatmap(plt, run, split, srows, layers, drops, tpt))
         # Fig. 3
@@ -192,7 +205,7 @@ def draw_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{run.name}: final epoch {final} across layers ({split})")
-        written.append(_save(fig, run / "figures" / f"fig3_{split}.png"))
+        written.append(_save(fig, _figure_path(run, "fig3", split)))
         plt.close(fig)
     return written
 
@@ -242,7 +255,7 @@ def _heatmap(
         ax.set_ylabel("layer (0 = stage input)")
     axes[0].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{run.name}: every layer during training, log colour scale ({split})")
-    path = _save(fig, run / "figures" / f"heatmap_{split}.png")
+    path = _save(fig, _figure_path(run, "heatmap", split))
     plt.close(fig)
     return path
 

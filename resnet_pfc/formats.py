@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,16 @@ def check_labels(labels: np.ndarray, k: int, what: str) -> None:
 def _read_bytes(path: Path) -> bytes:
     if path.is_file():
         return path.read_bytes()
-    return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
+    gz = path.with_name(path.name + ".gz")
+    try:
+        return gzip.decompress(gz.read_bytes())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        # a download cut short, or another file under the name
+        raise InputError(
+            f"{str(gz)!r} is not a complete gzip file ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:120]}); the download was cut short or the file is "
+            "corrupted: delete it and download the data set again (--download)"
+        ) from exc
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -205,8 +215,13 @@ def _cifar_batch(path: Path, label_key: str, k: int) -> tuple[np.ndarray, np.nda
                 f"{str(path)!r} has no {need!r} entry (keys: {sorted(entry)}); "
                 "the file is corrupted or of another CIFAR version"
             )
-    data = np.asarray(entry["data"], dtype=np.uint8)
-    labels = np.asarray(entry[label_key], dtype=np.int64)
+    data = _integer_array(entry["data"], path, "data", high=255).astype(np.uint8)
+    labels = _integer_array(entry[label_key], path, label_key)
+    if labels.ndim != 1:
+        raise InputError(
+            f"{str(path)!r}: {label_key!r} has shape {labels.shape}, expected one label per "
+            "image; the file is corrupted or of another CIFAR version"
+        )
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
         raise InputError(
             f"{str(path)!r}: data of shape {data.shape} with {labels.shape[0]} labels, expected "
@@ -216,11 +231,39 @@ def _cifar_batch(path: Path, label_key: str, k: int) -> tuple[np.ndarray, np.nda
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def _integer_array(value: Any, path: Path, key: str, *, high: int | None = None) -> np.ndarray:
+    """Entry ``key`` of a CIFAR batch as an int64 array: integers only (no silent rounding or
+    wrapping of floats, text or values beyond ``0..high``)."""
+    fix = "the file is corrupted or of another CIFAR version: replace it with a fresh copy"
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise InputError(
+            f"{str(path)!r}: entry {key!r} is not an array ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:100]}); {fix}"
+        ) from exc
+    if arr.dtype.kind not in "iu":
+        raise InputError(
+            f"{str(path)!r}: entry {key!r} holds {arr.dtype} values, expected integers; {fix}"
+        )
+    if arr.size and (int(arr.min()) < 0 or (high is not None and int(arr.max()) > high)):
+        raise InputError(
+            f"{str(path)!r}: entry {key!r} holds values {int(arr.min())}..{int(arr.max())}, "
+            f"expected 0..{high if high is not None else 'K-1'}; {fix}"
+        )
+    return arr.astype(np.int64)
+
+
 def _names(path: Path, key: str) -> list[str]:
     meta = _unpickle(path)
     names = meta.get(key)
     if names is None:
         raise InputError(f"{str(path)!r} has no {key!r} entry (keys: {sorted(meta)})")
+    if not isinstance(names, list | tuple) or not all(isinstance(n, bytes | str) for n in names):
+        raise InputError(
+            f"{str(path)!r}: {key!r} must be a list of class names, got "
+            f"{type(names).__name__}; the file is corrupted: replace it with a fresh copy"
+        )
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
 
 

@@ -183,9 +183,15 @@ def bounds_text(spec: dict[str, Any]) -> str:
     low, high, pos = spec["low"], spec["high"], spec["positive"]
     if low is None and high is None:
         return ""
+
+    def num(v: float) -> str:  # integers exactly (a seed bound of 4294967295 is not 4.29e+09)
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     if high is None:
-        return f"{'>' if pos else '>='} {low:g}"
-    return f"in [{low:g}, {high:g}]"
+        return f"{'>' if pos else '>='} {num(low)}"
+    if low is None:
+        return f"<= {num(high)}"
+    return f"in [{num(low)}, {num(high)}]"
 
 
 def _converter(name: str, spec: dict[str, Any]) -> Callable[[str], Any]:

@@ -13,19 +13,18 @@ computed by :func:`ufm.metrics.effective_depth` from the layers' NCC errors (PFC
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from ufm.errors import CheckpointError
+from ufm.errors import CheckpointError, InputError
 from ufm.metrics import effective_depth
 from ufm.registry import LAYER
 
 from .analysis import monotonicity
 from .checkpoint import atomic_write_text
-from .runs import read_csv
+from .runs import read_csv, read_run_config
 
 __all__ = ["write_report", "REPORT_METRICS"]
 
@@ -55,13 +54,20 @@ def write_report(run_dir: str | os.PathLike[str], *, epsilon: float | None = Non
     if not (run / "metrics.csv").is_file():
         raise CheckpointError(f"{run} has no metrics.csv; is it a run directory?")
     rows = read_csv(run / "metrics.csv")
-    cfg: dict[str, Any] = {}
-    doc: dict[str, Any] = {}
-    if (run / "config.json").is_file():
-        doc = json.loads((run / "config.json").read_text())
-        cfg = doc.get("config", {})
+    doc: dict[str, Any] = read_run_config(run / "config.json")
+    cfg: dict[str, Any] = doc.get("config", {})
     if epsilon is None:
-        epsilon = float(cfg.get("epsilon", 0.01))
+        epsilon = cfg.get("epsilon", 0.01)
+        if (
+            isinstance(epsilon, bool)
+            or not isinstance(epsilon, int | float)
+            or not 0 <= epsilon <= 1
+        ):
+            raise InputError(
+                f"{str(run / 'config.json')!r}: config.epsilon must be a number in [0, 1], got "
+                f"{str(epsilon)[:40]!r}; the file was damaged or edited: rerun the training"
+            )
+        epsilon = float(epsilon)
     lines = [f"# Run report: {run.name}", ""]
     if cfg:
         lines += [

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError, InputError
+from ufm.io import read_json
 from ufm.registry import NC2, PFC, TRACES
 
 from .checkpoint import atomic_write_text, load_latest_checkpoint
@@ -37,10 +38,13 @@ __all__ = [
     "METRICS_CSV",
     "GEODESIC_CSV",
     "CHECKPOINT",
+    "SPLITS",
     "MEASURED_METRICS",
     "METRIC_COLUMNS",
     "GEODESIC_COLUMNS",
     "read_csv",
+    "check_rows",
+    "read_run_config",
     "csv_text",
     "write_csv",
     "rows_from_measurement",
@@ -54,6 +58,9 @@ METRICS_CSV = "metrics.csv"
 GEODESIC_CSV = "geodesic.csv"
 #: The newest checkpoint, relative to the run directory.
 CHECKPOINT = Path("checkpoints") / "last.pt"
+#: The splits a run measures: the only values of the ``split`` column (file names such as
+#: ``figures/fig2_<split>.png`` are built from them, so nothing else is ever accepted).
+SPLITS: tuple[str, ...] = ("train", "test")
 
 #: Metrics measured at every layer (registry names of :data:`ufm.METRICS`), in column order.
 MEASURED_METRICS: tuple[str, ...] = (
@@ -115,10 +122,17 @@ def write_csv(
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read metrics.csv / geodesic.csv back: numbers as int or float, empty cells as None.
 
+    The rows are checked with :func:`check_rows` (the ``split`` of every row is one of
+    :data:`SPLITS`, epochs and layer indices are non-negative integers, metric cells are
+    numbers or empty), so what the readers build from them (file names, plots, tables) never
+    sees a crafted or damaged value.
+
     Raises
     ------
     InputError
-        The file is not CSV, or a line has more or fewer cells than the header.
+        The file is not CSV, a line has more or fewer cells than the header, a column the
+        file's kind needs is missing, or a cell holds a value its column cannot have (the
+        message names the file, the line, the column and the value).
     """
 
     def conv(s: str) -> Any:
@@ -139,17 +153,139 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             reader = csv.DictReader(f)
             for row in reader:
                 if None in row or None in row.values():
+                    named = sum(v is not None for k, v in row.items() if k is not None)
+                    n_cells = named + len(row.get(None) or [])
                     # more cells than the header (key None) or fewer (value None)
                     raise InputError(
                         f"{str(path)!r} is malformed: line {reader.line_num} has "
-                        f"{len(row) - (None in row) + len(row.get(None) or [])} cells for "
+                        f"{n_cells} cells for "
                         f"{len(reader.fieldnames or [])} columns; the file was damaged or "
                         "edited: rerun the training (or restore the file)"
                     )
                 rows.append({k: (v if k in _TEXT_COLUMNS else conv(v)) for k, v in row.items()})
+            header = list(reader.fieldnames or [])
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{str(path)!r} is not a readable CSV file ({exc})") from exc
+    kind = GEODESIC_CSV if "t" in header else METRICS_CSV
+    need = _REQUIRED[kind]
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise InputError(
+            f"{str(path)!r} is not a run's {kind}: it has no column(s) {missing} (header "
+            f"{header[:8]}{' ...' if len(header) > 8 else ''}); the file was damaged or "
+            "edited: rerun the training (or restore the file)"
+        )
+    check_rows(rows, where=repr(str(path)), first_line=2)
     return rows
+
+
+#: Columns each kind of run CSV must have (the readers index them).
+_REQUIRED = {
+    METRICS_CSV: ("epoch", "split", "layer", "layer_index", "position"),
+    GEODESIC_CSV: ("epoch", "split", "t"),
+}
+#: Columns that hold non-negative integers.
+_INT_COLUMNS = ("epoch", "layer_index")
+
+
+def check_rows(rows: Any, *, where: str, first_line: int | None = None) -> list[dict[str, Any]]:
+    """Check rows of metrics.csv / geodesic.csv (read from a file or restored from a
+    checkpoint) before anything is built from them.
+
+    Every row must be a dict; its ``split`` one of :data:`SPLITS` (figure file names are made
+    from it); ``epoch`` and ``layer_index`` non-negative integers; ``layer`` text; every
+    other cell a finite or non-finite number or empty (``None``).
+
+    Parameters
+    ----------
+    rows : list of dict
+    where : str
+        How the messages name the source (a file, a checkpoint).
+    first_line : int, optional
+        The file line of ``rows[0]`` (messages then name lines); otherwise they name row
+        indices.
+
+    Returns
+    -------
+    list of dict
+        ``rows``, unchanged.
+
+    Raises
+    ------
+    InputError
+        Naming the source, the line (or row), the column and the value, and what to do.
+    """
+    fix = "the file was damaged or edited: rerun the training (or restore the file)"
+    if not isinstance(rows, list):
+        raise InputError(f"{where} holds {type(rows).__name__} rows, not a list; {fix}")
+    for i, row in enumerate(rows):
+        at = f"line {first_line + i}" if first_line is not None else f"row {i}"
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: {at} is {type(row).__name__}, not a row; {fix}")
+        for k, v in row.items():
+            if k == "split":
+                ok = v in SPLITS
+                want = f"one of {list(SPLITS)}"
+            elif k in _TEXT_COLUMNS:
+                ok, want = isinstance(v, str), "text"
+            elif k in _INT_COLUMNS:
+                ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                want = "an integer >= 0"
+            else:
+                ok = v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                want = "a number or empty"
+            if not ok:
+                raise InputError(
+                    f"{where}: {at}, column {str(k)!r} holds {str(v)[:60]!r}, which must be "
+                    f"{want}; {fix}"
+                )
+    return rows
+
+
+def read_run_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's (or study's) ``config.json``, checked; ``{}`` when the file does not exist.
+
+    Returns
+    -------
+    dict
+        The document: a JSON object whose ``"config"``, ``"study"`` and ``"versions"``
+        entries, where present, are objects, and whose ``"config"`` entry's ``milestones``
+        (where present) is a list of integers.
+
+    Raises
+    ------
+    InputError
+        The file is not valid JSON, or not of that form (the message names the file, the
+        entry and what to do).
+    """
+    p = Path(path)
+    remedy = "rerun the training, or delete it (figures then lack the lr marks)"
+    fix = f"it was damaged or edited: {remedy}"
+    try:
+        doc = read_json(p, remedy=remedy)
+    except CheckpointError as exc:
+        raise InputError(str(exc)) from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise InputError(
+            f"{str(p)!r} holds a JSON {type(doc).__name__}, not an object of options; {fix}"
+        )
+    for key in ("config", "study", "versions"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise InputError(
+                f"{str(p)!r}: entry {key!r} is a JSON {type(doc[key]).__name__}, not an "
+                f"object; {fix}"
+            )
+    ms = doc.get("config", {}).get("milestones")
+    if ms is not None and (
+        not isinstance(ms, list)
+        or not all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
+    ):
+        raise InputError(
+            f"{str(p)!r}: config.milestones must be a list of epochs, got {str(ms)[:60]!r}; {fix}"
+        )
+    return doc
 
 
 def rows_from_measurement(

@@ -41,9 +41,11 @@ one measurement and the run-file writing, each in its own function.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ufm.cli import check_output_file
-from ufm.errors import CheckpointError, DivergenceError, InputError
+from ufm.cli import check_output_file, one_line
+from ufm.errors import (
+    CheckpointError,
+    DegenerateInputError,
+    DivergenceError,
+    InputError,
+    PFCError,
+)
+from ufm.io import run_lock
 
 from . import distributed as dist_mod
 from .checkpoint import (
@@ -69,6 +78,7 @@ from .checkpoint import (
 from .config import TrainConfig, check_resumable, make_model, resolve_config
 from .figures import draw_figures
 from .measure import measure_model
+from .memory import check_model_fits
 from .models import MeasuredModel
 from .report import write_report
 from .runs import (
@@ -78,6 +88,7 @@ from .runs import (
     GEODESIC_CSV,
     METRIC_COLUMNS,
     METRICS_CSV,
+    check_rows,
     rows_from_measurement,
     torch_dtype,
     versions,
@@ -166,11 +177,39 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> RunResult:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, ctx)
+        with _writer_lock(cfg, ctx):
+            return _train(cfg, ctx)
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, PFCError) or not _out_of_memory(exc):
+            raise
+        raise InputError(
+            f"out of memory ({one_line(exc)[:160]}): the model or a batch does not fit this "
+            f"machine (width={cfg.width}, blocks={cfg.blocks}, batch_size={cfg.batch_size}, "
+            f"eval_batch_size={cfg.eval_batch_size}); use smaller values"
+        ) from exc
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
         ctx.cleanup()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (torch reports those as RuntimeError)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate" in text
+
+
+def _writer_lock(cfg: TrainConfig, ctx: dist_mod.DistContext) -> Any:
+    """The run folder's lock (:func:`ufm.io.run_lock`, held by the main process): a second
+    ``train`` into the same ``out`` is refused while this one runs."""
+    if not ctx.is_main:
+        return contextlib.nullcontext()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {str(out)!r} is a file; choose a folder for the run")
+    # A folder that cannot be created or written fails with a clear message before the lock.
+    check_output_file(out / CONFIG_JSON, "--out")
+    return run_lock(out, option="--out", command="pfc train")
 
 
 @dataclass
@@ -259,6 +298,13 @@ def _setup(cfg: TrainConfig, ctx: dist_mod.DistContext) -> _Run:
     _set_seeds(cfg.seed)
     train_set, test_set = _load_data(cfg, ctx)
     K = int(train_set.num_classes)
+    if cfg.device == "cpu":  # CUDA reports its own out-of-memory errors (see train())
+        check_model_fits(
+            lambda: make_model(cfg, tuple(train_set.input_shape), K),
+            dtype,
+            sizes=f"model={cfg.model}, width={cfg.width}, blocks={cfg.blocks}",
+            fix="use a smaller --width or --blocks",
+        )
     model = make_model(cfg, tuple(train_set.input_shape), K).to(device=ctx.device, dtype=dtype)
     net: nn.Module = model
     if ctx.distributed:
@@ -341,8 +387,14 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
         run.sched.load_state_dict(state["scheduler"])
+        # the checkpoint's milestones came back with the schedule's state; an extended run
+        # (more epochs, the same milestones up to the old end: check_resumable) adds later ones
+        run.sched.milestones = Counter(run.cfg.milestones)
         set_rng_state(state["rng"])
         run.rows, run.geo_rows = list(state["rows"]), list(state["geodesic_rows"])
+        # the rows come back into metrics.csv and the figure file names: same checks as a read
+        check_rows(run.rows, where=f"the checkpoint {run.ckpt_path} (metrics rows)")
+        check_rows(run.geo_rows, where=f"the checkpoint {run.ckpt_path} (geodesic rows)")
         run.elapsed = float(state["elapsed_s"])
         run.start_epoch = int(state["epoch"]) + 1
     except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as exc:
@@ -360,15 +412,46 @@ def _measure(run: _Run, epoch: int, extra: dict[str, Any]) -> float | None:
     ctx = run.ctx
     acc_out = None
     for split, loader in run.eval_loaders.items():
-        m = measure_model(
-            run.model, loader, run.cfg, device=ctx.device, dtype=run.dtype, group=ctx.group
-        )
+        try:
+            m = measure_model(
+                run.model, loader, run.cfg, device=ctx.device, dtype=run.dtype, group=ctx.group
+            )
+        except DegenerateInputError:
+            raise
+        except InputError as exc:
+            if epoch == 0:
+                raise
+            # The parameters are finite (checked after the epoch) and so is the data: features
+            # that are not mean the last steps blew the weights up, i.e. the run diverged.
+            what = (
+                "are not finite (NaN or inf: they overflowed)"
+                if "non-finite" in str(exc)
+                else f"cannot be measured ({one_line(exc)[:200]})"
+            )
+            raise DivergenceError(
+                f"training diverged: after epoch {epoch} ({_lr_text(run, extra.get('lr'))}) "
+                f"the features of the {split} split {what}; the learning "
+                f"rate is too large for this model and data; {_last_good(run, epoch)}; lower "
+                "--lr (e.g. by 10x) and start again with a new --out"
+            ) from exc
         r, g = rows_from_measurement(m, epoch, split, extra)
         run.rows.extend(r)
         run.geo_rows.extend(g)
         if split == "train":
             acc_out = m.accuracy
     return acc_out
+
+
+def _lr_text(run: _Run, lr_now: Any) -> str:
+    """``lr=...`` of a divergence message, with the initial --lr when a milestone changed it."""
+    text = f"lr={float(lr_now):g}" if isinstance(lr_now, int | float) else "lr unknown"
+    if not isinstance(lr_now, int | float) or float(lr_now) != float(run.cfg.lr):
+        text += f", initial --lr {float(run.cfg.lr):g}"
+    return text
+
+
+def _last_good(run: _Run, epoch: int) -> str:
+    return f"the last good checkpoint is {run.ckpt_path} (epoch {epoch - 1})"
 
 
 def _write_outputs(run: _Run, epoch: int) -> None:
@@ -412,7 +495,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
     cfg, ctx = run.cfg, run.ctx
     run.sampler.set_epoch(epoch)
     lr_now = run.opt.param_groups[0]["lr"]
-    good = f"the last good checkpoint is {run.ckpt_path} (epoch {epoch - 1})"
+    good = _last_good(run, epoch)
+    lr_text = _lr_text(run, lr_now)
     run.net.train()
     tot = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     for step, (x, y) in enumerate(run.train_loader):
@@ -432,7 +516,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
         if not bool(torch.isfinite(stats).all()):
             raise DivergenceError(
                 f"training diverged: non-finite loss at epoch {epoch}, step {step} "
-                f"(lr={lr_now:g}); {good}; lower --lr and start again with a new --out"
+                f"({lr_text}); {good}; lower --lr (e.g. by 10x) and start again with a new --out"
             )
         tot += stats
         run.opt.zero_grad(set_to_none=True)
@@ -445,14 +529,14 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, float]:
             # torch refuses an lr / weight decay that overflows the parameter dtype.
             raise DivergenceError(
                 f"training diverged: the SGD step overflows {cfg.dtype} at epoch {epoch},"
-                f" step {step} (lr={lr_now:g}, weight_decay={cfg.weight_decay:g}); {good}; "
+                f" step {step} ({lr_text}, weight_decay={cfg.weight_decay:g}); {good}; "
                 "lower --lr"
             ) from exc
     run.sched.step()
     if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
         raise DivergenceError(
             f"training diverged: non-finite parameters after epoch {epoch} "
-            f"(lr={lr_now:g}); {good}; lower --lr"
+            f"({lr_text}); {good}; lower --lr (e.g. by 10x) and start again with a new --out"
         )
     return float(tot[0] / tot[2]), float(tot[1] / tot[2])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import importlib
 import io
 import json
@@ -24,14 +25,14 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 
 __all__ = [
     "atomic_write",
@@ -46,6 +47,8 @@ __all__ = [
     "write_json",
     "read_json",
     "versions",
+    "LOCK_NAME",
+    "run_lock",
 ]
 
 
@@ -257,3 +260,152 @@ def versions(packages: Sequence[str] = ("numpy",)) -> dict[str, str]:
             continue
         out[name] = str(getattr(mod, "__version__", "?"))
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# one writer per output folder
+# ------------------------------------------------------------------------------------------
+
+#: The lock file a command holds in its output folder while it writes there.
+LOCK_NAME = ".pfc.lock"
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` (clock ticks since boot, from ``/proc``; ``""`` where
+    there is no ``/proc``): with the pid it names one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+    """Whether the process that wrote a lock (``pid``, started at ``start``) still runs."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    except OSError:
+        return True  # cannot tell: assume it runs (refusing is the safe side)
+    now = _process_start(pid)
+    return not (start and now and now != start)
+
+
+def _lock_text() -> str:
+    pid = os.getpid()
+    return f"{pid}\n{platform.node()}\n{_process_start(pid)}\n"
+
+
+def _read_lock(lock: Path) -> tuple[int, str, str] | None:
+    """``(pid, host, start)`` of a lock file; ``None`` when it cannot be read or parsed."""
+    try:
+        lines = lock.read_text(encoding="utf-8", errors="replace").split("\n")
+        return int(lines[0]), lines[1] if len(lines) > 1 else "", lines[2] if len(lines) > 2 else ""
+    except (OSError, ValueError):
+        return None
+
+
+def _create_lock(lock: Path) -> bool:
+    """Create ``lock`` holding this process's pid, atomically; False if it already exists.
+
+    The content is written to a temporary file first and hard-linked to ``lock`` (``link``
+    fails when the target exists), so no reader ever sees an empty lock; where the file system
+    has no hard links, ``O_CREAT | O_EXCL`` is used instead.
+    """
+    fd, tmp = open_temp(lock)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(_lock_text())
+        try:
+            os.link(tmp, lock)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+        try:
+            fd2 = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, new_file_mode())
+        except FileExistsError:
+            return False
+        with os.fdopen(fd2, "w") as f:
+            f.write(_lock_text())
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def run_lock(
+    folder: str | os.PathLike[str], *, option: str = "--out", command: str = "this command"
+) -> Iterator[Path]:
+    """Hold the lock file :data:`LOCK_NAME` of an output folder while writing into it.
+
+    Two processes writing one run (or study) folder would mix their files (one's config with
+    the other's metrics). The lock file is created with an exclusive, atomic create and holds
+    the writer's pid, host and process start time; it is removed when the block ends (also on
+    an error or Ctrl-C). A lock left by a process that no longer runs on this host (killed,
+    or the machine restarted) is stale: it is replaced, with nothing lost.
+
+    Parameters
+    ----------
+    folder : path-like
+        The output folder (created, with its parents, when missing).
+    option : str, default "--out"
+        How the command line names the folder (used in the messages).
+    command : str, default "this command"
+        The command that takes the lock (used in the messages).
+
+    Yields
+    ------
+    Path
+        The lock file.
+
+    Raises
+    ------
+    InputError
+        ``folder`` exists and is not a folder.
+    CheckpointError
+        Another running process holds the lock (the message names its pid and what to do).
+    """
+    root = Path(folder)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{option} {str(root)!r} is a file; choose a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / LOCK_NAME
+    for _ in range(3):
+        if _create_lock(lock):
+            break
+        owner = _read_lock(lock)
+        if owner is None and not lock.exists():
+            continue  # released meanwhile
+        if owner is not None:
+            pid, host, start = owner
+            if host == platform.node() and not _alive(pid, start):
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()  # stale: its writer is gone
+                continue
+            who = f"process {pid}" + ("" if host == platform.node() else f" on host {host!r}")
+        else:
+            who = "another process"
+        raise CheckpointError(
+            f"{option} {str(root)!r} is being written by {who} (lock file {str(lock)!r}); "
+            f"two writers would mix their files: wait for it to finish, or choose another "
+            f"{option} for {command}. If no such process runs, delete the lock file."
+        )
+    else:  # pragma: no cover - the lock changed hands three times in a row
+        raise CheckpointError(f"{option} {str(root)!r}: could not take the lock {str(lock)!r}")
+    mine = _lock_text()
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            if lock.read_text(encoding="utf-8", errors="replace") == mine:
+                lock.unlink()

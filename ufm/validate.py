@@ -34,7 +34,12 @@ __all__ = [
     "all_finite",
     "finite_maxabs",
     "check_batch_labels",
+    "SEED_MAX",
 ]
+
+#: The largest seed accepted anywhere (NumPy's legacy ``np.random.seed``, which training
+#: seeds, takes ``0 .. 2**32 - 1``).
+SEED_MAX = 2**32 - 1
 
 
 def is_torch(x: Any) -> bool:

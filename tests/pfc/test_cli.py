@@ -511,7 +511,7 @@ def test_json_target_checked_before_the_work(capsys, tmp_path, monkeypatch, wher
     }[where]
     if cmd == "check":
         # a huge run: the refusal must come before it starts
-        argv = ["check", "--instances", "1000000", "--no-progress", "--json", target]
+        argv = ["check", "--instances", "100000", "--no-progress", "--json", target]
     else:
         argv = ["solve", "--n", "100000", "--d", "500", "--no-progress", "--json", target]
     t0 = time.perf_counter()

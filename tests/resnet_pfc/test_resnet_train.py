@@ -89,8 +89,8 @@ def test_existing_run_needs_resume_and_same_options(tmp_path, tiny_run):
     first = train(TrainConfig(**tiny_run, epochs=1, out=out))
     with pytest.raises(CheckpointError, match="--resume"):
         train(TrainConfig(**tiny_run, epochs=1, out=out))
-    with pytest.raises(CheckpointError, match="epochs: 1 -> 2"):
-        train(TrainConfig(**tiny_run, epochs=1, out=out, resume=True), epochs=2)
+    with pytest.raises(CheckpointError, match="lr: 0.1 -> 0.05"):
+        train(TrainConfig(**tiny_run, epochs=1, out=out, resume=True), lr=0.05)
     again = train(TrainConfig(**tiny_run, epochs=1, out=out, resume=True))
     assert again.epochs_run == 0 and again.metrics == first.metrics
 
@@ -276,8 +276,8 @@ def test_refused_resume_leaves_config_json_untouched(tmp_path, tiny_run):
     out = tmp_path / "r"
     train(TrainConfig(**tiny_run, epochs=1, out=str(out)))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    with pytest.raises(CheckpointError, match="epochs: 1 -> 2"):
-        train(TrainConfig(**tiny_run, epochs=2, out=str(out), resume=True))
+    with pytest.raises(CheckpointError, match="lr: 0.1 -> 0.05"):
+        train(TrainConfig(**tiny_run, epochs=1, lr=0.05, out=str(out), resume=True))
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before
 
