@@ -22,22 +22,17 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import MISSING, dataclass, fields, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ufm.errors import CheckpointError, InputError
+from ufm.lazy import torch
 from ufm.losses import LOSSES
 from ufm.validate import check_int
 
-from .models import (
-    DEPTH_FAMILIES,
-    TABLE_I,
-    MeasuredModel,
-    build_depth_model,
-    build_model,
-    paper_model,
-)
+from .families import DEPTH_FAMILIES
+
+if TYPE_CHECKING:
+    from .models import MeasuredModel
 from .options import add_options, check_fields, option, options_from_args
 
 __all__ = [
@@ -410,6 +405,9 @@ def make_model(
     config: TrainConfig, input_shape: tuple[int, ...], num_classes: int
 ) -> MeasuredModel:
     """The model a (resolved) config asks for."""
+    # torch loads here, not when the options are parsed (`pfc --help`)
+    from .models import TABLE_I, build_depth_model, build_model, paper_model
+
     ds = _canonical(config.dataset)
     ds = _TABLE_I_KEY.get(ds, ds)
     if config.model == "auto":

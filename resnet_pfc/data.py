@@ -86,10 +86,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import TensorDataset
 
 from ufm.errors import InputError, PFCWarning
+from ufm.lazy import torch
 from ufm.validate import check_int, describe
 
 from .formats import BUILTIN_READERS, FOLDERS, MNIST_CLASSES, STL10_CLASSES, check_labels
@@ -258,11 +257,14 @@ _INFO: dict[str, DatasetInfo] = {
 }
 
 
-class PFCDataset(TensorDataset):
+class PFCDataset:
     """A labelled image data set held in memory as two tensors.
 
     ``dataset[i]`` is ``(x_i, y_i)`` with ``x_i`` a ``float32`` tensor of shape ``input_shape``
-    and ``y_i`` an ``int64`` scalar tensor, as for :class:`torch.utils.data.TensorDataset`.
+    and ``y_i`` an ``int64`` scalar tensor, as for :class:`torch.utils.data.TensorDataset`, whose
+    interface (``tensors``, indexing, ``len``) it has without subclassing it, so that this module
+    (data set names for option parsers) imports without torch; ``DataLoader`` and ``Subset`` take
+    it as they take any map-style data set.
 
     Parameters
     ----------
@@ -294,13 +296,21 @@ class PFCDataset(TensorDataset):
         classes: Sequence[str] | None = None,
         loader: str = "builtin",
     ) -> None:
-        super().__init__(x, y)
+        if x.shape[0] != y.shape[0]:
+            raise InputError(f"x and y must have as many rows, got {x.shape[0]} and {y.shape[0]}")
+        self.tensors = (x, y)
         self.name = name
         self.split = split
         self.num_classes = int(num_classes)
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in x.shape[1:])
         self.classes = list(classes) if classes is not None else None
         self.loader = loader
+
+    def __getitem__(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors[0][index], self.tensors[1][index]
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0])
 
     @property
     def x(self) -> torch.Tensor:

@@ -73,7 +73,7 @@ from ufm.errors import InputError
 from ufm.registry import NC2, PFC
 
 from .config import TrainConfig, dataset_arg
-from .models import DEPTH_FAMILIES
+from .families import DEPTH_FAMILIES
 from .options import check_fields, documented, option
 from .runs import MEASURED_METRICS, versions
 

@@ -54,6 +54,8 @@ from torch import nn
 from ufm.errors import InputError
 from ufm.validate import check_int
 
+from .families import DEPTH_FAMILIES
+
 __all__ = [
     "FCResNet",
     "ConvResNet",
@@ -686,10 +688,6 @@ class TransformerClassifier(MeasuredModel):
             out[f"block{i + 1}"] = f"taps.{i + 1}"
         out["final"] = "final_norm"
         return out
-
-
-#: Model families of the depth study (``TrainConfig.model`` names).
-DEPTH_FAMILIES: tuple[str, ...] = ("ln_resnet1", "ln_resnet2", "transformer")
 
 
 def build_depth_model(

@@ -10,7 +10,10 @@ thread count from the size of its work (:mod:`ufm.threads`; override with
 
 from __future__ import annotations
 
-from . import errors, metrics
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+from . import errors
 from .errors import (
     BackendError,
     ConvergenceWarning,
@@ -20,31 +23,60 @@ from .errors import (
     RankWarning,
     SolverError,
 )
-
-__version__ = "0.1.0"
-
-# `solve`, `objective` and `certify` share their names with their modules: importing the functions
-# eagerly binds the package attributes to the functions for good (a later `import ufm.solve`
-# finds the module in sys.modules and leaves the attribute alone).
-from .certify import Certificate, certify
-from .layernorm import (
-    LayerNormOptimum,
-    layernorm_etf_optimum,
-    layernorm_normalize,
-    layernorm_objective,
-)
-from .losses import LOSSES, check_loss
-from .metrics import *  # noqa: F403 - the metric functions and accumulators, listed there
-from .objective import objective
+from .lazy import lazy_package
 from .registry import METRICS, MetricSpec
-from .result import SolveResult
-from .solve import solve
 from .status import Status
-from .suffstats import SufficientStatistics, solve_statistics
-from .threads import get_threads, set_threads, thread_policy, threads
+from .threads import get_threads, set_threads, thread_policy, threads  # light: stdlib only
 
-# Every public name is imported eagerly: torch dominates the import time, and the modules above
-# add a few milliseconds to it (measured with ``python -X importtime -c "import ufm"``).
+try:
+    #: The toolkit's one version record: the installed distribution's metadata (pyproject.toml).
+    __version__ = _dist_version("neural-collapse-depth")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
+
+# Public names load on first access (PEP 562): ``import ufm`` does not import torch, numba or
+# cvxpy; ``ufm.collapse_metrics`` loads its modules (and torch) when first used. ``solve``,
+# ``objective`` and ``certify`` share their names with their modules: the package attribute stays
+# the function even after ``import ufm.solve`` (and ``threads`` the context manager).
+_NAMES = {
+    "metrics": ".metrics",
+    "Certificate": ".certify",
+    "certify": ".certify",
+    "LayerNormOptimum": ".layernorm",
+    "layernorm_etf_optimum": ".layernorm",
+    "layernorm_normalize": ".layernorm",
+    "layernorm_objective": ".layernorm",
+    "LOSSES": ".losses",
+    "check_loss": ".losses",
+    "objective": ".objective",
+    "SolveResult": ".result",
+    "solve": ".solve",
+    "SufficientStatistics": ".suffstats",
+    "solve_statistics": ".suffstats",
+    **{
+        name: ".metrics"
+        for name in (
+            "collapse_metrics",
+            "pfc1",
+            "pfc2",
+            "pfc3",
+            "nc1",
+            "nc2",
+            "nc3",
+            "nc4",
+            "ncc_accuracy",
+            "simplex_etf",
+            "effective_depth",
+            "alignment",
+            "relative_position",
+            "CollapseAccumulator",
+            "LineAccumulator",
+        )
+    },
+}
+__getattr__, __dir__ = lazy_package(
+    __name__, _NAMES, shadowed=("solve", "objective", "certify", "threads")
+)
 
 __all__ = [
     "METRICS",
@@ -75,5 +107,19 @@ __all__ = [
     "layernorm_objective",
     "SufficientStatistics",
     "solve_statistics",
-    *(name for name in metrics.__all__ if name != "DEFAULT_RANK_TOL"),
+    "collapse_metrics",
+    "pfc1",
+    "pfc2",
+    "pfc3",
+    "nc1",
+    "nc2",
+    "nc3",
+    "nc4",
+    "ncc_accuracy",
+    "simplex_etf",
+    "effective_depth",
+    "alignment",
+    "relative_position",
+    "CollapseAccumulator",
+    "LineAccumulator",
 ]

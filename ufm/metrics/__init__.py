@@ -41,11 +41,35 @@ effective depth, relative position). Metric names and groups: :mod:`ufm.registry
 
 from __future__ import annotations
 
-from .accumulator import CollapseAccumulator
-from .batch import collapse_metrics, nc1, nc2, nc3, nc4, ncc_accuracy, pfc1, pfc2, pfc3
-from .geometry import alignment, effective_depth, relative_position, simplex_etf
-from .inputs import DEFAULT_RANK_TOL
-from .line import LineAccumulator
+from ..lazy import lazy_package
+
+# Names load on first access (PEP 562): ``effective_depth`` of given errors needs neither torch
+# nor numba, so ``pfc report`` stays light.
+__getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        "CollapseAccumulator": ".accumulator",
+        **dict.fromkeys(
+            (
+                "collapse_metrics",
+                "nc1",
+                "nc2",
+                "nc3",
+                "nc4",
+                "ncc_accuracy",
+                "pfc1",
+                "pfc2",
+                "pfc3",
+            ),
+            ".batch",
+        ),
+        **dict.fromkeys(
+            ("alignment", "effective_depth", "relative_position", "simplex_etf"), ".geometry"
+        ),
+        "DEFAULT_RANK_TOL": ".inputs",
+        "LineAccumulator": ".line",
+    },
+)
 
 __all__ = [
     "collapse_metrics",
