@@ -21,6 +21,7 @@ from .errors import (
     InputError,
     PFCError,
     RankWarning,
+    ScaleWarning,
     SolverError,
 )
 from .lazy import lazy_package
@@ -103,6 +104,7 @@ __all__ = [
     "SolverError",
     "ConvergenceWarning",
     "RankWarning",
+    "ScaleWarning",
     "SolveResult",
     "LayerNormOptimum",
     "layernorm_etf_optimum",
