@@ -40,6 +40,13 @@ def test_light_imports_leave_torch_out(statement):
     assert _run(f"{statement}\nimport sys\nprint('torch' in sys.modules)") == "False"
 
 
+def test_import_ufm_leaves_pot_numba_and_cvxpy_out():
+    code = (
+        "import sys, ufm\nprint([m for m in ('ot', 'numba', 'cvxpy', 'torch') if m in sys.modules])"
+    )
+    assert _run(code) == "[]"
+
+
 def test_pfc_help_leaves_torch_out():
     code = (
         "import sys, contextlib, io\nfrom pfc.cli import main\n"
