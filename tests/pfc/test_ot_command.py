@@ -39,3 +39,23 @@ def test_ot_command_prints_and_writes_the_profile(run_dir, tmp_path, capsys):
 def test_ot_command_bad_options_exit_2(run_dir, capsys):
     assert main(["ot", str(run_dir), "--max-samples", "1"]) == 2
     assert "max_samples" in capsys.readouterr().err
+
+
+def test_pfc_report_and_reading_the_runs_csv_leave_torch_out(run_dir):
+    # issue 21: `pfc report` and reading a run's CSV need no torch
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys\nfrom pfc.cli import main\nfrom resnet_pfc.runs import read_csv\n"
+        f"assert main(['report', {str(run_dir)!r}]) == 0\n"
+        f"assert read_csv({str(run_dir / 'metrics.csv')!r})\n"
+        "print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
