@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# the distribution was renamed from pfc-toolkit: drop an old install of the same packages
+	-$(BIN)/python -m pip uninstall -q -y pfc-toolkit 2>/dev/null
 	$(BIN)/python -m pip install -q -e ".[dev,vision]"
 	touch $(STAMP)
 

@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-project = "pfc-toolkit"
-author = "pfc-toolkit developers"
+project = "neural-collapse-depth"
+author = "neural-collapse-depth developers"
 release = "0.1.0"
 extensions = [
     "sphinx.ext.autodoc",
@@ -25,7 +25,7 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 myst_enable_extensions = ["dollarmath"]
 html_theme = "alabaster"
-html_title = "pfc-toolkit"
+html_title = "neural-collapse-depth"
 # numpydoc types such as "array of shape (K, d)" name dataclass fields too; those ambiguous
 # cross-references are harmless
 suppress_warnings = ["myst.header", "ref.python"]

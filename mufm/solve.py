@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import torch
 
 from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, resolve_backend
 from ufm.engine.pipeline import solve_problem
-from ufm.errors import InputError
+from ufm.errors import InputError, ScaleWarning
 from ufm.result import SolveResult
 from ufm.threads import thread_policy
-from ufm.validate import check_features, check_labels, describe, is_torch, to_tensor
+from ufm.validate import check_features, check_labels, check_scalar, describe, is_torch, to_tensor
 
-__all__ = ["solve", "SolveResult", "DEFAULT_LAM"]
+__all__ = ["solve", "SolveResult", "DEFAULT_LAM", "SCALES", "data_scale"]
 
 DEFAULT_LAM = 0.1
+#: Values of ``solve(..., scale=)``: coefficients as given, or relative to the data's RMS row norm.
+SCALES = ("none", "rms")
+#: ``scale="none"`` warns (:class:`ufm.errors.ScaleWarning`) when the data's squared RMS row norm
+#: is outside ``[1 / SCALE_WARN_RATIO, SCALE_WARN_RATIO]``: the coefficients then act like
+#: coefficients 1000 times larger or smaller on unit-scale data.
+SCALE_WARN_RATIO = 1e3
+
+
+def data_scale(X: Any) -> float:
+    r"""The RMS row norm :math:`s = \|X\|_F / \sqrt N` of data ``X`` of shape (N, d).
+
+    Computed after dividing by ``max |X|`` so that it neither overflows nor underflows; 1.0 for
+    all-zero or empty data.
+    """
+    Xt = to_tensor(X, "X").detach().to(dtype=torch.float64)
+    if Xt.numel() == 0:
+        return 1.0
+    m = float(Xt.abs().max())
+    if m == 0.0 or not math.isfinite(m):
+        return 1.0
+    N = Xt.shape[0] if Xt.ndim == 2 else Xt.shape[0] * Xt.shape[1]
+    return m * float(torch.linalg.norm(Xt / m)) / float(N) ** 0.5
 
 
 def prepare_data(X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -78,6 +102,7 @@ def solve(
     dtype: Any = None,
     step: float | None = None,
     init: str | None = None,
+    scale: str = "none",
 ) -> SolveResult:
     """Minimise the MUFM objective: features tied to the data by a transport cost.
 
@@ -142,6 +167,19 @@ def solve(
         minima that are not global (seen with clustered data, where gradient descent from
         ``"normal"`` lands in one for some seeds); ``mufm.certify`` bounds the gap.
 
+    scale : {"none", "rms"}
+        What ``lam``, ``lam_w`` and ``lam_h`` are relative to. ``"none"`` (default): the data as
+        given; the effect of a coefficient then depends on the data's scale ``s``, the RMS row
+        norm (:func:`data_scale`): the problem on ``X`` equals the problem on ``X / s`` with
+        ``lam s^2``, ``lam_h s^2`` and ``lam_w / s^2``, so on raw pixels (``s`` = 62 for the
+        digits 0..16) ``lam=0.1`` acts like ``lam=384`` on unit-scale data and ``H`` barely moves
+        from ``X``. A :class:`ufm.errors.ScaleWarning` says so, with ``s`` and the coefficients
+        to pass, when ``s^2`` is outside ``[1e-3, 1e3]``. ``"rms"``: the coefficients mean what
+        they mean on data of RMS row norm 1, whatever the data's scale: the solver gets
+        ``lam / s^2``, ``lam_h / s^2`` and ``lam_w s^2`` (``lam_b`` unchanged), whose solution is
+        exactly ``s`` times the solution on ``X / s`` (``H = s H'``, ``W = W' / s``, same ``b``
+        and logits); ``result`` reports the coefficients applied.
+
     Returns
     -------
     SolveResult
@@ -160,6 +198,9 @@ def solve(
     -----
     ConvergenceWarning
         The method stopped before reaching ``tol`` (see ``result.status``).
+    ScaleWarning
+        ``scale="none"`` and the data's scale makes the coefficients act 1000 times stronger or
+        weaker than on unit-scale data (see ``scale``).
 
     References
     ----------
@@ -176,6 +217,7 @@ def solve(
     """
     Xt, yt, K = prepare_data(X, y)
     d = int(Xt.shape[1])
+    lam, lam_w, lam_h = _scaled_coefficients(Xt, scale, lam, lam_w, lam_h)
     be = resolve_backend(
         backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype,
         input_device=Xt.device,
@@ -185,3 +227,36 @@ def solve(
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
         verbose=verbose, step=step, init=init, stacklevel=4,
     )  # fmt: skip
+
+
+def _scaled_coefficients(
+    Xt: torch.Tensor, scale: Any, lam: Any, lam_w: Any, lam_h: Any
+) -> tuple[Any, Any, Any]:
+    """The coefficients for the solver under ``scale`` (a warning for ``"none"`` at odd scales).
+
+    Values that are not finite non-negative scalars pass through unchanged, for the solver's
+    own checks to report.
+    """
+    if not isinstance(scale, str) or scale not in SCALES:
+        raise InputError(
+            f"scale must be one of {SCALES} ('none': coefficients as given; 'rms': relative to "
+            f"the data's RMS row norm), got {describe(scale)}"
+        )
+    try:
+        vals = [check_scalar(v, n) for v, n in ((lam, "lam"), (lam_w, "lam_w"), (lam_h, "lam_h"))]
+    except InputError:
+        return lam, lam_w, lam_h
+    s2 = data_scale(Xt) ** 2
+    if scale == "rms":
+        return vals[0] / s2, vals[1] * s2, vals[2] / s2
+    if not (1.0 / SCALE_WARN_RATIO <= s2 <= SCALE_WARN_RATIO) and vals[0] > 0:
+        warnings.warn(
+            f"the data's RMS row norm is {s2**0.5:.3g}: lam={vals[0]:g} acts like "
+            f"lam={vals[0] * s2:.3g} on unit-scale data (lam_w={vals[1]:g} like "
+            f"{vals[1] / s2:.3g}), so H {'barely moves from X' if s2 > 1 else 'is barely tied to X'}; "
+            f"pass scale='rms' to make the coefficients relative to the data's scale, or "
+            f"lam={vals[0] / s2:.3g}, lam_w={vals[1] * s2:.3g} for their unit-scale meaning",
+            ScaleWarning,
+            stacklevel=4,
+        )
+    return lam, lam_w, lam_h

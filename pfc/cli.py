@@ -7,6 +7,7 @@
 ``check``    the theorem checks (:mod:`proofs_check`)
 ``report``   report.html of an existing study or run directory
 ``metrics``  collapse metrics of features saved in an .npz file
+``ot``       optimal transport between a trained run's layers against Theorem 3's geodesic
 ``depth``    collapse against depth: LayerNorm ResNets and a transformer (:mod:`resnet_pfc.depth`)
 
 The options of ``train``, ``demo`` and ``depth`` are generated from the fields of their configs
@@ -37,7 +38,7 @@ import numpy as np
 
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
-from ufm.cli import OneLineParser, check_output_file, guarded, one_line
+from ufm.cli import OneLineParser, add_version, check_output_file, guarded, one_line
 from ufm.engine.options import METHODS
 from ufm.errors import CheckpointError, PFCError
 from ufm.io import write_json
@@ -333,6 +334,49 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ot(args: argparse.Namespace) -> int:
+    from ufm.ot import ot_profile
+
+    from .features import load_run_features
+
+    feats, _, _ = load_run_features(_run_dir(args.run_dir))
+    names = list(feats)
+    d = feats[names[-1]].shape[1]
+    kept = {k: v for k, v in feats.items() if v.shape[1] == d}
+    left = [k for k in names if k not in kept]
+    prof = ot_profile(kept, max_samples=args.max_samples, seed=args.seed)
+    n = prof.params["N"]
+    print(
+        f"Optimal transport between the layers of {args.run_dir} ({prof.n_samples} of {n} "
+        f"training samples, d={d}, uniform weights, exact network simplex)"
+        + (f"; left out (another width): {', '.join(left)}" if left else "")
+    )
+    print(f"{'layer':>12} {'W2^2 step':>12} {'identity':>12} {'diag mass':>9} "
+          f"{'W2^2 from 0':>12} {'geodesic':>12}")  # fmt: skip
+    for r in prof.rows():
+        print(
+            f"{r['layer']:>12} {r['step_w2sq']:12.5g} {r['step_identity_cost']:12.5g} "
+            f"{r['step_diagonal_mass']:9.4f} {r['from_first_w2sq']:12.5g} {r['geodesic_w2sq']:12.5g}"
+        )
+    s = prof.summary()
+    print(
+        f"first -> last: W2^2 {s['total_w2sq']:.6g}, identity coupling {s['total_identity_cost']:.6g} "
+        f"(gap {s['plan_gap']:.3g}), diagonal mass {s['total_diagonal_mass']:.4f}"
+    )
+    print(
+        f"geodesic check (Theorem 3): sum of steps / W2(first, last) = {s['path_ratio']:.4f} "
+        f"(1 on a geodesic), step spread {s['step_spread']:.3f} (0 for equal steps), "
+        f"max |W2(0,l) - (l/L) W2(0,L)| / W2(0,L) = {s['geodesic_deviation']:.3f}"
+    )
+    if args.json is not None:
+        write_json(
+            args.json,
+            {"run_dir": str(args.run_dir), "left_out": left, "summary": s, "layers": prof.rows()},
+        )
+        print(f"wrote {args.json}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------
 # parser
 # ------------------------------------------------------------------------------------------
@@ -352,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 a theorem claim violated (check), 2 bad options or data, "
         "130 interrupted.",
     )
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser(
@@ -470,6 +515,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("file", help="an .npz file with a feature array (N, ...) and labels (N,)")
     m.add_argument("--features", default="H", help="name of the feature array (default H)")
     m.add_argument("--labels", default="y", help="name of the label array (default y)")
+    o = sub.add_parser(
+        "ot",
+        help="optimal transport between a run's layers against Theorem 3's geodesic (POT)",
+        description="Feed the training split through a trained run's network and compute, "
+        "with POT's exact solver and uniform weights, W2^2 between consecutive layers and from "
+        "the first, the optimal plans' diagonal mass and cost against the identity coupling, "
+        "and the profile against a constant-speed geodesic's equal steps (ufm.ot_profile). "
+        "Layers of another width than the last are left out.",
+    )
+    o.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a study with train/)")
+    o.add_argument(
+        "--max-samples",
+        type=int,
+        default=2000,
+        help="transport a seeded subset beyond this many samples (default 2000)",
+    )
+    o.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
+    o.add_argument("--json", default=None, help="also write the profile to this JSON file")
     _add_depth_parser(sub)
     return p
 
@@ -546,6 +609,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check,
     "report": cmd_report,
     "metrics": cmd_metrics,
+    "ot": cmd_ot,
     "depth": cmd_depth,
 }
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ufm.cli import OneLineParser, check_output_file, guarded
+from ufm.cli import OneLineParser, add_version, check_output_file, guarded
 from ufm.errors import InputError
 
 from .common import CheckResult, write_json_atomic
@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
             "assumptions and the paper's empirical claims never fail the run)."
         ),
     )
+    add_version(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
     p.add_argument(
         "--instances", type=int, default=100, help="instances for Theorems 1 and 2 (default 100)"

@@ -20,21 +20,32 @@ checkpoints),
 
 from __future__ import annotations
 
-# Every public name is imported eagerly (the one approach of ufm, mufm and resnet_pfc): torch
-# dominates the import time and these modules add milliseconds (python -X importtime).
-# `train` and `measure` share their names with their modules: the functions are bound last, so
-# `resnet_pfc.train` is always the function (`from resnet_pfc.train import TrainConfig` still
-# reaches the module, as does importlib.import_module("resnet_pfc.train")).
-from .config import TrainConfig
-from .data import load_dataset
-from .figures import draw_figures
-from .measure import LayerTaps, Measurement
-from .measure import measure as measure
-from .models import TABLE_I, ConvResNet, FCResNet, build_model, paper_model
-from .report import write_report
-from .runs import load_run, read_csv
-from .train import RunResult
-from .train import train as train
+from ufm.lazy import lazy_package
+
+# Public names load on first access (PEP 562, as in ufm): reading a run's CSV and `pfc report`
+# need no torch. `train` and `measure` share their names with their modules: the package
+# attribute stays the function (`from resnet_pfc.train import TrainConfig` still reaches the
+# module, as does importlib.import_module("resnet_pfc.train")).
+__getattr__, __dir__ = lazy_package(
+    __name__,
+    {
+        "TrainConfig": ".config",
+        "load_dataset": ".data",
+        "draw_figures": ".figures",
+        "LayerTaps": ".measure",
+        "Measurement": ".measure",
+        "measure": ".measure",
+        **dict.fromkeys(
+            ("TABLE_I", "ConvResNet", "FCResNet", "build_model", "paper_model"), ".models"
+        ),
+        "write_report": ".report",
+        "load_run": ".runs",
+        "read_csv": ".runs",
+        "RunResult": ".train",
+        "train": ".train",
+    },
+    shadowed=("train", "measure"),
+)
 
 __all__ = [
     "TrainConfig",

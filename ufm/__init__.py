@@ -10,7 +10,10 @@ thread count from the size of its work (:mod:`ufm.threads`; override with
 
 from __future__ import annotations
 
-from . import errors, metrics
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+from . import errors
 from .errors import (
     BackendError,
     ConvergenceWarning,
@@ -18,46 +21,60 @@ from .errors import (
     InputError,
     PFCError,
     RankWarning,
+    ScaleWarning,
     SolverError,
 )
-
-__version__ = "0.1.0"
-
-# `solve`, `objective` and `certify` share their names with their modules: importing the functions
-# eagerly binds the package attributes to the functions for good (a later `import ufm.solve`
-# finds the module in sys.modules and leaves the attribute alone).
-from .certify import Certificate, certify
-from .deep import DeepLinearOptimum, DeepSolveResult, deep_linear_optimum, solve_deep
-from .layernorm import (
-    LayerNormOptimum,
-    layernorm_etf_optimum,
-    layernorm_normalize,
-    layernorm_objective,
-)
-from .losses import LOSSES, check_loss
-from .metrics import *  # noqa: F403 - the metric functions and accumulators, listed there
-from .objective import objective
+from .lazy import lazy_package
+from .metrics import __all__ as _metric_names
 from .registry import METRICS, MetricSpec
-from .result import SolveResult
-from .solve import solve
 from .status import Status
-from .suffstats import SufficientStatistics, solve_statistics
-from .threads import get_threads, set_threads, thread_policy, threads
+from .threads import get_threads, set_threads, thread_policy, threads  # light: stdlib only
 
-# Every public name is imported eagerly: torch dominates the import time, and the modules above
-# add a few milliseconds to it (measured with ``python -X importtime -c "import ufm"``).
+#: The distribution (``pip install neural-collapse-depth``) that ships ufm, mufm, proofs_check,
+#: resnet_pfc and pfc.
+DISTRIBUTION = "neural-collapse-depth"
+try:
+    #: The toolkit's one version record: the installed distribution's metadata (pyproject.toml).
+    __version__ = _dist_version(DISTRIBUTION)
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
+# Public names load on first access (PEP 562): ``import ufm`` does not import torch, numba or
+# cvxpy; ``ufm.collapse_metrics`` loads its modules (and torch) when first used. ``solve``,
+# ``objective`` and ``certify`` share their names with their modules: the package attribute stays
+# the function even after ``import ufm.solve`` (and ``threads`` the context manager).
+_NAMES = {
+    "metrics": ".metrics",
+    "Certificate": ".certify",
+    "certify": ".certify",
+    "LayerNormOptimum": ".layernorm",
+    "layernorm_etf_optimum": ".layernorm",
+    "layernorm_normalize": ".layernorm",
+    "layernorm_objective": ".layernorm",
+    "LOSSES": ".losses",
+    "check_loss": ".losses",
+    "objective": ".objective",
+    "OTProfile": ".ot",
+    "ot_profile": ".ot",
+    "SolveResult": ".result",
+    "solve": ".solve",
+    "SufficientStatistics": ".suffstats",
+    "solve_statistics": ".suffstats",
+    **dict.fromkeys((n for n in _metric_names if n != "DEFAULT_RANK_TOL"), ".metrics"),
+    **dict.fromkeys(
+        ("DeepLinearOptimum", "DeepSolveResult", "deep_linear_optimum", "solve_deep"), ".deep"
+    ),
+}
+__getattr__, __dir__ = lazy_package(
+    __name__, _NAMES, shadowed=("solve", "objective", "certify", "threads")
+)
+
+# The public names: those imported above and every lazily loaded name (one table, ``_NAMES``).
 __all__ = [
     "METRICS",
     "MetricSpec",
     "Status",
     "errors",
-    "objective",
-    "LOSSES",
-    "check_loss",
-    "solve",
-    "certify",
-    "Certificate",
     "threads",
     "set_threads",
     "get_threads",
@@ -69,16 +86,6 @@ __all__ = [
     "SolverError",
     "ConvergenceWarning",
     "RankWarning",
-    "SolveResult",
-    "solve_deep",
-    "DeepSolveResult",
-    "DeepLinearOptimum",
-    "deep_linear_optimum",
-    "LayerNormOptimum",
-    "layernorm_etf_optimum",
-    "layernorm_normalize",
-    "layernorm_objective",
-    "SufficientStatistics",
-    "solve_statistics",
-    *(name for name in metrics.__all__ if name != "DEFAULT_RANK_TOL"),
+    "ScaleWarning",
+    *(name for name in _NAMES if name != "metrics"),
 ]

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from . import DISTRIBUTION, __version__
 from .errors import InputError, PFCError
 
-__all__ = ["OneLineParser", "one_line", "check_output_file", "guarded"]
+__all__ = ["OneLineParser", "add_version", "one_line", "check_output_file", "guarded"]
 
 #: Exit status of a usage error (bad option, data or file).
 USAGE = 2
@@ -40,6 +41,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def add_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` a ``--version`` option: the installed distribution's version, read once
+    from its metadata (``importlib.metadata``; ``ufm.__version__``), then exit 0."""
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{parser.prog} {__version__} ({DISTRIBUTION})",
+        help="print the version and exit",
+    )
+    return parser
 
 
 def check_output_file(path: str | os.PathLike[str] | None, option: str) -> Path:

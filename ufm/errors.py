@@ -62,5 +62,10 @@ class ConvergenceWarning(PFCWarning):
     """An iterative method stopped before meeting its tolerance (see ``result.status``)."""
 
 
+class ScaleWarning(PFCWarning):
+    """A coefficient's effect depends on the data's scale, and at this scale it is far from its
+    effect on unit-scale data (e.g. ``mufm.solve``'s ``lam`` on raw pixel values)."""
+
+
 class RankWarning(PFCWarning):
     """A matrix the metric inverts is rank deficient; the pseudo-inverse on its range is used."""

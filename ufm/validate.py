@@ -11,9 +11,9 @@ import sys
 from typing import Any
 
 import numpy as np
-import torch
 
 from .errors import DegenerateInputError, InputError
+from .lazy import is_tensor, torch
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
@@ -43,12 +43,12 @@ SEED_MAX = 2**32 - 1
 
 
 def is_torch(x: Any) -> bool:
-    return isinstance(x, torch.Tensor)
+    return is_tensor(x)
 
 
 def describe(x: Any) -> str:
     """A short description of a value for error messages."""
-    if isinstance(x, torch.Tensor | np.ndarray):
+    if isinstance(x, np.ndarray) or is_tensor(x):
         return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
     r = repr(x)
     return r if len(r) <= 60 else r[:57] + "..."
@@ -56,7 +56,7 @@ def describe(x: Any) -> str:
 
 def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) -> torch.Tensor:
     """Convert an array-like to a torch tensor without copying where possible."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         t = x.detach()
     else:
         try:

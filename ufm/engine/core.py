@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import scipy.special
-import torch
 from scipy.linalg.blas import daxpy as _daxpy
+
+from ..lazy import torch
 
 __all__ = ["Ops", "NP", "TORCH", "Params", "Problem"]
 

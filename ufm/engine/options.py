@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import BackendError, InputError
+from ..lazy import is_tensor, torch
 from ..losses import check_loss
 from ..validate import check_int, check_scalar, describe
 from .core import NP, TORCH, Ops, Params
@@ -48,7 +48,8 @@ __all__ = [
 DEFAULT_LAM_W = 5e-4
 DEFAULT_LAM_H = 5e-4
 DEFAULT_LAM_B = 5e-4
-DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+#: Default tolerance by working precision (the dtype's name: torch loads on first use).
+DEFAULT_TOL = {"float64": 1e-8, "float32": 1e-4}
 LBFGS_MEMORY = 5
 DEFAULT_MAX_ITER = {
     "suffstats": 1_000,
@@ -81,7 +82,7 @@ class Backend:
     def asarray(self, a: Any) -> Any:
         """Convert an array (numpy or torch) to this backend."""
         if self.name == "numpy":
-            if isinstance(a, torch.Tensor):
+            if is_tensor(a):
                 a = a.detach().cpu().numpy()
             return np.asarray(a, dtype=np.float64)
         return torch.as_tensor(a).to(dtype=self.dtype, device=self.device)
@@ -170,7 +171,7 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
 def resolve_tol(tol: float | None, be: Backend) -> float:
     """``tol=None`` picks 1e-8 in float64 and 1e-4 in float32."""
     if tol is None:
-        return DEFAULT_TOL[be.dtype]
+        return DEFAULT_TOL[str(be.dtype).removeprefix("torch.")]
     return check_scalar(tol, "tol", low=0.0, low_inclusive=False)
 
 
@@ -293,7 +294,7 @@ def data_scale(X: Any = None) -> float:
     """``max |x|`` of the data (numpy or torch; 1.0 without data or for all-zero data)."""
     if X is None:
         return 1.0
-    Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    Xn = X.detach().cpu().numpy() if is_tensor(X) else np.asarray(X)
     amax = float(np.max(np.abs(Xn))) if Xn.size else 0.0
     return amax if amax > 0 and math.isfinite(amax) else 1.0
 

@@ -42,24 +42,36 @@ per-layer rate fit, :func:`separation_rate`). Metric names and groups: :mod:`ufm
 
 from __future__ import annotations
 
-from .accumulator import CollapseAccumulator
-from .batch import (
-    cdnv,
-    collapse_metrics,
-    gram_eig_ratio,
-    nc1,
-    nc2,
-    nc3,
-    nc4,
-    ncc_accuracy,
-    pfc1,
-    pfc2,
-    pfc3,
-)
-from .geometry import alignment, effective_depth, relative_position, simplex_etf
-from .inputs import DEFAULT_RANK_TOL
-from .line import LineAccumulator
-from .separation import SeparationFit, separation_rate
+from ..lazy import lazy_package
+
+# Names load on first access (PEP 562): ``effective_depth`` of given errors needs neither torch
+# nor numba, so ``pfc report`` stays light.
+_NAMES = {
+    "CollapseAccumulator": ".accumulator",
+    **dict.fromkeys(
+        (
+            "cdnv",
+            "collapse_metrics",
+            "gram_eig_ratio",
+            "nc1",
+            "nc2",
+            "nc3",
+            "nc4",
+            "ncc_accuracy",
+            "pfc1",
+            "pfc2",
+            "pfc3",
+        ),
+        ".batch",
+    ),
+    **dict.fromkeys(
+        ("alignment", "effective_depth", "relative_position", "simplex_etf"), ".geometry"
+    ),
+    "DEFAULT_RANK_TOL": ".inputs",
+    "LineAccumulator": ".line",
+    **dict.fromkeys(("SeparationFit", "separation_rate"), ".separation"),
+}
+__getattr__, __dir__ = lazy_package(__name__, _NAMES)
 
 __all__ = [
     "collapse_metrics",

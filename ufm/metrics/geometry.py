@@ -8,20 +8,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import DegenerateInputError, InputError
+from ..lazy import torch
 from ..threads import thread_policy
 from ..validate import (
     check_features,
     check_int,
     check_scalar,
     check_seed,
-)
-from .batch import pfc3
-from .inputs import (
-    F64,
-    array_ndim,
 )
 
 #: Largest array (entries) that :func:`simplex_etf` builds: 2**30 float64 entries = 8 GiB.
@@ -31,8 +26,14 @@ _MAX_ENTRIES = 2**30
 @thread_policy("H")
 def alignment(H: Any, X: Any) -> float:
     r"""Alignment of features with the data, :math:`\langle H, X\rangle_F / (\|H\|_F \|X\|_F)` (Fig. 5)."""
-    Ht = check_features(H, "H", ndim=array_ndim(H) if array_ndim(H) in (2, 3) else 2).to(F64)
-    Xt = check_features(X, "X", ndim=array_ndim(X) if array_ndim(X) in (2, 3) else 2).to(F64)
+    from .inputs import array_ndim  # loads torch: kept off effective_depth's light path
+
+    Ht = check_features(H, "H", ndim=array_ndim(H) if array_ndim(H) in (2, 3) else 2).to(
+        torch.float64
+    )
+    Xt = check_features(X, "X", ndim=array_ndim(X) if array_ndim(X) in (2, 3) else 2).to(
+        torch.float64
+    )
     if Ht.shape != Xt.shape:
         raise InputError(
             f"H and X must have the same shape, got {tuple(Ht.shape)} and {tuple(Xt.shape)}"
@@ -136,6 +137,8 @@ def effective_depth(
             for i, e in enumerate(layers)
         ]
     else:
+        from .batch import pfc3  # loads torch and numba: kept off the path of given errors
+
         errs = [pfc3(H, y, K=K) for H in layers]
     for i, e in enumerate(errs):
         if e <= epsilon:
@@ -158,10 +161,10 @@ def relative_position(layers: Sequence[Any], *, mode: str = "index") -> np.ndarr
         return np.arange(L + 1, dtype=float) / L
     if mode != "distance":
         raise InputError(f"mode must be 'index' or 'distance', got {mode!r}")
-    H0 = check_features(layers[0], "layers[0]").to(F64)
+    H0 = check_features(layers[0], "layers[0]").to(torch.float64)
     dists = []
     for i, Hl in enumerate(layers):
-        Ht = check_features(Hl, f"layers[{i}]").to(device=H0.device, dtype=F64)
+        Ht = check_features(Hl, f"layers[{i}]").to(device=H0.device, dtype=torch.float64)
         if Ht.shape != H0.shape:
             raise InputError(
                 "mode='distance' needs layers of one shape, got "
