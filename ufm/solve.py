@@ -73,7 +73,7 @@ def solve(
     method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"}
         ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
         ``"suffstats"`` (MSE): ``H`` eliminated in closed form, trust-region Newton-CG on
-        ``(W, b)`` from the class counts (:mod:`ufm.suffstats`), then a second-order check
+        ``(W, b)`` from the class counts (:mod:`ufm.engine.statistics`), then a second-order check
         that escapes saddles. ``"lbfgs"``: MSE with ``(W, b)`` eliminated and L-BFGS on ``H``
         (same as ``"lbfgs-h"``); CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step
         gradient descent on all variables (the paper's baseline). All start from a seeded

@@ -13,6 +13,9 @@ One module per job; import from the module (``from ufm.engine.options import res
 :mod:`ufm.engine.methods`
     ``run_method``: the methods ``suffstats``, ``lbfgs``, ``lbfgs-h`` and ``gd``, restarts and
     the second-order check.
+:mod:`ufm.engine.statistics`
+    The reduced MSE objective in ``(W, b)`` from :class:`ufm.suffstats.SufficientStatistics`
+    and its trust-region solve (``solve_statistics``, ``StatsSolution``).
 :mod:`ufm.engine.pipeline`
     ``solve_problem``: the one solve pipeline behind both ``solve`` front ends, and the
     ``SolveResult`` it builds.
@@ -27,4 +30,4 @@ The package imports none of its modules eagerly, so that :mod:`ufm.objective` (w
 ``ufm.engine.core``) and ``ufm.engine.convex`` (which uses :func:`ufm.objective`) form no cycle.
 """
 
-__all__ = ["certificate", "convex", "core", "lbfgs", "methods", "options", "pipeline"]
+__all__ = ["certificate", "convex", "core", "lbfgs", "methods", "options", "pipeline", "statistics"]

@@ -2,7 +2,7 @@
 
 ``"suffstats"`` (MSE)
     Features eliminated in closed form; trust-region Newton-CG on ``(W, b)`` from the
-    sufficient statistics of the data (:func:`ufm.suffstats.solve_statistics`), with a
+    sufficient statistics of the data (:func:`ufm.engine.statistics.solve_statistics`), with a
     second-order check that escapes saddles.
 ``"lbfgs"`` / ``"lbfgs-h"``
     MSE: ``(W, b)`` eliminated in closed form (ridge regression, MATH.md sec. 5), quasi-Newton on
@@ -34,10 +34,11 @@ import torch
 from ..errors import SolverError
 from ..result import Deferred
 from ..status import Status
-from ..suffstats import ReducedObjective, SufficientStatistics, solve_statistics
+from ..suffstats import SufficientStatistics
 from .core import NP, TORCH, Problem
 from .lbfgs import lbfgs
 from .options import LBFGS_MEMORY, Backend
+from .statistics import ReducedObjective, solve_statistics
 
 __all__ = [
     "Raw",
