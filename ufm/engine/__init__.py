@@ -26,8 +26,22 @@ One module per job; import from the module (``from ufm.engine.options import res
     What the two convex certificates share: option checks, the conic solve, size guards,
     polishing, and the common tail ``conclude``.
 
-The package imports none of its modules eagerly, so that :mod:`ufm.objective` (which uses
-``ufm.engine.core``) and ``ufm.engine.convex`` (which uses :func:`ufm.objective`) form no cycle.
+:mod:`ufm.engine.objective`
+    The objective evaluated on given variables (public as :func:`ufm.objective`).
+
+Arrows point into the engine only: no engine module imports a module of ``ufm`` that imports
+the engine (``ufm.objective``, ``ufm.solve``, ``ufm.certify``, ``ufm.layernorm`` sit above it).
+The package imports none of its modules eagerly.
 """
 
-__all__ = ["certificate", "convex", "core", "lbfgs", "methods", "options", "pipeline", "statistics"]
+__all__ = [
+    "certificate",
+    "convex",
+    "core",
+    "lbfgs",
+    "methods",
+    "objective",
+    "options",
+    "pipeline",
+    "statistics",
+]
