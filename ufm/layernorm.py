@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
+from .engine.registry import manifold_method
 from .errors import BackendError, ConvergenceWarning, DegenerateInputError, InputError, SolverError
 from .losses import check_loss
 from .metrics import collapse_metrics
@@ -517,11 +518,7 @@ def solve_layernorm(
             f"lam_h={lam_h} is meaningless with features='layernorm': every feature has norm "
             "sqrt(d), so (lam_h/2)||h||^2 is the constant lam_h*d/2; leave lam_h unset (or 0)"
         )
-    if method not in (None, "lbfgs"):  # None: the default, Riemannian L-BFGS
-        raise InputError(
-            f"method must be 'lbfgs' (Riemannian L-BFGS) with features='layernorm', got "
-            f"{describe(method)}"
-        )
+    manifold_method(method)  # None: the default, Riemannian L-BFGS
     if backend not in (None, "numpy") or (device is not None and str(device) != "cpu"):
         raise BackendError(
             f"features='layernorm' runs on numpy on the CPU only; got backend={backend!r}, "

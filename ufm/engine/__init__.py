@@ -10,9 +10,13 @@ One module per job; import from the module (``from ufm.engine.options import res
     coefficient checks and per-method options (``step`` for ``gd`` only).
 :mod:`ufm.engine.lbfgs`
     The L-BFGS minimiser shared by both backends.
+:mod:`ufm.engine.registry`
+    The registry of solver methods: one :class:`~ufm.engine.registry.Method` object per
+    method (name, losses, default budget, own options, runner); everything that asks about a
+    method queries it.
 :mod:`ufm.engine.methods`
-    ``run_method``: the methods ``suffstats``, ``lbfgs``, ``lbfgs-h`` and ``gd``, restarts and
-    the second-order check.
+    ``run_method`` and the runners of the built-in methods ``suffstats``, ``lbfgs``,
+    ``lbfgs-h`` and ``gd``, restarts and the second-order check.
 :mod:`ufm.engine.statistics`
     The reduced MSE objective in ``(W, b)`` from :class:`ufm.suffstats.SufficientStatistics`
     and its trust-region solve (``solve_statistics``, ``StatsSolution``).
