@@ -386,14 +386,23 @@ def _check_common(lam_w, lam_b, lam_affine, loss, bias, affine):
 
 
 def _affine_scale(lam_w: float, lam_a: float) -> float:
-    """Power of two nearest ``(lam_w / lam_affine)^(1/4)`` when outside ``[2^-8, 2^8]``, else 1.
+    """The balancing scale ``a = (lam_w / lam_affine)^(1/4)``: ``lam_w / a^2 = lam_affine a^2``.
 
-    1.0 also where the rescaled penalties would leave float64's normal range.
+    ``W / a``, ``(gamma, beta) a`` with ``lam_w a^2``, ``lam_affine / a^2`` is the same problem,
+    so every pair ``(lam_w, lam_affine)`` with the same product is solved as the one balanced
+    problem, from the same start: the solve is scale-equivariant for every ``a`` (not only
+    outside a window). Before, problems within ``a`` in ``[2^-8, 2^8]`` were solved as given: their
+    start ``W0 ~ N(0, 1)``, ``gamma = 1`` is a different point of the balanced problem for each
+    ``a``, and the affine model has spurious local minima and is ill-conditioned away from
+    balance, so ``a = 2^5`` ended at another objective (1e-8 to 2e-1 relative, ``max_iter``).
+    The exponents are split off (:func:`math.frexp`) so that for ``lam_w / lam_affine = 2^(4e)``
+    the scale is exactly ``2^e`` and the rescaled problem is bit for bit the balanced one.
+    1.0 where the rescaled penalties would leave float64's normal range.
     """
-    e = round((math.log2(lam_w) - math.log2(lam_a)) / 4)
-    if abs(e) <= 8 or abs(e) > 1000:
-        return 1.0
-    a = math.ldexp(1.0, e)
+    m1, k1 = math.frexp(lam_w)
+    m2, k2 = math.frexp(lam_a)
+    q, r = divmod(k1 - k2, 4)
+    a = math.ldexp((m1 / m2 * 2.0**r) ** 0.25, q)
     if not (2.0**-1022 <= lam_w / a / a < math.inf and 2.0**-1022 <= lam_a * a * a < math.inf):
         return 1.0
     return a
@@ -455,10 +464,10 @@ def solve_layernorm(
     lam_affine : float, optional
         Weight decay of ``gamma`` and ``beta``, default ``lam_w`` (weight decay on every
         parameter, as in the seed paper's training). ``W / a``, ``(gamma, beta) a`` with
-        ``lam_w a^2``, ``lam_affine / a^2`` is the same problem: when ``(lam_w /
-        lam_affine)^(1/4)`` is outside ``[2^-8, 2^8]`` it is solved at that power of two ``a``
-        (``result.params["scale"]``) and mapped back, so results are scale-equivariant
-        (``tol`` then applies to the rescaled problem).
+        ``lam_w a^2``, ``lam_affine / a^2`` is the same problem: it is always solved at the
+        balancing scale ``a = (lam_w / lam_affine)^(1/4)`` (``result.params["scale"]``), where
+        both penalties are ``sqrt(lam_w lam_affine)``, and mapped back, so results are
+        scale-equivariant (``tol`` applies to the balanced problem).
     method : {"lbfgs"}
         Riemannian L-BFGS (the only method).
     backend, device, dtype
