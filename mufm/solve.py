@@ -248,16 +248,26 @@ def _scaled_coefficients(
         vals = [check_scalar(v, n) for v, n in ((lam, "lam"), (lam_w, "lam_w"), (lam_h, "lam_h"))]
     except InputError:
         return lam, lam_w, lam_h
-    s2 = data_scale(Xt) ** 2
+    # s, not s^2: the square of an RMS norm below 1e-154 (or above 1e154) leaves float64, and
+    # the coefficients are multiplied by s twice (they overflow to inf, for the checks to report)
+    s = data_scale(Xt) or math.ulp(0.0)  # > 0 even for subnormal data
     if scale == "rms":
-        return vals[0] / s2, vals[1] * s2, vals[2] / s2
-    if not (1.0 / SCALE_WARN_RATIO <= s2 <= SCALE_WARN_RATIO) and vals[0] > 0:
+        out = (vals[0] / s / s, vals[1] * s * s, vals[2] / s / s)
+        if not all(math.isfinite(v) for v in out):
+            raise InputError(
+                f"scale='rms' with data of RMS row norm {s:.3g}: the coefficients relative to "
+                f"that scale (lam / s^2, lam_w s^2, lam_h / s^2) leave float64 ({out}); rescale "
+                "X towards unit scale first, or pass scale='none' with coefficients for this data"
+            )
+        return out
+    ratio = math.sqrt(SCALE_WARN_RATIO)
+    if not (1.0 / ratio <= s <= ratio) and vals[0] > 0:
         warnings.warn(
-            f"the data's RMS row norm is {s2**0.5:.3g}: lam={vals[0]:g} acts like "
-            f"lam={vals[0] * s2:.3g} on unit-scale data (lam_w={vals[1]:g} like "
-            f"{vals[1] / s2:.3g}), so H {'barely moves from X' if s2 > 1 else 'is barely tied to X'}; "
+            f"the data's RMS row norm is {s:.3g}: lam={vals[0]:g} acts like "
+            f"lam={vals[0] * s * s:.3g} on unit-scale data (lam_w={vals[1]:g} like "
+            f"{vals[1] / s / s:.3g}), so H {'barely moves from X' if s > 1 else 'is barely tied to X'}; "
             f"pass scale='rms' to make the coefficients relative to the data's scale, or "
-            f"lam={vals[0] / s2:.3g}, lam_w={vals[1] * s2:.3g} for their unit-scale meaning",
+            f"lam={vals[0] / s / s:.3g}, lam_w={vals[1] * s * s:.3g} for their unit-scale meaning",
             ScaleWarning,
             stacklevel=4,
         )

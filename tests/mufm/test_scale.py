@@ -44,6 +44,20 @@ def test_tiny_scale_warns_too():
         mufm.solve(X, y, lam=0.1)
 
 
+def test_scale_beyond_the_square_root_of_float64_warns_or_refuses_clearly():
+    # the squared RMS norm of data at 1e-200 underflows to 0: the warning divided by it
+    # (ZeroDivisionError); scale='rms' would pass inf coefficients on
+    X, y = _data(1.0)
+    for c in (1e-200, 1e-170):
+        with pytest.warns(ScaleWarning, match=r"RMS row norm is \d.*e-(200|170)"):
+            res = mufm.solve(X * c, y, lam=0.1)
+        assert np.all(np.isfinite(res.H))
+        with pytest.raises(
+            InputError, match="scale='rms' with data of RMS row norm.*leave float64"
+        ):
+            mufm.solve(X * c, y, lam=0.1, scale="rms")
+
+
 def test_unit_scale_does_not_warn():
     X, y = _data(1.0)
     with warnings.catch_warnings():
