@@ -59,7 +59,14 @@ import numpy as np
 import scipy.optimize
 
 from .engine.registry import manifold_method
-from .errors import BackendError, ConvergenceWarning, DegenerateInputError, InputError, SolverError
+from .errors import (
+    BackendError,
+    ConvergenceWarning,
+    DegenerateInputError,
+    InputError,
+    RankWarning,
+    SolverError,
+)
 from .losses import check_loss
 from .metrics import collapse_metrics
 from .objective import objective
@@ -408,6 +415,30 @@ def _affine_scale(lam_w: float, lam_a: float) -> float:
     return a
 
 
+def _check_rank(K: int, d: int) -> None:
+    """``d >= K``: solved, the optimum a simplex ETF (or with an offset). ``3 <= d < K``: solved
+    with a :class:`~ufm.errors.RankWarning` (the optimum is no ETF). ``d = 2 < K``: refused."""
+    if d >= K:
+        return
+    if d == 2:
+        raise InputError(
+            f"d=2 < K={K}: LayerNorm features in d=2 take only the two values +-(1, -1) (the "
+            "mean-zero subspace is a line), so the classes must share them: a combinatorial "
+            "assignment the Riemannian solver cannot search (its tangent space is 0, it keeps "
+            f"the start's assignment); use d >= 3 (d >= {K} for the simplex ETF optimum)"
+        )
+    warnings.warn(
+        f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
+        f"fewer than the K-1={K - 1} dimensions of a simplex ETF, so the optimum is not an ETF "
+        "(a spherical code of K points in d-1 dimensions, generalised neural collapse, Jiang et "
+        "al. 2024; for d = 3 the regular K-gon) and the PFC2/NC2 metrics do not vanish; the "
+        "problem can have several local minima (use several seeds), and layernorm_etf_optimum "
+        f"has no closed form for it; use d >= {K} for the ETF regime",
+        RankWarning,
+        stacklevel=4,
+    )
+
+
 def solve_layernorm(
     y: Any,
     *,
@@ -446,8 +477,15 @@ def solve_layernorm(
     y : array of shape (N,)
         Integer labels ``0..K-1`` (every class present, ``K >= 2``).
     d : int
-        Feature dimension, ``d >= K`` (the ETF of ``K`` classes needs ``K - 1`` dimensions in the
-        ``(d-1)``-dimensional mean-zero subspace).
+        Feature dimension. ``d >= K``: the optimum is a simplex ETF (the ETF of ``K`` classes
+        needs ``K - 1`` dimensions in the ``(d-1)``-dimensional mean-zero subspace), see
+        :func:`layernorm_etf_optimum`. ``3 <= d < K`` (issue 22): solved, with a
+        :class:`~ufm.errors.RankWarning`: the optimum is not an ETF but a spherical code of
+        ``K`` points in ``d - 1`` dimensions (generalised neural collapse, Jiang et al. 2024;
+        for ``d = 3`` the tests find the regular ``K``-gon from every seed), there is no closed
+        form, and the metrics are reported as they are. ``d = 2 < K`` is refused: the sphere is
+        then the two points ``+-(1, -1)``, a combinatorial assignment of classes that the
+        Riemannian solver (tangent space 0) cannot search.
     loss : {"ce", "mse"}
         Cross entropy or :math:`\tfrac12\|z - e_y\|^2`.
     lam_w, lam_b : float
@@ -504,13 +542,15 @@ def solve_layernorm(
     Raises
     ------
     InputError
-        Bad labels, ``d < K``, ``lam_h`` not 0, ``lam_w <= 0``, negative coefficients, unknown
-        options.
+        Bad labels, ``d < 2``, ``d = 2 < K``, ``lam_h`` not 0, ``lam_w <= 0``, negative
+        coefficients, unknown options.
     BackendError
         A torch backend or a non-CPU device.
 
     Warns
     -----
+    RankWarning
+        ``3 <= d < K``: solved, but the optimum is not a simplex ETF (see ``d``).
     ConvergenceWarning
         Stopped before ``tol`` (``result.status`` is ``"max_iter"`` or ``"stalled"``).
 
@@ -542,11 +582,7 @@ def solve_layernorm(
             f"y must be a non-empty 1-d array of integer labels 0..K-1, got {describe(y)}"
         )
     yt, K = check_labels(y0, int(y0.shape[0]))
-    if d < K:
-        raise InputError(
-            f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
-            f"and a simplex ETF of K classes needs K-1 of its dimensions; use d >= {K}"
-        )
+    _check_rank(K, d)
     seed = check_seed(seed)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else check_int(max_iter, "max_iter", low=1)
     tol = DEFAULT_TOL if tol is None else check_scalar(tol, "tol", low=0.0, low_inclusive=False)
@@ -882,7 +918,11 @@ def layernorm_etf_optimum(
     K : int
         Number of classes, ``K >= 2``.
     d : int
-        Feature dimension, ``d >= K``.
+        Feature dimension, ``d >= K``. For ``d < K`` the closed form does not exist: the
+        relaxation's optimum needs ``K - 1`` mean-zero dimensions for the centred simplex, so its
+        value is then only a lower bound that no feasible point attains, and the optimum is a
+        spherical code with no known closed form for general ``K``, ``d``; such ``d`` are
+        refused (:func:`solve_layernorm` solves them numerically).
     loss : {"ce", "mse"}
     lam_w : float
         Weight decay of ``W`` (> 0).
@@ -898,7 +938,7 @@ def layernorm_etf_optimum(
     Raises
     ------
     InputError
-        ``K < 2``, ``d < K``, bad coefficients or options.
+        ``K < 2``, ``d < K`` (no closed form, see ``d``), bad coefficients or options.
 
     References
     ----------
@@ -914,7 +954,13 @@ def layernorm_etf_optimum(
     K = check_int(K, "K", low=2)
     d = check_int(d, "d", low=1)
     if d < K:
-        raise InputError(f"d={d} < K={K}: the LayerNorm simplex ETF needs d >= K; use d >= {K}")
+        raise InputError(
+            f"d={d} < K={K}: the closed form is the simplex ETF on LayerNorm's sphere, which needs "
+            f"K-1={K - 1} dimensions of the (d-1)={d - 1}-dimensional mean-zero subspace; for d < K "
+            "the optimum is a spherical code with no closed form here (the relaxation's value "
+            f"is not attained); use d >= {K}, or solve_layernorm / ufm.solve(features="
+            "'layernorm'), which solve d >= 3 numerically"
+        )
     lam_w, lam_b, _, bias, _ = _check_common(lam_w, lam_b, None, loss, bias, False)
     if K * max(K, d) > 2**27:
         # the optimum is built as dense (K, d) arrays: refuse sizes that cannot be allocated
