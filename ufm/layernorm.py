@@ -1,9 +1,5 @@
 r"""The sphere-constrained (LayerNorm) unconstrained feature model.
 
-(Over 500 lines on purpose: one model kept in one place, its manifold solver, its objective and
-its closed-form optimum, which the tests check against one another; about a third is
-docstrings and derivations.)
-
 Features live where LayerNorm (without its affine part) puts them: every feature has zero mean
 across its ``d`` coordinates and Euclidean norm ``sqrt(d)``,
 
@@ -27,10 +23,12 @@ default ``lam_w``, as a training run with weight decay on every parameter does).
 feature penalty: :math:`\tfrac{\lambda_H}{2}\|n_i\|^2 = \lambda_H d / 2` is a constant on
 :math:`\mathcal S_d`, so a nonzero ``lam_h`` is rejected.
 
-Solver: Riemannian L-BFGS on the product of :math:`\mathcal S_d^N` with the Euclidean blocks,
-tangent projection :math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`,
-retraction :math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection,
-Armijo backtracking. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
+Solver: the engine's L-BFGS (:func:`ufm.engine.lbfgs.lbfgs`, strong-Wolfe line search) with
+manifold hooks, on the product of :math:`\mathcal S_d^N` with the Euclidean blocks (a problem
+variant of the engine, :class:`_Flat`): tangent projection
+:math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`, retraction
+:math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection; the result is
+built by the engine's :func:`ufm.engine.pipeline.build_result`. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
 :mod:`ufm.engine.core`), so the gradient norm compared with ``tol`` is
 :math:`\sqrt{\|\nabla_W f\|^2 + \|\nabla_b f\|^2 + N\sum_i \|P_{n_i}\nabla_{n_i} f\|^2 + \dots}`.
 For MSE, ``(W, b)`` is eliminated in closed form (ridge regression, MATH.md sec. 5) and the
@@ -58,20 +56,20 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
+from .engine.core import NP
+from .engine.lbfgs import lbfgs
+from .engine.methods import Progress, Raw
+from .engine.pipeline import build_result
 from .engine.registry import manifold_method
 from .errors import (
     BackendError,
-    ConvergenceWarning,
-    DegenerateInputError,
     InputError,
     RankWarning,
     SolverError,
 )
 from .losses import check_loss
-from .metrics import collapse_metrics
 from .objective import objective
 from .result import SolveResult
-from .status import Status
 from .validate import (
     check_features,
     check_int,
@@ -152,12 +150,6 @@ def _tangent(Nm: np.ndarray, G: np.ndarray) -> np.ndarray:
     d = Nm.shape[1]
     G = G - G.mean(axis=1, keepdims=True)
     return G - (np.einsum("ij,ij->i", G, Nm) / d)[:, None] * Nm
-
-
-def _retract(Nm: np.ndarray, Xi: np.ndarray) -> np.ndarray:
-    Y = Nm + Xi
-    Y -= Y.mean(axis=1, keepdims=True)  # exact mean zero despite round-off
-    return math.sqrt(Nm.shape[1]) * Y / np.linalg.norm(Y, axis=1, keepdims=True)
 
 
 # ------------------------------------------------------------------------ value and gradient
@@ -265,113 +257,77 @@ def _fg(model: _Model, x: dict[str, np.ndarray]):
     return f + pen, grad, (W, b)
 
 
-class _Manifold:
-    """Product of N LayerNorm spheres (row i with metric weight w_i, 1/N per sample) and
-    Euclidean blocks (weight 1)."""
+class _Flat:
+    """The LayerNorm UFM as a problem variant of the engine: flat balanced coordinates and the
+    manifold hooks of :func:`ufm.engine.lbfgs.lbfgs`.
 
-    def __init__(self, w: np.ndarray):
-        self.wn = w[:, None]
+    ``z`` stacks the blocks of ``x`` in the order ``n, W, b, gamma, beta`` (those present), with
+    row ``i`` of ``n`` multiplied by ``sqrt(w_i)`` (``w_i = 1/N`` per sample, ``n_k/N`` in the
+    class phase): the Euclidean metric of ``z`` is the weighted metric of MATH.md's balanced
+    coordinates, so the engine's plain dot products are the Riemannian ones and its gradient
+    norm is the one compared with ``tol``. Row ``i`` of the ``n`` block lives on the sphere of
+    radius ``sqrt(w_i d)`` in the mean-zero subspace: ``project`` removes the row mean and the
+    radial part, ``retract`` centres and rescales each row (the metric projection).
+    """
 
-    def rgrad(self, x, eg):
-        return {k: (_tangent(x["n"], v) / self.wn if k == "n" else v) for k, v in eg.items()}
+    def __init__(self, model: _Model, x: dict[str, np.ndarray]):
+        self.model = model
+        self.keys = [k for k in ("n", "W", "b", "gamma", "beta") if k in x]
+        self.shapes = {k: x[k].shape for k in self.keys}
+        self.sw = np.sqrt(model.weights)[:, None]
+        self.radius = np.sqrt(model.weights * model.d)[:, None]
+        self.stop = x["n"].size
 
-    def inner(self, u, v):
-        return sum(
-            float(np.sum(self.wn * u[k] * v[k])) if k == "n" else float(np.sum(u[k] * v[k]))
-            for k in u
-        )
+    def pack(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([(x[k] * self.sw if k == "n" else x[k]).ravel() for k in self.keys])
 
-    def retract(self, x, xi, t):
-        out = {k: (x[k] + t * xi[k]) for k in xi if k != "n"}
-        out["n"] = _retract(x["n"], t * xi["n"])
-        for k in x:
-            out.setdefault(k, x[k])
+    def unpack(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        out, i = {}, 0
+        for k in self.keys:
+            size = int(np.prod(self.shapes[k]))
+            v = z[i : i + size].reshape(self.shapes[k])
+            out[k] = v / self.sw if k == "n" else v
+            i += size
         return out
 
-    def transport(self, y, v):
-        return {k: (_tangent(y["n"], vv) if k == "n" else vv) for k, vv in v.items()}
+    def fg(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        """Objective and Euclidean gradient in ``z`` (the engine projects it)."""
+        f, eg, _ = _fg(self.model, self.unpack(z))
+        return f, np.concatenate(
+            [(eg[k] / self.sw if k == "n" else eg[k]).ravel() for k in self.keys]
+        )
+
+    def project(self, z: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Orthogonal projection of ``v`` onto the tangent space at ``z`` (``n`` rows only)."""
+        shape = self.shapes["n"]
+        Z, V = z[: self.stop].reshape(shape), v[: self.stop].reshape(shape)
+        V = V - V.mean(axis=1, keepdims=True)
+        V = V - (np.einsum("ij,ij->i", V, Z) / np.einsum("ij,ij->i", Z, Z))[:, None] * Z
+        return np.concatenate([V.ravel(), v[self.stop :]])
+
+    def retract(self, z: np.ndarray) -> np.ndarray:
+        """Map ``z`` (a point plus a step) back onto the product of spheres."""
+        Y = z[: self.stop].reshape(self.shapes["n"]).copy()
+        Y -= Y.mean(axis=1, keepdims=True)  # exact mean zero despite round-off
+        Y *= self.radius / np.linalg.norm(Y, axis=1, keepdims=True)
+        return np.concatenate([Y.ravel(), z[self.stop :]])
 
 
-def _axpy(a, u, v):  # a*u + v, blockwise
-    return {k: a * u[k] + v[k] for k in u}
+def _minimise(model: _Model, x: dict[str, np.ndarray], max_iter: int, tol: float, verbose: bool):
+    """Riemannian L-BFGS on the LayerNorm UFM: the engine's L-BFGS with the sphere's hooks.
 
-
-def _rlbfgs(model, x, max_iter, tol, verbose):
-    """Riemannian L-BFGS (two-loop recursion, projection transport, Armijo backtracking)."""
-    man = _Manifold(model.weights)
-    f, eg, _ = _fg(model, x)
-    g = man.rgrad(x, eg)
-    gn = math.sqrt(man.inner(g, g))
-    hist_f, hist_g = [f], [gn]
-    mem: list[tuple[dict, dict, float]] = []
-    status, it = Status.MAX_ITER, 0
-    bar = None
-    if verbose:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_iter, desc="layernorm ufm (R-L-BFGS)")
+    Returns ``(x, status, n_iter, history_f, history_g)``.
+    """
+    flat = _Flat(model, x)
+    bar = Progress(verbose, max_iter, "layernorm ufm (R-L-BFGS)")
     try:
-        for it in range(1, max_iter + 1):
-            if gn <= tol:
-                status, it = Status.CONVERGED, it - 1
-                break
-            q = dict(g)
-            alphas = []
-            for s, yv, rho in reversed(mem):
-                a = rho * man.inner(s, q)
-                alphas.append(a)
-                q = _axpy(-a, yv, q)
-            if mem:
-                s, yv, rho = mem[-1]
-                scale = man.inner(s, yv) / man.inner(yv, yv)
-            else:
-                scale = min(1.0, 1.0 / gn)
-            r = {k: scale * v for k, v in q.items()}
-            for (s, yv, rho), a in zip(mem, reversed(alphas), strict=True):
-                bcoef = rho * man.inner(yv, r)
-                r = _axpy(a - bcoef, s, r)
-            dvec = {k: -v for k, v in r.items()}
-            slope = man.inner(g, dvec)
-            if not slope < 0:
-                dvec = {k: -v for k, v in g.items()}
-                slope = -gn * gn
-                mem.clear()
-            t, accepted = 1.0, False
-            slack = 10 * _EPS * max(1.0, abs(f))
-            for _ in range(60):
-                xn = man.retract(x, dvec, t)
-                fn, egn, _ = _fg(model, xn)
-                if math.isfinite(fn) and fn <= f + 1e-4 * t * slope + slack:
-                    accepted = True
-                    break
-                t *= 0.5
-            if not accepted:
-                status, it = Status.STALLED, it - 1
-                break
-            gnew = man.rgrad(xn, egn)
-            s = man.transport(xn, {k: t * v for k, v in dvec.items()})
-            yv = {k: gnew[k] - v for k, v in man.transport(xn, g).items()}
-            mem = [(man.transport(xn, s0), man.transport(xn, y0), r0) for s0, y0, r0 in mem]
-            sy = man.inner(s, yv)
-            if sy > 1e-14 * math.sqrt(man.inner(s, s) * man.inner(yv, yv)) and sy > 0:
-                mem.append((s, yv, 1.0 / sy))
-                if len(mem) > MEMORY:
-                    mem.pop(0)
-            x, f, g = xn, fn, gnew
-            gn = math.sqrt(man.inner(g, g))
-            hist_f.append(f)
-            hist_g.append(gn)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(f=f"{f:.6g}", grad=f"{gn:.1e}")
-        else:
-            if gn <= tol:
-                status = Status.CONVERGED
-            it = max_iter
+        out = lbfgs(
+            flat.fg, flat.pack(x), NP, max_iter=max_iter, tol=tol, memory=MEMORY,
+            eps_f=10 * _EPS, callback=lambda it, f, gn: bar.update(1, f, gn), manifold=flat,
+        )  # fmt: skip
     finally:
-        if bar is not None:
-            bar.close()
-    return x, status, it, hist_f, hist_g
+        bar.close()
+    return flat.unpack(out.x), out.status, out.n_iter, out.history_f, out.history_g
 
 
 # ------------------------------------------------------------------------------------ solve
@@ -618,10 +574,10 @@ def solve_layernorm(
         # Phase 1: the collapsed problem, K class features weighted by n_k / N (exact, see the
         # docstring); its gradient norm equals the per-sample one at the expanded point.
         cmodel = _Model(np.eye(K), K, d, loss, bias, affine, lam_w, lam_b, lam_a, w=counts / N)
-        x, _, n_iter, hist_f, hist_g = _rlbfgs(cmodel, x, max_iter, tol, verbose)
+        x, _, n_iter, hist_f, hist_g = _minimise(cmodel, x, max_iter, tol, verbose)
     x["n"] = x["n"][yn]
     # Phase 2: per sample, from the expanded point (usually converged on arrival).
-    x, status, it2, hf, hg = _rlbfgs(model, x, max_iter - n_iter, tol, verbose)
+    x, status, it2, hf, hg = _minimise(model, x, max_iter - n_iter, tol, verbose)
     skip = 1 if hist_f else 0
     hist_f, hist_g = hist_f + hf[skip:], hist_g + hg[skip:]
     n_iter += it2
@@ -642,21 +598,6 @@ def solve_layernorm(
         W, H = W / a, H * a
         x["gamma"], x["beta"] = x["gamma"] * a, x["beta"] * a
         lam_w, lam_a = lam_w_user, lam_a_user
-    if not math.isfinite(f):
-        raise SolverError("the LayerNorm UFM solver produced a non-finite objective")
-    if status is Status.CONVERGED and gn > tol * (1 + 1e-3) + 1e-14:
-        status = Status.STALLED
-    if status is not Status.CONVERGED:
-        warnings.warn(
-            f"features='layernorm' stopped with status {status.value!r} after {n_iter} iterations: "
-            f"gradient norm {gn:.3e} > tol={tol:.3e}; raise max_iter or tol",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    try:
-        metrics = dict(collapse_metrics(H, yn, W, b if bias else None))
-    except DegenerateInputError:
-        metrics = {}
     params = {
         "model": "ufm",
         "features": "layernorm",
@@ -684,23 +625,11 @@ def solve_layernorm(
         "beta": x.get("beta"),
         "scale": a,
     }
-    return SolveResult(
-        W=W,
-        b=b,
-        H=H,
-        y=yn,
-        X=None,
-        objective=float(f),
-        grad_norm=gn,
-        status=status,
-        converged=status is Status.CONVERGED,
-        n_iter=int(n_iter),
-        history={"objective": np.asarray(hist_f), "grad_norm": np.asarray(hist_g)},
-        metrics=metrics,
-        method="rlbfgs",
-        backend="numpy",
-        params=params,
-    )
+    raw = Raw(W, b, H, status, n_iter, hist_f, hist_g, reduced=(f, gn))
+    return build_result(
+        None, raw, y_out=yn, X_out=None, method="rlbfgs", backend="numpy", params=params,
+        tol=tol, stacklevel=4, bias=bias,  # the caller of ufm.solve
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ public objective

@@ -53,6 +53,7 @@ __all__ = [
     "default_step",
     "second_order_status",
     "statistics_of",
+    "Progress",
 ]
 
 
@@ -75,7 +76,7 @@ class Raw:
     metrics: dict[str, float] | None = None
 
 
-class _Progress:
+class Progress:
     """tqdm bar (verbose=True) that shows the gradient norm; a no-op otherwise."""
 
     def __init__(self, verbose: bool, total: int | None, desc: str):
@@ -119,7 +120,7 @@ def run_method(
     seeded perturbation, and an MSE result then passes the second-order check of the reduced
     objective (:func:`second_order_status`).
     """
-    bar = _Progress(verbose, max_iter, f"{method.name} ({pb.p.loss})")
+    bar = Progress(verbose, max_iter, f"{method.name} ({pb.p.loss})")
     kw = dict(max_iter=max_iter, tol=tol, seed=seed, init=init, progress=bar, **(options or {}))
     try:
         raw = method.run(pb, start, **kw)

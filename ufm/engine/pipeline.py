@@ -174,7 +174,7 @@ def solve_problem(
         "scale": a,
     }
     return build_result(
-        pb, raw, y_out=y_b, X_out=Xb, method=meth.name, be=be, params=opts, tol=tol_v,
+        pb, raw, y_out=y_b, X_out=Xb, method=meth.name, backend=be.name, params=opts, tol=tol_v,
         stacklevel=stacklevel + 1,
     )  # fmt: skip
 
@@ -294,18 +294,28 @@ def warn_if_not_converged(
 
 
 def build_result(
-    pb: Problem,
+    pb: Problem | None,
     raw: Raw,
     *,
     y_out: Any,
     X_out: Any,
     method: str,
-    be: Backend,
+    backend: str,
     params: dict[str, Any],
     tol: float,
     stacklevel: int = 2,
+    bias: bool | None = None,
 ) -> SolveResult:
-    """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`."""
+    """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`.
+
+    The one result builder of the engine's solves: the free-feature (M)UFM (``pb`` its
+    :class:`~ufm.engine.core.Problem`) and the LayerNorm UFM, a problem variant that passes
+    ``pb=None`` with its final objective and Riemannian gradient norm in ``raw.reduced`` and
+    ``bias``. It refuses a non-finite objective, reports a converged status whose final
+    gradient exceeds ``tol`` as stalled, warns on non-convergence and computes the metrics.
+    """
+    if bias is None:
+        bias = pb.p.bias
     if raw.reduced is not None:
         f, gn = raw.reduced
     else:
@@ -321,13 +331,12 @@ def build_result(
         # The solver's own criterion passed on a slightly different quantity (e.g. the
         # reduced gradient); the final full gradient is the one reported.
         status = Status.STALLED
-    warn_if_not_converged(
-        status, method, gn, tol, raw.n_iter, stacklevel=stacklevel + 1, loss=pb.p.loss
-    )
+    loss = None if pb is None else pb.p.loss
+    warn_if_not_converged(status, method, gn, tol, raw.n_iter, stacklevel=stacklevel + 1, loss=loss)
     if raw.metrics is not None:
         metrics = dict(raw.metrics)
     else:
-        metrics = _metrics(raw.H, y_out, raw.W, raw.b if pb.p.bias else None)
+        metrics = _metrics(raw.H, y_out, raw.W, raw.b if bias else None)
     history = {
         "objective": np.asarray(raw.history_f, dtype=np.float64),
         "grad_norm": np.asarray(raw.history_g, dtype=np.float64),
@@ -350,7 +359,7 @@ def build_result(
         history=history,
         metrics=metrics,
         method=method,
-        backend=be.name,
+        backend=backend,
         params=params,
     )
 
