@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
 from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, resolve_backend
@@ -13,7 +15,15 @@ from ufm.engine.pipeline import solve_problem
 from ufm.errors import InputError, ScaleWarning
 from ufm.result import SolveResult
 from ufm.threads import thread_policy
-from ufm.validate import check_features, check_labels, check_scalar, describe, is_torch, to_tensor
+from ufm.validate import (
+    check_features,
+    check_labels,
+    check_scalar,
+    describe,
+    encode_labels,
+    is_torch,
+    to_tensor,
+)
 
 __all__ = ["solve", "SolveResult", "DEFAULT_LAM", "SCALES", "data_scale"]
 
@@ -123,7 +133,9 @@ def solve(
         ``(N, d)``: labels in ``y``. A torch tensor selects the torch backend (and its float
         dtype).
     y : array of shape (N,), optional
-        Integer labels ``0..K-1`` for 2-d ``X``.
+        Class labels for 2-d ``X``: any hashable values (integers with gaps, strings, ...),
+        mapped to ``0..K-1`` as by :func:`ufm.validate.encode_labels`; ``result.y`` holds the
+        codes and ``result.classes`` the label of each class.
     lam : float
         Transport coefficient :math:`\\lambda > 0` (per sample, independent of ``L``); default 0.1.
     lam_w, lam_b : float
@@ -217,18 +229,23 @@ def solve(
     >>> res.converged, res.H.shape, len(res.layers(4))
     (True, (12, 5), 5)
     """
-    Xt, yt, K = prepare_data(X, y)
+    codes, classes = y, None
+    if y is not None and (X.ndim if is_torch(X) else np.ndim(X)) == 2:  # (K, n, d) implies them
+        codes, classes = encode_labels(y, "y")
+    Xt, yt, K = prepare_data(X, codes)
+    classes = np.arange(K) if classes is None else classes
     d = int(Xt.shape[1])
     lam, lam_w, lam_h = _scaled_coefficients(Xt, scale, lam, lam_w, lam_h)
     be = resolve_backend(
         backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype,
         input_device=Xt.device,
     )  # fmt: skip
-    return solve_problem(
+    res = solve_problem(
         model="mufm", y=yt, K=K, d=d, X=Xt, be=be, lam=lam, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
         verbose=verbose, step=step, init=init, stacklevel=4,
     )  # fmt: skip
+    return dataclasses.replace(res, classes=classes)
 
 
 def _scaled_coefficients(

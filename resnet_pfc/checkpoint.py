@@ -23,9 +23,8 @@ import io
 import os
 import random
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +33,6 @@ from ufm.errors import CheckpointError, PFCWarning
 from ufm.lazy import torch
 
 __all__ = [
-    "atomic_write",
-    "atomic_write_text",
-    "atomic_write_bytes",
     "save_checkpoint",
     "load_checkpoint",
     "load_latest_checkpoint",
@@ -51,30 +47,6 @@ __all__ = [
 CHECKPOINT_FORMAT = 2
 #: Formats :func:`load_checkpoint` reads (1 stored the NumPy RNG state as an array).
 _READABLE_FORMATS = (1, 2)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(f)`` on a temporary binary file next to ``path``, then move it into place.
-
-    Raises
-    ------
-    CheckpointError
-        If the file or its directory cannot be written.
-    """
-    try:
-        return ufm_io.atomic_write(path, write)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc}; check the --out folder") from exc
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def rng_state() -> dict[str, Any]:

@@ -818,10 +818,6 @@ def _is_num(v: Any) -> bool:
 # ------------------------------------------------------------------------------------------
 
 
-def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    return ufm_io.csv_text(columns, ([r.get(c) for c in columns] for r in rows))
-
-
 _PARTS = ("classifier", "blocks", "layernorm", "embedding")  # resnet_pfc.depth_train.PARTS
 _CELL_METRICS = (*_METRICS, *SEPARATION)
 _CELL_COLUMNS = (
@@ -1066,9 +1062,9 @@ def summarise(config: DepthConfig) -> DepthResult:
         key=lambda r: (r["family"], order[r["init"]], r["depth"], r["seed"], r["layer_index"])
     )
     traj_rows.sort(key=lambda r: (r["family"], order[r["init"]], r["depth"], r["seed"], r["epoch"]))
-    ufm_io.atomic_write_text(out / "depth_layers.csv", _csv(layer_rows, _LAYER_COLUMNS))
-    ufm_io.atomic_write_text(out / "depth_cells.csv", _csv(cell_rows, _CELL_COLUMNS))
-    ufm_io.atomic_write_text(out / "depth_trajectories.csv", _csv(traj_rows, _TRAJ_COLUMNS))
+    ufm_io.write_csv(out / "depth_layers.csv", _LAYER_COLUMNS, layer_rows)
+    ufm_io.write_csv(out / "depth_cells.csv", _CELL_COLUMNS, cell_rows)
+    ufm_io.write_csv(out / "depth_trajectories.csv", _TRAJ_COLUMNS, traj_rows)
     slopes: list[dict[str, Any]] = []
     for f in cfg.families:
         for init in ("independent", "warm"):
@@ -1102,7 +1098,7 @@ def summarise(config: DepthConfig) -> DepthResult:
                         "verdict": verdict,
                     }
                 )
-    ufm_io.atomic_write_text(out / "depth_slopes.csv", _csv(slopes, _SLOPE_COLUMNS))
+    ufm_io.write_csv(out / "depth_slopes.csv", _SLOPE_COLUMNS, slopes)
     from .depth_figures import draw_depth_figures
 
     draw_depth_figures(out, cell_rows, layer_rows, cfg.families, trajectories=traj_rows)

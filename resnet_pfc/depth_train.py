@@ -60,7 +60,7 @@ from ufm.errors import DivergenceError, InputError
 from ufm.losses import check_loss
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .families import TRANSFORMER_VARIANTS
+from .families import TRANSFORMER_VARIANTS, WARM_FAMILIES
 from .models import build_depth_model
 
 __all__ = [
@@ -82,12 +82,6 @@ __all__ = [
 PARTS: tuple[str, ...] = ("classifier", "blocks", "layernorm", "embedding")
 #: Samples per forward pass when the full objective is evaluated.
 EVAL_BATCH = 1024
-#: Families with an exact identity block (all its parameters zero) for the warm start: the
-#: post-LN ResNets without LayerNorm affine parts (``LN(x + 0) = x`` on LayerNorm's sphere, up
-#: to its ``eps``) and the pre-LN transformers (``x + 0``). A post-LN transformer block with
-#: zero parameters maps every token to 0 (its LayerNorm's gain is 0), with gain 1 it is not an
-#: identity (the stream is not on the sphere), so it has none.
-WARM_FAMILIES: tuple[str, ...] = ("ln_resnet1", "ln_resnet2", "transformer", "transformer_noaffine")
 
 
 def parameter_parts(model: nn.Module) -> dict[str, str]:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError, InputError
+from ufm.io import atomic_write_bytes
 from ufm.registry import CORE
 
 from .analysis import tpt_check
-from .checkpoint import atomic_write_bytes
 from .runs import SPLITS, read_csv, read_run_config
 
 __all__ = [

@@ -54,7 +54,7 @@ from torch import nn
 from ufm.errors import InputError
 from ufm.validate import check_int
 
-from .families import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
+from .families import DEPTH_FAMILIES, FAMILIES, TRANSFORMER_VARIANTS
 
 __all__ = [
     "FCResNet",
@@ -71,6 +71,7 @@ __all__ = [
     "TransformerBlock",
     "TransformerClassifier",
     "DEPTH_FAMILIES",
+    "DEPTH_BUILDERS",
     "TRANSFORMER_VARIANTS",
     "build_depth_model",
 ]
@@ -746,26 +747,52 @@ def build_depth_model(
     InputError
         Unknown family or bad sizes.
     """
-    if family in ("ln_resnet1", "ln_resnet2"):
-        return LNResNet(
-            math.prod(input_shape),
-            num_classes,
-            width=width,
-            blocks=blocks,
-            linears=1 if family == "ln_resnet1" else 2,
-            affine=affine,
+    spec = FAMILIES.get(family) if isinstance(family, str) else None
+    if spec is None:
+        raise InputError(
+            f"family must be one of {DEPTH_FAMILIES}, got {family!r}; "
+            "a new family is declared in resnet_pfc/families.py"
         )
-    if family in TRANSFORMER_VARIANTS:
-        norm, block_affine = TRANSFORMER_VARIANTS[family]
-        return TransformerClassifier(
-            input_shape,
-            num_classes,
-            width=width,
-            blocks=blocks,
-            heads=heads,
-            patch=patch,
-            affine=affine,
-            norm=norm,
-            block_affine=block_affine,
-        )
-    raise InputError(f"family must be one of {DEPTH_FAMILIES}, got {family!r}")
+    return DEPTH_BUILDERS[spec.builder](
+        input_shape,
+        num_classes,
+        blocks=blocks,
+        width=width,
+        heads=heads,
+        patch=patch,
+        affine=affine,
+        **spec.options,
+    )
+
+
+def _ln_resnet(input_shape, num_classes, *, blocks, width, heads, patch, affine, linears):
+    # heads and patch belong to the transformer; an LN-ResNet flattens its input
+    return LNResNet(
+        math.prod(input_shape),
+        num_classes,
+        width=width,
+        blocks=blocks,
+        linears=linears,
+        affine=affine,
+    )
+
+
+def _transformer(input_shape, num_classes, *, blocks, width, heads, patch, affine, **block):
+    return TransformerClassifier(
+        input_shape,
+        num_classes,
+        width=width,
+        blocks=blocks,
+        heads=heads,
+        patch=patch,
+        affine=affine,
+        **block,
+    )
+
+
+#: The builders that :data:`resnet_pfc.families.FAMILIES` name, each
+#: ``(input_shape, num_classes, *, blocks, width, heads, patch, affine, **family options)``.
+DEPTH_BUILDERS: dict[str, Callable[..., MeasuredModel]] = {
+    "ln_resnet": _ln_resnet,
+    "transformer": _transformer,
+}

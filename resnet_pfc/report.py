@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ufm.errors import CheckpointError, InputError
+from ufm.io import atomic_write_text
 from ufm.metrics import effective_depth
 from ufm.registry import LAYER
 
 from .analysis import monotonicity
-from .checkpoint import atomic_write_text
 from .runs import read_csv, read_run_config
 
 __all__ = ["write_report", "REPORT_METRICS"]

@@ -16,20 +16,18 @@ training code; :func:`load_run` gives a finished run's config and trained model.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
-import platform
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ufm import io as ufm_io
 from ufm.errors import CheckpointError, InputError
 from ufm.io import read_json
 from ufm.registry import NC2, PFC, TRACES
 
-from .checkpoint import atomic_write_text, load_latest_checkpoint
+from .checkpoint import load_latest_checkpoint
 from .config import TrainConfig, config_from_dict, make_model, resolve_config
 
 if TYPE_CHECKING:
@@ -47,8 +45,6 @@ __all__ = [
     "read_csv",
     "check_rows",
     "read_run_config",
-    "csv_text",
-    "write_csv",
     "rows_from_measurement",
     "versions",
     "load_run",
@@ -94,31 +90,6 @@ METRIC_COLUMNS: tuple[str, ...] = (
 _LINE_METRICS = tuple(m for m in MEASURED_METRICS if m not in ("nc3", "nc4"))
 GEODESIC_COLUMNS: tuple[str, ...] = ("epoch", "split", "t", "layer", *_LINE_METRICS)
 _TEXT_COLUMNS = ("split", "layer")
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    """CSV text of ``rows`` (header ``columns``; ``None`` as an empty cell, floats exact)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in columns])
-    return buf.getvalue()
-
-
-def write_csv(
-    path: str | os.PathLike[str], rows: list[dict[str, Any]], columns: tuple[str, ...]
-) -> Path:
-    """Write ``rows`` to ``path`` atomically (see :func:`csv_text`)."""
-    return atomic_write_text(path, csv_text(rows, columns))
 
 
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -326,26 +297,9 @@ def rows_from_measurement(
 
 
 def versions() -> dict[str, str]:
-    """Library versions recorded in a run's config.json."""
-    import numpy as np
-    import torch
-
-    import ufm
-
-    out = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pfc_toolkit": getattr(ufm, "__version__", "?"),
-    }
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover - optional
-        pass
-    return out
+    """Library versions recorded in a run's config.json: :func:`ufm.io.versions` of torch, numpy
+    and (if installed) torchvision."""
+    return ufm_io.versions(("torch", "numpy", "torchvision"))
 
 
 def load_run(

@@ -64,11 +64,10 @@ from ufm.errors import (
     InputError,
     PFCError,
 )
-from ufm.io import run_lock
+from ufm.io import atomic_write_text, run_lock, write_csv
 
 from . import distributed as dist_mod
 from .checkpoint import (
-    atomic_write_text,
     checkpoint_exists,
     load_latest_checkpoint,
     rng_state,
@@ -92,7 +91,6 @@ from .runs import (
     rows_from_measurement,
     torch_dtype,
     versions,
-    write_csv,
 )
 
 __all__ = ["RunResult", "train"]
@@ -472,8 +470,8 @@ def _write_outputs(run: _Run, epoch: int) -> None:
                 "train_accuracy": run.train_acc_last,
             },
         )
-        write_csv(run.out / METRICS_CSV, run.rows, METRIC_COLUMNS)
-        write_csv(run.out / GEODESIC_CSV, run.geo_rows, GEODESIC_COLUMNS)
+        write_csv(run.out / METRICS_CSV, METRIC_COLUMNS, run.rows)
+        write_csv(run.out / GEODESIC_CSV, GEODESIC_COLUMNS, run.geo_rows)
     run.ctx.barrier()
 
 

@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from resnet_pfc import read_csv
-    from resnet_pfc.checkpoint import atomic_write_text
     from ufm.errors import PFCError
+    from ufm.io import atomic_write_text
 
     device = args.device
     if device == "auto":

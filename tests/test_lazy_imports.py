@@ -59,7 +59,9 @@ def test_pfc_help_leaves_torch_out():
 
 def test_read_csv_and_effective_depth_leave_torch_out(tmp_path):
     p = tmp_path / "m.csv"
-    p.write_text("epoch,layer,pfc1\n1,0,0.5\n1,1,0.25\n")
+    p.write_text(
+        "epoch,split,layer,layer_index,position,pfc1\n1,train,input,0,0,0.5\n1,train,block1,1,1,0.25\n"
+    )
     code = (
         "import sys\nfrom resnet_pfc.runs import read_csv\nfrom ufm.metrics import effective_depth\n"
         f"rows = read_csv({str(p)!r})\nassert len(rows) == 2, rows\n"

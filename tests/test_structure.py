@@ -2,13 +2,16 @@
 
 - each decision declared once: ``LOSSES`` has one definition (``ufm/losses.py``);
 - across a package line only public names are imported (no ``_private`` module or name);
-- metric lists read the registry: no literal tuple of the core metric names outside it.
+- metric lists read the registry: no literal tuple of the core metric names outside it;
+- one file writer, one CSV writer, one version record: only ``ufm/io.py`` defines them.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ufm", "mufm", "proofs_check", "resnet_pfc", "pfc")
@@ -28,6 +31,29 @@ def test_losses_defined_once():
         if re.match(r"\s*LOSSES\s*(:[^=]*)?=", line)
     ]
     assert defs == ["ufm/losses.py:22"] or (len(defs) == 1 and defs[0].startswith("ufm/losses.py"))
+
+
+@pytest.mark.parametrize(
+    "name", ["atomic_write", "atomic_write_bytes", "atomic_write_text", "csv_text", "write_csv"]
+)
+def test_file_writers_defined_once_in_ufm_io(name):
+    defs = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in _sources()
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.match(rf"def {name}\(", line)
+    ]
+    assert len(defs) == 1 and defs[0].startswith("ufm/io.py:"), defs
+
+
+def test_one_version_record():
+    # versions are gathered by ufm.io.versions; a package may only name the libraries it records
+    bodies = [
+        p.relative_to(ROOT)
+        for p in _sources()
+        if re.search(r"^\s*\"platform\": platform\.platform\(\)", p.read_text(), re.M)
+    ]
+    assert [str(b) for b in bodies] == ["ufm/io.py"]
 
 
 def test_no_private_import_across_packages():

@@ -25,7 +25,7 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
@@ -116,17 +116,18 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> str:
     """The toolkit's CSV text of ``rows`` under ``header`` (see the module docstring).
 
     Parameters
     ----------
     header : sequence of str
         Column names.
-    rows : iterable of sequences
-        One sequence of cell values per row, in the order of ``header``. Floats (Python or
-        numpy) are written with ``repr`` (exact round trip), ``None`` as an empty cell, anything
-        else with ``str``.
+    rows : iterable of sequences or mappings
+        One row each: a sequence of cell values in the order of ``header``, or a mapping from
+        column name to value (a column it lacks is an empty cell; keys outside ``header`` are
+        left out). Floats (Python or numpy) are written with ``repr`` (exact round trip),
+        ``None`` as an empty cell, anything else with ``str``.
 
     Returns
     -------
@@ -137,12 +138,15 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for r in rows:
-        w.writerow([_cell(v) for v in r])
+        cells = [r.get(c) for c in header] if isinstance(r, Mapping) else r
+        w.writerow([_cell(v) for v in cells])
     return buf.getvalue()
 
 
 def write_csv(
-    path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]
+    path: str | os.PathLike[str],
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any] | Mapping[str, Any]],
 ) -> Path:
     """Write :func:`csv_text` of ``header`` and ``rows`` to ``path`` atomically; return the path."""
     return atomic_write_text(path, csv_text(header, rows))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from resnet_pfc import train
+from resnet_pfc import models, train
 from resnet_pfc.config import TrainConfig, resolve_config
 from resnet_pfc.models import (
     DEPTH_FAMILIES,
@@ -133,3 +133,41 @@ def test_train_registers_the_families(family, tmp_path, tiny_run):
     # NC3/NC4 only on the layer the classifier acts on
     assert final[-1]["nc3"] is not None and final[0]["nc3"] is None
     assert res.epochs_run == 1
+
+
+def test_families_are_declared_once_and_derived():
+    from resnet_pfc import families
+
+    assert families.DEPTH_FAMILIES == tuple(families.FAMILIES)
+    assert set(families.TRANSFORMER_VARIANTS) == {
+        n for n, s in families.FAMILIES.items() if s.builder == "transformer"
+    }
+    assert families.WARM_FAMILIES == (
+        "ln_resnet1",
+        "ln_resnet2",
+        "transformer",
+        "transformer_noaffine",
+    )
+    for spec in families.FAMILIES.values():
+        assert spec.builder in models.DEPTH_BUILDERS
+
+
+def test_a_family_added_to_the_registry_builds(monkeypatch):
+    # a family of an existing architecture is one FamilySpec: no other table changes
+    from types import MappingProxyType
+
+    from resnet_pfc.families import FAMILIES, FamilySpec
+
+    spec = FamilySpec(
+        "transformer_post_noaffine",
+        "post-LN blocks without LayerNorm affine parts",
+        "transformer",
+        {"norm": "post", "block_affine": False},
+    )
+    monkeypatch.setattr(models, "FAMILIES", MappingProxyType({**FAMILIES, spec.name: spec}))
+    net = models.build_depth_model(spec.name, (1, 4, 4), 3, blocks=2, width=8, patch=2)
+    assert isinstance(net, models.TransformerClassifier)
+    assert net(torch.zeros(5, 1, 4, 4)).shape == (5, 3)
+    assert not any("norm" in n and "weight" in n for n, _ in net.blocks.named_parameters())
+    with pytest.raises(InputError, match="resnet_pfc/families.py"):
+        models.build_depth_model("ln_resnet9", (1, 4, 4), 3, blocks=2, width=8)

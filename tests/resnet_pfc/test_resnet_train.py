@@ -16,7 +16,7 @@ import torch
 from resnet_pfc import train
 from resnet_pfc.__main__ import main
 from resnet_pfc.analysis import monotonicity
-from resnet_pfc.checkpoint import atomic_write, atomic_write_text, load_checkpoint, save_checkpoint
+from resnet_pfc.checkpoint import load_checkpoint, save_checkpoint
 from resnet_pfc.config import TrainConfig, resolve_config
 from resnet_pfc.runs import METRIC_COLUMNS, read_csv
 from ufm.errors import CheckpointError, DivergenceError, InputError, PFCWarning
@@ -128,17 +128,7 @@ def test_monotonicity():
     assert monotonicity([1.0, None]) == ("undefined", None)
 
 
-def test_atomic_write_and_checkpoint_errors(tmp_path):
-    p = tmp_path / "f.txt"
-    atomic_write_text(p, "one")
-
-    def boom(f):
-        f.write(b"partial")
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(p, boom)
-    assert p.read_text() == "one" and sorted(x.name for x in tmp_path.iterdir()) == ["f.txt"]
+def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")

@@ -152,3 +152,15 @@ def test_files_honour_the_umask(tmp_path, umask):
         os.umask(old)
     for p in paths:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
+def test_csv_text_takes_mapping_rows_like_sequences():
+    from ufm.io import csv_text
+
+    header = ("epoch", "split", "pfc1")
+    seq = csv_text(header, [(1, "train", 0.1), (2, "test", None)])
+    maps = csv_text(
+        header,
+        [{"epoch": 1, "split": "train", "pfc1": 0.1, "extra": 9}, {"epoch": 2, "split": "test"}],
+    )
+    assert maps == seq == "epoch,split,pfc1\n1,train,0.1\n2,test,\n"
