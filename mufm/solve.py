@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import Any
@@ -240,12 +239,12 @@ def solve(
         backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype,
         input_device=Xt.device,
     )  # fmt: skip
-    res = solve_problem(
+    # classes are set as the result is built: dataclasses.replace would form the deferred H
+    return solve_problem(
         model="mufm", y=yt, K=K, d=d, X=Xt, be=be, lam=lam, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
-        verbose=verbose, step=step, init=init, stacklevel=4,
+        verbose=verbose, step=step, init=init, stacklevel=4, classes=classes,
     )  # fmt: skip
-    return dataclasses.replace(res, classes=classes)
 
 
 def _scaled_coefficients(

@@ -188,9 +188,8 @@ def solve(
             f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
             "the bias-free MSE optimum)"
         )
-    res = solve_problem(
+    return solve_problem(
         model="ufm", y=yt, K=K, d=d, X=None, be=be, lam=0.0, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
-        verbose=verbose, step=step, init=None, stacklevel=4,
+        verbose=verbose, step=step, init=None, stacklevel=4, classes=classes,
     )  # fmt: skip
-    return dataclasses.replace(res, classes=classes)
