@@ -25,7 +25,8 @@ feature penalty: :math:`\tfrac{\lambda_H}{2}\|n_i\|^2 = \lambda_H d / 2` is a co
 
 Solver: the engine's L-BFGS (:func:`ufm.engine.lbfgs.lbfgs`, strong-Wolfe line search) with
 manifold hooks, on the product of :math:`\mathcal S_d^N` with the Euclidean blocks (a problem
-variant of the engine, :class:`_Flat`): tangent projection
+variant of the engine: the objective is :class:`ufm.engine.core.Problem` with per-sample weights
+plus the affine part, :class:`_Flat` supplies the hooks): tangent projection
 :math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`, retraction
 :math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection; the result is
 built by the engine's :func:`ufm.engine.pipeline.build_result`. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
@@ -56,7 +57,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from .engine.core import NP
+from .engine.core import NP, Params, Problem
 from .engine.lbfgs import lbfgs
 from .engine.methods import Progress, Raw
 from .engine.pipeline import build_result
@@ -153,18 +154,24 @@ def _tangent(Nm: np.ndarray, G: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ value and gradient
-@dataclass
 class _Model:
-    Y: np.ndarray  # one-hot (N, K)
-    K: int
-    d: int
-    loss: str
-    bias: bool
-    affine: bool
-    lam_w: float
-    lam_b: float
-    lam_a: float
-    w: np.ndarray | None = None  # per-row weights summing to 1; None: 1/N each
+    """The LayerNorm UFM's value and gradients: the engine's :class:`~ufm.engine.core.Problem`
+    (numpy, ``lam = lam_h = 0``, per-sample weights ``w``) plus LayerNorm's affine part.
+
+    ``Y`` is the one-hot label matrix ``(N, K)``; ``w`` weights summing to 1 (``None``: ``1/N``
+    each; the class phase passes ``n_k / N``).
+    """
+
+    def __init__(self, Y, K, d, loss, bias, affine, lam_w, lam_b, lam_a, w=None):
+        self.K, self.d, self.loss, self.bias, self.affine = K, d, loss, bias, affine
+        self.lam_w, self.lam_b, self.lam_a, self.w = lam_w, lam_b, lam_a, w
+        y = np.asarray(Y).argmax(axis=1)
+        params = Params(0.0, lam_w, 0.0, lam_b, loss, bias)
+        self.pb = Problem(NP, y, K, d, None, params, np.empty(0), weights=w)
+
+    @property
+    def N(self) -> int:
+        return self.pb.N
 
     @property
     def weights(self) -> np.ndarray:
@@ -174,54 +181,17 @@ class _Model:
     def zeros_b(self) -> np.ndarray:
         return np.zeros(self.K)
 
-    @property
-    def N(self) -> int:
-        return self.Y.shape[0]
-
     def features(self, Nm, g, be):
         return Nm if not self.affine else Nm * g + be
 
     def ridge(self, H):
-        """Optimal ``(W, b)`` of the MSE objective for fixed features ``H``."""
-        N, d = H.shape
-        w = self.weights[:, None]
-        if self.bias:
-            Ht = np.hstack([H, np.ones((N, 1))])
-            reg = np.r_[np.full(d, self.lam_w), self.lam_b]
-        else:
-            Ht, reg = H, np.full(d, self.lam_w)
-        if d + self.bias <= N or not np.all(reg > 0):
-            A = Ht.T @ (w * Ht) + np.diag(reg)
-            Wb = np.linalg.solve(A, Ht.T @ (w * self.Y)).T
-        else:  # N x N route: (Ht^T D Ht + R)^{-1} Ht^T D = R^{-1} Ht^T (D Ht R^{-1} Ht^T + I)^{-1} D
-            Hd = Ht / reg
-            Wb = (Hd.T @ np.linalg.solve(w * (Ht @ Hd.T) + np.eye(N), w * self.Y)).T
-        if self.bias:
-            return Wb[:, :d], Wb[:, d]
-        return Wb, np.zeros(self.K)
+        """Optimal ``(W, b)`` of the MSE objective for fixed features ``H`` (the engine's)."""
+        return self.pb.ridge(H)
 
     def full(self, W, b, H):
         """Objective (without the affine penalty) and its Euclidean gradients in W, b, H."""
-        w = self.weights
-        Z = H @ W.T + b
-        if self.loss == "ce":
-            m = Z.max(axis=1, keepdims=True)
-            E = np.exp(Z - m)
-            s = E.sum(axis=1, keepdims=True)
-            val = float(w @ (np.log(s[:, 0]) + m[:, 0] - np.einsum("ij,ij->i", Z, self.Y)))
-            dZ = (E / s - self.Y) * w[:, None]
-        else:
-            R = Z - self.Y
-            val = 0.5 * float(w @ np.einsum("ij,ij->i", R, R))
-            dZ = R * w[:, None]
-        val += 0.5 * self.lam_w * float(np.sum(W * W))
-        gW = dZ.T @ H + self.lam_w * W
-        if self.bias:
-            val += 0.5 * self.lam_b * float(b @ b)
-            gb = dZ.sum(axis=0) + self.lam_b * b
-        else:
-            gb = np.zeros(self.K)
-        return val, gW, gb, dZ @ W
+        val, gW, gb, gH = self.pb.full(W, b, H)
+        return val, gW, (self.zeros_b if gb is None else gb), gH
 
     def affine_terms(self, Nm, g, be, gH):
         """Affine penalty and gradients of ``(n, gamma, beta)`` given ``grad_H``."""
