@@ -12,7 +12,7 @@ import torch
 from ufm.engine.options import DEFAULT_LAM_B, DEFAULT_LAM_W, resolve_backend
 from ufm.engine.pipeline import solve_problem
 from ufm.errors import InputError, ScaleWarning
-from ufm.result import SolveResult
+from ufm.result import SolveResult, with_classes
 from ufm.threads import thread_policy
 from ufm.validate import (
     check_features,
@@ -239,12 +239,12 @@ def solve(
         backend, device, dtype, input_is_torch=is_torch(X), input_dtype=Xt.dtype,
         input_device=Xt.device,
     )  # fmt: skip
-    # classes are set as the result is built: dataclasses.replace would form the deferred H
-    return solve_problem(
+    res = solve_problem(
         model="mufm", y=yt, K=K, d=d, X=Xt, be=be, lam=lam, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
-        verbose=verbose, step=step, init=init, stacklevel=4, classes=classes,
+        verbose=verbose, step=step, init=init, stacklevel=4,
     )  # fmt: skip
+    return with_classes(res, classes)
 
 
 def _scaled_coefficients(
@@ -264,27 +264,52 @@ def _scaled_coefficients(
         vals = [check_scalar(v, n) for v, n in ((lam, "lam"), (lam_w, "lam_w"), (lam_h, "lam_h"))]
     except InputError:
         return lam, lam_w, lam_h
-    # s, not s^2: the square of an RMS norm below 1e-154 (or above 1e154) leaves float64, and
-    # the coefficients are multiplied by s twice (they overflow to inf, for the checks to report)
-    s = data_scale(Xt) or math.ulp(0.0)  # > 0 even for subnormal data
+    s = data_scale(Xt)
+    # log10 of s^2: s^2 itself under- or overflows for data near the float range's ends
+    e2 = 2.0 * math.log10(s)
     if scale == "rms":
-        out = (vals[0] / s / s, vals[1] * s * s, vals[2] / s / s)
-        if not all(math.isfinite(v) for v in out):
+        out = (_times(vals[0], -e2), _times(vals[1], e2), _times(vals[2], -e2))
+        if not all(
+            math.isfinite(v) and (v > 0) == (v0 > 0) for v, v0 in zip(out, vals, strict=True)
+        ):
             raise InputError(
-                f"scale='rms' with data of RMS row norm {s:.3g}: the coefficients relative to "
-                f"that scale (lam / s^2, lam_w s^2, lam_h / s^2) leave float64 ({out}); rescale "
-                "X towards unit scale first, or pass scale='none' with coefficients for this data"
+                f"scale='rms' cannot rescale the coefficients for data whose RMS row norm is "
+                f"{s:.3g} (lam, lam_w, lam_h would become {out[0]:g}, {out[1]:g}, {out[2]:g}); "
+                "divide X by a constant near that norm first (the solution scales with it)"
             )
         return out
-    ratio = math.sqrt(SCALE_WARN_RATIO)
-    if not (1.0 / ratio <= s <= ratio) and vals[0] > 0:
+    if abs(e2) > math.log10(SCALE_WARN_RATIO) and vals[0] > 0:
         warnings.warn(
             f"the data's RMS row norm is {s:.3g}: lam={vals[0]:g} acts like "
-            f"lam={vals[0] * s * s:.3g} on unit-scale data (lam_w={vals[1]:g} like "
-            f"{vals[1] / s / s:.3g}), so H {'barely moves from X' if s > 1 else 'is barely tied to X'}; "
+            f"lam={_sci(vals[0], e2)} on unit-scale data (lam_w={vals[1]:g} like "
+            f"{_sci(vals[1], -e2)}), so H {'barely moves from X' if e2 > 0 else 'is barely tied to X'}; "
             f"pass scale='rms' to make the coefficients relative to the data's scale, or "
-            f"lam={vals[0] / s / s:.3g}, lam_w={vals[1] * s * s:.3g} for their unit-scale meaning",
+            f"lam={_sci(vals[0], -e2)}, lam_w={_sci(vals[1], e2)} for their unit-scale meaning",
             ScaleWarning,
             stacklevel=4,
         )
     return lam, lam_w, lam_h
+
+
+def _times(v: float, e: float) -> float:
+    """``v * 10**e`` without overflow in the intermediate power (inf or 0 when the result is)."""
+    if v == 0.0:
+        return 0.0
+    try:
+        return math.copysign(10.0 ** (math.log10(abs(v)) + e), v)
+    except OverflowError:
+        return math.copysign(math.inf, v)
+
+
+def _sci(v: float, e: float) -> str:
+    """``v * 10**e`` as text, also beyond the float range (``1.6e-420``)."""
+    if v == 0.0:
+        return "0"
+    x = math.log10(abs(v)) + e
+    if -300.0 < x < 300.0:
+        return f"{math.copysign(10.0**x, v):.3g}"
+    k = math.floor(x)
+    m = 10.0 ** (x - k)
+    if m >= 9.995:  # rounding to 3 digits carries into the exponent
+        m, k = m / 10.0, k + 1
+    return f"{'-' if v < 0 else ''}{m:.3g}e{k:+d}"

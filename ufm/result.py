@@ -13,7 +13,7 @@ from .errors import InputError
 from .status import Status
 from .validate import check_int
 
-__all__ = ["SolveResult", "Deferred"]
+__all__ = ["SolveResult", "Deferred", "with_classes"]
 
 
 class Deferred:
@@ -219,3 +219,28 @@ class SolveResult:
             f"objective={self.objective:.12g}, grad_norm={self.grad_norm:.2e}, "
             f"status={self.status!r}, n_iter={self.n_iter}{m})"
         )
+
+
+def with_classes(result: SolveResult, classes: Any) -> SolveResult:
+    """A copy of ``result`` whose ``classes`` field is ``classes``, leaving deferred fields
+    deferred.
+
+    :func:`dataclasses.replace` reads every field, so it would form a :class:`Deferred` ``H``
+    (an ``N x d`` pass) at once, before the caller could change ``X``, and lose the check that
+    the data are unchanged when ``H`` is first read.
+
+    Parameters
+    ----------
+    result : SolveResult
+    classes : numpy.ndarray of shape (K,)
+        The original label of each class.
+
+    Returns
+    -------
+    SolveResult
+        Shares its arrays (and any deferred field) with ``result``.
+    """
+    new = object.__new__(type(result))
+    new.__dict__.update(result.__dict__)
+    object.__setattr__(new, "classes", classes)
+    return new

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from .engine.options import DEFAULT_LAM_B, DEFAULT_LAM_H, DEFAULT_LAM_W, resolve_backend
 from .engine.pipeline import solve_problem
 from .errors import InputError
 from .layernorm import solve_layernorm
-from .result import SolveResult
+from .result import SolveResult, with_classes
 from .threads import thread_policy
 from .validate import check_int, check_labels, describe, encode_labels, is_torch
 
@@ -173,7 +172,7 @@ def solve(
             lam_affine=lam_affine, method=method, backend=backend, device=device, dtype=dtype,
             max_iter=max_iter, tol=tol, seed=seed, verbose=verbose,
         )  # fmt: skip
-        return dataclasses.replace(res, classes=classes)
+        return with_classes(res, classes)
     if affine or lam_affine is not None:
         raise InputError("affine and lam_affine apply to features='layernorm' only")
     lam_h = DEFAULT_LAM_H if lam_h is None else lam_h
@@ -188,8 +187,9 @@ def solve(
             f"dimensions, so the UFM has no collapsed optimum; use d >= {K - 1} (d >= {K} for "
             "the bias-free MSE optimum)"
         )
-    return solve_problem(
+    res = solve_problem(
         model="ufm", y=yt, K=K, d=d, X=None, be=be, lam=0.0, lam_w=lam_w, lam_h=lam_h,
         lam_b=lam_b, loss=loss, bias=bias, method=method, max_iter=max_iter, tol=tol, seed=seed,
-        verbose=verbose, step=step, init=None, stacklevel=4, classes=classes,
+        verbose=verbose, step=step, init=None, stacklevel=4,
     )  # fmt: skip
+    return with_classes(res, classes)

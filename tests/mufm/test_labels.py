@@ -38,3 +38,14 @@ def test_bad_labels_are_refused():
         mufm.solve(X, np.array([0.5, 1, 0, 1, 0, 1]), lam=0.1)
     with pytest.raises(InputError, match="y"):
         mufm.solve(X, np.array(["a", "b"] * 2), lam=0.1)
+
+
+def test_labels_leave_the_features_deferred_and_checked():
+    # the classes are attached without forming H: a later change of X is still detected
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((30, 4)), np.array(["a", "b", "c"] * 10)
+    res = mufm.solve(X, y, lam=0.1)
+    assert not res.formed("H")
+    X[0, 0] += 1.0
+    with pytest.raises(InputError, match="changed in place"):
+        res.H  # noqa: B018

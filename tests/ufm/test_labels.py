@@ -92,3 +92,19 @@ def test_imbalanced_reaches_certificate(loss, bias):
         r = ufm.solve(y, **kw)
     cert = ufm.certify(r.y, **kw)
     assert cert.exact and r.objective == pytest.approx(cert.optimum, rel=1e-6)
+
+
+def test_with_classes_keeps_deferred_fields_and_shares_arrays():
+    from ufm.result import Deferred, SolveResult, with_classes
+
+    calls = []
+    W = np.ones((2, 3))
+    res = SolveResult(
+        W=W, b=np.zeros(2), H=Deferred(lambda: calls.append(1) or np.zeros((4, 3))),
+        y=np.array([0, 1, 0, 1]), X=None, objective=0.0, grad_norm=0.0, status=ufm.Status.CONVERGED,
+        converged=True, n_iter=0, history={}, metrics={}, method="lbfgs", backend="numpy",
+    )  # fmt: skip
+    out = with_classes(res, np.array(["x", "y"]))
+    assert calls == [] and not out.formed("H") and out.W is W
+    assert list(out.classes) == ["x", "y"] and res.classes is None
+    assert out.H.shape == (4, 3) and calls == [1]

@@ -71,7 +71,6 @@ def solve_problem(
     step: float | None,
     init: str | None,
     stacklevel: int = 2,
-    classes: Any = None,
 ) -> SolveResult:
     """Solve one validated (M)UFM instance; the shared body of both ``solve`` front ends.
 
@@ -94,10 +93,6 @@ def solve_problem(
     stacklevel : int
         As for :func:`warnings.warn`, counted from :func:`solve_problem` (1): the front ends
         pass the level of their user's frame.
-    classes : numpy.ndarray of shape (K,), optional
-        The original label of each class (``result.classes``), set when the result is built:
-        copying a result afterwards (``dataclasses.replace``) would read, and so form, a
-        deferred ``H``.
 
     Returns
     -------
@@ -180,7 +175,7 @@ def solve_problem(
     }
     return build_result(
         pb, raw, y_out=y_b, X_out=Xb, method=meth.name, backend=be.name, params=opts, tol=tol_v,
-        stacklevel=stacklevel + 1, classes=classes,
+        stacklevel=stacklevel + 1,
     )  # fmt: skip
 
 
@@ -310,7 +305,6 @@ def build_result(
     tol: float,
     stacklevel: int = 2,
     bias: bool | None = None,
-    classes: Any = None,
 ) -> SolveResult:
     """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`.
 
@@ -367,7 +361,6 @@ def build_result(
         method=method,
         backend=backend,
         params=params,
-        classes=classes,
     )
 
 
