@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
+from tiny_data import TINY_RUN
 from torch.utils.data import TensorDataset
 
 from resnet_pfc.measure import LayerTaps
@@ -25,22 +26,6 @@ class TinyDigits(TensorDataset):
         self.num_classes = 10
         self.input_shape = (1, 8, 8)
         self.name = "tiny_digits"
-
-
-#: A tiny training run on the embedded digits (keyword arguments of ``TrainConfig``).
-TINY_RUN = dict(
-    dataset="digits",
-    per_class=10,
-    width=16,
-    blocks=2,
-    batch_size=20,
-    eval_every=1,
-    geodesic_points=11,
-    geodesic_pass2_points=3,
-    eval_batch_size=64,
-    progress=False,
-    figures=False,
-)
 
 
 def train_argv(options: dict) -> list[str]:

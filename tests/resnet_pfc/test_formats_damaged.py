@@ -4,12 +4,12 @@ ValueError or EOFError from NumPy or gzip)."""
 from __future__ import annotations
 
 import gzip
-import pickle
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_data import write_cifar10
 
 import resnet_pfc.data as D
 from ufm.errors import InputError
@@ -60,19 +60,6 @@ def test_intact_mnist_gz_reads(tmp_path, monkeypatch):
     assert len(ds) == 20 and ds.y.tolist() == [i % 10 for i in range(20)]
 
 
-def _write_cifar10(root: Path, test_batch: object, meta: object | None = None) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    good = {"labels": list(range(10)), "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8)}
-    for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(good, protocol=2))
-    (folder / "test_batch").write_bytes(pickle.dumps(test_batch, protocol=2))
-    meta = {"label_names": list("abcdefghij")} if meta is None else meta
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
-    return folder
-
-
 _DATA = np.zeros((2, 3072), dtype=np.uint8)
 
 
@@ -97,7 +84,7 @@ _DATA = np.zeros((2, 3072), dtype=np.uint8)
 )
 def test_crafted_cifar_batch_is_a_clear_error(tmp_path, monkeypatch, batch, match):
     monkeypatch.setattr(D, "_torchvision_datasets", lambda: None)
-    _write_cifar10(tmp_path, batch)
+    write_cifar10(tmp_path, batch)
     with pytest.raises(InputError, match=match) as exc:
         D.load_dataset("cifar10", split="test", data_root=tmp_path)
     assert "test_batch" in str(exc.value)
@@ -106,6 +93,6 @@ def test_crafted_cifar_batch_is_a_clear_error(tmp_path, monkeypatch, batch, matc
 @pytest.mark.parametrize("names", [3, [1, 2], "abc"])
 def test_crafted_cifar_class_names(tmp_path, monkeypatch, names):
     monkeypatch.setattr(D, "_torchvision_datasets", lambda: None)
-    _write_cifar10(tmp_path, {"labels": [0, 1], "data": _DATA}, {"label_names": names})
+    write_cifar10(tmp_path, {"labels": [0, 1], "data": _DATA}, {"label_names": names})
     with pytest.raises(InputError, match="batches.meta.*list of class names"):
         D.load_dataset("cifar10", split="test", data_root=tmp_path)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_data import write_cifar10
 
 import resnet_pfc.data as D
 from resnet_pfc.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
@@ -84,25 +85,13 @@ def test_two_generations_rotate(tmp_path):
 # CIFAR pickles
 
 
-def _write_cifar10(root: Path, batch_obj) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    good = {"labels": list(range(10)), "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8)}
-    for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(good, protocol=2))
-    (folder / "test_batch").write_bytes(pickle.dumps(batch_obj, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list("abcdefghij")}))
-    return folder
-
-
 @pytest.mark.parametrize("route", ["builtin", "torchvision"])
 @pytest.mark.parametrize("evil", [_Evil, _EvilEval])
 def test_cifar_pickle_with_code_is_refused(tmp_path, monkeypatch, route, evil):
     if route == "builtin":
         monkeypatch.setattr(D, "_torchvision_datasets", lambda: None)
     marker = tmp_path / "marker"
-    _write_cifar10(tmp_path, {"labels": [0], "data": evil(marker)})
+    write_cifar10(tmp_path, {"labels": [0], "data": evil(marker)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's md5 mismatch is reported as a warning
         with pytest.raises(InputError, match="not allowed in a CIFAR file"):
@@ -114,7 +103,7 @@ def test_cifar_object_array_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "_torchvision_datasets", lambda: None)
     arr = np.empty((1, 3072), dtype=object)
     arr[:] = 0
-    _write_cifar10(tmp_path, {"labels": [0], "data": arr})
+    write_cifar10(tmp_path, {"labels": [0], "data": arr})
     with pytest.raises(InputError, match="object arrays"):
         D.load_dataset("cifar10", split="test", data_root=tmp_path)
 
@@ -127,7 +116,7 @@ def test_cifar_reader_accepts_real_layouts(tmp_path, monkeypatch, protocol):
     data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
     obj = {b"batch_label": b"testing batch 1 of 1", b"labels": [0, 1, 2, 3], b"data": data}
     obj[b"filenames"] = [b"a.png"] * 4
-    folder = _write_cifar10(tmp_path, {})
+    folder = write_cifar10(tmp_path, {})
     (folder / "test_batch").write_bytes(pickle.dumps(obj, protocol=protocol))
     ds = D.load_dataset("cifar10", split="test", data_root=tmp_path, normalize=False)
     assert ds.y.tolist() == [0, 1, 2, 3]

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_data import TINY_RUN
 
 from pfc.cli import main as pfc_main
 from resnet_pfc import train
@@ -18,20 +19,7 @@ from resnet_pfc.report import write_report
 from resnet_pfc.runs import SPLITS, check_rows, read_csv, read_run_config
 from ufm.errors import InputError, PFCError
 
-#: A tiny run (as conftest's TINY_RUN; fixtures of a module scope cannot use it).
-TINY = dict(
-    dataset="digits",
-    per_class=10,
-    width=16,
-    blocks=2,
-    batch_size=20,
-    eval_every=1,
-    geodesic_points=11,
-    geodesic_pass2_points=3,
-    eval_batch_size=64,
-    progress=False,
-    figures=False,
-)
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")
