@@ -36,8 +36,8 @@ from threadpoolctl import threadpool_limits
 
 import mufm
 import ufm
+from ufm import SufficientStatistics, solve_statistics
 from ufm.errors import ConvergenceWarning
-from ufm.suffstats import SufficientStatistics, solve_statistics
 
 LAM = 0.1
 

@@ -165,7 +165,7 @@ def certify(
     logits): all vectors lie in ``span(x) + span(w)``, of dimension ``<= rank(X) + K``.
 
     *Why no N-independent certificate.* For MSE the features can be eliminated
-    (:mod:`ufm.suffstats`): the reduced objective in ``(W, b)`` needs only ``K x K``,
+    (:mod:`ufm.engine.statistics`): the reduced objective in ``(W, b)`` needs only ``K x K``,
     ``K x d`` and ``d x d`` statistics, and the matrix-fractional term
     ``tr[(I + W W^T/mu)^{-1} S]`` is jointly convex in ``(P, R)`` once ``W W^T`` is replaced by
     a free ``P >= W W^T``. That relaxation is *not* a certificate of this problem: it equals the

@@ -159,7 +159,7 @@ def gradient_flow(
     Theorem 4; Tirer, Huang, Niles-Weed, "Perturbation analysis of neural collapse", ICML 2023.
     """
     Xt, yt, K = prepare_data(X, y)
-    params = check_params(Params(0.0, lam_w, 1.0, lam_b, "mse", bias), method="lbfgs-h")
+    params = check_params(Params(0.0, lam_w, 1.0, lam_b, "mse", bias))
     params = Params(0.0, params.lam_w, 0.0, params.lam_b, "mse", params.bias)
     # the flow settles on the time scale 1 / (smallest curvature); beyond 1e8 an adaptive
     # integrator only grinds through the stationary tail (t_max=1e300 ran for minutes)

@@ -145,7 +145,9 @@ def solve(
         Loss (the paper's experiments use MSE).
     bias : bool
         Whether the classifier has a bias.
-    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"}
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"} or a registered name
+        The built-in methods, or any method added to :mod:`ufm.engine.registry` (which declares
+        each method's losses, default budget and options, and lists them in error messages).
         ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
         ``"suffstats"`` (MSE): one pass builds class counts, per-class sums and the second
         moment of ``X`` (:class:`ufm.suffstats.SufficientStatistics`); trust-region Newton-CG

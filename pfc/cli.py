@@ -39,7 +39,7 @@ import numpy as np
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, add_version, check_output_file, guarded, one_line
-from ufm.engine.options import METHODS
+from ufm.engine.registry import method_names
 from ufm.errors import CheckpointError, PFCError
 from ufm.io import write_json
 from ufm.losses import LOSSES
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-bias", action="store_true", help="classifier without bias")
     s.add_argument(
         "--method",
-        choices=METHODS,
+        choices=method_names(),
         default=None,
         help="default: suffstats for mse (N-independent Newton on W, b), lbfgs for ce",
     )

@@ -11,8 +11,8 @@ import pytest
 import mufm
 import proofs_check as pc
 import ufm
+from ufm import SufficientStatistics, solve_statistics
 from ufm.errors import InputError
-from ufm.suffstats import SufficientStatistics, solve_statistics
 from ufm.validate import check_seed
 
 X = np.random.default_rng(0).standard_normal((3, 4, 6))

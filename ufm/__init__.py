@@ -59,7 +59,7 @@ _NAMES = {
     "SolveResult": ".result",
     "solve": ".solve",
     "SufficientStatistics": ".suffstats",
-    "solve_statistics": ".suffstats",
+    "solve_statistics": ".engine.statistics",
     **dict.fromkeys((n for n in _metric_names if n != "DEFAULT_RANK_TOL"), ".metrics"),
     **dict.fromkeys(
         ("DeepLinearOptimum", "DeepSolveResult", "deep_linear_optimum", "solve_deep"), ".deep"

@@ -1,9 +1,5 @@
 r"""The sphere-constrained (LayerNorm) unconstrained feature model.
 
-(Over 500 lines on purpose: one model kept in one place, its manifold solver, its objective and
-its closed-form optimum, which the tests check against one another; about a third is
-docstrings and derivations.)
-
 Features live where LayerNorm (without its affine part) puts them: every feature has zero mean
 across its ``d`` coordinates and Euclidean norm ``sqrt(d)``,
 
@@ -27,10 +23,13 @@ default ``lam_w``, as a training run with weight decay on every parameter does).
 feature penalty: :math:`\tfrac{\lambda_H}{2}\|n_i\|^2 = \lambda_H d / 2` is a constant on
 :math:`\mathcal S_d`, so a nonzero ``lam_h`` is rejected.
 
-Solver: Riemannian L-BFGS on the product of :math:`\mathcal S_d^N` with the Euclidean blocks,
-tangent projection :math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`,
-retraction :math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection,
-Armijo backtracking. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
+Solver: the engine's L-BFGS (:func:`ufm.engine.lbfgs.lbfgs`, strong-Wolfe line search) with
+manifold hooks, on the product of :math:`\mathcal S_d^N` with the Euclidean blocks (a problem
+variant of the engine: the objective is :class:`ufm.engine.core.Problem` with per-sample weights
+plus the affine part, :class:`_Flat` supplies the hooks): tangent projection
+:math:`P_n(g) = g - \bar g\mathbf 1 - \tfrac{\langle g, n\rangle}{d} n`, retraction
+:math:`R_n(\xi) = \sqrt d\,(n + \xi)/\|n + \xi\|`, vector transport by projection; the result is
+built by the engine's :func:`ufm.engine.pipeline.build_result`. The metric weights each ``n_i`` by ``1/N`` (the balanced coordinates of
 :mod:`ufm.engine.core`), so the gradient norm compared with ``tol`` is
 :math:`\sqrt{\|\nabla_W f\|^2 + \|\nabla_b f\|^2 + N\sum_i \|P_{n_i}\nabla_{n_i} f\|^2 + \dots}`.
 For MSE, ``(W, b)`` is eliminated in closed form (ridge regression, MATH.md sec. 5) and the
@@ -58,12 +57,20 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 
-from .errors import BackendError, ConvergenceWarning, DegenerateInputError, InputError, SolverError
+from .engine.core import NP, Params, Problem
+from .engine.lbfgs import lbfgs
+from .engine.methods import Progress, Raw
+from .engine.pipeline import build_result
+from .engine.registry import manifold_method
+from .errors import (
+    BackendError,
+    InputError,
+    RankWarning,
+    SolverError,
+)
 from .losses import check_loss
-from .metrics import collapse_metrics
 from .objective import objective
 from .result import SolveResult
-from .status import Status
 from .validate import (
     check_features,
     check_int,
@@ -146,25 +153,25 @@ def _tangent(Nm: np.ndarray, G: np.ndarray) -> np.ndarray:
     return G - (np.einsum("ij,ij->i", G, Nm) / d)[:, None] * Nm
 
 
-def _retract(Nm: np.ndarray, Xi: np.ndarray) -> np.ndarray:
-    Y = Nm + Xi
-    Y -= Y.mean(axis=1, keepdims=True)  # exact mean zero despite round-off
-    return math.sqrt(Nm.shape[1]) * Y / np.linalg.norm(Y, axis=1, keepdims=True)
-
-
 # ------------------------------------------------------------------------ value and gradient
-@dataclass
 class _Model:
-    Y: np.ndarray  # one-hot (N, K)
-    K: int
-    d: int
-    loss: str
-    bias: bool
-    affine: bool
-    lam_w: float
-    lam_b: float
-    lam_a: float
-    w: np.ndarray | None = None  # per-row weights summing to 1; None: 1/N each
+    """The LayerNorm UFM's value and gradients: the engine's :class:`~ufm.engine.core.Problem`
+    (numpy, ``lam = lam_h = 0``, per-sample weights ``w``) plus LayerNorm's affine part.
+
+    ``Y`` is the one-hot label matrix ``(N, K)``; ``w`` weights summing to 1 (``None``: ``1/N``
+    each; the class phase passes ``n_k / N``).
+    """
+
+    def __init__(self, Y, K, d, loss, bias, affine, lam_w, lam_b, lam_a, w=None):
+        self.K, self.d, self.loss, self.bias, self.affine = K, d, loss, bias, affine
+        self.lam_w, self.lam_b, self.lam_a, self.w = lam_w, lam_b, lam_a, w
+        y = np.asarray(Y).argmax(axis=1)
+        params = Params(0.0, lam_w, 0.0, lam_b, loss, bias)
+        self.pb = Problem(NP, y, K, d, None, params, np.empty(0), weights=w)
+
+    @property
+    def N(self) -> int:
+        return self.pb.N
 
     @property
     def weights(self) -> np.ndarray:
@@ -174,54 +181,17 @@ class _Model:
     def zeros_b(self) -> np.ndarray:
         return np.zeros(self.K)
 
-    @property
-    def N(self) -> int:
-        return self.Y.shape[0]
-
     def features(self, Nm, g, be):
         return Nm if not self.affine else Nm * g + be
 
     def ridge(self, H):
-        """Optimal ``(W, b)`` of the MSE objective for fixed features ``H``."""
-        N, d = H.shape
-        w = self.weights[:, None]
-        if self.bias:
-            Ht = np.hstack([H, np.ones((N, 1))])
-            reg = np.r_[np.full(d, self.lam_w), self.lam_b]
-        else:
-            Ht, reg = H, np.full(d, self.lam_w)
-        if d + self.bias <= N or not np.all(reg > 0):
-            A = Ht.T @ (w * Ht) + np.diag(reg)
-            Wb = np.linalg.solve(A, Ht.T @ (w * self.Y)).T
-        else:  # N x N route: (Ht^T D Ht + R)^{-1} Ht^T D = R^{-1} Ht^T (D Ht R^{-1} Ht^T + I)^{-1} D
-            Hd = Ht / reg
-            Wb = (Hd.T @ np.linalg.solve(w * (Ht @ Hd.T) + np.eye(N), w * self.Y)).T
-        if self.bias:
-            return Wb[:, :d], Wb[:, d]
-        return Wb, np.zeros(self.K)
+        """Optimal ``(W, b)`` of the MSE objective for fixed features ``H`` (the engine's)."""
+        return self.pb.ridge(H)
 
     def full(self, W, b, H):
         """Objective (without the affine penalty) and its Euclidean gradients in W, b, H."""
-        w = self.weights
-        Z = H @ W.T + b
-        if self.loss == "ce":
-            m = Z.max(axis=1, keepdims=True)
-            E = np.exp(Z - m)
-            s = E.sum(axis=1, keepdims=True)
-            val = float(w @ (np.log(s[:, 0]) + m[:, 0] - np.einsum("ij,ij->i", Z, self.Y)))
-            dZ = (E / s - self.Y) * w[:, None]
-        else:
-            R = Z - self.Y
-            val = 0.5 * float(w @ np.einsum("ij,ij->i", R, R))
-            dZ = R * w[:, None]
-        val += 0.5 * self.lam_w * float(np.sum(W * W))
-        gW = dZ.T @ H + self.lam_w * W
-        if self.bias:
-            val += 0.5 * self.lam_b * float(b @ b)
-            gb = dZ.sum(axis=0) + self.lam_b * b
-        else:
-            gb = np.zeros(self.K)
-        return val, gW, gb, dZ @ W
+        val, gW, gb, gH = self.pb.full(W, b, H)
+        return val, gW, (self.zeros_b if gb is None else gb), gH
 
     def affine_terms(self, Nm, g, be, gH):
         """Affine penalty and gradients of ``(n, gamma, beta)`` given ``grad_H``."""
@@ -257,113 +227,77 @@ def _fg(model: _Model, x: dict[str, np.ndarray]):
     return f + pen, grad, (W, b)
 
 
-class _Manifold:
-    """Product of N LayerNorm spheres (row i with metric weight w_i, 1/N per sample) and
-    Euclidean blocks (weight 1)."""
+class _Flat:
+    """The LayerNorm UFM as a problem variant of the engine: flat balanced coordinates and the
+    manifold hooks of :func:`ufm.engine.lbfgs.lbfgs`.
 
-    def __init__(self, w: np.ndarray):
-        self.wn = w[:, None]
+    ``z`` stacks the blocks of ``x`` in the order ``n, W, b, gamma, beta`` (those present), with
+    row ``i`` of ``n`` multiplied by ``sqrt(w_i)`` (``w_i = 1/N`` per sample, ``n_k/N`` in the
+    class phase): the Euclidean metric of ``z`` is the weighted metric of MATH.md's balanced
+    coordinates, so the engine's plain dot products are the Riemannian ones and its gradient
+    norm is the one compared with ``tol``. Row ``i`` of the ``n`` block lives on the sphere of
+    radius ``sqrt(w_i d)`` in the mean-zero subspace: ``project`` removes the row mean and the
+    radial part, ``retract`` centres and rescales each row (the metric projection).
+    """
 
-    def rgrad(self, x, eg):
-        return {k: (_tangent(x["n"], v) / self.wn if k == "n" else v) for k, v in eg.items()}
+    def __init__(self, model: _Model, x: dict[str, np.ndarray]):
+        self.model = model
+        self.keys = [k for k in ("n", "W", "b", "gamma", "beta") if k in x]
+        self.shapes = {k: x[k].shape for k in self.keys}
+        self.sw = np.sqrt(model.weights)[:, None]
+        self.radius = np.sqrt(model.weights * model.d)[:, None]
+        self.stop = x["n"].size
 
-    def inner(self, u, v):
-        return sum(
-            float(np.sum(self.wn * u[k] * v[k])) if k == "n" else float(np.sum(u[k] * v[k]))
-            for k in u
-        )
+    def pack(self, x: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([(x[k] * self.sw if k == "n" else x[k]).ravel() for k in self.keys])
 
-    def retract(self, x, xi, t):
-        out = {k: (x[k] + t * xi[k]) for k in xi if k != "n"}
-        out["n"] = _retract(x["n"], t * xi["n"])
-        for k in x:
-            out.setdefault(k, x[k])
+    def unpack(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        out, i = {}, 0
+        for k in self.keys:
+            size = int(np.prod(self.shapes[k]))
+            v = z[i : i + size].reshape(self.shapes[k])
+            out[k] = v / self.sw if k == "n" else v
+            i += size
         return out
 
-    def transport(self, y, v):
-        return {k: (_tangent(y["n"], vv) if k == "n" else vv) for k, vv in v.items()}
+    def fg(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        """Objective and Euclidean gradient in ``z`` (the engine projects it)."""
+        f, eg, _ = _fg(self.model, self.unpack(z))
+        return f, np.concatenate(
+            [(eg[k] / self.sw if k == "n" else eg[k]).ravel() for k in self.keys]
+        )
+
+    def project(self, z: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Orthogonal projection of ``v`` onto the tangent space at ``z`` (``n`` rows only)."""
+        shape = self.shapes["n"]
+        Z, V = z[: self.stop].reshape(shape), v[: self.stop].reshape(shape)
+        V = V - V.mean(axis=1, keepdims=True)
+        V = V - (np.einsum("ij,ij->i", V, Z) / np.einsum("ij,ij->i", Z, Z))[:, None] * Z
+        return np.concatenate([V.ravel(), v[self.stop :]])
+
+    def retract(self, z: np.ndarray) -> np.ndarray:
+        """Map ``z`` (a point plus a step) back onto the product of spheres."""
+        Y = z[: self.stop].reshape(self.shapes["n"]).copy()
+        Y -= Y.mean(axis=1, keepdims=True)  # exact mean zero despite round-off
+        Y *= self.radius / np.linalg.norm(Y, axis=1, keepdims=True)
+        return np.concatenate([Y.ravel(), z[self.stop :]])
 
 
-def _axpy(a, u, v):  # a*u + v, blockwise
-    return {k: a * u[k] + v[k] for k in u}
+def _minimise(model: _Model, x: dict[str, np.ndarray], max_iter: int, tol: float, verbose: bool):
+    """Riemannian L-BFGS on the LayerNorm UFM: the engine's L-BFGS with the sphere's hooks.
 
-
-def _rlbfgs(model, x, max_iter, tol, verbose):
-    """Riemannian L-BFGS (two-loop recursion, projection transport, Armijo backtracking)."""
-    man = _Manifold(model.weights)
-    f, eg, _ = _fg(model, x)
-    g = man.rgrad(x, eg)
-    gn = math.sqrt(man.inner(g, g))
-    hist_f, hist_g = [f], [gn]
-    mem: list[tuple[dict, dict, float]] = []
-    status, it = Status.MAX_ITER, 0
-    bar = None
-    if verbose:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_iter, desc="layernorm ufm (R-L-BFGS)")
+    Returns ``(x, status, n_iter, history_f, history_g)``.
+    """
+    flat = _Flat(model, x)
+    bar = Progress(verbose, max_iter, "layernorm ufm (R-L-BFGS)")
     try:
-        for it in range(1, max_iter + 1):
-            if gn <= tol:
-                status, it = Status.CONVERGED, it - 1
-                break
-            q = dict(g)
-            alphas = []
-            for s, yv, rho in reversed(mem):
-                a = rho * man.inner(s, q)
-                alphas.append(a)
-                q = _axpy(-a, yv, q)
-            if mem:
-                s, yv, rho = mem[-1]
-                scale = man.inner(s, yv) / man.inner(yv, yv)
-            else:
-                scale = min(1.0, 1.0 / gn)
-            r = {k: scale * v for k, v in q.items()}
-            for (s, yv, rho), a in zip(mem, reversed(alphas), strict=True):
-                bcoef = rho * man.inner(yv, r)
-                r = _axpy(a - bcoef, s, r)
-            dvec = {k: -v for k, v in r.items()}
-            slope = man.inner(g, dvec)
-            if not slope < 0:
-                dvec = {k: -v for k, v in g.items()}
-                slope = -gn * gn
-                mem.clear()
-            t, accepted = 1.0, False
-            slack = 10 * _EPS * max(1.0, abs(f))
-            for _ in range(60):
-                xn = man.retract(x, dvec, t)
-                fn, egn, _ = _fg(model, xn)
-                if math.isfinite(fn) and fn <= f + 1e-4 * t * slope + slack:
-                    accepted = True
-                    break
-                t *= 0.5
-            if not accepted:
-                status, it = Status.STALLED, it - 1
-                break
-            gnew = man.rgrad(xn, egn)
-            s = man.transport(xn, {k: t * v for k, v in dvec.items()})
-            yv = {k: gnew[k] - v for k, v in man.transport(xn, g).items()}
-            mem = [(man.transport(xn, s0), man.transport(xn, y0), r0) for s0, y0, r0 in mem]
-            sy = man.inner(s, yv)
-            if sy > 1e-14 * math.sqrt(man.inner(s, s) * man.inner(yv, yv)) and sy > 0:
-                mem.append((s, yv, 1.0 / sy))
-                if len(mem) > MEMORY:
-                    mem.pop(0)
-            x, f, g = xn, fn, gnew
-            gn = math.sqrt(man.inner(g, g))
-            hist_f.append(f)
-            hist_g.append(gn)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(f=f"{f:.6g}", grad=f"{gn:.1e}")
-        else:
-            if gn <= tol:
-                status = Status.CONVERGED
-            it = max_iter
+        out = lbfgs(
+            flat.fg, flat.pack(x), NP, max_iter=max_iter, tol=tol, memory=MEMORY,
+            eps_f=10 * _EPS, callback=lambda it, f, gn: bar.update(1, f, gn), manifold=flat,
+        )  # fmt: skip
     finally:
-        if bar is not None:
-            bar.close()
-    return x, status, it, hist_f, hist_g
+        bar.close()
+    return flat.unpack(out.x), out.status, out.n_iter, out.history_f, out.history_g
 
 
 # ------------------------------------------------------------------------------------ solve
@@ -385,17 +319,50 @@ def _check_common(lam_w, lam_b, lam_affine, loss, bias, affine):
 
 
 def _affine_scale(lam_w: float, lam_a: float) -> float:
-    """Power of two nearest ``(lam_w / lam_affine)^(1/4)`` when outside ``[2^-8, 2^8]``, else 1.
+    """The balancing scale ``a = (lam_w / lam_affine)^(1/4)``: ``lam_w / a^2 = lam_affine a^2``.
 
-    1.0 also where the rescaled penalties would leave float64's normal range.
+    ``W / a``, ``(gamma, beta) a`` with ``lam_w a^2``, ``lam_affine / a^2`` is the same problem,
+    so every pair ``(lam_w, lam_affine)`` with the same product is solved as the one balanced
+    problem, from the same start: the solve is scale-equivariant for every ``a`` (not only
+    outside a window). Before, problems within ``a`` in ``[2^-8, 2^8]`` were solved as given: their
+    start ``W0 ~ N(0, 1)``, ``gamma = 1`` is a different point of the balanced problem for each
+    ``a``, and the affine model has spurious local minima and is ill-conditioned away from
+    balance, so ``a = 2^5`` ended at another objective (1e-8 to 2e-1 relative, ``max_iter``).
+    The exponents are split off (:func:`math.frexp`) so that for ``lam_w / lam_affine = 2^(4e)``
+    the scale is exactly ``2^e`` and the rescaled problem is bit for bit the balanced one.
+    1.0 where the rescaled penalties would leave float64's normal range.
     """
-    e = round((math.log2(lam_w) - math.log2(lam_a)) / 4)
-    if abs(e) <= 8 or abs(e) > 1000:
-        return 1.0
-    a = math.ldexp(1.0, e)
+    m1, k1 = math.frexp(lam_w)
+    m2, k2 = math.frexp(lam_a)
+    q, r = divmod(k1 - k2, 4)
+    a = math.ldexp((m1 / m2 * 2.0**r) ** 0.25, q)
     if not (2.0**-1022 <= lam_w / a / a < math.inf and 2.0**-1022 <= lam_a * a * a < math.inf):
         return 1.0
     return a
+
+
+def _check_rank(K: int, d: int) -> None:
+    """``d >= K``: solved, the optimum a simplex ETF (or with an offset). ``3 <= d < K``: solved
+    with a :class:`~ufm.errors.RankWarning` (the optimum is no ETF). ``d = 2 < K``: refused."""
+    if d >= K:
+        return
+    if d == 2:
+        raise InputError(
+            f"d=2 < K={K}: LayerNorm features in d=2 take only the two values +-(1, -1) (the "
+            "mean-zero subspace is a line), so the classes must share them: a combinatorial "
+            "assignment the Riemannian solver cannot search (its tangent space is 0, it keeps "
+            f"the start's assignment); use d >= 3 (d >= {K} for the simplex ETF optimum)"
+        )
+    warnings.warn(
+        f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
+        f"fewer than the K-1={K - 1} dimensions of a simplex ETF, so the optimum is not an ETF "
+        "(a spherical code of K points in d-1 dimensions, generalised neural collapse, Jiang et "
+        "al. 2024; for d = 3 the regular K-gon) and the PFC2/NC2 metrics do not vanish; the "
+        "problem can have several local minima (use several seeds), and layernorm_etf_optimum "
+        f"has no closed form for it; use d >= {K} for the ETF regime",
+        RankWarning,
+        stacklevel=4,
+    )
 
 
 def solve_layernorm(
@@ -436,8 +403,15 @@ def solve_layernorm(
     y : array of shape (N,)
         Integer labels ``0..K-1`` (every class present, ``K >= 2``).
     d : int
-        Feature dimension, ``d >= K`` (the ETF of ``K`` classes needs ``K - 1`` dimensions in the
-        ``(d-1)``-dimensional mean-zero subspace).
+        Feature dimension. ``d >= K``: the optimum is a simplex ETF (the ETF of ``K`` classes
+        needs ``K - 1`` dimensions in the ``(d-1)``-dimensional mean-zero subspace), see
+        :func:`layernorm_etf_optimum`. ``3 <= d < K`` (issue 22): solved, with a
+        :class:`~ufm.errors.RankWarning`: the optimum is not an ETF but a spherical code of
+        ``K`` points in ``d - 1`` dimensions (generalised neural collapse, Jiang et al. 2024;
+        for ``d = 3`` the tests find the regular ``K``-gon from every seed), there is no closed
+        form, and the metrics are reported as they are. ``d = 2 < K`` is refused: the sphere is
+        then the two points ``+-(1, -1)``, a combinatorial assignment of classes that the
+        Riemannian solver (tangent space 0) cannot search.
     loss : {"ce", "mse"}
         Cross entropy or :math:`\tfrac12\|z - e_y\|^2`.
     lam_w, lam_b : float
@@ -454,10 +428,10 @@ def solve_layernorm(
     lam_affine : float, optional
         Weight decay of ``gamma`` and ``beta``, default ``lam_w`` (weight decay on every
         parameter, as in the seed paper's training). ``W / a``, ``(gamma, beta) a`` with
-        ``lam_w a^2``, ``lam_affine / a^2`` is the same problem: when ``(lam_w /
-        lam_affine)^(1/4)`` is outside ``[2^-8, 2^8]`` it is solved at that power of two ``a``
-        (``result.params["scale"]``) and mapped back, so results are scale-equivariant
-        (``tol`` then applies to the rescaled problem).
+        ``lam_w a^2``, ``lam_affine / a^2`` is the same problem: it is always solved at the
+        balancing scale ``a = (lam_w / lam_affine)^(1/4)`` (``result.params["scale"]``), where
+        both penalties are ``sqrt(lam_w lam_affine)``, and mapped back, so results are
+        scale-equivariant (``tol`` applies to the balanced problem).
     method : {"lbfgs"}
         Riemannian L-BFGS (the only method).
     backend, device, dtype
@@ -494,13 +468,15 @@ def solve_layernorm(
     Raises
     ------
     InputError
-        Bad labels, ``d < K``, ``lam_h`` not 0, ``lam_w <= 0``, negative coefficients, unknown
-        options.
+        Bad labels, ``d < 2``, ``d = 2 < K``, ``lam_h`` not 0, ``lam_w <= 0``, negative
+        coefficients, unknown options.
     BackendError
         A torch backend or a non-CPU device.
 
     Warns
     -----
+    RankWarning
+        ``3 <= d < K``: solved, but the optimum is not a simplex ETF (see ``d``).
     ConvergenceWarning
         Stopped before ``tol`` (``result.status`` is ``"max_iter"`` or ``"stalled"``).
 
@@ -517,11 +493,7 @@ def solve_layernorm(
             f"lam_h={lam_h} is meaningless with features='layernorm': every feature has norm "
             "sqrt(d), so (lam_h/2)||h||^2 is the constant lam_h*d/2; leave lam_h unset (or 0)"
         )
-    if method not in (None, "lbfgs"):  # None: the default, Riemannian L-BFGS
-        raise InputError(
-            f"method must be 'lbfgs' (Riemannian L-BFGS) with features='layernorm', got "
-            f"{describe(method)}"
-        )
+    manifold_method(method)  # None: the default, Riemannian L-BFGS
     if backend not in (None, "numpy") or (device is not None and str(device) != "cpu"):
         raise BackendError(
             f"features='layernorm' runs on numpy on the CPU only; got backend={backend!r}, "
@@ -536,11 +508,7 @@ def solve_layernorm(
             f"y must be a non-empty 1-d array of integer labels 0..K-1, got {describe(y)}"
         )
     yt, K = check_labels(y0, int(y0.shape[0]))
-    if d < K:
-        raise InputError(
-            f"d={d} < K={K}: LayerNorm features live in the (d-1)-dimensional mean-zero subspace, "
-            f"and a simplex ETF of K classes needs K-1 of its dimensions; use d >= {K}"
-        )
+    _check_rank(K, d)
     seed = check_seed(seed)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else check_int(max_iter, "max_iter", low=1)
     tol = DEFAULT_TOL if tol is None else check_scalar(tol, "tol", low=0.0, low_inclusive=False)
@@ -576,10 +544,10 @@ def solve_layernorm(
         # Phase 1: the collapsed problem, K class features weighted by n_k / N (exact, see the
         # docstring); its gradient norm equals the per-sample one at the expanded point.
         cmodel = _Model(np.eye(K), K, d, loss, bias, affine, lam_w, lam_b, lam_a, w=counts / N)
-        x, _, n_iter, hist_f, hist_g = _rlbfgs(cmodel, x, max_iter, tol, verbose)
+        x, _, n_iter, hist_f, hist_g = _minimise(cmodel, x, max_iter, tol, verbose)
     x["n"] = x["n"][yn]
     # Phase 2: per sample, from the expanded point (usually converged on arrival).
-    x, status, it2, hf, hg = _rlbfgs(model, x, max_iter - n_iter, tol, verbose)
+    x, status, it2, hf, hg = _minimise(model, x, max_iter - n_iter, tol, verbose)
     skip = 1 if hist_f else 0
     hist_f, hist_g = hist_f + hf[skip:], hist_g + hg[skip:]
     n_iter += it2
@@ -600,21 +568,6 @@ def solve_layernorm(
         W, H = W / a, H * a
         x["gamma"], x["beta"] = x["gamma"] * a, x["beta"] * a
         lam_w, lam_a = lam_w_user, lam_a_user
-    if not math.isfinite(f):
-        raise SolverError("the LayerNorm UFM solver produced a non-finite objective")
-    if status is Status.CONVERGED and gn > tol * (1 + 1e-3) + 1e-14:
-        status = Status.STALLED
-    if status is not Status.CONVERGED:
-        warnings.warn(
-            f"features='layernorm' stopped with status {status.value!r} after {n_iter} iterations: "
-            f"gradient norm {gn:.3e} > tol={tol:.3e}; raise max_iter or tol",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    try:
-        metrics = dict(collapse_metrics(H, yn, W, b if bias else None))
-    except DegenerateInputError:
-        metrics = {}
     params = {
         "model": "ufm",
         "features": "layernorm",
@@ -642,23 +595,11 @@ def solve_layernorm(
         "beta": x.get("beta"),
         "scale": a,
     }
-    return SolveResult(
-        W=W,
-        b=b,
-        H=H,
-        y=yn,
-        X=None,
-        objective=float(f),
-        grad_norm=gn,
-        status=status,
-        converged=status is Status.CONVERGED,
-        n_iter=int(n_iter),
-        history={"objective": np.asarray(hist_f), "grad_norm": np.asarray(hist_g)},
-        metrics=metrics,
-        method="rlbfgs",
-        backend="numpy",
-        params=params,
-    )
+    raw = Raw(W, b, H, status, n_iter, hist_f, hist_g, reduced=(f, gn))
+    return build_result(
+        None, raw, y_out=yn, X_out=None, method="rlbfgs", backend="numpy", params=params,
+        tol=tol, stacklevel=4, bias=bias,  # the caller of ufm.solve
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ public objective
@@ -876,7 +817,11 @@ def layernorm_etf_optimum(
     K : int
         Number of classes, ``K >= 2``.
     d : int
-        Feature dimension, ``d >= K``.
+        Feature dimension, ``d >= K``. For ``d < K`` the closed form does not exist: the
+        relaxation's optimum needs ``K - 1`` mean-zero dimensions for the centred simplex, so its
+        value is then only a lower bound that no feasible point attains, and the optimum is a
+        spherical code with no known closed form for general ``K``, ``d``; such ``d`` are
+        refused (:func:`solve_layernorm` solves them numerically).
     loss : {"ce", "mse"}
     lam_w : float
         Weight decay of ``W`` (> 0).
@@ -892,7 +837,7 @@ def layernorm_etf_optimum(
     Raises
     ------
     InputError
-        ``K < 2``, ``d < K``, bad coefficients or options.
+        ``K < 2``, ``d < K`` (no closed form, see ``d``), bad coefficients or options.
 
     References
     ----------
@@ -908,7 +853,13 @@ def layernorm_etf_optimum(
     K = check_int(K, "K", low=2)
     d = check_int(d, "d", low=1)
     if d < K:
-        raise InputError(f"d={d} < K={K}: the LayerNorm simplex ETF needs d >= K; use d >= {K}")
+        raise InputError(
+            f"d={d} < K={K}: the closed form is the simplex ETF on LayerNorm's sphere, which needs "
+            f"K-1={K - 1} dimensions of the (d-1)={d - 1}-dimensional mean-zero subspace; for d < K "
+            "the optimum is a spherical code with no closed form here (the relaxation's value "
+            f"is not attained); use d >= {K}, or solve_layernorm / ufm.solve(features="
+            "'layernorm'), which solve d >= 3 numerically"
+        )
     lam_w, lam_b, _, bias, _ = _check_common(lam_w, lam_b, None, loss, bias, False)
     if K * max(K, d) > 2**27:
         # the optimum is built as dense (K, d) arrays: refuse sizes that cannot be allocated

@@ -69,10 +69,12 @@ def solve(
         ``"mse"``: :math:`\\tfrac12\\|z - e_y\\|^2`; ``"ce"``: cross entropy.
     bias : bool
         Whether the classifier has a bias (``b`` is returned as zeros otherwise).
-    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"}
+    method : {None, "suffstats", "lbfgs", "lbfgs-h", "gd"} or a registered name
+        The built-in methods, or any method added to :mod:`ufm.engine.registry` (which declares
+        each method's losses, default budget and options, and lists them in error messages).
         ``None`` (default): ``"suffstats"`` for MSE, ``"lbfgs"`` for cross entropy.
         ``"suffstats"`` (MSE): ``H`` eliminated in closed form, trust-region Newton-CG on
-        ``(W, b)`` from the class counts (:mod:`ufm.suffstats`), then a second-order check
+        ``(W, b)`` from the class counts (:mod:`ufm.engine.statistics`), then a second-order check
         that escapes saddles. ``"lbfgs"``: MSE with ``(W, b)`` eliminated and L-BFGS on ``H``
         (same as ``"lbfgs-h"``); CE joint L-BFGS on ``(W, b, H)``. ``"gd"``: plain fixed-step
         gradient descent on all variables (the paper's baseline). All start from a seeded
@@ -167,7 +169,7 @@ def solve(
             )
         res = solve_layernorm(
             y_codes, d=d, loss=loss, lam_w=lam_w, lam_b=lam_b, lam_h=lam_h, bias=bias, affine=affine,
-            lam_affine=lam_affine, method="lbfgs" if method is None else method, backend=backend, device=device, dtype=dtype,
+            lam_affine=lam_affine, method=method, backend=backend, device=device, dtype=dtype,
             max_iter=max_iter, tol=tol, seed=seed, verbose=verbose,
         )  # fmt: skip
         return with_classes(res, classes)

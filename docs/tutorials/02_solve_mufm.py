@@ -72,7 +72,7 @@ print("figures and tables written to", out, ":", sorted(p.name for p in exp.path
 # variables (exact Hessian-vector products, then a second-order check that escapes saddles).
 # The accumulator takes batches (a network layer's features never need to be stored), merges
 # shards, all-reduces across processes, and serves every lam of a sweep.
-from ufm.suffstats import SufficientStatistics, solve_statistics  # noqa: E402
+from ufm import SufficientStatistics, solve_statistics  # noqa: E402
 
 Xb, yb = mufm.make_data(K=4, n=500, d=16, noise=0.4, seed=2)
 stats = SufficientStatistics(K=4)

@@ -154,7 +154,7 @@ def test_d_equals_K_per_sample_start_has_spurious_minimum_collapsed_start_does_n
     model = LN._Model(np.eye(3)[Y6], 3, 3, "ce", True, False, lam_w, lam_b, 0.0)
     x = {"W": rng.standard_normal((3, 3)), "b": rng.standard_normal(3)}
     x["n"] = LN.layernorm_normalize(rng.standard_normal((6, 3)))
-    x, status, *_ = LN._rlbfgs(model, x, 10_000, 1e-8, False)
+    x, status, *_ = LN._minimise(model, x, 10_000, 1e-8, False)
     f_spurious = LN._fg(model, x)[0]
     assert status == "converged" and f_spurious > 2 * opt.objective
     for seed in range(5):
@@ -262,16 +262,26 @@ def test_riemannian_gradient_by_finite_differences(loss, bias, lam_b, affine, we
             x["b"] = rng.standard_normal(K)
     if affine:
         x["gamma"], x["beta"] = rng.standard_normal(d), rng.standard_normal(d)
-    man = LN._Manifold(model.weights)
-    f0, eg, _ = LN._fg(model, x)
-    g = man.rgrad(x, eg)
-    np.testing.assert_allclose(g["n"].mean(axis=1), 0, atol=1e-14)
-    np.testing.assert_allclose(np.einsum("ij,ij->i", g["n"], x["n"]), 0, atol=1e-13)
-    xi = man.transport(x, {k: rng.standard_normal(v.shape) for k, v in x.items()})
+    flat = LN._Flat(model, x)  # balanced coordinates: row i of n scaled by sqrt(w_i)
+    z = flat.pack(x)
+    f0, eg = flat.fg(z)
+    g = flat.project(z, eg)
+    Zn, Gn = z[: flat.stop].reshape(N, d), g[: flat.stop].reshape(N, d)
+    np.testing.assert_allclose(Gn.mean(axis=1), 0, atol=1e-14)
+    np.testing.assert_allclose(np.einsum("ij,ij->i", Gn, Zn), 0, atol=1e-13)
+    # the n-block is the weighted Riemannian gradient P_n(grad_n f) / w_i, in coordinates sqrt(w_i) n
+    _, egx, _ = LN._fg(model, x)
+    w = model.weights[:, None]
+    np.testing.assert_allclose(
+        Gn, np.sqrt(w) * LN._tangent(x["n"], egx["n"]) / w, rtol=1e-10, atol=1e-14
+    )
+    xi = flat.project(z, rng.standard_normal(z.shape))
     t = 1e-5
-    fp = LN._fg(model, man.retract(x, xi, t))[0]
-    fm = LN._fg(model, man.retract(x, xi, -t))[0]
-    np.testing.assert_allclose((fp - fm) / (2 * t), man.inner(g, xi), rtol=1e-6)
+    fp = flat.fg(flat.retract(z + t * xi))[0]
+    fm = flat.fg(flat.retract(z - t * xi))[0]
+    np.testing.assert_allclose((fp - fm) / (2 * t), g @ xi, rtol=1e-6)
+    back = flat.unpack(flat.retract(z + 0.3 * xi))["n"]
+    assert _on_sphere_err(back) < 1e-13
 
 
 @pytest.mark.parametrize("loss", ["ce", "mse"])

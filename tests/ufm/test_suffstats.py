@@ -15,9 +15,10 @@ from strategies import class_counts, log_uniform, seeds
 
 import mufm
 import ufm
+from ufm.engine.statistics import ReducedObjective, solve_statistics
 from ufm.errors import ConvergenceWarning, DegenerateInputError, InputError
 from ufm.metrics import collapse_metrics
-from ufm.suffstats import ReducedObjective, SufficientStatistics, solve_statistics
+from ufm.suffstats import SufficientStatistics
 
 RNG = np.random.default_rng(0)
 
@@ -347,7 +348,8 @@ def test_feature_metrics_and_moments_split_between_threads_equal_one_block(monke
         calls.append(len(out))
         return out
 
-    monkeypatch.setattr("ufm.suffstats.map_row_blocks", spy)
+    monkeypatch.setattr("ufm.suffstats.map_row_blocks", spy)  # the pass of update
+    monkeypatch.setattr("ufm.engine.statistics.map_row_blocks", spy)  # of feature_metrics
     before = torch.get_num_threads()
     st2 = SufficientStatistics(K).update(X, y)
     m2 = sol.feature_metrics(X, y, st2, sol.W, sol.b)

@@ -7,9 +7,6 @@ bound (:func:`check_bound`), the independent numpy objective used to polish the 
 (:func:`problem_from_result`, :func:`conclude`): polish the point built from the relaxed
 solution, evaluate it and the given solution, and assemble the certificate
 (:class:`Certificate`, from :mod:`ufm.engine.certificate`).
-
-Size (just over 500 lines, about 200 of them docstrings): every piece here is the shared tail
-of both certificates and is read in that order; splitting it would only scatter one pipeline.
 """
 
 from __future__ import annotations
@@ -23,10 +20,10 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, InputError, SolverError
 from ..losses import check_loss
-from ..objective import objective
 from ..status import Status
 from ..validate import check_features, check_scalar, describe
 from .certificate import EXACT_RTOL, Certificate, check_bound
+from .objective import objective
 from .options import DEFAULT_LAM_B, DEFAULT_LAM_W
 
 __all__ = [

@@ -249,10 +249,25 @@ class Problem:
         Coefficients.
     like : array
         A floating array whose dtype and device the computation uses.
+    weights : array of shape (N,), optional
+        Per-sample weights summing to 1 (numpy backend): every sample average becomes the
+        weighted sum (``None``: ``1/N`` each, the (M)UFM). The LayerNorm UFM's class phase
+        (:mod:`ufm.layernorm`) solves one feature per class with weight ``n_k / N``.
     """
 
-    def __init__(self, ops: Ops, y: Any, K: int, d: int, X: Any, params: Params, like: Any):
+    def __init__(
+        self,
+        ops: Ops,
+        y: Any,
+        K: int,
+        d: int,
+        X: Any,
+        params: Params,
+        like: Any,
+        weights: Any = None,
+    ):
         self.ops = ops
+        self.w = weights
         self.y = y
         self.K = int(K)
         self.d = int(d)
@@ -277,7 +292,9 @@ class Problem:
 
     def loss_and_dZ(self, Z: Any, need_grad: bool = True) -> tuple[float, Any]:
         """Mean loss over samples and its gradient with respect to the logits ``Z``."""
-        N = self.N
+        N, w = self.N, self.w
+        if w is not None:
+            return self._weighted_loss(Z, need_grad)
         if self.p.loss == "mse":
             R = Z - self.Y
             val = 0.5 * self.ops.sumsq(R) / N
@@ -289,11 +306,27 @@ class Problem:
             return val, None
         return val, (self.ops.softmax(Z) - self.Y) / N
 
+    def _weighted_loss(self, Z: Any, need_grad: bool) -> tuple[float, Any]:
+        w = self.w
+        if self.p.loss == "mse":
+            R = Z - self.Y
+            return 0.5 * float(w @ (R * R).sum(1)), (R * w[:, None] if need_grad else None)
+        val = float(w @ (self.ops.logsumexp(Z) - (Z * self.Y).sum(1)))
+        return val, ((self.ops.softmax(Z) - self.Y) * w[:, None] if need_grad else None)
+
     def feature_penalty(self, H: Any) -> tuple[float, Any]:
         """``(1/N) sum_i [(lam_h/2)||h_i||^2 + (lam/2)||h_i - x_i||^2]`` and its H-gradient."""
         p, N = self.p, self.N
         val = 0.0
         grad = None
+        if self.w is not None and (p.lam_h > 0 or p.lam > 0):
+            w = self.w[:, None]
+            D = p.lam_h * H
+            val = 0.5 * p.lam_h * float(np.sum(w * H * H))
+            if p.lam > 0:
+                D = D + p.lam * (H - self.X)
+                val += 0.5 * p.lam * float(np.sum(w * (H - self.X) ** 2))
+            return val, D * w
         if p.lam_h > 0:
             val += 0.5 * p.lam_h * self.ops.sumsq(H) / N
             grad = (p.lam_h / N) * H
@@ -340,6 +373,8 @@ class Problem:
         column ``sqrt(lam_w/lam_b) 1``. The ``(d+1) x (d+1)`` primal system is used when
         ``d + 1 <= N``, otherwise the ``N x N`` dual (push-through identity).
         """
+        if self.w is not None:
+            return self._ridge_weighted(H)
         ops, p, N, Y = self.ops, self.p, self.N, self.Y
         reg = N * p.lam_w
         s = math.sqrt(p.lam_w / p.lam_b) if (p.bias and p.lam_b > 0) else 0.0
@@ -373,6 +408,24 @@ class Problem:
             W = Theta_T.T
             b = ops.zeros((self.K,), self.like)
         return W, b
+
+    def _ridge_weighted(self, H: Any) -> tuple[Any, Any]:
+        """:meth:`ridge` with sample weights (numpy): rows scaled by ``sqrt(w_i)``, penalties
+        ``lam_w`` and ``lam_b`` (the bias as a column of ones; ``lam_b = 0`` is fine, the
+        weights sum to 1); the primal system when ``d + 1 <= N``, else the dual."""
+        p, N, d = self.p, self.N, self.d
+        sw = np.sqrt(self.w)[:, None]
+        A = np.hstack([H, np.ones((N, 1))]) if p.bias else H
+        reg = np.r_[np.full(d, p.lam_w), p.lam_b] if p.bias else np.full(d, p.lam_w)
+        A, T = A * sw, self.Y * sw
+        if A.shape[1] <= N or not np.all(reg > 0):
+            Theta_T = np.linalg.solve(A.T @ A + np.diag(reg), A.T @ T)
+        else:  # (A^T A + R)^{-1} A^T = R^{-1} A^T (A R^{-1} A^T + I)^{-1}
+            Ad = A / reg
+            Theta_T = Ad.T @ np.linalg.solve(A @ Ad.T + np.eye(N), T)
+        if p.bias:
+            return Theta_T[:d].T, Theta_T[d]
+        return Theta_T.T, np.zeros(self.K)
 
     def reduced(self, H: Any, need_grad: bool = True):
         """MSE objective with ``(W, b)`` eliminated: ``(F(H), grad_H F, W, b)``.

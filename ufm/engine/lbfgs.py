@@ -1,8 +1,19 @@
-"""A small limited-memory BFGS minimiser on flat arrays.
+"""The one limited-memory BFGS minimiser of the toolkit, on flat arrays, Euclidean or on a manifold.
 
-Used by the torch backend so that the whole iteration stays on the tensor's device; it works on
-numpy arrays as well (the tests run it on both). Two-loop recursion (Nocedal and Wright 2006,
-Alg. 7.4) with a strong-Wolfe line search (Alg. 3.5/3.6, safeguarded cubic interpolation).
+Used by every L-BFGS solve: ``ufm.solve``/``mufm.solve`` (numpy or torch, the whole iteration
+on the tensor's device), the deep UFM and the LayerNorm UFM. Two-loop recursion (Nocedal and
+Wright 2006, Alg. 7.4) with a strong-Wolfe line search (Alg. 3.5/3.6, safeguarded cubic
+interpolation).
+
+**Manifold hooks.** With ``manifold`` (an object with ``project(x, v)``, the orthogonal
+projection of ``v`` onto the tangent space at ``x``, and ``retract(z)``, the map of an ambient
+point ``z = x + t d`` back onto the manifold) the iteration is Riemannian L-BFGS for the metric
+of the flat coordinates (Absil, Mahony, Sepulchre 2008; Huang, Gallivan, Absil 2015): the
+gradient is projected (the Riemannian gradient of an embedded submanifold), the two-loop
+direction is projected onto the tangent space, a trial point is ``retract(x + t d)``, its slope
+is taken along the projected direction (vector transport by projection), and the curvature
+pairs are the ambient differences of points and of projected gradients. ``manifold=None`` is the
+Euclidean case (both hooks the identity) and runs exactly the iteration it ran before.
 
 The Armijo test is relaxed by a few units of rounding in ``f``
 (``f(x + t d) <= f(x) + c1 t g.d + eps |f(x)|``, in the spirit of Hager and Zhang's approximate
@@ -114,6 +125,7 @@ def lbfgs(
     memory: int = 20,
     eps_f: float = 1e-15,
     callback: Callable[[int, float, float], None] | None = None,
+    manifold: Any = None,
 ) -> LBFGSOutput:
     """Minimise ``f`` from ``x0`` until ``||grad f||_2 <= tol`` or ``max_iter`` iterations.
 
@@ -133,6 +145,9 @@ def lbfgs(
         Relative slack of the Armijo test (a few units of rounding of ``f``).
     callback : callable, optional
         ``callback(iteration, f, grad_norm)`` after each iteration.
+    manifold : object, optional
+        Manifold hooks ``project(x, v)`` and ``retract(z)`` (see the module docstring); ``x0``
+        must lie on the manifold. ``None``: Euclidean.
 
     Returns
     -------
@@ -140,8 +155,12 @@ def lbfgs(
         Final point and status: ``Status.CONVERGED``, ``MAX_ITER`` or ``STALLED`` (the line
         search found no acceptable step: the precision limit of the arithmetic).
     """
+    proj = None if manifold is None else manifold.project
+    step = None if manifold is None else manifold.retract
     x = x0
     f, g = fg(x)
+    if proj is not None:
+        g = proj(x, g)
     n_eval = 1
     gn = math.sqrt(ops.dot(g, g))
     S: deque = deque(maxlen=memory)
@@ -168,7 +187,7 @@ def lbfgs(
         for (s, yv, rho), a in zip(S, reversed(alphas), strict=True):
             beta = rho * ops.dot(yv, q)
             ops.axpy(a - beta, s, q)
-        d = q
+        d = q if proj is None else proj(x, q)
         gd = ops.dot(g, d)
         if not gd < 0:
             S.clear()
@@ -179,8 +198,13 @@ def lbfgs(
         def phi(t: float, d=d, x=x):
             nonlocal n_eval
             n_eval += 1
-            ft, gt = fg(x + t * d)
-            return ft, gt, ops.dot(gt, d)
+            if step is None:
+                ft, gt = fg(x + t * d)
+                return ft, gt, ops.dot(gt, d)
+            xt = step(x + t * d)
+            ft, gt = fg(xt)
+            gt = proj(xt, gt)
+            return ft, gt, ops.dot(gt, proj(xt, d))
 
         ls = _line_search(phi, f, gd, t0, eps_f * max(abs(f), 1e-300))
         if ls is None:
@@ -190,12 +214,13 @@ def lbfgs(
             status = Status.STALLED
             break
         t, f_new, g_new, _ = ls
-        s = t * d
+        x_new = x + t * d if step is None else step(x + t * d)
+        s = t * d if step is None else x_new - x
         yv = g_new - g
         sy = ops.dot(s, yv)
         if sy > 1e-12 * math.sqrt(ops.dot(s, s) * ops.dot(yv, yv)):
             S.append((s, yv, 1.0 / sy))
-        x = x + s
+        x = x_new
         f, g = f_new, g_new
         gn = math.sqrt(ops.dot(g, g))
         it += 1

@@ -1,8 +1,11 @@
-"""The solver methods on one :class:`ufm.engine.core.Problem` (:func:`run_method`).
+"""The built-in solver methods on one :class:`ufm.engine.core.Problem` (:func:`run_method`).
+
+Each is declared (name, losses, budget, options) in :mod:`ufm.engine.registry`, which names the
+runner defined here; :func:`run_method` runs any registered method, built-in or not.
 
 ``"suffstats"`` (MSE)
     Features eliminated in closed form; trust-region Newton-CG on ``(W, b)`` from the
-    sufficient statistics of the data (:func:`ufm.suffstats.solve_statistics`), with a
+    sufficient statistics of the data (:func:`ufm.engine.statistics.solve_statistics`), with a
     second-order check that escapes saddles.
 ``"lbfgs"`` / ``"lbfgs-h"``
     MSE: ``(W, b)`` eliminated in closed form (ridge regression, MATH.md sec. 5), quasi-Newton on
@@ -34,18 +37,23 @@ import torch
 from ..errors import SolverError
 from ..result import Deferred
 from ..status import Status
-from ..suffstats import ReducedObjective, SufficientStatistics, solve_statistics
+from ..suffstats import SufficientStatistics
 from .core import NP, TORCH, Problem
 from .lbfgs import lbfgs
 from .options import LBFGS_MEMORY, Backend
+from .statistics import ReducedObjective, solve_statistics
 
 __all__ = [
     "Raw",
     "run_method",
+    "run_suffstats",
+    "run_lbfgs",
+    "run_gd",
     "initial_point",
     "default_step",
     "second_order_status",
     "statistics_of",
+    "Progress",
 ]
 
 
@@ -68,7 +76,7 @@ class Raw:
     metrics: dict[str, float] | None = None
 
 
-class _Progress:
+class Progress:
     """tqdm bar (verbose=True) that shows the gradient norm; a no-op otherwise."""
 
     def __init__(self, verbose: bool, total: int | None, desc: str):
@@ -90,48 +98,46 @@ class _Progress:
 
 def run_method(
     pb: Problem,
-    method: str,
-    W0: Any,
-    b0: Any,
-    H0: Any,
+    method: Any,
+    start: tuple[Any, Any, Any],
     *,
     max_iter: int,
     tol: float,
     verbose: bool,
-    step: float | None = None,
     seed: int = 0,
     init: str = "normal",
+    options: dict[str, Any] | None = None,
 ) -> Raw:
-    """Run one method from ``(W0, b0, H0)`` (``W0, b0`` unused by the reduced MSE L-BFGS).
+    """Run ``method`` (a :class:`ufm.engine.registry.Method`) from ``start = (W0, b0, H0)``.
 
-    A start that is already stationary (``H = X, W = 0`` on data whose class means coincide,
-    or all-zero data) is a saddle or a maximum in general: when a method reports convergence
-    after 0 iterations, it is restarted once from the start plus a seeded perturbation. MSE
-    results of the first-order methods then pass the second-order check of the reduced
+    This module does not import the registry (the registry names the runners below and imports
+    this module when a built-in method first runs), so the two form no cycle.
+
+    ``options`` are the method's own, validated options (:meth:`Method.check_options`). For a
+    ``first_order`` method, a start that is already stationary (``H = X, W = 0`` on data whose
+    class means coincide, or all-zero data) is a saddle or a maximum in general: when the
+    method reports convergence after 0 iterations, it is restarted once from the start plus a
+    seeded perturbation, and an MSE result then passes the second-order check of the reduced
     objective (:func:`second_order_status`).
     """
-    bar = _Progress(verbose, max_iter, f"{method} ({pb.p.loss})")
+    bar = Progress(verbose, max_iter, f"{method.name} ({pb.p.loss})")
+    kw = dict(max_iter=max_iter, tol=tol, seed=seed, init=init, progress=bar, **(options or {}))
     try:
-        if method == "suffstats":
-            return _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar)
-        raw = _run_first_order(pb, method, W0, b0, H0, max_iter, tol, step, bar)
+        raw = method.run(pb, start, **kw)
+        if not method.first_order:
+            return raw
         if raw.status is Status.CONVERGED and raw.n_iter == 0:
+            W0, b0, H0 = start
             rng = np.random.default_rng([seed, 1])
             eps = 1e-3
             W1 = W0 + pb.ops.from_numpy(eps * rng.standard_normal((pb.K, pb.d)), pb.like)
             H1 = H0 + pb.ops.from_numpy(eps * rng.standard_normal((pb.N, pb.d)), pb.like)
-            raw = _run_first_order(pb, method, W1, b0, H1, max_iter, tol, step, bar)
+            raw = method.run(pb, (W1, b0, H1), **kw)
         if raw.status is Status.CONVERGED and pb.p.loss == "mse":
             raw.status = second_order_status(pb, raw.W, raw.b, seed)
         return raw
     finally:
         bar.close()
-
-
-def _run_first_order(pb, method, W0, b0, H0, max_iter, tol, step, bar) -> Raw:
-    if method in ("lbfgs", "lbfgs-h"):
-        return _run_lbfgs(pb, W0, b0, H0, max_iter, tol, bar)
-    return _run_gd(pb, W0, b0, H0, max_iter, tol, step, bar)
 
 
 def statistics_of(pb: Problem):
@@ -159,7 +165,9 @@ def second_order_status(pb: Problem, W: Any, b: Any, seed: int) -> Status:
     return Status.CONVERGED
 
 
-def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
+def run_suffstats(pb, start, *, max_iter, tol, seed, init, progress) -> Raw:
+    """Method ``"suffstats"``: trust-region Newton on ``(W, b)`` from the statistics (MSE)."""
+    W0, b0, _ = start
     p = pb.p
     st = statistics_of(pb)
     kw = {}
@@ -177,7 +185,7 @@ def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
         seed=seed,
         **kw,
     )
-    bar.update(sol.n_iter, sol.objective, sol.grad_norm)
+    progress.update(sol.n_iter, sol.objective, sol.grad_norm)
     W = pb.ops.from_numpy(sol.W, pb.like)
     b = pb.ops.from_numpy(sol.b, pb.like)
     metrics = None
@@ -207,7 +215,10 @@ def _run_suffstats(pb, W0, b0, max_iter, tol, seed, init, bar) -> Raw:
     return raw
 
 
-def _run_lbfgs(pb, W0, b0, H0, max_iter, tol, bar) -> Raw:
+def run_lbfgs(pb, start, *, max_iter, tol, progress, **_) -> Raw:
+    """Methods ``"lbfgs"``, ``"lbfgs-h"``: L-BFGS on ``H`` (MSE, ``(W, b)`` eliminated) or on
+    ``(W, b, H)`` jointly (cross entropy)."""
+    W0, b0, H0 = start
     reduced = pb.p.loss == "mse"
     fg = pb.fg_reduced if reduced else pb.fg_joint
     x0 = (H0 / pb.sqrtN).reshape(-1) if reduced else pb.pack(W0, b0, H0)
@@ -220,7 +231,7 @@ def _run_lbfgs(pb, W0, b0, H0, max_iter, tol, bar) -> Raw:
         tol=tol,
         memory=LBFGS_MEMORY,
         eps_f=8 * eps,
-        callback=lambda it, f, gn: bar.update(1, f, gn),
+        callback=lambda it, f, gn: progress.update(1, f, gn),
     )
     x, status, n_iter, hf, hg = out.x, out.status, out.n_iter, out.history_f, out.history_g
     if reduced:
@@ -241,7 +252,10 @@ def default_step(pb: Problem, W: Any, H: Any) -> float:
     return 1.0 / L
 
 
-def _run_gd(pb, W0, b0, H0, max_iter, tol, step, bar) -> Raw:
+def run_gd(pb, start, *, max_iter, tol, progress, step=None, **_) -> Raw:
+    """Method ``"gd"``: plain gradient descent with a fixed ``step`` (default
+    :func:`default_step`) in balanced coordinates; the step is halved for good when unstable."""
+    W0, b0, H0 = start
     v = pb.pack(W0, b0, H0)
     if step is None:
         step = default_step(pb, W0, H0)
@@ -266,7 +280,7 @@ def _run_gd(pb, W0, b0, H0, max_iter, tol, step, bar) -> Raw:
         it += 1
         hf.append(f)
         hg.append(gn)
-        bar.update(1, f, gn)
+        progress.update(1, f, gn)
     else:
         if gn <= tol:
             status = Status.CONVERGED

@@ -2,8 +2,9 @@
 
 Everything :func:`ufm.solve` and :func:`mufm.solve` decide before the first iteration lives
 here: the default coefficients, tolerances and budgets, the numpy/torch :class:`Backend`, the
-coefficient checks (:func:`check_params`), the options that only some methods accept
-(:func:`check_method_options`) and the scale guard of the first-order methods.
+coefficient checks (:func:`check_params`), the iteration budget (:func:`resolve_max_iter`) and
+the scale guard of the methods that work in unscaled coordinates. What a method is (its losses,
+budget and own options) is declared once, in :mod:`ufm.engine.registry`.
 
 ``max_iter`` means iterations for every method: Newton iterations (``suffstats``), quasi-Newton
 iterations (``lbfgs``, ``lbfgs-h``; each may evaluate the objective a few times in its line
@@ -24,24 +25,19 @@ from ..lazy import is_tensor, torch
 from ..losses import check_loss
 from ..validate import check_int, check_scalar, describe
 from .core import NP, TORCH, Ops, Params
+from .registry import Method, methods
 
 __all__ = [
     "DEFAULT_LAM_W",
     "DEFAULT_LAM_H",
     "DEFAULT_LAM_B",
     "DEFAULT_TOL",
-    "DEFAULT_MAX_ITER",
-    "DEFAULT_MAX_ITER_GD_CE",
-    "METHODS",
-    "MSE_ONLY",
     "FIRST_ORDER_LIMIT",
     "Backend",
     "resolve_backend",
     "resolve_tol",
-    "resolve_method",
     "resolve_max_iter",
     "check_params",
-    "check_method_options",
     "check_first_order_scale",
 ]
 
@@ -51,17 +47,6 @@ DEFAULT_LAM_B = 5e-4
 #: Default tolerance by working precision (the dtype's name: torch loads on first use).
 DEFAULT_TOL = {"float64": 1e-8, "float32": 1e-4}
 LBFGS_MEMORY = 5
-DEFAULT_MAX_ITER = {
-    "suffstats": 1_000,
-    "lbfgs": 10_000,
-    "lbfgs-h": 10_000,
-    "gd": 100_000,
-}
-#: Plain gradient descent on cross entropy needs up to ~5e5 iterations on the reference
-#: catalogue (its rate is linear with a poor condition number), so its default budget is larger.
-DEFAULT_MAX_ITER_GD_CE = 1_000_000
-METHODS = ("suffstats", "lbfgs", "lbfgs-h", "gd")
-MSE_ONLY = ("suffstats", "lbfgs-h")
 
 
 @dataclass(frozen=True)
@@ -175,18 +160,10 @@ def resolve_tol(tol: float | None, be: Backend) -> float:
     return check_scalar(tol, "tol", low=0.0, low_inclusive=False)
 
 
-def resolve_method(method: str | None, loss: Any) -> str:
-    """``method=None`` picks ``"suffstats"`` for MSE and ``"lbfgs"`` for cross entropy."""
-    if method is None:
-        return "suffstats" if loss == "mse" else "lbfgs"
-    return method
-
-
-def resolve_max_iter(max_iter: int | None, method: str, loss: str = "mse") -> int:
+def resolve_max_iter(max_iter: int | None, method: Method, loss: str = "mse") -> int:
+    """``max_iter=None`` picks the method's default budget for ``loss``."""
     if max_iter is None:
-        if method == "gd" and loss == "ce":
-            return DEFAULT_MAX_ITER_GD_CE
-        return DEFAULT_MAX_ITER.get(method, 10_000)
+        return method.default_max_iter(loss)
     return check_int(max_iter, "max_iter", low=1)
 
 
@@ -195,12 +172,13 @@ PENALTY_LIMIT = 1e10
 
 
 def check_params(
-    raw: Params, *, method: str, scale: float | Callable[[], float] | None = None
+    raw: Params, *, method: Method | None = None, scale: float | Callable[[], float] | None = None
 ) -> Params:
     """Validate coefficients and options; returns :class:`ufm.engine.core.Params`.
 
     ``raw`` holds the coefficients as the user passed them (unchecked): ``lam``, ``lam_w``,
-    ``lam_h``, ``lam_b``, ``loss``, ``bias``; ``method`` is the resolved method.
+    ``lam_h``, ``lam_b``, ``loss``, ``bias``; ``method`` (a registered
+    :class:`~ufm.engine.registry.Method`), when given, must support the loss.
 
     ``scale`` is the data's scale (``max |x|``, or a function computing it, called only when a
     penalty exceeds the limit; ``None`` without data). ``X * a`` with ``lam_w * a^2``
@@ -244,13 +222,8 @@ def check_params(
     loss = check_loss(loss)
     if not isinstance(bias, bool | np.bool_):
         raise InputError(f"bias must be True or False, got {describe(bias)}")
-    if not isinstance(method, str) or method not in METHODS:
-        raise InputError(f"method must be one of {METHODS} or None, got {describe(method)}")
-    if method in MSE_ONLY and loss != "mse":
-        raise InputError(
-            f"method={method!r} eliminates the features in closed form, which needs loss='mse'; "
-            "use method='lbfgs' (or None) for loss='ce'"
-        )
+    if method is not None:
+        method.check_loss(loss)
     if lam + lam_h <= 0:
         raise InputError(
             f"lam + lam_h must be > 0 (got lam={lam}, lam_h={lam_h}): without a feature penalty "
@@ -264,29 +237,9 @@ def check_params(
     return Params(lam, lam_w, lam_h, lam_b, loss, bool(bias))
 
 
-def check_method_options(method: str, *, step: Any = None) -> float | None:
-    """Validate the options that only some methods accept; returns the validated ``step``.
-
-    ``step`` is the fixed step of ``method="gd"``; every other method chooses its own steps
-    (line search, trust region), so a ``step`` passed to them is an error rather than ignored.
-
-    Raises
-    ------
-    InputError
-        ``step`` given with a method other than ``"gd"``, or not a positive finite number.
-    """
-    if step is None:
-        return None
-    if method != "gd":
-        raise InputError(
-            f"step applies to method='gd' only (the fixed gradient step), got method={method!r}, "
-            "which chooses its own steps; leave step unset or use method='gd'"
-        )
-    return check_scalar(step, "step", low=0.0, low_inclusive=False)
-
-
-#: First-order methods (gd, lbfgs, lbfgs-h) work in unscaled coordinates; beyond these
-#: coefficient and data scales their steps overflow or their tolerance is meaningless.
+#: Methods that work in unscaled coordinates (every method but those that rescale exactly,
+#: ``Method.rescales``): beyond these coefficient and data scales their steps overflow or their
+#: tolerance is meaningless.
 FIRST_ORDER_LIMIT = 1e50
 
 
@@ -299,32 +252,38 @@ def data_scale(X: Any = None) -> float:
     return amax if amax > 0 and math.isfinite(amax) else 1.0
 
 
-def check_first_order_scale(method: str, params: Params, X: Any = None) -> None:
-    """Refuse, before any iteration, problems too badly scaled for the first-order methods.
+def check_first_order_scale(method: Method, params: Params, X: Any = None) -> None:
+    """Refuse, before any iteration, problems too badly scaled for a method in unscaled coordinates.
 
-    ``method="suffstats"`` rescales the data exactly (by a power of two) and accepts them.
+    A method that rescales the problem exactly itself (``method.rescales``: ``"suffstats"``,
+    by a power of two) accepts them.
 
     Raises
     ------
     InputError
         A coefficient above 1e50, or data whose RMS sample norm is outside [1e-50, 1e50].
     """
-    if method == "suffstats":
+    if method.rescales:
         return
+    exact = " or ".join(
+        f"method={m.name!r} ({', '.join(m.losses)}; exact internal rescaling)"
+        for m in methods()
+        if m.rescales
+    )
     for name in ("lam", "lam_w", "lam_h", "lam_b"):
         v = getattr(params, name)
         if v > FIRST_ORDER_LIMIT:
             raise InputError(
-                f"{name}={v:g} > {FIRST_ORDER_LIMIT:g}: method={method!r} works in unscaled "
-                "coordinates and would overflow or crawl at this scale; use "
-                "method='suffstats' (MSE; exact internal rescaling) or rescale the problem"
+                f"{name}={v:g} > {FIRST_ORDER_LIMIT:g}: method={method.name!r} works in unscaled "
+                f"coordinates and would overflow or crawl at this scale; use {exact} or rescale "
+                "the problem"
             )
     if X is not None:
         amax = data_scale(X)
         if not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
             raise InputError(
-                f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method!r} "
+                f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method.name!r} "
                 "works in unscaled coordinates and its tolerance is meaningless at this scale; "
-                "use method='suffstats' (MSE; exact internal rescaling) or rescale X and the "
-                "coefficients (X * a with lam / a^2, lam_w * a^2 is the same problem)"
+                f"use {exact} or rescale X and the coefficients (X * a with lam / a^2, "
+                "lam_w * a^2 is the same problem)"
             )

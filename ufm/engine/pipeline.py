@@ -26,18 +26,22 @@ from .methods import Raw, initial_point, run_method
 from .options import (
     Backend,
     check_first_order_scale,
-    check_method_options,
     check_params,
     data_scale,
     resolve_max_iter,
-    resolve_method,
     resolve_tol,
 )
+from .registry import Method, get_method, methods
 
 #: Most free variables ((N + K) x d) the UFM allocates for itself (2^27: 1 GiB in float64).
 FREE_FEATURE_LIMIT = 2**27
 
 __all__ = ["solve_problem", "build_result", "warn_if_not_converged", "INITS"]
+
+
+def _names() -> tuple[str, ...]:
+    return tuple(m.name for m in methods())
+
 
 #: Starting points: ``"data"`` is ``H = X, W = 0, b = 0`` (MUFM only); ``"normal"`` a seeded
 #: standard-normal ``(W, b, H)`` from ``numpy.random.default_rng(seed)``.
@@ -59,7 +63,7 @@ def solve_problem(
     lam_b: float,
     loss: str,
     bias: bool,
-    method: str | None,
+    method: str | Method | None,
     max_iter: int | None,
     tol: float | None,
     seed: int,
@@ -83,8 +87,9 @@ def solve_problem(
     be : Backend
         From :func:`ufm.engine.options.resolve_backend`.
     lam, lam_w, lam_h, lam_b, loss, bias, method, max_iter, tol, seed, verbose, step, init
-        As in :func:`mufm.solve`; validated here (``step`` for ``method="gd"`` only, ``init``
-        ``"data"`` only with data).
+        As in :func:`mufm.solve`; validated here (``method`` a registered name or
+        :class:`~ufm.engine.registry.Method`, ``None`` for the loss's default; ``step`` only for
+        a method that declares it; ``init`` ``"data"`` only with data).
     stacklevel : int
         As for :func:`warnings.warn`, counted from :func:`solve_problem` (1): the front ends
         pass the level of their user's frame.
@@ -93,10 +98,10 @@ def solve_problem(
     -------
     SolveResult
     """
-    method = resolve_method(method, loss)
+    meth = get_method(method, loss)
     raw = Params(lam, lam_w, lam_h, lam_b, loss, bias)
-    params = check_params(raw, method=method, scale=None if X is None else lambda: data_scale(X))
-    step = check_method_options(method, step=step)
+    params = check_params(raw, method=meth, scale=None if X is None else lambda: data_scale(X))
+    options = meth.check_options(step=step)
     if X is None and d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
         warnings.warn(
             f"d={d} = K-1: the centred class means can still form a simplex ETF, but with "
@@ -124,12 +129,12 @@ def solve_problem(
             params.lam * a * a, params.lam_w / a / a, params.lam_h * a * a, params.lam_b,
             params.loss, params.bias,
         )  # fmt: skip
-    check_first_order_scale(method, params, X)
+    check_first_order_scale(meth, params, X)
     tol_v = resolve_tol(tol, be)
-    max_iter_v = resolve_max_iter(max_iter, method, params.loss)
+    max_iter_v = resolve_max_iter(max_iter, meth, params.loss)
     seed = check_seed(seed)
     if init is None:
-        init = "data" if X is not None and method in ("suffstats", "lbfgs", "lbfgs-h") else "normal"
+        init = "data" if X is not None and meth.data_start else "normal"
     if init not in INITS or (init == "data" and X is None):
         allowed = "'data', 'normal' or None" if X is not None else "'normal' (no data) or None"
         raise InputError(f"init must be {allowed}, got {describe(init)}")
@@ -141,8 +146,8 @@ def solve_problem(
     else:
         W0, b0, H0 = initial_point(pb, seed, be)
     raw = run_method(
-        pb, method, W0, b0, H0, max_iter=max_iter_v, tol=tol_v, verbose=verbose, step=step,
-        seed=seed, init=init,
+        pb, meth, (W0, b0, H0), max_iter=max_iter_v, tol=tol_v, verbose=verbose, seed=seed,
+        init=init, options=options,
     )  # fmt: skip
     if a != 1.0:
         raw = unscale_raw(pb, raw, a)
@@ -158,7 +163,7 @@ def solve_problem(
         "lam_b": params.lam_b,
         "loss": loss,
         "bias": params.bias,
-        "method": method,
+        "method": meth.name,
         "backend": be.name,
         "device": None if be.device is None else str(be.device),
         "dtype": str(be.dtype).replace("torch.", ""),
@@ -169,7 +174,7 @@ def solve_problem(
         "scale": a,
     }
     return build_result(
-        pb, raw, y_out=y_b, X_out=Xb, method=method, be=be, params=opts, tol=tol_v,
+        pb, raw, y_out=y_b, X_out=Xb, method=meth.name, backend=be.name, params=opts, tol=tol_v,
         stacklevel=stacklevel + 1,
     )  # fmt: skip
 
@@ -250,21 +255,34 @@ def unscale_raw(pb: Problem, raw: Raw, a: float) -> Raw:
 
 
 def warn_if_not_converged(
-    status: Status, method: str, grad_norm: float, tol: float, n_iter: int, stacklevel: int = 2
+    status: Status,
+    method: str,
+    grad_norm: float,
+    tol: float,
+    n_iter: int,
+    stacklevel: int = 2,
+    loss: str | None = None,
 ) -> None:
-    """Warn (:class:`~ufm.errors.ConvergenceWarning`) with a hint unless ``status`` is converged."""
+    """Warn (:class:`~ufm.errors.ConvergenceWarning`) with a hint unless ``status`` is converged.
+
+    The hint comes from the registry: the default method for ``loss`` (when another method ran
+    out of iterations), the method's own ``max_iter_hint``, and the methods that escape saddles.
+    """
     if status is Status.CONVERGED:
         return
+    meth = get_method(method) if isinstance(method, str) and method in _names() else None
+    default = None
+    if loss is not None:
+        default = next((m.name for m in methods() if loss in m.default_for), None)
+    faster = [default] if default is not None and default != method else []
+    escape = [f"method={m.name!r} ({', '.join(m.losses)})" for m in methods() if m.escapes_saddles]
     hint = {
-        "max_iter": "raise max_iter, or use method='lbfgs'"
-        + (
-            " (plain gradient descent converges at a linear rate set by the condition number; "
-            "on cross entropy it can need 1e5-1e6 iterations)"
-            if method == "gd"
-            else ""
-        ),
+        "max_iter": "raise max_iter"
+        + "".join(f", or use method={n!r}" for n in faster[:1])
+        + (meth.max_iter_hint if meth is not None else ""),
         "saddle": "the point is stationary but has negative curvature (a saddle); use "
-        "method='suffstats' (MSE), which checks curvature and escapes saddles, or another seed",
+        + " or ".join(escape)
+        + ", which checks curvature and escapes saddles, or another seed",
         "stalled": "the arithmetic's precision limit was reached; raise tol (float32: about 1e-4)",
     }.get(status, "check the problem")
     warnings.warn(
@@ -276,18 +294,28 @@ def warn_if_not_converged(
 
 
 def build_result(
-    pb: Problem,
+    pb: Problem | None,
     raw: Raw,
     *,
     y_out: Any,
     X_out: Any,
     method: str,
-    be: Backend,
+    backend: str,
     params: dict[str, Any],
     tol: float,
     stacklevel: int = 2,
+    bias: bool | None = None,
 ) -> SolveResult:
-    """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`."""
+    """Evaluate the final point and assemble a :class:`ufm.result.SolveResult`.
+
+    The one result builder of the engine's solves: the free-feature (M)UFM (``pb`` its
+    :class:`~ufm.engine.core.Problem`) and the LayerNorm UFM, a problem variant that passes
+    ``pb=None`` with its final objective and Riemannian gradient norm in ``raw.reduced`` and
+    ``bias``. It refuses a non-finite objective, reports a converged status whose final
+    gradient exceeds ``tol`` as stalled, warns on non-convergence and computes the metrics.
+    """
+    if bias is None:
+        bias = pb.p.bias
     if raw.reduced is not None:
         f, gn = raw.reduced
     else:
@@ -303,11 +331,12 @@ def build_result(
         # The solver's own criterion passed on a slightly different quantity (e.g. the
         # reduced gradient); the final full gradient is the one reported.
         status = Status.STALLED
-    warn_if_not_converged(status, method, gn, tol, raw.n_iter, stacklevel=stacklevel + 1)
+    loss = None if pb is None else pb.p.loss
+    warn_if_not_converged(status, method, gn, tol, raw.n_iter, stacklevel=stacklevel + 1, loss=loss)
     if raw.metrics is not None:
         metrics = dict(raw.metrics)
     else:
-        metrics = _metrics(raw.H, y_out, raw.W, raw.b if pb.p.bias else None)
+        metrics = _metrics(raw.H, y_out, raw.W, raw.b if bias else None)
     history = {
         "objective": np.asarray(raw.history_f, dtype=np.float64),
         "grad_norm": np.asarray(raw.history_g, dtype=np.float64),
@@ -330,7 +359,7 @@ def build_result(
         history=history,
         metrics=metrics,
         method=method,
-        backend=be.name,
+        backend=backend,
         params=params,
     )
 
