@@ -259,7 +259,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         "max_iter": args.max_iter,
         "tol": args.tol,
         "seed": args.seed,
-        "verbose": not args.no_progress and args.method == "gd",
+        "verbose": not args.no_progress and sys.stderr.isatty(),  # no bar in logs
     }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
