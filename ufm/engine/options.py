@@ -243,7 +243,7 @@ def check_params(
 FIRST_ORDER_LIMIT = 1e50
 
 
-def data_scale(X: Any = None) -> float:
+def max_abs(X: Any = None) -> float:
     """``max |x|`` of the data (numpy or torch; 1.0 without data or for all-zero data)."""
     if X is None:
         return 1.0
@@ -279,7 +279,7 @@ def check_first_order_scale(method: Method, params: Params, X: Any = None) -> No
                 "the problem"
             )
     if X is not None:
-        amax = data_scale(X)
+        amax = max_abs(X)
         if not (1.0 / FIRST_ORDER_LIMIT <= amax <= FIRST_ORDER_LIMIT):
             raise InputError(
                 f"X has scale max|x| = {amax:.3g}, outside [1e-50, 1e50]: method={method.name!r} "

@@ -27,7 +27,7 @@ from .options import (
     Backend,
     check_first_order_scale,
     check_params,
-    data_scale,
+    max_abs,
     resolve_max_iter,
     resolve_tol,
 )
@@ -100,7 +100,7 @@ def solve_problem(
     """
     meth = get_method(method, loss)
     raw = Params(lam, lam_w, lam_h, lam_b, loss, bias)
-    params = check_params(raw, method=meth, scale=None if X is None else lambda: data_scale(X))
+    params = check_params(raw, method=meth, scale=None if X is None else lambda: max_abs(X))
     options = meth.check_options(step=step)
     if X is None and d < K and not (params.bias and params.lam_b == 0 and params.loss == "mse"):
         warnings.warn(

@@ -83,7 +83,13 @@ from ..suffstats import SufficientStatistics
 from ..threads import map_row_blocks, thread_policy
 from ..validate import check_int, check_scalar, check_seed, describe, to_tensor
 
-__all__ = ["StatsSolution", "ReducedObjective", "solve_statistics", "data_scale", "NEWTON_METHODS"]
+__all__ = [
+    "StatsSolution",
+    "ReducedObjective",
+    "solve_statistics",
+    "rescale_factor",
+    "NEWTON_METHODS",
+]
 
 #: Newton methods accepted by :func:`solve_statistics`.
 NEWTON_METHODS = ("trust-ncg", "trust-krylov")
@@ -677,7 +683,7 @@ def solve_statistics(
     seed = check_seed(seed)
     t0 = time.perf_counter()
     st.check_ready()
-    alpha = data_scale(st) if lam > 0 else 1.0
+    alpha = rescale_factor(st) if lam > 0 else 1.0
     red = ReducedObjective(st, lam, lam_w, lam_h, lam_b, bool(bias), alpha)
     K, d = red.K, red.d
     rng = np.random.default_rng(seed)
@@ -761,7 +767,7 @@ def solve_statistics(
     )
 
 
-def data_scale(st: SufficientStatistics) -> float:
+def rescale_factor(st: SufficientStatistics) -> float:
     """Power of two nearest the RMS sample norm when that exceeds ``2^10``, else 1.
 
     Small data need no rescaling (the problem tends to the UFM, with nothing to overflow);
