@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Stages in order (folder names under the study directory).
-STAGES = ("train", "deep", "sec4b", "network", "proofs")
+STAGES = ("train", "deep", "ot", "sec4b", "network", "proofs")
 
 #: Defaults of the full demo (``None`` fields of :class:`StudyConfig`). The ``deep_*`` entries
 #: are the recipe of the deep LayerNorm ResNet; the others that of the fully connected ResNet

@@ -571,12 +571,82 @@ def _network_summary(doc: dict[str, Any]) -> str:
     )
 
 
+def _ot_claims_text(claims: list[dict[str, Any]]) -> str:
+    out = []
+    for c in claims:
+        held = {True: "held", False: "did not hold", None: "undefined"}[c["held"]]
+        rel = ">=" if c["name"] == "identity_optimal" else "<="
+        out.append(
+            f"{_e(c['claim'])}: {held} (measured {_num(c['measured'])}, needed {rel} "
+            f"{_num(c['threshold'])})"
+        )
+    return "; ".join(out)
+
+
+def _ot_summary(stage: dict[str, Any]) -> list[str]:
+    rows = []
+    for e in (stage.get("networks") or {}).values():
+        s = e["summary"]
+        rows.append(
+            f"<li>Optimal transport between the layers of {_e(e['title'])} "
+            f"({s['n_layers']} layers of one width, {s['n_samples']} training samples; Theorem 3 "
+            f"predicts a constant-speed geodesic whose steps are optimal maps): "
+            f"{_ot_claims_text(e['claims'])}.</li>"
+        )
+    return rows
+
+
+def _ot_section(stage: dict[str, Any] | None, do: Path) -> list[str]:
+    if not stage or not stage.get("networks"):
+        return []
+    tol = stage.get("tolerances", {})
+    parts = [
+        "<h2>1d. Optimal transport between layers (Theorem 3)</h2>",
+        '<p class="note">Theorem 3: the MUFM\'s layers are the constant-speed Wasserstein-2 '
+        "geodesic from the data to the collapsed features. For each trained network, the "
+        "features of its layers of one width (the same "
+        f"{_e(stage.get('max_samples'))} training samples in every layer, seed "
+        f"{_e(stage.get('seed'))}) are transported exactly (POT's network simplex, "
+        "<code>ufm.ot_profile</code>). Three claims, each of which can fail "
+        "(<code>ufm.ot_claims</code>): the network's own map between consecutive layers is an "
+        f"optimal plan (diagonal mass >= 1 - {_num(tol.get('mass'))}); the steps are equal "
+        f"(largest relative deviation from the mean step <= {_num(tol.get('spread'))}); the "
+        "steps add up to W2(first, last) (ratio <= "
+        f"1 + {_num(tol.get('path'))}; a detour makes it larger).</p>",
+    ]
+    rows = []
+    for e in stage["networks"].values():
+        s = e["summary"]
+        c = {x["name"]: x for x in e["claims"]}
+        rows.append(
+            {
+                "network": e["title"],
+                "layers": s["n_layers"],
+                "W2^2 first-last": s["total_w2sq"],
+                "min diag mass": s["min_step_diagonal_mass"],
+                "step spread": s["step_spread"],
+                "path ratio": s["path_ratio"],
+                "geodesic dev.": s["geodesic_deviation"],
+                "claims held": ", ".join(
+                    f"{k}: {_num(v['held']) if v['held'] is not None else 'undefined'}"
+                    for k, v in c.items()
+                ),
+            }
+        )
+    parts.append(_table(rows, list(rows[0])))
+    if (do / "steps.png").is_file():
+        parts.append(_img(do / "steps.png", "W2 steps of each network"))
+    return parts
+
+
 def _summary(stages: dict[str, Any]) -> list[str]:
     s = ["<h2>Summary</h2><ul>"]
     for key in ("train", "deep"):
         doc = stages.get(key)
         if doc and not doc.get("skipped") and "summary" in doc:
             s.append(_network_summary(doc))
+    if stages.get("ot"):
+        s += _ot_summary(stages["ot"])
     nw = stages.get("network")
     if nw:
         c = nw["comparison"]
@@ -644,7 +714,7 @@ def render_html(directory: str | os.PathLike[str]) -> str:
             f'<p class="note">Progressive feedforward collapse, measured and predicted: seed '
             f"{_e(st.get('seed'))}{' (quick smoke version)' if st.get('quick') else ''}. "
             "Files beside this report: train/ and deep/ (run directories of the two networks: "
-            "metrics.csv, geodesic.csv, figures/), sec4b/ (fig4/fig5 CSV+PNG), network/ (sweep.csv, comparison.csv, "
+            "metrics.csv, geodesic.csv, figures/), ot/ (profile.csv, steps.png), sec4b/ (fig4/fig5 CSV+PNG), network/ (sweep.csv, comparison.csv, "
             "layers.csv), proofs/ (proofs_check.json), results.json, config.json.</p>"
         )
     if is_study:
@@ -676,6 +746,7 @@ def render_html(directory: str | os.PathLike[str]) -> str:
             )
             parts.append(_img(d / "deep" / "networks.png", "both networks"))
     if is_study:
+        parts += _ot_section(stages.get("ot"), d / "ot")
         parts += _sec4b_section(d / "sec4b", stages.get("sec4b"))
         parts += _network_section(stages.get("network"), d / "network")
         parts += _proofs_section(stages.get("proofs"))

@@ -1,7 +1,7 @@
 r"""The study (``pfc demo``): stage order, resume protocol, ``config.json``/``results.json``.
 
 :func:`run_study` runs the stages of :data:`pfc.config.STAGES` in order (each in
-:mod:`pfc.stages`: ``train``, ``deep``, ``sec4b``, ``network``, ``proofs``). Each stage writes its own
+:mod:`pfc.stages`: ``train``, ``deep``, ``ot``, ``sec4b``, ``network``, ``proofs``). Each stage writes its own
 folder under the study directory ``out`` and its ``stage.json`` last (atomically), so that an
 interrupted study keeps every finished stage and ``resume=True`` skips them (a resumed study
 must have the same options, except those of :data:`RESUME_FREE`). Then ``report.html`` (one
@@ -31,7 +31,7 @@ from ufm.registry import CORE
 
 from .config import STAGES, StudyConfig, config_doc, resolve_study_config
 from .html_report import write_html
-from .stages import deep, network, proofs, sec4b, train
+from .stages import deep, network, ot, proofs, sec4b, train
 
 __all__ = ["run_study", "headline", "STAGE_RUNS", "RESUME_FREE"]
 
@@ -39,6 +39,7 @@ __all__ = ["run_study", "headline", "STAGE_RUNS", "RESUME_FREE"]
 STAGE_RUNS: dict[str, Callable[[StudyConfig, Path, Callable[[str], None]], dict[str, Any]]] = {
     "train": train.run,
     "deep": deep.run,
+    "ot": ot.run,
     "sec4b": sec4b.run,
     "network": network.run,
     "proofs": proofs.run,
@@ -235,6 +236,10 @@ def headline(stages: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a study from its stage documents (deterministic)."""
     res: dict[str, Any] = {}
     nets = [network_entry(stages[k]) for k in ("train", "deep") if _trained(stages.get(k))]
+    ot_nets = (stages.get("ot") or {}).get("networks") or {}
+    for n in nets:
+        if n["name"] in ot_nets:
+            n["ot"] = {k: ot_nets[n["name"]][k] for k in ("summary", "claims")}
     if nets:
         res["networks"] = nets
     tr = stages.get("train")

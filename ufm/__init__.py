@@ -55,6 +55,7 @@ _NAMES = {
     "check_loss": ".losses",
     "objective": ".objective",
     "OTProfile": ".ot",
+    "ot_claims": ".ot",
     "ot_profile": ".ot",
     "SolveResult": ".result",
     "solve": ".solve",

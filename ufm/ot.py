@@ -47,10 +47,17 @@ import numpy as np
 from .errors import ConvergenceWarning, InputError
 from .validate import check_int, describe
 
-__all__ = ["OTProfile", "ot_profile", "DEFAULT_OT_SAMPLES"]
+__all__ = ["OTProfile", "ot_profile", "ot_claims", "OT_TOLERANCES", "DEFAULT_OT_SAMPLES"]
 
 #: Rows beyond which :func:`ot_profile` transports a seeded subset (the same in every layer).
 DEFAULT_OT_SAMPLES = 2000
+
+#: Default tolerances of :func:`ot_claims`: ``mass`` (an optimal plan counts as the identity
+#: coupling when its diagonal mass is at least ``1 - mass``), ``spread`` (steps count as equal
+#: when the largest relative deviation from the mean step is at most this) and ``path`` (the
+#: layers lie on a geodesic when the summed steps exceed ``W2(first, last)`` by at most this
+#: fraction).
+OT_TOLERANCES = {"mass": 0.01, "spread": 0.25, "path": 0.1}
 
 
 @dataclass(frozen=True)
@@ -365,3 +372,79 @@ def ot_profile(
             "d": int(arrays[0].shape[1]),
         },
     )
+
+
+def ot_claims(
+    profile: OTProfile,
+    *,
+    mass: float = OT_TOLERANCES["mass"],
+    spread: float = OT_TOLERANCES["spread"],
+    path: float = OT_TOLERANCES["path"],
+) -> list[dict[str, Any]]:
+    r"""Verdicts on the three transport claims behind Theorem 3, each of which can fail.
+
+    1. ``identity_optimal``: the network's own map is an optimal transport map between
+       consecutive layers (the smallest diagonal mass of the step plans is at least
+       ``1 - mass``); fails when the layers' samples cross, e.g. a block that permutes them.
+    2. ``equal_steps``: constant speed, :math:`\max_l |w_l - ar w| / ar w \le`
+       ``spread`` with :math:`w_l = W_2(\mu_{l-1}, \mu_l)`; fails when some blocks move the
+       features much more than others.
+    3. ``geodesic``: the layers lie on a geodesic,
+       :math:`\sum_l w_l \le (1 + 	ext{path})\, W_2(\mu_0, \mu_L)` (triangle inequality: the
+       ratio is at least 1); fails for a detour, e.g. features that spread out and come back.
+
+    Parameters
+    ----------
+    profile : OTProfile
+        From :func:`ot_profile`.
+    mass, spread, path : float
+        Tolerances (:data:`OT_TOLERANCES`), each in ``(0, inf)``.
+
+    Returns
+    -------
+    list of dict
+        One per claim: ``name``, ``claim`` (one line), ``measured``, ``threshold``, ``held``
+        (``None`` when undefined, e.g. first and last layer equal).
+
+    Raises
+    ------
+    InputError
+        ``profile`` is not an :class:`OTProfile` or a tolerance is not positive and finite.
+    """
+    if not isinstance(profile, OTProfile):
+        raise InputError(f"profile must be an OTProfile (from ot_profile), got {describe(profile)}")
+    tol = {}
+    for name, v in (("mass", mass), ("spread", spread), ("path", path)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (0 < v < math.inf):
+            raise InputError(f"{name} must be a positive finite tolerance, got {describe(v)}")
+        tol[name] = float(v)
+    m = float(profile.step_diagonal_mass.min())
+    sp = profile.step_spread
+    pr = profile.path_ratio
+
+    def held(ok: bool, value: float) -> bool | None:
+        return None if not math.isfinite(value) else bool(ok)
+
+    return [
+        {
+            "name": "identity_optimal",
+            "claim": "the network's own map between consecutive layers is an optimal transport map",
+            "measured": m,
+            "threshold": 1.0 - tol["mass"],
+            "held": held(m >= 1.0 - tol["mass"], m),
+        },
+        {
+            "name": "equal_steps",
+            "claim": "consecutive layers are equal W2 steps apart (constant speed)",
+            "measured": sp,
+            "threshold": tol["spread"],
+            "held": held(sp <= tol["spread"], sp),
+        },
+        {
+            "name": "geodesic",
+            "claim": "the summed W2 steps equal W2(first, last) (the layers lie on a geodesic)",
+            "measured": pr,
+            "threshold": 1.0 + tol["path"],
+            "held": held(pr <= 1.0 + tol["path"], pr),
+        },
+    ]

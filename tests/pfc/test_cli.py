@@ -273,10 +273,37 @@ def test_quick_demo_writes_a_self_contained_report(quick_study, capsys):
         "Certificates",
         "Theorem checks",
         "theorem4",
+        "Optimal transport between layers (Theorem 3)",
     ]:
         assert section in html, section
     for rel in COMPARED + ["config.json", "timings.json", "train/figures/fig2_train.png"]:
         assert (quick_study / rel).is_file(), rel
+
+
+def test_quick_demo_optimal_transport_check(quick_study):
+    # the ot stage's verdicts in results.json equal ufm.ot_claims of a profile computed here
+    # from the same run's features, and the report states each verdict
+    import ufm
+    from pfc.features import load_run_features
+    from pfc.stages.ot import OT_SAMPLES
+
+    res = json.loads((quick_study / "results.json").read_text())
+    html = (quick_study / "report.html").read_text()
+    nets = {n["name"]: n for n in res["networks"]}
+    assert set(nets) == {"fc", "deep"}
+    feats, _, _ = load_run_features(quick_study / "deep")
+    d = list(feats.values())[-1].shape[1]
+    prof = ufm.ot_profile(
+        {k: v for k, v in feats.items() if v.shape[1] == d}, max_samples=OT_SAMPLES, seed=0
+    )
+    got = nets["deep"]["ot"]
+    np.testing.assert_allclose(got["summary"]["total_w2sq"], prof.total_w2sq, rtol=1e-9)
+    assert [c["held"] for c in got["claims"]] == [c["held"] for c in ufm.ot_claims(prof)]
+    for c in got["claims"]:
+        assert c["held"] in (True, False)
+        assert ("did not hold" if not c["held"] else "held (measured") in html
+    assert (quick_study / "ot" / "steps.png").is_file()
+    assert (quick_study / "ot" / "profile.csv").is_file()
 
 
 def test_quick_demo_numbers(quick_study):

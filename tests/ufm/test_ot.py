@@ -147,3 +147,43 @@ def test_bad_options_are_input_errors(kw, match):
     A = _cloud()
     with pytest.raises(InputError, match=match):
         ot_profile([A, A], **kw)
+
+
+def _claims(layers, **tol):
+    from ufm import ot_claims
+
+    return {c["name"]: c for c in ot_claims(ot_profile(layers), **tol)}
+
+
+def test_ot_claims_hold_on_a_constant_speed_translation():
+    X = np.random.default_rng(0).standard_normal((60, 3))
+    c = _claims([X, X + 1.0, X + 2.0, X + 3.0])
+    assert all(v["held"] for v in c.values())
+    np.testing.assert_allclose(c["geodesic"]["measured"], 1.0, rtol=1e-9)
+
+
+def test_each_ot_claim_can_fail():
+    X = np.random.default_rng(1).standard_normal((60, 3))
+    # a block that permutes the samples: the identity coupling is not optimal
+    assert _claims([X, X[::-1] + 0.01, X + 2.0])["identity_optimal"]["held"] is False
+    # unequal steps along a straight line
+    c = _claims([X, X + 1.0, X + 1.1])
+    assert c["equal_steps"]["held"] is False and c["geodesic"]["held"] is True
+    # a detour: spread out and come back
+    c = _claims([X, 3.0 * X, X + 0.1])
+    assert c["geodesic"]["held"] is False and c["geodesic"]["measured"] > 10
+
+
+def test_ot_claims_tolerances_decide_and_are_checked():
+    from ufm import ot_claims
+
+    X = np.random.default_rng(2).standard_normal((40, 2))
+    p = ot_profile([X, X + 1.0, X + 1.5])  # steps 1 and 0.5: spread 1/3
+    spread = {c["name"]: c for c in ot_claims(p, spread=0.5)}["equal_steps"]
+    assert spread["held"] is True and spread["threshold"] == 0.5
+    assert {c["name"]: c for c in ot_claims(p, spread=0.3)}["equal_steps"]["held"] is False
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(InputError, match="spread"):
+            ot_claims(p, spread=bad)
+    with pytest.raises(InputError, match="OTProfile"):
+        ot_claims({"layers": ()})

@@ -223,7 +223,9 @@ def get_method(method: str | Method | None, loss: str | None = None) -> Method:
 
 
 def default_method(loss: str | None) -> Method:
-    """The method that ``method=None`` picks for ``loss``."""
+    """The method that ``method=None`` picks for ``loss`` (an unknown loss is refused first, with
+    the spelling to use)."""
+    loss = check_loss(loss)
     for m in _REGISTRY.values():
         if loss in m.default_for:
             return m
