@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from resnet_pfc.config import PRESETS, dataset_arg
-from resnet_pfc.data import canonical_name
+from resnet_pfc.datasets import canonical_name
 from resnet_pfc.options import check_fields, documented, option
 from ufm.errors import InputError
 from ufm.losses import LOSSES

@@ -30,6 +30,7 @@ from ufm.losses import LOSSES
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX, check_int
 
+from .datasets import DATASET_SPECS, DATASETS, canonical_name
 from .families import DEPTH_FAMILIES
 
 if TYPE_CHECKING:
@@ -85,16 +86,10 @@ MODEL_CHOICES: tuple[str, ...] = ("auto", "fc", "conv", *DEPTH_FAMILIES)
 #: Relative positions of the layers (see :func:`resnet_pfc.measure.measure`).
 POSITIONS: tuple[str, ...] = ("index", "distance")
 
-#: Per data set defaults used when a field is ``None``: epochs, initial lr, eval_every.
-PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"epochs": 60, "lr": 0.1, "eval_every": 5},
-    "mnist": {"epochs": 350, "lr": 0.01, "eval_every": 10},
-    "mnist_5k": {"epochs": 350, "lr": 0.01, "eval_every": 10},
-    "fashion_mnist": {"epochs": 350, "lr": 0.05, "eval_every": 10},
-    "cifar10": {"epochs": 350, "lr": 0.05, "eval_every": 10},
-    "cifar100": {"epochs": 350, "lr": 0.05, "eval_every": 10},
-    "stl10": {"epochs": 350, "lr": 0.05, "eval_every": 10},
-}
+#: Per data set defaults used when a field is ``None``: epochs, initial lr, eval_every (read off
+#: each built-in :class:`resnet_pfc.datasets.DatasetSpec`; :func:`resolve_config` reads the
+#: registry itself, so a data set registered later has its presets too).
+PRESETS: dict[str, dict[str, Any]] = {n: dict(s.preset) for n, s in DATASET_SPECS.items()}
 
 #: Fields that may differ between a run and its resumption. ``out`` is free so that a run folder
 #: given by another spelling (relative/absolute, trailing slash) or moved elsewhere resumes: the
@@ -119,25 +114,20 @@ def _choice(help: str, choices: tuple[str, ...]) -> Any:
     return option(str, help, default=choices[0], choices=choices)
 
 
-def _canonical(name: Any) -> str:
-    return str(name).strip().lower().replace("-", "_")
-
-
 def dataset_arg(s: str) -> str:
-    """The data set named by the command-line value ``s`` (a key of :data:`PRESETS`; case and
-    ``-``/``_`` are free): the converter of every ``--dataset`` option.
+    """The data set named by the command-line value ``s``
+    (:func:`resnet_pfc.datasets.canonical_name`: case, ``-``/``_`` and aliases are free): the
+    converter of every ``--dataset`` option.
 
     Raises
     ------
     argparse.ArgumentTypeError
         Not a known data set (argparse reports it as a usage error naming the option).
     """
-    key = _canonical(s)
-    if key not in PRESETS:
-        raise argparse.ArgumentTypeError(
-            f"must be one of {', '.join(PRESETS)} (mnist_5k may be written mnist-5k); got {s!r}"
-        )
-    return key
+    try:
+        return canonical_name(s)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _device_ok(device: Any) -> bool:
@@ -223,9 +213,9 @@ class TrainConfig:
 
     dataset: str = option(
         dataset_arg,
-        "training data (digits and mnist_5k, also spelled mnist-5k, need no download)",
+        f"training data, one of {', '.join(DATASETS)} (case, '-'/'_' and aliases such as "
+        "mnist-5k or Fashion-MNIST are free; digits and mnist_5k need no download)",
         default="digits",
-        choices=tuple(PRESETS),
     )
     out: str = option(str, "run directory", default="runs/digits", required=True)
     model: str = _choice("auto: the data set's Table I model", MODEL_CHOICES)
@@ -374,10 +364,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     InputError
         Any option out of range.
     """
-    ds = _canonical(config.dataset)
-    if ds not in PRESETS:
-        raise InputError(f"dataset must be one of {sorted(PRESETS)}, got {config.dataset!r}")
-    pre = PRESETS[ds]
+    ds = canonical_name(config.dataset)
+    pre = DATASET_SPECS[ds].preset
     filled = {k: pre[k] if getattr(config, k) is None else getattr(config, k) for k in pre}
     epochs = filled["epochs"]
     check_int(epochs, "epochs", low=1)
@@ -477,9 +465,6 @@ def check_resumable(saved: dict[str, Any], now: dict[str, Any], where: Any) -> N
 # the model of a config
 # ------------------------------------------------------------------------------------------
 
-# Data sets that share another set's Table I model (a subset of MNIST gets the MNIST model).
-_TABLE_I_KEY = {"mnist_5k": "mnist"}
-
 
 def make_model(
     config: TrainConfig, input_shape: tuple[int, ...], num_classes: int
@@ -488,19 +473,19 @@ def make_model(
     # torch loads here, not when the options are parsed (`pfc --help`)
     from .models import TABLE_I, build_depth_model, build_model, paper_model
 
-    ds = _canonical(config.dataset)
-    ds = _TABLE_I_KEY.get(ds, ds)
+    ds = DATASET_SPECS[canonical_name(config.dataset)].table_i
     if config.model == "auto":
         blocks = config.blocks
-        rows = TABLE_I.get(ds, ())
-        if blocks is not None and all(r.blocks != blocks for r in rows):
+        rows = TABLE_I.get(ds, ()) if ds is not None else ()
+        # no Table I row (a data set registered without one) or another depth than its rows
+        if not rows or (blocks is not None and all(r.blocks != blocks for r in rows)):
             kind = rows[0].kind if rows else "fc"
             width = config.width or (rows[0].width if rows else 256)
             return build_model(
                 kind,
                 input_shape,
                 num_classes,
-                blocks=blocks,
+                blocks=blocks or 4,
                 width=width,
                 widths=(rows[0].widths or None) if rows else None,
                 stem_stride=rows[0].stem_stride if rows else 1,

@@ -80,7 +80,6 @@ import os
 import pickle
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +89,8 @@ from ufm.errors import InputError, PFCWarning
 from ufm.lazy import torch
 from ufm.validate import check_int, describe
 
-from .formats import BUILTIN_READERS, FOLDERS, MNIST_CLASSES, STL10_CLASSES, check_labels
+from .datasets import DATASET_SPECS, DATASETS, DatasetSpec, canonical_name
+from .formats import MNIST_CLASSES, STL10_CLASSES, check_labels
 
 __all__ = [
     "DATASETS",
@@ -110,22 +110,12 @@ __all__ = [
     "mnist_5k_path",
 ]
 
-DATASETS: tuple[str, ...] = (
-    "digits",
-    "mnist_5k",
-    "mnist",
-    "fashion_mnist",
-    "cifar10",
-    "cifar100",
-    "stl10",
-)
-
 DIGITS_TEST_FRACTION = 0.25
 _DIGITS_SPLIT_SEED = 0
 # One mean and one std over every pixel of the digits training split (after dividing by 16),
 # for the fixed split above; recomputed and compared in the tests.
-DIGITS_MEAN = 0.30570
-DIGITS_STD = 0.37619
+DIGITS_MEAN = DATASET_SPECS["digits"].mean[0]
+DIGITS_STD = DATASET_SPECS["digits"].std[0]
 
 MNIST5K_TEST_PER_CLASS = 100
 _MNIST5K_SPLIT_SEED = 0
@@ -133,127 +123,16 @@ _MNIST5K_PER_CLASS = 500
 _MNIST5K_FILE = "mnist_5k.npz"  # package data of resnet_pfc
 # One mean and one std over every pixel of the mnist_5k training split (after dividing by 255),
 # for the fixed split above; recomputed and compared in the tests.
-MNIST5K_MEAN = 0.13107
-MNIST5K_STD = 0.30828
+MNIST5K_MEAN = DATASET_SPECS["mnist_5k"].mean[0]
+MNIST5K_STD = DATASET_SPECS["mnist_5k"].std[0]
 
-# Per-channel (mean, std) over the training images after dividing by 255: the constants commonly
-# used for each set (CIFAR10's std is the per-pixel one, 0.247/0.243/0.261, not the frequently
-# copied 0.2023/0.1994/0.2010, which is the std of per-image means).
+#: Per-channel (mean, std) of the downloadable sets (read off their :class:`DatasetSpec`).
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    s.name: (s.mean, s.std) for s in DATASET_SPECS.values() if not s.embedded
 }
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about a data set (no file access).
-
-    Attributes
-    ----------
-    name : str
-        Canonical name (one of :data:`DATASETS`).
-    num_classes : int
-        Number of classes ``K``.
-    input_shape : tuple of int
-        Shape ``(C, H, W)`` of one image.
-    train_size, test_size : int
-        Number of samples in the full splits.
-    mean, std : tuple of float
-        Per-channel normalisation constants (after scaling pixels to ``[0, 1]``).
-    folder : str
-        Folder under ``data_root`` that holds the files (empty for ``digits``).
-    files : tuple of str
-        The files the loader reads, relative to ``data_root``.
-    """
-
-    name: str
-    num_classes: int
-    input_shape: tuple[int, ...]
-    train_size: int
-    test_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    folder: str
-    files: tuple[str, ...]
-
-    @property
-    def dim(self) -> int:
-        """Number of input features ``C*H*W``."""
-        return int(np.prod(self.input_shape))
-
-
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
-def _raw(folder: str, files: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f"{folder}/raw/{f}" for f in files)
-
-
-def _downloaded(
-    name: str, K: int, shape: tuple[int, ...], train: int, test: int, files: tuple[str, ...]
-) -> DatasetInfo:
-    """A downloadable data set: its normalisation and folder come from the tables above."""
-    return DatasetInfo(name, K, shape, train, test, *NORMALISATION[name], FOLDERS[name], files)
-
-
-_INFO: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(
-        "digits", 10, (1, 8, 8), 1347, 450, (DIGITS_MEAN,), (DIGITS_STD,), "", ()
-    ),
-    "mnist_5k": DatasetInfo(
-        "mnist_5k",
-        10,
-        (1, 28, 28),
-        10 * (_MNIST5K_PER_CLASS - MNIST5K_TEST_PER_CLASS),
-        10 * MNIST5K_TEST_PER_CLASS,
-        (MNIST5K_MEAN,),
-        (MNIST5K_STD,),
-        "",
-        (),
-    ),
-    "mnist": _downloaded("mnist", 10, (1, 28, 28), 60000, 10000, _raw("MNIST", _MNIST_FILES)),
-    "fashion_mnist": _downloaded(
-        "fashion_mnist", 10, (1, 28, 28), 60000, 10000, _raw("FashionMNIST", _MNIST_FILES)
-    ),
-    "cifar10": _downloaded(
-        "cifar10",
-        10,
-        (3, 32, 32),
-        50000,
-        10000,
-        tuple(
-            f"cifar-10-batches-py/{f}"
-            for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
-        ),
-    ),
-    "cifar100": _downloaded(
-        "cifar100",
-        100,
-        (3, 32, 32),
-        50000,
-        10000,
-        ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
-    ),
-    "stl10": _downloaded(
-        "stl10",
-        10,
-        (3, 96, 96),
-        5000,
-        8000,
-        tuple(
-            f"stl10_binary/{f}" for f in ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
-        ),
-    ),
-}
+#: The static facts of a data set: its :class:`resnet_pfc.datasets.DatasetSpec`.
+DatasetInfo = DatasetSpec
 
 
 class PFCDataset:
@@ -336,29 +215,6 @@ class PFCDataset:
 # Public helpers
 
 
-def canonical_name(name: Any) -> str:
-    """Map a user-supplied data set name to one of :data:`DATASETS` (case and ``-`` tolerant).
-
-    Raises
-    ------
-    ufm.errors.InputError
-        If the name is not a known data set; the message lists the valid names.
-    """
-    if not isinstance(name, str):
-        raise InputError(f"name must be a string, one of {list(DATASETS)}; got {describe(name)}")
-    key = name.strip().lower().replace("-", "_")
-    key = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10", "cifar_100": "cifar100"}.get(
-        key, key
-    )
-    key = {"stl_10": "stl10", "mnist5k": "mnist_5k"}.get(key, key)
-    if key not in _INFO:
-        raise InputError(
-            f"unknown data set name {name!r}; valid names are {', '.join(DATASETS)} "
-            "(mnist_5k may be written mnist-5k)"
-        )
-    return key
-
-
 def dataset_info(name: str) -> DatasetInfo:
     """Static facts about data set ``name`` (classes, shape, sizes, files); reads no file.
 
@@ -367,7 +223,7 @@ def dataset_info(name: str) -> DatasetInfo:
     ufm.errors.InputError
         Unknown name.
     """
-    return _INFO[canonical_name(name)]
+    return DATASET_SPECS[canonical_name(name)]
 
 
 def default_data_root() -> Path:
@@ -491,16 +347,14 @@ def load_dataset(
     seed = check_int(seed, "seed", low=0)
     if not isinstance(download, bool):
         raise InputError(f"download must be True or False, got {describe(download)}")
-    info = _INFO[key]
-
-    if key == "digits":
-        u8, labels, classes, loader, scale = *_load_digits(split), "sklearn", 16.0
-    elif key == "mnist_5k":
-        u8, labels, classes, loader, scale = *_load_mnist_5k(split), "packaged-file", 255.0
+    info = DATASET_SPECS[key]
+    if info.embedded:
+        u8, labels, classes = info.read(None, split)
+        loader = info.loader
     else:
         root = Path(data_root) if data_root is not None else default_data_root()
-        u8, labels, classes, loader = _load_vision(key, split, root, download)
-        scale = 255.0
+        u8, labels, classes, loader = _load_vision(info, split, root, download)
+    scale = info.pixel_max
 
     labels = np.asarray(labels, dtype=np.int64)
     if per_class is not None:
@@ -541,7 +395,8 @@ def _digits_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_digits(root: Any, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The reader of ``digits`` (scikit-learn's copy; ``root`` unused): its fixed split."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -631,7 +486,8 @@ def _mnist_5k_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _load_mnist_5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_mnist_5k(root: Any, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The reader of ``mnist_5k`` (the packaged file; ``root`` unused): its fixed split."""
     u8, labels = _read_mnist_5k()
     train, test = _mnist_5k_split_indices(labels)
     idx = train if split == "train" else test
@@ -642,48 +498,35 @@ def _load_mnist_5k(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 # vision sets: dispatch
 
 
-def _missing_files(key: str, root: Path, split: str) -> list[Path]:
-    need = _split_files(key, split)
-    return [root / f for f in need if not _exists_maybe_gz(root / f)]
+def _missing_files(info: DatasetSpec, root: Path, split: str) -> list[Path]:
+    return [root / f for f in info.split_files[split] if not _exists_maybe_gz(root / f)]
 
 
 def _exists_maybe_gz(path: Path) -> bool:
     return path.is_file() or (path.suffix != ".gz" and path.with_name(path.name + ".gz").is_file())
 
 
-def _split_files(key: str, split: str) -> tuple[str, ...]:
-    info = _INFO[key]
-    if key in ("mnist", "fashion_mnist"):
-        prefix = "train" if split == "train" else "t10k"
-        return tuple(f for f in info.files if Path(f).name.startswith(prefix))
-    if key == "cifar10":
-        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        return tuple(f"{info.folder}/{n}" for n in names + ["batches.meta"])
-    if key == "cifar100":
-        return (f"{info.folder}/{split}", f"{info.folder}/meta")
-    return (f"{info.folder}/{split}_X.bin", f"{info.folder}/{split}_y.bin")
-
-
 def _load_vision(
-    key: str, split: str, root: Path, download: bool
+    info: DatasetSpec, split: str, root: Path, download: bool
 ) -> tuple[np.ndarray, np.ndarray, list[str] | None, str]:
+    key = info.name
     if download:
-        _download(key, root)
-    missing = _missing_files(key, root, split)
+        _download(info, root)
+    missing = _missing_files(info, root, split)
     if missing:
         listed = "\n  ".join(str(p) for p in missing)
         raise InputError(
             f"data set {key!r} ({split} split) not found under data root {str(root)!r}; "
             f"missing file(s):\n  {listed}\n"
             "Pass --data-root (data_root=...) pointing at the folder that holds "
-            f"{_INFO[key].folder!r}, or --download (download=True) to fetch it with torchvision "
+            f"{info.folder!r}, or --download (download=True) to fetch it with torchvision "
             "(needs a network)."
         )
-    via_tv = _read_with_torchvision(key, split, root)
+    via_tv = _read_with_torchvision(info, split, root)
     if via_tv is not None:
         return (*via_tv, "torchvision")
-    u8, labels, classes = BUILTIN_READERS[key](root, split)
-    return u8, labels, classes, "builtin"
+    u8, labels, classes = info.read(root, split)
+    return u8, labels, classes, info.loader
 
 
 def _torchvision_datasets() -> Any:
@@ -694,21 +537,27 @@ def _torchvision_datasets() -> Any:
     return tvd
 
 
-def _download(key: str, root: Path) -> None:
+def _download(info: DatasetSpec, root: Path) -> None:
+    key = info.name
     tvd = _torchvision_datasets()
     if tvd is None:
         raise InputError(
             "download=True needs torchvision; install the vision extra "
             "(pip install -e '.[vision]') or place the files under data_root by hand"
         )
+    if info.torchvision is None:
+        raise InputError(
+            f"data set {key!r} has no torchvision class to download it; place its files "
+            f"{list(info.files)} under data_root by hand"
+        )
     root.mkdir(parents=True, exist_ok=True)
     try:
-        if key == "stl10":
-            tvd.STL10(str(root), split="train", download=True)
+        cls = getattr(tvd, info.torchvision)
+        if info.torchvision == "STL10":  # splits by name, not train=True/False
+            cls(str(root), split="train", download=True)
         else:
-            cls = _TV_CLASSES[key]
-            getattr(tvd, cls)(str(root), train=True, download=True)
-            getattr(tvd, cls)(str(root), train=False, download=True)
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
     except Exception as exc:  # network errors come in many types (URLError, OSError, ...)
         raise InputError(
             f"downloading {key!r} into {str(root)!r} failed ({type(exc).__name__}: {exc}); "
@@ -716,35 +565,27 @@ def _download(key: str, root: Path) -> None:
         ) from exc
 
 
-_TV_CLASSES = {
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-}
-
-
 def _read_with_torchvision(
-    key: str, split: str, root: Path
+    info: DatasetSpec, split: str, root: Path
 ) -> tuple[np.ndarray, np.ndarray, list[str] | None] | None:
     """Read through torchvision when it is installed and its integrity checks pass, else None."""
+    key, tv = info.name, info.torchvision
     tvd = _torchvision_datasets()
-    if tvd is None:
+    if tvd is None or tv is None:
         return None
-    if key in ("mnist", "fashion_mnist") and not all(
-        (root / f).is_file() for f in _split_files(key, split)
-    ):
+    idx_files = tv in ("MNIST", "FashionMNIST")
+    if idx_files and not all((root / f).is_file() for f in info.split_files[split]):
         return None  # only the .gz files are present; torchvision reads the unpacked ones
     try:
-        if key == "stl10":
+        if tv == "STL10":
             ds = tvd.STL10(str(root), split=split, download=False)
             u8 = np.asarray(ds.data)  # (N, 3, 96, 96), already in C, H, W order
             labels = np.asarray(ds.labels, dtype=np.int64)
             classes = list(getattr(ds, "classes", None) or STL10_CLASSES)
         else:
-            ds = getattr(tvd, _TV_CLASSES[key])(str(root), train=(split == "train"), download=False)
+            ds = getattr(tvd, tv)(str(root), train=(split == "train"), download=False)
             data = ds.data
-            if key in ("mnist", "fashion_mnist"):
+            if idx_files:
                 u8 = data.numpy()[:, None, :, :]
                 labels = ds.targets.numpy().astype(np.int64)
             else:  # CIFAR: (N, 32, 32, 3) H, W, C
@@ -768,5 +609,5 @@ def _read_with_torchvision(
         return None  # malformed: let the builtin reader produce a precise error
     if u8.shape[0] != labels.shape[0]:
         return None  # images and labels disagree: the builtin reader says which files
-    check_labels(labels, _INFO[key].num_classes, f"{key} {split} labels")
+    check_labels(labels, info.num_classes, f"{key} {split} labels")
     return u8, labels, classes

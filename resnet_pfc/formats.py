@@ -3,7 +3,8 @@
 MNIST/Fashion-MNIST idx files (optionally gzipped), the CIFAR-10/100 Python pickles (through a
 restricted unpickler that builds only dicts, lists, strings, numbers and NumPy arrays, so a
 crafted file raises :class:`~ufm.errors.InputError` instead of executing code) and the STL10
-binary files. Each reader of :data:`BUILTIN_READERS` takes ``(root, split)`` and returns
+binary files. Each reader (``read_mnist``, ``read_fashion_mnist``, ``read_cifar10``, ``read_cifar100``,
+``read_stl10``, named by the :class:`~resnet_pfc.datasets.DatasetSpec` of its set) takes ``(root, split)`` and returns
 ``(uint8 images (N, C, H, W), int64 labels, class names)``; the structure (magic numbers, sizes,
 label ranges) is checked instead of checksums. :mod:`resnet_pfc.data` chooses between these and
 torchvision and normalises the images.
@@ -21,23 +22,20 @@ import numpy as np
 
 from ufm.errors import InputError
 
+from .datasets import DATASET_SPECS
+
 __all__ = [
-    "BUILTIN_READERS",
-    "FOLDERS",
+    "read_mnist",
+    "read_fashion_mnist",
+    "read_cifar10",
+    "read_cifar100",
+    "read_stl10",
     "MNIST_CLASSES",
     "FASHION_CLASSES",
     "STL10_CLASSES",
     "check_labels",
 ]
 
-#: Folder of each file-based data set under the data root (torchvision's layout).
-FOLDERS = {
-    "mnist": "MNIST/raw",
-    "fashion_mnist": "FashionMNIST/raw",
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
-    "stl10": "stl10_binary",
-}
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = [
@@ -116,7 +114,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _read_mnist_like(key: str) -> Any:
-    folder = FOLDERS[key]
+    folder = DATASET_SPECS[key].folder
     default_classes = MNIST_CLASSES if key == "mnist" else FASHION_CLASSES
 
     def read(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -267,8 +265,8 @@ def _names(path: Path, key: str) -> list[str]:
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
 
 
-def _read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = root / FOLDERS["cifar10"]
+def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = root / DATASET_SPECS["cifar10"].folder
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     parts = [_cifar_batch(folder / f, "labels", 10) for f in files]
     images = np.concatenate([p[0] for p in parts])
@@ -276,14 +274,14 @@ def _read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[
     return images, labels, _names(folder / "batches.meta", "label_names")
 
 
-def _read_cifar100(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = root / FOLDERS["cifar100"]
+def read_cifar100(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = root / DATASET_SPECS["cifar100"].folder
     images, labels = _cifar_batch(folder / split, "fine_labels", 100)
     return images, labels, _names(folder / "meta", "fine_label_names")
 
 
-def _read_stl10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = root / FOLDERS["stl10"]
+def read_stl10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = root / DATASET_SPECS["stl10"].folder
     raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
     per_image = 3 * 96 * 96
     if raw.size % per_image:
@@ -305,10 +303,6 @@ def _read_stl10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[st
     return images, labels, classes
 
 
-BUILTIN_READERS = {
-    "mnist": _read_mnist_like("mnist"),
-    "fashion_mnist": _read_mnist_like("fashion_mnist"),
-    "cifar10": _read_cifar10,
-    "cifar100": _read_cifar100,
-    "stl10": _read_stl10,
-}
+#: The idx-file readers (``(root, split)``, as :attr:`resnet_pfc.datasets.DatasetSpec.reader`).
+read_mnist = _read_mnist_like("mnist")
+read_fashion_mnist = _read_mnist_like("fashion_mnist")
