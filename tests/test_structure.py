@@ -56,6 +56,21 @@ def test_one_version_record():
     assert [str(b) for b in bodies] == ["ufm/io.py"]
 
 
+_PRIVATE_WRITE = re.compile(r"^\s*(?!self\._)([A-Za-z_][\w.]*)\._[a-z]\w*\s*(=|\+=|-=)[^=]")
+
+
+def test_no_module_writes_another_objects_private_fields():
+    # a class sets its own private state (its constructors may, on the new instance); everyone
+    # else goes through public entries such as CollapseAccumulator.from_statistics
+    writes = [
+        f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+        for p in _sources()
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if _PRIVATE_WRITE.match(line)
+    ]
+    assert all(w.startswith("ufm/metrics/accumulator.py:") for w in writes), writes
+
+
 def test_no_private_import_across_packages():
     bad = []
     for p in _sources():

@@ -171,6 +171,26 @@ class SufficientStatistics:
         """Whether the second moment is held as a ``d x d`` matrix."""
         return self.second is not None
 
+    @classmethod
+    def from_counts(cls, counts: Any, d: int) -> SufficientStatistics:
+        """Statistics of labels alone (the UFM: no data ``X``): class counts in a space of
+        dimension ``d``, zero sums.
+
+        Raises
+        ------
+        InputError
+            ``counts`` not a 1-d array of K >= 2 non-negative integers, or ``d < 1``.
+        """
+        c = np.asarray(counts)
+        if c.ndim != 1 or c.shape[0] < 2 or not np.issubdtype(c.dtype, np.integer) or (c < 0).any():
+            raise InputError(
+                f"counts must be a 1-d array of K >= 2 non-negative integers, got {describe(counts)}"
+            )
+        st = cls(int(c.shape[0]))
+        st._init(check_int(d, "d", low=1))
+        st.counts = c.astype(np.int64)
+        return st
+
     def _init(self, d: int) -> None:
         check_stat_size(self.K, d, "the class sums")
         if self.gram == "dense":
@@ -257,11 +277,15 @@ class SufficientStatistics:
             self.rows.append(np.array(Xn, dtype=np.float64, copy=True))
         else:
             if self.second is None:
-                self._densify()
+                self.densify()
             self.second += Gb
         return self
 
-    def _densify(self) -> None:
+    def densify(self) -> None:
+        """Switch the second moment to the dense ``d x d`` matrix (from the stored rows while
+        ``N <= d``); a no-op when it is dense already."""
+        if self.second is not None:
+            return
         C = np.zeros((self.d, self.d))
         for R in self.rows:
             C += _gram(R)
@@ -280,7 +304,7 @@ class SufficientStatistics:
         self.sq += other.sq
         if other.second is not None:
             if self.second is None:
-                self._densify()
+                self.densify()
             self.second += other.second
         else:
             if self.second is not None:
@@ -289,7 +313,7 @@ class SufficientStatistics:
             else:
                 self.rows.extend(r.copy() for r in other.rows)
                 if self.N > self.d:
-                    self._densify()
+                    self.densify()
         return self
 
     def state_dict(self) -> dict[str, Any]:
@@ -356,7 +380,7 @@ class SufficientStatistics:
         if self.d is None:
             raise InputError("all_reduce() needs data on every rank (call update() first)")
         if self.second is None:
-            self._densify()
+            self.densify()
         flat = torch.from_numpy(
             np.concatenate(
                 [self.counts.astype(np.float64), self.sums.ravel(), [self.sq], self.second.ravel()]

@@ -805,3 +805,35 @@ def test_subnormal_features_are_measured(e):
         assert got[k] == pytest.approx(ref[k], rel=1e-9), k
     acc = CollapseAccumulator(3).update(H0 * 2.0**e, y)
     assert acc.compute()["pfc1"] == pytest.approx(ref["pfc1"], rel=1e-9)
+
+
+def test_accumulator_from_statistics_equals_feeding_the_data():
+    # the public start from given first-pass statistics reproduces the streamed metrics
+    from ufm.metrics import CollapseAccumulator
+
+    rng = np.random.default_rng(5)
+    H, y = rng.standard_normal((90, 6)), np.arange(90) % 3
+    ref = CollapseAccumulator(3).update(H, y).end_first_pass().update(H, y).compute()
+    counts = np.bincount(y)
+    means = np.stack([H[y == k].mean(0) for k in range(3)])
+    ss = np.array([((H[y == k] - means[k]) ** 2).sum() for k in range(3)])
+    acc = CollapseAccumulator.from_statistics(counts, means, ss)
+    got = acc.end_first_pass().update(H, y).compute()
+    for k in ("pfc1", "pfc2", "pfc3", "nc1"):
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-10, atol=1e-12)
+    assert acc.unit == 1.0 and set(acc.frozen) >= {"V", "dist2"}
+    with pytest.raises(InputError, match="counts must be >= 0"):
+        CollapseAccumulator.from_statistics(-counts, means)
+    with pytest.raises(InputError, match="shape"):
+        CollapseAccumulator.from_statistics(counts[:2], means)
+    with pytest.raises(InputError, match="after end_first_pass"):
+        CollapseAccumulator(3).frozen  # noqa: B018
+
+
+def test_statistics_from_counts():
+    from ufm.suffstats import SufficientStatistics
+
+    st = SufficientStatistics.from_counts(np.array([3, 2, 4]), 5)
+    assert st.N == 9 and st.d == 5 and np.all(st.sums == 0)
+    with pytest.raises(InputError, match="counts"):
+        SufficientStatistics.from_counts(np.array([3, -1]), 5)

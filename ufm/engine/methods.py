@@ -142,12 +142,10 @@ def run_method(
 
 def statistics_of(pb: Problem):
     """:class:`ufm.suffstats.SufficientStatistics` of the problem's data (counts only for UFM)."""
-    st = SufficientStatistics(pb.K)
     if pb.X is None or pb.p.lam == 0:
-        st._init(pb.d)
         y = pb.ops.to_numpy(pb.y) if pb.ops is TORCH else np.asarray(pb.y)
-        st.counts = np.bincount(y, minlength=pb.K).astype(np.int64)
-        return st
+        return SufficientStatistics.from_counts(np.bincount(y, minlength=pb.K), pb.d)
+    st = SufficientStatistics(pb.K)
     return st.update(pb.X, pb.y)
 
 

@@ -472,16 +472,20 @@ class StatsSolution:
         # (ratios are exact under it); take it from the magnitude of the class means and of x
         rms_x = math.sqrt(st.sq / max(st.N, 1))
         ref = max(mx, abs(s) * rms_x * math.sqrt(max(d, 1)))
-        acc = CollapseAccumulator(K, W=W, b=b, rank_tol=rank_tol or DEFAULT_RANK_TOL)
-        acc._init_state(d, torch.device("cpu"))
-        acc.scale_exp = math.frexp(ref)[1] if ref > 0 and math.isfinite(ref) else 0
-        acc.counts = torch.from_numpy(st.counts.astype(np.int64))
-        acc.means = torch.from_numpy(means_h * math.ldexp(1.0, -acc.scale_exp))
-        acc.maxabs = math.inf
-        acc._track_ss = False
+        e = math.frexp(ref)[1] if ref > 0 and math.isfinite(ref) else 0
+        acc = CollapseAccumulator.from_statistics(
+            st.counts.astype(np.int64),
+            means_h * math.ldexp(1.0, -e),
+            None,  # no scatter: the pass below computes it about the frozen means
+            W=W,
+            b=b,
+            rank_tol=rank_tol or DEFAULT_RANK_TOL,
+            scale_exp=e,
+            device=torch.device("cpu"),
+        )
         acc.end_first_pass()
-        fr = acc._frozen
-        sc = acc._s  # power of two: the accumulator's units
+        fr = acc.frozen
+        sc = acc.unit  # power of two: the accumulator's units
         C = np.ascontiguousarray(fr["V"][:, :K].numpy())  # (d, K): centred means, scaled
         dist2 = fr["dist2"].numpy()
         has_w = acc.W is not None
@@ -581,7 +585,7 @@ class StatsSolution:
         Needs the dense second moment (``N > d`` or ``gram="dense"``).
         """
         if st.second is None:
-            st._densify()
+            st.densify()
         Q, s = self._maps()
         K, d, N = st.K, st.d, st.N
         G = s * (np.eye(d) - self.W.T @ Q)

@@ -9,6 +9,8 @@ would spread that state layout over several modules.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,7 @@ from .inputs import (
     F64,
     check_classifier,
     chunk_rows,
+    features_labels,
 )
 
 
@@ -129,7 +132,15 @@ class CollapseAccumulator:
     allowed: every formula of MATH.md section 2 is defined for them.
     """
 
-    def __init__(self, K: int, *, W: Any = None, b: Any = None, rank_tol: float = DEFAULT_RANK_TOL):
+    def __init__(
+        self,
+        K: int,
+        *,
+        W: Any = None,
+        b: Any = None,
+        rank_tol: float = DEFAULT_RANK_TOL,
+        auto_scale: bool = True,
+    ):
         self.K = check_int(K, "K", low=2)
         check_stat_size(self.K, 1, "the class counts")
         self.rank_tol = check_scalar(rank_tol, "rank_tol", low=0.0, low_inclusive=False, high=1.0)
@@ -147,7 +158,9 @@ class CollapseAccumulator:
         # for features anywhere in float64's range; multiplying by a power of two is exact.
         self.scale_exp = 0
         self.maxabs = 0.0  # max |h| over pass 1, original units
-        self._auto_scale = True
+        # auto_scale=False keeps the features' own units (for accumulators whose statistics are
+        # combined linearly with another's, as LineAccumulator does)
+        self._auto_scale = bool(auto_scale)
         # pass 2
         self.n2 = 0
         self.correct = 0
@@ -164,6 +177,127 @@ class CollapseAccumulator:
         self._frozen: dict[str, torch.Tensor] = {}
         # pass 1 may skip the scatter when a second pass is certain (it recomputes it exactly)
         self._track_ss = True
+
+    # -- constructors from data or statistics -------------------------------------------------
+    @classmethod
+    def from_batch(
+        cls,
+        H: Any,
+        y: Any,
+        K: int | None = None,
+        *,
+        W: Any = None,
+        b: Any = None,
+        second: bool = True,
+        rank_tol: float = DEFAULT_RANK_TOL,
+    ) -> CollapseAccumulator:
+        """Both passes over one in-memory batch ``H (N, d)``, ``y (N,)`` (``second=False``: pass
+        1 only, tracking the scatter); what :func:`ufm.collapse_metrics` computes from."""
+        Ht, yt, K, mx = features_labels(H, y, K)
+        acc = cls(K, W=W, b=b, rank_tol=rank_tol)
+        acc._track_ss = not second
+        acc._init_state(Ht.shape[1], Ht.device)
+        acc._scale_for(mx)
+        acc._feed(Ht, yt)
+        if second:
+            acc.end_first_pass()
+            acc._feed(Ht, yt)
+        return acc
+
+    @classmethod
+    def from_statistics(
+        cls,
+        counts: Any,
+        means: Any,
+        ss: Any = None,
+        *,
+        W: Any = None,
+        b: Any = None,
+        rank_tol: float = DEFAULT_RANK_TOL,
+        scale_exp: int = 0,
+        maxabs: float = math.inf,
+        auto_scale: bool = False,
+        device: Any = None,
+    ) -> CollapseAccumulator:
+        """A pass-1 accumulator that starts from given first-pass statistics.
+
+        Parameters
+        ----------
+        counts : array of int, shape (K,)
+            Samples per class (every class at least one before :meth:`end_first_pass`).
+        means : array of shape (K, d)
+            Class means, in units of ``2**scale_exp`` (the state holds the statistics of
+            ``H * 2**-scale_exp``).
+        ss : array of shape (K,), optional
+            Per-class sums of squared deviations from the class means (same units, squared);
+            ``None``: not tracked (a second pass recomputes the scatter exactly).
+        W, b, rank_tol
+            As for the constructor.
+        scale_exp : int
+            Binary exponent of the units of ``means`` and ``ss``.
+        maxabs : float
+            ``max |h|`` of the data, original units (``inf``: no range check in pass 2).
+        auto_scale : bool
+            Whether later batches may rescale the state (see the constructor).
+        device : torch.device, optional
+            Device of the state (default: that of ``means`` when a tensor, else the CPU).
+
+        Returns
+        -------
+        CollapseAccumulator
+            In pass 1: more batches may be added with :meth:`update`, or the means frozen with
+            :meth:`end_first_pass` for a second pass. Used by :class:`LineAccumulator`, its
+            all-reduce and the statistics solver's one-pass metrics.
+
+        Raises
+        ------
+        InputError
+            Shapes that do not fit ``K`` classes, negative counts or sums of squares,
+            non-finite means.
+        """
+        mt = means if isinstance(means, torch.Tensor) else torch.as_tensor(np.asarray(means))
+        dev = torch.device(device) if device is not None else mt.device
+        mt = mt.to(device=dev, dtype=F64)
+        ct = torch.as_tensor(counts).to(device=dev, dtype=torch.int64)
+        if mt.ndim != 2 or ct.shape != (mt.shape[0],):
+            raise InputError(
+                f"means must have shape (K, d) and counts shape (K,), got {tuple(mt.shape)} and "
+                f"{tuple(ct.shape)}"
+            )
+        if bool((ct < 0).any()) or not bool(torch.isfinite(mt).all()):
+            raise InputError("counts must be >= 0 and means finite")
+        acc = cls(int(mt.shape[0]), W=W, b=b, rank_tol=rank_tol, auto_scale=auto_scale)
+        acc._init_state(int(mt.shape[1]), dev)
+        acc.counts, acc.means = ct.clone(), mt.clone()
+        if ss is None:
+            acc._track_ss = False
+        else:
+            st = torch.as_tensor(ss).to(device=dev, dtype=F64)
+            if st.shape != ct.shape or bool((st < 0).any()) or not bool(torch.isfinite(st).all()):
+                raise InputError("ss must have shape (K,) with finite values >= 0")
+            acc.ss = st.clone()
+        acc.scale_exp = int(scale_exp)
+        acc.maxabs = float(maxabs)
+        return acc
+
+    @property
+    def unit(self) -> float:
+        """``2**-scale_exp``: the state holds the statistics of ``H * unit`` (a power of two)."""
+        return self._s
+
+    @property
+    def frozen(self) -> Mapping[str, Any]:
+        """The pass-2 constants frozen by :meth:`end_first_pass` (read-only): ``V`` (``(d, K +
+        1 [+ K])``, the centred class means in state units, a fixed random direction and
+        ``W^T`` when given) and ``dist2`` (``(K, K)`` squared distances between class means)."""
+        if self.phase != 2:
+            raise InputError("frozen constants exist after end_first_pass()")
+        return MappingProxyType(self._frozen)
+
+    def merge_first_pass(self, counts: Any, means: Any, ss: Any) -> None:
+        """Add a block's first-pass statistics (class counts, means and sums of squared
+        deviations, in state units) with Chan's parallel update."""
+        self._merge1(counts, means, ss)
 
     # -- state --------------------------------------------------------------------------------
     def _init_state(self, d: int, device: torch.device) -> None:

@@ -10,7 +10,6 @@ from ..threads import thread_policy
 from .accumulator import CollapseAccumulator
 from .inputs import (
     DEFAULT_RANK_TOL,
-    features_labels,
 )
 
 
@@ -24,15 +23,7 @@ def _accumulate(
     second: bool = True,
     rank_tol: float = DEFAULT_RANK_TOL,
 ) -> CollapseAccumulator:
-    Ht, yt, K, mx = features_labels(H, y, K)
-    acc = CollapseAccumulator(K, W=W, b=b, rank_tol=rank_tol)
-    acc._track_ss = not second
-    acc._init_state(Ht.shape[1], Ht.device)
-    acc._scale_for(mx)
-    acc._feed(Ht, yt)
-    if second:
-        acc.end_first_pass()
-        acc._feed(Ht, yt)
+    acc = CollapseAccumulator.from_batch(H, y, K, W=W, b=b, second=second, rank_tol=rank_tol)
     return acc
 
 

@@ -57,9 +57,8 @@ class LineAccumulator:
             raise InputError(f"ts must be a non-empty 1-d sequence of finite floats, got {ts!r}")
         self.ts = ts
         # the line mixes two layers' statistics linearly, so both keep the features' own units
-        self.A = CollapseAccumulator(K, rank_tol=rank_tol)
-        self.B = CollapseAccumulator(K, rank_tol=rank_tol)
-        self.A._auto_scale = self.B._auto_scale = False
+        self.A = CollapseAccumulator(K, rank_tol=rank_tol, auto_scale=False)
+        self.B = CollapseAccumulator(K, rank_tol=rank_tol, auto_scale=False)
         self.cross: torch.Tensor | None = None
         self.rank_tol = rank_tol
         self.phase = 1
@@ -95,20 +94,25 @@ class LineAccumulator:
             n = torch.clamp((na + nb).to(F64), min=1.0)
             dA, dB = ma - self.A.means, mb - self.B.means
             self.cross = self.cross + cb + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
-            self.A._merge1(nb, ma, torch.zeros_like(cb).index_add_(0, yc, (da * da).sum(1)))
-            self.B._merge1(nb, mb, torch.zeros_like(cb).index_add_(0, yc, (db * db).sum(1)))
+            self.A.merge_first_pass(
+                nb, ma, torch.zeros_like(cb).index_add_(0, yc, (da * da).sum(1))
+            )
+            self.B.merge_first_pass(
+                nb, mb, torch.zeros_like(cb).index_add_(0, yc, (db * db).sum(1))
+            )
         return self
 
     def _at(self, t: float) -> CollapseAccumulator:
         """A phase-1 accumulator holding the exact statistics of (1-t) A + t B."""
-        acc = CollapseAccumulator(self.K, rank_tol=self.rank_tol)
-        acc._auto_scale = False
-        acc._init_state(self.A.d, self.A.device)
-        acc.counts = self.A.counts.clone()
-        acc.means = (1.0 - t) * self.A.means + t * self.B.means
-        acc.ss = (1.0 - t) ** 2 * self.A.ss + 2.0 * t * (1.0 - t) * self.cross + t**2 * self.B.ss
-        acc.ss = torch.clamp(acc.ss, min=0.0)
-        return acc
+        ss = (1.0 - t) ** 2 * self.A.ss + 2.0 * t * (1.0 - t) * self.cross + t**2 * self.B.ss
+        return CollapseAccumulator.from_statistics(
+            self.A.counts,
+            (1.0 - t) * self.A.means + t * self.B.means,
+            torch.clamp(ss, min=0.0),
+            rank_tol=self.rank_tol,
+            maxabs=0.0,
+            device=self.A.device,
+        )
 
     @thread_policy()
     def end_first_pass(self) -> LineAccumulator:
@@ -177,13 +181,16 @@ class LineAccumulator:
             o = 0
             counts = p[o : o + K].round().to(torch.int64)
             o += K
-            for acc in (shard.A, shard.B):
-                acc._init_state(d, self.A.device)
-                acc.counts = counts.clone()
-                acc.means = p[o : o + K * d].view(K, d).clone()
-                o += K * d
-                acc.ss = p[o : o + K].clone()
-                o += K
+            accs = []
+            for _ in range(2):
+                means, ss = p[o : o + K * d].view(K, d), p[o + K * d : o + K * d + K]
+                o += K * d + K
+                accs.append(
+                    CollapseAccumulator.from_statistics(
+                        counts, means, ss, rank_tol=self.rank_tol, maxabs=0.0, device=self.A.device
+                    )
+                )
+            shard.A, shard.B = accs
             shard.cross = p[o : o + K].clone()
             merged = shard if merged is None else merged.merge(shard)
         self.A, self.B, self.cross = merged.A, merged.B, merged.cross
