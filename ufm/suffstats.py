@@ -23,7 +23,8 @@ import scipy.linalg
 import torch
 
 from .errors import DegenerateInputError, InputError
-from .threads import map_row_blocks, thread_policy
+from .rowblocks import map_row_blocks
+from .threads import thread_policy
 from .validate import (
     check_int,
     check_merge_partner,
@@ -441,7 +442,7 @@ def _moments(
     Each row block is read once, while it is in cache, by both a one-hot product (class sums)
     and a symmetric rank-k update (second moment; skipped, ``None``, with ``second=False``);
     the blocks are split between the threads the call was granted
-    (:func:`ufm.threads.map_row_blocks`).
+    (:func:`ufm.rowblocks.map_row_blocks`).
     """
     n, d = X.shape
 

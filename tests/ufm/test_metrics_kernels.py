@@ -203,7 +203,7 @@ def test_threaded_blocks_agree(monkeypatch):
     checks the split itself (the row blocks the kernel saw, a function of the row count and the
     thread count only), never which thread picked them up.
     """
-    th = importlib.import_module("ufm.threads")
+    th = importlib.import_module("ufm.rowblocks")
     monkeypatch.setattr(th, "MIN_BLOCK_ELEMS", 64)
     monkeypatch.setattr(kernels, "MIN_ELEMS", 1)
     rng = np.random.default_rng(7)

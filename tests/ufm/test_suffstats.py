@@ -330,7 +330,7 @@ def test_feature_metrics_and_moments_split_between_threads_equal_one_block(monke
     the one-block results (to round-off), and the thread settings are restored."""
     import importlib
 
-    T = importlib.import_module("ufm.threads")  # ufm.threads is also the context manager
+    T = importlib.import_module("ufm.rowblocks")
     rng = np.random.default_rng(5)
     K, d = 4, 6
     y = rng.integers(0, K, 5000)

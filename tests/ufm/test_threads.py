@@ -16,6 +16,7 @@ from ufm.errors import InputError
 
 # `ufm.threads` is the context manager; the module is reached through importlib
 T = importlib.import_module("ufm.threads")
+R = importlib.import_module("ufm.rowblocks")
 
 
 def blas_threads() -> list[int]:
@@ -205,35 +206,35 @@ def test_map_row_blocks_covers_rows_in_order_and_restores_settings():
         return (a, b)
 
     before = torch.get_num_threads()
-    out = T.map_row_blocks(1000, fn, n_threads=3, min_rows=100)
+    out = R.map_row_blocks(1000, fn, n_threads=3, min_rows=100)
     assert len(out) == 10  # min(3 x BLOCKS_PER_THREAD, 1000 // 100) blocks
     assert out[0][0] == 0 and out[-1][1] == 1000
     assert all(p[1] == q[0] for p, q in zip(out, out[1:], strict=False))
     assert all(b - a >= 100 for a, b in out)
     assert seen == [1] * 10 and torch.get_num_threads() == before
-    assert T.map_row_blocks(1000, fn, n_threads=3, min_rows=600) == [(0, 1000)]
-    assert T.map_row_blocks(0, fn, n_threads=4) == [(0, 0)]
-    assert len(T.map_row_blocks(1000, fn, n_threads=2, min_rows=10)) == 2 * T.BLOCKS_PER_THREAD
+    assert R.map_row_blocks(1000, fn, n_threads=3, min_rows=600) == [(0, 1000)]
+    assert R.map_row_blocks(0, fn, n_threads=4) == [(0, 0)]
+    assert len(R.map_row_blocks(1000, fn, n_threads=2, min_rows=10)) == 2 * R.BLOCKS_PER_THREAD
     # the default block size is in elements: wide rows split sooner
-    assert len(T.map_row_blocks(1000, fn, n_threads=2, width=T.MIN_BLOCK_ELEMS // 100)) > 1
-    assert len(T.map_row_blocks(1000, fn, n_threads=2, width=1)) == 1
+    assert len(R.map_row_blocks(1000, fn, n_threads=2, width=R.MIN_BLOCK_ELEMS // 100)) > 1
+    assert len(R.map_row_blocks(1000, fn, n_threads=2, width=1)) == 1
     for kw, name in (
         ({"n_threads": 0}, "n_threads"),
         ({"width": 0}, "width"),
         ({"min_rows": 1.5}, "min_rows"),
     ):
         with pytest.raises(InputError, match=name):
-            T.map_row_blocks(10, fn, **kw)
+            R.map_row_blocks(10, fn, **kw)
     with pytest.raises(InputError, match="n_rows"):
-        T.map_row_blocks(-1, fn)
+        R.map_row_blocks(-1, fn)
     with pytest.raises(InputError, match="callable"):
-        T.map_row_blocks(10, "fn")
+        R.map_row_blocks(10, "fn")
 
     def bad(a, b):
         raise ValueError(f"block {a}")
 
     with pytest.raises(ValueError, match="block"):
-        T.map_row_blocks(1000, bad, n_threads=2, min_rows=10)
+        R.map_row_blocks(1000, bad, n_threads=2, min_rows=10)
     assert torch.get_num_threads() == before
 
 
@@ -261,7 +262,7 @@ def test_map_row_blocks_balances_a_slow_thread():
                 others_done.set()
         return a
 
-    out = T.map_row_blocks(800, fn, n_threads=2, min_rows=100)
+    out = R.map_row_blocks(800, fn, n_threads=2, min_rows=100)
     assert out == sorted(out) and len(out) == 8
     assert sum(not n.startswith("pfc-rows") for n in who.values()) == 1
 
@@ -322,11 +323,11 @@ def test_map_row_blocks_works_in_a_forked_child():
 
     code = (
         "import os, sys, ufm\n"
-        "T = sys.modules['ufm.threads']\n"
-        "T.map_row_blocks(1000, lambda a, b: a, n_threads=2, min_rows=100)\n"
+        "import ufm.rowblocks as R\n"
+        "R.map_row_blocks(1000, lambda a, b: a, n_threads=2, min_rows=100)\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        "    out = T.map_row_blocks(1000, lambda a, b: a, n_threads=2, min_rows=100)\n"
+        "    out = R.map_row_blocks(1000, lambda a, b: a, n_threads=2, min_rows=100)\n"
         "    os._exit(0 if len(out) == 8 else 3)\n"
         "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
@@ -346,7 +347,7 @@ def test_thread_counts_are_bounded(excess, monkeypatch):
         with ufm.threads(too_many):
             pass
     with pytest.raises(InputError, match="n_threads must be <="):
-        T.map_row_blocks(10, lambda a, b: a, n_threads=too_many)
+        R.map_row_blocks(10, lambda a, b: a, n_threads=too_many)
     monkeypatch.setenv(T.ENV_VAR, str(too_many))
     with pytest.raises(InputError, match=f"PFC_THREADS must be <= {T.MAX_THREADS}"):
         ufm.get_threads()

@@ -59,7 +59,7 @@ the second pass of the collapse metrics against class means taken from the stati
 (:math:`\mu_k(H) = a_k + G m_k`) on each chunk of ``H*`` formed in a chunk-sized buffer, so
 every metric costs one pass over ``X`` and the ``N x d`` array is never written;
 ``mufm.solve`` forms it only when ``result.H`` is first read. Both passes split their rows
-between the threads the call was granted (:func:`ufm.threads.map_row_blocks`).
+between the threads the call was granted (:func:`ufm.rowblocks.map_row_blocks`).
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ import torch
 
 from ..errors import DegenerateInputError, InputError
 from ..metrics.inputs import CHUNK_ELEMS
+from ..rowblocks import map_row_blocks
 from ..status import Status
 from ..suffstats import SufficientStatistics
-from ..threads import map_row_blocks, thread_policy
+from ..threads import thread_policy
 from ..validate import check_int, check_scalar, check_seed, describe, to_tensor
 
 __all__ = [
@@ -435,7 +436,7 @@ class StatsSolution:
         ``H*`` right after it is formed in a chunk-sized buffer, while it is in cache; the
         ``N x d`` array itself is never written (:meth:`features` forms it when it is asked
         for). The row blocks are split between the threads the call was granted
-        (:func:`ufm.threads.map_row_blocks`). The metrics are those of ``H = features(X, y)``
+        (:func:`ufm.rowblocks.map_row_blocks`). The metrics are those of ``H = features(X, y)``
         up to round-off (the means differ from ``H``'s own by a few ulps; every scatter is
         computed from the deviations directly, so nothing cancels).
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import DegenerateInputError, InputError
-from ..threads import map_row_blocks, thread_policy
+from ..rowblocks import map_row_blocks
+from ..threads import thread_policy
 from ..validate import (
     check_batch_labels,
     check_features_maxabs,
@@ -371,7 +372,7 @@ class CollapseAccumulator:
         """Add validated features and labels (on the state's device).
 
         On the CPU the rows are split into one contiguous block per thread the call was granted
-        (:func:`ufm.threads.map_row_blocks`): each block runs the chunk loop below with its own
+        (:func:`ufm.rowblocks.map_row_blocks`): each block runs the chunk loop below with its own
         buffers and returns partial statistics, merged here in row order. Pass 1's tracked
         within-class scatter (the streaming accumulators of ``update``) stays on one block.
         """
