@@ -15,7 +15,7 @@ The options of ``train``, ``demo`` and ``depth`` are generated from the fields o
 :class:`resnet_pfc.depth.DepthConfig`, declared with :mod:`resnet_pfc.options`), so their help,
 bounds and defaults are written once, beside the class's documentation.
 
-Why one module of about 500 lines: every subcommand's parser sits beside its handler, so what
+Every subcommand's parser sits beside its handler, so what
 ``pfc COMMAND --help`` promises and what the command does are read in one place. The work
 itself lives elsewhere (:mod:`pfc.runner`, :mod:`resnet_pfc`, :mod:`mufm`, :mod:`proofs_check`);
 each handler imports it when it runs, so that ``pfc --help`` does not load torch (none of these
@@ -572,7 +572,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
 
 def _add_depth_parser(sub: Any) -> None:
-    from resnet_pfc.depth import DEPTH_PRESETS, DepthConfig
+    from resnet_pfc.depth_config import DEPTH_PRESETS, DepthConfig
 
     p = sub.add_parser(
         "depth",

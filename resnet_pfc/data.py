@@ -69,9 +69,8 @@ match the published files; the toolkit's own reader uses a restricted unpickler 
 dicts, lists, strings, numbers and NumPy arrays, so a crafted file raises
 :class:`~ufm.errors.InputError` instead of executing code.
 
-Size (over 500 lines): about 75 lines of this docstring and one loader with its split, subset
-and normalisation rules for seven data sets; the file-format readers are in
-:mod:`resnet_pfc.formats`.
+The data sets themselves are declared in :mod:`resnet_pfc.datasets`; the file-format readers
+are in :mod:`resnet_pfc.formats`.
 """
 
 from __future__ import annotations

@@ -60,10 +60,9 @@ Presets (:data:`DEPTH_PRESETS`): ``"cpu"`` (digits, depths 2, 4, 8, three seeds,
 initialisations; see :data:`DEPTH_PRESETS` for the measured cost), ``"paper"`` (MNIST, the
 paper's depths, long caps, on a GPU) and ``"tiny"`` (the tutorial and the tests).
 
-Size (over 500 lines): one study with one resumable pipeline -- its config and presets,
-the cell runner, the flags, the LN-UFM comparison, the slope fits and the report share the
-study's config and files; the training loop is in :mod:`resnet_pfc.depth_train`, the figures
-in :mod:`resnet_pfc.depth_figures`.
+The options and presets live in :mod:`resnet_pfc.depth_config`, the report in
+:mod:`resnet_pfc.depth_report`, the training loop in :mod:`resnet_pfc.depth_train`, the
+figures in :mod:`resnet_pfc.depth_figures`; this module runs the cells and the study.
 """
 
 from __future__ import annotations
@@ -71,8 +70,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +79,24 @@ import numpy as np
 
 from ufm import io as ufm_io
 from ufm.errors import InputError
-from ufm.losses import LOSSES, check_loss
-from ufm.registry import NC2, PFC, SEPARATION
-from ufm.threads import MAX_THREADS
-from ufm.validate import SEED_MAX
+from ufm.losses import check_loss
+from ufm.registry import SEPARATION
 
-from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, dataset_arg
-from .families import DEPTH_FAMILIES, TRANSFORMER_VARIANTS
-from .options import check_fields, documented, option
+from .depth_config import (
+    DEPTH_PRESETS,
+    INITS,
+    OPTIMUM_RTOL,
+    PARTS,
+    SLOPE_METRICS,
+    DepthConfig,
+    DepthResult,
+    depth_config,
+    is_number,
+    validate_depth_config,
+)
+from .depth_report import report_text
+from .depth_report import verdict as slope_verdict
+from .families import TRANSFORMER_VARIANTS
 from .runs import MEASURED_METRICS, versions
 
 __all__ = [
@@ -106,278 +115,6 @@ __all__ = [
     "OPTIMUM_RTOL",
     "INITS",
 ]
-
-#: Last-layer metrics whose log-log slope against depth is fitted.
-SLOPE_METRICS: tuple[str, ...] = ("nc1", *SEPARATION, *NC2, "nc3", *PFC)
-_METRICS = MEASURED_METRICS
-
-_CELLS = "Every (family, depth, seed) is a cell."
-_DROPS = "Constant during the main phase, divided by 10 for the anneal epochs."
-_STOP = (
-    "Each cell trains at the constant lr for at least the minimum epochs, then until the "
-    "stationarity criterion holds (relative change of the epoch objective and of "
-    "``||theta||^2`` between the means of the last ``window`` epochs and the ``window`` before "
-    "below ``tol``) or the cap, then ``anneal_epochs`` at lr/10 "
-    "(:mod:`resnet_pfc.depth_train`)."
-)
-#: Ways of initialising the cells (``DepthConfig.init``).
-INITS: tuple[str, ...] = ("independent", "warm", "both")
-
-#: Named settings (``DepthConfig`` fields). ``cpu``: measured on this project's 2-core machine
-#: with one thread (load average about 3), one digits epoch (1347 samples, 11 steps of 128)
-#: costs about 0.035 s for ``ln_resnet2`` at depth 8 and 0.42 s for the transformer at depth 8
-#: (4 tokens of 4x4 patches, width 64). The transformers dominate: 3 variants x 3 seeds x
-#: depths (2, 4, 8) at the 150 + 20 epoch cap, plus the warm chains of two of them (depths 4 and
-#: 8), about 35 minutes of one core at that speed, so 18-20 minutes with ``jobs=2`` on two idle
-#: cores (docs/depth.md has the wall time of the committed run, under load).
-DEPTH_PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {
-        "dataset": "digits",
-        "depths": (2, 4, 8),
-        "seeds": (0, 1, 2),
-        "width": 64,
-        "epochs": 100,
-        "max_epochs": 300,
-        "transformer_epochs": 60,
-        "transformer_max_epochs": 150,
-        "window": 20,
-        "tol": 2e-3,
-        "anneal_epochs": 20,
-        "lr": 0.05,
-        "transformer_lr": 0.05,
-        "weight_decay": 5e-3,
-        "patch": 4,
-        "device": "cpu",
-        "jobs": 2,
-        "init": "both",
-    },
-    "paper": {
-        "dataset": "mnist",
-        "depths": (2, 3, 5, 8, 13, 21, 34),
-        "seeds": (0, 1, 2, 3, 4),
-        "width": 64,
-        "epochs": 350,
-        "max_epochs": 1000,
-        "transformer_epochs": 350,
-        "transformer_max_epochs": 1000,
-        "window": 50,
-        "tol": 1e-3,
-        "anneal_epochs": 50,
-        "lr": 0.05,
-        "transformer_lr": 0.05,
-        "weight_decay": 5e-3,
-        "patch": 7,
-        "device": "cuda",
-        "init": "both",
-    },
-    "tiny": {
-        "dataset": "digits",
-        "families": ("ln_resnet1", "transformer"),
-        "depths": (1, 2, 4),
-        "seeds": (0, 1),
-        "width": 16,
-        "epochs": 4,
-        "max_epochs": 6,
-        "transformer_epochs": 3,
-        "transformer_max_epochs": 4,
-        "window": 2,
-        "tol": 1e-2,
-        "anneal_epochs": 1,
-        "lr": 0.05,
-        "transformer_lr": 0.05,
-        "weight_decay": 5e-3,
-        "per_class": 20,
-        "patch": 4,
-        "device": "cpu",
-        "bootstrap": 200,
-    },
-}
-
-
-def _count(help: str, default: int | None, **meta: Any) -> Any:
-    """An integer option ``>= 1``."""
-    return option(int, help, default=default, low=1, **meta)
-
-
-def _rate(help: str, default: float = 0.05, **meta: Any) -> Any:
-    """A learning rate or a weight decay: a number ``> 0``."""
-    return option(float, help, default=default, low=0, positive=True, **meta)
-
-
-@documented
-@dataclass(frozen=True)
-class DepthConfig:
-    """Every option of a depth study (``pfc depth`` sets those declared for the command line).
-
-    Each field carries its flag, bounds and help (:func:`resnet_pfc.options.option`): the
-    command line, the checks of :func:`depth_config` and the list below come from them.
-    """
-
-    out: str = option(str, "output folder", default="runs/depth")
-    dataset: str = option(
-        dataset_arg, "training data", default="digits", doc="``digits`` is embedded."
-    )
-    families: tuple[str, ...] = option(
-        str, "model families", default=DEPTH_FAMILIES, choices=DEPTH_FAMILIES, nargs="+"
-    )
-    depths: tuple[int, ...] = _count(
-        "blocks per network", (2, 3, 5, 8, 13, 21, 34), nargs="+", doc=_CELLS, high=MAX_BLOCKS
-    )
-    seeds: tuple[int, ...] = option(
-        int, "training seeds", default=(0, 1, 2), low=0, high=SEED_MAX, nargs="+", doc=_CELLS
-    )
-    width: int = _count("residual-stream / token width d", 64, high=MAX_WIDTH)
-    epochs: int = _count(
-        "minimum epochs of the ResNets (constant lr)", 100, doc=_STOP, high=MAX_EPOCHS
-    )
-    transformer_epochs: int = _count(
-        "minimum epochs of the transformers", 60, doc=_STOP, high=MAX_EPOCHS
-    )
-    max_epochs: int = _count(
-        "cap on the ResNets' epochs at the constant lr", 300, doc=_STOP, high=MAX_EPOCHS
-    )
-    transformer_max_epochs: int = _count(
-        "cap on the transformers' epochs", 200, doc=_STOP, high=MAX_EPOCHS
-    )
-    window: int = _count("stationarity window N (epochs)", 20, doc=_STOP, high=MAX_EPOCHS)
-    tol: float = option(
-        float,
-        "stationarity tolerance on the relative changes",
-        default=1e-3,
-        low=0,
-        positive=True,
-        doc=_STOP,
-    )
-    anneal_epochs: int = option(
-        int,
-        "epochs at lr/10 after the constant-lr phase",
-        default=20,
-        low=0,
-        high=MAX_EPOCHS,
-        doc=_STOP,
-    )
-    lr: float = _rate("SGD learning rate of the ResNets", doc=_DROPS)
-    transformer_lr: float = _rate("SGD learning rate of the transformers", doc=_DROPS)
-    weight_decay: float = _rate(
-        "weight decay on every parameter",
-        5e-3,
-        doc="Also the LN-UFM's ``lam_w = lam_b``.",
-    )
-    loss: str = option(str, "training loss", default="ce", choices=LOSSES)
-    init: str = option(
-        str,
-        "independent training, the warm start, or both",
-        default="independent",
-        choices=INITS,
-        doc="``warm``: depth ``L`` starts from the trained next-shallower depth of the same "
-        "family and seed plus identity blocks (:func:`resnet_pfc.depth_train.warm_start`; the "
-        "shallowest depth is trained independently); ``both`` trains both chains and compares "
-        "them. Families without an identity block (``transformer_post``) are trained "
-        "independently only.",
-    )
-    momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1, command_line=False)
-    batch_size: int = _count("SGD batch size", 128, command_line=False)
-    per_class: int | None = _count(
-        "balanced training subset: samples per class", None, shown="the whole training split"
-    )
-    heads: int = _count("transformer attention heads", 4, command_line=False)
-    patch: int | None = _count(
-        "transformer patch size", 4, shown="one token per image row", command_line=False
-    )
-    device: str = option(
-        str,
-        "training device",
-        default="cpu",
-        choices=("cpu", "cuda"),
-        type="str",
-        doc='``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the command line offers the first two).',
-    )
-    threads: int = _count("torch threads per cell", 1, high=MAX_THREADS)
-    jobs: int = _count("cells trained in parallel, one process each", 1, high=MAX_THREADS)
-    bootstrap: int = option(
-        int, "bootstrap resamples of each slope", default=2000, low=10, high=1_000_000
-    )
-    seed: int = option(
-        int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0, high=SEED_MAX
-    )
-    progress: bool = option("no", "no progress bars", default=True)
-    preset: str = option(
-        str,
-        "the preset of DEPTH_PRESETS the options started from",
-        default="custom",
-        command_line=False,
-    )
-    data_root: str | None = option(
-        str, "folder with the torchvision data files", shown="$PFC_DATA_ROOT or ./data"
-    )
-    download: bool = option(bool, "download missing data with torchvision (network)", default=False)
-
-
-@dataclass(frozen=True)
-class DepthResult:
-    """What :func:`depth_study` returns.
-
-    Attributes
-    ----------
-    out_dir : Path
-    cells : list of dict
-        One row per finished cell (the rows of ``depth_cells.csv``).
-    slopes : list of dict
-        The rows of ``depth_slopes.csv``.
-    missing : list of tuple
-        ``(family, depth, seed)`` of the cells not finished (empty after a complete run).
-    report : str
-        The text of ``report.md``.
-    """
-
-    out_dir: Path
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    slopes: list[dict[str, Any]] = field(default_factory=list)
-    missing: list[tuple[str, int, int]] = field(default_factory=list)
-    report: str = ""
-
-
-def depth_config(preset: str = "cpu", **overrides: Any) -> DepthConfig:
-    """A :class:`DepthConfig` from a preset of :data:`DEPTH_PRESETS` plus overrides.
-
-    Raises
-    ------
-    InputError
-        Unknown preset or field.
-    """
-    if preset not in DEPTH_PRESETS:
-        raise InputError(f"preset must be one of {sorted(DEPTH_PRESETS)}, got {preset!r}")
-    names = set(DepthConfig.__dataclass_fields__)
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise InputError(f"unknown depth-study options {bad}; known: {sorted(names)}")
-    opts = {**DEPTH_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return _validate(DepthConfig(preset=preset, **opts))
-
-
-def _validate(cfg: DepthConfig) -> DepthConfig:
-    fams = tuple(cfg.families)
-    if not fams or any(f not in DEPTH_FAMILIES for f in fams):
-        raise InputError(f"families must be a non-empty subset of {DEPTH_FAMILIES}, got {fams}")
-    depths = tuple(sorted({int(d) for d in cfg.depths}))
-    seeds = tuple(sorted({int(s) for s in cfg.seeds}))
-    if not depths or depths[0] < 1:
-        raise InputError(f"depths must be positive integers, got {cfg.depths}")
-    if not seeds or seeds[0] < 0:
-        raise InputError(f"seeds must be non-negative integers, got {cfg.seeds}")
-    # every bounded field against its option's bounds; a device cuda:N is not a choice of the
-    # command line but trains (TrainConfig checks it)
-    check_fields(cfg, skip=("device",))
-    for lo, hi in (("epochs", "max_epochs"), ("transformer_epochs", "transformer_max_epochs")):
-        if getattr(cfg, hi) < getattr(cfg, lo):
-            raise InputError(
-                f"{hi}={getattr(cfg, hi)} must be >= {lo}={getattr(cfg, lo)} (the cap on the "
-                "epochs cannot be below the minimum); raise it"
-            )
-    if not str(cfg.out):
-        raise InputError("out must name a folder")
-    return replace(cfg, families=fams, depths=depths, seeds=seeds, out=str(cfg.out))
-
 
 # ------------------------------------------------------------------------------------------
 # one cell
@@ -646,7 +383,7 @@ def run_cell(
     stream = [lab for lab in labels if lab == "input" or lab.startswith("block")]
     D = [layers[lab].get("nc1") for lab in stream]
     sep_rate = sep_r2 = math.nan
-    if all(_is_num(v) and v > 0 and math.isfinite(v) for v in D) and len(D) >= 2:
+    if all(is_number(v) and v > 0 and math.isfinite(v) for v in D) and len(D) >= 2:
         sf = separation_rate(D)
         sep_rate, sep_r2 = sf.rate, sf.r2
 
@@ -802,15 +539,11 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         "objective": float(res.objective),
         "etf_objective": float(etf.objective),
         "etf_certified": bool(etf.optimal),
-        "metrics": {k: float(v) for k, v in dict(res.metrics).items() if _is_num(v)},
+        "metrics": {k: float(v) for k, v in dict(res.metrics).items() if is_number(v)},
         "status": str(getattr(res, "status", "")),
     }
     ufm_io.atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     return out
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
 
 
 # ------------------------------------------------------------------------------------------
@@ -818,8 +551,7 @@ def _is_num(v: Any) -> bool:
 # ------------------------------------------------------------------------------------------
 
 
-_PARTS = ("classifier", "blocks", "layernorm", "embedding")  # resnet_pfc.depth_train.PARTS
-_CELL_METRICS = (*_METRICS, *SEPARATION)
+_CELL_METRICS = (*MEASURED_METRICS, *SEPARATION)
 _CELL_COLUMNS = (
     "family",
     "depth",
@@ -837,7 +569,7 @@ _CELL_COLUMNS = (
     "not_at_optimum",
     "full_loss",
     "full_penalty",
-    *(f"full_penalty_{p}" for p in _PARTS),
+    *(f"full_penalty_{p}" for p in PARTS),
     "full_norm2",
     "objective_init",
     "last_layer",
@@ -883,7 +615,7 @@ _TRAJ_COLUMNS = (
     "efolds",
     "rel_objective",
     "rel_norm2",
-    *(f"norm2_{p}" for p in _PARTS),
+    *(f"norm2_{p}" for p in PARTS),
 )
 _SLOPE_COLUMNS = (
     "family",
@@ -922,7 +654,7 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     :math:`\\log m = a + s \\log L` and its bootstrap interval (:func:`fit_slope`); per cell,
     the LN-UFM relative objective gap :math:`(F_{net} - F^*)/|F^*|`.
     """
-    cfg = _validate(replace(config or depth_config("cpu"), **overrides))
+    cfg = validate_depth_config(replace(config or depth_config("cpu"), **overrides))
     out = Path(cfg.out)
     # one writer per study folder: a second depth study into it is refused while this one runs
     with ufm_io.run_lock(out, option="--out", command="pfc depth"):
@@ -1018,7 +750,7 @@ def summarise(config: DepthConfig) -> DepthResult:
 
     Cells not yet finished are listed in :attr:`DepthResult.missing` and in the report.
     """
-    cfg = _validate(config)
+    cfg = validate_depth_config(config)
     out = Path(cfg.out)
     cells, missing = _load_cells(cfg)
     layer_rows: list[dict[str, Any]] = []
@@ -1078,14 +810,14 @@ def summarise(config: DepthConfig) -> DepthResult:
                 continue
             flagged = sorted({r["depth"] for r in fr if r.get("not_at_optimum")})
             for m in (*SLOPE_METRICS, "full_objective", "objective_gap_rel"):
-                pts = [(r["depth"], r.get(m)) for r in fr if _is_num(r.get(m))]
+                pts = [(r["depth"], r.get(m)) for r in fr if is_number(r.get(m))]
                 fit = fit_slope(
                     [p[0] for p in pts],
                     [p[1] for p in pts],
                     bootstrap=cfg.bootstrap,
                     seed=cfg.seed,
                 )
-                verdict = _verdict(fit)
+                verdict = slope_verdict(fit)
                 if flagged and m != "full_objective":
                     verdict += f" (not at its optimum: depth {', '.join(map(str, flagged))})"
                 slopes.append(
@@ -1102,7 +834,7 @@ def summarise(config: DepthConfig) -> DepthResult:
     from .depth_figures import draw_depth_figures
 
     draw_depth_figures(out, cell_rows, layer_rows, cfg.families, trajectories=traj_rows)
-    report = _report(cfg, cell_rows, slopes, missing)
+    report = report_text(cfg, cell_rows, slopes, missing)
     ufm_io.atomic_write_text(out / "report.md", report)
     return DepthResult(out_dir=out, cells=cell_rows, slopes=slopes, missing=missing, report=report)
 
@@ -1110,11 +842,6 @@ def summarise(config: DepthConfig) -> DepthResult:
 #: ``depth_trajectories.csv`` keeps the first epoch, every this-many-th and the last of each
 #: cell (each cell's ``cell.json`` has every epoch).
 TRAJECTORY_EVERY = 5
-
-#: A cell is "not at its optimum" when its full objective exceeds the lowest full objective of
-#: a shallower cell of its family, seed and chain by more than this relative tolerance (float32
-#: round-off of the forward pass; an identity block reproduces the shallower objective to ~1e-7).
-OPTIMUM_RTOL = 1e-5
 
 
 def _chain(row: dict[str, Any]) -> str:
@@ -1146,7 +873,7 @@ def _flag_not_at_optimum(rows: list[dict[str, Any]], cfg: DepthConfig) -> None:
             if o["family"] == r["family"]
             and o["seed"] == r["seed"]
             and o["depth"] < r["depth"]
-            and _is_num(o.get("full_objective"))
+            and is_number(o.get("full_objective"))
             and (
                 _chain(o) == chain
                 or (chain == "warm" and o["depth"] == first and _chain(o) == "independent")
@@ -1156,7 +883,7 @@ def _flag_not_at_optimum(rows: list[dict[str, Any]], cfg: DepthConfig) -> None:
         r["shallower_best_objective"] = best
         v = r.get("full_objective")
         r["not_at_optimum"] = bool(
-            best is not None and _is_num(v) and v > best * (1 + OPTIMUM_RTOL)
+            best is not None and is_number(v) and v > best * (1 + OPTIMUM_RTOL)
         )
 
 
@@ -1187,243 +914,3 @@ def _lnufm_optimum_or_none(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str,
     if d < int(np.max(y)) + 1:
         return None  # the LN-UFM needs d >= K (the report says so)
     return _lnufm_optimum(cfg, y, d)
-
-
-def _verdict(fit: dict[str, float]) -> str:
-    if not math.isfinite(fit["slope"]):
-        return "not fitted"
-    if fit["hi"] < 0:
-        return "falls"
-    if fit["lo"] > 0:
-        return "rises"
-    return "no clear trend"
-
-
-def _g(v: Any, spec: str = ".3g") -> str:
-    return format(v, spec) if _is_num(v) and v == v else "n/a"
-
-
-def _groups(
-    cfg: DepthConfig, cells: list[dict[str, Any]]
-) -> Iterator[tuple[str, str, int, list[dict[str, Any]]]]:
-    """The cells of each (family, initialisation, depth) that has any, in report order."""
-    for f in cfg.families:
-        for init in ("independent", "warm"):
-            for L in cfg.depths:
-                rs = [
-                    c for c in cells if c["family"] == f and c["depth"] == L and c["init"] == init
-                ]
-                if rs:
-                    yield f, init, L, rs
-
-
-def _med(rows: list[dict[str, Any]], k: str) -> float:
-    v = [r[k] for r in rows if _is_num(r.get(k)) and r[k] == r[k]]
-    return float(np.median(v)) if v else math.nan
-
-
-def _report(
-    cfg: DepthConfig,
-    cells: list[dict[str, Any]],
-    slopes: list[dict[str, Any]],
-    missing: list[tuple[Any, ...]],
-) -> str:
-    flagged = [r for r in cells if r.get("not_at_optimum")]
-    lines = [
-        "# Collapse against depth",
-        "",
-        f"Preset `{cfg.preset}`: data set `{cfg.dataset}`, loss `{cfg.loss}`, families "
-        f"{', '.join(cfg.families)}, depths {list(cfg.depths)}, seeds {list(cfg.seeds)}, width "
-        f"{cfg.width}, weight decay {cfg.weight_decay:g} on every parameter, SGD momentum "
-        f"{cfg.momentum:g}, batch {cfg.batch_size}, lr {cfg.lr:g} (ResNets) / "
-        f"{cfg.transformer_lr:g} (transformers), constant for at least {cfg.epochs} / "
-        f"{cfg.transformer_epochs} epochs, then until stationary (relative change of the epoch "
-        f"objective and of ||theta||^2 between the means of the last {cfg.window} epochs and "
-        f"the {cfg.window} before < {cfg.tol:g}) or a cap of {cfg.max_epochs} / "
-        f"{cfg.transformer_max_epochs} epochs, then {cfg.anneal_epochs} epochs at lr/10. "
-        f"Initialisation: `{cfg.init}`.",
-        "",
-        "Everything below is measured in these SGD runs, at this budget: the theorem under test "
-        "(Sukenik, Lampert, Mondelli 2025) is about *global optima* of the regularised "
-        "objective, and a trained network is an upper bound on its optimum, not the optimum.",
-        "",
-        "## Are the cells at their optimum?",
-        "",
-        "Full objective F = mean loss + wd/2 ||theta||^2 over *every* parameter (classifier, "
-        "blocks, LayerNorm gains and shifts, embedding), evaluated after training on the whole "
-        "training split (`resnet_pfc.depth.recompute_objective` redoes it from the saved "
-        "weights). Zeroing a block makes it an identity at zero penalty, so the optimum of F "
-        "cannot rise with depth: a cell whose F exceeds that of a shallower cell of the same "
-        f"family, seed and chain (by more than a relative {OPTIMUM_RTOL:g}) is **not at its "
-        "optimum**.",
-        "",
-    ]
-    if flagged:
-        lines.append(
-            f"**{len(flagged)} of {len(cells)} cells are not at their optimum**: "
-            + ", ".join(
-                f"{r['family']} L={r['depth']} s={r['seed']}"
-                + (" (warm)" if r["init"] == "warm" else "")
-                for r in flagged
-            )
-            + ". Their NC values describe where SGD stopped, not the optimum the theorem is "
-            "about, and the slope verdicts of their families say so."
-        )
-    else:
-        lines.append(
-            f"No cell is flagged: in every chain F does not rise with depth ({len(cells)} cells)."
-        )
-    lines += [
-        "",
-        "Median over seeds. F parts: wd/2 ||.||^2 of the classifier, the blocks, the LayerNorm "
-        "gains and shifts, the embedding. e-folds: sum over steps of lr wd/(1-momentum). "
-        "stationary: seeds whose criterion held before the cap.",
-        "",
-        "| family | init | depth | F | loss | classifier | blocks | LayerNorm | embedding | "
-        "epochs | e-folds | stationary | flagged |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for f, init, L, rs in _groups(cfg, cells):
-        met = sum(bool(r.get("criterion_met")) for r in rs)
-        nfl = sum(bool(r.get("not_at_optimum")) for r in rs)
-        lines.append(
-            f"| {f} | {init} | {L} | {_g(_med(rs, 'full_objective'), '.4g')} | "
-            f"{_g(_med(rs, 'full_loss'), '.3g')} | "
-            + " | ".join(_g(_med(rs, f"full_penalty_{p}"), ".3g") for p in _PARTS)
-            + f" | {_g(_med(rs, 'epochs'), '.0f')} | {_g(_med(rs, 'efolds'), '.2g')} | "
-            f"{met}/{len(rs)} | {nfl}/{len(rs)} |"
-        )
-    warm_rows = [r for r in cells if r["init"] == "warm"]
-    if warm_rows:
-        lines += [
-            "",
-            "### Warm start against independent training",
-            "",
-            "Warm: depth L starts from the trained next-shallower cell (same family and seed) "
-            "plus identity blocks with every parameter 0 (the same full objective at the "
-            "start), then trains with the same schedule. Median over seeds; "
-            "F_indep - F_warm > 0 means independent training stopped higher.",
-            "",
-            "| family | depth | F independent | F warm | F_indep - F_warm | NC1 independent | "
-            "NC1 warm | CDNV independent | CDNV warm |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for f in cfg.families:
-            for L in cfg.depths:
-                ri = [
-                    r
-                    for r in cells
-                    if r["family"] == f and r["depth"] == L and r["init"] == "independent"
-                ]
-                rw = [r for r in warm_rows if r["family"] == f and r["depth"] == L]
-                if not ri or not rw:
-                    continue
-                di = _med(ri, "full_objective") - _med(rw, "full_objective")
-                lines.append(
-                    f"| {f} | {L} | {_g(_med(ri, 'full_objective'), '.4g')} | "
-                    f"{_g(_med(rw, 'full_objective'), '.4g')} | {_g(di, '.3g')} | "
-                    f"{_g(_med(ri, 'nc1'))} | {_g(_med(rw, 'nc1'))} | "
-                    f"{_g(_med(ri, 'cdnv'))} | {_g(_med(rw, 'cdnv'))} |"
-                )
-        lines += [
-            "",
-            "Zero is a stationary point of an inserted ResNet block's parameters (ReLU'(0) = 0; "
-            "a zero first layer passes no gradient to the second), so in the ResNets the "
-            "inserted blocks stay identities and the warm chain is the shallowest network "
-            "trained longer; in the pre-LN transformers the inserted blocks' biases move.",
-        ]
-    if "transformer_post" in cfg.families:
-        lines += [
-            "",
-            "`transformer_post` (post-LN blocks) has no identity block (a zero block maps every "
-            "token to 0, a unit-gain LayerNorm does not fix the stream), so its objective need "
-            "not be monotone at the optimum; its flag compares it with shallower cells all the "
-            "same, and it has no warm chain.",
-        ]
-    lines += [
-        "",
-        "## Collapse against depth, as measured",
-        "",
-        "The paper's statement (Sukenik, Lampert, Mondelli 2025, abstract): global optima of "
-        "deep regularised ResNets and transformers with LayerNorm are approximately collapsed, "
-        "the approximation getting tighter as depth grows. It states no slope; none is "
-        "compared here. Below: the least-squares slope of log(metric) against log(depth) over "
-        "the cells of each family and chain, its 95% bootstrap interval (seeds resampled "
-        "within each depth) and the verdict: *falls* (interval below 0), *rises* (above 0) or "
-        "*no clear trend*, with the depths whose cells are not at their optimum.",
-        "",
-        "| family | init | metric | slope | 95% interval | cells | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    shown = ("nc1", "cdnv", "gram_eig_ratio", *NC2, "nc3", "pfc1", "full_objective")
-    for s in slopes:
-        if s["metric"] not in shown:
-            continue
-        lines.append(
-            f"| {s['family']} | {s['init']} | {s['metric']} | {_g(s['slope'])} | "
-            f"[{_g(s['lo'])}, {_g(s['hi'])}] | {s['n']} | {s['verdict']} |"
-        )
-    lines += [
-        "",
-        "Other slopes (PFC2, PFC3, the LN-UFM objective gap) are in `depth_slopes.csv`.",
-        "",
-        "Last-layer NC1, CDNV (Galanti et al. 2022; does not invert Sigma_B) and the "
-        "class-mean Gram eigenvalue ratio (largest / smallest nonzero eigenvalue; 1 at a "
-        "simplex ETF), median over seeds, and the law of data separation's fitted per-layer "
-        "ratio of NC1 over the residual stream (He and Su 2023; R^2 of the log-linear fit):",
-        "",
-        "| family | init | depth | train acc | NC1 | CDNV | eig ratio | NC3 | sep. ratio | "
-        "sep. R^2 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for f, init, L, rs in _groups(cfg, cells):
-        lines.append(
-            f"| {f} | {init} | {L} | {_g(_med(rs, 'train_accuracy'), '.4f')} | "
-            f"{_g(_med(rs, 'nc1'))} | {_g(_med(rs, 'cdnv'))} | "
-            f"{_g(_med(rs, 'gram_eig_ratio'))} | {_g(_med(rs, 'nc3'))} | "
-            f"{_g(_med(rs, 'separation_rate'))} | {_g(_med(rs, 'separation_r2'))} |"
-        )
-    lines += [
-        "",
-        "## The last layer against the LN-UFM optimum",
-        "",
-        "Relative gap (F_net - F*)/|F*| of the network's last-layer (H, W, b) in the LN-UFM "
-        f"objective (loss `{cfg.loss}`, lam_w = lam_b = {cfg.weight_decay:g}; this counts the "
-        "classifier's penalty only, so it cannot reveal the other parts' penalty: see the full "
-        "objective above), median over seeds.",
-        "",
-        "| family | init | depth | gap | NC1 net | NC1 LN-UFM | NC3 net | sphere dev |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for f, init, L, rs in _groups(cfg, cells):
-        lines.append(
-            f"| {f} | {init} | {L} | {_g(_med(rs, 'objective_gap_rel'))} | "
-            f"{_g(_med(rs, 'nc1'))} | {_g(_med(rs, 'lnufm_nc1'))} | "
-            f"{_g(_med(rs, 'nc3'))} | {_g(_med(rs, 'sphere_dev'))} |"
-        )
-    opt_file = Path(cfg.out) / "lnufm_optimum.json"
-    if opt_file.is_file():
-        opt = json.loads(opt_file.read_text())
-        lines += [
-            "",
-            f"F* = {opt['objective']:.6g}: `ufm.solve(y, d={opt['key']['d']}, "
-            f"features='layernorm', loss='{cfg.loss}', lam_w={cfg.weight_decay:g}, "
-            f"lam_b={cfg.weight_decay:g})` on the training labels (status {opt['status']}); "
-            f"the balanced closed form `ufm.layernorm_etf_optimum` gives "
-            f"{_g(opt.get('etf_objective'), '.6g')} (certified optimal: "
-            f"{opt.get('etf_certified')}; exact for balanced classes, here class sizes "
-            f"{min(opt['key']['counts'])}..{max(opt['key']['counts'])}). F_net puts the "
-            "network's last-layer features through `ufm.layernorm_normalize` first.",
-        ]
-    if not any(_is_num(r.get("lnufm_objective")) for r in cells):
-        lines += ["", "(No LN-UFM comparison: it needs width >= number of classes.)"]
-    lines += ["", "## Cells", ""]
-    lines.append(f"{len(cells)} of {len(cells) + len(missing)} cells finished.")
-    if missing:
-        lines.append(
-            "Missing (family, depth, seed[, init]): "
-            + ", ".join("(" + ", ".join(map(str, m)) + ")" for m in missing)
-            + ". Rerun the same command to finish them."
-        )
-    lines.append("")
-    return "\n".join(lines)

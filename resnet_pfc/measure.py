@@ -27,8 +27,8 @@ equals a single-process measurement up to float64 round-off in the merges.
 >>> res = measure(model, loader, ["layer1", "layer2", "layer3"])       # doctest: +SKIP
 >>> res.layers["layer3"]["pfc1"]                                        # doctest: +SKIP
 
-Size (over 500 lines): the hooks, the two streaming passes with their all-reduce, the
-geodesic line and the public entry points share one pass protocol; about a third is docstrings.
+The hooks, the two streaming passes with their all-reduce, the geodesic line and the public
+entry points share one pass protocol.
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ forward hooks.
 Table I of the paper lists block counts per data set; the widths and the layer the stage starts
 at were lost from the text, so :data:`TABLE_I` fixes them (*convention*, documented per row).
 
-Size (over 500 lines): the two paper families (FC and conv ResNets, Table I) and the depth
-study's LayerNorm families share the :class:`MeasuredModel` contract (measured layers and the
-exact last-layer classifier); about a third is docstrings.
+The paper's families (FC and conv ResNets, Table I) and the depth study's LayerNorm families
+(declared in :mod:`resnet_pfc.families`) share the :class:`MeasuredModel` contract (measured
+layers and the exact last-layer classifier).
 """
 
 from __future__ import annotations

@@ -35,8 +35,7 @@ Layout: :func:`train` sets up the process (:func:`_setup`: checkpoint, data, mod
 then alternates :func:`_train_epoch` and :func:`_measure`, writing the run files after every
 epoch (:func:`_write_outputs`).
 
-Size (over 500 lines): about 130 lines are docstrings; the code is one set-up, one epoch,
-one measurement and the run-file writing, each in its own function.
+One set-up, one epoch, one measurement and the run-file writing, each in its own function.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The streaming, mergeable collapse accumulator of one layer (two passes, ``O(K d + K^2)``
 state), with its serialisation and ``torch.distributed`` all-reduce.
 
-Over 500 lines for a reason: it is one class whose pass-1/pass-2 updates, merge,
-state dict and all-reduce all read and write the same private state fields; splitting it
-would spread that state layout over several modules.
+One class: its pass-1/pass-2 updates, merge, state dict and all-reduce share one state
+layout; other modules start it from data or statistics through its public constructors
+(:meth:`CollapseAccumulator.from_batch`, :meth:`CollapseAccumulator.from_statistics`).
 """
 
 from __future__ import annotations
