@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ufm import io as ufm_io
 from ufm.errors import CheckpointError, InputError
 from ufm.io import read_json
-from ufm.registry import NC2, PFC, TRACES
+from ufm.registry import METRICS
 
 from .checkpoint import load_latest_checkpoint
 from .config import TrainConfig, config_from_dict, make_model, resolve_config
@@ -60,16 +60,9 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 #: ``figures/fig2_<split>.png`` are built from them, so nothing else is ever accepted).
 SPLITS: tuple[str, ...] = ("train", "test")
 
-#: Metrics measured at every layer (registry names of :data:`ufm.METRICS`), in column order.
-MEASURED_METRICS: tuple[str, ...] = (
-    *PFC,
-    "ncc_accuracy",
-    "nc1",
-    *NC2,
-    "nc3",
-    "nc4",
-    *TRACES,
-)
+#: Metrics measured at every layer, in column order: the metrics of :data:`ufm.METRICS` marked
+#: ``per_layer``, in registry order.
+MEASURED_METRICS: tuple[str, ...] = tuple(n for n, s in METRICS.items() if s.per_layer)
 #: Columns of metrics.csv (one row per epoch, split, layer).
 METRIC_COLUMNS: tuple[str, ...] = (
     "epoch",

@@ -59,3 +59,45 @@ def test_classifier_and_second_pass_groups_match_the_accumulator():
     assert first == set(METRICS) - set(SECOND_PASS)
     acc.end_first_pass().update(H, y)
     assert set(acc.compute()) == set(METRICS)
+
+
+def _mean_norm_ratio(s):
+    # a toy scale-free metric of the class statistics: largest / smallest centred class-mean norm
+    n = s.C.norm(dim=1)
+    return float(n.max() / n.min())
+
+
+def test_a_metric_is_added_by_its_declaration():
+    # one MetricSpec with a formula: every accumulator and collapse_metrics report it
+    import numpy as np
+
+    import ufm
+    from ufm.registry import MetricSpec, register_metric, unregister_metric
+
+    spec = MetricSpec("norm_ratio", "norm ratio", "max / min centred class-mean norm",
+                      direction="none", formula=_mean_norm_ratio, per_layer=False)  # fmt: skip
+    rng = np.random.default_rng(0)
+    H, y = rng.standard_normal((60, 4)) * 1e-3, np.arange(60) % 3
+    means = np.stack([H[y == k].mean(0) for k in range(3)])
+    c = np.linalg.norm(means - means.mean(0), axis=1)
+    register_metric(spec)
+    try:
+        got = ufm.collapse_metrics(H, y)["norm_ratio"]
+        np.testing.assert_allclose(got, c.max() / c.min(), rtol=1e-12)
+        acc = ufm.CollapseAccumulator(3).update(H[:30], y[:30]).update(H[30:], y[30:])
+        np.testing.assert_allclose(acc.compute()["norm_ratio"], got, rtol=1e-12)
+        with pytest.raises(ufm.InputError, match="taken"):
+            register_metric(spec)
+    finally:
+        unregister_metric("norm_ratio")
+    assert "norm_ratio" not in ufm.collapse_metrics(H, y)
+    with pytest.raises(ufm.InputError, match="not a metric added"):
+        unregister_metric("pfc1")
+
+
+def test_run_columns_are_read_off_the_registry():
+    from resnet_pfc.runs import MEASURED_METRICS
+    from ufm.registry import METRICS
+
+    assert MEASURED_METRICS == tuple(n for n, s in METRICS.items() if s.per_layer)
+    assert all(METRICS[n].formula is not None for n in ("pfc1", "pfc2", "cdnv"))

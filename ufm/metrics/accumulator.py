@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DegenerateInputError, InputError
+from ..registry import METRICS
 from ..rowblocks import map_row_blocks
 from ..threads import thread_policy
 from ..validate import (
@@ -30,14 +31,11 @@ from ..validate import (
 )
 from . import kernels
 from .gram import (
+    ClassStats,
     between,
-    cdnv_from_stats,
     check_tr_sb,
-    gram_eig_ratio,
     gram_pinv_sq,
-    nc2_from_gram,
     nc3_from_means,
-    pfc2_from_gram,
     unscale,
 )
 from .inputs import (
@@ -915,12 +913,15 @@ class CollapseAccumulator:
         out = {
             "tr_sigma_w": unscale(tr_sw, 2 * self.scale_exp, "tr_sigma_w"),
             "tr_sigma_b": unscale(tr_sb, 2 * self.scale_exp, "tr_sigma_b"),
-            "pfc1": tr_sw / tr_sb,
-            "pfc2": pfc2_from_gram(G),
         }
-        out["nc2_equinorm"], out["nc2_equiangular"] = nc2_from_gram(G)
-        out["cdnv"] = cdnv_from_stats(self.counts, self.ss2 if second else self.ss, G)
-        out["gram_eig_ratio"] = gram_eig_ratio(G, self.rank_tol)
+        # every metric the registry gives a formula of the class statistics (ufm/registry.py)
+        stats = ClassStats(
+            self.counts, self.means, C, G, self.ss2 if second else self.ss, tr_sw, tr_sb,
+            self.rank_tol,
+        )  # fmt: skip
+        for spec in METRICS.values():
+            if spec.formula is not None:
+                out[spec.name] = spec.compute(stats)
         if self.W is not None:
             out["nc3"] = nc3_from_means(self.W, C)
         if second:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -152,3 +153,65 @@ def gram_eig_ratio(G: torch.Tensor, rank_tol: float) -> float:
     g = torch.linalg.eigvalsh(G)
     keep = g[g > rank_tol * g.max()]
     return float(keep.max() / keep.min())
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """First-pass statistics of one layer, from which the registered formulas compute their
+    metrics (:attr:`ufm.registry.MetricSpec.formula`). Arrays are in the accumulator's internal
+    units (a power of two times the features'): every formula must be scale-free.
+
+    Attributes
+    ----------
+    counts : torch.Tensor of shape (K,)
+        Samples per class.
+    means : torch.Tensor of shape (K, d)
+        Class means.
+    C, G : torch.Tensor of shapes (K, d) and (K, K)
+        Centred class means and their Gram (:func:`between`).
+    ss : torch.Tensor of shape (K,)
+        Per-class sums of squared deviations from the class mean.
+    tr_sw, tr_sb : float
+        Within- and between-class traces (same units).
+    rank_tol : float
+        The accumulator's relative eigenvalue cut-off.
+    """
+
+    counts: torch.Tensor
+    means: torch.Tensor
+    C: torch.Tensor
+    G: torch.Tensor
+    ss: torch.Tensor
+    tr_sw: float
+    tr_sb: float
+    rank_tol: float
+
+
+def pfc1_of(s: ClassStats) -> float:
+    """PFC1 = tr(Sigma_W) / tr(Sigma_B)."""
+    return s.tr_sw / s.tr_sb
+
+
+def pfc2_of(s: ClassStats) -> float:
+    """PFC2 from the centred class-mean Gram (:func:`pfc2_from_gram`)."""
+    return pfc2_from_gram(s.G)
+
+
+def nc2_equinorm_of(s: ClassStats) -> float:
+    """NC2's equinorm part (:func:`nc2_from_gram`)."""
+    return nc2_from_gram(s.G)[0]
+
+
+def nc2_equiangular_of(s: ClassStats) -> float:
+    """NC2's equiangular part (:func:`nc2_from_gram`)."""
+    return nc2_from_gram(s.G)[1]
+
+
+def cdnv_of(s: ClassStats) -> float:
+    """CDNV (:func:`cdnv_from_stats`)."""
+    return cdnv_from_stats(s.counts, s.ss, s.G)
+
+
+def gram_eig_ratio_of(s: ClassStats) -> float:
+    """The Gram eigenvalue ratio (:func:`gram_eig_ratio`)."""
+    return gram_eig_ratio(s.G, s.rank_tol)
