@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import mufm
-from mufm.experiment import METRICS, make_data, run_experiment
+from mufm.experiment import FIG4_METRICS as METRICS
+from mufm.experiment import make_data, run_experiment
 from ufm import InputError
 from ufm.metrics import alignment, collapse_metrics
 
