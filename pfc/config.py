@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from resnet_pfc.config import PRESETS, dataset_arg
+from resnet_pfc.config import PRESETS, TrainConfig, dataset_arg
 from resnet_pfc.datasets import canonical_name
-from resnet_pfc.options import check_fields, documented, option
+from resnet_pfc.options import check_fields, documented, option, option_from
 from ufm.errors import InputError
 from ufm.losses import LOSSES
 from ufm.threads import MAX_THREADS
@@ -235,16 +235,16 @@ class StudyConfig:
         choices=LOSSES,
         doc="The demo's is MSE: see :data:`RECIPE_REASONS` and ``docs/demo_recipe.md``.",
     )
-    weight_decay: float | None = _training(float, "SGD weight decay", low=0)
-    batch_size: int | None = _training(int, "SGD batch size", low=1)
-    epochs: int | None = option(int, "training epochs", low=1)
+    weight_decay: float | None = option_from(TrainConfig, "weight_decay", command_line=False)
+    batch_size: int | None = option_from(TrainConfig, "batch_size", command_line=False)
+    epochs: int | None = option_from(TrainConfig, "epochs", shown=None)
     blocks: int | None = _training(int, "residual blocks of the ResNet", low=1)
     width: int | None = _training(int, "width of the ResNet", low=1)
     train_per_class: int | None = _per_class("balanced training subset", "the whole split")
-    lr: float | None = _training(
-        float, "initial learning rate", low=0, positive=True, doc="Divided by 10 at lr_drops."
+    lr: float | None = option_from(
+        TrainConfig, "lr", shown=None, command_line=False, doc="Divided by 10 at lr_drops."
     )
-    eval_every: int | None = _training(int, "measure the blocks every N epochs", low=1)
+    eval_every: int | None = option_from(TrainConfig, "eval_every", shown=None, command_line=False)
     deep: bool = option(
         "no",
         "skip the deep LayerNorm ResNet (train only the paper's fully connected ResNet)",

@@ -11,14 +11,13 @@ from typing import Any
 import numpy as np
 
 from ufm.errors import InputError
-from ufm.losses import LOSSES
 from ufm.registry import NC2, PFC, SEPARATION
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
-from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, dataset_arg
+from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, TrainConfig
 from .families import DEPTH_FAMILIES
-from .options import check_fields, documented, option
+from .options import check_fields, documented, option, option_from
 from .runs import MEASURED_METRICS
 
 __all__ = [
@@ -141,9 +140,7 @@ class DepthConfig:
     """
 
     out: str = option(str, "output folder", default="runs/depth")
-    dataset: str = option(
-        dataset_arg, "training data", default="digits", doc="``digits`` is embedded."
-    )
+    dataset: str = option_from(TrainConfig, "dataset", default="digits")
     families: tuple[str, ...] = option(
         str, "model families", default=DEPTH_FAMILIES, choices=DEPTH_FAMILIES, nargs="+"
     )
@@ -185,12 +182,14 @@ class DepthConfig:
     )
     lr: float = _rate("SGD learning rate of the ResNets", doc=_DROPS)
     transformer_lr: float = _rate("SGD learning rate of the transformers", doc=_DROPS)
-    weight_decay: float = _rate(
-        "weight decay on every parameter",
-        5e-3,
-        doc="Also the LN-UFM's ``lam_w = lam_b``.",
+    weight_decay: float = option_from(
+        TrainConfig,
+        "weight_decay",
+        default=5e-3,
+        positive=True,
+        doc="On every parameter; also the LN-UFM's ``lam_w = lam_b`` (so > 0).",
     )
-    loss: str = option(str, "training loss", default="ce", choices=LOSSES)
+    loss: str = option_from(TrainConfig, "loss", default="ce")
     init: str = option(
         str,
         "independent training, the warm start, or both",
@@ -202,15 +201,11 @@ class DepthConfig:
         "them. Families without an identity block (``transformer_post``) are trained "
         "independently only.",
     )
-    momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1, command_line=False)
-    batch_size: int = _count("SGD batch size", 128, command_line=False)
-    per_class: int | None = _count(
-        "balanced training subset: samples per class", None, shown="the whole training split"
-    )
-    heads: int = _count("transformer attention heads", 4, command_line=False)
-    patch: int | None = _count(
-        "transformer patch size", 4, shown="one token per image row", command_line=False
-    )
+    momentum: float = option_from(TrainConfig, "momentum", default=0.9, command_line=False)
+    batch_size: int = option_from(TrainConfig, "batch_size", default=128, command_line=False)
+    per_class: int | None = option_from(TrainConfig, "per_class", shown="the whole training split")
+    heads: int = option_from(TrainConfig, "heads", default=4, command_line=False)
+    patch: int | None = option_from(TrainConfig, "patch", default=4, command_line=False)
     device: str = option(
         str,
         "training device",
@@ -227,7 +222,7 @@ class DepthConfig:
     seed: int = option(
         int, "seed of the bootstrap and of the LN-UFM solve", default=0, low=0, high=SEED_MAX
     )
-    progress: bool = option("no", "no progress bars", default=True)
+    progress: bool = option_from(TrainConfig, "progress", default=True)
     preset: str = option(
         str,
         "the preset of DEPTH_PRESETS the options started from",

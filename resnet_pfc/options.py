@@ -47,6 +47,7 @@ from ufm.validate import check_int, check_scalar
 __all__ = [
     "option",
     "option_meta",
+    "option_from",
     "option_spec",
     "add_options",
     "options_from_args",
@@ -159,6 +160,38 @@ def option(
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def option_from(
+    cls: type,
+    name: str,
+    *,
+    default: Any = None,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    **overrides: Any,
+) -> Any:
+    """A field declared like field ``name`` of the options class ``cls`` (its kind, bounds,
+    choices, help and documentation), with its own default and any ``overrides`` of
+    :func:`option_meta`'s keywords: an option shared by several configs is declared once.
+
+    >>> from resnet_pfc.config import TrainConfig
+    >>> f = option_from(TrainConfig, "momentum", default=0.9, command_line=False)
+
+    Raises
+    ------
+    InputError
+        ``cls`` has no option field ``name``, or an override is not a keyword of
+        :func:`option_meta`.
+    """
+    spec = next((option_spec(f) for f in fields(cls) if f.name == name), None)
+    if spec is None:
+        raise InputError(f"{cls.__name__} has no option field {name!r}")
+    unknown = sorted(set(overrides) - set(spec))
+    if unknown:
+        raise InputError(f"option_from: unknown keyword(s) {unknown}; use those of option_meta")
+    meta = {**spec, **overrides}
+    return option(meta.pop("kind"), meta.pop("help"), default=default,
+                  default_factory=default_factory, **meta)  # fmt: skip
 
 
 def option_spec(f: Field) -> dict[str, Any] | None:

@@ -208,3 +208,28 @@ def test_parse_time_and_config_time_bounds_agree(command, resolve, name, spec):
     value = (1.0, kind(bad)) if spec["nargs"] else kind(bad)
     with pytest.raises(InputError, match=name):
         resolve(**{name: value})
+
+
+def test_shared_options_are_declared_once():
+    # the depth study's and the demo's copies of TrainConfig's options come from its fields
+    from dataclasses import fields as dc_fields
+
+    from resnet_pfc.options import option_from
+
+    def spec(cls, name):
+        return next(option_spec(f) for f in dc_fields(cls) if f.name == name)
+
+    for name in ("dataset", "loss", "momentum", "batch_size", "heads", "patch", "progress"):
+        got, ref = spec(DepthConfig, name), spec(TrainConfig, name)
+        same = {k: v for k, v in got.items() if k not in ("command_line", "shown")}
+        assert same == {k: v for k, v in ref.items() if k in same}, name
+    assert (
+        spec(DepthConfig, "weight_decay")["positive"]
+        and not spec(TrainConfig, "weight_decay")["positive"]
+    )
+    for name in ("weight_decay", "batch_size", "lr", "eval_every", "epochs"):
+        assert spec(StudyConfig, name)["help"] == spec(TrainConfig, name)["help"], name
+    with pytest.raises(InputError, match="no option field"):
+        option_from(TrainConfig, "nope")
+    with pytest.raises(InputError, match="unknown keyword"):
+        option_from(TrainConfig, "lr", colour="red")
