@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from proofs_check.cli import CheckOptions
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, add_version, check_output_file, guarded, one_line
@@ -100,20 +101,6 @@ def _device(s: str) -> str:
         return s
     raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N; got {s!r}")
 
-
-def _theorems(s: str) -> str:
-    parts = [p.strip() for p in s.split(",") if p.strip()]
-    if not parts or any(p not in ("1", "2", "3", "4") for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"must list theorem numbers from 1..4, e.g. 1,3; got {s!r}"
-        )
-    return ",".join(parts)
-
-
-#: Upper bounds of ``check --instances`` / ``--solver-instances`` (each instance of Theorems
-#: 3-4 is a solve; beyond these a mistyped count runs for days instead of failing at once).
-MAX_INSTANCES = 100_000
-MAX_SOLVER_INSTANCES = 10_000
 
 POS = _int_at_least(1)
 NONNEG = _int_at_least(0)
@@ -224,17 +211,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from proofs_check.cli import main as check_main
+    from proofs_check.cli import run_checks
 
-    argv = ["--seed", str(args.seed), "--instances", str(args.instances)]
-    argv += ["--theorems", args.theorems]
-    if args.solver_instances is not None:
-        argv += ["--solver-instances", str(args.solver_instances)]
-    if args.json is not None:
-        argv += ["--json", args.json]
-    if args.no_progress:
-        argv.append("--no-progress")
-    return check_main(argv)
+    return run_checks(CheckOptions(**options_from_args(CheckOptions, args)), prog="pfc check")
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -487,21 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the theorem checks; exit status 1 when a claim that "
         "should hold is violated.",
     )
-    c.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
-    c.add_argument(
-        "--instances",
-        type=_int_at_least(1, MAX_INSTANCES),
-        default=100,
-        help=f"Theorems 1-2 (1 .. {MAX_INSTANCES}; default 100)",
-    )
-    c.add_argument(
-        "--solver-instances",
-        type=_int_at_least(0, MAX_SOLVER_INSTANCES),
-        default=None,
-        help=f"Theorems 3-4 (0 .. {MAX_SOLVER_INSTANCES}; default instances // 10)",
-    )
-    c.add_argument("--theorems", type=_theorems, default="1,2,3,4", help="subset, e.g. 1,3")
-    _output_options(c, "write every result as JSON")
+    add_options(c, CheckOptions)
 
     r = sub.add_parser(
         "report",

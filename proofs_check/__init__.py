@@ -25,13 +25,31 @@ The hypothesis strategies live in :mod:`proofs_check.strategies` (needs ``hypoth
 
 from __future__ import annotations
 
-from .certify import SignCertificate, certify_sign, count_roots, isolate_roots
-from .common import COUNTEREXAMPLE_KINDS, CheckResult
-from .instances import LineInstance, MeansInstance, MUFMInstance
-from .theorem1 import analyze_line, check_theorem1, line_coefficients, pfc1_closed_form
-from .theorem2 import analyze_means_line, check_theorem2, pfc2_line_polynomials
-from .theorem3 import analyze_multilayer, check_theorem3, solve_multilayer_joint
-from .theorem4 import analyze_mufm, check_theorem4, reduced_mse_flow
+from typing import TYPE_CHECKING
+
+from ufm.lazy import lazy_package
+
+if TYPE_CHECKING:
+    from .common import CheckResult
+
+# Names load on first access (PEP 562): ``pfc --help`` reads the options of ``pfc check``
+# (:class:`proofs_check.cli.CheckOptions`) without loading the checks, mufm and torch.
+_NAMES = {
+    **dict.fromkeys(
+        ("SignCertificate", "certify_sign", "count_roots", "isolate_roots"), ".certify"
+    ),
+    **dict.fromkeys(("COUNTEREXAMPLE_KINDS", "CheckResult"), ".common"),
+    **dict.fromkeys(("LineInstance", "MeansInstance", "MUFMInstance"), ".instances"),
+    **dict.fromkeys(
+        ("analyze_line", "check_theorem1", "line_coefficients", "pfc1_closed_form"), ".theorem1"
+    ),
+    **dict.fromkeys(("analyze_means_line", "check_theorem2", "pfc2_line_polynomials"), ".theorem2"),
+    **dict.fromkeys(
+        ("analyze_multilayer", "check_theorem3", "solve_multilayer_joint"), ".theorem3"
+    ),
+    **dict.fromkeys(("analyze_mufm", "check_theorem4", "reduced_mse_flow"), ".theorem4"),
+}
+__getattr__, __dir__ = lazy_package(__name__, _NAMES)
 
 __all__ = [
     "CheckResult",
@@ -69,6 +87,11 @@ def run_all(
 ) -> list[CheckResult]:
     """Run the four checks: ``instances`` for Theorems 1-2, ``solver_instances`` (default
     ``max(1, instances // 10)``) for the solver-based Theorems 3-4."""
+    from .theorem1 import check_theorem1
+    from .theorem2 import check_theorem2
+    from .theorem3 import check_theorem3
+    from .theorem4 import check_theorem4
+
     ns = max(1, instances // 10) if solver_instances is None else solver_instances
     return [
         check_theorem1(instances, seed=seed, progress=progress),

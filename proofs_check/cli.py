@@ -7,12 +7,61 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ufm.cli import OneLineParser, add_version, check_output_file, guarded
 from ufm.errors import InputError
+from ufm.options import add_options, check_fields, documented, option, options_from_args
+from ufm.validate import SEED_MAX
 
 from .common import CheckResult, write_json_atomic
+
+#: Upper bounds of ``--instances`` / ``--solver-instances`` (each instance of Theorems 3-4 is a
+#: solve; beyond these a mistyped count runs for days instead of failing at once).
+MAX_INSTANCES = 100_000
+MAX_SOLVER_INSTANCES = 10_000
+
+
+def theorems_arg(s: str) -> str:
+    """The ``--theorems`` value: a comma-separated subset of 1..4, normalised (``"1,3"``).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Anything else (argparse reports it as a usage error naming the option).
+    """
+    parts = [p.strip() for p in str(s).split(",") if p.strip()]
+    if not parts or any(p not in ("1", "2", "3", "4") for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"must list theorem numbers from 1..4, e.g. 1,3; got {s!r}"
+        )
+    return ",".join(parts)
+
+
+@documented
+@dataclass(frozen=True)
+class CheckOptions:
+    """Options of the theorem checks: ``python -m proofs_check`` and ``pfc check`` both read
+    them from these fields (:mod:`ufm.options`), so their flags, bounds and help agree."""
+
+    seed: int = option(int, "seed of the random instances", default=0, low=0, high=SEED_MAX)
+    instances: int = option(
+        int, "instances for Theorems 1 and 2", default=100, low=1, high=MAX_INSTANCES
+    )
+    solver_instances: int | None = option(
+        int,
+        "instances for the solver-based Theorems 3 and 4",
+        default=None,
+        low=0,
+        high=MAX_SOLVER_INSTANCES,
+        shown="max(1, instances // 10)",
+    )
+    theorems: str = option(theorems_arg, "comma-separated subset of 1,2,3,4", default="1,2,3,4")
+    json: str | None = option(
+        str, "write every result as JSON to PATH (atomically)", default=None, shown="none"
+    )
+    progress: bool = option("no", "hide the progress bars", default=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,25 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     add_version(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
-    p.add_argument(
-        "--instances", type=int, default=100, help="instances for Theorems 1 and 2 (default 100)"
-    )
-    p.add_argument(
-        "--solver-instances",
-        type=int,
-        default=None,
-        help="instances for the solver-based Theorems 3 and 4 (default: max(1, instances // 10))",
-    )
-    p.add_argument("--theorems", default="1,2,3,4", help="comma-separated subset (default 1,2,3,4)")
-    p.add_argument(
-        "--json",
-        metavar="PATH",
-        default=None,
-        help="write every result as JSON to PATH (atomically)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return p
+    return add_options(p, CheckOptions)
 
 
 def format_table(results: Sequence[CheckResult]) -> str:
@@ -123,12 +154,23 @@ def _notes(r: CheckResult) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the checks; returns 0 (no claim violated), 1 (a claim violated), 2 (bad arguments,
     one line on stderr) or 130 (interrupted; the partial table is printed)."""
-    args = _parser().parse_args(argv)
-    return guarded("python -m proofs_check", lambda: _run(args))
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line on stderr): the status, not an exit
+        if exc.code in (0, None):
+            raise
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    opts = CheckOptions(**options_from_args(CheckOptions, args))
+    return guarded("python -m proofs_check", lambda: run_checks(opts))
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_checks(opts: CheckOptions, *, prog: str = "python -m proofs_check") -> int:
+    """Run the checks of ``opts``, print the table (and write ``opts.json``); the exit status
+    of :func:`main` (0, 1 when a claim that should hold is violated, 130 interrupted)."""
     from . import check_theorem1, check_theorem2, check_theorem3, check_theorem4
+
+    check_fields(opts)
+    args = opts
 
     try:
         wanted = sorted({int(s) for s in args.theorems.split(",") if s.strip()})
@@ -146,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--solver-instances must be >= 1 (Theorems 3-4), got {ns}")
     if args.json is not None:
         check_output_file(args.json, "--json")  # before the checks, not after them
-    progress = not args.no_progress
+    progress = args.progress
     funcs = {
         1: (check_theorem1, args.instances),
         2: (check_theorem2, args.instances),
@@ -170,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"VIOLATION {r.name}: {ce}")
     ok = all(r.ok for r in results)
     if interrupted:
-        print("python -m proofs_check: interrupted; partial results above", file=sys.stderr)
+        print(f"{prog}: interrupted; partial results above", file=sys.stderr)
         return 130 if ok else 1
     print(
         f"\n{'all claims that should hold held' if ok else 'VIOLATIONS FOUND'} "

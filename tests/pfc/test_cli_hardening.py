@@ -111,4 +111,4 @@ def test_check_counts_have_upper_bounds(capsys, argv, option):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and f"argument {option}: must be <=" in err
+    assert exc.value.code == 2 and f"argument {option}: must be a finite integer in [" in err
