@@ -54,7 +54,10 @@ def test_pfc_demo_values_round_trip():
 
 def test_help_shows_the_presets_values():
     text = " ".join(_demo_parser().format_help().split())
-    assert f"training epochs (in [1, 1000000]; default {FULL['epochs']}; --quick {QUICK['epochs']})" in text
+    assert (
+        f"training epochs (in [1, 1000000]; default {FULL['epochs']}; --quick {QUICK['epochs']})"
+        in text
+    )
     assert f"(>= 1; default {FULL['instances']}; --quick {QUICK['instances']})" in text
     assert f"default {len(FULL['lams'])} values from {min(FULL['lams']):g}" in text
 
