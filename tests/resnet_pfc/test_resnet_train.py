@@ -98,7 +98,7 @@ def test_existing_run_needs_resume_and_same_options(tmp_path, tiny_run):
 @pytest.mark.parametrize(
     "kw,match",
     [
-        ({"dataset": "imagenet"}, "dataset must be one of"),
+        ({"dataset": "imagenet"}, "unknown data set name .imagenet.; valid names are digits"),
         ({"epochs": 0}, "epochs must be >= 1"),
         ({"lr": -1.0}, "lr must be > 0"),
         ({"eval_every": 0}, "eval_every must be >= 1"),
