@@ -40,15 +40,14 @@ from proofs_check.cli import CheckOptions
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
 from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, add_version, check_output_file, guarded, one_line
-from ufm.engine.registry import method_names
 from ufm.errors import CheckpointError, PFCError
 from ufm.io import write_json
-from ufm.losses import LOSSES
 from ufm.registry import METRICS
 from ufm.validate import SEED_MAX
 
 from .config import FULL, QUICK, StudyConfig
 from .npz import load_npz
+from .options import MetricsOptions, OTOptions, SolveOptions
 
 #: Metrics printed by ``solve`` and ``metrics``, in registry order (raw traces left out).
 METRIC_ORDER = tuple(name for name, spec in METRICS.items() if spec.direction != "none")
@@ -231,14 +230,14 @@ def cmd_solve(args: argparse.Namespace) -> int:
         "lam_w": args.lam_w,
         "lam_b": args.lam_b,
         "loss": args.loss,
-        "bias": not args.no_bias,
+        "bias": args.bias,
         "method": args.method,
         "backend": args.backend,
         "device": args.device,
         "max_iter": args.max_iter,
         "tol": args.tol,
         "seed": args.seed,
-        "verbose": not args.no_progress and sys.stderr.isatty(),  # no bar in logs
+        "verbose": args.progress and sys.stderr.isatty(),  # no bar in logs
     }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -361,12 +360,6 @@ def cmd_ot(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------
 
 
-def _output_options(parser: Any, json_help: str) -> None:
-    """``--json PATH`` and ``--no-progress``, shared by the commands that compute results."""
-    parser.add_argument("--json", metavar="PATH", default=None, help=json_help)
-    parser.add_argument("--no-progress", action="store_true")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="pfc",
@@ -413,52 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Solve the UFM (free features) or the MUFM (features anchored to data X) "
         "and print the objective, the status and the collapse metrics of the solution.",
     )
-    s.add_argument("--model", choices=("mufm", "ufm"), default="mufm", help="default mufm")
-    s.add_argument(
-        "--data",
-        default="sec4b",
-        help="'sec4b' (the paper's synthetic data, default) or an .npz file",
-    )
-    s.add_argument("--features", default="H", help="feature array in the .npz (default H)")
-    s.add_argument("--labels", default="y", help="label array in the .npz (default y)")
-    s.add_argument("--K", type=TWO, default=4, help="Sec. IV-B classes (default 4)")
-    s.add_argument("--n", type=POS, default=50, help="Sec. IV-B samples per class (default 50)")
-    s.add_argument("--d", type=POS, default=16, help="Sec. IV-B dimension (default 16)")
-    s.add_argument("--noise", type=_float_nonneg, default=0.5, help="Sec. IV-B noise (0.5)")
-    s.add_argument("--lam", type=_float_pos, default=0.1, help="transport coefficient (0.1)")
-    s.add_argument("--lam-w", type=_float_pos, default=5e-4, help="weight decay (5e-4)")
-    s.add_argument(
-        "--lam-h",
-        type=_float_nonneg,
-        default=0.0,
-        help="feature penalty (MUFM default 0; UFM uses 5e-4 when 0)",
-    )
-    s.add_argument("--lam-b", type=_float_nonneg, default=5e-4, help="bias penalty (5e-4)")
-    s.add_argument("--loss", choices=LOSSES, default="mse")
-    s.add_argument("--no-bias", action="store_true", help="classifier without bias")
-    s.add_argument(
-        "--method",
-        choices=method_names(),
-        default=None,
-        help="default: suffstats for mse (N-independent Newton on W, b), lbfgs for ce",
-    )
-    s.add_argument("--backend", choices=("numpy", "torch"), default=None)
-    s.add_argument("--device", type=_device, default=None, help="cpu or cuda (torch backend)")
-    s.add_argument("--max-iter", type=POS, default=None)
-    s.add_argument("--tol", type=_float_pos, default=None)
-    s.add_argument("--seed", type=SEED, default=0, help=f"0 .. {SEED_MAX} (default 0)")
-    s.add_argument(
-        "--certify",
-        action="store_true",
-        help="certify the solution (MUFM: SDP, on a balanced subsample if N > 60)",
-    )
-    s.add_argument(
-        "--certify-per-class",
-        type=POS,
-        default=2,
-        help="per-class subsample of the MUFM certificate when N > 60 (default 2)",
-    )
-    _output_options(s, "write the results as JSON")
+    add_options(s, SolveOptions)
 
     c = sub.add_parser(
         "check",
@@ -478,8 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("metrics", help="collapse metrics of features saved in an .npz file")
     m.add_argument("file", help="an .npz file with a feature array (N, ...) and labels (N,)")
-    m.add_argument("--features", default="H", help="name of the feature array (default H)")
-    m.add_argument("--labels", default="y", help="name of the label array (default y)")
+    add_options(m, MetricsOptions)
     o = sub.add_parser(
         "ot",
         help="optimal transport between a run's layers against Theorem 3's geodesic (POT)",
@@ -490,14 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Layers of another width than the last are left out.",
     )
     o.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or a study with train/)")
-    o.add_argument(
-        "--max-samples",
-        type=int,
-        default=2000,
-        help="transport a seeded subset beyond this many samples (default 2000)",
-    )
-    o.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
-    o.add_argument("--json", default=None, help="also write the profile to this JSON file")
+    add_options(o, OTOptions)
     _add_depth_parser(sub)
     return p
 
