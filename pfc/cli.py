@@ -12,7 +12,7 @@
 
 The options of ``train``, ``demo`` and ``depth`` are generated from the fields of their configs
 (:class:`resnet_pfc.config.TrainConfig`, :class:`pfc.config.StudyConfig`,
-:class:`resnet_pfc.depth.DepthConfig`, declared with :mod:`resnet_pfc.options`), so their help,
+:class:`resnet_pfc.depth.DepthConfig`, declared with :mod:`ufm.options`), so their help,
 bounds and defaults are written once, beside the class's documentation.
 
 Every subcommand's parser sits beside its handler, so what
@@ -38,10 +38,10 @@ import numpy as np
 
 from proofs_check.cli import CheckOptions
 from resnet_pfc.config import TRAIN_DESCRIPTION, add_train_options
-from resnet_pfc.options import add_options, options_from_args
 from ufm.cli import OneLineParser, add_version, check_output_file, guarded, one_line
 from ufm.errors import CheckpointError, PFCError
 from ufm.io import write_json
+from ufm.options import add_options, options_from_args
 from ufm.registry import METRICS
 from ufm.validate import SEED_MAX
 

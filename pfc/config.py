@@ -23,9 +23,9 @@ import numpy as np
 
 from resnet_pfc.config import PRESETS, TrainConfig, dataset_arg
 from resnet_pfc.datasets import canonical_name
-from resnet_pfc.options import check_fields, documented, option, option_from
 from ufm.errors import InputError
 from ufm.losses import LOSSES
+from ufm.options import check_fields, documented, option, option_from
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
@@ -181,7 +181,7 @@ def _per_class(help: str, everything: str) -> Any:
 class StudyConfig:
     """Every option of the study (``None``: the default of :data:`FULL` or :data:`QUICK`).
 
-    Each field carries its help and bounds (:func:`resnet_pfc.options.option`): ``pfc demo``'s
+    Each field carries its help and bounds (:func:`ufm.options.option`): ``pfc demo``'s
     options (those declared for the command line), the checks of :func:`resolve_study_config`
     and the list below come from them. The fully connected ResNet trains with SGD, momentum 0.9.
     """

@@ -1,7 +1,7 @@
 r"""The options of a training run: :class:`TrainConfig`, their resolution, and their command line.
 
 Every field of :class:`TrainConfig` carries its command-line spelling in its dataclass metadata
-(flag, value type, bounds, choices, help: :func:`resnet_pfc.options.option`, the mechanism that
+(flag, value type, bounds, choices, help: :func:`ufm.options.option`, the mechanism that
 also declares the depth study's and the ``pfc demo`` study's options). From that one description:
 
 - :func:`add_train_options` adds the training options to an ``argparse`` parser (used by both
@@ -35,7 +35,7 @@ from .families import DEPTH_FAMILIES
 
 if TYPE_CHECKING:
     from .models import MeasuredModel
-from .options import add_options, check_fields, option, options_from_args
+from ufm.options import add_options, check_fields, option, options_from_args
 
 __all__ = [
     "TrainConfig",
@@ -147,7 +147,7 @@ class TrainConfig:
     """Every option of a training run (``None`` means: the data set's preset).
 
     Each field's ``metadata["cli"]`` holds its command-line flag, type, bounds and help
-    (:func:`resnet_pfc.options.option`); see :func:`add_train_options`.
+    (:func:`ufm.options.option`); see :func:`add_train_options`.
 
     Attributes
     ----------

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from ufm.errors import InputError
+from ufm.options import check_fields, documented, option, option_from
 from ufm.registry import NC2, PFC, SEPARATION
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
 from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, TrainConfig
 from .families import DEPTH_FAMILIES
-from .options import check_fields, documented, option, option_from
 from .runs import MEASURED_METRICS
 
 __all__ = [
@@ -135,7 +135,7 @@ def _rate(help: str, default: float = 0.05, **meta: Any) -> Any:
 class DepthConfig:
     """Every option of a depth study (``pfc depth`` sets those declared for the command line).
 
-    Each field carries its flag, bounds and help (:func:`resnet_pfc.options.option`): the
+    Each field carries its flag, bounds and help (:func:`ufm.options.option`): the
     command line, the checks of :func:`depth_config` and the list below come from them.
     """
 

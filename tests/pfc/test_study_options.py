@@ -1,4 +1,4 @@
-"""StudyConfig's options, declared once (resnet_pfc.options): ``pfc demo``'s parser, the checks
+"""StudyConfig's options, declared once (ufm.options): ``pfc demo``'s parser, the checks
 of resolve_study_config and the class documentation all come from the same fields."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from pfc.cli import build_parser
 from pfc.config import FULL, QUICK, StudyConfig, resolve_study_config
-from resnet_pfc.options import option_spec, options_from_args
 from ufm.errors import InputError
+from ufm.options import option_spec, options_from_args
 
 
 def _demo_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""resnet_pfc.options: options declared once (parser, read-back, checks, documentation),
+"""ufm.options: options declared once (parser, read-back, checks, documentation),
 and the depth study's options declared with it (``pfc depth``); the bounds of both ``pfc depth``
 and ``pfc demo`` against their configs' checks."""
 
@@ -16,7 +16,8 @@ from pfc.cli import build_parser
 from pfc.config import StudyConfig, resolve_study_config
 from resnet_pfc.config import TrainConfig
 from resnet_pfc.depth import DEPTH_PRESETS, DepthConfig, depth_config
-from resnet_pfc.options import (
+from ufm.errors import InputError
+from ufm.options import (
     add_options,
     attributes_doc,
     check_fields,
@@ -25,7 +26,6 @@ from resnet_pfc.options import (
     option_spec,
     options_from_args,
 )
-from ufm.errors import InputError
 
 
 @documented
@@ -214,7 +214,7 @@ def test_shared_options_are_declared_once():
     # the depth study's and the demo's copies of TrainConfig's options come from its fields
     from dataclasses import fields as dc_fields
 
-    from resnet_pfc.options import option_from
+    from ufm.options import option_from
 
     def spec(cls, name):
         return next(option_spec(f) for f in dc_fields(cls) if f.name == name)
