@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from ufm.errors import InputError
 from ufm.validate import describe
 
@@ -102,10 +104,7 @@ class DatasetSpec:
     @property
     def dim(self) -> int:
         """Number of input features ``C*H*W``."""
-        n = 1
-        for s in self.input_shape:
-            n *= int(s)
-        return n
+        return int(np.prod(self.input_shape))
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -123,7 +122,32 @@ class DatasetSpec:
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
-        return fn(root, split)
+        out = fn(root, split)
+        if not (isinstance(out, tuple) and len(out) == 3):
+            raise InputError(
+                f"the reader of data set {self.name!r} must return (images, labels, class "
+                f"names), got {describe(out)}; fix its DatasetSpec.reader"
+            )
+        images, labels, classes = out
+        shape = getattr(images, "shape", None)
+        lab = np.asarray(labels)
+        if shape is None or tuple(shape[1:]) != tuple(self.input_shape) or lab.shape != shape[:1]:
+            raise InputError(
+                f"the reader of data set {self.name!r} returned images of shape {shape} and "
+                f"labels of shape {lab.shape}; expected (N, {', '.join(map(str, self.input_shape))}"
+                ") and (N,) as its DatasetSpec.input_shape says"
+            )
+        if lab.size and (
+            not np.issubdtype(lab.dtype, np.integer)
+            or lab.min() < 0
+            or lab.max() >= self.num_classes
+        ):
+            raise InputError(
+                f"the reader of data set {self.name!r} returned labels outside 0..{self.num_classes - 1}"
+                f" ({describe(labels)}); the files are corrupted or the DatasetSpec's num_classes "
+                "is wrong"
+            )
+        return images, lab, classes
 
 
 # Per data set constants computed from the files (recomputed and compared in the tests).

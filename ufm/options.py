@@ -40,7 +40,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, Field, field, fields
+from dataclasses import MISSING, Field, field, fields, is_dataclass
 from typing import Any
 
 from .errors import InputError
@@ -188,6 +188,8 @@ def option_from(
         ``cls`` has no option field ``name``, or an override is not a keyword of
         :func:`option_meta`.
     """
+    if not is_dataclass(cls):
+        raise InputError(f"option_from needs a dataclass of options, got {cls!r}")
     spec = next((option_spec(f) for f in fields(cls) if f.name == name), None)
     if spec is None:
         raise InputError(f"{cls.__name__} has no option field {name!r}")

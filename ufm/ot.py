@@ -199,6 +199,10 @@ def _layers(features_by_layer: Any) -> tuple[list[str], list[np.ndarray]]:
     for name, A in zip(names, arrays, strict=True):
         if hasattr(A, "detach"):  # a torch tensor: to numpy without importing torch here
             A = A.detach().cpu().numpy()
+        if np.iscomplexobj(A):
+            raise InputError(
+                f"layer {name!r} holds complex values ({describe(A)}); pass real features"
+            )
         try:
             A = np.asarray(A, dtype=np.float64)
         except (TypeError, ValueError) as exc:

@@ -82,7 +82,13 @@ class MetricSpec:
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
-        return float(fn(stats))
+        try:
+            return float(fn(stats))
+        except Exception as exc:  # a registered formula's own failure, named
+            raise InputError(
+                f"the formula of metric {self.name!r} failed ({type(exc).__name__}: {exc}); fix "
+                "it, or unregister_metric it"
+            ) from exc
 
 
 _SPECS = (

@@ -117,3 +117,23 @@ def test_a_registered_data_set_trains(toy_dataset, tmp_path):
         register_dataset(toy_dataset)
     with pytest.raises(InputError, match="not a data set added"):
         unregister_dataset("mnist")
+
+
+@pytest.mark.parametrize(
+    "out, match",
+    [
+        ("nonsense", "must return \\(images, labels, class names\\)"),
+        ((np.zeros((4, 1, 4, 4)), np.array([0, 1, 0, 3]), None), "labels outside 0..2"),
+        ((np.zeros((4, 1, 4, 4)), np.array([0.0, 1.0, 0.0, 1.0]), None), "labels outside"),
+        ((np.zeros((4, 1, 3, 3)), np.array([0, 1, 0, 1]), None), "expected \\(N, 1, 4, 4\\)"),
+        ((np.zeros((4, 1, 4, 4)), np.array([0, 1, 0]), None), "labels of shape \\(3,\\)"),
+    ],
+)
+def test_a_readers_output_is_checked(out, match):
+    spec = DatasetSpec("toy_bad", 3, (1, 4, 4), 4, 4, (0.5,), (0.3,), reader=lambda r, s: out)
+    register_dataset(spec)
+    try:
+        with pytest.raises(InputError, match=match):
+            load_dataset("toy_bad")
+    finally:
+        unregister_dataset("toy_bad")

@@ -837,3 +837,11 @@ def test_statistics_from_counts():
     assert st.N == 9 and st.d == 5 and np.all(st.sums == 0)
     with pytest.raises(InputError, match="counts"):
         SufficientStatistics.from_counts(np.array([3, -1]), 5)
+
+
+@pytest.mark.parametrize("counts", [[3.5, 3], "ab", [np.nan, 3], [[3, 3]]])
+def test_from_statistics_refuses_non_integer_counts(counts):
+    from ufm.metrics import CollapseAccumulator
+
+    with pytest.raises(InputError, match="counts"):
+        CollapseAccumulator.from_statistics(counts, [[0.0, 1.0], [1.0, 0.0]])

@@ -233,3 +233,10 @@ def test_shared_options_are_declared_once():
         option_from(TrainConfig, "nope")
     with pytest.raises(InputError, match="unknown keyword"):
         option_from(TrainConfig, "lr", colour="red")
+
+
+def test_option_from_needs_a_dataclass():
+    from ufm.options import option_from
+
+    with pytest.raises(InputError, match="dataclass"):
+        option_from(int, "x")

@@ -187,3 +187,9 @@ def test_ot_claims_tolerances_decide_and_are_checked():
             ot_claims(p, spread=bad)
     with pytest.raises(InputError, match="OTProfile"):
         ot_claims({"layers": ()})
+
+
+def test_complex_layers_are_refused():
+    X = np.random.default_rng(3).standard_normal((10, 2))
+    with pytest.raises(InputError, match="complex"):
+        ot_profile([X + 0j, X + 1])

@@ -101,3 +101,17 @@ def test_run_columns_are_read_off_the_registry():
 
     assert MEASURED_METRICS == tuple(n for n, s in METRICS.items() if s.per_layer)
     assert all(METRICS[n].formula is not None for n in ("pfc1", "pfc2", "cdnv"))
+
+
+def test_a_failing_registered_formula_is_named():
+    import numpy as np
+
+    import ufm
+    from ufm.registry import MetricSpec, register_metric, unregister_metric
+
+    register_metric(MetricSpec("boom", "boom", "fails", formula=lambda s: 1 / 0, per_layer=False))
+    try:
+        with pytest.raises(ufm.InputError, match="formula of metric 'boom' failed"):
+            ufm.collapse_metrics(np.eye(4, 3), np.array([0, 1, 0, 1]))
+    finally:
+        unregister_metric("boom")

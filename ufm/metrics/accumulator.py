@@ -254,10 +254,25 @@ class CollapseAccumulator:
             Shapes that do not fit ``K`` classes, negative counts or sums of squares,
             non-finite means.
         """
-        mt = means if isinstance(means, torch.Tensor) else torch.as_tensor(np.asarray(means))
+        try:
+            mt = means if isinstance(means, torch.Tensor) else torch.as_tensor(np.asarray(means))
+            cn = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+            if (
+                cn.dtype.kind not in "iuf"
+                or not np.all(np.isfinite(cn))
+                or np.any(cn != np.round(cn))
+            ):
+                raise TypeError("not integral")
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(
+                f"from_statistics needs integer counts (K,) and real means (K, d), got counts "
+                f"{describe(counts)} and means {describe(means)}"
+            ) from exc
+        if mt.dtype.is_complex or mt.dtype == torch.bool:
+            raise InputError(f"means must be real, got {describe(means)}")
         dev = torch.device(device) if device is not None else mt.device
         mt = mt.to(device=dev, dtype=F64)
-        ct = torch.as_tensor(counts).to(device=dev, dtype=torch.int64)
+        ct = torch.as_tensor(cn.astype(np.int64)).to(device=dev)
         if mt.ndim != 2 or ct.shape != (mt.shape[0],):
             raise InputError(
                 f"means must have shape (K, d) and counts shape (K,), got {tuple(mt.shape)} and "
