@@ -285,6 +285,17 @@ def test_verbose_shows_progress(capsys):
     assert "mufm.certify" in err and "conic solve" in err
 
 
+def test_automatic_progress_stays_out_of_logs(capsys, monkeypatch):
+    # verbose=None shows progress for long solves on a terminal only: a log (not a tty, as
+    # capsys) gets no carriage-return lines
+    import ufm.engine.convex as convex
+
+    monkeypatch.setattr(convex, "PROGRESS_SECONDS", -1.0)  # every solve counts as long
+    X = REF.sphere_data(3, 2, 4, noise=0.3, seed=1)
+    mufm.certify(X, lam=0.5)
+    assert "conic solve" not in capsys.readouterr().err
+
+
 def test_huge_lam_gives_a_valid_certificate_and_huge_lam_h_is_refused():
     # the displacement form u = h - x has no ||x||^2 cancellation in the transport term
     X = np.random.default_rng(0).standard_normal((3, 4, 5))

@@ -504,6 +504,9 @@ class CertifyProgress:
     """
 
     def __init__(self, enabled: bool | None, desc: str, estimate: float = 0.0):
+        # automatic progress shows on a terminal only (tqdm's disable=None): a log file gets no
+        # carriage-return lines; verbose=True always shows it
+        disable = None if enabled is None else False
         if enabled is None:
             enabled = estimate > PROGRESS_SECONDS
         self.bar = None
@@ -513,7 +516,9 @@ class CertifyProgress:
 
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} {postfix}")
+            self.bar = tqdm(
+                total=None, desc=desc, bar_format="{desc}: {elapsed} {postfix}", disable=disable
+            )
             self._stop = threading.Event()
 
             def tick() -> None:
