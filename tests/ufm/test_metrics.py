@@ -845,3 +845,29 @@ def test_from_statistics_refuses_non_integer_counts(counts):
 
     with pytest.raises(InputError, match="counts"):
         CollapseAccumulator.from_statistics(counts, [[0.0, 1.0], [1.0, 0.0]])
+
+
+def test_pass2_state_is_read_off_its_declaration():
+    # merge, state_dict and its checks iterate PASS2_TENSORS / PASS2_SCALARS: every declared
+    # sum is saved, restored and added by merge
+    from ufm.metrics import CollapseAccumulator
+    from ufm.metrics.accumulator import PASS2_SCALARS, PASS2_TENSORS
+
+    rng = np.random.default_rng(4)
+    H, y = rng.standard_normal((40, 3)), np.arange(40) % 4
+    a = CollapseAccumulator(4).update(H, y).end_first_pass()
+    b = CollapseAccumulator.from_state_dict(a.state_dict())
+    a.update(H[:25], y[:25])
+    b.update(H[25:], y[25:])
+    sd_a, sd_b = a.state_dict(), b.state_dict()
+    a.merge(b)
+    names = [n for n, _, _ in PASS2_TENSORS] + list(PASS2_SCALARS)
+    assert set(names) <= set(a.state_dict())
+    for n in names:
+        np.testing.assert_allclose(
+            np.asarray(a.state_dict()[n], dtype=float),
+            np.asarray(sd_a[n], dtype=float) + np.asarray(sd_b[n], dtype=float),
+        )
+    ref = CollapseAccumulator(4).update(H, y).end_first_pass().update(H, y).compute()
+    for k in ("nc1", "pfc3", "cdnv"):
+        np.testing.assert_allclose(a.compute()[k], ref[k], rtol=1e-12)

@@ -46,6 +46,21 @@ from .inputs import (
     features_labels,
 )
 
+#: The pass-2 state, declared once: sums over the pass-2 samples, so :meth:`~CollapseAccumulator.merge`
+#: and :meth:`~CollapseAccumulator.all_reduce` add them, :meth:`~CollapseAccumulator.state_dict`
+#: saves them and the state-dict checks validate them from this table. Each entry: name, shape
+#: (of ``K`` and the fingerprint width ``m = K + 1``), and kind (``"count"``: non-negative
+#: integers; ``"sum"``: finite reals; ``"squares"``: finite and non-negative).
+PASS2_TENSORS: tuple[tuple[str, Any, str], ...] = (
+    ("S", lambda K, m: (K, K), "sum"),  # sum of NC1's projected deviation products
+    ("ss2", lambda K, m: (K,), "squares"),  # scatter about the frozen means, per class
+    ("counts2", lambda K, m: (K,), "count"),  # fingerprint: pass-2 samples per class
+    ("fp_sum", lambda K, m: (K, m), "sum"),  # fingerprint: projected deviation sums
+    ("fp_sq", lambda K, m: (K, m), "squares"),  # fingerprint: their squares
+)
+#: Integer pass-2 sums (samples, NCC-correct samples, classifier disagreements).
+PASS2_SCALARS: tuple[str, ...] = ("n2", "correct", "mismatch")
+
 
 def chan_merge(
     na: torch.Tensor,
@@ -629,11 +644,9 @@ class CollapseAccumulator:
         if self.W is not None:
             lm = self.means @ self.W.T
             self._frozen["logit_means"] = lm + self._s * self.b if self.b is not None else lm
-        self.S = torch.zeros(K, K, dtype=F64, device=self.device)
-        self.ss2 = torch.zeros(K, dtype=F64, device=self.device)
-        self.counts2 = torch.zeros(K, dtype=torch.int64, device=self.device)
-        self.fp_sum = torch.zeros(K, K + 1, dtype=F64, device=self.device)
-        self.fp_sq = torch.zeros(K, K + 1, dtype=F64, device=self.device)
+        for name, shape, kind in PASS2_TENSORS:
+            dtype = torch.int64 if kind == "count" else F64
+            setattr(self, name, torch.zeros(shape(K, K + 1), dtype=dtype, device=self.device))
 
     def _require_data(self) -> None:
         if self.counts is None or int(self.counts.sum()) == 0:
@@ -704,14 +717,10 @@ class CollapseAccumulator:
                     "pass-2 shards must share the frozen class means of one merged pass 1; "
                     "merge (or all_reduce) pass 1 before end_first_pass()"
                 )
-            self.S += other.S.to(self.device)
-            self.ss2 += other.ss2.to(self.device)
-            self.counts2 += other.counts2.to(self.device)
-            self.fp_sum += other.fp_sum.to(self.device)
-            self.fp_sq += other.fp_sq.to(self.device)
-            self.correct += other.correct
-            self.mismatch += other.mismatch
-            self.n2 += other.n2
+            for name, _, _ in PASS2_TENSORS:
+                setattr(self, name, getattr(self, name) + getattr(other, name).to(self.device))
+            for name in PASS2_SCALARS:
+                setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     _STATE_KEYS = ("K", "rank_tol", "phase", "d", "counts", "means", "ss", "W", "b")
@@ -732,16 +741,10 @@ class CollapseAccumulator:
             "ss": cpu(self.ss),
             "W": cpu(self.W),
             "b": cpu(self.b),
-            "S": cpu(self.S),
-            "ss2": cpu(self.ss2),
-            "n2": self.n2,
-            "correct": self.correct,
-            "mismatch": self.mismatch,
             "scale_exp": self.scale_exp,
             "maxabs": self.maxabs,
-            "counts2": cpu(self.counts2),
-            "fp_sum": cpu(self.fp_sum),
-            "fp_sq": cpu(self.fp_sq),
+            **{name: cpu(getattr(self, name)) for name, _, _ in PASS2_TENSORS},
+            **{name: getattr(self, name) for name in PASS2_SCALARS},
         }
 
     @classmethod
@@ -772,7 +775,7 @@ class CollapseAccumulator:
         K = acc.K
         shapes = {"counts": (K,), "means": (K, d), "ss": (K,)}
         if sd["phase"] == 2:
-            missing2 = [k for k in ("S", "ss2", "n2", "correct", "mismatch") if k not in sd]
+            missing2 = [k for k in ("S", "ss2", *PASS2_SCALARS) if k not in sd]
             if missing2:
                 raise InputError(f"state dict of a pass-2 accumulator lacks key(s) {missing2}")
             shapes.update({"S": (K, K), "ss2": (K,)})
@@ -795,22 +798,20 @@ class CollapseAccumulator:
         acc.maxabs = _check_maxabs(sd.get("maxabs", math.inf))
         if sd["phase"] == 2:
             acc.end_first_pass()
-            acc.S, acc.ss2 = sd["S"].to(dev, F64), sd["ss2"].to(dev, F64)
-            acc.n2, acc.correct, acc.mismatch = (
-                check_int(sd[k], f"state dict key {k!r}", low=0)
-                for k in ("n2", "correct", "mismatch")
-            )
+            for name in PASS2_SCALARS:
+                setattr(acc, name, check_int(sd[name], f"state dict key {name!r}", low=0))
             for k in ("correct", "mismatch"):
                 if sd[k] > acc.n2:
                     raise InputError(
                         f"state dict key {k!r} = {sd[k]} exceeds n2 = {acc.n2} (the pass-2 "
                         "samples it counts among): the state dict was altered or corrupted"
                     )
-            if sd.get("counts2") is not None:
-                acc.counts2 = sd["counts2"].to(dev, torch.int64)
-                acc.fp_sum = sd["fp_sum"].to(dev, F64)
-                acc.fp_sq = sd["fp_sq"].to(dev, F64)
-            else:  # an older state dict without the fingerprint: trust its counts
+            fingerprint = sd.get("counts2") is not None
+            for name, _, kind in PASS2_TENSORS:
+                if name in ("S", "ss2") or fingerprint:
+                    dtype = torch.int64 if kind == "count" else F64
+                    setattr(acc, name, sd[name].to(dev, dtype))
+            if not fingerprint:  # an older state dict without the fingerprint: trust its counts
                 acc.counts2 = acc.counts.clone() if acc.n2 == acc.n else acc.counts2
         return acc
 
@@ -850,31 +851,20 @@ class CollapseAccumulator:
                     q[K + K * d :] * (f * f),
                 )
         else:
+            tensors = [getattr(self, name) for name, _, _ in PASS2_TENSORS]
+            scalars = [getattr(self, name) for name in PASS2_SCALARS]
             flat = torch.cat(
-                [
-                    self.S.flatten(),
-                    self.ss2,
-                    self.counts2.to(F64),
-                    self.fp_sum.flatten(),
-                    self.fp_sq.flatten(),
-                    torch.tensor(
-                        [self.correct, self.mismatch, self.n2], dtype=F64, device=self.device
-                    ),
-                ]
+                [t.to(F64).flatten() for t in tensors]
+                + [torch.tensor(scalars, dtype=F64, device=self.device)]
             )
             dist.all_reduce(flat, group=group)
             o = 0
-            self.S = flat[o : o + K * K].view(K, K).clone()
-            o += K * K
-            self.ss2 = flat[o : o + K].clone()
-            o += K
-            self.counts2 = flat[o : o + K].round().to(torch.int64)
-            o += K
-            self.fp_sum = flat[o : o + K * (K + 1)].view(K, K + 1).clone()
-            o += K * (K + 1)
-            self.fp_sq = flat[o : o + K * (K + 1)].view(K, K + 1).clone()
-            o += K * (K + 1)
-            self.correct, self.mismatch, self.n2 = (int(round(float(v))) for v in flat[o:])
+            for (name, _, kind), t in zip(PASS2_TENSORS, tensors, strict=True):
+                v = flat[o : o + t.numel()].view(t.shape)
+                setattr(self, name, v.round().to(torch.int64) if kind == "count" else v.clone())
+                o += t.numel()
+            for name, v in zip(PASS2_SCALARS, flat[o:], strict=True):
+                setattr(self, name, int(round(float(v))))
         return self
 
     # -- results --------------------------------------------------------------------------
@@ -1006,9 +996,10 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
     counts("counts")
     floats("means")
     floats("ss", nonneg=True)
+    check = {"count": counts, "sum": floats, "squares": lambda k: floats(k, nonneg=True)}
     if sd["phase"] == 2:
-        floats("S")
-        floats("ss2", nonneg=True)
+        for name, _, kind in PASS2_TENSORS[:2]:  # S, ss2: always present in pass 2
+            check[kind](name)
         fp = [sd.get(k) for k in ("counts2", "fp_sum", "fp_sq")]
         if any(v is not None for v in fp):
             c2, fs, fq = fp
@@ -1021,6 +1012,5 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
                     f"must be tensors of shapes ({K},), (K, m) and (K, m) with m = K+1 or 2K+1, "
                     f"got {[describe(v) for v in fp]}",
                 )
-            counts("counts2")
-            floats("fp_sum")
-            floats("fp_sq", nonneg=True)
+            for name, _, kind in PASS2_TENSORS[2:]:  # the fingerprint
+                check[kind](name)
