@@ -48,7 +48,10 @@ from ufm.validate import check_features, check_int, check_labels, check_scalar
 
 from .solve import DEFAULT_LAM, solve
 
-__all__ = ["certify", "Certificate", "DEFAULT_MAX_N"]
+__all__ = [
+    "certify",
+    "Certificate",
+]
 
 #: Largest number of samples certified by default. The SDP has a PSD block of size
 #: ``K + N + rank(X)``; at N = 60 CLARABEL needs seconds, and the cost grows like its cube.

@@ -22,7 +22,11 @@ from ufm.validate import check_int, check_scalar, check_seed, is_torch
 
 from .solve import prepare_data
 
-__all__ = ["FlowResult", "gradient_flow", "MAX_EVAL", "MAX_RTOL", "MAX_TRAJECTORY"]
+__all__ = [
+    "FlowResult",
+    "gradient_flow",
+    "MAX_RTOL",
+]
 
 #: Most output times of :func:`gradient_flow` (``n_eval=1e8`` ran out of memory).
 MAX_EVAL = 100_000

@@ -24,7 +24,12 @@ from ufm.validate import (
     to_tensor,
 )
 
-__all__ = ["solve", "SolveResult", "DEFAULT_LAM", "SCALES", "data_scale"]
+__all__ = [
+    "solve",
+    "SolveResult",
+    "DEFAULT_LAM",
+    "data_scale",
+]
 
 DEFAULT_LAM = 0.1
 #: Values of ``solve(..., scale=)``: coefficients as given, or relative to the data's RMS row norm.

@@ -15,7 +15,9 @@ import mufm
 import ufm
 from ufm.errors import InputError
 
-__all__ = ["balanced_idx", "cert_record", "certify_mufm_subsample", "certify_ufm_result"]
+__all__ = [
+    "balanced_idx",
+]
 
 
 def balanced_idx(y: np.ndarray, m: int, K: int) -> np.ndarray:

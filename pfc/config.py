@@ -35,7 +35,6 @@ __all__ = [
     "networks",
     "resolve_study_config",
     "config_doc",
-    "stage_preset",
     "milestones",
     "recipe_vs_paper",
     "STAGES",

@@ -17,7 +17,11 @@ from ufm.losses import LOSSES
 from ufm.options import documented, option
 from ufm.validate import SEED_MAX
 
-__all__ = ["SolveOptions", "MetricsOptions", "OTOptions", "device_arg"]
+__all__ = [
+    "SolveOptions",
+    "MetricsOptions",
+    "OTOptions",
+]
 
 
 def device_arg(s: str) -> str:

@@ -26,14 +26,8 @@ from ufm.errors import InputError
 
 __all__ = [
     "Poly",
-    "to_fraction",
     "poly_trim",
-    "poly_add",
-    "poly_sub",
     "poly_mul",
-    "poly_scale",
-    "poly_deriv",
-    "poly_eval",
     "poly_divmod",
     "sturm_sequence",
     "count_roots",

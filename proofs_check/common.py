@@ -32,9 +32,6 @@ __all__ = [
     "COUNTEREXAMPLE_KINDS",
     "Tally",
     "draw_instances",
-    "instance_rng",
-    "fraction_array",
-    "write_json_atomic",
 ]
 
 T = TypeVar("T")

@@ -29,8 +29,6 @@ __all__ = [
     "dims",
     "seeds",
     "scales",
-    "transport_costs",
-    "etf_end_points",
     "line_instances",
     "means_instances",
     "near_etf_means_instances",

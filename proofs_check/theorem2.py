@@ -62,7 +62,6 @@ __all__ = [
     "pfc2_line_polynomials",
     "pfc2_closed_form",
     "analyze_means_line",
-    "rho_crit_distribution",
     "check_theorem2",
 ]
 

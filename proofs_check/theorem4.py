@@ -51,7 +51,6 @@ __all__ = [
     "reduced_mse_flow",
     "lam_grid",
     "observed_lam0",
-    "threshold_lambda",
     "analyze_mufm",
     "check_theorem4",
 ]

@@ -36,11 +36,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_latest_checkpoint",
-    "previous_path",
     "checkpoint_exists",
     "rng_state",
     "set_rng_state",
-    "CHECKPOINT_FORMAT",
 ]
 
 #: Version of the checkpoint layout; bumped on incompatible changes.

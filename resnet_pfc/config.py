@@ -40,18 +40,12 @@ from ufm.options import add_options, check_fields, option, options_from_args
 __all__ = [
     "TrainConfig",
     "PRESETS",
-    "MODEL_CHOICES",
     "RESUME_FREE",
     "resolve_config",
     "make_model",
     "add_train_options",
     "dataset_arg",
     "train_config_from_args",
-    "config_from_dict",
-    "field_defaults",
-    "check_resumable",
-    "extends_schedule",
-    "EXTEND_RULE",
     "TRAIN_DESCRIPTION",
 ]
 

@@ -108,11 +108,8 @@ __all__ = [
     "run_cell",
     "fit_slope",
     "lnufm_objective",
-    "SLOPE_METRICS",
     "recompute_objective",
-    "load_cell_model",
     "summarise",
-    "OPTIMUM_RTOL",
     "INITS",
 ]
 

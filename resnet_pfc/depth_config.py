@@ -25,12 +25,8 @@ __all__ = [
     "DepthResult",
     "DEPTH_PRESETS",
     "depth_config",
-    "SLOPE_METRICS",
     "INITS",
-    "OPTIMUM_RTOL",
     "PARTS",
-    "is_number",
-    "validate_depth_config",
 ]
 
 #: Last-layer metrics whose log-log slope against depth is fitted.

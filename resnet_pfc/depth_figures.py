@@ -26,7 +26,7 @@ import numpy as np
 from ufm import io as ufm_io
 from ufm.registry import CORE, NC2
 
-__all__ = ["draw_depth_figures", "DEPTH_FIG_METRICS", "LAYER_FIG_METRICS"]
+__all__ = []
 
 DEPTH_FIG_METRICS = ("nc1", "cdnv", *NC2, "nc3", "pfc1")
 LAYER_FIG_METRICS = CORE

@@ -15,7 +15,9 @@ from ufm.registry import NC2
 
 from .depth_config import OPTIMUM_RTOL, PARTS, DepthConfig, is_number
 
-__all__ = ["report_text", "verdict"]
+__all__ = [
+    "verdict",
+]
 
 
 def verdict(fit: dict[str, float]) -> str:

@@ -65,10 +65,8 @@ from .models import build_depth_model
 
 __all__ = [
     "PARTS",
-    "EVAL_BATCH",
     "WARM_FAMILIES",
     "parameter_parts",
-    "norm2_parts",
     "full_objective",
     "stationarity",
     "warm_start",

@@ -36,7 +36,10 @@ import torch.distributed as dist
 
 from ufm.errors import BackendError
 
-__all__ = ["DistContext", "setup", "world_size_from_env"]
+__all__ = [
+    "DistContext",
+    "setup",
+]
 
 
 def world_size_from_env() -> int:

@@ -34,9 +34,6 @@ from .runs import SPLITS, read_csv, read_run_config
 __all__ = [
     "draw_figures",
     "draw_network_comparison",
-    "FIG2_METRICS",
-    "FIG3_METRICS",
-    "HEATMAP_METRICS",
 ]
 
 FIG2_METRICS = (*CORE, "nc2_equiangular", "accuracy")

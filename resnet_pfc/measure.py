@@ -54,8 +54,6 @@ __all__ = [
     "measure",
     "measure_model",
     "LayerTaps",
-    "PASS1_KEYS",
-    "PASS2_KEYS",
 ]
 
 #: Metrics available after pass 1 (per layer) and those that need pass 2.

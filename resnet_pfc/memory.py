@@ -15,7 +15,9 @@ import torch
 
 from ufm.errors import InputError
 
-__all__ = ["available_memory", "check_model_fits", "PARAMETER_COPIES"]
+__all__ = [
+    "available_memory",
+]
 
 #: Copies of the parameters a training run holds at once: the weights, their gradients, the
 #: SGD momentum, and the state dict copied into each checkpoint.

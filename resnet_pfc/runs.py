@@ -34,21 +34,15 @@ if TYPE_CHECKING:
     from .models import MeasuredModel
 
 __all__ = [
-    "CONFIG_JSON",
-    "METRICS_CSV",
-    "GEODESIC_CSV",
     "CHECKPOINT",
     "SPLITS",
     "MEASURED_METRICS",
     "METRIC_COLUMNS",
-    "GEODESIC_COLUMNS",
     "read_csv",
     "check_rows",
     "read_run_config",
-    "rows_from_measurement",
     "versions",
     "load_run",
-    "torch_dtype",
 ]
 
 CONFIG_JSON = "config.json"

@@ -48,14 +48,11 @@ from .validate import check_int, check_scalar
 
 __all__ = [
     "option",
-    "option_meta",
     "option_from",
     "option_spec",
     "add_options",
     "options_from_args",
     "check_fields",
-    "check_value",
-    "bounds_text",
     "documented",
     "attributes_doc",
 ]

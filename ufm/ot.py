@@ -47,7 +47,12 @@ import numpy as np
 from .errors import ConvergenceWarning, InputError
 from .validate import check_int, describe
 
-__all__ = ["OTProfile", "ot_profile", "ot_claims", "OT_TOLERANCES", "DEFAULT_OT_SAMPLES"]
+__all__ = [
+    "OTProfile",
+    "ot_profile",
+    "ot_claims",
+    "OT_TOLERANCES",
+]
 
 #: Rows beyond which :func:`ot_profile` transports a seeded subset (the same in every layer).
 DEFAULT_OT_SAMPLES = 2000

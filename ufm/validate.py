@@ -22,18 +22,12 @@ __all__ = [
     "is_torch",
     "to_tensor",
     "check_features",
-    "check_features_maxabs",
     "check_labels",
     "encode_labels",
     "check_scalar",
     "check_int",
     "check_seed",
-    "check_stat_size",
-    "MAX_STAT_ENTRIES",
     "describe",
-    "all_finite",
-    "finite_maxabs",
-    "check_batch_labels",
     "SEED_MAX",
 ]
 

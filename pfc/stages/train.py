@@ -30,7 +30,9 @@ from resnet_pfc.train import train
 
 from ..config import Network, StudyConfig, networks, recipe_vs_paper
 
-__all__ = ["run", "train_network"]
+__all__ = [
+    "run",
+]
 
 
 def train_network(

@@ -21,16 +21,11 @@ from ..losses import LOSSES
 from ..validate import check_int, check_scalar, describe
 
 __all__ = [
-    "ACTIVATIONS",
     "LOSSES",
     "DeepLinearOptimum",
     "deep_objective",
     "deep_linear_optimum",
     "forward",
-    "objective_tensor",
-    "check_per_layer",
-    "check_widths",
-    "check_choice",
 ]
 
 #: Activations between layers: ``"linear"`` (identity) or ``"relu"``.

@@ -35,7 +35,11 @@ from .model import (
     objective_tensor,
 )
 
-__all__ = ["INITS", "DEFAULT_MAX_ITER", "DeepSolveResult", "solve_deep"]
+__all__ = [
+    "INITS",
+    "DeepSolveResult",
+    "solve_deep",
+]
 
 #: Starting points of :func:`solve_deep`.
 INITS = ("balanced", "random")

@@ -32,7 +32,9 @@ from typing import Any
 from ..status import Status
 from .core import Ops
 
-__all__ = ["LBFGSOutput", "lbfgs"]
+__all__ = [
+    "lbfgs",
+]
 
 
 @dataclass

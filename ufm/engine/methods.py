@@ -50,9 +50,7 @@ __all__ = [
     "run_lbfgs",
     "run_gd",
     "initial_point",
-    "default_step",
     "second_order_status",
-    "statistics_of",
     "Progress",
 ]
 

@@ -31,14 +31,9 @@ __all__ = [
     "DEFAULT_LAM_W",
     "DEFAULT_LAM_H",
     "DEFAULT_LAM_B",
-    "DEFAULT_TOL",
-    "FIRST_ORDER_LIMIT",
     "Backend",
     "resolve_backend",
-    "resolve_tol",
-    "resolve_max_iter",
     "check_params",
-    "check_first_order_scale",
 ]
 
 DEFAULT_LAM_W = 5e-4

@@ -36,7 +36,11 @@ from .registry import Method, get_method, methods
 #: Most free variables ((N + K) x d) the UFM allocates for itself (2^27: 1 GiB in float64).
 FREE_FEATURE_LIMIT = 2**27
 
-__all__ = ["solve_problem", "build_result", "warn_if_not_converged", "INITS"]
+__all__ = [
+    "solve_problem",
+    "build_result",
+    "INITS",
+]
 
 
 def _names() -> tuple[str, ...]:

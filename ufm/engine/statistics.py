@@ -89,7 +89,6 @@ __all__ = [
     "ReducedObjective",
     "solve_statistics",
     "rescale_factor",
-    "NEWTON_METHODS",
 ]
 
 #: Newton methods accepted by :func:`solve_statistics`.
