@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ufm import io as ufm_io
 from ufm.errors import CheckpointError, InputError
 from ufm.io import read_json
-from ufm.registry import METRICS
+from ufm.registry import CLASSIFIER, METRICS
 
 from .checkpoint import load_latest_checkpoint
 from .config import TrainConfig, config_from_dict, make_model, resolve_config
@@ -74,7 +74,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
 )
 #: Columns of geodesic.csv (one row per epoch, split, t); ``layer`` names the layer at that t.
 #: The line has no classifier, so NC3 and NC4 are absent.
-_LINE_METRICS = tuple(m for m in MEASURED_METRICS if m not in ("nc3", "nc4"))
+_LINE_METRICS = tuple(m for m in MEASURED_METRICS if m not in CLASSIFIER)
 GEODESIC_COLUMNS: tuple[str, ...] = ("epoch", "split", "t", "layer", *_LINE_METRICS)
 _TEXT_COLUMNS = ("split", "layer")
 
