@@ -455,11 +455,13 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def cmd_depth(args: argparse.Namespace) -> int:
     from resnet_pfc.depth import DepthConfig, depth_config, depth_study
+    from resnet_pfc.depth_config import SHOWN_SLOPES
+    from ufm.registry import PFC
 
     opts = options_from_args(DepthConfig, args)
     res = depth_study(depth_config(args.preset, **opts))
     for s in res.slopes:
-        if s["metric"] in ("nc1", "cdnv", "nc2_equinorm", "nc2_equiangular", "nc3"):
+        if s["metric"] in SHOWN_SLOPES and s["metric"] not in PFC:
             print(
                 f"{s['family']:20s} {s['init']:11s} {s['metric']:16s} slope {s['slope']:+.3f} "
                 f"[{s['lo']:+.3f}, {s['hi']:+.3f}] {s['verdict']}"

@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from ufm import io as ufm_io
-from ufm.registry import CORE, NC2
+from ufm.registry import CORE, LOG_SCALE
+
+from .depth_config import SHOWN_SLOPES
 
 __all__ = []
 
-DEPTH_FIG_METRICS = ("nc1", "cdnv", *NC2, "nc3", "pfc1")
+DEPTH_FIG_METRICS = tuple(m for m in SHOWN_SLOPES if m != "gram_eig_ratio")
 LAYER_FIG_METRICS = CORE
 _TITLES = {
     "nc1": "NC1",
@@ -153,7 +155,7 @@ def draw_depth_figures(
                     for i in idx
                 ]
                 ys = [float(np.median([r[m] for r in rd if r["layer_index"] == i])) for i in idx]
-                if m in ("pfc1", "nc1"):
+                if m in LOG_SCALE:
                     ys = [max(v, 1e-12) for v in ys]
                 ax.plot(
                     xs,
@@ -164,7 +166,7 @@ def draw_depth_figures(
                     color=cmap(k / max(len(depths) - 1, 1)),
                     label=f"L={d}",
                 )
-            if m in ("pfc1", "nc1"):
+            if m in LOG_SCALE:
                 ax.set_yscale("log")
             ax.set_title(_TITLES[m], fontsize=10)
             ax.set_xlabel("relative position of the layer")

@@ -11,9 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ufm.registry import NC2
-
-from .depth_config import OPTIMUM_RTOL, PARTS, DepthConfig, is_number
+from .depth_config import OPTIMUM_RTOL, PARTS, SHOWN_SLOPES, DepthConfig, is_number
 
 __all__ = [
     "verdict",
@@ -186,7 +184,7 @@ def report_text(
         "| family | init | metric | slope | 95% interval | cells | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    shown = ("nc1", "cdnv", "gram_eig_ratio", *NC2, "nc3", "pfc1", "full_objective")
+    shown = (*SHOWN_SLOPES, "full_objective")
     for s in slopes:
         if s["metric"] not in shown:
             continue

@@ -46,7 +46,7 @@ from torch import nn
 
 from ufm.errors import DegenerateInputError, InputError, PFCWarning
 from ufm.metrics import CollapseAccumulator, LineAccumulator
-from ufm.registry import NC2, TRACES
+from ufm.registry import CLASSIFIER, METRICS, SECOND_PASS, TRACES
 from ufm.threads import thread_policy
 
 __all__ = [
@@ -57,8 +57,11 @@ __all__ = [
 ]
 
 #: Metrics available after pass 1 (per layer) and those that need pass 2.
-PASS1_KEYS = ("pfc1", "pfc2", *NC2, *TRACES)
-PASS2_KEYS = ("ncc_accuracy", "pfc3", "nc1")
+PASS1_KEYS = (
+    *(n for n, s in METRICS.items() if s.per_layer and s.formula is not None),
+    *TRACES,
+)
+PASS2_KEYS = tuple(m for m in SECOND_PASS if m not in CLASSIFIER)
 
 
 @dataclass(frozen=True)
@@ -490,7 +493,7 @@ def _compute(acc: CollapseAccumulator, label: str, strict: bool) -> dict[str, fl
         )
         keys = PASS1_KEYS + (PASS2_KEYS if acc.phase == 2 else ())
         if acc.W is not None:
-            keys += ("nc3",) + (("nc4",) if acc.phase == 2 else ())
+            keys += tuple(m for m in CLASSIFIER if acc.phase == 2 or m not in SECOND_PASS)
         return _nan_metrics(keys)
 
 

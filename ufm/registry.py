@@ -29,6 +29,7 @@ __all__ = [
     "TRACES",
     "CLASSIFIER",
     "SECOND_PASS",
+    "LOG_SCALE",
     "names",
     "register_metric",
     "unregister_metric",
@@ -61,6 +62,8 @@ class MetricSpec:
         :meth:`ufm.CollapseAccumulator.compute` (and so by :func:`ufm.collapse_metrics`, the
         ResNet measurement and the depth study) from this declaration alone. ``None``: the
         metric needs a classifier or a second pass, computed by the accumulator itself.
+    log_scale : bool
+        Whether figures draw it on a log axis (ratios that fall over decades under collapse).
     per_layer : bool
         Whether it is a column of a run's ``metrics.csv``
         (:data:`resnet_pfc.runs.MEASURED_METRICS`, read off this registry in its order).
@@ -73,6 +76,7 @@ class MetricSpec:
     needs: str = "features"
     formula: str | Callable[[Any], float] | None = None
     per_layer: bool = True
+    log_scale: bool = False
 
     def compute(self, stats: Any) -> float:
         """The metric from first-pass statistics (:attr:`formula`; an error without one)."""
@@ -94,7 +98,7 @@ class MetricSpec:
 _SPECS = (
     MetricSpec(
         "pfc1", "PFC1", "variability collapse: tr(Sigma_W) / tr(Sigma_B)",
-        formula="ufm.metrics.gram:pfc1_of",
+        formula="ufm.metrics.gram:pfc1_of", log_scale=True,
     ),
     MetricSpec(
         "pfc2", "PFC2", "distance of the centred class-mean Gram to the simplex ETF",
@@ -102,7 +106,7 @@ _SPECS = (
     ),
     MetricSpec("pfc3", "PFC3", "1 - nearest-class-centre accuracy"),
     MetricSpec("ncc_accuracy", "NCC accuracy", "nearest-class-centre accuracy", direction="up"),
-    MetricSpec("nc1", "NC1", "Papyan's (1/K) tr(Sigma_W Sigma_B^+)"),
+    MetricSpec("nc1", "NC1", "Papyan's (1/K) tr(Sigma_W Sigma_B^+)", log_scale=True),
     MetricSpec(
         "nc2_equinorm", "NC2 equinorm", "std/mean of the centred class-mean norms",
         formula="ufm.metrics.gram:nc2_equinorm_of",
@@ -183,6 +187,8 @@ TRACES = ("tr_sigma_w", "tr_sigma_b")
 CLASSIFIER = ("nc3", "nc4")
 #: The metrics that need a second pass over the samples once the class means are frozen.
 SECOND_PASS = ("ncc_accuracy", "pfc3", "nc1", "nc4")
+#: The metrics figures draw on a log axis (``MetricSpec.log_scale``).
+LOG_SCALE = tuple(s.name for s in _SPECS if s.log_scale)
 
 
 def names(group: tuple[str, ...] | None = None) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ import ufm
 from ufm.errors import ConvergenceWarning
 from ufm.io import read_json, save_png, write_csv, write_json
 from ufm.metrics import alignment, collapse_metrics
-from ufm.registry import CORE, label
+from ufm.registry import CORE, LOG_SCALE, label
 
 from ..certificates import balanced_idx, certify_mufm_subsample, certify_ufm_result
 from ..config import StudyConfig
@@ -345,7 +345,7 @@ def _plot_network(
     pos = [r["position"] for r in layers_rows]
     for i, key in enumerate(_METRICS):
         ax = fig.add_subplot(1, 4, i + 1)
-        logy = key in ("pfc1", "nc1")
+        logy = key in LOG_SCALE
         f = (lambda v: max(v, floor)) if logy else (lambda v: v)
         ax.plot(pos, [f(r[f"network_{key}"]) for r in layers_rows], "o-", label="network layers")
         ax.plot(pos, [f(r[f"mufm_{key}"]) for r in layers_rows], "s--", label="MUFM layers (Thm 3)")
