@@ -871,3 +871,27 @@ def test_pass2_state_is_read_off_its_declaration():
     ref = CollapseAccumulator(4).update(H, y).end_first_pass().update(H, y).compute()
     for k in ("nc1", "pfc3", "cdnv"):
         np.testing.assert_allclose(a.compute()[k], ref[k], rtol=1e-12)
+
+
+def test_a_state_dict_in_the_old_layout_still_loads():
+    # the keys written field by field before the state was declared in PASS1/PASS2 tables
+    import torch
+
+    from ufm.metrics import CollapseAccumulator
+
+    rng = np.random.default_rng(6)
+    H, y = rng.standard_normal((30, 3)), np.arange(30) % 3
+    ref = CollapseAccumulator(3).update(H, y).end_first_pass().update(H, y)
+    new = ref.state_dict()
+    old = {
+        k: new[k]
+        for k in ("K", "rank_tol", "phase", "d", "counts", "means", "ss", "W", "b", "S", "ss2")
+        + ("n2", "correct", "mismatch", "scale_exp", "maxabs", "counts2", "fp_sum", "fp_sq")
+    }
+    assert set(old) == set(new)  # the layout did not change
+    got = CollapseAccumulator.from_state_dict(old).compute()
+    for k, v in ref.compute().items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-12, err_msg=k)
+    # an older dict without the pass-2 fingerprint loads too
+    older = {k: v for k, v in old.items() if k not in ("counts2", "fp_sum", "fp_sq")}
+    assert isinstance(CollapseAccumulator.from_state_dict(older).counts2, torch.Tensor)

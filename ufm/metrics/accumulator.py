@@ -46,6 +46,16 @@ from .inputs import (
     features_labels,
 )
 
+#: The pass-1 state, declared once: per-class counts, means and sums of squared deviations
+#: (Chan's parallel update merges them, :func:`chan_merge`); the zeroed state, the state dict,
+#: its shape and value checks and all-reduce's flattening read this table. Each entry: name,
+#: shape (of ``K`` and ``d``) and kind (as for :data:`PASS2_TENSORS`).
+PASS1_TENSORS: tuple[tuple[str, Any, str], ...] = (
+    ("counts", lambda K, d: (K,), "count"),
+    ("means", lambda K, d: (K, d), "sum"),
+    ("ss", lambda K, d: (K,), "squares"),
+)
+
 #: The pass-2 state, declared once: sums over the pass-2 samples, so :meth:`~CollapseAccumulator.merge`
 #: and :meth:`~CollapseAccumulator.all_reduce` add them, :meth:`~CollapseAccumulator.state_dict`
 #: saves them and the state-dict checks validate them from this table. Each entry: name, shape
@@ -332,9 +342,9 @@ class CollapseAccumulator:
     def _init_state(self, d: int, device: torch.device) -> None:
         check_stat_size(self.K, d, "the class means")
         self.d, self.device = d, device
-        self.counts = torch.zeros(self.K, dtype=torch.int64, device=device)
-        self.means = torch.zeros(self.K, d, dtype=F64, device=device)
-        self.ss = torch.zeros(self.K, dtype=F64, device=device)
+        for name, shape, kind in PASS1_TENSORS:
+            dtype = torch.int64 if kind == "count" else F64
+            setattr(self, name, torch.zeros(shape(self.K, d), dtype=dtype, device=device))
         self.W, self.b = check_classifier(self._W_in, self._b_in, self.K, d, device)
 
     @property
@@ -736,9 +746,7 @@ class CollapseAccumulator:
             "rank_tol": self.rank_tol,
             "phase": self.phase,
             "d": self.d,
-            "counts": cpu(self.counts),
-            "means": cpu(self.means),
-            "ss": cpu(self.ss),
+            **{name: cpu(getattr(self, name)) for name, _, _ in PASS1_TENSORS},
             "W": cpu(self.W),
             "b": cpu(self.b),
             "scale_exp": self.scale_exp,
@@ -773,7 +781,7 @@ class CollapseAccumulator:
             return acc
         d = check_int(sd["d"], "state dict key 'd'", low=1)
         K = acc.K
-        shapes = {"counts": (K,), "means": (K, d), "ss": (K,)}
+        shapes = {name: shape(K, d) for name, shape, _ in PASS1_TENSORS}
         if sd["phase"] == 2:
             missing2 = [k for k in ("S", "ss2", *PASS2_SCALARS) if k not in sd]
             if missing2:
@@ -792,8 +800,8 @@ class CollapseAccumulator:
         _check_state_values(sd, K)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         acc._init_state(d, dev)
-        acc.counts = sd["counts"].to(dev, torch.int64)
-        acc.means, acc.ss = (sd[k].to(dev, F64) for k in ("means", "ss"))
+        for name, _, kind in PASS1_TENSORS:
+            setattr(acc, name, sd[name].to(dev, torch.int64 if kind == "count" else F64))
         acc.scale_exp = check_int(sd.get("scale_exp", 0), "state dict key 'scale_exp'")
         acc.maxabs = _check_maxabs(sd.get("maxabs", math.inf))
         if sd["phase"] == 2:
@@ -993,10 +1001,9 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
         if nonneg and tf.numel() and float(tf.min()) < 0:
             raise bad(key, f"is a sum of squares and must be >= 0, got {float(tf.min()):.6g}")
 
-    counts("counts")
-    floats("means")
-    floats("ss", nonneg=True)
     check = {"count": counts, "sum": floats, "squares": lambda k: floats(k, nonneg=True)}
+    for name, _, kind in PASS1_TENSORS:
+        check[kind](name)
     if sd["phase"] == 2:
         for name, _, kind in PASS2_TENSORS[:2]:  # S, ss2: always present in pass 2
             check[kind](name)
