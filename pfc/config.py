@@ -257,17 +257,29 @@ class StudyConfig:
         doc="Post-LayerNorm residual blocks with one or two linear layers "
         "(:class:`resnet_pfc.models.LNResNet`).",
     )
-    deep_blocks: int | None = option(int, "residual blocks of the deep LayerNorm ResNet", low=1)
+    deep_blocks: int | None = option_from(
+        TrainConfig, "blocks", help="residual blocks of the deep LayerNorm ResNet", shown=None
+    )
     deep_width: int | None = _training(int, "width of the deep LayerNorm ResNet", low=2)
-    deep_loss: str | None = _training(str, "training loss of the deep network", choices=LOSSES)
-    deep_lr: float | None = _training(
-        float, "initial learning rate of the deep network", low=0, positive=True
+    deep_loss: str | None = option_from(
+        TrainConfig, "loss", help="training loss of the deep network", command_line=False
     )
-    deep_weight_decay: float | None = _training(
-        float, "SGD weight decay of the deep network", low=0
+    deep_lr: float | None = option_from(
+        TrainConfig,
+        "lr",
+        help="initial learning rate of the deep network",
+        shown=None,
+        command_line=False,
     )
-    deep_batch_size: int | None = _training(int, "SGD batch size of the deep network", low=1)
-    deep_epochs: int | None = option(int, "training epochs of the deep network", low=1)
+    deep_weight_decay: float | None = option_from(
+        TrainConfig, "weight_decay", help="SGD weight decay of the deep network", command_line=False
+    )
+    deep_batch_size: int | None = option_from(
+        TrainConfig, "batch_size", help="SGD batch size of the deep network", command_line=False
+    )
+    deep_epochs: int | None = option_from(
+        TrainConfig, "epochs", help="training epochs of the deep network", shown=None
+    )
     deep_lr_drops: tuple[float, ...] | None = _training(
         float,
         "fractions of the deep network's epochs after which its lr is divided by 10",
@@ -276,8 +288,12 @@ class StudyConfig:
         positive=True,
         nargs="+",
     )
-    deep_eval_every: int | None = _training(
-        int, "measure the deep network's blocks every N epochs", low=1
+    deep_eval_every: int | None = option_from(
+        TrainConfig,
+        "eval_every",
+        help="measure the deep network's blocks every N epochs",
+        shown=None,
+        command_line=False,
     )
     lams: tuple[float, ...] | None = option(
         float,

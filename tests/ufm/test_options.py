@@ -229,6 +229,11 @@ def test_shared_options_are_declared_once():
     )
     for name in ("weight_decay", "batch_size", "lr", "eval_every", "epochs"):
         assert spec(StudyConfig, name)["help"] == spec(TrainConfig, name)["help"], name
+    # the deep network's options: TrainConfig's kind, bounds and choices under their own help
+    for name in ("blocks", "loss", "lr", "weight_decay", "batch_size", "epochs", "eval_every"):
+        got, ref = spec(StudyConfig, f"deep_{name}"), spec(TrainConfig, name)
+        for key in ("kind", "low", "high", "positive", "choices"):
+            assert got[key] == ref[key], (name, key)
     with pytest.raises(InputError, match="no option field"):
         option_from(TrainConfig, "nope")
     with pytest.raises(InputError, match="unknown keyword"):
