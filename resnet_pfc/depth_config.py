@@ -16,7 +16,7 @@ from ufm.registry import NC2, PFC, SEPARATION
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
-from .config import MAX_BLOCKS, MAX_EPOCHS, MAX_WIDTH, TrainConfig
+from .config import MAX_BLOCKS, MAX_EPOCHS, TrainConfig
 from .families import DEPTH_FAMILIES
 from .runs import MEASURED_METRICS
 
@@ -149,7 +149,9 @@ class DepthConfig:
     seeds: tuple[int, ...] = option(
         int, "training seeds", default=(0, 1, 2), low=0, high=SEED_MAX, nargs="+", doc=_CELLS
     )
-    width: int = _count("residual-stream / token width d", 64, high=MAX_WIDTH)
+    width: int = option_from(
+        TrainConfig, "width", default=64, help="residual-stream / token width d", shown=None
+    )
     epochs: int = _count(
         "minimum epochs of the ResNets (constant lr)", 100, doc=_STOP, high=MAX_EPOCHS
     )
@@ -179,8 +181,14 @@ class DepthConfig:
         high=MAX_EPOCHS,
         doc=_STOP,
     )
-    lr: float = _rate("SGD learning rate of the ResNets", doc=_DROPS)
-    transformer_lr: float = _rate("SGD learning rate of the transformers", doc=_DROPS)
+    lr: float = option_from(
+        TrainConfig, "lr", default=0.05, help="SGD learning rate of the ResNets", doc=_DROPS,
+        shown=None,
+    )  # fmt: skip
+    transformer_lr: float = option_from(
+        TrainConfig, "lr", default=0.05, help="SGD learning rate of the transformers",
+        doc=_DROPS, shown=None,
+    )  # fmt: skip
     weight_decay: float = option_from(
         TrainConfig,
         "weight_decay",
@@ -205,15 +213,12 @@ class DepthConfig:
     per_class: int | None = option_from(TrainConfig, "per_class", shown="the whole training split")
     heads: int = option_from(TrainConfig, "heads", default=4, command_line=False)
     patch: int | None = option_from(TrainConfig, "patch", default=4, command_line=False)
-    device: str = option(
-        str,
-        "training device",
-        default="cpu",
-        choices=("cpu", "cuda"),
-        type="str",
-        doc='``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (the command line offers the first two).',
+    device: str = option_from(
+        TrainConfig, "device", default="cpu", help="training device: cpu, cuda or cuda:N"
     )
-    threads: int = _count("torch threads per cell", 1, high=MAX_THREADS)
+    threads: int = option_from(
+        TrainConfig, "threads", default=1, help="torch threads per cell", shown=None
+    )
     jobs: int = _count("cells trained in parallel, one process each", 1, high=MAX_THREADS)
     bootstrap: int = option(
         int, "bootstrap resamples of each slope", default=2000, low=10, high=1_000_000
