@@ -33,7 +33,7 @@ __all__ = [
 SLOPE_METRICS: tuple[str, ...] = ("nc1", *SEPARATION, *NC2, "nc3", *PFC)
 #: The slopes the report, the figures and ``pfc depth`` show (NC1 and the separation metrics,
 #: NC2, NC3 and PFC1; PFC2-3 are fitted and in depth_slopes.csv).
-SHOWN_SLOPES: tuple[str, ...] = SLOPE_METRICS[: SLOPE_METRICS.index("nc3") + 1] + ("pfc1",)
+SHOWN_SLOPES: tuple[str, ...] = ("nc1", *SEPARATION, *NC2, "nc3", "pfc1")
 _METRICS = MEASURED_METRICS
 
 _CELLS = "Every (family, depth, seed) is a cell."
