@@ -169,29 +169,22 @@ def run_checks(opts: CheckOptions, *, prog: str = "python -m proofs_check") -> i
     of :func:`main` (0, 1 when a claim that should hold is violated, 130 interrupted)."""
     from . import check_theorem1, check_theorem2, check_theorem3, check_theorem4
 
-    check_fields(opts)
-    args = opts
-
+    check_fields(opts)  # seed and counts within their declared bounds
     try:
-        wanted = sorted({int(s) for s in args.theorems.split(",") if s.strip()})
-    except ValueError:
-        wanted = [0]
-    if not wanted or any(t not in (1, 2, 3, 4) for t in wanted):
-        raise InputError(f"--theorems must list numbers from 1..4, got {args.theorems!r}")
-    ns = max(1, args.instances // 10) if args.solver_instances is None else args.solver_instances
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
-    # Zero instances would check nothing and still report success: refuse it.
-    if args.instances < 1 and {1, 2} & set(wanted):
-        raise InputError(f"--instances must be >= 1 (Theorems 1-2), got {args.instances}")
+        theorems = theorems_arg(opts.theorems)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"theorems {exc}") from None
+    wanted = sorted({int(t) for t in theorems.split(",")})
+    ns = max(1, opts.instances // 10) if opts.solver_instances is None else opts.solver_instances
+    # Zero solver instances would check nothing and still report success: refuse it.
     if ns < 1 and {3, 4} & set(wanted):
         raise InputError(f"--solver-instances must be >= 1 (Theorems 3-4), got {ns}")
-    if args.json is not None:
-        check_output_file(args.json, "--json")  # before the checks, not after them
-    progress = args.progress
+    if opts.json is not None:
+        check_output_file(opts.json, "--json")  # before the checks, not after them
+    progress = opts.progress
     funcs = {
-        1: (check_theorem1, args.instances),
-        2: (check_theorem2, args.instances),
+        1: (check_theorem1, opts.instances),
+        2: (check_theorem2, opts.instances),
         3: (check_theorem3, ns),
         4: (check_theorem4, ns),
     }
@@ -201,7 +194,7 @@ def run_checks(opts: CheckOptions, *, prog: str = "python -m proofs_check") -> i
     try:
         for t in wanted:
             f, n = funcs[t]
-            results.append(f(n, seed=args.seed, progress=progress))
+            results.append(f(n, seed=opts.seed, progress=progress))
     except KeyboardInterrupt:
         interrupted = True
     elapsed = time.perf_counter() - t0
@@ -216,14 +209,14 @@ def run_checks(opts: CheckOptions, *, prog: str = "python -m proofs_check") -> i
         return 130 if ok else 1
     print(
         f"\n{'all claims that should hold held' if ok else 'VIOLATIONS FOUND'} "
-        f"({elapsed:.1f} s, seed {args.seed})"
+        f"({elapsed:.1f} s, seed {opts.seed})"
     )
-    if args.json is not None:
+    if opts.json is not None:
         write_json_atomic(
-            args.json,
+            opts.json,
             {
-                "seed": args.seed,
-                "instances": args.instances,
+                "seed": opts.seed,
+                "instances": opts.instances,
                 "solver_instances": ns,
                 "elapsed_s": elapsed,
                 "ok": ok,

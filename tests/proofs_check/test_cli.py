@@ -59,3 +59,20 @@ def test_cli_exit_code_on_violation(monkeypatch):
     bad = CheckResult("theorem1", "claim", 1, 1, 0, 1, 0, -1.0, ({"kind": "violation"},), {})
     monkeypatch.setattr(proofs_check, "check_theorem1", lambda *a, **k: bad)
     assert main(["--theorems", "1", "--no-progress"]) == 1
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"theorems": "7"}, "theorems must list"),
+        ({"seed": -1}, "seed"),
+        ({"instances": 0}, "instances"),
+    ],
+)
+def test_run_checks_refuses_options_built_in_python(kw, match):
+    # the same declaration checks CheckOptions built in Python as on the command line
+    from proofs_check.cli import CheckOptions, run_checks
+    from ufm.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        run_checks(CheckOptions(**kw, progress=False))
