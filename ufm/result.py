@@ -239,7 +239,14 @@ def with_classes(result: SolveResult, classes: Any) -> SolveResult:
     -------
     SolveResult
         Shares its arrays (and any deferred field) with ``result``.
+
+    Raises
+    ------
+    InputError
+        ``result`` is not a :class:`SolveResult`.
     """
+    if not isinstance(result, SolveResult):
+        raise InputError(f"with_classes needs a SolveResult, got {type(result).__name__}")
     new = object.__new__(type(result))
     new.__dict__.update(result.__dict__)
     object.__setattr__(new, "classes", classes)

@@ -108,3 +108,10 @@ def test_with_classes_keeps_deferred_fields_and_shares_arrays():
     assert calls == [] and not out.formed("H") and out.W is W
     assert list(out.classes) == ["x", "y"] and res.classes is None
     assert out.H.shape == (4, 3) and calls == [1]
+
+
+def test_with_classes_needs_a_result():
+    from ufm.result import with_classes
+
+    with pytest.raises(ufm.InputError, match="SolveResult"):
+        with_classes({"W": None}, np.array(["a", "b"]))
