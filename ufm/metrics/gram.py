@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -186,6 +187,11 @@ class ClassStats:
     tr_sb: float
     rank_tol: float
 
+    @cached_property
+    def nc2(self) -> tuple[float, float]:
+        """Both parts of NC2 (:func:`nc2_from_gram`), computed once for the two metrics."""
+        return nc2_from_gram(self.G)
+
 
 def pfc1_of(s: ClassStats) -> float:
     """PFC1 = tr(Sigma_W) / tr(Sigma_B)."""
@@ -199,12 +205,12 @@ def pfc2_of(s: ClassStats) -> float:
 
 def nc2_equinorm_of(s: ClassStats) -> float:
     """NC2's equinorm part (:func:`nc2_from_gram`)."""
-    return nc2_from_gram(s.G)[0]
+    return s.nc2[0]
 
 
 def nc2_equiangular_of(s: ClassStats) -> float:
     """NC2's equiangular part (:func:`nc2_from_gram`)."""
-    return nc2_from_gram(s.G)[1]
+    return s.nc2[1]
 
 
 def cdnv_of(s: ClassStats) -> float:
