@@ -14,7 +14,9 @@ stages in order (their folders under the study directory; the stages live in
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
@@ -24,8 +26,7 @@ import numpy as np
 from resnet_pfc.config import PRESETS, TrainConfig, dataset_arg
 from resnet_pfc.datasets import canonical_name
 from ufm.errors import InputError
-from ufm.losses import LOSSES
-from ufm.options import check_fields, documented, option, option_from
+from ufm.options import check_fields, documented, nested, option, resolve_nested
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
@@ -47,31 +48,36 @@ __all__ = [
 #: Stages in order (folder names under the study directory).
 STAGES = ("train", "deep", "ot", "sec4b", "network", "proofs")
 
-#: Defaults of the full demo (``None`` fields of :class:`StudyConfig`). The ``deep_*`` entries
-#: are the recipe of the deep LayerNorm ResNet; the others that of the fully connected ResNet
-#: and of the later stages. Chosen and measured in ``docs/demo_recipe.md``.
+#: Defaults of the full demo (``None`` fields of :class:`StudyConfig`). ``"fc"`` and ``"deep"``
+#: are the training options of the two networks (:class:`resnet_pfc.config.TrainConfig`
+#: options: the paper's fully connected ResNet and the deep LayerNorm ResNet); the other
+#: entries are the study's. Chosen and measured in ``docs/demo_recipe.md``.
 FULL: dict[str, Any] = {
     "dataset": "mnist_5k",
     "lr_drops": (1 / 3, 2 / 3),
-    "loss": "ce",
-    "weight_decay": 5e-4,
-    "batch_size": 128,
-    "epochs": 60,
-    "blocks": 10,
-    "width": 128,
-    "train_per_class": None,
-    "lr": 0.01,
-    "eval_every": 10,
-    "deep_model": "ln_resnet1",
-    "deep_blocks": 34,
-    "deep_width": 24,
-    "deep_loss": "ce",
-    "deep_lr": 0.05,
-    "deep_weight_decay": 4e-3,
-    "deep_batch_size": 128,
-    "deep_epochs": 150,
+    "fc": {
+        "model": "fc",
+        "loss": "ce",
+        "weight_decay": 5e-4,
+        "batch_size": 128,
+        "epochs": 60,
+        "blocks": 10,
+        "width": 128,
+        "lr": 0.01,
+        "eval_every": 10,
+    },
+    "deep": {
+        "model": "ln_resnet1",
+        "blocks": 34,
+        "width": 24,
+        "loss": "ce",
+        "lr": 0.05,
+        "weight_decay": 4e-3,
+        "batch_size": 128,
+        "epochs": 150,
+        "eval_every": 10,
+    },
     "deep_lr_drops": (0.8, 0.9),
-    "deep_eval_every": 10,
     "lams": tuple(float(v) for v in np.logspace(-3, 2, 11)),
     "features_per_class": 100,
     "certify_per_class": 2,
@@ -85,25 +91,31 @@ FULL: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     "dataset": "digits",
     "lr_drops": (1 / 3, 2 / 3),
-    "loss": "mse",
-    "weight_decay": 5e-3,
-    "batch_size": 32,
-    "epochs": 40,
-    "blocks": 3,
-    "width": 64,
-    "train_per_class": 15,
-    "lr": 0.02,
-    "eval_every": 5,
-    "deep_model": "ln_resnet1",
-    "deep_blocks": 6,
-    "deep_width": 16,
-    "deep_loss": "ce",
-    "deep_lr": 0.05,
-    "deep_weight_decay": 5e-3,
-    "deep_batch_size": 32,
-    "deep_epochs": 20,
+    "fc": {
+        "model": "fc",
+        "loss": "mse",
+        "weight_decay": 5e-3,
+        "batch_size": 32,
+        "epochs": 40,
+        "blocks": 3,
+        "width": 64,
+        "per_class": 15,
+        "lr": 0.02,
+        "eval_every": 5,
+    },
+    "deep": {
+        "model": "ln_resnet1",
+        "blocks": 6,
+        "width": 16,
+        "loss": "ce",
+        "lr": 0.05,
+        "weight_decay": 5e-3,
+        "batch_size": 32,
+        "epochs": 20,
+        "eval_every": 5,
+        "per_class": 15,
+    },
     "deep_lr_drops": (0.8, 0.9),
-    "deep_eval_every": 5,
     "lams": (1e-3, 1e-2, 1e-1, 1.0, 10.0),
     "features_per_class": None,
     "certify_per_class": 1,
@@ -175,6 +187,31 @@ def _per_class(help: str, everything: str) -> Any:
     )
 
 
+#: The options of each network's :class:`resnet_pfc.config.TrainConfig` that the study sets
+#: itself (from its own options and the network's ``lr_drops``: :func:`networks`).
+STUDY_SET: tuple[str, ...] = (
+    "dataset", "seed", "threads", "progress", "out", "resume", "milestones", "eval_test", "figures",
+)  # fmt: skip
+_LOSS_HELP = "training loss: ce (cross entropy, the paper's) or mse (the squared error)"
+#: The fully connected ResNet's training options with what they mean here
+#: (:func:`ufm.options.nested`; ``pfc demo`` sets ``--loss`` and ``--epochs``).
+FC_OPTIONS: dict[str, dict[str, Any]] = {
+    "model": {"choices": ("fc",), "command_line": False},
+    "loss": {"help": _LOSS_HELP, "shown": None},
+    "epochs": {"shown": None},
+    "blocks": {"help": "residual blocks of the ResNet", "command_line": False},
+    "per_class": {"low": 2, "command_line": False},
+}
+#: The deep LayerNorm ResNet's (``pfc demo`` sets ``--deep-blocks`` and ``--deep-epochs``).
+DEEP_OPTIONS: dict[str, dict[str, Any]] = {
+    "model": {"choices": ("ln_resnet1", "ln_resnet2"), "command_line": False},
+    "blocks": {"help": "residual blocks of the deep LayerNorm ResNet", "shown": None},
+    "epochs": {"help": "training epochs of the deep network", "shown": None},
+    "width": {"low": 2, "command_line": False},
+    "per_class": {"low": 2, "command_line": False},
+}
+
+
 @documented
 @dataclass(frozen=True)
 class StudyConfig:
@@ -182,7 +219,8 @@ class StudyConfig:
 
     Each field carries its help and bounds (:func:`ufm.options.option`): ``pfc demo``'s
     options (those declared for the command line), the checks of :func:`resolve_study_config`
-    and the list below come from them. The fully connected ResNet trains with SGD, momentum 0.9.
+    and the list below come from them. Each network holds its training options (``fc``, ``deep``:
+    :class:`resnet_pfc.config.TrainConfig`, SGD).
     """
 
     out: str = option(str, "study directory", default="pfc-demo")
@@ -218,6 +256,13 @@ class StudyConfig:
         "training data: digits or mnist_5k (or mnist-5k), both shipped with the install",
         doc="Any name :func:`resnet_pfc.data.load_dataset` accepts works.",
     )
+    fc: TrainConfig | None = nested(
+        TrainConfig,
+        "the training of the paper's fully connected ResNet (Table I)",
+        options=FC_OPTIONS,
+        doc="A mapping of some options, e.g. ``{'epochs': 5}``, replaces those of the preset's. "
+        "The study sets " + ", ".join(STUDY_SET) + " (:func:`networks`).",
+    )
     lr_drops: tuple[float, ...] | None = _training(
         float,
         "fractions of the epochs after which the lr is divided by 10",
@@ -228,57 +273,20 @@ class StudyConfig:
         doc="Epoch ``round(f * epochs)`` for each fraction ``f`` in ``(0, 1]`` (the paper: 1/3 "
         "and 2/3).",
     )
-    loss: str | None = option(
-        str,
-        "training loss: ce (cross entropy, the paper's) or mse (the squared error)",
-        choices=LOSSES,
-        doc="The demo's is MSE: see :data:`RECIPE_REASONS` and ``docs/demo_recipe.md``.",
-    )
-    weight_decay: float | None = option_from(TrainConfig, "weight_decay", command_line=False)
-    batch_size: int | None = option_from(TrainConfig, "batch_size", command_line=False)
-    epochs: int | None = option_from(TrainConfig, "epochs", shown=None)
-    blocks: int | None = _training(int, "residual blocks of the ResNet", low=1)
-    width: int | None = _training(int, "width of the ResNet", low=1)
-    train_per_class: int | None = _per_class("balanced training subset", "the whole split")
-    lr: float | None = option_from(
-        TrainConfig, "lr", shown=None, command_line=False, doc="Divided by 10 at lr_drops."
-    )
-    eval_every: int | None = option_from(TrainConfig, "eval_every", shown=None, command_line=False)
-    deep: bool = option(
+    train_deep: bool = option(
         "no",
         "skip the deep LayerNorm ResNet (train only the paper's fully connected ResNet)",
         default=True,
+        flag="--no-deep",
         doc="The deep network is trained in the ``deep`` stage (folder ``deep/``).",
     )
-    deep_model: str | None = _training(
-        str,
-        "family of the deep network",
-        choices=("ln_resnet1", "ln_resnet2"),
-        doc="Post-LayerNorm residual blocks with one or two linear layers "
-        "(:class:`resnet_pfc.models.LNResNet`).",
-    )
-    deep_blocks: int | None = option_from(
-        TrainConfig, "blocks", help="residual blocks of the deep LayerNorm ResNet", shown=None
-    )
-    deep_width: int | None = _training(int, "width of the deep LayerNorm ResNet", low=2)
-    deep_loss: str | None = option_from(
-        TrainConfig, "loss", help="training loss of the deep network", command_line=False
-    )
-    deep_lr: float | None = option_from(
+    deep: TrainConfig | None = nested(
         TrainConfig,
-        "lr",
-        help="initial learning rate of the deep network",
-        shown=None,
-        command_line=False,
-    )
-    deep_weight_decay: float | None = option_from(
-        TrainConfig, "weight_decay", help="SGD weight decay of the deep network", command_line=False
-    )
-    deep_batch_size: int | None = option_from(
-        TrainConfig, "batch_size", help="SGD batch size of the deep network", command_line=False
-    )
-    deep_epochs: int | None = option_from(
-        TrainConfig, "epochs", help="training epochs of the deep network", shown=None
+        "the training of the deep LayerNorm ResNet (Súkeník, Lampert and Mondelli, 2025)",
+        options=DEEP_OPTIONS,
+        prefix="deep-",
+        doc="Post-LayerNorm residual blocks with one or two linear layers "
+        "(:class:`resnet_pfc.models.LNResNet`). As ``fc``.",
     )
     deep_lr_drops: tuple[float, ...] | None = _training(
         float,
@@ -287,13 +295,6 @@ class StudyConfig:
         high=1,
         positive=True,
         nargs="+",
-    )
-    deep_eval_every: int | None = option_from(
-        TrainConfig,
-        "eval_every",
-        help="measure the deep network's blocks every N epochs",
-        shown=None,
-        command_line=False,
     )
     lams: tuple[float, ...] | None = option(
         float,
@@ -331,6 +332,9 @@ class StudyConfig:
 def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
     """Fill defaults from :data:`FULL` / :data:`QUICK` and validate every option.
 
+    ``None`` fields take the preset's value; a mapping given for ``fc`` or ``deep`` replaces
+    those training options of the preset's network.
+
     Raises
     ------
     InputError
@@ -339,6 +343,20 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
     pre = stage_preset(cfg)
     vals = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in pre}
     vals = {k: pre[k] if v is None else v for k, v in vals.items()}
+    for name, _, _, _ in _NETWORKS:
+        given = getattr(cfg, name)
+        net = resolve_nested(given, TrainConfig(**pre[name]), name=name)
+        defaults = TrainConfig()
+        for k in STUDY_SET:
+            if (isinstance(given, Mapping) and k in given) or getattr(net, k) != getattr(
+                defaults, k
+            ):
+                raise InputError(
+                    f"{name}.{k} is set by the study (from its own options: --dataset, --seed, "
+                    f"--threads, --out, lr_drops...); leave it at TrainConfig's default "
+                    f"{getattr(defaults, k)!r}"
+                )
+        vals[name] = net
     vals["dataset"] = canonical_name(vals["dataset"])
     # the bounds and choices of every option (those of lr_drops and lams are checked below)
     check_fields(replace(cfg, **vals))
@@ -363,12 +381,9 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
 
 
 def config_doc(cfg: StudyConfig) -> dict[str, Any]:
-    """The options of ``cfg`` as the ``"study"`` entry of ``config.json`` (tuples as lists)."""
-    d = asdict(cfg)
-    d["lams"] = list(cfg.lams or ())
-    d["lr_drops"] = list(cfg.lr_drops or ())
-    d["deep_lr_drops"] = list(cfg.deep_lr_drops or ())
-    return d
+    """The options of ``cfg`` as the ``"study"`` entry of ``config.json`` (tuples as lists;
+    each network's training options as a mapping)."""
+    return json.loads(json.dumps(asdict(cfg), default=list))
 
 
 def stage_preset(cfg: StudyConfig) -> dict[str, Any]:
@@ -378,62 +393,54 @@ def stage_preset(cfg: StudyConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Network:
-    """One network the study trains: its stage (folder), architecture and recipe.
+    """One network the study trains: its stage (folder), how the report names it, and its
+    training options.
 
-    Built by :func:`networks` from a resolved :class:`StudyConfig`; SGD with momentum 0.9, the
-    lr divided by 10 after each fraction of ``lr_drops`` of the epochs.
+    Built by :func:`networks` from a resolved :class:`StudyConfig`.
     """
 
     name: str  #: ``"fc"`` (the paper's) or ``"deep"`` (the deep LayerNorm ResNet)
     stage: str  #: stage and folder under the study directory
     title: str  #: how the report names it
-    model: str  #: :attr:`resnet_pfc.TrainConfig.model`
-    blocks: int
-    width: int
-    loss: str
-    lr: float
-    weight_decay: float
-    batch_size: int
-    epochs: int
-    lr_drops: tuple[float, ...]
-    eval_every: int
-    per_class: int | None
+    lr_drops: tuple[float, ...]  #: fractions of the epochs after which the lr is divided by 10
+    train: TrainConfig  #: every training option but ``out`` and ``resume`` (set by the stage)
 
     @property
     def milestones(self) -> tuple[int, ...]:
         """Epochs after which the lr is divided by 10: ``round(f * epochs)`` per drop ``f``."""
-        return tuple(sorted({max(1, round(f * self.epochs)) for f in self.lr_drops}))
+        return self.train.milestones or ()
 
     @property
     def architecture(self) -> str:
         """The architecture in words, e.g. ``"FC ResNet, 10 blocks, width 256"``."""
-        kind = "FC ResNet" if self.model == "fc" else f"LayerNorm ResNet ({self.model})"
-        return f"{kind}, {self.blocks} blocks, width {self.width}"
+        t = self.train
+        kind = "FC ResNet" if t.model == "fc" else f"LayerNorm ResNet ({t.model})"
+        return f"{kind}, {t.blocks} blocks, width {t.width}"
 
 
-#: The networks of the study: name, stage (folder), how the report names it, and the prefix of
-#: its recipe fields in :class:`StudyConfig` (``deep_`` for the deep network's).
+#: The networks of the study: name (its field of :class:`StudyConfig`), stage (folder), how
+#: the report names it, and the field of its lr drops.
 _NETWORKS = (
-    ("fc", "train", "the paper's fully connected ResNet (Table I)", ""),
-    ("deep", "deep", "the deep LayerNorm ResNet (Súkeník, Lampert, Mondelli 2025)", "deep_"),
-)
-#: The recipe fields that each network reads from :class:`StudyConfig` (with its prefix).
-_RECIPE = ("blocks", "width", "loss", "lr", "weight_decay", "batch_size", "epochs", "lr_drops",
-           "eval_every")  # fmt: skip
+    ("fc", "train", "the paper's fully connected ResNet (Table I)", "lr_drops"),
+    ("deep", "deep", "the deep LayerNorm ResNet (Súkeník, Lampert, Mondelli 2025)",
+     "deep_lr_drops"),
+)  # fmt: skip
 
 
 def networks(cfg: StudyConfig) -> tuple[Network, ...]:
     """The networks of a resolved study: the paper's FC ResNet, then (unless ``--no-deep``) the
-    deep LayerNorm ResNet."""
+    deep LayerNorm ResNet. Each network's training options are its field's, with those of
+    :data:`STUDY_SET` set by the study (the test split measured too, the figures drawn)."""
     nets = []
-    for name, stage, title, prefix in _NETWORKS:
-        if name == "deep" and not cfg.deep:
+    for name, stage, title, drops_field in _NETWORKS:
+        if name == "deep" and not cfg.train_deep:
             continue
-        recipe = {k: getattr(cfg, prefix + k) for k in _RECIPE}
-        recipe["lr_drops"] = tuple(recipe["lr_drops"])
-        model = "fc" if name == "fc" else cfg.deep_model
-        nets.append(Network(name=name, stage=stage, title=title, model=model,
-                            per_class=cfg.train_per_class, **recipe))  # fmt: skip
+        own: TrainConfig = getattr(cfg, name)
+        drops = tuple(getattr(cfg, drops_field))
+        ms = tuple(sorted({max(1, round(f * own.epochs)) for f in drops}))
+        train = replace(own, dataset=cfg.dataset, seed=cfg.seed, threads=cfg.threads,
+                        progress=cfg.progress, milestones=ms, eval_test=True, figures=True)  # fmt: skip
+        nets.append(Network(name=name, stage=stage, title=title, lr_drops=drops, train=train))
     return tuple(nets)
 
 
@@ -463,47 +470,66 @@ def recipe_vs_paper(cfg: StudyConfig, net: Network | None = None) -> list[dict[s
     ``net`` defaults to the FC ResNet.
     """
     net = net or networks(cfg)[0]
-    prefix = "" if net.name == "fc" else "deep_"
+    n, t = net.name, net.train
+    drops = "lr_drops" if n == "fc" else f"{n}_lr_drops"
     lost = "not in the paper's text; Papyan et al.'s default"
     mnist_lr = PRESETS["mnist"]["lr"]
+    momentum = PAPER_RECIPE["momentum"]
     rows: list[tuple[str, Any, Any, tuple[str, ...], bool]] = [
-        # (option, paper, used, fields of StudyConfig it comes from, differs)
+        # (option, paper, used, options of StudyConfig it comes from, differs)
         ("dataset", "MNIST (60,000 training images)", cfg.dataset, ("dataset",), True),
         ("model", "FC ResNet, 10 blocks, width 1000 (Table I, MNIST)", net.architecture,
-         (f"{prefix}blocks", f"{prefix}width") + (("deep_model",) if prefix else ()), True),
+         (f"{n}.blocks", f"{n}.width", f"{n}.model"), True),
         ("loss", "cross entropy", {"ce": "cross entropy", "mse": "squared error (MSE)"}[
-            net.loss], (f"{prefix}loss",), net.loss != PAPER_RECIPE["loss"]),
-        ("optimiser", "SGD, momentum 0.9", "SGD, momentum 0.9", (), False),
-        ("weight_decay", f"{PAPER_RECIPE['weight_decay']:g} ({lost})", net.weight_decay,
-         (f"{prefix}weight_decay",), net.weight_decay != PAPER_RECIPE["weight_decay"]),
-        ("batch_size", f"{PAPER_RECIPE['batch_size']} ({lost})", net.batch_size,
-         (f"{prefix}batch_size",), net.batch_size != PAPER_RECIPE["batch_size"]),
-        ("epochs", PAPER_RECIPE["epochs"], net.epochs, (f"{prefix}epochs",),
-         net.epochs != PAPER_RECIPE["epochs"]),
+            t.loss], (f"{n}.loss",), t.loss != PAPER_RECIPE["loss"]),
+        ("optimiser", f"SGD, momentum {momentum:g}", f"SGD, momentum {t.momentum:g}",
+         (f"{n}.momentum",), t.momentum != momentum),
+        ("weight_decay", f"{PAPER_RECIPE['weight_decay']:g} ({lost})", t.weight_decay,
+         (f"{n}.weight_decay",), t.weight_decay != PAPER_RECIPE["weight_decay"]),
+        ("batch_size", f"{PAPER_RECIPE['batch_size']} ({lost})", t.batch_size,
+         (f"{n}.batch_size",), t.batch_size != PAPER_RECIPE["batch_size"]),
+        ("epochs", PAPER_RECIPE["epochs"], t.epochs, (f"{n}.epochs",),
+         t.epochs != PAPER_RECIPE["epochs"]),
         ("lr schedule", _schedule(PAPER_RECIPE["lr_drops"]),
-         _schedule(net.lr_drops, net.milestones), (f"{prefix}lr_drops",),
+         _schedule(net.lr_drops, net.milestones), (drops,),
          tuple(round(f, 6) for f in net.lr_drops)
          != tuple(round(f, 6) for f in PAPER_RECIPE["lr_drops"])),
-        ("lr", f"{mnist_lr:g} (not in the paper's text; this project's MNIST preset)", net.lr,
-         (f"{prefix}lr",), net.lr != mnist_lr),
+        ("lr", f"{mnist_lr:g} (not in the paper's text; this project's MNIST preset)", t.lr,
+         (f"{n}.lr",), t.lr != mnist_lr),
     ]  # fmt: skip
-    reasons = RECIPE_REASONS.get(net.name, {})
+    reasons = RECIPE_REASONS.get(n, {})
     out = []
     for name, paper, used, keys, differs in rows:
-        key = {"lr schedule": "lr_drops"}.get(name, name)
+        key = {"lr schedule": "lr_drops", "optimiser": "momentum"}.get(name, name)
         why = ""
         if differs:
-            off = [k for k in keys if getattr(cfg, k) != FULL.get(k)]
+            off = [k for k in keys if _used(cfg, k) != _full(k)]
             if not off:
                 why = reasons.get(key, "")
             else:
                 src = "--quick (a smoke test)" if cfg.quick else "this run's options"
-                full = ", ".join(f"{k} = {_show(FULL.get(k))}" for k in off)
+                full = ", ".join(f"{k} = {_show(_full(k))}" for k in off)
                 why = f"set by {src}; the full demo uses {full}"
                 if reasons.get(key):
                     why += f" (why: {reasons[key]})"
         out.append({"option": name, "paper": paper, "demo": used, "differs": differs, "why": why})
     return out
+
+
+def _used(cfg: StudyConfig, key: str) -> Any:
+    """The value of option ``key`` (``"dataset"``, ``"fc.lr"``) of a resolved study."""
+    head, _, tail = key.partition(".")
+    v = getattr(cfg, head)
+    return getattr(v, tail) if tail else v
+
+
+def _full(key: str) -> Any:
+    """The value of option ``key`` in the full demo (:data:`FULL`; TrainConfig's default for a
+    training option it does not set)."""
+    head, _, tail = key.partition(".")
+    if not tail:
+        return FULL.get(head)
+    return FULL[head].get(tail, getattr(TrainConfig(), tail))
 
 
 def _show(v: Any) -> str:

@@ -16,7 +16,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from resnet_pfc.analysis import collapse_check
 from ufm.errors import CheckpointError, InputError
 from ufm.io import jsonable, read_json, run_lock, versions, write_json
+from ufm.options import with_options
 from ufm.registry import CORE
 
 from .config import STAGES, StudyConfig, config_doc, resolve_study_config
@@ -107,7 +107,8 @@ def run_study(config: StudyConfig | None = None, **overrides: Any) -> dict[str, 
     Parameters
     ----------
     config : StudyConfig, optional
-        Options; keyword ``overrides`` replace fields.
+        Options; keyword ``overrides`` replace fields (a mapping for ``fc`` or ``deep`` replaces
+        some of that network's training options).
 
     Returns
     -------
@@ -132,7 +133,7 @@ def run_study(config: StudyConfig | None = None, **overrides: Any) -> dict[str, 
               + \frac{\lambda}{2}\|h_i - x_i\|^2\Big] + \frac{\lambda_W}{2}\|W\|_F^2
               + \frac{\lambda_b}{2}\|b\|^2 .
     """
-    cfg = resolve_study_config(replace(config or StudyConfig(), **overrides))
+    cfg = resolve_study_config(with_options(config or StudyConfig(), overrides))
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; choose a folder for the study")

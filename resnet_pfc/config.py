@@ -45,6 +45,7 @@ __all__ = [
     "make_model",
     "add_train_options",
     "dataset_arg",
+    "device_ok",
     "train_config_from_args",
     "TRAIN_DESCRIPTION",
 ]
@@ -124,14 +125,15 @@ def dataset_arg(s: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _device_ok(device: Any) -> bool:
+def device_ok(device: Any) -> bool:
+    """Whether ``device`` names a training device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
     return isinstance(device, str) and (
         device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
     )
 
 
 def _device_arg(s: str) -> str:
-    if not _device_ok(s):
+    if not device_ok(s):
         raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N; got {s!r}")
     return s
 
@@ -373,7 +375,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     check_fields(resolved)
     if not str(config.out):
         raise InputError("out must name a run directory")
-    if not _device_ok(config.device):
+    if not device_ok(config.device):
         raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
     # SGD multiplies by lr and weight_decay in the parameter dtype; beyond its range torch fails
     # with an overflow on the first step, so refuse such values before any work.

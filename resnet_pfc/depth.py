@@ -71,7 +71,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ import numpy as np
 from ufm import io as ufm_io
 from ufm.errors import InputError
 from ufm.losses import check_loss
+from ufm.options import with_options
 from ufm.registry import SEPARATION
 
 from .depth_config import (
@@ -131,9 +132,9 @@ def _is_transformer(family: str) -> bool:
 
 def _build_kwargs(cfg: DepthConfig, family: str) -> dict[str, Any]:
     """The keywords of :func:`resnet_pfc.models.build_depth_model` besides family and depth."""
-    kw: dict[str, Any] = {"width": cfg.width}
+    kw: dict[str, Any] = {"width": cfg.train.width}
     if _is_transformer(family):
-        kw |= {"heads": cfg.heads, "patch": cfg.patch}
+        kw |= {"heads": cfg.train.heads, "patch": cfg.train.patch}
     return kw
 
 
@@ -195,12 +196,12 @@ def _load_train(cfg: DepthConfig, seed: int) -> Any:
     from . import data as data_mod
 
     return data_mod.load_dataset(
-        cfg.dataset,
+        cfg.train.dataset,
         split="train",
-        per_class=cfg.per_class,
+        per_class=cfg.train.per_class,
         seed=seed,
-        data_root=cfg.data_root,
-        download=cfg.download,
+        data_root=cfg.train.data_root,
+        download=cfg.train.download,
     )
 
 
@@ -314,7 +315,7 @@ def run_cell(
     from .memory import check_model_fits
     from .models import build_depth_model
 
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.train.threads)
     ds = _load_train(cfg, seed)
     K = int(ds.num_classes)
     shape = tuple(ds.input_shape)
@@ -323,7 +324,7 @@ def run_cell(
     check_model_fits(
         lambda: build_depth_model(family, shape, K, blocks=depth, **kw),
         torch.float32,
-        sizes=f"family={family}, depth={depth}, width={cfg.width}",
+        sizes=f"family={family}, depth={depth}, width={cfg.train.width}",
         fix="use a smaller --width or --depths",
     )
     if base is None:
@@ -331,21 +332,21 @@ def run_cell(
     else:
         prev = load_cell_model(_cell_dir(cfg, family, base, seed, prev_init))
         model = warm_start(prev, family, depth, input_shape=shape, num_classes=K, **kw)
-    model = model.to(cfg.device)
+    model = model.to(cfg.train.device)
     x, y = ds.x, ds.y
-    wd = cfg.weight_decay
-    init_obj = full_objective(model, x, y, weight_decay=wd, loss=cfg.loss, num_classes=K)
+    wd = cfg.train.weight_decay
+    init_obj = full_objective(model, x, y, weight_decay=wd, loss=cfg.train.loss, num_classes=K)
     tr = _is_transformer(family)
     fit = train_cell(
         model,
         x,
         y,
         num_classes=K,
-        loss=cfg.loss,
-        lr=cfg.transformer_lr if tr else cfg.lr,
-        momentum=cfg.momentum,
+        loss=cfg.train.loss,
+        lr=cfg.transformer_lr if tr else cfg.train.lr,
+        momentum=cfg.train.momentum,
         weight_decay=wd,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.train.batch_size,
         min_epochs=cfg.transformer_epochs if tr else cfg.epochs,
         max_epochs=cfg.transformer_max_epochs if tr else cfg.max_epochs,
         window=cfg.window,
@@ -355,7 +356,7 @@ def run_cell(
         checkpoint=cdir / "train_state.pt",
     )
     model = model.cpu().eval()
-    obj = full_objective(model, x, y, weight_decay=wd, loss=cfg.loss, num_classes=K)
+    obj = full_objective(model, x, y, weight_decay=wd, loss=cfg.train.loss, num_classes=K)
     build = {
         "family": family,
         "depth": depth,
@@ -401,7 +402,7 @@ def run_cell(
     W, b = (t.double().numpy() for t in model.measured_classifier())
     d = H.shape[1]
     norms = np.linalg.norm(H, axis=1)
-    lw = dict(lam_w=wd, lam_b=wd, loss=cfg.loss)
+    lw = dict(lam_w=wd, lam_b=wd, loss=cfg.train.loss)
     buf = io.BytesIO()
     np.savez_compressed(buf, H=H.astype(np.float32), y=yn, W=W, b=b)
     ufm_io.atomic_write_bytes(cdir / "last_layer.npz", buf.getvalue())
@@ -411,16 +412,16 @@ def run_cell(
         "seed": seed,
         "init": init,
         "warm_from": base,
-        "dataset": cfg.dataset,
-        "per_class": cfg.per_class,
-        "data_root": cfg.data_root,
-        "loss": cfg.loss,
+        "dataset": cfg.train.dataset,
+        "per_class": cfg.train.per_class,
+        "data_root": cfg.train.data_root,
+        "loss": cfg.train.loss,
         "weight_decay": wd,
         "epochs": fit.epochs,
         "criterion_met": fit.criterion_met,
         "stationary_epoch": fit.stationary_epoch,
         "efolds": fit.efolds,
-        "lr": cfg.transformer_lr if tr else cfg.lr,
+        "lr": cfg.transformer_lr if tr else cfg.train.lr,
         "full_objective": obj["objective"],
         **{f"full_{k}": v for k, v in obj.items() if k != "objective"},
         "objective_init": init_obj["objective"],
@@ -435,7 +436,7 @@ def run_cell(
         "num_classes": K,
         "feature_dim": d,
         "net_objective": lnufm_objective(H, yn, W, b, **lw),
-        "net_ce": lnufm_objective(H, yn, W, b, lam_w=0.0, lam_b=0.0, loss=cfg.loss),
+        "net_ce": lnufm_objective(H, yn, W, b, lam_w=0.0, lam_b=0.0, loss=cfg.train.loss),
         "net_w_norm2": float(np.sum(W * W)),
         "net_b_norm2": float(np.sum(b * b)),
         "sphere_dev": float(np.max(np.abs(norms / math.sqrt(d) - 1.0))),
@@ -510,7 +511,7 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
     """The LN-UFM optimum at ``lam_w = lam_b = weight_decay`` (cached in the output folder)."""
     path = Path(cfg.out) / "lnufm_optimum.json"
     counts = np.bincount(y).tolist()
-    key = {"counts": counts, "d": d, "lam": cfg.weight_decay, "loss": cfg.loss}
+    key = {"counts": counts, "d": d, "lam": cfg.train.weight_decay, "loss": cfg.train.loss}
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -522,14 +523,14 @@ def _lnufm_optimum(cfg: DepthConfig, y: np.ndarray, d: int) -> dict[str, Any]:
         d=d,
         features="layernorm",
         method="lbfgs",
-        loss=cfg.loss,
-        lam_w=cfg.weight_decay,
-        lam_b=cfg.weight_decay,
+        loss=cfg.train.loss,
+        lam_w=cfg.train.weight_decay,
+        lam_b=cfg.train.weight_decay,
         seed=cfg.seed,
     )
     K = len(counts)
     etf = ufm.layernorm_etf_optimum(
-        K, d, loss=cfg.loss, lam_w=cfg.weight_decay, lam_b=cfg.weight_decay
+        K, d, loss=cfg.train.loss, lam_w=cfg.train.weight_decay, lam_b=cfg.train.weight_decay
     )
     out = {
         "key": key,
@@ -634,7 +635,8 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     Parameters
     ----------
     config : DepthConfig, optional
-        Default: the ``"cpu"`` preset. Keyword ``overrides`` replace fields.
+        Default: the ``"cpu"`` preset. Keyword ``overrides`` replace fields (``train`` may be
+        a mapping of some training options: :func:`ufm.options.with_options`).
 
     Returns
     -------
@@ -651,7 +653,7 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
     :math:`\\log m = a + s \\log L` and its bootstrap interval (:func:`fit_slope`); per cell,
     the LN-UFM relative objective gap :math:`(F_{net} - F^*)/|F^*|`.
     """
-    cfg = validate_depth_config(replace(config or depth_config("cpu"), **overrides))
+    cfg = validate_depth_config(with_options(config or depth_config("cpu"), overrides))
     out = Path(cfg.out)
     # one writer per study folder: a second depth study into it is refused while this one runs
     with ufm_io.run_lock(out, option="--out", command="pfc depth"):
@@ -900,9 +902,9 @@ def _net_objective_on_sphere(cfg: DepthConfig, cell: dict[str, Any]) -> float:
             z["b"],
             Hn,
             z["y"],
-            lam_w=cfg.weight_decay,
-            lam_b=cfg.weight_decay,
-            loss=cfg.loss,
+            lam_w=cfg.train.weight_decay,
+            lam_b=cfg.train.weight_decay,
+            loss=cfg.train.loss,
         )
     )
 

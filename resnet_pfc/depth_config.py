@@ -4,19 +4,28 @@ study's result record and the metrics it fits; :mod:`resnet_pfc.depth` runs the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ufm.errors import InputError
-from ufm.options import check_fields, documented, option, option_from
+from ufm.options import (
+    check_fields,
+    documented,
+    nested,
+    option,
+    option_from,
+    resolve_nested,
+    with_options,
+)
 from ufm.registry import NC2, PFC, SEPARATION
 from ufm.threads import MAX_THREADS
 from ufm.validate import SEED_MAX
 
-from .config import MAX_BLOCKS, MAX_EPOCHS, TrainConfig
+from .config import MAX_BLOCKS, MAX_EPOCHS, TrainConfig, device_ok
+from .datasets import canonical_name
 from .families import DEPTH_FAMILIES
 from .runs import MEASURED_METRICS
 
@@ -27,6 +36,8 @@ __all__ = [
     "depth_config",
     "INITS",
     "PARTS",
+    "TRAIN_OPTIONS",
+    "train_defaults",
 ]
 
 #: Last-layer metrics whose log-log slope against depth is fitted.
@@ -57,66 +68,114 @@ INITS: tuple[str, ...] = ("independent", "warm", "both")
 #: cores (docs/depth.md has the wall time of the committed run, under load).
 DEPTH_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
-        "dataset": "digits",
         "depths": (2, 4, 8),
         "seeds": (0, 1, 2),
-        "width": 64,
         "epochs": 100,
         "max_epochs": 300,
         "transformer_epochs": 60,
         "transformer_max_epochs": 150,
         "window": 20,
-        "tol": 2e-3,
+        "tol": 0.002,
         "anneal_epochs": 20,
-        "lr": 0.05,
         "transformer_lr": 0.05,
-        "weight_decay": 5e-3,
-        "patch": 4,
-        "device": "cpu",
         "jobs": 2,
         "init": "both",
+        "train": {
+            "dataset": "digits",
+            "width": 64,
+            "lr": 0.05,
+            "weight_decay": 0.005,
+            "patch": 4,
+            "device": "cpu",
+        },
     },
     "paper": {
-        "dataset": "mnist",
         "depths": (2, 3, 5, 8, 13, 21, 34),
         "seeds": (0, 1, 2, 3, 4),
-        "width": 64,
         "epochs": 350,
         "max_epochs": 1000,
         "transformer_epochs": 350,
         "transformer_max_epochs": 1000,
         "window": 50,
-        "tol": 1e-3,
+        "tol": 0.001,
         "anneal_epochs": 50,
-        "lr": 0.05,
         "transformer_lr": 0.05,
-        "weight_decay": 5e-3,
-        "patch": 7,
-        "device": "cuda",
         "init": "both",
+        "train": {
+            "dataset": "mnist",
+            "width": 64,
+            "lr": 0.05,
+            "weight_decay": 0.005,
+            "patch": 7,
+            "device": "cuda",
+        },
     },
     "tiny": {
-        "dataset": "digits",
         "families": ("ln_resnet1", "transformer"),
         "depths": (1, 2, 4),
         "seeds": (0, 1),
-        "width": 16,
         "epochs": 4,
         "max_epochs": 6,
         "transformer_epochs": 3,
         "transformer_max_epochs": 4,
         "window": 2,
-        "tol": 1e-2,
+        "tol": 0.01,
         "anneal_epochs": 1,
-        "lr": 0.05,
         "transformer_lr": 0.05,
-        "weight_decay": 5e-3,
-        "per_class": 20,
-        "patch": 4,
-        "device": "cpu",
         "bootstrap": 200,
+        "train": {
+            "dataset": "digits",
+            "width": 16,
+            "lr": 0.05,
+            "weight_decay": 0.005,
+            "per_class": 20,
+            "patch": 4,
+            "device": "cpu",
+        },
     },
 }
+
+
+#: The options of :class:`resnet_pfc.config.TrainConfig` that set every cell's training (the
+#: ``train`` field of :class:`DepthConfig`), with what they mean here (:func:`ufm.options.nested`):
+#: ``pfc depth`` sets those not marked ``command_line=False``. Each cell's model, depth, seed and
+#: folder are set by the study; the other options of ``TrainConfig`` (schedule, measurement,
+#: dtype...) are not used by the study's training loop (:mod:`resnet_pfc.depth_train`).
+TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "dataset": {},
+    "width": {"help": "residual-stream / token width d", "shown": None},
+    "lr": {"help": "SGD learning rate of the ResNets", "doc": _DROPS, "shown": None},
+    "weight_decay": {
+        "positive": True,
+        "doc": "On every parameter; also the LN-UFM's ``lam_w = lam_b`` (so > 0).",
+    },
+    "loss": {},
+    "momentum": {"command_line": False},
+    "batch_size": {"command_line": False},
+    "per_class": {"shown": "the whole training split"},
+    "heads": {"command_line": False},
+    "patch": {"command_line": False},
+    "device": {"help": "training device: cpu, cuda or cuda:N"},
+    "threads": {"help": "torch threads per cell", "shown": None},
+    "data_root": {},
+    "download": {},
+}
+#: The study's training defaults where they differ from ``TrainConfig``'s (a preset's
+#: ``"train"`` entry replaces some of them).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",
+    "width": 64,
+    "lr": 0.05,
+    "weight_decay": 5e-3,
+    "patch": 4,
+    "threads": 1,
+}
+
+
+def train_defaults(preset: str = "custom") -> TrainConfig:
+    """The training options of every cell of ``preset`` (:data:`DEPTH_PRESETS`'s ``"train"``
+    entry over :data:`TRAIN_DEFAULTS`; ``"custom"``: the defaults)."""
+    return TrainConfig(**{**TRAIN_DEFAULTS, **DEPTH_PRESETS.get(preset, {}).get("train", {})})
 
 
 def _count(help: str, default: int | None, **meta: Any) -> Any:
@@ -139,7 +198,16 @@ class DepthConfig:
     """
 
     out: str = option(str, "output folder", default="runs/depth")
-    dataset: str = option_from(TrainConfig, "dataset", default="digits")
+    train: TrainConfig = nested(
+        TrainConfig,
+        "the training options of every cell (model, depth, seed and folder are set per cell)",
+        options=TRAIN_OPTIONS,
+        default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS),
+        doc="A mapping of some options, e.g. ``{'lr': 0.1}``, replaces those of the preset's "
+        "(:func:`depth_config`). The options of :class:`resnet_pfc.config.TrainConfig` not "
+        "listed in :data:`TRAIN_OPTIONS` are not used by the study and must keep their "
+        "defaults.",
+    )
     families: tuple[str, ...] = option(
         str, "model families", default=DEPTH_FAMILIES, choices=DEPTH_FAMILIES, nargs="+"
     )
@@ -148,9 +216,6 @@ class DepthConfig:
     )
     seeds: tuple[int, ...] = option(
         int, "training seeds", default=(0, 1, 2), low=0, high=SEED_MAX, nargs="+", doc=_CELLS
-    )
-    width: int = option_from(
-        TrainConfig, "width", default=64, help="residual-stream / token width d", shown=None
     )
     epochs: int = _count(
         "minimum epochs of the ResNets (constant lr)", 100, doc=_STOP, high=MAX_EPOCHS
@@ -181,22 +246,10 @@ class DepthConfig:
         high=MAX_EPOCHS,
         doc=_STOP,
     )
-    lr: float = option_from(
-        TrainConfig, "lr", default=0.05, help="SGD learning rate of the ResNets", doc=_DROPS,
-        shown=None,
-    )  # fmt: skip
     transformer_lr: float = option_from(
         TrainConfig, "lr", default=0.05, help="SGD learning rate of the transformers",
         doc=_DROPS, shown=None,
     )  # fmt: skip
-    weight_decay: float = option_from(
-        TrainConfig,
-        "weight_decay",
-        default=5e-3,
-        positive=True,
-        doc="On every parameter; also the LN-UFM's ``lam_w = lam_b`` (so > 0).",
-    )
-    loss: str = option_from(TrainConfig, "loss", default="ce")
     init: str = option(
         str,
         "independent training, the warm start, or both",
@@ -207,17 +260,6 @@ class DepthConfig:
         "shallowest depth is trained independently); ``both`` trains both chains and compares "
         "them. Families without an identity block (``transformer_post``) are trained "
         "independently only.",
-    )
-    momentum: float = option_from(TrainConfig, "momentum", default=0.9, command_line=False)
-    batch_size: int = option_from(TrainConfig, "batch_size", default=128, command_line=False)
-    per_class: int | None = option_from(TrainConfig, "per_class", shown="the whole training split")
-    heads: int = option_from(TrainConfig, "heads", default=4, command_line=False)
-    patch: int | None = option_from(TrainConfig, "patch", default=4, command_line=False)
-    device: str = option_from(
-        TrainConfig, "device", default="cpu", help="training device: cpu, cuda or cuda:N"
-    )
-    threads: int = option_from(
-        TrainConfig, "threads", default=1, help="torch threads per cell", shown=None
     )
     jobs: int = _count("cells trained in parallel, one process each", 1, high=MAX_THREADS)
     bootstrap: int = option(
@@ -233,10 +275,6 @@ class DepthConfig:
         default="custom",
         command_line=False,
     )
-    data_root: str | None = option(
-        str, "folder with the torchvision data files", shown="$PFC_DATA_ROOT or ./data"
-    )
-    download: bool = option(bool, "download missing data with torchvision (network)", default=False)
 
 
 @dataclass(frozen=True)
@@ -266,23 +304,26 @@ class DepthResult:
 def depth_config(preset: str = "cpu", **overrides: Any) -> DepthConfig:
     """A :class:`DepthConfig` from a preset of :data:`DEPTH_PRESETS` plus overrides.
 
+    ``None`` overrides are ignored (the preset's value stays); ``train`` may be a mapping of
+    some training options (``train={"lr": 0.1}``), which replaces those of the preset's.
+
     Raises
     ------
     InputError
-        Unknown preset or field.
+        Unknown preset or field, or a value out of its bounds.
     """
     if preset not in DEPTH_PRESETS:
         raise InputError(f"preset must be one of {sorted(DEPTH_PRESETS)}, got {preset!r}")
-    names = set(DepthConfig.__dataclass_fields__)
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise InputError(f"unknown depth-study options {bad}; known: {sorted(names)}")
-    opts = {**DEPTH_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return validate_depth_config(DepthConfig(preset=preset, **opts))
+    own = {k: v for k, v in DEPTH_PRESETS[preset].items() if k != "train"}
+    cfg = DepthConfig(preset=preset, train=train_defaults(preset), **own)
+    return validate_depth_config(
+        with_options(cfg, {k: v for k, v in overrides.items() if v is not None})
+    )
 
 
 def validate_depth_config(cfg: DepthConfig) -> DepthConfig:
-    """Check every field of ``cfg`` (bounds, choices, families, depths); return it."""
+    """Check every field of ``cfg`` (bounds, choices, families, depths, the training options);
+    return it with ``train`` a :class:`resnet_pfc.config.TrainConfig`."""
     fams = tuple(cfg.families)
     if not fams or any(f not in DEPTH_FAMILIES for f in fams):
         raise InputError(f"families must be a non-empty subset of {DEPTH_FAMILIES}, got {fams}")
@@ -292,9 +333,25 @@ def validate_depth_config(cfg: DepthConfig) -> DepthConfig:
         raise InputError(f"depths must be positive integers, got {cfg.depths}")
     if not seeds or seeds[0] < 0:
         raise InputError(f"seeds must be non-negative integers, got {cfg.seeds}")
-    # every bounded field against its option's bounds; a device cuda:N is not a choice of the
-    # command line but trains (TrainConfig checks it)
-    check_fields(cfg, skip=("device",))
+    train = resolve_nested(cfg.train, train_defaults(cfg.preset), name="train")
+    train = replace(train, dataset=canonical_name(train.dataset))
+    cfg = replace(cfg, train=train)
+    # every bounded field against its option's bounds, the training options included
+    check_fields(cfg)
+    if not device_ok(train.device):
+        raise InputError(f"train.device must be 'cpu', 'cuda' or 'cuda:N', got {train.device!r}")
+    unused = [
+        f.name
+        for f in fields(TrainConfig)
+        if f.name not in TRAIN_OPTIONS and getattr(train, f.name) != f.default
+    ]
+    if unused:
+        raise InputError(
+            f"train.{unused[0]}={getattr(train, unused[0])!r} is not used by the depth study (it "
+            "sets each cell's model, depth, seed and folder, and trains with its own schedule: "
+            f"resnet_pfc.depth_train); leave {', '.join('train.' + n for n in unused)} at "
+            f"TrainConfig's default; the study's training options are {sorted(TRAIN_OPTIONS)}"
+        )
     for lo, hi in (("epochs", "max_epochs"), ("transformer_epochs", "transformer_max_epochs")):
         if getattr(cfg, hi) < getattr(cfg, lo):
             raise InputError(

@@ -61,10 +61,10 @@ def report_text(
     lines = [
         "# Collapse against depth",
         "",
-        f"Preset `{cfg.preset}`: data set `{cfg.dataset}`, loss `{cfg.loss}`, families "
+        f"Preset `{cfg.preset}`: data set `{cfg.train.dataset}`, loss `{cfg.train.loss}`, families "
         f"{', '.join(cfg.families)}, depths {list(cfg.depths)}, seeds {list(cfg.seeds)}, width "
-        f"{cfg.width}, weight decay {cfg.weight_decay:g} on every parameter, SGD momentum "
-        f"{cfg.momentum:g}, batch {cfg.batch_size}, lr {cfg.lr:g} (ResNets) / "
+        f"{cfg.train.width}, weight decay {cfg.train.weight_decay:g} on every parameter, SGD momentum "
+        f"{cfg.train.momentum:g}, batch {cfg.train.batch_size}, lr {cfg.train.lr:g} (ResNets) / "
         f"{cfg.transformer_lr:g} (transformers), constant for at least {cfg.epochs} / "
         f"{cfg.transformer_epochs} epochs, then until stationary (relative change of the epoch "
         f"objective and of ||theta||^2 between the means of the last {cfg.window} epochs and "
@@ -217,7 +217,7 @@ def report_text(
         "## The last layer against the LN-UFM optimum",
         "",
         "Relative gap (F_net - F*)/|F*| of the network's last-layer (H, W, b) in the LN-UFM "
-        f"objective (loss `{cfg.loss}`, lam_w = lam_b = {cfg.weight_decay:g}; this counts the "
+        f"objective (loss `{cfg.train.loss}`, lam_w = lam_b = {cfg.train.weight_decay:g}; this counts the "
         "classifier's penalty only, so it cannot reveal the other parts' penalty: see the full "
         "objective above), median over seeds.",
         "",
@@ -236,8 +236,8 @@ def report_text(
         lines += [
             "",
             f"F* = {opt['objective']:.6g}: `ufm.solve(y, d={opt['key']['d']}, "
-            f"features='layernorm', loss='{cfg.loss}', lam_w={cfg.weight_decay:g}, "
-            f"lam_b={cfg.weight_decay:g})` on the training labels (status {opt['status']}); "
+            f"features='layernorm', loss='{cfg.train.loss}', lam_w={cfg.train.weight_decay:g}, "
+            f"lam_b={cfg.train.weight_decay:g})` on the training labels (status {opt['status']}); "
             f"the balanced closed form `ufm.layernorm_etf_optimum` gives "
             f"{_g(opt.get('etf_objective'), '.6g')} (certified optimal: "
             f"{opt.get('etf_certified')}; exact for balanced classes, here class sizes "

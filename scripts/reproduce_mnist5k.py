@@ -193,6 +193,8 @@ def claims_table(
 
 
 def _train(network: str, args: argparse.Namespace, device: str, width: int, run: Path) -> Any:
+    from dataclasses import replace
+
     from pfc.config import StudyConfig, networks, resolve_study_config
     from resnet_pfc import TrainConfig, train
 
@@ -214,17 +216,14 @@ def _train(network: str, args: argparse.Namespace, device: str, width: int, run:
         )  # fmt: skip
         return train(cfg), None
     net = networks(resolve_study_config(StudyConfig(dataset="mnist_5k")))[1]
-    cfg = TrainConfig(
-        model=net.model, blocks=net.blocks, width=net.width, epochs=net.epochs, lr=net.lr,
-        loss=net.loss, momentum=0.9, weight_decay=net.weight_decay, batch_size=net.batch_size,
-        milestones=net.milestones, eval_every=net.eval_every, **common,
-    )  # fmt: skip
+    cfg = replace(net.train, **common)
+    t = net.train
     recipe = (
-        f"{net.architecture} (the demo's deep network), {net.epochs} epochs, "
-        f"{'cross entropy' if net.loss == 'ce' else 'squared error'}, SGD momentum 0.9, weight "
-        f"decay {net.weight_decay:g}, batch {net.batch_size}, lr {net.lr:g} divided by 10 after "
-        f"epochs {' and '.join(map(str, net.milestones))} (the demo's recipe, "
-        "docs/demo_recipe.md)"
+        f"{net.architecture} (the demo's deep network), {t.epochs} epochs, "
+        f"{'cross entropy' if t.loss == 'ce' else 'squared error'}, SGD momentum "
+        f"{t.momentum:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}, lr {t.lr:g} "
+        f"divided by 10 after epochs {' and '.join(map(str, net.milestones))} (the demo's "
+        "recipe, docs/demo_recipe.md)"
     )
     return train(cfg), recipe
 

@@ -40,7 +40,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, Field, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from .errors import InputError
@@ -49,8 +49,14 @@ from .validate import check_int, check_scalar
 __all__ = [
     "option",
     "option_from",
+    "nested",
+    "nested_options",
+    "resolve_nested",
+    "with_options",
     "option_spec",
     "add_options",
+    "command_line_options",
+    "CommandLineOption",
     "options_from_args",
     "check_fields",
     "documented",
@@ -198,6 +204,139 @@ def option_from(
                   default_factory=default_factory, **meta)  # fmt: skip
 
 
+#: ``kind`` of a nested options field (:func:`nested`).
+NESTED = "nested"
+
+
+def nested(
+    cls: type,
+    help: str,
+    *,
+    options: Mapping[str, Mapping[str, Any]] | Iterable[str] = (),
+    prefix: str = "",
+    doc: str = "",
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A field that holds a whole options object of the dataclass ``cls`` (a nested config).
+
+    The options of ``cls`` are declared once, on ``cls``: the outer config holds an instance of
+    it instead of copies of its fields. ``options`` names the options of ``cls`` that the
+    outer config's command line sets (flag ``--PREFIX-NAME``, dest ``FIELD.NAME``), each with
+    :func:`option_meta` overrides (a help line that says what the option means here, other
+    bounds, ``shown``); the others keep ``cls``'s values.
+
+    The field's value is an instance of ``cls``, ``None`` (the outer config's default, filled
+    by its resolver through :func:`resolve_nested`), or a mapping of some of ``cls``'s options
+    (``{"lr": 0.1}``: those replaced in that default). :func:`options_from_args` reads the
+    command line back as such a mapping; :func:`check_fields` checks the nested values against
+    the declarations (with the overrides of ``options``) and names them ``FIELD.NAME``.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass declared with :func:`option`.
+    help : str
+        What the nested object is (documentation).
+    options : mapping of str to mapping, or iterable of str
+        The options of ``cls`` on the outer command line, with their overrides.
+    prefix : str
+        Prefix of their flags (``"deep-"``: ``--deep-epochs``).
+    doc : str
+        More documentation.
+    default_factory : callable, optional
+        The field's default (default ``None``: the resolver's).
+
+    Raises
+    ------
+    InputError
+        ``cls`` is not a dataclass, names an option it does not have, or an override is not a
+        keyword of :func:`option_meta`.
+    """
+    if not is_dataclass(cls):
+        raise InputError(f"nested needs a dataclass of options, got {cls!r}")
+    specs = {f.name: s for f, s in _specs(cls)}
+    items = options.items() if isinstance(options, Mapping) else ((n, {}) for n in options)
+    subs: dict[str, dict[str, Any]] = {}
+    for name, overrides in items:
+        if name not in specs:
+            raise InputError(f"{cls.__name__} has no option field {name!r}")
+        unknown = sorted(set(overrides) - set(specs[name]))
+        if unknown:
+            raise InputError(f"nested: unknown keyword(s) {unknown}; use those of option_meta")
+        subs[name] = {**specs[name], **overrides}
+    meta = option_meta(NESTED, help, doc=doc, type=cls.__name__)
+    meta[KEY] |= {"cls": cls, "options": subs, "prefix": prefix}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=None, metadata=meta)
+
+
+def nested_options(spec: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The option descriptions of every field of a nested option's class: those named in
+    :func:`nested`'s ``options`` with their overrides, the others as ``cls`` declares them
+    (``command_line=False``: only the named ones are on the outer command line)."""
+    cls = spec["cls"]
+    return {
+        f.name: spec["options"].get(f.name) or {**s, "command_line": False} for f, s in _specs(cls)
+    }
+
+
+def resolve_nested(value: Any, base: Any, *, name: str) -> Any:
+    """The nested options object that ``value`` stands for, given the default ``base`` (an
+    instance of the nested class): ``None`` -> ``base``; a mapping -> ``base`` with those
+    options replaced; an instance -> itself.
+
+    Raises
+    ------
+    InputError
+        A mapping names an option the class does not have, or ``value`` is neither.
+    """
+    cls = type(base)
+    if value is None:
+        return base
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(value) - known)
+        if bad:
+            raise InputError(
+                f"{name} has no option(s) {bad}; the options of {cls.__name__} are {sorted(known)}"
+            )
+        return replace(base, **value)
+    raise InputError(
+        f"{name} must be a {cls.__name__}, a mapping of its options or None, got "
+        f"{type(value).__name__}"
+    )
+
+
+def with_options(obj: Any, overrides: Mapping[str, Any]) -> Any:
+    """``dataclasses.replace(obj, **overrides)``, except that a mapping given for a nested
+    field (:func:`nested`) replaces only those options of the nested value (merged into a
+    mapping or an instance; kept as the mapping where the value is ``None``).
+
+    Raises
+    ------
+    InputError
+        An override names no field of ``obj``.
+    """
+    known = {f.name: f for f in fields(obj)}
+    bad = sorted(set(overrides) - set(known))
+    if bad:
+        raise InputError(f"unknown {type(obj).__name__} option(s) {bad}; known: {sorted(known)}")
+    vals = dict(overrides)
+    for name, value in overrides.items():
+        spec = option_spec(known[name])
+        if spec is None or spec["kind"] != NESTED or not isinstance(value, Mapping):
+            continue
+        now = getattr(obj, name)
+        if isinstance(now, Mapping):
+            vals[name] = {**now, **value}
+        elif now is not None:
+            vals[name] = resolve_nested(value, now, name=name)
+    return replace(obj, **vals)
+
+
 def option_spec(f: Field) -> dict[str, Any] | None:
     """The option description of the dataclass field ``f`` (``None`` for a plain field)."""
     return f.metadata.get(KEY)
@@ -275,10 +414,9 @@ def _value_text(value: Any, spec: dict[str, Any]) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _preset_text(f: Field, spec: dict[str, Any], presets: Mapping[str, Mapping[str, Any]]) -> str:
+def _preset_text(spec: dict[str, Any], values: list[tuple[str, Any]]) -> str:
     """``default V`` of the first preset, then ``; LABEL V`` for each preset that differs."""
-    base = None if f.default is MISSING else f.default
-    texts = [(label, _value_text(p.get(f.name, base), spec)) for label, p in presets.items()]
+    texts = [(label, _value_text(v, spec)) for label, v in values]
     first = texts[0][1]
     return "; ".join([f"default {first}"] + [f"{lb} {t}" for lb, t in texts[1:] if t != first])
 
@@ -316,55 +454,123 @@ def add_options(
         ``parser``.
     """
     g = parser.add_argument_group(title) if title else parser
+    for opt in command_line_options(cls):
+        # the presets' values: each preset is a mapping of fields (of options, for a nested one)
+        sets = [(lb, p if opt.parent is None else p.get(opt.parent) or {}) for lb, p in
+                (presets or {}).items()]  # fmt: skip
+        values = [(lb, p.get(opt.name, opt.default)) for lb, p in sets]
+        if not any(opt.name in p for _, p in sets):
+            values = []
+        _add_argument(g, opt.dest, opt.flag, opt.spec, opt.default, values)
+    return parser
+
+
+@dataclass(frozen=True)
+class CommandLineOption:
+    """One option that :func:`add_options` adds: the field ``name`` of the options class (of the
+    nested field ``parent``, or ``None``), its ``argparse`` dest, flag, description and default."""
+
+    name: str
+    parent: str | None
+    dest: str
+    flag: str
+    spec: dict[str, Any]
+    default: Any
+
+
+def command_line_options(cls: type) -> list[CommandLineOption]:
+    """The command-line options of the options class ``cls`` in order: one per field declared
+    for the command line, and for a nested field (:func:`nested`) one per option it names
+    (dest ``FIELD.NAME``)."""
+    out = []
     for f, spec in _specs(cls):
         if not spec["command_line"]:
             continue
-        kind = spec["kind"]
-        from_preset = bool(presets) and any(f.name in p for p in presets.values())
-        default = None if from_preset or f.default is MISSING else f.default
-        help_text = spec["help"]
-        kw: dict[str, Any] = {"dest": f.name}
-        if kind is bool or kind == "no":
-            kw["action"] = "store_true" if kind is bool else "store_false"
-            if from_preset:
-                kw["default"] = None
-        else:
-            kw["type"] = _converter(f.name.replace("_", "-"), spec)
-            kw["default"] = default
-            if spec["nargs"]:
-                kw["nargs"] = spec["nargs"]
-            if spec["choices"]:
-                if kind is str:
-                    kw["choices"] = spec["choices"]
-                else:
-                    kw["metavar"] = "{" + ",".join(spec["choices"]) + "}"
-            if spec["required"]:
-                kw["required"] = True
-                kw.pop("default")
+        base = None if f.default is MISSING else f.default
+        if spec["kind"] != NESTED:
+            out.append(CommandLineOption(f.name, None, f.name, _flag(f, spec), spec, base))
+            continue
+        # no default object: the outer config's resolver fills what is not given
+        inner = None if f.default_factory is MISSING else f.default_factory()
+        for name, sub in spec["options"].items():
+            if sub["command_line"]:
+                out.append(CommandLineOption(
+                    name, f.name, f"{f.name}.{name}", sub["flag"] or _sub_flag(spec, name, sub),
+                    sub, None if inner is None else getattr(inner, name),
+                ))  # fmt: skip
+    return out
+
+
+def _sub_flag(spec: dict[str, Any], name: str, sub: dict[str, Any]) -> str:
+    """The flag of option ``name`` of a nested field: ``--PREFIXNAME`` (``--no-...`` for a
+    ``"no"`` switch)."""
+    return ("--no-" if sub["kind"] == "no" else "--") + (spec["prefix"] + name).replace("_", "-")
+
+
+def _add_argument(
+    g: Any,
+    dest: str,
+    flag: str,
+    spec: dict[str, Any],
+    base: Any,
+    preset_values: list[tuple[str, Any]],
+) -> None:
+    """Add one option (``preset_values``: ``(label, value)`` per preset that sets it; the
+    option's default is then ``None``, meaning the preset's)."""
+    kind = spec["kind"]
+    from_preset = bool(preset_values)
+    default = None if from_preset else base
+    help_text = spec["help"]
+    kw: dict[str, Any] = {"dest": dest}
+    if kind is bool or kind == "no":
+        kw["action"] = "store_true" if kind is bool else "store_false"
+        if from_preset:
+            kw["default"] = None
+    else:
+        kw["type"] = _converter(dest.rsplit(".", 1)[-1].replace("_", "-"), spec)
+        kw["default"] = default
+        if "." in dest and not spec["choices"]:  # named by its flag, not its dest FIELD.NAME
+            kw["metavar"] = flag.lstrip("-").replace("-", "_").upper()
+        if spec["nargs"]:
+            kw["nargs"] = spec["nargs"]
+        if spec["choices"]:
+            if kind is str:
+                kw["choices"] = spec["choices"]
             else:
-                bounds = bounds_text(spec)
-                extra = [bounds] if bounds else []
-                if from_preset:
-                    extra.append(_preset_text(f, spec, presets or {}))
-                elif spec["shown"] is not None:
-                    extra.append(f"default {spec['shown']}")
-                elif default is not None:
-                    extra.append("default %(default)s")
-                if extra:
-                    help_text = f"{help_text} ({'; '.join(extra)})"
-        g.add_argument(_flag(f, spec), help=help_text, **kw)
-    return parser
+                kw["metavar"] = "{" + ",".join(spec["choices"]) + "}"
+        if spec["required"]:
+            kw["required"] = True
+            kw.pop("default")
+        else:
+            bounds = bounds_text(spec)
+            extra = [bounds] if bounds else []
+            if from_preset:
+                extra.append(_preset_text(spec, preset_values))
+            elif spec["shown"] is not None:
+                extra.append(f"default {spec['shown']}")
+            elif default is not None:
+                extra.append("default %(default)s")
+            if extra:
+                help_text = f"{help_text} ({'; '.join(extra)})"
+    g.add_argument(flag, help=help_text, **kw)
 
 
 def options_from_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     """The values of the command-line fields of ``cls`` in ``args`` (parsed by a parser built
     with :func:`add_options`), as keyword arguments of ``cls``; multi-value options become
-    tuples. Fields absent from ``args`` are left out."""
+    tuples. Fields absent from ``args`` are left out; a nested field (:func:`nested`) comes
+    back as the mapping of its options that were given (none given: left out)."""
     opts: dict[str, Any] = {}
-    for f, spec in _specs(cls):
-        if spec["command_line"] and hasattr(args, f.name):
-            value = getattr(args, f.name)
-            opts[f.name] = tuple(value) if spec["nargs"] and value is not None else value
+    for opt in command_line_options(cls):
+        if not hasattr(args, opt.dest):
+            continue
+        value = getattr(args, opt.dest)
+        if opt.spec["nargs"] and value is not None:
+            value = tuple(value)
+        if opt.parent is None:
+            opts[opt.name] = value
+        elif value is not None:
+            opts.setdefault(opt.parent, {})[opt.name] = value
     return opts
 
 
@@ -417,17 +623,46 @@ def check_fields(obj: Any, names: Iterable[str] | None = None, *, skip: Iterable
     chosen = None if names is None else set(names)
     skipped = set(skip)
     for f, spec in _specs(type(obj)):
-        if f.name in skipped:
-            continue
-        if chosen is None:
-            if spec["kind"] in (bool, "no") or spec["nargs"]:
-                continue
-        elif f.name not in chosen:
+        if f.name in skipped or (chosen is not None and f.name not in chosen):
             continue
         value = getattr(obj, f.name)
+        if spec["kind"] == NESTED:
+            _check_nested(f.name, value, spec)
+            continue
+        if chosen is None and (spec["kind"] in (bool, "no") or spec["nargs"]):
+            continue
         if value is None and (f.default is None or f.default is MISSING):
             continue
         check_value(f.name, value, spec)
+
+
+def _check_nested(name: str, value: Any, spec: dict[str, Any]) -> None:
+    """Check a nested field's value (an instance or a mapping of options; ``None`` passes)
+    against its class's declarations with the overrides of :func:`nested`."""
+    if value is None:
+        return
+    cls = spec["cls"]
+    subs = nested_options(spec)
+    if isinstance(value, Mapping):
+        bad = sorted(set(value) - {f.name for f in fields(cls)})
+        if bad:
+            raise InputError(f"{name} has no option(s) {bad}; see {cls.__name__}")
+        items = value.items()
+    elif isinstance(value, cls):
+        items = ((f.name, getattr(value, f.name)) for f in fields(cls))
+    else:
+        raise InputError(
+            f"{name} must be a {cls.__name__}, a mapping of its options or None, got "
+            f"{type(value).__name__}"
+        )
+    defaults = {f.name: f.default for f in fields(cls)}
+    for sub_name, v in items:
+        sub = subs.get(sub_name)
+        if sub is None or sub["kind"] in (bool, "no") or sub["nargs"] or sub["kind"] == NESTED:
+            continue
+        if v is None and defaults[sub_name] in (None, MISSING):
+            continue
+        check_value(f"{name}.{sub_name}", v, sub)
 
 
 # ------------------------------------------------------------------------------------------
@@ -483,6 +718,14 @@ def attributes_doc(cls: type) -> str:
         parts = [help_text, spec["doc"].strip()]
         if spec["shown"] and "None" in str(f.type):
             parts.append(f"``None``: {spec['shown']}.")
+        if spec["kind"] == NESTED:
+            flags = [
+                f"``{sub['flag'] or _sub_flag(spec, n, sub)}`` ({sub['help']})"
+                for n, sub in spec["options"].items()
+                if sub["command_line"]
+            ]
+            if flags:
+                parts.append("On the command line: " + "; ".join(flags) + ".")
         body = " ".join(t for t in parts if t)
         if body:
             lines.append(textwrap.fill(body, 92, initial_indent="    ", subsequent_indent="    "))

@@ -89,16 +89,16 @@ assert all(float(r["objective_gap_rel"]) > -1e-6 for r in rows)  # F* is a globa
 
 # The optimum itself, in closed form for balanced classes, and the solver agreeing with it:
 opt = ufm.layernorm_etf_optimum(
-    10, cfg.width, loss="ce", lam_w=cfg.weight_decay, lam_b=cfg.weight_decay
+    10, cfg.train.width, loss="ce", lam_w=cfg.train.weight_decay, lam_b=cfg.train.weight_decay
 )
 y = np.repeat(np.arange(10), 5)
 sol = ufm.solve(
     y,
-    d=cfg.width,
+    d=cfg.train.width,
     features="layernorm",
     loss="ce",
-    lam_w=cfg.weight_decay,
-    lam_b=cfg.weight_decay,
+    lam_w=cfg.train.weight_decay,
+    lam_b=cfg.train.weight_decay,
     seed=0,
 )
 print(

@@ -19,12 +19,12 @@ each decreases through every block, whether the last layer meets the collapse go
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from resnet_pfc.analysis import collapse_check, layer_summary, rising_metrics, tpt_check
 from resnet_pfc.checkpoint import checkpoint_exists
-from resnet_pfc.config import TrainConfig
 from resnet_pfc.runs import CHECKPOINT, read_csv
 from resnet_pfc.train import train
 
@@ -40,32 +40,13 @@ def train_network(
 ) -> dict[str, Any]:
     """Train and measure ``net`` into ``out/<net.stage>``; return its stage document."""
     run_dir = out / net.stage
-    tc = TrainConfig(
-        dataset=cfg.dataset,
-        model=net.model,
-        blocks=net.blocks,
-        width=net.width,
-        epochs=net.epochs,
-        lr=net.lr,
-        loss=net.loss,
-        weight_decay=net.weight_decay,
-        batch_size=net.batch_size,
-        eval_every=net.eval_every,
-        eval_test=True,
-        seed=cfg.seed,
-        threads=cfg.threads,
-        progress=cfg.progress,
-        out=str(run_dir),
-        milestones=net.milestones,
-        per_class=net.per_class,
-        resume=checkpoint_exists(run_dir / CHECKPOINT),
-        figures=True,
-    )
+    tc = replace(net.train, out=str(run_dir), resume=checkpoint_exists(run_dir / CHECKPOINT))
+    t = net.train
     say(
-        f"training {net.title}: {net.architecture}, on {cfg.dataset} for {net.epochs} epochs "
-        f"({net.loss} loss, lr {net.lr:g}, weight decay {net.weight_decay:g}, batch "
-        f"{net.batch_size}, lr / 10 after epochs {', '.join(map(str, net.milestones))}), "
-        f"measuring every block every {net.eval_every} epochs"
+        f"training {net.title}: {net.architecture}, on {t.dataset} for {t.epochs} epochs "
+        f"({t.loss} loss, lr {t.lr:g}, weight decay {t.weight_decay:g}, batch "
+        f"{t.batch_size}, lr / 10 after epochs {', '.join(map(str, net.milestones))}), "
+        f"measuring every block every {t.eval_every} epochs"
     )
     res = train(tc)
     rows = read_csv(run_dir / "metrics.csv")
@@ -97,10 +78,10 @@ def train_network(
         "network": {
             "name": net.name,
             "title": net.title,
-            "model": net.model,
+            "model": t.model,
             "architecture": net.architecture,
-            "blocks": net.blocks,
-            "width": net.width,
+            "blocks": t.blocks,
+            "width": t.width,
             "milestones": list(net.milestones),
         },
         "tpt": tpt,

@@ -211,14 +211,16 @@ def test_tpt_check_rejects_lost_accuracy_and_rising_loss():
         ("certify_per_class", 7),
         ("lams", (1.0,)),
         ("lams", (1.0, -1.0)),
-        ("epochs", 0),
+        ("fc.epochs", 0),
+        ("deep.epochs", 0),
         ("threads", 0),
         ("features_per_class", 1),
     ],
 )
 def test_study_config_errors_name_the_option(name, value):
-    with pytest.raises(InputError, match=name):
-        resolve_study_config(StudyConfig(**{name: value}))
+    head, _, tail = name.partition(".")
+    with pytest.raises(InputError, match=name.replace(".", r"\.")):
+        resolve_study_config(StudyConfig(**{head: {tail: value} if tail else value}))
 
 
 def test_study_defaults_sweep_at_least_four_decades():

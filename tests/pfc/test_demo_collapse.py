@@ -107,8 +107,8 @@ def test_recipe_table_flags_every_difference_with_a_reason():
     for net in networks(cfg):
         rows = {r["option"]: r for r in recipe_vs_paper(cfg, net)}
         assert rows["optimiser"]["differs"] is False
-        used = {"loss": net.loss, "weight_decay": net.weight_decay,
-                "batch_size": net.batch_size, "epochs": net.epochs}  # fmt: skip
+        used = {"loss": net.train.loss, "weight_decay": net.train.weight_decay,
+                "batch_size": net.train.batch_size, "epochs": net.train.epochs}  # fmt: skip
         for name, value in used.items():
             assert rows[name]["differs"] == (value != PAPER_RECIPE[name]), (net.name, name)
             if rows[name]["differs"]:
@@ -116,28 +116,32 @@ def test_recipe_table_flags_every_difference_with_a_reason():
         # the paper's lost values are labelled as Papyan et al.'s defaults
         assert "not in the paper's text" in str(rows["weight_decay"]["paper"])
     paper_like = resolve_study_config(
-        StudyConfig(loss="ce", weight_decay=5e-4, batch_size=128, epochs=350)
+        StudyConfig(fc={"loss": "ce", "weight_decay": 5e-4, "batch_size": 128, "epochs": 350})
     )
     rows = {r["option"]: r for r in recipe_vs_paper(paper_like)}
     assert not any(rows[n]["differs"] for n in ("loss", "weight_decay", "batch_size", "epochs"))
 
 
 def test_study_dataset_and_loss_options():
-    cfg = resolve_study_config(StudyConfig(dataset="mnist-5k", loss="ce"))
-    assert cfg.dataset == "mnist_5k" and cfg.loss == "ce"
-    with pytest.raises(InputError, match="loss"):
-        resolve_study_config(StudyConfig(loss="hinge"))
+    cfg = resolve_study_config(StudyConfig(dataset="mnist-5k", fc={"loss": "ce"}))
+    assert cfg.dataset == "mnist_5k" and cfg.fc.loss == "ce"
+    with pytest.raises(InputError, match="fc.loss"):
+        resolve_study_config(StudyConfig(fc={"loss": "hinge"}))
     with pytest.raises(InputError, match="imagenet"):
         resolve_study_config(StudyConfig(dataset="imagenet"))
     with pytest.raises(InputError, match="batch_size"):
-        resolve_study_config(StudyConfig(batch_size=0))
+        resolve_study_config(StudyConfig(fc={"batch_size": 0}))
+    with pytest.raises(InputError, match="deep.model"):
+        resolve_study_config(StudyConfig(deep={"model": "fc"}))
+    with pytest.raises(InputError, match="fc.dataset is set by the study"):
+        resolve_study_config(StudyConfig(fc={"dataset": "digits"}))
 
 
 def test_pfc_demo_parser_accepts_dataset_and_loss():
     from pfc.cli import build_parser
 
     a = build_parser().parse_args(["demo", "--dataset", "mnist-5k", "--loss", "ce"])
-    assert a.dataset == "mnist_5k" and a.loss == "ce"
+    assert a.dataset == "mnist_5k" and getattr(a, "fc.loss") == "ce"
 
 
 def test_rising_metrics_and_network_figure_refuse_bad_input(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from pfc.cli import build_parser
 from pfc.config import FULL, QUICK, StudyConfig, resolve_study_config
 from ufm.errors import InputError
-from ufm.options import option_spec, options_from_args
+from ufm.options import command_line_options, options_from_args
 
 
 def _demo_parser() -> argparse.ArgumentParser:
@@ -27,17 +27,17 @@ def test_docstring_lists_every_field():
     doc = StudyConfig.__doc__
     for f in fields(StudyConfig):
         assert doc.count(f"\n{f.name} : ") == 1, f.name
-    assert '\nloss : {"mse", "ce"}, optional\n' in doc
+    assert "\nfc : TrainConfig\n" in doc and "``--deep-epochs`` (training epochs of" in doc
     assert "\nprogress : bool\n    ``--no-progress``: no progress bars or status lines.\n" in doc
 
 
 def test_pfc_demo_has_one_option_per_command_line_field():
     dests = {a.dest for a in _demo_parser()._actions} - {"help"}
-    want = {f.name for f in fields(StudyConfig) if option_spec(f)["command_line"]}
+    want = {o.dest for o in command_line_options(StudyConfig)}
     assert dests == want
     assert want == {
-        "out", "seed", "quick", "resume", "force", "threads", "progress", "dataset", "loss",
-        "epochs", "lams", "instances", "deep", "deep_blocks", "deep_epochs",
+        "out", "seed", "quick", "resume", "force", "threads", "progress", "dataset", "fc.loss",
+        "fc.epochs", "lams", "instances", "train_deep", "deep.blocks", "deep.epochs",
     }  # fmt: skip
 
 
@@ -48,15 +48,21 @@ def test_pfc_demo_defaults_are_the_dataclass_defaults():
 
 def test_pfc_demo_values_round_trip():
     got = _demo("--epochs", "5", "--lams", "2", "1", "--no-progress", "--dataset", "MNIST-5k")
-    assert got == StudyConfig(epochs=5, lams=(2.0, 1.0), progress=False, dataset="mnist_5k")
-    assert _demo("--loss", "ce", "--seed", "3", "--force").loss == "ce"
+    assert got == StudyConfig(fc={"epochs": 5}, lams=(2.0, 1.0), progress=False, dataset="mnist_5k")
+    assert _demo("--loss", "ce", "--seed", "3", "--force").fc == {"loss": "ce"}
+    both = _demo("--epochs", "7", "--deep-epochs", "9", "--deep-blocks", "3", "--no-deep")
+    assert both.fc == {"epochs": 7} and both.deep == {"epochs": 9, "blocks": 3}
+    assert both.train_deep is False
+    cfg = resolve_study_config(both)
+    assert cfg.fc.epochs == 7 and cfg.deep.epochs == 9 and cfg.deep.blocks == 3
+    assert cfg.deep.width == FULL["deep"]["width"]  # the rest from the preset
 
 
 def test_help_shows_the_presets_values():
     text = " ".join(_demo_parser().format_help().split())
     assert (
-        f"training epochs (in [1, 1000000]; default {FULL['epochs']}; --quick {QUICK['epochs']})"
-        in text
+        f"training epochs (in [1, 1000000]; default {FULL['fc']['epochs']}; --quick "
+        f"{QUICK['fc']['epochs']})" in text
     )
     assert f"(>= 1; default {FULL['instances']}; --quick {QUICK['instances']})" in text
     assert f"default {len(FULL['lams'])} values from {min(FULL['lams']):g}" in text
@@ -69,16 +75,20 @@ def test_help_shows_the_presets_values():
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("batch_size", 0),
-        ("weight_decay", -1.0),
-        ("lr", 0.0),
+        ("fc.batch_size", 0),
+        ("fc.weight_decay", -1.0),
+        ("fc.lr", 0.0),
         ("tol", 0.0),
-        ("train_per_class", 1),
-        ("blocks", 0),
-        ("loss", "hinge"),
+        ("fc.per_class", 1),
+        ("deep.per_class", 1),
+        ("deep.width", 1),
+        ("fc.blocks", 0),
+        ("fc.loss", "hinge"),
+        ("deep.momentum", 1.5),
         ("seed", -1),
     ],
 )
 def test_options_off_the_command_line_are_checked_too(name, value):
-    with pytest.raises(InputError, match=name):
-        resolve_study_config(StudyConfig(**{name: value}))
+    head, _, tail = name.partition(".")
+    with pytest.raises(InputError, match=name.replace(".", r"\.")):
+        resolve_study_config(StudyConfig(**{head: {tail: value} if tail else value}))

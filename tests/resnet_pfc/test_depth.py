@@ -118,13 +118,13 @@ def test_lnufm_objective_agrees_with_ufm_layernorm_objective():
 
 def test_depth_config_presets_and_errors():
     cfg = depth_config("paper")
-    assert cfg.width == 64 and cfg.depths == (2, 3, 5, 8, 13, 21, 34)
-    assert cfg.weight_decay == 5e-3 and cfg.device == "cuda"
+    assert cfg.train.width == 64 and cfg.depths == (2, 3, 5, 8, 13, 21, 34)
+    assert cfg.train.weight_decay == 5e-3 and cfg.train.device == "cuda"
     cpu = depth_config("cpu", out="x", seeds=(2, 0))
-    assert cpu.seeds == (0, 2) and cpu.dataset == "digits"
+    assert cpu.seeds == (0, 2) and cpu.train.dataset == "digits"
     with pytest.raises(InputError, match="preset"):
         depth_config("huge")
-    with pytest.raises(InputError, match="unknown depth-study options"):
+    with pytest.raises(InputError, match="unknown DepthConfig option"):
         depth_config("cpu", depthz=(1,))
     with pytest.raises(InputError, match="families"):
         depth_config("cpu", families=("mlp",))
@@ -138,10 +138,9 @@ def _tiny(tmp_path, **kw):
         "families": ("ln_resnet1", "transformer"),
         "depths": (1, 2),
         "seeds": (0, 1),
-        "width": 16,
+        "train": {"width": 16, "per_class": 10},
         "epochs": 2,
         "transformer_epochs": 1,
-        "per_class": 10,
         "bootstrap": 50,
         "progress": False,
         "jobs": 1,
@@ -194,7 +193,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path, monkeypatch):
     cell = json.loads((out / "cells" / "ln_resnet1" / "L002_s1" / "cell.json").read_text())
     z = np.load(out / "cells" / "ln_resnet1" / "L002_s1" / "last_layer.npz")
     obj = lnufm_objective(
-        z["H"], z["y"], z["W"], z["b"], lam_w=cfg.weight_decay, lam_b=cfg.weight_decay
+        z["H"], z["y"], z["W"], z["b"], lam_w=cfg.train.weight_decay, lam_b=cfg.train.weight_decay
     )
     assert obj == pytest.approx(cell["net_objective"], rel=1e-5)
 
@@ -285,4 +284,4 @@ def test_cli_depth_tiny_and_bad_option(tmp_path, capsys):
 
 def test_depth_config_is_a_frozen_dataclass():
     with pytest.raises(AttributeError):
-        DepthConfig().width = 3  # type: ignore[misc]
+        DepthConfig().train = None  # type: ignore[misc]

@@ -21,10 +21,15 @@ from ufm.options import (
     add_options,
     attributes_doc,
     check_fields,
+    command_line_options,
     documented,
+    nested,
     option,
+    option_from,
     option_spec,
     options_from_args,
+    resolve_nested,
+    with_options,
 )
 
 
@@ -165,9 +170,10 @@ def test_depth_docstring_lists_every_field():
 
 def test_pfc_depth_has_one_option_per_command_line_field():
     dests = {a.dest for a in _depth_parser()._actions} - {"help", "preset"}
-    want = {f.name for f in fields(DepthConfig) if option_spec(f)["command_line"]}
+    want = {o.dest for o in command_line_options(DepthConfig)}
     assert dests == want
-    assert {"momentum", "batch_size", "heads", "patch"}.isdisjoint(dests)
+    assert {"train.lr", "train.width", "train.dataset", "epochs"} <= dests
+    assert {"train.momentum", "train.batch_size", "train.heads", "train.patch"}.isdisjoint(dests)
 
 
 def test_pfc_depth_defaults_leave_the_preset_values():
@@ -190,52 +196,55 @@ CONFIGS = [
 
 def _bounded_cases():
     for cls, command, resolve in CONFIGS:
-        for f in fields(cls):
-            spec = option_spec(f)
-            if spec["command_line"] and spec["kind"] in (int, float) and spec["low"] is not None:
-                yield pytest.param(command, resolve, f.name, spec, id=f"{command}-{f.name}")
+        for o in command_line_options(cls):
+            spec = o.spec
+            if spec["kind"] in (int, float) and spec["low"] is not None:
+                yield pytest.param(command, resolve, o, id=f"{command}-{o.dest}")
 
 
-@pytest.mark.parametrize(("command", "resolve", "name", "spec"), list(_bounded_cases()))
-def test_parse_time_and_config_time_bounds_agree(command, resolve, name, spec):
+@pytest.mark.parametrize(("command", "resolve", "opt"), list(_bounded_cases()))
+def test_parse_time_and_config_time_bounds_agree(command, resolve, opt):
     """A value below a field's bound is refused by ``pfc depth`` / ``pfc demo`` as it is parsed
-    and by depth_config / resolve_study_config alike."""
+    and by depth_config / resolve_study_config alike (a nested option under its name
+    FIELD.NAME)."""
+    spec = opt.spec
     kind, low = spec["kind"], spec["low"]
     bad = low if spec["positive"] else (low - 1 if kind is int else low - 0.5)
     with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args([command, "--" + name.replace("_", "-"), str(bad)])
+        build_parser().parse_args([command, opt.flag, str(bad)])
     assert exc.value.code == 2
     value = (1.0, kind(bad)) if spec["nargs"] else kind(bad)
-    with pytest.raises(InputError, match=name):
-        resolve(**{name: value})
+    opts = {opt.name: value} if opt.parent is None else {opt.parent: {opt.name: value}}
+    with pytest.raises(InputError, match=opt.dest.replace(".", r"\.")):
+        resolve(**opts)
 
 
-def test_shared_options_are_declared_once():
-    # the depth study's and the demo's copies of TrainConfig's options come from its fields
-    from dataclasses import fields as dc_fields
-
-    from ufm.options import option_from
-
-    def spec(cls, name):
-        return next(option_spec(f) for f in dc_fields(cls) if f.name == name)
-
-    for name in ("dataset", "loss", "momentum", "batch_size", "heads", "patch", "progress"):
-        got, ref = spec(DepthConfig, name), spec(TrainConfig, name)
-        same = {k: v for k, v in got.items() if k not in ("command_line", "shown")}
-        assert same == {k: v for k, v in ref.items() if k in same}, name
-    assert (
-        spec(DepthConfig, "weight_decay")["positive"]
-        and not spec(TrainConfig, "weight_decay")["positive"]
+def test_training_options_are_held_not_redeclared():
+    """DepthConfig and StudyConfig hold TrainConfigs (``train``; ``fc`` and ``deep``) instead of
+    copies of its fields: the only names they share with TrainConfig are their own options of
+    another meaning (the study's folder, seed, progress bars, minimum epochs, threads)."""
+    train = {f.name for f in fields(TrainConfig)}
+    own = {"out", "seed", "progress", "epochs", "threads", "dataset", "resume"}
+    for cls in (DepthConfig, StudyConfig):
+        assert {f.name for f in fields(cls)} & train <= own, cls
+    assert option_spec(next(f for f in fields(DepthConfig) if f.name == "train"))["cls"] is (
+        TrainConfig
     )
-    for name in ("weight_decay", "batch_size", "lr", "eval_every", "epochs"):
-        assert spec(StudyConfig, name)["help"] == spec(TrainConfig, name)["help"], name
-    # the deep network's options: TrainConfig's kind, bounds and choices under their own help
-    for name in ("blocks", "loss", "lr", "weight_decay", "batch_size", "epochs", "eval_every"):
-        got, ref = spec(StudyConfig, f"deep_{name}"), spec(TrainConfig, name)
-        for key in ("kind", "low", "high", "positive", "choices"):
-            assert got[key] == ref[key], (name, key)
+    cfg = depth_config("tiny", train={"lr": 0.2, "momentum": 0.5})
+    assert isinstance(cfg.train, TrainConfig) and cfg.train.lr == 0.2
+    assert cfg.train.momentum == 0.5 and cfg.train.width == DEPTH_PRESETS["tiny"]["train"]["width"]
+    # the depth study's own bound on a shared option: weight decay > 0 (the LN-UFM's lam_w)
+    with pytest.raises(InputError, match=r"train\.weight_decay"):
+        depth_config("tiny", train={"weight_decay": 0.0})
+    # an option the study does not use is refused, not ignored
+    with pytest.raises(InputError, match=r"train\.dtype.*not used by the depth study"):
+        depth_config("tiny", train={"dtype": "float64"})
+    with pytest.raises(InputError, match="no option"):
+        depth_config("tiny", train={"nope": 1})
     with pytest.raises(InputError, match="no option field"):
-        option_from(TrainConfig, "nope")
+        nested(TrainConfig, "x", options=("nope",))
+    with pytest.raises(InputError, match="unknown keyword"):
+        nested(TrainConfig, "x", options={"lr": {"colour": "red"}})
     with pytest.raises(InputError, match="unknown keyword"):
         option_from(TrainConfig, "lr", colour="red")
 
@@ -245,3 +254,74 @@ def test_option_from_needs_a_dataclass():
 
     with pytest.raises(InputError, match="dataclass"):
         option_from(int, "x")
+
+
+@documented
+@dataclass(frozen=True)
+class Outer:
+    """A config holding a Toy."""
+
+    n: int = option(int, "outer count", default=2, low=1)
+    toy: Toy | None = nested(
+        Toy, "the inner options", options={"size": {"help": "size here"}, "frac": {}},
+        prefix="in-",
+    )  # fmt: skip
+
+
+def test_nested_options_parse_into_a_mapping_and_resolve_against_a_base():
+    p = add_options(argparse.ArgumentParser(exit_on_error=False), Outer,
+                    presets={"usual": {"toy": {"size": 4}}, "--big": {"toy": {"size": 40}}})  # fmt: skip
+    assert Outer(**options_from_args(Outer, p.parse_args([]))) == Outer()
+    ns = p.parse_args(["--in-size", "5", "--in-frac", "0.25"])
+    got = Outer(**options_from_args(Outer, ns))
+    assert got.toy == {"size": 5, "frac": 0.25}
+    assert resolve_nested(got.toy, Toy(mode="b"), name="toy") == Toy(size=5, frac=0.25, mode="b")
+    assert resolve_nested(None, Toy(mode="b"), name="toy") == Toy(mode="b")
+    text = " ".join(p.format_help().split())
+    assert "--in-size IN_SIZE size here (>= 1; default 4; --big 40)" in text
+    assert "--in-frac IN_FRAC a fraction (in [0, 1])" in text
+    with pytest.raises(argparse.ArgumentError, match="--in-size"):
+        p.parse_args(["--in-size", "0"])
+    # with_options merges a mapping into a mapping or an object
+    assert with_options(got, {"toy": {"mode": "b"}}).toy == {"size": 5, "frac": 0.25, "mode": "b"}
+    obj = Outer(toy=Toy())
+    assert with_options(obj, {"toy": {"size": 9}}).toy == Toy(size=9)
+    assert with_options(obj, {"n": 3}) == Outer(n=3, toy=Toy())
+    with pytest.raises(InputError, match="unknown Outer option"):
+        with_options(obj, {"m": 1})
+    # checks name the nested option FIELD.NAME, for a mapping and for an object alike
+    for bad in ({"size": 0}, Toy(size=0)):
+        with pytest.raises(InputError, match=r"toy\.size"):
+            check_fields(Outer(toy=bad))
+    with pytest.raises(InputError, match=r"toy\.hidden"):  # not on the command line, checked
+        check_fields(Outer(toy={"hidden": 0}))
+    with pytest.raises(InputError, match="no option"):
+        check_fields(Outer(toy={"sise": 1}))
+    with pytest.raises(InputError, match="must be a Toy"):
+        check_fields(Outer(toy=3))
+    with pytest.raises(InputError, match="no option"):
+        resolve_nested({"sise": 1}, Toy(), name="toy")
+    assert "\ntoy : Toy\n" in Outer.__doc__ and "``--in-size`` (size here)" in Outer.__doc__
+
+
+def test_a_training_option_reaches_the_demo_by_its_declaration():
+    """An option declared only on TrainConfig reaches the demo's networks: the study holds
+    TrainConfigs, so neither pfc/config.py nor the stage names it (``geodesic_points`` here
+    stands for a new option); the depth study refuses one its loop does not use."""
+    from pathlib import Path
+
+    import pfc.config
+    import pfc.stages.train
+
+    for mod in (pfc.config, pfc.stages.train):
+        assert "geodesic_points" not in Path(mod.__file__).read_text()
+    from pfc.config import networks
+
+    cfg = resolve_study_config(StudyConfig(fc={"geodesic_points": 51}, deep={"lr_gamma": 0.5}))
+    fc, deep = networks(cfg)
+    assert fc.train.geodesic_points == 51 and deep.train.lr_gamma == 0.5
+    assert deep.train.geodesic_points == TrainConfig().geodesic_points
+    with pytest.raises(InputError, match=r"fc\.geodesic_points"):  # its bounds come along
+        resolve_study_config(StudyConfig(fc={"geodesic_points": 1}))
+    with pytest.raises(InputError, match="not used by the depth study"):
+        depth_config("tiny", train={"geodesic_points": 51})
