@@ -33,7 +33,23 @@ from .validate import (
     to_tensor,
 )
 
-__all__ = ["SufficientStatistics"]
+__all__ = ["SufficientStatistics", "STATE"]
+
+#: The state of :class:`SufficientStatistics`, declared once: zeroing, :meth:`~SufficientStatistics.update`,
+#: :meth:`~SufficientStatistics.merge`, :meth:`~SufficientStatistics.all_reduce`, the state dict
+#: and its checks read this table. Each entry: name, shape (of ``K`` and ``d``; ``()`` a scalar)
+#: and kind: ``"count"`` (non-negative integers), ``"sum"`` (finite reals), ``"squares"`` (finite,
+#: ``>= 0``), all added across batches and shards, or ``"moment"``: the second moment
+#: ``sum_i x_i x_i^T``, a dense ``d x d`` matrix or ``None`` while the rows themselves are kept
+#: (``N <= d``, ``gram="auto"``: the rule of :meth:`~SufficientStatistics.densify`).
+STATE: tuple[tuple[str, Any, str], ...] = (
+    ("counts", lambda K, d: (K,), "count"),  # n_k
+    ("sums", lambda K, d: (K, d), "sum"),  # sum_{y_i = k} x_i
+    ("sq", lambda K, d: (), "squares"),  # sum_i ||x_i||^2
+    ("second", lambda K, d: (d, d), "moment"),  # sum_i x_i x_i^T (dense), or None
+)
+#: The kinds of :data:`STATE` that batches and shards add.
+_ADDED = ("count", "sum", "squares")
 
 
 def _np64(a: Any) -> np.ndarray:
@@ -82,6 +98,28 @@ def _state_floats(
     if nonneg and a.size and a.min() < 0:
         raise _tampered(key, f"is a sum of squares and must be >= 0, got {a.min():.6g}")
     return a
+
+
+def _zero(dims: tuple[int, ...], kind: str) -> Any:
+    """The empty value of a :data:`STATE` entry: integer or float zeros, ``0.0`` for a scalar."""
+    if dims == ():
+        return 0.0
+    return np.zeros(dims, dtype=np.int64 if kind == "count" else np.float64)
+
+
+def _copy(v: Any) -> Any:
+    return v.copy() if isinstance(v, np.ndarray) else v
+
+
+def _state_entry(v: Any, name: str, dims: tuple[int, ...], kind: str) -> Any:
+    """A state dict's value of the :data:`STATE` entry ``name``, checked by its shape and kind
+    (the second moment may be ``None``: the rows are kept instead)."""
+    if kind == "count":
+        return _state_counts(v, dims[0])
+    if kind == "moment" and v is None:
+        return None
+    a = _state_floats(v, name, dims, nonneg=kind == "squares")
+    return float(a) if dims == () else a
 
 
 def _check_second(C: np.ndarray, sq: float) -> None:
@@ -155,10 +193,13 @@ class SufficientStatistics:
             raise InputError(f"gram must be 'auto' or 'dense', got {describe(gram)}")
         self.gram = gram
         self.d: int | None = None
-        self.counts = np.zeros(self.K, dtype=np.int64)
-        self.sums: np.ndarray | None = None
-        self.sq = 0.0
-        self.second: np.ndarray | None = None  # dense (d, d) sum of x x^T
+        self.counts: np.ndarray
+        self.sums: np.ndarray | None
+        self.sq: float
+        self.second: np.ndarray | None  # dense (d, d) sum of x x^T
+        for name, shape, kind in STATE:  # what needs d waits for the first batch (_init)
+            dims = shape(self.K, None)
+            setattr(self, name, None if None in dims or kind == "moment" else _zero(dims, kind))
         self.rows: list[np.ndarray] = []  # kept while N <= d (gram="auto")
 
     # -- accumulation -----------------------------------------------------------------------
@@ -197,9 +238,15 @@ class SufficientStatistics:
         if self.gram == "dense":
             check_stat_size(d, d, "the dense second moment (gram='dense')")
         self.d = d
-        self.sums = np.zeros((self.K, d))
-        if self.gram == "dense":
-            self.second = np.zeros((d, d))
+        for name, shape, kind in STATE:
+            if getattr(self, name) is None and (kind != "moment" or self.gram == "dense"):
+                setattr(self, name, _zero(shape(self.K, d), kind))
+
+    def _add(self, parts: dict[str, Any]) -> None:
+        """Add a batch's or a shard's statistics of the added kinds of :data:`STATE`."""
+        for name, _, kind in STATE:
+            if kind in _ADDED:
+                setattr(self, name, getattr(self, name) + parts[name])
 
     @thread_policy("X")
     def update(self, X: Any, y: Any) -> SufficientStatistics:
@@ -271,9 +318,7 @@ class SufficientStatistics:
                 "X has non-finite values or values too large for float64 second moments "
                 f"(sum of squared norms = {sq:.3g}); pass finite data scaled to |x| < 1e150"
             )
-        self.counts += cnt
-        self.sums += sums
-        self.sq += sq
+        self._add({"counts": cnt, "sums": sums, "sq": sq})
         if keep_rows:
             self.rows.append(np.array(Xn, dtype=np.float64, copy=True))
         else:
@@ -300,9 +345,8 @@ class SufficientStatistics:
             self._init(other.d)
         if other.d != self.d:
             raise InputError(f"cannot merge statistics of width d={self.d} and d={other.d}")
-        self.counts += other.counts
-        self.sums += other.sums
-        self.sq += other.sq
+        self._add({name: getattr(other, name) for name, _, _ in STATE})
+        # the second moment: dense + dense, or rows kept while N <= d (the densify rule)
         if other.second is not None:
             if self.second is None:
                 self.densify()
@@ -323,10 +367,7 @@ class SufficientStatistics:
             "K": self.K,
             "gram": self.gram,
             "d": self.d,
-            "counts": self.counts.copy(),
-            "sums": None if self.sums is None else self.sums.copy(),
-            "sq": self.sq,
-            "second": None if self.second is None else self.second.copy(),
+            **{name: _copy(getattr(self, name)) for name, _, _ in STATE},
             "rows": [r.copy() for r in self.rows],
         }
 
@@ -339,7 +380,7 @@ class SufficientStatistics:
         InputError
             ``sd`` is not a state dict of this class.
         """
-        keys = {"K", "gram", "d", "counts", "sums", "sq", "second", "rows"}
+        keys = {"K", "gram", "d", "rows", *(name for name, _, _ in STATE)}
         if not isinstance(sd, dict) or not keys <= set(sd):
             raise InputError(
                 "from_state_dict() needs the dict returned by SufficientStatistics.state_dict() "
@@ -349,11 +390,9 @@ class SufficientStatistics:
         if sd["d"] is not None:
             st._init(check_int(sd["d"], "state dict key 'd'", low=1))
             K, d = st.K, st.d
-            st.counts = _state_counts(sd["counts"], K)
-            st.sums = _state_floats(sd["sums"], "sums", (K, d))
-            st.sq = float(_state_floats(sd["sq"], "sq", (), nonneg=True))
-            if sd["second"] is not None:
-                st.second = _state_floats(sd["second"], "second", (d, d))
+            for name, shape, kind in STATE:
+                setattr(st, name, _state_entry(sd[name], name, shape(K, d), kind))
+            if st.second is not None:
                 _check_second(st.second, st.sq)
             elif st.gram == "dense":
                 raise _tampered("second", "is None, but gram='dense' keeps the d x d moment")
@@ -384,16 +423,21 @@ class SufficientStatistics:
             self.densify()
         flat = torch.from_numpy(
             np.concatenate(
-                [self.counts.astype(np.float64), self.sums.ravel(), [self.sq], self.second.ravel()]
+                [np.ravel(getattr(self, name)).astype(np.float64) for name, _, _ in STATE]
             )
         )
         dist.all_reduce(flat, group=group)
         f = flat.numpy()
-        K, d = self.K, self.d
-        self.counts = np.rint(f[:K]).astype(np.int64)
-        self.sums = f[K : K + K * d].reshape(K, d).copy()
-        self.sq = float(f[K + K * d])
-        self.second = f[K + K * d + 1 :].reshape(d, d).copy()
+        o = 0
+        for name, shape, kind in STATE:
+            dims = shape(self.K, self.d)
+            n = math.prod(dims)
+            v = f[o : o + n].reshape(dims)
+            o += n
+            if kind == "count":
+                setattr(self, name, np.rint(v).astype(np.int64))
+            else:
+                setattr(self, name, float(v) if dims == () else v.copy())
         return self
 
     # -- what the solver needs -----------------------------------------------------------------

@@ -47,14 +47,28 @@ from .inputs import (
 )
 
 #: The pass-1 state, declared once: per-class counts, means and sums of squared deviations
-#: (Chan's parallel update merges them, :func:`chan_merge`); the zeroed state, the state dict,
-#: its shape and value checks and all-reduce's flattening read this table. Each entry: name,
-#: shape (of ``K`` and ``d``) and kind (as for :data:`PASS2_TENSORS`).
+#: (Chan's parallel update merges them, :func:`chan_merge`, in this order); the zeroed state,
+#: the change of units, the merge of shards, the state dict, its shape and value checks and
+#: all-reduce's packing read this table. Each entry: name, shape (of ``K`` and ``d``) and kind
+#: (as for :data:`PASS2_TENSORS`).
 PASS1_TENSORS: tuple[tuple[str, Any, str], ...] = (
     ("counts", lambda K, d: (K,), "count"),
     ("means", lambda K, d: (K, d), "sum"),
     ("ss", lambda K, d: (K,), "squares"),
 )
+#: The power of the feature unit in which each kind of pass-1 state is held: counts carry no
+#: unit, means one, sums of squares two (so a change of units by ``f`` multiplies by ``f**p``).
+UNIT_POWER: dict[str, int] = {"count": 0, "sum": 1, "squares": 2}
+
+
+def in_units(t: torch.Tensor, kind: str, f: float) -> torch.Tensor:
+    """Pass-1 state of ``kind`` expressed in units ``f`` times smaller (``f`` a power of two, so
+    exact up to underflow): multiplied by ``f`` once per power (``(ss * f) * f``, not
+    ``ss * (f * f)``: ``f * f`` overflows to inf for scales below ``2**-511``)."""
+    for _ in range(UNIT_POWER[kind]):
+        t = t * f
+    return t
+
 
 #: The pass-2 state, declared once: sums over the pass-2 samples, so :meth:`~CollapseAccumulator.merge`
 #: and :meth:`~CollapseAccumulator.all_reduce` add them, :meth:`~CollapseAccumulator.state_dict`
@@ -356,10 +370,9 @@ class CollapseAccumulator:
         if e == self.scale_exp:
             return
         f = math.ldexp(1.0, self.scale_exp - e)
-        self.means = self.means * f
-        # (ss * f) * f, not ss * (f * f): f * f overflows to inf for scales below 2**-511 (the
-        # first batch rescales from 2**0), and 0 * inf made the scatter NaN
-        self.ss = self.ss * f * f
+        # the first batch rescales from 2**0: in_units keeps 0 * inf out of the scatter
+        for name, _, kind in PASS1_TENSORS:
+            setattr(self, name, in_units(getattr(self, name), kind, f))
         self.scale_exp = e
 
     def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -714,9 +727,7 @@ class CollapseAccumulator:
             self._rescale_to(e)
             f = math.ldexp(1.0, other.scale_exp - e)
             self._merge1(
-                other.counts.to(self.device),
-                other.means.to(self.device) * f,
-                other.ss.to(self.device) * (f * f),
+                *(in_units(getattr(other, n).to(self.device), k, f) for n, _, k in PASS1_TENSORS)
             )
             self.maxabs = max(self.maxabs, other.maxabs)
         else:
@@ -751,6 +762,7 @@ class CollapseAccumulator:
             "b": cpu(self.b),
             "scale_exp": self.scale_exp,
             "maxabs": self.maxabs,
+            "auto_scale": self._auto_scale,
             **{name: cpu(getattr(self, name)) for name, _, _ in PASS2_TENSORS},
             **{name: getattr(self, name) for name in PASS2_SCALARS},
         }
@@ -774,7 +786,11 @@ class CollapseAccumulator:
                 f"state dict lacks key(s) {missing}; pass the dict returned by "
                 "CollapseAccumulator.state_dict()"
             )
-        acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"])
+        # a state dict written before auto_scale was saved came from the default
+        auto = sd.get("auto_scale", True)
+        if not isinstance(auto, bool):
+            raise InputError(f"state dict key 'auto_scale' must be a bool, got {describe(auto)}")
+        acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"], auto_scale=auto)
         if sd["phase"] not in (1, 2):
             raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(sd['phase'])}")
         if sd["counts"] is None:
@@ -839,25 +855,27 @@ class CollapseAccumulator:
         if self.phase == 1:
             head = torch.tensor([float(self.scale_exp), self.maxabs], dtype=F64)
             flat = torch.cat(
-                [head.to(self.device), self.counts.to(F64), self.means.flatten(), self.ss]
+                [head.to(self.device)]
+                + [getattr(self, n).to(F64).flatten() for n, _, _ in PASS1_TENSORS]
             )
             parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))]
             dist.all_gather(parts, flat, group=group)
-            d = self.d
             e = max(int(p[0]) for p in parts)
-            self.counts = torch.zeros_like(self.counts)
-            self.means = torch.zeros_like(self.means)
-            self.ss = torch.zeros_like(self.ss)
+            for name, _, _ in PASS1_TENSORS:
+                setattr(self, name, torch.zeros_like(getattr(self, name)))
             self.scale_exp = e
             self.maxabs = max(float(p[1]) for p in parts)
-            for p in parts:
+            for p in parts:  # each rank's state, unpacked by the table, merged in rank order
                 f = math.ldexp(1.0, int(p[0]) - e)
-                q = p[2:]
-                self._merge1(
-                    q[:K].round().to(torch.int64),
-                    q[K : K + K * d].view(K, d) * f,
-                    q[K + K * d :] * (f * f),
-                )
+                o, shard = 2, []
+                for _, shape, kind in PASS1_TENSORS:
+                    dims = shape(K, self.d)
+                    v = p[o : o + math.prod(dims)].view(dims)
+                    o += math.prod(dims)
+                    shard.append(
+                        v.round().to(torch.int64) if kind == "count" else in_units(v, kind, f)
+                    )
+                self._merge1(*shard)
         else:
             tensors = [getattr(self, name) for name, _, _ in PASS2_TENSORS]
             scalars = [getattr(self, name) for name in PASS2_SCALARS]

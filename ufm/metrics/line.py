@@ -62,7 +62,7 @@ class LineAccumulator:
         self.cross: torch.Tensor | None = None
         self.rank_tol = rank_tol
         self.phase = 1
-        self._lines: list[CollapseAccumulator] = []
+        self.lines: list[CollapseAccumulator] = []  # pass 2: one accumulator per t of ts
 
     @thread_policy("A")
     def update(self, A: Any, B: Any, y: Any) -> LineAccumulator:
@@ -75,7 +75,7 @@ class LineAccumulator:
                 f"{tuple(At.shape)} and {tuple(Bt.shape)}"
             )
         if self.phase == 2:
-            for t, acc in zip(self.ts, self._lines, strict=True):
+            for t, acc in zip(self.ts, self.lines, strict=True):
                 acc.update((1.0 - t) * At.to(F64) + t * Bt.to(F64), y)
             return self
         At64, yt = self.A._batch(At, y)
@@ -120,7 +120,7 @@ class LineAccumulator:
         if self.phase != 1:
             raise InputError("end_first_pass() was already called")
         self.A._require_data()
-        self._lines = [self._at(float(t)).end_first_pass() for t in self.ts]
+        self.lines = [self._at(float(t)).end_first_pass() for t in self.ts]
         self.phase = 2
         return self
 
@@ -132,7 +132,7 @@ class LineAccumulator:
         if self.phase != other.phase:
             raise InputError("cannot merge line accumulators in different passes")
         if self.phase == 2:
-            for a, b in zip(self._lines, other._lines, strict=True):
+            for a, b in zip(self.lines, other.lines, strict=True):
                 a.merge(b)
             return self
         if other.cross is None:
@@ -159,42 +159,86 @@ class LineAccumulator:
         if not (dist.is_available() and dist.is_initialized()):
             raise InputError("all_reduce() needs an initialised torch.distributed process group")
         if self.phase == 2:
-            for acc in self._lines:
+            for acc in self.lines:
                 acc.all_reduce(group)
             return self
-        K, d = self.K, self.A.d
-        flat = torch.cat(
-            [
-                self.A.counts.to(F64),
-                self.A.means.flatten(),
-                self.A.ss,
-                self.B.means.flatten(),
-                self.B.ss,
-                self.cross,
-            ]
-        )
-        parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(parts, flat, group=group)
-        merged = None
-        for p in parts:
-            shard = LineAccumulator(K, self.ts, rank_tol=self.rank_tol)
-            o = 0
-            counts = p[o : o + K].round().to(torch.int64)
-            o += K
-            accs = []
-            for _ in range(2):
-                means, ss = p[o : o + K * d].view(K, d), p[o + K * d : o + K * d + K]
-                o += K * d + K
-                accs.append(
-                    CollapseAccumulator.from_statistics(
-                        counts, means, ss, rank_tol=self.rank_tol, maxabs=0.0, device=self.A.device
-                    )
-                )
-            shard.A, shard.B = accs
-            shard.cross = p[o : o + K].clone()
-            merged = shard if merged is None else merged.merge(shard)
+        # every rank's pass-1 state through its state dict, merged in rank order (the merge
+        # rule of the cross terms lives in merge() only)
+        parts: list[Any] = [None] * dist.get_world_size(group)
+        dist.all_gather_object(parts, self.state_dict(), group=group)
+        merged = LineAccumulator.from_state_dict(parts[0], device=self.A.device)
+        for sd in parts[1:]:
+            merged.merge(LineAccumulator.from_state_dict(sd, device=self.A.device))
         self.A, self.B, self.cross = merged.A, merged.B, merged.cross
         return self
+
+    #: The keys of :meth:`state_dict`: the two layers' pass-1 accumulators (``A``, ``B``), the
+    #: cross terms, and after :meth:`end_first_pass` the pass-2 accumulators of the grid.
+    STATE_KEYS = ("K", "ts", "rank_tol", "phase", "A", "B", "cross", "lines")
+
+    def state_dict(self) -> dict[str, Any]:
+        """A picklable snapshot (tensors on CPU; the accumulators as their state dicts)."""
+        return {
+            "K": self.K,
+            "ts": self.ts.tolist(),
+            "rank_tol": self.rank_tol,
+            "phase": self.phase,
+            "A": self.A.state_dict(),
+            "B": self.B.state_dict(),
+            "cross": None if self.cross is None else self.cross.detach().cpu().clone(),
+            "lines": [acc.state_dict() for acc in self.lines],
+        }
+
+    @classmethod
+    def from_state_dict(cls, sd: Any, *, device: Any = None) -> LineAccumulator:
+        """Rebuild from :meth:`state_dict` (optionally on another device).
+
+        Raises
+        ------
+        InputError
+            ``sd`` is not a state dict of this class, or its parts disagree (names the key).
+        """
+        if not isinstance(sd, dict) or not set(cls.STATE_KEYS) <= set(sd):
+            raise InputError(
+                "from_state_dict() needs the dict returned by LineAccumulator.state_dict() with "
+                f"keys {sorted(cls.STATE_KEYS)}, got {type(sd).__name__}"
+            )
+        line = cls(sd["K"], sd["ts"], rank_tol=sd["rank_tol"])
+        if sd["phase"] not in (1, 2):
+            raise InputError(f"state dict key 'phase' must be 1 or 2, got {sd['phase']!r}")
+        line.A = CollapseAccumulator.from_state_dict(sd["A"], device=device)
+        line.B = CollapseAccumulator.from_state_dict(sd["B"], device=device)
+        for key, acc in (("A", line.A), ("B", line.B)):
+            if acc.K != line.K or acc.phase != 1:
+                raise InputError(
+                    f"state dict key {key!r} must hold a pass-1 accumulator of K={line.K}"
+                )
+        if (line.A.counts is None) != (sd["cross"] is None) or (
+            line.A.counts is not None
+            and (line.B.counts is None or not torch.equal(line.A.counts, line.B.counts))
+        ):
+            raise InputError(
+                "state dict keys 'A', 'B' and 'cross' disagree (the two layers must have seen "
+                "the same samples); rebuild the line from the data"
+            )
+        if sd["cross"] is not None:
+            c = torch.as_tensor(sd["cross"], dtype=F64)
+            if c.shape != (line.K,) or not bool(torch.isfinite(c).all()):
+                raise InputError(
+                    f"state dict key 'cross' must be {line.K} finite values, got shape "
+                    f"{tuple(c.shape)}"
+                )
+            line.cross = c.to(line.A.device).clone()
+        lines = sd["lines"]
+        want = line.ts.size if sd["phase"] == 2 else 0
+        if not isinstance(lines, list | tuple) or len(lines) != want:
+            raise InputError(
+                f"state dict key 'lines' must hold {want} accumulator state dicts (one per grid "
+                f"point in pass 2), got {type(lines).__name__}"
+            )
+        line.lines = [CollapseAccumulator.from_state_dict(x, device=device) for x in lines]
+        line.phase = sd["phase"]
+        return line
 
     @thread_policy()
     def compute(self, ts: Sequence[float] | None = None) -> dict[str, np.ndarray]:
@@ -219,7 +263,7 @@ class LineAccumulator:
         for key in rows[0]:
             out[key] = np.array([r[key] for r in rows])
         if self.phase == 2 and grid.shape == self.ts.shape and np.array_equal(grid, self.ts):
-            second = [acc.compute() for acc in self._lines]
+            second = [acc.compute() for acc in self.lines]
             for key in SECOND_PASS:
                 if key in second[0]:
                     out[key] = np.array([r[key] for r in second])
