@@ -35,7 +35,7 @@ from .families import DEPTH_FAMILIES
 
 if TYPE_CHECKING:
     from .models import MeasuredModel
-from ufm.options import add_options, check_fields, option, options_from_args
+from ufm.options import add_options, check_fields, documented, option, options_from_args
 
 __all__ = [
     "TrainConfig",
@@ -104,9 +104,9 @@ RESUME_FREE = frozenset(
 )
 
 
-def _choice(help: str, choices: tuple[str, ...]) -> Any:
+def _choice(help: str, choices: tuple[str, ...], **meta: Any) -> Any:
     """A string option whose default is the first of its ``choices``."""
-    return option(str, help, default=choices[0], choices=choices)
+    return option(str, help, default=choices[0], choices=choices, **meta)
 
 
 def dataset_arg(s: str) -> str:
@@ -138,73 +138,14 @@ def _device_arg(s: str) -> str:
     return s
 
 
+@documented
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run (``None`` means: the data set's preset).
 
-    Each field's ``metadata["cli"]`` holds its command-line flag, type, bounds and help
-    (:func:`ufm.options.option`); see :func:`add_train_options`.
-
-    Attributes
-    ----------
-    dataset : str
-        One of :data:`PRESETS` (``"digits"`` is embedded and ``"mnist_5k"`` ships as package data:
-        both offline).
-    out : str
-        Run directory.
-    model : {"auto", "fc", "conv", "ln_resnet1", "ln_resnet2", "transformer"}
-        ``"auto"``: the data set's Table I model (:func:`resnet_pfc.models.paper_model`).
-        The last three are the depth study's LayerNorm families
-        (:func:`resnet_pfc.models.build_depth_model`; default width 64, 5 blocks).
-    blocks, width, variant
-        Measured-stage depth, width (FC width or conv channels) and Table I variant.
-    heads, patch
-        ``model="transformer"`` only: attention heads (4) and token layout (``None``: one
-        token per image row; an int ``p``: ``p x p`` patches).
-    epochs, lr, eval_every : optional
-        Default from :data:`PRESETS`.
-    loss : {"ce", "mse"}
-        Cross entropy (the paper's, default) or the squared error
-        :math:`\\tfrac12\\|z - e_y\\|^2` averaged over the samples.
-    momentum, weight_decay, batch_size
-        SGD momentum (0.9), weight decay (5e-4), global batch size (128).
-    milestones : tuple of int, optional
-        Epochs after which the lr is multiplied by ``lr_gamma``; default
-        ``(round(E/3), round(2E/3))``.
-    lr_gamma : float
-        0.1.
-    eval_test : bool
-        Also measure the test split.
-    eval_batch_size : int
-        Batch size of the measurement passes (any value gives the same metrics).
-    per_class, data_root, download : data options (:func:`resnet_pfc.data.load_dataset`).
-    seed : int
-    resume : bool
-        Continue from ``out/checkpoints/last.pt`` if it exists (or from ``last.prev.pt``, with
-        a warning, when ``last.pt`` is unreadable). Every option except those in
-        :data:`RESUME_FREE` must equal the checkpoint's, except that ``epochs`` may grow
-        (extending a finished or interrupted run) when the lr schedule up to the old last
-        epoch is unchanged (:func:`extends_schedule`: the same milestones up to it); this is
-        checked before any file is written.
-    device : str
-        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    dtype : {"float32", "float64"}
-        Parameter and feature dtype (float64 for exactness studies).
-    num_workers : int
-        DataLoader workers.
-    threads : int, optional
-        ``torch.set_num_threads`` for the run (restored afterwards); default: torch's. Small
-        models on a busy machine run far faster with 1 (spinning threads compete for cores).
-    position : {"index", "distance"}
-        Relative position convention of the layers.
-    geodesic_points, geodesic_pass2_points : int
-        Grid sizes of the line prediction (pass-1 metrics; NCC accuracy / NC1).
-    epsilon : float
-        Threshold of the effective depth in the report.
-    progress : bool
-        tqdm progress bars.
-    figures : bool
-        Draw the figures and write the report at the end.
+    Each field carries its command-line flag, type, bounds and help (:func:`ufm.options.option`;
+    see :func:`add_train_options`): the command line, the checks of :func:`resolve_config` and
+    the list below come from them.
     """
 
     dataset: str = option(
@@ -212,9 +153,17 @@ class TrainConfig:
         f"training data, one of {', '.join(DATASETS)} (case, '-'/'_' and aliases such as "
         "mnist-5k or Fashion-MNIST are free; digits and mnist_5k need no download)",
         default="digits",
+        doc="``digits`` is embedded and ``mnist_5k`` ships as package data: both offline.",
     )
     out: str = option(str, "run directory", default="runs/digits", required=True)
-    model: str = _choice("auto: the data set's Table I model", MODEL_CHOICES)
+    model: str = _choice(
+        "auto: the data set's Table I model",
+        MODEL_CHOICES,
+        doc="Table I is :data:`resnet_pfc.models.TABLE_I` (built by "
+        ":func:`resnet_pfc.models.paper_model`); ``ln_resnet1``, ``ln_resnet2`` and the "
+        "transformers are the depth study's LayerNorm families "
+        "(:func:`resnet_pfc.models.build_depth_model`; default width 64, 5 blocks).",
+    )
     blocks: int | None = option(
         int,
         "blocks of the measured stage",
@@ -227,9 +176,21 @@ class TrainConfig:
         int, "FC width or conv channels", default=None, low=1, high=MAX_WIDTH, shown="the model's"
     )
     variant: int = option(int, "Table I variant index", default=0, low=0)
-    heads: int = option(int, "attention heads (transformer)", default=4, low=1, high=MAX_WIDTH)
+    heads: int = option(
+        int,
+        "attention heads (transformer)",
+        default=4,
+        low=1,
+        high=MAX_WIDTH,
+        doc="``model='transformer'`` only.",
+    )
     patch: int | None = option(
-        int, "transformer tokens: p x p patches", default=None, low=1, shown="one per image row"
+        int,
+        "transformer tokens: p x p patches",
+        default=None,
+        low=1,
+        shown="one per image row",
+        doc="``model='transformer'`` only: ``None`` gives one token per image row, an int ``p`` gives ``p x p`` patches.",
     )
     epochs: int | None = option(
         int,
@@ -238,15 +199,23 @@ class TrainConfig:
         low=1,
         high=MAX_EPOCHS,
         shown="the data set's preset",
+        doc="Default from :data:`PRESETS`.",
     )
     lr: float | None = option(
-        float, "initial learning rate", default=None, low=0, positive=True, shown="the preset"
+        float,
+        "initial learning rate",
+        default=None,
+        low=0,
+        positive=True,
+        shown="the preset",
+        doc="Default from :data:`PRESETS`.",
     )
     loss: str = option(
         str,
         "ce: cross entropy (the paper's); mse: (1/2)||z - e_y||^2 per sample",
         default="ce",
         choices=LOSSES,
+        doc="The squared error is :math:`\\tfrac12\\|z - e_y\\|^2` averaged over the samples.",
     )
     momentum: float = option(float, "SGD momentum", default=0.9, low=0, high=1)
     weight_decay: float = option(float, "SGD weight decay", default=5e-4, low=0)
@@ -258,17 +227,33 @@ class TrainConfig:
         low=1,
         nargs="*",
         shown="E/3 2E/3",
+        doc="Default ``(round(E/3), round(2E/3))``.",
     )
     lr_gamma: float = option(
         float, "lr factor at each milestone", default=0.1, low=0, positive=True
     )
     eval_every: int | None = option(
-        int, "measure every N epochs", default=None, low=1, shown="the preset"
+        int,
+        "measure every N epochs",
+        default=None,
+        low=1,
+        shown="the preset",
+        doc="Default from :data:`PRESETS`.",
     )
     eval_test: bool = option(bool, "also measure the test split", default=False)
-    eval_batch_size: int = option(int, "batch size of the measurement passes", default=512, low=1)
+    eval_batch_size: int = option(
+        int,
+        "batch size of the measurement passes",
+        default=512,
+        low=1,
+        doc="Any value gives the same metrics.",
+    )
     per_class: int | None = option(
-        int, "balanced training subset: samples per class", default=None, low=1
+        int,
+        "balanced training subset: samples per class",
+        default=None,
+        low=1,
+        doc="A data option of :func:`resnet_pfc.data.load_dataset`, as ``data_root`` and ``download``.",
     )
     data_root: str | None = option(
         str,
@@ -283,9 +268,12 @@ class TrainConfig:
         "continue from checkpoints/last.pt of --out (same options; --epochs may grow when the "
         "lr schedule up to the old last epoch is unchanged: repeat the old --milestones)",
         default=False,
+        doc="From ``out/checkpoints/last.pt`` if it exists (or from ``last.prev.pt``, with a warning, when ``last.pt`` is unreadable). Every option except those in :data:`RESUME_FREE` must equal the checkpoint's, except that ``epochs`` may grow (extending a finished or interrupted run) when the lr schedule up to the old last epoch is unchanged (:func:`extends_schedule`); this is checked before any file is written.",
     )
-    device: str = option(_device_arg, "cpu, cuda or cuda:N", default="cpu")
-    dtype: str = _choice("parameter and feature dtype", ("float32", "float64"))
+    device: str = option(_device_arg, "training device: cpu, cuda or cuda:N", default="cpu")
+    dtype: str = _choice(
+        "parameter and feature dtype", ("float32", "float64"), doc="float64 for exactness studies."
+    )
     num_workers: int = option(
         int, "DataLoader workers (processes)", default=0, low=0, high=MAX_WORKERS
     )
@@ -296,9 +284,12 @@ class TrainConfig:
         low=1,
         high=MAX_THREADS,
         shown="torch's",
+        doc="``torch.set_num_threads`` for the run, restored afterwards.",
     )
     position: str = _choice(
-        "relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||", POSITIONS
+        "relative position of a layer: l/L or ||H_l-H_0||/||H_L-H_0||",
+        POSITIONS,
+        doc="See :func:`resnet_pfc.measure.measure`.",
     )
     # upper bounds: each grid point is a metric pass over the features (1e8 points hung)
     geodesic_points: int = option(

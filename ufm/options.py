@@ -692,7 +692,10 @@ def _sentence(text: str) -> str:
     text = text.strip()
     if not text:
         return ""
-    text = text[0].upper() + text[1:]
+    # a help that starts by naming a value ("ce: cross entropy") keeps it as code
+    text = re.sub(r"^([a-z0-9_]+):", r"``\1``:", text)
+    if not text.startswith("``"):
+        text = text[0].upper() + text[1:]
     return text if text.endswith(".") else text + "."
 
 

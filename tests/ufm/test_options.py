@@ -148,9 +148,12 @@ def test_docstring_lists_every_field_once_with_its_help():
     assert doc.endswith(attributes_doc(Toy) + "\n")
 
 
-@pytest.mark.parametrize("cls", [DepthConfig, TrainConfig])
+@pytest.mark.parametrize("cls", [DepthConfig, TrainConfig, StudyConfig])
 def test_real_configs_describe_every_field(cls):
     assert all(option_spec(f) is not None for f in fields(cls))
+    # documented by the same mechanism: the Attributes section is written from the options
+    assert cls.__doc__.endswith(attributes_doc(cls) + "\n")
+    assert cls.__doc__.count("\nAttributes\n") == 1
 
 
 # ------------------------------------------------------------------------------------------
