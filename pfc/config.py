@@ -380,10 +380,21 @@ def resolve_study_config(cfg: StudyConfig) -> StudyConfig:
     return replace(cfg, **vals)
 
 
+#: The networks' training options that ``config.json``'s ``fc`` and ``deep`` leave out.
+_NOT_RECORDED = ("out", "resume", "threads", "progress")
+
+
 def config_doc(cfg: StudyConfig) -> dict[str, Any]:
-    """The options of ``cfg`` as the ``"study"`` entry of ``config.json`` (tuples as lists;
-    each network's training options as a mapping)."""
-    return json.loads(json.dumps(asdict(cfg), default=list))
+    """The options of a resolved ``cfg`` as the ``"study"`` entry of ``config.json`` (tuples as
+    lists). ``fc`` and ``deep`` are the networks' training options as trained, with those the
+    study sets (data set, seed, milestones...: :data:`STUDY_SET`), except ``out`` and ``resume``
+    (set by the stage) and ``threads`` and ``progress`` (the study's own, which may change on
+    resumption: :data:`pfc.runner.RESUME_FREE`)."""
+    doc = asdict(cfg)
+    for name, _, _, _ in _NETWORKS:
+        train = asdict(_network_train(cfg, name))
+        doc[name] = {k: v for k, v in train.items() if k not in _NOT_RECORDED}
+    return json.loads(json.dumps(doc, default=list))
 
 
 def stage_preset(cfg: StudyConfig) -> dict[str, Any]:
@@ -435,13 +446,20 @@ def networks(cfg: StudyConfig) -> tuple[Network, ...]:
     for name, stage, title, drops_field in _NETWORKS:
         if name == "deep" and not cfg.train_deep:
             continue
-        own: TrainConfig = getattr(cfg, name)
         drops = tuple(getattr(cfg, drops_field))
-        ms = tuple(sorted({max(1, round(f * own.epochs)) for f in drops}))
-        train = replace(own, dataset=cfg.dataset, seed=cfg.seed, threads=cfg.threads,
-                        progress=cfg.progress, milestones=ms, eval_test=True, figures=True)  # fmt: skip
+        train = _network_train(cfg, name)
         nets.append(Network(name=name, stage=stage, title=title, lr_drops=drops, train=train))
     return tuple(nets)
+
+
+def _network_train(cfg: StudyConfig, name: str) -> TrainConfig:
+    """The training options of network ``name`` of a resolved study: its field's, with those of
+    :data:`STUDY_SET` set by the study (``out`` and ``resume`` by its stage)."""
+    own: TrainConfig = getattr(cfg, name)
+    drops = getattr(cfg, next(f for n, _, _, f in _NETWORKS if n == name))
+    ms = tuple(sorted({max(1, round(f * own.epochs)) for f in drops}))
+    return replace(own, dataset=cfg.dataset, seed=cfg.seed, threads=cfg.threads,
+                   progress=cfg.progress, milestones=ms, eval_test=True, figures=True)  # fmt: skip
 
 
 def milestones(cfg: StudyConfig) -> tuple[int, ...]:

@@ -46,3 +46,12 @@ def test_config_doc_holds_every_option_and_lists_for_tuples():
     assert isinstance(doc["lams"], list) and doc["lams"] == list(cfg.lams)
     assert isinstance(doc["lr_drops"], list) and doc["lr_drops"] == list(cfg.lr_drops)
     assert runner.RESUME_FREE <= set(doc)
+    # each network's training options as trained: with what the study sets, not the defaults
+    for net in ("fc", "deep"):
+        assert doc[net]["dataset"] == cfg.dataset and doc[net]["eval_test"] is True
+        assert isinstance(doc[net]["milestones"], list) and doc[net]["milestones"]
+        assert not {"out", "resume", "threads", "progress"} & set(doc[net])
+    assert config_doc(resolve_study_config(StudyConfig(quick=True, progress=False, threads=2))) == (
+        config_doc(resolve_study_config(StudyConfig(quick=True)))
+        | {"progress": False, "threads": 2}
+    )
