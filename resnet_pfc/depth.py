@@ -89,6 +89,7 @@ from .depth_config import (
     OPTIMUM_RTOL,
     PARTS,
     SLOPE_METRICS,
+    TRAIN_OPTIONS,
     DepthConfig,
     DepthResult,
     depth_config,
@@ -662,7 +663,10 @@ def depth_study(config: DepthConfig | None = None, **overrides: Any) -> DepthRes
 
 def _depth_study(cfg: DepthConfig, out: Path) -> DepthResult:
     """The body of :func:`depth_study`, run while holding the study folder's lock."""
-    doc = {"config": asdict(cfg), "versions": versions()}
+    # the training options the cells use (TRAIN_OPTIONS); the others of TrainConfig keep their
+    # defaults (validate_depth_config) or are set per cell, so they are not recorded
+    config = asdict(cfg) | {"train": {k: getattr(cfg.train, k) for k in TRAIN_OPTIONS}}
+    doc = {"config": config, "versions": versions()}
     ufm_io.atomic_write_text(out / "config.json", json.dumps(doc, indent=2, default=str) + "\n")
     warm_only = set(_warm_families(cfg)) if cfg.init == "warm" else set()
     todo: list[tuple[Any, ...]] = [

@@ -156,6 +156,11 @@ def test_tiny_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert res.missing == []
     for name in ("depth_cells.csv", "depth_layers.csv", "depth_slopes.csv", "report.md"):
         assert (out / name).is_file()
+    # config.json records the training options the cells use, as used
+    from resnet_pfc.depth_config import TRAIN_OPTIONS
+
+    train = json.loads((out / "config.json").read_text())["config"]["train"]
+    assert set(train) == set(TRAIN_OPTIONS) and train["width"] == 16 and train["per_class"] == 10
     assert (out / "figures" / "depth_metrics.png").is_file()
     for f in cfg.families:
         assert (out / "figures" / f"depth_layers_{f}.png").is_file()
