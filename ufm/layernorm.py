@@ -460,7 +460,8 @@ def solve_layernorm(
     Returns
     -------
     SolveResult
-        ``X = None``, ``method = "rlbfgs"``; ``history`` per iteration (for MSE the objective is
+        ``X = None``, ``method = "lbfgs"`` (the engine's L-BFGS, on the sphere:
+        ``params["manifold"]``); ``history`` per iteration (for MSE the objective is
         the reduced one, ``(W, b)`` optimal for each ``H``; the class phase, then the
         per-sample phase); ``params["features"] =
         "layernorm"``.
@@ -581,7 +582,9 @@ def solve_layernorm(
         "bias": bias,
         "affine": affine,
         "lam_affine": lam_a if affine else None,
-        "method": "rlbfgs",
+        "method": "lbfgs",
+        "manifold": "sphere of radius sqrt(d) in the centred subspace (tangent projection and "
+        "retraction)",
         "backend": "numpy",
         "device": None,
         "dtype": "float64",
@@ -597,7 +600,7 @@ def solve_layernorm(
     }
     raw = Raw(W, b, H, status, n_iter, hist_f, hist_g, reduced=(f, gn))
     return build_result(
-        None, raw, y_out=yn, X_out=None, method="rlbfgs", backend="numpy", params=params,
+        None, raw, y_out=yn, X_out=None, method="lbfgs", backend="numpy", params=params,
         tol=tol, stacklevel=4, bias=bias,  # the caller of ufm.solve
     )  # fmt: skip
 
