@@ -89,6 +89,13 @@ def _prepare_out(cfg: StudyConfig, out: Path) -> None:
     if cfg.resume and prev is not None:
         old = prev.get("study", {})
         now = config_doc(cfg)
+        gone = sorted(set(old) - set(now))
+        if gone:  # written by a version with other options: they cannot be compared
+            raise CheckpointError(
+                f"cannot resume the study in {str(out)!r}: its config.json has options this "
+                f"version does not know ({', '.join(gone)}); it was written by another version "
+                "of pfc. Pass --force to start afresh, or choose another --out"
+            )
         diff = [k for k in sorted(now) if k not in RESUME_FREE and k in old and old[k] != now[k]]
         if diff:
             detail = ", ".join(f"{k}: {old[k]!r} -> {now[k]!r}" for k in diff)

@@ -379,6 +379,24 @@ def test_resume_with_other_options_is_refused(quick_study, capsys):
     assert rc == 2 and "seed" in err
 
 
+def test_resume_refuses_a_changed_network_option_and_an_older_layout(quick_study, tmp_path, capsys):
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(quick_study, study)
+    # a network's training option is compared through its nested record
+    rc, _, err = run(capsys, "demo", "--quick", "--out", str(study), "--resume", "--epochs",
+                     "41", "--no-progress")  # fmt: skip
+    assert rc == 2 and "fc:" in err and "'epochs': 40" in err
+    # a config.json with options this version lacks (the flat layout before nesting)
+    cfg_path = study / "config.json"
+    doc = json.loads(cfg_path.read_text())
+    doc["study"]["deep_lr"] = 0.05
+    cfg_path.write_text(json.dumps(doc))
+    rc, _, err = run(capsys, "demo", "--quick", "--out", str(study), "--resume", "--no-progress")
+    assert rc == 2 and "deep_lr" in err and "another version" in err
+
+
 def test_report_and_figures_of_a_run_directory(quick_study, tmp_path, capsys):
     import shutil
 
