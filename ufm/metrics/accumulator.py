@@ -352,6 +352,42 @@ class CollapseAccumulator:
         deviations, in state units) with Chan's parallel update."""
         self._merge1(counts, means, ss)
 
+    def check_batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check a batch of this layer and take its range into the state's units, as
+        :meth:`update` does before it accumulates (an accumulator that feeds its own statistics,
+        such as :class:`~ufm.metrics.LineAccumulator`, calls this and then
+        :meth:`merge_first_pass`).
+
+        Parameters
+        ----------
+        H : array-like, shape (B, d)
+            Features of the batch.
+        y : array-like, shape (B,)
+            Labels in ``0..K-1``.
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            ``H`` on the accumulator's device (its dtype kept; multiply by :attr:`unit` for the
+            state's units) and the labels as int64 on that device.
+
+        Raises
+        ------
+        InputError
+            Bad features or labels, or a width other than earlier batches'.
+        """
+        return self._batch(H, y)
+
+    def require_data(self) -> None:
+        """Raise unless pass 1 has seen a sample.
+
+        Raises
+        ------
+        InputError
+            The accumulator has seen no data.
+        """
+        self._require_data()
+
     # -- state --------------------------------------------------------------------------------
     def _init_state(self, d: int, device: torch.device) -> None:
         check_stat_size(self.K, d, "the class means")
