@@ -84,6 +84,27 @@ PASS2_TENSORS: tuple[tuple[str, Any, str], ...] = (
 )
 #: Integer pass-2 sums (samples, NCC-correct samples, classifier disagreements).
 PASS2_SCALARS: tuple[str, ...] = ("n2", "correct", "mismatch")
+#: The entries of :data:`PASS2_TENSORS` that an older state dict may lack (the fingerprint was
+#: added later): such a state dict loads and trusts its counts; the others are required.
+PASS2_OPTIONAL: tuple[str, ...] = ("counts2", "fp_sum", "fp_sq")
+
+#: Marks a :data:`SETTINGS` entry that every state dict holds.
+REQUIRED = object()
+#: The settings saved in the state dict beside the tensors of :data:`PASS1_TENSORS`,
+#: :data:`PASS2_TENSORS` and :data:`PASS2_SCALARS`, declared once: key, attribute, and the
+#: value assumed for a state dict written before the key was saved (:data:`REQUIRED`: none,
+#: a state dict without it is refused). Tensors among them (``W``, ``b``) are saved on the CPU.
+SETTINGS: tuple[tuple[str, str, Any], ...] = (
+    ("K", "K", REQUIRED),
+    ("rank_tol", "rank_tol", REQUIRED),
+    ("phase", "phase", REQUIRED),
+    ("d", "d", REQUIRED),
+    ("W", "W", REQUIRED),
+    ("b", "b", REQUIRED),
+    ("scale_exp", "scale_exp", 0),
+    ("maxabs", "maxabs", math.inf),
+    ("auto_scale", "_auto_scale", True),  # older state dicts came from the default
+)
 
 
 def chan_merge(
@@ -780,7 +801,10 @@ class CollapseAccumulator:
                 setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
-    _STATE_KEYS = ("K", "rank_tol", "phase", "d", "counts", "means", "ss", "W", "b")
+    #: The keys every state dict holds (older ones included): required settings and pass 1.
+    _STATE_KEYS = tuple(k for k, _, v in SETTINGS if v is REQUIRED) + tuple(
+        n for n, _, _ in PASS1_TENSORS
+    )
 
     def state_dict(self) -> dict[str, Any]:
         """A picklable snapshot (tensors on CPU)."""
@@ -788,17 +812,12 @@ class CollapseAccumulator:
         def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.detach().cpu().clone()
 
+        def saved(v: Any) -> Any:
+            return cpu(v) if isinstance(v, torch.Tensor) else v
+
         return {
-            "K": self.K,
-            "rank_tol": self.rank_tol,
-            "phase": self.phase,
-            "d": self.d,
+            **{key: saved(getattr(self, attr)) for key, attr, _ in SETTINGS},
             **{name: cpu(getattr(self, name)) for name, _, _ in PASS1_TENSORS},
-            "W": cpu(self.W),
-            "b": cpu(self.b),
-            "scale_exp": self.scale_exp,
-            "maxabs": self.maxabs,
-            "auto_scale": self._auto_scale,
             **{name: cpu(getattr(self, name)) for name, _, _ in PASS2_TENSORS},
             **{name: getattr(self, name) for name in PASS2_SCALARS},
         }
@@ -822,8 +841,8 @@ class CollapseAccumulator:
                 f"state dict lacks key(s) {missing}; pass the dict returned by "
                 "CollapseAccumulator.state_dict()"
             )
-        # a state dict written before auto_scale was saved came from the default
-        auto = sd.get("auto_scale", True)
+        default = {key: v for key, _, v in SETTINGS}
+        auto = sd.get("auto_scale", default["auto_scale"])
         if not isinstance(auto, bool):
             raise InputError(f"state dict key 'auto_scale' must be a bool, got {describe(auto)}")
         acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"], auto_scale=auto)
@@ -835,10 +854,14 @@ class CollapseAccumulator:
         K = acc.K
         shapes = {name: shape(K, d) for name, shape, _ in PASS1_TENSORS}
         if sd["phase"] == 2:
-            missing2 = [k for k in ("S", "ss2", *PASS2_SCALARS) if k not in sd]
+            required2 = [n for n, _, _ in PASS2_TENSORS if n not in PASS2_OPTIONAL]
+            missing2 = [k for k in (*required2, *PASS2_SCALARS) if k not in sd]
             if missing2:
                 raise InputError(f"state dict of a pass-2 accumulator lacks key(s) {missing2}")
-            shapes.update({"S": (K, K), "ss2": (K,)})
+            # the fingerprint's width depends on W (K + 1 or 2K + 1): _check_state_values
+            shapes.update(
+                {n: shape(K, K + 1) for n, shape, _ in PASS2_TENSORS if n not in PASS2_OPTIONAL}
+            )
         bad = [
             k
             for k, shp in shapes.items()
@@ -854,8 +877,10 @@ class CollapseAccumulator:
         acc._init_state(d, dev)
         for name, _, kind in PASS1_TENSORS:
             setattr(acc, name, sd[name].to(dev, torch.int64 if kind == "count" else F64))
-        acc.scale_exp = check_int(sd.get("scale_exp", 0), "state dict key 'scale_exp'")
-        acc.maxabs = _check_maxabs(sd.get("maxabs", math.inf))
+        acc.scale_exp = check_int(
+            sd.get("scale_exp", default["scale_exp"]), "state dict key 'scale_exp'"
+        )
+        acc.maxabs = _check_maxabs(sd.get("maxabs", default["maxabs"]))
         if sd["phase"] == 2:
             acc.end_first_pass()
             for name in PASS2_SCALARS:
@@ -866,9 +891,9 @@ class CollapseAccumulator:
                         f"state dict key {k!r} = {sd[k]} exceeds n2 = {acc.n2} (the pass-2 "
                         "samples it counts among): the state dict was altered or corrupted"
                     )
-            fingerprint = sd.get("counts2") is not None
+            fingerprint = sd.get(PASS2_OPTIONAL[0]) is not None
             for name, _, kind in PASS2_TENSORS:
-                if name in ("S", "ss2") or fingerprint:
+                if name not in PASS2_OPTIONAL or fingerprint:
                     dtype = torch.int64 if kind == "count" else F64
                     setattr(acc, name, sd[name].to(dev, dtype))
             if not fingerprint:  # an older state dict without the fingerprint: trust its counts
@@ -1059,9 +1084,10 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
     for name, _, kind in PASS1_TENSORS:
         check[kind](name)
     if sd["phase"] == 2:
-        for name, _, kind in PASS2_TENSORS[:2]:  # S, ss2: always present in pass 2
-            check[kind](name)
-        fp = [sd.get(k) for k in ("counts2", "fp_sum", "fp_sq")]
+        for name, _, kind in PASS2_TENSORS:  # S, ss2: always present in pass 2
+            if name not in PASS2_OPTIONAL:
+                check[kind](name)
+        fp = [sd.get(k) for k in PASS2_OPTIONAL]
         if any(v is not None for v in fp):
             c2, fs, fq = fp
             ok = all(isinstance(v, torch.Tensor) for v in fp)
@@ -1073,5 +1099,6 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
                     f"must be tensors of shapes ({K},), (K, m) and (K, m) with m = K+1 or 2K+1, "
                     f"got {[describe(v) for v in fp]}",
                 )
-            for name, _, kind in PASS2_TENSORS[2:]:  # the fingerprint
-                check[kind](name)
+            for name, _, kind in PASS2_TENSORS:  # the fingerprint
+                if name in PASS2_OPTIONAL:
+                    check[kind](name)
