@@ -22,6 +22,7 @@ from ufm.metrics.accumulator import (
     SETTINGS,
     in_units,
 )
+from ufm.suffstats import SETTINGS as SUFF_SETTINGS
 from ufm.suffstats import STATE
 
 K = 3
@@ -73,6 +74,23 @@ def test_suffstats_state_dict_checks_each_declared_entry():
     missing = {k: v for k, v in sd.items() if k != "sums"}
     with pytest.raises(InputError, match="keys"):
         SufficientStatistics.from_state_dict(missing)
+
+
+def test_suffstats_state_dict_refuses_a_wrong_dtype_or_missing_key_by_name():
+    X, _, y = _data()
+    sd = SufficientStatistics(K).update(X, y).state_dict()
+    assert set(sd) == {*SUFF_SETTINGS, "rows", *(name for name, _, _ in STATE)}
+    for name, _, _ in STATE:
+        if sd[name] is None:
+            continue
+        v = np.asarray(sd[name])
+        # complex lost its imaginary part with a warning; strings were parsed; booleans read as 0/1
+        for wrong in (v.astype(complex), v.astype(str), v.astype(bool), str(v)):
+            with pytest.raises(InputError, match=repr(name)):
+                SufficientStatistics.from_state_dict(dict(sd, **{name: wrong}))
+    for key in sd:
+        with pytest.raises(InputError, match=f"missing \\[{key!r}\\]"):
+            SufficientStatistics.from_state_dict({k: v for k, v in sd.items() if k != key})
 
 
 @pytest.mark.parametrize("cut", [2, 12])
