@@ -186,6 +186,36 @@ def test_accumulator_merge_of_shards_equals_one_pass(phase):
         np.testing.assert_allclose(ra[k], ro[k], rtol=1e-10, atol=1e-12, err_msg=k)
 
 
+def test_add_second_pass_is_the_public_entry_from_frozen_means():
+    A, _, y = _data(n=30)
+    ref = CollapseAccumulator(K).update(A, y).end_first_pass().update(A, y)
+    # a second pass computed elsewhere against the same frozen means, added through the entry
+    acc = CollapseAccumulator.from_state_dict(ref.state_dict())
+    other = CollapseAccumulator.from_state_dict(
+        dict(
+            acc.state_dict(),
+            **{n: torch.zeros_like(acc.state_dict()[n]) for n, _, _ in PASS2_TENSORS},
+            n2=0,
+            correct=0,
+            mismatch=0,
+        )
+    )
+    part = {n: getattr(acc, n).clone() for n, _, _ in PASS2_TENSORS}
+    part.update({n: getattr(acc, n) for n in PASS2_SCALARS})
+    assert other.add_second_pass(part).compute() == ref.compute()
+    with pytest.raises(InputError, match="'S'"):
+        other.add_second_pass({k: v for k, v in part.items() if k != "S"})
+    with pytest.raises(InputError, match="'ss2'"):
+        other.add_second_pass(dict(part, ss2=torch.zeros(K + 1, dtype=torch.float64)))
+    with pytest.raises(InputError, match="end_first_pass"):
+        CollapseAccumulator(K).update(A, y).add_second_pass(part)
+    # the fingerprint may be left out (the statistics route): counts2 is still needed
+    fresh = CollapseAccumulator.from_state_dict(other.state_dict())
+    fresh.add_second_pass({k: v for k, v in part.items() if k not in ("fp_sum", "fp_sq")})
+    with pytest.raises(InputError, match="counts2"):
+        fresh.add_second_pass({k: v for k, v in part.items() if k != "counts2"})
+
+
 def test_in_units_multiplies_once_per_power_without_overflow():
     t = torch.tensor([1e-300, 3.0], dtype=torch.float64)
     f = 2.0**-600  # f * f underflows to 0; (t * f) * f does not lose the first entry to it

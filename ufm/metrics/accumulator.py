@@ -629,7 +629,10 @@ class CollapseAccumulator:
         self._merge1(nb, mb, ssb)
 
     def _merge1(self, nb: torch.Tensor, mb: torch.Tensor, ssb: torch.Tensor) -> None:
-        self.counts, self.means, self.ss = chan_merge(self.counts, self.means, self.ss, nb, mb, ssb)
+        # PASS1_TENSORS lists (count, mean, scatter) in chan_merge's order
+        merged = chan_merge(*(getattr(self, n) for n, _, _ in PASS1_TENSORS), nb, mb, ssb)
+        for (name, _, _), v in zip(PASS1_TENSORS, merged, strict=True):
+            setattr(self, name, v)
 
     def _project2(
         self,
@@ -679,18 +682,60 @@ class CollapseAccumulator:
             out["mismatch"] = int((torch.argmax(logits, dim=1) != pred).sum())
         return out
 
-    def _add2(self, part: dict[str, Any]) -> None:
-        """Add a block's pass-2 partial sums (:meth:`_stats2`) to the state."""
+    def _add2(self, part: Mapping[str, Any]) -> None:
+        """Add a block's pass-2 partial sums (:meth:`_stats2`) to the state, entry by entry of
+        :data:`PASS2_TENSORS` (in place; an entry of :data:`PASS2_OPTIONAL` may be absent) and
+        :data:`PASS2_SCALARS`."""
         if not part:
             return
-        self.ss2 += part["ss2"]
-        self.S += part["S"]
-        self.fp_sum += part["fp_sum"]
-        self.fp_sq += part["fp_sq"]
-        self.counts2 += part["counts2"]
-        self.correct += part["correct"]
-        self.mismatch += part["mismatch"]
-        self.n2 += part["n2"]
+        for name, _, _ in PASS2_TENSORS:
+            if name in part:
+                t = getattr(self, name)
+                t += part[name]
+        for name in PASS2_SCALARS:
+            setattr(self, name, getattr(self, name) + part[name])
+
+    def add_second_pass(self, part: Mapping[str, Any]) -> CollapseAccumulator:
+        """Add pass-2 sums computed elsewhere against this accumulator's frozen means.
+
+        The public entry for a second pass that is not fed through :meth:`update` (such as
+        :meth:`ufm.engine.statistics.StatsSolution.feature_metrics`, which maps the data in
+        closed form): start from frozen means with :meth:`from_statistics`, call
+        :meth:`end_first_pass`, read :attr:`frozen` and :attr:`unit`, then add the sums here.
+
+        Parameters
+        ----------
+        part : mapping of str to tensor or int
+            One value per entry of :data:`PASS2_TENSORS` (shapes as declared, in state units)
+            and of :data:`PASS2_SCALARS` (ints); the fingerprint entries
+            (:data:`PASS2_OPTIONAL`) may be left out, with ``counts2`` then to be given.
+
+        Returns
+        -------
+        CollapseAccumulator
+            ``self``.
+
+        Raises
+        ------
+        InputError
+            Not in pass 2, a required entry missing, or an entry of the wrong shape.
+        """
+        if self.phase != 2:
+            raise InputError("add_second_pass() needs end_first_pass() first")
+        needed = [n for n, _, _ in PASS2_TENSORS if n not in PASS2_OPTIONAL[1:]]
+        missing = [k for k in (*needed, *PASS2_SCALARS) if k not in part]
+        if missing:
+            raise InputError(
+                f"add_second_pass() needs the entries {missing} of PASS2_TENSORS/PASS2_SCALARS"
+            )
+        for name, _, _ in PASS2_TENSORS:
+            if name in part and tuple(part[name].shape) != tuple(getattr(self, name).shape):
+                raise InputError(
+                    f"add_second_pass() entry {name!r} must have shape "
+                    f"{tuple(getattr(self, name).shape)}, got {describe(part[name])}"
+                )
+        self._add2(part)
+        return self
 
     @thread_policy()
     def end_first_pass(self) -> CollapseAccumulator:
