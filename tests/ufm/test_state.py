@@ -140,6 +140,21 @@ def test_accumulator_state_dict_round_trips_bit_for_bit(phase):
     assert back.compute() == acc.compute()
 
 
+@pytest.mark.parametrize("phase", [1, 2])
+def test_a_restored_accumulator_never_writes_into_the_callers_state_dict(phase):
+    # pass 2 adds in place: a restored accumulator that held the state dict's own tensors
+    # changed a checkpoint kept in memory when it went on with pass 2
+    A, _, y = _data()
+    acc = CollapseAccumulator(K).update(A, y)
+    if phase == 2:
+        acc.end_first_pass()
+    sd = acc.state_dict()
+    before = {k: v.clone() for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    CollapseAccumulator.from_state_dict(sd).update(A, y)
+    for k, v in before.items():
+        assert torch.equal(sd[k], v), k
+
+
 def test_accumulator_state_dict_refuses_a_wrong_shape_dtype_or_missing_key_by_name():
     A, _, y = _data()
     sd = CollapseAccumulator(K).update(A, y).end_first_pass().update(A, y).state_dict()

@@ -921,7 +921,7 @@ class CollapseAccumulator:
         dev = torch.device(device) if device is not None else torch.device("cpu")
         acc._init_state(d, dev)
         for name, _, kind in PASS1_TENSORS:
-            setattr(acc, name, sd[name].to(dev, torch.int64 if kind == "count" else F64))
+            setattr(acc, name, sd[name].to(dev, torch.int64 if kind == "count" else F64, copy=True))
         acc.scale_exp = check_int(
             sd.get("scale_exp", default["scale_exp"]), "state dict key 'scale_exp'"
         )
@@ -940,7 +940,7 @@ class CollapseAccumulator:
             for name, _, kind in PASS2_TENSORS:
                 if name not in PASS2_OPTIONAL or fingerprint:
                     dtype = torch.int64 if kind == "count" else F64
-                    setattr(acc, name, sd[name].to(dev, dtype))
+                    setattr(acc, name, sd[name].to(dev, dtype, copy=True))  # never the caller's
             if not fingerprint:  # an older state dict without the fingerprint: trust its counts
                 acc.counts2 = acc.counts.clone() if acc.n2 == acc.n else acc.counts2
         return acc
