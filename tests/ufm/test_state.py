@@ -331,5 +331,18 @@ def test_line_state_dict_refuses_what_is_not_a_line():
         LineAccumulator.from_state_dict(dict(sd, B=other))
     with pytest.raises(InputError, match="'phase'"):
         LineAccumulator.from_state_dict(dict(sd, phase=3))
+    with pytest.raises(InputError, match="'phase'"):
+        LineAccumulator.from_state_dict(dict(sd, phase=1.0))
+    # complex lost its imaginary part with a warning, booleans and numeric strings were read
+    c = sd["cross"]
+    c0 = c.clone()
+    for wrong in (c.to(torch.complex128), c.numpy().astype(str), c.bool(), ["1", "2", "3"], "a"):
+        with pytest.raises(InputError, match="'cross'"):
+            LineAccumulator.from_state_dict(dict(sd, cross=wrong))
+    with pytest.raises(InputError, match="ts must"):  # was a ValueError from numpy
+        LineAccumulator.from_state_dict(dict(sd, ts="x"))
+    restored = LineAccumulator.from_state_dict(sd)
+    restored.update(*_data()).merge(LineAccumulator.from_state_dict(sd))
+    assert torch.equal(sd["cross"], c0)  # the caller's tensor is not the state
     with pytest.raises(InputError, match="'lines'"):
         LineAccumulator.from_state_dict(dict(sd, phase=2))

@@ -59,6 +59,30 @@ def cross_merge(
     return cross + cb + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
 
 
+def _load_cross(v: Any, K: int) -> torch.Tensor:
+    """The cross terms of a state dict: ``K`` finite reals, as a float64 copy (a complex
+    value would lose its imaginary part, a string or boolean would be read as numbers)."""
+    try:
+        if isinstance(v, torch.Tensor):
+            kind = "c" if v.is_complex() else "b" if v.dtype == torch.bool else "f"
+            t = v.detach()
+        else:
+            t = np.asarray(v)
+            kind = t.dtype.kind
+        if kind not in "iuf":
+            raise TypeError(kind)
+        c = torch.as_tensor(t).to(F64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(
+            f"state dict key 'cross' must be {K} finite real values, got {type(v).__name__}"
+        ) from exc
+    if c.shape != (K,) or not bool(torch.isfinite(c).all()):
+        raise InputError(
+            f"state dict key 'cross' must be {K} finite values, got shape {tuple(c.shape)}"
+        )
+    return c.clone()
+
+
 class LineAccumulator:
     r"""Metrics of the features :math:`(1-t) A + t B` for every ``t``, streamed from two layers.
 
@@ -88,7 +112,16 @@ class LineAccumulator:
         self, K: int, ts: Sequence[float] | None = None, *, rank_tol: float = DEFAULT_RANK_TOL
     ):
         self.K = check_int(K, "K", low=2)
-        ts = np.linspace(0.0, 1.0, 11) if ts is None else np.asarray(ts, dtype=float)
+        if ts is None:
+            ts = np.linspace(0.0, 1.0, 11)
+        else:
+            raw = ts
+            try:
+                ts = np.asarray(ts, dtype=float)
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    f"ts must be a non-empty 1-d sequence of finite floats, got {raw!r}"
+                ) from exc
         if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
             raise InputError(f"ts must be a non-empty 1-d sequence of finite floats, got {ts!r}")
         self.ts = ts
@@ -240,7 +273,7 @@ class LineAccumulator:
                 f"by LineAccumulator.state_dict() with keys {sorted(cls.STATE_KEYS)}"
             )
         line = cls(sd["K"], sd["ts"], rank_tol=sd["rank_tol"])
-        if sd["phase"] not in (1, 2):
+        if type(sd["phase"]) is not int or sd["phase"] not in (1, 2):
             raise InputError(f"state dict key 'phase' must be 1 or 2, got {sd['phase']!r}")
         for key, kind in STATE:
             if kind != "pass1":
@@ -265,13 +298,7 @@ class LineAccumulator:
                 "the same samples); rebuild the line from the data"
             )
         if sd["cross"] is not None:
-            c = torch.as_tensor(sd["cross"], dtype=F64)
-            if c.shape != (line.K,) or not bool(torch.isfinite(c).all()):
-                raise InputError(
-                    f"state dict key 'cross' must be {line.K} finite values, got shape "
-                    f"{tuple(c.shape)}"
-                )
-            line.cross = c.to(line.A.device).clone()
+            line.cross = _load_cross(sd["cross"], line.K).to(line.A.device)
         lines = sd["lines"]
         want = line.ts.size if sd["phase"] == 2 else 0
         if not isinstance(lines, list | tuple) or len(lines) != want:
