@@ -170,6 +170,9 @@ def test_accumulator_state_dict_refuses_a_wrong_shape_dtype_or_missing_key_by_na
         wrong = sd[name].to(torch.complex128)
         with pytest.raises(InputError, match=repr(name)):
             CollapseAccumulator.from_state_dict(dict(sd, **{name: wrong}))
+    for phase in (2.0, True, "2"):  # 2.0 and True were read as a pass
+        with pytest.raises(InputError, match="'phase'"):
+            CollapseAccumulator.from_state_dict(dict(sd, phase=phase))
     # an older state dict without the optional entries still loads, with the same metrics
     old = {k: v for k, v in sd.items() if k not in PASS2_OPTIONAL}
     old = {k: v for k, v in old.items() if k in required or k in ("scale_exp", "maxabs")}

@@ -891,8 +891,7 @@ class CollapseAccumulator:
         if not isinstance(auto, bool):
             raise InputError(f"state dict key 'auto_scale' must be a bool, got {describe(auto)}")
         acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"], auto_scale=auto)
-        if sd["phase"] not in (1, 2):
-            raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(sd['phase'])}")
+        check_phase(sd["phase"])
         if sd["counts"] is None:
             return acc
         d = check_int(sd["d"], "state dict key 'd'", low=1)
@@ -1073,6 +1072,19 @@ class CollapseAccumulator:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def check_phase(v: Any) -> int:
+    """A state dict's ``phase``: the integer 1 or 2 (``True``, ``2.0`` or ``"2"`` refused).
+
+    Raises
+    ------
+    InputError
+        Anything else, naming the key.
+    """
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or int(v) not in (1, 2):
+        raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(v)}")
+    return int(v)
 
 
 def _check_maxabs(v: Any) -> float:

@@ -15,7 +15,7 @@ from ..validate import (
     check_features,
     check_int,
 )
-from .accumulator import CollapseAccumulator
+from .accumulator import CollapseAccumulator, check_phase
 from .inputs import (
     DEFAULT_RANK_TOL,
     F64,
@@ -273,8 +273,7 @@ class LineAccumulator:
                 f"by LineAccumulator.state_dict() with keys {sorted(cls.STATE_KEYS)}"
             )
         line = cls(sd["K"], sd["ts"], rank_tol=sd["rank_tol"])
-        if type(sd["phase"]) is not int or sd["phase"] not in (1, 2):
-            raise InputError(f"state dict key 'phase' must be 1 or 2, got {sd['phase']!r}")
+        phase = check_phase(sd["phase"])
         for key, kind in STATE:
             if kind != "pass1":
                 continue
@@ -307,7 +306,7 @@ class LineAccumulator:
                 f"point in pass 2), got {type(lines).__name__}"
             )
         line.lines = [CollapseAccumulator.from_state_dict(x, device=device) for x in lines]
-        line.phase = sd["phase"]
+        line.phase = phase
         return line
 
     @thread_policy()
