@@ -50,6 +50,11 @@ STATE: tuple[tuple[str, Any, str], ...] = (
 )
 #: The kinds of :data:`STATE` that batches and shards add.
 _ADDED = ("count", "sum", "squares")
+#: The settings saved in the state dict beside :data:`STATE` (``K``, ``gram``; ``d`` is ``None``
+#: before data). The kept rows (``"rows"``, a list of ``(B, d)`` arrays while the second moment
+#: is ``None``) are the one entry outside both tables: how they merge and load is the densify
+#: rule (:meth:`SufficientStatistics.merge`), a genuine rule rather than a kind.
+SETTINGS: tuple[str, ...] = ("K", "gram", "d")
 
 
 def _np64(a: Any) -> np.ndarray:
@@ -84,6 +89,13 @@ def _state_floats(
     v: Any, key: str, shape: tuple[int | None, ...], *, nonneg: bool = False
 ) -> np.ndarray:
     """A finite float64 copy of a state dict array of the given shape (``None``: any length)."""
+    # the dtype first: float64 conversion would parse strings, drop imaginary parts (a
+    # warning only) and read booleans as 0/1
+    kind = getattr(getattr(v, "dtype", None), "kind", None)
+    if isinstance(v, torch.Tensor):
+        kind = "c" if v.is_complex() else "b" if v.dtype == torch.bool else "f"
+    if isinstance(v, str | bytes | bool) or (kind is not None and kind not in "iuf"):
+        raise _tampered(key, f"must be a real array, got {describe(v)}")
     try:
         a = np.array(v, dtype=np.float64, copy=True)
     except Exception as exc:
@@ -364,9 +376,7 @@ class SufficientStatistics:
     def state_dict(self) -> dict[str, Any]:
         """A picklable snapshot (numpy arrays)."""
         return {
-            "K": self.K,
-            "gram": self.gram,
-            "d": self.d,
+            **{key: getattr(self, key) for key in SETTINGS},
             **{name: _copy(getattr(self, name)) for name, _, _ in STATE},
             "rows": [r.copy() for r in self.rows],
         }
@@ -380,11 +390,12 @@ class SufficientStatistics:
         InputError
             ``sd`` is not a state dict of this class.
         """
-        keys = {"K", "gram", "d", "rows", *(name for name, _, _ in STATE)}
+        keys = {*SETTINGS, "rows", *(name for name, _, _ in STATE)}
         if not isinstance(sd, dict) or not keys <= set(sd):
+            missing = sorted(keys - set(sd)) if isinstance(sd, dict) else sorted(keys)
             raise InputError(
                 "from_state_dict() needs the dict returned by SufficientStatistics.state_dict() "
-                f"with keys {sorted(keys)}, got {describe(sd)}"
+                f"with keys {sorted(keys)}; missing {missing}, got {describe(sd)}"
             )
         st = cls(sd["K"], gram=sd["gram"])
         if sd["d"] is not None:

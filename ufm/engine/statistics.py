@@ -565,12 +565,16 @@ class StatsSolution:
         parts = map_row_blocks(n, block, width=d)
         S = sum(p[0] for p in parts[1:]) + parts[0][0]
         ss2 = sum(p[1] for p in parts[1:]) + parts[0][1]
-        acc.S = torch.from_numpy(S)
-        acc.ss2 = torch.from_numpy(ss2)
-        acc.counts2 = acc.counts.clone()
-        acc.n2 = n
-        acc.correct = sum(p[2] for p in parts)
-        acc.mismatch = sum(p[3] for p in parts)
+        acc.add_second_pass(
+            {
+                "S": torch.from_numpy(S),
+                "ss2": torch.from_numpy(ss2),
+                "counts2": acc.counts.clone(),  # every sample of the statistics, once
+                "n2": n,
+                "correct": sum(p[2] for p in parts),
+                "mismatch": sum(p[3] for p in parts),
+            }
+        )
         try:
             return acc.compute()
         except DegenerateInputError:

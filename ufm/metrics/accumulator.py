@@ -84,6 +84,27 @@ PASS2_TENSORS: tuple[tuple[str, Any, str], ...] = (
 )
 #: Integer pass-2 sums (samples, NCC-correct samples, classifier disagreements).
 PASS2_SCALARS: tuple[str, ...] = ("n2", "correct", "mismatch")
+#: The entries of :data:`PASS2_TENSORS` that an older state dict may lack (the fingerprint was
+#: added later): such a state dict loads and trusts its counts; the others are required.
+PASS2_OPTIONAL: tuple[str, ...] = ("counts2", "fp_sum", "fp_sq")
+
+#: Marks a :data:`SETTINGS` entry that every state dict holds.
+REQUIRED = object()
+#: The settings saved in the state dict beside the tensors of :data:`PASS1_TENSORS`,
+#: :data:`PASS2_TENSORS` and :data:`PASS2_SCALARS`, declared once: key, attribute, and the
+#: value assumed for a state dict written before the key was saved (:data:`REQUIRED`: none,
+#: a state dict without it is refused). Tensors among them (``W``, ``b``) are saved on the CPU.
+SETTINGS: tuple[tuple[str, str, Any], ...] = (
+    ("K", "K", REQUIRED),
+    ("rank_tol", "rank_tol", REQUIRED),
+    ("phase", "phase", REQUIRED),
+    ("d", "d", REQUIRED),
+    ("W", "W", REQUIRED),
+    ("b", "b", REQUIRED),
+    ("scale_exp", "scale_exp", 0),
+    ("maxabs", "maxabs", math.inf),
+    ("auto_scale", "_auto_scale", True),  # older state dicts came from the default
+)
 
 
 def chan_merge(
@@ -352,6 +373,42 @@ class CollapseAccumulator:
         deviations, in state units) with Chan's parallel update."""
         self._merge1(counts, means, ss)
 
+    def check_batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check a batch of this layer and take its range into the state's units, as
+        :meth:`update` does before it accumulates (an accumulator that feeds its own statistics,
+        such as :class:`~ufm.metrics.LineAccumulator`, calls this and then
+        :meth:`merge_first_pass`).
+
+        Parameters
+        ----------
+        H : array-like, shape (B, d)
+            Features of the batch.
+        y : array-like, shape (B,)
+            Labels in ``0..K-1``.
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            ``H`` on the accumulator's device (its dtype kept; multiply by :attr:`unit` for the
+            state's units) and the labels as int64 on that device.
+
+        Raises
+        ------
+        InputError
+            Bad features or labels, or a width other than earlier batches'.
+        """
+        return self._batch(H, y)
+
+    def require_data(self) -> None:
+        """Raise unless pass 1 has seen a sample.
+
+        Raises
+        ------
+        InputError
+            The accumulator has seen no data.
+        """
+        self._require_data()
+
     # -- state --------------------------------------------------------------------------------
     def _init_state(self, d: int, device: torch.device) -> None:
         check_stat_size(self.K, d, "the class means")
@@ -572,7 +629,10 @@ class CollapseAccumulator:
         self._merge1(nb, mb, ssb)
 
     def _merge1(self, nb: torch.Tensor, mb: torch.Tensor, ssb: torch.Tensor) -> None:
-        self.counts, self.means, self.ss = chan_merge(self.counts, self.means, self.ss, nb, mb, ssb)
+        # PASS1_TENSORS lists (count, mean, scatter) in chan_merge's order
+        merged = chan_merge(*(getattr(self, n) for n, _, _ in PASS1_TENSORS), nb, mb, ssb)
+        for (name, _, _), v in zip(PASS1_TENSORS, merged, strict=True):
+            setattr(self, name, v)
 
     def _project2(
         self,
@@ -622,18 +682,60 @@ class CollapseAccumulator:
             out["mismatch"] = int((torch.argmax(logits, dim=1) != pred).sum())
         return out
 
-    def _add2(self, part: dict[str, Any]) -> None:
-        """Add a block's pass-2 partial sums (:meth:`_stats2`) to the state."""
+    def _add2(self, part: Mapping[str, Any]) -> None:
+        """Add a block's pass-2 partial sums (:meth:`_stats2`) to the state, entry by entry of
+        :data:`PASS2_TENSORS` (in place; an entry of :data:`PASS2_OPTIONAL` may be absent) and
+        :data:`PASS2_SCALARS`."""
         if not part:
             return
-        self.ss2 += part["ss2"]
-        self.S += part["S"]
-        self.fp_sum += part["fp_sum"]
-        self.fp_sq += part["fp_sq"]
-        self.counts2 += part["counts2"]
-        self.correct += part["correct"]
-        self.mismatch += part["mismatch"]
-        self.n2 += part["n2"]
+        for name, _, _ in PASS2_TENSORS:
+            if name in part:
+                t = getattr(self, name)
+                t += part[name]
+        for name in PASS2_SCALARS:
+            setattr(self, name, getattr(self, name) + part[name])
+
+    def add_second_pass(self, part: Mapping[str, Any]) -> CollapseAccumulator:
+        """Add pass-2 sums computed elsewhere against this accumulator's frozen means.
+
+        The public entry for a second pass that is not fed through :meth:`update` (such as
+        :meth:`ufm.engine.statistics.StatsSolution.feature_metrics`, which maps the data in
+        closed form): start from frozen means with :meth:`from_statistics`, call
+        :meth:`end_first_pass`, read :attr:`frozen` and :attr:`unit`, then add the sums here.
+
+        Parameters
+        ----------
+        part : mapping of str to tensor or int
+            One value per entry of :data:`PASS2_TENSORS` (shapes as declared, in state units)
+            and of :data:`PASS2_SCALARS` (ints); the fingerprint entries
+            (:data:`PASS2_OPTIONAL`) may be left out, with ``counts2`` then to be given.
+
+        Returns
+        -------
+        CollapseAccumulator
+            ``self``.
+
+        Raises
+        ------
+        InputError
+            Not in pass 2, a required entry missing, or an entry of the wrong shape.
+        """
+        if self.phase != 2:
+            raise InputError("add_second_pass() needs end_first_pass() first")
+        needed = [n for n, _, _ in PASS2_TENSORS if n not in PASS2_OPTIONAL[1:]]
+        missing = [k for k in (*needed, *PASS2_SCALARS) if k not in part]
+        if missing:
+            raise InputError(
+                f"add_second_pass() needs the entries {missing} of PASS2_TENSORS/PASS2_SCALARS"
+            )
+        for name, _, _ in PASS2_TENSORS:
+            if name in part and tuple(part[name].shape) != tuple(getattr(self, name).shape):
+                raise InputError(
+                    f"add_second_pass() entry {name!r} must have shape "
+                    f"{tuple(getattr(self, name).shape)}, got {describe(part[name])}"
+                )
+        self._add2(part)
+        return self
 
     @thread_policy()
     def end_first_pass(self) -> CollapseAccumulator:
@@ -744,7 +846,10 @@ class CollapseAccumulator:
                 setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
-    _STATE_KEYS = ("K", "rank_tol", "phase", "d", "counts", "means", "ss", "W", "b")
+    #: The keys every state dict holds (older ones included): required settings and pass 1.
+    _STATE_KEYS = tuple(k for k, _, v in SETTINGS if v is REQUIRED) + tuple(
+        n for n, _, _ in PASS1_TENSORS
+    )
 
     def state_dict(self) -> dict[str, Any]:
         """A picklable snapshot (tensors on CPU)."""
@@ -752,17 +857,12 @@ class CollapseAccumulator:
         def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.detach().cpu().clone()
 
+        def saved(v: Any) -> Any:
+            return cpu(v) if isinstance(v, torch.Tensor) else v
+
         return {
-            "K": self.K,
-            "rank_tol": self.rank_tol,
-            "phase": self.phase,
-            "d": self.d,
+            **{key: saved(getattr(self, attr)) for key, attr, _ in SETTINGS},
             **{name: cpu(getattr(self, name)) for name, _, _ in PASS1_TENSORS},
-            "W": cpu(self.W),
-            "b": cpu(self.b),
-            "scale_exp": self.scale_exp,
-            "maxabs": self.maxabs,
-            "auto_scale": self._auto_scale,
             **{name: cpu(getattr(self, name)) for name, _, _ in PASS2_TENSORS},
             **{name: getattr(self, name) for name in PASS2_SCALARS},
         }
@@ -786,23 +886,26 @@ class CollapseAccumulator:
                 f"state dict lacks key(s) {missing}; pass the dict returned by "
                 "CollapseAccumulator.state_dict()"
             )
-        # a state dict written before auto_scale was saved came from the default
-        auto = sd.get("auto_scale", True)
+        default = {key: v for key, _, v in SETTINGS}
+        auto = sd.get("auto_scale", default["auto_scale"])
         if not isinstance(auto, bool):
             raise InputError(f"state dict key 'auto_scale' must be a bool, got {describe(auto)}")
         acc = cls(sd["K"], W=sd["W"], b=sd["b"], rank_tol=sd["rank_tol"], auto_scale=auto)
-        if sd["phase"] not in (1, 2):
-            raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(sd['phase'])}")
+        check_phase(sd["phase"])
         if sd["counts"] is None:
             return acc
         d = check_int(sd["d"], "state dict key 'd'", low=1)
         K = acc.K
         shapes = {name: shape(K, d) for name, shape, _ in PASS1_TENSORS}
         if sd["phase"] == 2:
-            missing2 = [k for k in ("S", "ss2", *PASS2_SCALARS) if k not in sd]
+            required2 = [n for n, _, _ in PASS2_TENSORS if n not in PASS2_OPTIONAL]
+            missing2 = [k for k in (*required2, *PASS2_SCALARS) if k not in sd]
             if missing2:
                 raise InputError(f"state dict of a pass-2 accumulator lacks key(s) {missing2}")
-            shapes.update({"S": (K, K), "ss2": (K,)})
+            # the fingerprint's width depends on W (K + 1 or 2K + 1): _check_state_values
+            shapes.update(
+                {n: shape(K, K + 1) for n, shape, _ in PASS2_TENSORS if n not in PASS2_OPTIONAL}
+            )
         bad = [
             k
             for k, shp in shapes.items()
@@ -817,9 +920,11 @@ class CollapseAccumulator:
         dev = torch.device(device) if device is not None else torch.device("cpu")
         acc._init_state(d, dev)
         for name, _, kind in PASS1_TENSORS:
-            setattr(acc, name, sd[name].to(dev, torch.int64 if kind == "count" else F64))
-        acc.scale_exp = check_int(sd.get("scale_exp", 0), "state dict key 'scale_exp'")
-        acc.maxabs = _check_maxabs(sd.get("maxabs", math.inf))
+            setattr(acc, name, sd[name].to(dev, torch.int64 if kind == "count" else F64, copy=True))
+        acc.scale_exp = check_int(
+            sd.get("scale_exp", default["scale_exp"]), "state dict key 'scale_exp'"
+        )
+        acc.maxabs = _check_maxabs(sd.get("maxabs", default["maxabs"]))
         if sd["phase"] == 2:
             acc.end_first_pass()
             for name in PASS2_SCALARS:
@@ -830,11 +935,11 @@ class CollapseAccumulator:
                         f"state dict key {k!r} = {sd[k]} exceeds n2 = {acc.n2} (the pass-2 "
                         "samples it counts among): the state dict was altered or corrupted"
                     )
-            fingerprint = sd.get("counts2") is not None
+            fingerprint = sd.get(PASS2_OPTIONAL[0]) is not None
             for name, _, kind in PASS2_TENSORS:
-                if name in ("S", "ss2") or fingerprint:
+                if name not in PASS2_OPTIONAL or fingerprint:
                     dtype = torch.int64 if kind == "count" else F64
-                    setattr(acc, name, sd[name].to(dev, dtype))
+                    setattr(acc, name, sd[name].to(dev, dtype, copy=True))  # never the caller's
             if not fingerprint:  # an older state dict without the fingerprint: trust its counts
                 acc.counts2 = acc.counts.clone() if acc.n2 == acc.n else acc.counts2
         return acc
@@ -969,6 +1074,19 @@ class CollapseAccumulator:
 # --------------------------------------------------------------------------------------------
 
 
+def check_phase(v: Any) -> int:
+    """A state dict's ``phase``: the integer 1 or 2 (``True``, ``2.0`` or ``"2"`` refused).
+
+    Raises
+    ------
+    InputError
+        Anything else, naming the key.
+    """
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or int(v) not in (1, 2):
+        raise InputError(f"state dict key 'phase' must be 1 or 2, got {describe(v)}")
+    return int(v)
+
+
 def _check_maxabs(v: Any) -> float:
     """``maxabs`` of a state dict: a non-negative float (``inf`` in old state dicts)."""
     if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
@@ -1023,9 +1141,10 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
     for name, _, kind in PASS1_TENSORS:
         check[kind](name)
     if sd["phase"] == 2:
-        for name, _, kind in PASS2_TENSORS[:2]:  # S, ss2: always present in pass 2
-            check[kind](name)
-        fp = [sd.get(k) for k in ("counts2", "fp_sum", "fp_sq")]
+        for name, _, kind in PASS2_TENSORS:  # S, ss2: always present in pass 2
+            if name not in PASS2_OPTIONAL:
+                check[kind](name)
+        fp = [sd.get(k) for k in PASS2_OPTIONAL]
         if any(v is not None for v in fp):
             c2, fs, fq = fp
             ok = all(isinstance(v, torch.Tensor) for v in fp)
@@ -1037,5 +1156,6 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
                     f"must be tensors of shapes ({K},), (K, m) and (K, m) with m = K+1 or 2K+1, "
                     f"got {[describe(v) for v in fp]}",
                 )
-            for name, _, kind in PASS2_TENSORS[2:]:  # the fingerprint
-                check[kind](name)
+            for name, _, kind in PASS2_TENSORS:  # the fingerprint
+                if name in PASS2_OPTIONAL:
+                    check[kind](name)

@@ -15,12 +15,72 @@ from ..validate import (
     check_features,
     check_int,
 )
-from .accumulator import CollapseAccumulator
+from .accumulator import CollapseAccumulator, check_phase
 from .inputs import (
     DEFAULT_RANK_TOL,
     F64,
     chunks,
 )
+
+#: The state of :class:`LineAccumulator`, declared once: its state dict, the loading and checks
+#: of a state dict and :meth:`~LineAccumulator.merge` read this table. Each entry: key and kind:
+#: ``"meta"`` (constructor arguments and the pass, saved as they are), ``"pass1"`` (one layer's
+#: pass-1 :class:`~ufm.metrics.CollapseAccumulator`, saved as its state dict, merged by its own
+#: ``merge``), ``"cross"`` (the ``(K,)`` float64 cross terms ``c_k``, ``None`` before data,
+#: Chan-merged by :func:`cross_merge`), ``"pass2"`` (after ``end_first_pass``: one accumulator
+#: per grid point, saved as a list of state dicts, merged pairwise).
+STATE: tuple[tuple[str, str], ...] = (
+    ("K", "meta"),
+    ("ts", "meta"),
+    ("rank_tol", "meta"),
+    ("phase", "meta"),
+    ("A", "pass1"),
+    ("B", "pass1"),
+    ("cross", "cross"),
+    ("lines", "pass2"),
+)
+
+
+def cross_merge(
+    cross: torch.Tensor,
+    cb: torch.Tensor,
+    na: torch.Tensor,
+    nb: torch.Tensor,
+    dA: torch.Tensor,
+    dB: torch.Tensor,
+) -> torch.Tensor:
+    r"""Cross terms of two disjoint sets of samples combined (the bilinear form of Chan's update).
+
+    With ``n = n_a + n_b`` and the differences of the two sets' class means ``dA`` (layer A)
+    and ``dB`` (layer B), :math:`c = c_a + c_b + \langle dA_k, dB_k\rangle n_a n_b / n`.
+    Shapes ``(K,)`` (``cross``, ``cb``, counts) and ``(K, d)``; float64.
+    """
+    n = torch.clamp((na + nb).to(F64), min=1.0)
+    return cross + cb + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
+
+
+def _load_cross(v: Any, K: int) -> torch.Tensor:
+    """The cross terms of a state dict: ``K`` finite reals, as a float64 copy (a complex
+    value would lose its imaginary part, a string or boolean would be read as numbers)."""
+    try:
+        if isinstance(v, torch.Tensor):
+            kind = "c" if v.is_complex() else "b" if v.dtype == torch.bool else "f"
+            t = v.detach()
+        else:
+            t = np.asarray(v)
+            kind = t.dtype.kind
+        if kind not in "iuf":
+            raise TypeError(kind)
+        c = torch.as_tensor(t).to(F64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(
+            f"state dict key 'cross' must be {K} finite real values, got {type(v).__name__}"
+        ) from exc
+    if c.shape != (K,) or not bool(torch.isfinite(c).all()):
+        raise InputError(
+            f"state dict key 'cross' must be {K} finite values, got shape {tuple(c.shape)}"
+        )
+    return c.clone()
 
 
 class LineAccumulator:
@@ -52,7 +112,16 @@ class LineAccumulator:
         self, K: int, ts: Sequence[float] | None = None, *, rank_tol: float = DEFAULT_RANK_TOL
     ):
         self.K = check_int(K, "K", low=2)
-        ts = np.linspace(0.0, 1.0, 11) if ts is None else np.asarray(ts, dtype=float)
+        if ts is None:
+            ts = np.linspace(0.0, 1.0, 11)
+        else:
+            raw = ts
+            try:
+                ts = np.asarray(ts, dtype=float)
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    f"ts must be a non-empty 1-d sequence of finite floats, got {raw!r}"
+                ) from exc
         if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
             raise InputError(f"ts must be a non-empty 1-d sequence of finite floats, got {ts!r}")
         self.ts = ts
@@ -78,8 +147,8 @@ class LineAccumulator:
             for t, acc in zip(self.ts, self.lines, strict=True):
                 acc.update((1.0 - t) * At.to(F64) + t * Bt.to(F64), y)
             return self
-        At64, yt = self.A._batch(At, y)
-        Bt64, _ = self.B._batch(Bt, y)
+        At64, yt = self.A.check_batch(At, y)
+        Bt64, _ = self.B.check_batch(Bt, y)
         if self.cross is None:
             self.cross = torch.zeros(self.K, dtype=F64, device=self.A.device)
         for sl in chunks(At64.shape[0], At64.shape[1], self.K):
@@ -90,10 +159,8 @@ class LineAccumulator:
             mb = torch.zeros_like(self.B.means).index_add_(0, yc, b) / cnt
             da, db = a - ma[yc], b - mb[yc]
             cb = torch.zeros_like(self.cross).index_add_(0, yc, (da * db).sum(1))
-            na = self.A.counts
-            n = torch.clamp((na + nb).to(F64), min=1.0)
             dA, dB = ma - self.A.means, mb - self.B.means
-            self.cross = self.cross + cb + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
+            self.cross = cross_merge(self.cross, cb, self.A.counts, nb, dA, dB)
             self.A.merge_first_pass(
                 nb, ma, torch.zeros_like(cb).index_add_(0, yc, (da * da).sum(1))
             )
@@ -119,7 +186,7 @@ class LineAccumulator:
         """Freeze the statistics; later :meth:`update` calls feed pass 2 on the grid ``ts``."""
         if self.phase != 1:
             raise InputError("end_first_pass() was already called")
-        self.A._require_data()
+        self.A.require_data()
         self.lines = [self._at(float(t)).end_first_pass() for t in self.ts]
         self.phase = 2
         return self
@@ -137,18 +204,16 @@ class LineAccumulator:
             return self
         if other.cross is None:
             return self
+        # the cross terms first: their rule reads both sides' means before the layers merge
         if self.cross is None:
-            self.A.merge(other.A)
-            self.B.merge(other.B)
             self.cross = other.cross.clone()
-            return self
-        na, nb = self.A.counts, other.A.counts
-        n = torch.clamp((na + nb).to(F64), min=1.0)
-        dA = other.A.means - self.A.means
-        dB = other.B.means - self.B.means
-        self.cross = self.cross + other.cross + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
-        self.A.merge(other.A)
-        self.B.merge(other.B)
+        else:
+            dA = other.A.means - self.A.means
+            dB = other.B.means - self.B.means
+            self.cross = cross_merge(self.cross, other.cross, self.A.counts, other.A.counts, dA, dB)
+        for key, kind in STATE:
+            if kind == "pass1":
+                getattr(self, key).merge(getattr(other, key))
         return self
 
     @thread_policy()
@@ -172,22 +237,20 @@ class LineAccumulator:
         self.A, self.B, self.cross = merged.A, merged.B, merged.cross
         return self
 
-    #: The keys of :meth:`state_dict`: the two layers' pass-1 accumulators (``A``, ``B``), the
-    #: cross terms, and after :meth:`end_first_pass` the pass-2 accumulators of the grid.
-    STATE_KEYS = ("K", "ts", "rank_tol", "phase", "A", "B", "cross", "lines")
+    #: The keys of :meth:`state_dict` (those of :data:`STATE`): the two layers' pass-1
+    #: accumulators (``A``, ``B``), the cross terms, and after :meth:`end_first_pass` the
+    #: pass-2 accumulators of the grid.
+    STATE_KEYS = tuple(key for key, _ in STATE)
 
     def state_dict(self) -> dict[str, Any]:
         """A picklable snapshot (tensors on CPU; the accumulators as their state dicts)."""
-        return {
-            "K": self.K,
-            "ts": self.ts.tolist(),
-            "rank_tol": self.rank_tol,
-            "phase": self.phase,
-            "A": self.A.state_dict(),
-            "B": self.B.state_dict(),
-            "cross": None if self.cross is None else self.cross.detach().cpu().clone(),
-            "lines": [acc.state_dict() for acc in self.lines],
+        save = {
+            "meta": lambda v: v.tolist() if isinstance(v, np.ndarray) else v,
+            "pass1": lambda acc: acc.state_dict(),
+            "cross": lambda c: None if c is None else c.detach().cpu().clone(),
+            "pass2": lambda accs: [acc.state_dict() for acc in accs],
         }
+        return {key: save[kind](getattr(self, key)) for key, kind in STATE}
 
     @classmethod
     def from_state_dict(cls, sd: Any, *, device: Any = None) -> LineAccumulator:
@@ -198,21 +261,33 @@ class LineAccumulator:
         InputError
             ``sd`` is not a state dict of this class, or its parts disagree (names the key).
         """
-        if not isinstance(sd, dict) or not set(cls.STATE_KEYS) <= set(sd):
+        if not isinstance(sd, dict):
             raise InputError(
                 "from_state_dict() needs the dict returned by LineAccumulator.state_dict() with "
                 f"keys {sorted(cls.STATE_KEYS)}, got {type(sd).__name__}"
             )
+        missing = [key for key in cls.STATE_KEYS if key not in sd]
+        if missing:
+            raise InputError(
+                f"state dict lacks key(s) {missing}; from_state_dict() needs the dict returned "
+                f"by LineAccumulator.state_dict() with keys {sorted(cls.STATE_KEYS)}"
+            )
         line = cls(sd["K"], sd["ts"], rank_tol=sd["rank_tol"])
-        if sd["phase"] not in (1, 2):
-            raise InputError(f"state dict key 'phase' must be 1 or 2, got {sd['phase']!r}")
-        line.A = CollapseAccumulator.from_state_dict(sd["A"], device=device)
-        line.B = CollapseAccumulator.from_state_dict(sd["B"], device=device)
-        for key, acc in (("A", line.A), ("B", line.B)):
+        phase = check_phase(sd["phase"])
+        for key, kind in STATE:
+            if kind != "pass1":
+                continue
+            if not isinstance(sd[key], dict):
+                raise InputError(
+                    f"state dict key {key!r} must hold a CollapseAccumulator state dict, got "
+                    f"{type(sd[key]).__name__}"
+                )
+            acc = CollapseAccumulator.from_state_dict(sd[key], device=device)
             if acc.K != line.K or acc.phase != 1:
                 raise InputError(
                     f"state dict key {key!r} must hold a pass-1 accumulator of K={line.K}"
                 )
+            setattr(line, key, acc)
         if (line.A.counts is None) != (sd["cross"] is None) or (
             line.A.counts is not None
             and (line.B.counts is None or not torch.equal(line.A.counts, line.B.counts))
@@ -222,13 +297,7 @@ class LineAccumulator:
                 "the same samples); rebuild the line from the data"
             )
         if sd["cross"] is not None:
-            c = torch.as_tensor(sd["cross"], dtype=F64)
-            if c.shape != (line.K,) or not bool(torch.isfinite(c).all()):
-                raise InputError(
-                    f"state dict key 'cross' must be {line.K} finite values, got shape "
-                    f"{tuple(c.shape)}"
-                )
-            line.cross = c.to(line.A.device).clone()
+            line.cross = _load_cross(sd["cross"], line.K).to(line.A.device)
         lines = sd["lines"]
         want = line.ts.size if sd["phase"] == 2 else 0
         if not isinstance(lines, list | tuple) or len(lines) != want:
@@ -237,7 +306,7 @@ class LineAccumulator:
                 f"point in pass 2), got {type(lines).__name__}"
             )
         line.lines = [CollapseAccumulator.from_state_dict(x, device=device) for x in lines]
-        line.phase = sd["phase"]
+        line.phase = phase
         return line
 
     @thread_policy()
@@ -256,7 +325,7 @@ class LineAccumulator:
             ``t`` and, per ``t``, ``tr_sigma_w, tr_sigma_b, pfc1, pfc2, nc2_equinorm,
             nc2_equiangular`` (+ ``ncc_accuracy, pfc3, nc1``).
         """
-        self.A._require_data()
+        self.A.require_data()
         grid = self.ts if ts is None else np.asarray(ts, dtype=float)
         rows = [self._at(float(t)).compute() for t in grid]
         out = {"t": grid.copy()}
