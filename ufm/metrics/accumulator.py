@@ -373,6 +373,29 @@ class CollapseAccumulator:
         deviations, in state units) with Chan's parallel update."""
         self._merge1(counts, means, ss)
 
+    # -- state --------------------------------------------------------------------------------
+    def _init_state(self, d: int, device: torch.device) -> None:
+        check_stat_size(self.K, d, "the class means")
+        self.d, self.device = d, device
+        for name, shape, kind in PASS1_TENSORS:
+            dtype = torch.int64 if kind == "count" else F64
+            setattr(self, name, torch.zeros(shape(self.K, d), dtype=dtype, device=device))
+        self.W, self.b = check_classifier(self._W_in, self._b_in, self.K, d, device)
+
+    @property
+    def _s(self) -> float:
+        return math.ldexp(1.0, -self.scale_exp)
+
+    def _rescale_to(self, e: int) -> None:
+        """Express the pass-1 state in units of ``2**e`` (exact up to underflow)."""
+        if e == self.scale_exp:
+            return
+        f = math.ldexp(1.0, self.scale_exp - e)
+        # the first batch rescales from 2**0: in_units keeps 0 * inf out of the scatter
+        for name, _, kind in PASS1_TENSORS:
+            setattr(self, name, in_units(getattr(self, name), kind, f))
+        self.scale_exp = e
+
     def check_batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Check a batch of this layer and take its range into the state's units, as
         :meth:`update` does before it accumulates (an accumulator that feeds its own statistics,
@@ -397,42 +420,6 @@ class CollapseAccumulator:
         InputError
             Bad features or labels, or a width other than earlier batches'.
         """
-        return self._batch(H, y)
-
-    def require_data(self) -> None:
-        """Raise unless pass 1 has seen a sample.
-
-        Raises
-        ------
-        InputError
-            The accumulator has seen no data.
-        """
-        self._require_data()
-
-    # -- state --------------------------------------------------------------------------------
-    def _init_state(self, d: int, device: torch.device) -> None:
-        check_stat_size(self.K, d, "the class means")
-        self.d, self.device = d, device
-        for name, shape, kind in PASS1_TENSORS:
-            dtype = torch.int64 if kind == "count" else F64
-            setattr(self, name, torch.zeros(shape(self.K, d), dtype=dtype, device=device))
-        self.W, self.b = check_classifier(self._W_in, self._b_in, self.K, d, device)
-
-    @property
-    def _s(self) -> float:
-        return math.ldexp(1.0, -self.scale_exp)
-
-    def _rescale_to(self, e: int) -> None:
-        """Express the pass-1 state in units of ``2**e`` (exact up to underflow)."""
-        if e == self.scale_exp:
-            return
-        f = math.ldexp(1.0, self.scale_exp - e)
-        # the first batch rescales from 2**0: in_units keeps 0 * inf out of the scatter
-        for name, _, kind in PASS1_TENSORS:
-            setattr(self, name, in_units(getattr(self, name), kind, f))
-        self.scale_exp = e
-
-    def _batch(self, H: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
         Ht, mx = check_features_maxabs(H, "H")
         if self.d is None:
             self._init_state(Ht.shape[1], Ht.device)
@@ -464,7 +451,7 @@ class CollapseAccumulator:
     @thread_policy("H")
     def update(self, H: Any, y: Any) -> CollapseAccumulator:
         """Add a batch ``H (B, d)``, ``y (B,)``; pass 1 or pass 2 depending on the phase."""
-        Ht, yt = self._batch(H, y)
+        Ht, yt = self.check_batch(H, y)
         return self._feed(Ht, yt)
 
     # chunks per block: the O(K d) pass-1 merge and the O(B K) pass-2 bookkeeping run once per
@@ -773,13 +760,20 @@ class CollapseAccumulator:
             dtype = torch.int64 if kind == "count" else F64
             setattr(self, name, torch.zeros(shape(K, K + 1), dtype=dtype, device=self.device))
 
-    def _require_data(self) -> None:
+    def require_data(self) -> None:
+        """Raise unless pass 1 has seen a sample.
+
+        Raises
+        ------
+        InputError
+            The accumulator has seen no data.
+        """
         if self.counts is None or int(self.counts.sum()) == 0:
             raise InputError("the accumulator has seen no data; call update(H, y) first")
 
     def _require_every_class(self) -> None:
         """Raise unless pass 1 saw data, and at least one sample of every class."""
-        self._require_data()
+        self.require_data()
         empty = torch.nonzero(self.counts == 0).flatten().tolist()
         if empty:
             raise DegenerateInputError(
@@ -955,7 +949,7 @@ class CollapseAccumulator:
 
         if not (dist.is_available() and dist.is_initialized()):
             raise InputError("all_reduce() needs an initialised torch.distributed process group")
-        self._require_data()
+        self.require_data()
         K = self.K
         if self.phase == 1:
             head = torch.tensor([float(self.scale_exp), self.maxabs], dtype=F64)
@@ -1005,7 +999,7 @@ class CollapseAccumulator:
 
     def class_means(self) -> np.ndarray:
         """The class means, shape (K, d), float64 numpy."""
-        self._require_data()
+        self.require_data()
         return (self.means * math.ldexp(1.0, self.scale_exp)).cpu().numpy()
 
     @thread_policy()
