@@ -107,6 +107,26 @@ SETTINGS: tuple[tuple[str, str, Any], ...] = (
 )
 
 
+def cross_merge(
+    cross: torch.Tensor,
+    cb: torch.Tensor,
+    na: torch.Tensor,
+    nb: torch.Tensor,
+    dA: torch.Tensor,
+    dB: torch.Tensor,
+) -> torch.Tensor:
+    r"""Cross terms of two disjoint sets of samples combined (the bilinear form of Chan's update).
+
+    With ``n = n_a + n_b`` and the differences of the two sets' class means ``dA`` (layer A)
+    and ``dB`` (layer B), :math:`c = c_a + c_b + \langle dA_k, dB_k\rangle n_a n_b / n`.
+    Shapes ``(K,)`` (``cross``, ``cb``, counts) and ``(K, d)``; float64. With ``dA = dB`` it is
+    the within-class scatter of :func:`chan_merge`; :class:`~ufm.metrics.LineAccumulator` merges
+    the cross terms of two layers with it.
+    """
+    n = torch.clamp((na + nb).to(F64), min=1.0)
+    return cross + cb + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
+
+
 def chan_merge(
     na: torch.Tensor,
     ma: torch.Tensor,
@@ -126,8 +146,7 @@ def chan_merge(
     nf = torch.clamp(n.to(F64), min=1.0)
     delta = mb - ma
     m = ma + delta * (nb.to(F64) / nf)[:, None]
-    ss = ssa + ssb + (delta * delta).sum(1) * (na.to(F64) * nb.to(F64) / nf)
-    return n, m, ss
+    return n, m, cross_merge(ssa, ssb, na, nb, delta, delta)
 
 
 def _native(Ht: torch.Tensor, yt: torch.Tensor) -> bool:

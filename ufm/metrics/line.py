@@ -15,7 +15,7 @@ from ..validate import (
     check_features,
     check_int,
 )
-from .accumulator import CollapseAccumulator, check_phase
+from .accumulator import CollapseAccumulator, check_phase, cross_merge
 from .inputs import (
     DEFAULT_RANK_TOL,
     F64,
@@ -27,7 +27,7 @@ from .inputs import (
 #: ``"meta"`` (constructor arguments and the pass, saved as they are), ``"pass1"`` (one layer's
 #: pass-1 :class:`~ufm.metrics.CollapseAccumulator`, saved as its state dict, merged by its own
 #: ``merge``), ``"cross"`` (the ``(K,)`` float64 cross terms ``c_k``, ``None`` before data,
-#: Chan-merged by :func:`cross_merge`), ``"pass2"`` (after ``end_first_pass``: one accumulator
+#: Chan-merged by :func:`~ufm.metrics.accumulator.cross_merge`), ``"pass2"`` (after ``end_first_pass``: one accumulator
 #: per grid point, saved as a list of state dicts, merged pairwise).
 STATE: tuple[tuple[str, str], ...] = (
     ("K", "meta"),
@@ -39,24 +39,6 @@ STATE: tuple[tuple[str, str], ...] = (
     ("cross", "cross"),
     ("lines", "pass2"),
 )
-
-
-def cross_merge(
-    cross: torch.Tensor,
-    cb: torch.Tensor,
-    na: torch.Tensor,
-    nb: torch.Tensor,
-    dA: torch.Tensor,
-    dB: torch.Tensor,
-) -> torch.Tensor:
-    r"""Cross terms of two disjoint sets of samples combined (the bilinear form of Chan's update).
-
-    With ``n = n_a + n_b`` and the differences of the two sets' class means ``dA`` (layer A)
-    and ``dB`` (layer B), :math:`c = c_a + c_b + \langle dA_k, dB_k\rangle n_a n_b / n`.
-    Shapes ``(K,)`` (``cross``, ``cb``, counts) and ``(K, d)``; float64.
-    """
-    n = torch.clamp((na + nb).to(F64), min=1.0)
-    return cross + cb + (dA * dB).sum(1) * (na.to(F64) * nb.to(F64) / n)
 
 
 def _load_cross(v: Any, K: int) -> torch.Tensor:
