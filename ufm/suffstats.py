@@ -30,6 +30,7 @@ from .validate import (
     check_merge_partner,
     check_stat_size,
     describe,
+    is_real_numeric,
     to_tensor,
 )
 
@@ -89,12 +90,7 @@ def _state_floats(
     v: Any, key: str, shape: tuple[int | None, ...], *, nonneg: bool = False
 ) -> np.ndarray:
     """A finite float64 copy of a state dict array of the given shape (``None``: any length)."""
-    # the dtype first: float64 conversion would parse strings, drop imaginary parts (a
-    # warning only) and read booleans as 0/1
-    kind = getattr(getattr(v, "dtype", None), "kind", None)
-    if isinstance(v, torch.Tensor):
-        kind = "c" if v.is_complex() else "b" if v.dtype == torch.bool else "f"
-    if isinstance(v, str | bytes | bool) or (kind is not None and kind not in "iuf"):
+    if not is_real_numeric(v):  # before float64 conversion reads it as numbers anyway
         raise _tampered(key, f"must be a real array, got {describe(v)}")
     try:
         a = np.array(v, dtype=np.float64, copy=True)

@@ -28,6 +28,7 @@ __all__ = [
     "check_int",
     "check_seed",
     "describe",
+    "is_real_numeric",
     "SEED_MAX",
 ]
 
@@ -46,6 +47,21 @@ def describe(x: Any) -> str:
         return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
     r = repr(x)
     return r if len(r) <= 60 else r[:57] + "..."
+
+
+def is_real_numeric(x: Any) -> bool:
+    """Whether ``x`` holds real numbers: a tensor, array or sequence (read as numpy reads it)
+    of integer or float dtype. Boolean, complex, string and object data are not (converting
+    them to float64 would read booleans as 0/1, parse strings and drop imaginary parts with
+    only a warning), nor is a bare ``str``, ``bytes`` or ``bool``."""
+    if isinstance(x, str | bytes | bool):
+        return False
+    if is_tensor(x):
+        return not (x.dtype == torch.bool or x.is_complex())
+    try:
+        return np.asarray(x).dtype.kind in "iuf"
+    except (TypeError, ValueError):  # ragged or otherwise not an array
+        return False
 
 
 def to_tensor(x: Any, name: str, *, device: torch.device | str | None = None) -> torch.Tensor:

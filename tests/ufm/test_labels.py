@@ -115,3 +115,18 @@ def test_with_classes_needs_a_result():
 
     with pytest.raises(ufm.InputError, match="SolveResult"):
         with_classes({"W": None}, np.array(["a", "b"]))
+
+
+def test_is_real_numeric_accepts_integer_and_float_data_only():
+    import torch
+
+    from ufm.validate import is_real_numeric
+
+    real = [np.zeros(3), np.arange(3), [1, 2.5], 3.0, torch.zeros(2), torch.arange(2), np.uint8(4)]
+    not_real = [
+        np.zeros(2, dtype=complex), torch.zeros(2, dtype=torch.complex64), np.array([True]),
+        torch.tensor([True]), [True, False], True, "1.0", b"1", np.array(["1"]),
+        np.array([None]), [[1, 2], [3]],
+    ]  # fmt: skip
+    assert all(is_real_numeric(x) for x in real)
+    assert not any(is_real_numeric(x) for x in not_real)

@@ -28,6 +28,7 @@ from ..validate import (
     check_scalar,
     check_stat_size,
     describe,
+    is_real_numeric,
 )
 from . import kernels
 from .gram import (
@@ -1132,7 +1133,7 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
 
     def counts(key: str) -> None:
         t = sd[key]
-        if t.dtype == torch.bool or t.is_complex():
+        if not is_real_numeric(t):
             raise bad(key, f"must hold integer counts, got dtype {t.dtype}")
         if t.is_floating_point():
             if not bool(torch.isfinite(t).all()) or not bool((t == torch.round(t)).all()):
@@ -1142,7 +1143,7 @@ def _check_state_values(sd: dict[str, Any], K: int) -> None:
 
     def floats(key: str, nonneg: bool = False) -> None:
         t = sd[key]
-        if t.dtype == torch.bool or t.is_complex():
+        if not is_real_numeric(t):
             raise bad(key, f"must hold real values, got dtype {t.dtype}")
         tf = t.to(F64)
         if not bool(torch.isfinite(tf).all()):

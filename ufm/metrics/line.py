@@ -14,6 +14,8 @@ from ..threads import thread_policy
 from ..validate import (
     check_features,
     check_int,
+    describe,
+    is_real_numeric,
 )
 from .accumulator import CollapseAccumulator, check_phase, cross_merge
 from .inputs import (
@@ -44,20 +46,11 @@ STATE: tuple[tuple[str, str], ...] = (
 def _load_cross(v: Any, K: int) -> torch.Tensor:
     """The cross terms of a state dict: ``K`` finite reals, as a float64 copy (a complex
     value would lose its imaginary part, a string or boolean would be read as numbers)."""
-    try:
-        if isinstance(v, torch.Tensor):
-            kind = "c" if v.is_complex() else "b" if v.dtype == torch.bool else "f"
-            t = v.detach()
-        else:
-            t = np.asarray(v)
-            kind = t.dtype.kind
-        if kind not in "iuf":
-            raise TypeError(kind)
-        c = torch.as_tensor(t).to(F64)
-    except (TypeError, ValueError, RuntimeError) as exc:
+    if not is_real_numeric(v):
         raise InputError(
-            f"state dict key 'cross' must be {K} finite real values, got {type(v).__name__}"
-        ) from exc
+            f"state dict key 'cross' must be {K} finite real values, got {describe(v)}"
+        )
+    c = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else np.asarray(v)).to(F64)
     if c.shape != (K,) or not bool(torch.isfinite(c).all()):
         raise InputError(
             f"state dict key 'cross' must be {K} finite values, got shape {tuple(c.shape)}"
