@@ -291,11 +291,15 @@ def resolve_nested(value: Any, base: Any, *, name: str) -> Any:
     InputError
         A mapping names an option the class does not have, or ``value`` is neither.
     """
-    cls = type(base)
     if value is None:
         return base
-    if isinstance(value, cls):
-        return value
+    _check_kind(name, value, type(base))
+    return value if isinstance(value, type(base)) else replace(base, **value)
+
+
+def _check_kind(name: str, value: Any, cls: type) -> None:
+    """Refuse a nested field's value that is neither an instance of ``cls`` nor a mapping of
+    some of its options (naming the unknown ones)."""
     if isinstance(value, Mapping):
         known = {f.name for f in fields(cls)}
         bad = sorted(set(value) - known)
@@ -303,11 +307,11 @@ def resolve_nested(value: Any, base: Any, *, name: str) -> Any:
             raise InputError(
                 f"{name} has no option(s) {bad}; the options of {cls.__name__} are {sorted(known)}"
             )
-        return replace(base, **value)
-    raise InputError(
-        f"{name} must be a {cls.__name__}, a mapping of its options or None, got "
-        f"{type(value).__name__}"
-    )
+    elif not isinstance(value, cls):
+        raise InputError(
+            f"{name} must be a {cls.__name__}, a mapping of its options or None, got "
+            f"{type(value).__name__}"
+        )
 
 
 def with_options(obj: Any, overrides: Mapping[str, Any]) -> Any:
@@ -643,18 +647,11 @@ def _check_nested(name: str, value: Any, spec: dict[str, Any]) -> None:
         return
     cls = spec["cls"]
     subs = nested_options(spec)
+    _check_kind(name, value, cls)
     if isinstance(value, Mapping):
-        bad = sorted(set(value) - {f.name for f in fields(cls)})
-        if bad:
-            raise InputError(f"{name} has no option(s) {bad}; see {cls.__name__}")
         items = value.items()
-    elif isinstance(value, cls):
-        items = ((f.name, getattr(value, f.name)) for f in fields(cls))
     else:
-        raise InputError(
-            f"{name} must be a {cls.__name__}, a mapping of its options or None, got "
-            f"{type(value).__name__}"
-        )
+        items = ((f.name, getattr(value, f.name)) for f in fields(cls))
     defaults = {f.name: f.default for f in fields(cls)}
     for sub_name, v in items:
         sub = subs.get(sub_name)
