@@ -391,8 +391,8 @@ def config_doc(cfg: StudyConfig) -> dict[str, Any]:
     (set by the stage) and ``threads`` and ``progress`` (the study's own, which may change on
     resumption: :data:`pfc.runner.RESUME_FREE`)."""
     doc = asdict(cfg)
-    for name, _, _, _ in _NETWORKS:
-        train = asdict(_network_train(cfg, name))
+    for name, _, _, drops in _NETWORKS:
+        train = asdict(_network_train(cfg, name, getattr(cfg, drops)))
         doc[name] = {k: v for k, v in train.items() if k not in _NOT_RECORDED}
     return json.loads(json.dumps(doc, default=list))
 
@@ -447,16 +447,16 @@ def networks(cfg: StudyConfig) -> tuple[Network, ...]:
         if name == "deep" and not cfg.train_deep:
             continue
         drops = tuple(getattr(cfg, drops_field))
-        train = _network_train(cfg, name)
+        train = _network_train(cfg, name, drops)
         nets.append(Network(name=name, stage=stage, title=title, lr_drops=drops, train=train))
     return tuple(nets)
 
 
-def _network_train(cfg: StudyConfig, name: str) -> TrainConfig:
+def _network_train(cfg: StudyConfig, name: str, drops: tuple[float, ...]) -> TrainConfig:
     """The training options of network ``name`` of a resolved study: its field's, with those of
-    :data:`STUDY_SET` set by the study (``out`` and ``resume`` by its stage)."""
+    :data:`STUDY_SET` set by the study (milestones from the fractions ``drops``; ``out`` and
+    ``resume`` by its stage)."""
     own: TrainConfig = getattr(cfg, name)
-    drops = getattr(cfg, next(f for n, _, _, f in _NETWORKS if n == name))
     ms = tuple(sorted({max(1, round(f * own.epochs)) for f in drops}))
     return replace(own, dataset=cfg.dataset, seed=cfg.seed, threads=cfg.threads,
                    progress=cfg.progress, milestones=ms, eval_test=True, figures=True)  # fmt: skip
