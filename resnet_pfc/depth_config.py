@@ -183,11 +183,6 @@ def _count(help: str, default: int | None, **meta: Any) -> Any:
     return option(int, help, default=default, low=1, **meta)
 
 
-def _rate(help: str, default: float = 0.05, **meta: Any) -> Any:
-    """A learning rate or a weight decay: a number ``> 0``."""
-    return option(float, help, default=default, low=0, positive=True, **meta)
-
-
 @documented
 @dataclass(frozen=True)
 class DepthConfig:
