@@ -174,7 +174,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 def train_defaults(preset: str = "custom") -> TrainConfig:
     """The training options of every cell of ``preset`` (:data:`DEPTH_PRESETS`'s ``"train"``
-    entry over :data:`TRAIN_DEFAULTS`; ``"custom"``: the defaults)."""
+    entry over :data:`TRAIN_DEFAULTS`; ``"custom"``: the defaults).
+
+    Raises
+    ------
+    InputError
+        ``preset`` is neither ``"custom"`` nor a key of :data:`DEPTH_PRESETS`.
+    """
+    if preset != "custom" and preset not in DEPTH_PRESETS:
+        raise InputError(
+            f"preset must be 'custom' or one of {sorted(DEPTH_PRESETS)}, got {preset!r}"
+        )
     return TrainConfig(**{**TRAIN_DEFAULTS, **DEPTH_PRESETS.get(preset, {}).get("train", {})})
 
 

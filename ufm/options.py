@@ -347,6 +347,8 @@ def option_spec(f: Field) -> dict[str, Any] | None:
 
 
 def _specs(cls: type) -> Iterable[tuple[Field, dict[str, Any]]]:
+    if not is_dataclass(cls):
+        raise InputError(f"expected a dataclass of options (declared with option), got {cls!r}")
     for f in fields(cls):
         spec = option_spec(f)
         if spec is not None:

@@ -328,3 +328,18 @@ def test_a_training_option_reaches_the_demo_by_its_declaration():
         resolve_study_config(StudyConfig(fc={"geodesic_points": 1}))
     with pytest.raises(InputError, match="not used by the depth study"):
         depth_config("tiny", train={"geodesic_points": 51})
+
+
+def test_the_option_functions_refuse_what_is_not_an_options_dataclass():
+    from resnet_pfc.depth_config import train_defaults
+
+    for call in (
+        lambda: command_line_options(int),
+        lambda: add_options(argparse.ArgumentParser(), dict),
+        lambda: check_fields(3),
+    ):
+        with pytest.raises(InputError, match="dataclass"):
+            call()
+    assert train_defaults("custom").width == 64
+    with pytest.raises(InputError, match="preset"):
+        train_defaults("cpuu")
